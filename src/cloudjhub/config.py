@@ -1,0 +1,137 @@
+"""The two JSON files, `instance_config.json` and `server_config.json`.
+
+This module is their only reader and writer, so a bad file fails in one place
+with a message that names the file and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+INSTANCE_CONFIG_FILE = "instance_config.json"
+SERVER_CONFIG_FILE = "server_config.json"
+SERVER_CONFIG_ENV = "CLOUDJHUB_SERVER_CONFIG"
+
+# AWS rejects a root volume smaller than the base image (8 GB for stock images).
+MIN_EBS_SIZE = 8
+
+EbsSize = Annotated[int, Field(ge=MIN_EBS_SIZE, le=16384)]
+Seconds = Annotated[int, Field(ge=0)]
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, malformed or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class InstanceConfig(_Strict):
+    """Launch defaults (`instance_config.json`), with the original key names."""
+
+    MANAGER_INSTANCE_TYPE: str = "t3.small"
+    WORKER_INSTANCE_TYPE: str = "t3.medium"
+    WORKER_EBS_SIZE: EbsSize = 8
+    USER_HOME_EBS_SIZE: Annotated[int, Field(ge=0, le=16384)] = 0
+    JUPYTER_NOTEBOOK_TIMEOUT: Seconds = 3600
+    CUSTOM_WORKER_AMI: str | None = None
+    SERVER_USERNAME: str = "ubuntu"
+    WORKER_USERNAME: str = "ubuntu"
+    REGION: str = "us-east-1"
+    SERVER_OWNER: str = ""
+
+
+class ServerConfig(_Strict):
+    """What the hub runs on (`server_config.json`), written by the launcher."""
+
+    CLUSTER_NAME: Annotated[
+        str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    ]
+    REGION: str
+    WORKER_AMI: str = Field(pattern=r"^ami-[0-9a-f]+$")
+    SUBNET_ID: str = Field(pattern=r"^subnet-[0-9a-f]+$")
+    WORKER_SECURITY_GROUPS: list[str] = Field(min_length=1)
+    KEY_NAME: str = Field(min_length=1)
+    WORKER_INSTANCE_TYPE: str = "t3.medium"
+    WORKER_EBS_SIZE: EbsSize = 8
+    USER_HOME_EBS_SIZE: Annotated[int, Field(ge=0, le=16384)] = 0
+    JUPYTER_NOTEBOOK_TIMEOUT: Seconds = 3600
+    MANAGER_IP: str = ""
+    WORKER_USERNAME: str = "ubuntu"
+    SERVER_OWNER: str = ""
+    # Path, on the manager, of the private key matching KEY_NAME.
+    SSH_KEY_FILE: str = "/etc/cloudjhub/worker_key"
+    SSH_PORT: Annotated[int, Field(ge=1, le=65535)] = 22
+    # Where the hub learns each new worker's SSH host key: "console" reads what
+    # cloud-init prints to the EC2 console; "known_hosts" trusts SSH_KNOWN_HOSTS.
+    SSH_HOST_KEY_SOURCE: str = Field("console", pattern=r"^(console|known_hosts)$")
+    SSH_KNOWN_HOSTS: str = ""
+    AWS_ENDPOINT_URL: str | None = None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _describe(path: Path, error: ValidationError) -> str:
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    return f"{path}: field {field}: {message}"
+
+
+def _load(model: type[M], path: Path) -> M:
+    try:
+        raw = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        data: Any = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc.msg} (line {exc.lineno})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object at the top level")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, exc)) from exc
+
+
+def load_instance_config(path: str | os.PathLike[str] = INSTANCE_CONFIG_FILE) -> InstanceConfig:
+    """Read launch defaults; a missing file means all defaults."""
+    p = Path(path)
+    if not p.exists():
+        return InstanceConfig()
+    return _load(InstanceConfig, p)
+
+
+def server_config_path(path: str | os.PathLike[str] | None = None) -> Path:
+    return Path(path or os.environ.get(SERVER_CONFIG_ENV) or SERVER_CONFIG_FILE)
+
+
+def load_server_config(path: str | os.PathLike[str] | None = None) -> ServerConfig:
+    return _load(ServerConfig, server_config_path(path))
+
+
+def write_server_config(config: ServerConfig, path: str | os.PathLike[str]) -> Path:
+    """Write atomically so a hub restarting mid-write never reads half a file."""
+    target = Path(path)
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    tmp.write_text(json.dumps(config.model_dump(), indent=2, sort_keys=True) + "\n")
+    tmp.replace(target)
+    return target
+
+
+def server_config_from(data: dict[str, Any], source: str = "<arguments>") -> ServerConfig:
+    """Validate a dict built in code with the same error message as a file."""
+    try:
+        return ServerConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(Path(source), exc)) from exc

@@ -1,0 +1,79 @@
+"""One cached, batched view of all workers of a cluster.
+
+Every spawner of a hub shares it: `poll()` for 500 users costs one filtered,
+paginated DescribeInstances per interval, not 500 calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import ClassVar
+
+from .ec2 import Ec2, Instance
+from .executor import blocking
+
+LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
+
+
+class Fleet:
+    _shared: ClassVar[dict[tuple[str, str, str], Fleet]] = {}
+
+    def __init__(self, ec2: Ec2, max_age: float = 15.0) -> None:
+        self.ec2 = ec2
+        self.max_age = max_age
+        self._by_id: dict[str, Instance] = {}
+        self._fetched_at = float("-inf")
+        self._inflight: asyncio.Future[None] | None = None
+
+    @classmethod
+    def shared(cls, key: tuple[str, str, str], connect: Callable[[], Ec2], max_age: float) -> Fleet:
+        """The one Fleet for (cluster, region, endpoint) in this process."""
+        fleet = cls._shared.get(key)
+        if fleet is None:
+            fleet = cls._shared[key] = cls(connect(), max_age)
+        return fleet
+
+    @property
+    def age(self) -> float:
+        return time.monotonic() - self._fetched_at
+
+    async def refresh(self, max_age: float | None = None) -> None:
+        """Refresh if older than max_age; concurrent callers share one request."""
+        limit = self.max_age if max_age is None else max_age
+        if self.age < limit:
+            return
+        if self._inflight is None or self._inflight.done():
+            self._inflight = asyncio.ensure_future(self._fetch())
+        await asyncio.shield(self._inflight)
+
+    async def _fetch(self) -> None:
+        started = time.monotonic()
+        instances = await blocking(self.ec2.describe_workers)
+        self._by_id = {i.id: i for i in instances}
+        self._fetched_at = started
+
+    def remember(self, instance: Instance) -> None:
+        """Record what a launch or describe just told us, ahead of the next refresh."""
+        self._by_id[instance.id] = instance
+
+    def get(self, instance_id: str) -> Instance | None:
+        return self._by_id.get(instance_id)
+
+    def for_user(self, user: str) -> Instance | None:
+        """The user's live instance; the newest if (wrongly) there are several."""
+        mine = [i for i in self._by_id.values() if i.user == user and i.state in LIVE_STATES]
+        if not mine:
+            return None
+        return max(
+            mine,
+            key=lambda i: (
+                i.state == "running",
+                i.launch_time.timestamp() if i.launch_time else 0.0,
+                i.id,
+            ),
+        )
+
+    def instances(self) -> list[Instance]:
+        return list(self._by_id.values())

@@ -1,0 +1,73 @@
+"""The worker image: a builder instance, provisioned, imaged, terminated."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ..ec2 import CloudError, Ec2, Instance
+from ..tags import Role, tags_for
+
+Progress = Callable[[str], None]
+
+
+def find_worker_image(ec2: Ec2) -> str | None:
+    image = ec2.find_image(tags_for(ec2.cluster, Role.IMAGE))
+    return image["ImageId"] if image and image.get("State") == "available" else None
+
+
+def build_worker_image(
+    ec2: Ec2,
+    base_ami: str,
+    instance_type: str,
+    subnet_id: str,
+    group_ids: list[str],
+    key_name: str,
+    provision: Callable[[Instance], None] | None = None,
+    progress: Progress = print,
+    timeout: float = 1800.0,
+    poll: float = 5.0,
+) -> str:
+    """Build the image; the builder is terminated whatever happens."""
+    existing = find_worker_image(ec2)
+    if existing:
+        progress(f"worker image {existing} already exists")
+        return existing
+    builder = ec2.run_instance(
+        base_ami, instance_type, subnet_id, group_ids, key_name, tags_for(ec2.cluster, Role.BUILDER)
+    )
+    progress(f"builder instance {builder.id} launched")
+    try:
+        builder = _wait_instance(ec2, builder.id, "running", timeout, poll, progress)
+        if provision is not None:
+            provision(builder)
+        name = f"{ec2.cluster}-worker-{time.strftime('%Y%m%d-%H%M%S')}"
+        image_id = ec2.create_image(builder.id, name, tags_for(ec2.cluster, Role.IMAGE))
+        progress(f"imaging {builder.id} as {image_id}")
+        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        while (state := ec2.image_state(image_id)) != "available":
+            if state in ("failed", "deregistered", "missing") or time.monotonic() > deadline:
+                raise CloudError(f"worker image {image_id} ended in state {state!r}")
+            progress(f"waiting for image {image_id}: {state} ({time.monotonic() - started:.0f}s)")
+            time.sleep(poll)
+        ec2.tag_image_snapshots(image_id, tags_for(ec2.cluster, Role.IMAGE))
+        progress(f"worker image {image_id} is available")
+        return image_id
+    finally:
+        ec2.terminate([builder.id], roles=[Role.BUILDER])
+        progress(f"builder instance {builder.id} terminated")
+
+
+def _wait_instance(
+    ec2: Ec2, instance_id: str, state: str, timeout: float, poll: float, progress: Progress
+) -> Instance:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = ec2.describe([instance_id])
+        if found and found[0].state == state:
+            return found[0]
+        if time.monotonic() > deadline:
+            raise CloudError(f"instance {instance_id} did not become {state}")
+        progress(f"waiting for {instance_id} to be {state}")
+        time.sleep(poll)

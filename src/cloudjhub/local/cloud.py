@@ -1,0 +1,125 @@
+"""The embedded local cloud: a prepared VPC on loopback inside an EC2 endpoint.
+
+The VPC is 127.0.0.0/16, so instance private IPs are loopback addresses the
+fleet emulator can bind: the spawner's code is the same here and on AWS.
+"""
+
+from __future__ import annotations
+
+import getpass
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import ServerConfig, server_config_from, write_server_config
+from ..ec2 import Ec2
+from ..launch.groups import ensure_security_groups
+from ..launch.image import build_worker_image
+
+VPC_CIDR = "127.0.0.0/16"
+PUBLIC_CIDR = "127.0.1.0/24"
+PRIVATE_CIDR = "127.0.16.0/20"
+LOCAL_TAG = {"cloudjhub:local": "true"}
+KEY_NAME = "cloudjhub-local"
+WORKER_INSTANCE_TYPE = "t3.medium"
+
+
+@dataclass(frozen=True)
+class LocalNetwork:
+    endpoint: str
+    region: str
+    vpc_id: str
+    public_subnet: str
+    private_subnet: str
+    base_ami: str
+    key_name: str
+    key_file: Path
+
+
+def ensure_key_file(state_dir: Path) -> Path:
+    """An ed25519 key made here; only its public half goes to EC2."""
+    key = state_dir / "keys" / "worker_key"
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        subprocess.run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "cloudjhub-local",
+                "-f",
+                str(key),
+            ],
+            check=True,
+        )
+    key.chmod(0o600)
+    return key
+
+
+def prepare_network(ec2: Ec2, endpoint: str, region: str, state_dir: Path) -> LocalNetwork:
+    """What an AWS account would already have: VPC, subnets, gateway, key, base image."""
+    vpc = ec2.ensure_vpc(VPC_CIDR, {**LOCAL_TAG, "Name": "cloudjhub-local"})
+    public = ec2.ensure_subnet(vpc, PUBLIC_CIDR, {**LOCAL_TAG, "Name": "cloudjhub-local-public"})
+    private = ec2.ensure_subnet(vpc, PRIVATE_CIDR, {**LOCAL_TAG, "Name": "cloudjhub-local-private"})
+    ec2.ensure_internet_route(vpc, public, {**LOCAL_TAG, "Name": "cloudjhub-local-igw"})
+    key_file = ensure_key_file(state_dir)
+    public_key = key_file.with_suffix(".pub").read_text().strip()
+    ec2.import_key_pair(KEY_NAME, public_key, LOCAL_TAG)
+    images = sorted(
+        (i for i in ec2.public_images() if i.get("State") == "available"),
+        key=lambda i: i["ImageId"],
+    )
+    if not images:
+        raise RuntimeError(f"the EC2 endpoint {endpoint} offers no public image to start from")
+    return LocalNetwork(
+        endpoint, region, vpc, public, private, images[0]["ImageId"], KEY_NAME, key_file
+    )
+
+
+def prepare_demo_cluster(
+    ec2: Ec2,
+    net: LocalNetwork,
+    state_dir: Path,
+    ssh_port: int,
+    idle_timeout: int,
+    host_key_source: str,
+    progress: object = print,
+) -> Path:
+    """Security groups and worker image with the launcher's code, then server_config.json."""
+    groups = ensure_security_groups(ec2, net.vpc_id, ssh_port=ssh_port)
+    image = build_worker_image(
+        ec2,
+        net.base_ami,
+        WORKER_INSTANCE_TYPE,
+        net.private_subnet,
+        [groups.worker],
+        net.key_name,
+        progress=progress,  # type: ignore[arg-type]
+        poll=0.2,
+    )
+    config: ServerConfig = server_config_from(
+        {
+            "CLUSTER_NAME": ec2.cluster,
+            "REGION": net.region,
+            "WORKER_AMI": image,
+            "SUBNET_ID": net.private_subnet,
+            "WORKER_SECURITY_GROUPS": [groups.worker],
+            "KEY_NAME": net.key_name,
+            "WORKER_INSTANCE_TYPE": WORKER_INSTANCE_TYPE,
+            "WORKER_EBS_SIZE": 8,
+            "USER_HOME_EBS_SIZE": 0,
+            "JUPYTER_NOTEBOOK_TIMEOUT": idle_timeout,
+            "MANAGER_IP": "127.0.0.1",
+            "WORKER_USERNAME": getpass.getuser(),
+            "SSH_KEY_FILE": str(net.key_file),
+            "SSH_PORT": ssh_port,
+            "SSH_HOST_KEY_SOURCE": host_key_source,
+            "SSH_KNOWN_HOSTS": str(state_dir / "known_hosts"),
+            "AWS_ENDPOINT_URL": net.endpoint,
+        }
+    )
+    return write_server_config(config, state_dir / "server_config.json")

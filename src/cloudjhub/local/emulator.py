@@ -1,0 +1,166 @@
+"""The fleet emulator: plays the machines behind the instances moto reports.
+
+For every instance EC2 reports running it boots a "machine": a root
+directory that persists like an EBS root volume, a host key printed to the
+console as cloud-init would, and a real sshd on the instance's private IP
+that runs commands inside that root. When EC2 says the instance stopped,
+every process of the machine is ended by pid; when it is terminated, its
+root directory goes too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..ec2 import Ec2, Instance
+from ..remote import CONSOLE_BEGIN, CONSOLE_END
+from . import motoserver, sshd
+
+log = logging.getLogger(__name__)
+
+INSTANCE_ENV = "CLOUDJHUB_INSTANCE_ID"
+WORKER_AGENT = Path(sys.executable).with_name("cloudjhub-worker")
+
+
+@dataclass
+class Machine:
+    instance_id: str
+    root: Path
+    ip: str
+    sshd: subprocess.Popen[bytes] | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+class FleetEmulator:
+    """Reconciles emulated machines with EC2 state, every `interval` seconds."""
+
+    def __init__(
+        self,
+        ec2: Ec2,
+        state_dir: Path,
+        ssh_port: int,
+        interval: float = 0.5,
+        publish_console: bool = True,
+    ) -> None:
+        self.ec2 = ec2
+        self.state_dir = state_dir
+        self.ssh_port = ssh_port
+        self.interval = interval
+        self.publish_console = publish_console
+        self.machines: dict[str, Machine] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.known_hosts = state_dir / "known_hosts"
+
+    @property
+    def volumes_dir(self) -> Path:
+        return self.state_dir / "volumes"
+
+    def root_of(self, instance_id: str) -> Path:
+        return self.state_dir / "instances" / instance_id
+
+    def start(self) -> None:
+        sshd.sshd_binary()  # fail early, with the install hint
+        self.reconcile()
+        self._thread = threading.Thread(target=self._run, name="fleet-emulator", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.reconcile()
+            except Exception:
+                log.exception("fleet emulator: reconcile failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        with self._lock:
+            for machine in list(self.machines.values()):
+                self._halt(machine)
+            self.machines.clear()
+
+    def reconcile(self) -> None:
+        with self._lock:
+            instances = {i.id: i for i in self.ec2.describe_all()}
+            for inst in instances.values():
+                if inst.state == "running" and inst.private_ip and inst.id not in self.machines:
+                    self._boot(inst)
+            for instance_id, machine in list(self.machines.items()):
+                inst = instances.get(instance_id)
+                if inst is None or inst.state != "running":
+                    self._halt(machine)
+                    del self.machines[instance_id]
+            for inst in instances.values():
+                root = self.root_of(inst.id)
+                if inst.state == "terminated" and root.exists():
+                    shutil.rmtree(root, ignore_errors=True)
+
+    def _boot(self, inst: Instance) -> None:
+        assert inst.private_ip
+        root = self.root_of(inst.id)
+        etc = root / "etc" / "ssh"
+        host_key = sshd.ensure_host_key(etc)
+        key_name = self.ec2.instance_key_name(inst.id)
+        public_key = self.ec2.public_keys().get(key_name or "", "")
+        self.volumes_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            INSTANCE_ENV: inst.id,
+            "CLOUDJHUB_WORKER_ROOT": str(root),
+            "CLOUDJHUB_VOLUMES_DIR": str(self.volumes_dir),
+        }
+        machine = Machine(inst.id, root, inst.private_ip)
+        machine.sshd = sshd.start_sshd(root, inst.private_ip, self.ssh_port, public_key, env)
+        self.machines[inst.id] = machine
+        if self.publish_console:
+            motoserver.set_console_output(
+                inst.id, f"cloud-init: booting\n{CONSOLE_BEGIN}\n{host_key}\n{CONSOLE_END}\n"
+            )
+        self._record_known_host(inst.private_ip, host_key)
+        log.info("booted %s at %s:%s", inst.id, inst.private_ip, self.ssh_port)
+
+    def _record_known_host(self, ip: str, host_key: str) -> None:
+        """For endpoints whose console we cannot write: an admin-kept known_hosts."""
+        name = f"[{ip}]:{self.ssh_port}"
+        lines = [
+            line
+            for line in (
+                self.known_hosts.read_text().splitlines() if self.known_hosts.exists() else []
+            )
+            if not line.startswith(name + " ")
+        ]
+        lines.append(f"{name} {host_key}")
+        self.known_hosts.write_text("\n".join(lines) + "\n")
+
+    def _server_pids(self, machine: Machine) -> list[int]:
+        """The Jupyter servers the worker agent recorded on this machine."""
+        env = {**os.environ, "CLOUDJHUB_WORKER_ROOT": str(machine.root)}
+        out = subprocess.run(
+            [str(WORKER_AGENT), "pids"], env=env, capture_output=True, text=True, check=False
+        )
+        try:
+            return [int(p) for p in json.loads(out.stdout or "[]")]
+        except (ValueError, TypeError):
+            log.warning("cannot read server pids of %s: %s", machine.instance_id, out.stderr)
+            return []
+
+    def _halt(self, machine: Machine) -> None:
+        pids = sshd.instance_pids(f"{INSTANCE_ENV}={machine.instance_id}")
+        pids += self._server_pids(machine)
+        if machine.sshd is not None:
+            pids.append(machine.sshd.pid)
+        pids = sshd.with_descendants(pids)
+        sshd.end_pids(pids)
+        if machine.sshd is not None:
+            machine.sshd.wait(timeout=10)
+        log.info("halted %s (%d processes ended)", machine.instance_id, len(pids))

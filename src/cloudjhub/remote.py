@@ -1,0 +1,145 @@
+"""The one door to an instance over SSH (paramiko).
+
+Host keys are never trusted blindly: the caller passes the keys it pinned
+from a source it can justify (the instance's console output, or a
+known_hosts file), and any other key is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+CONSOLE_BEGIN = "-----BEGIN SSH HOST KEY KEYS-----"
+CONSOLE_END = "-----END SSH HOST KEY KEYS-----"
+
+
+class RemoteError(Exception):
+    """An SSH operation failed; the message is fit to show a user."""
+
+
+class HostKeyError(RemoteError):
+    """The instance presented a host key we did not pin."""
+
+
+class Unreachable(RemoteError):
+    """Nothing answered SSH at the instance's address."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    status: int
+    stdout: str
+    stderr: str
+
+
+def parse_console_host_keys(console: str) -> list[str]:
+    """Host public keys that cloud-init printed to the EC2 console, as 'type base64' lines."""
+    keys: list[str] = []
+    inside = False
+    for raw in console.splitlines():
+        line = raw.strip()
+        if line == CONSOLE_BEGIN:
+            inside, keys = True, []
+        elif line == CONSOLE_END:
+            inside = False
+        elif inside and line:
+            parts = line.split()
+            if len(parts) >= 2 and _valid_key(parts[0], parts[1]):
+                keys.append(f"{parts[0]} {parts[1]}")
+    return keys
+
+
+def read_known_hosts(path: str | Path, host: str, port: int) -> list[str]:
+    """Keys for host:port in an OpenSSH known_hosts file (hashed entries included)."""
+    known = paramiko.HostKeys(str(path))
+    name = host if port == 22 else f"[{host}]:{port}"
+    entry = known.lookup(name) or {}
+    return [f"{kind} {key.get_base64()}" for kind, key in entry.items()]
+
+
+def _valid_key(kind: str, data: str) -> bool:
+    try:
+        paramiko.PKey.from_type_string(kind, base64.b64decode(data, validate=True))
+    except Exception:
+        return False
+    return True
+
+
+def tcp_open(host: str, port: int, timeout: float = 3.0) -> bool:
+    """Whether something accepts TCP connections: a cheap liveness probe."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def run(
+    host: str,
+    port: int,
+    username: str,
+    key_file: str,
+    host_keys: list[str],
+    argv: list[str],
+    stdin: bytes = b"",
+    timeout: float = 120.0,
+    connect_timeout: float = 10.0,
+) -> CommandResult:
+    """Run argv on the instance, feeding stdin over the channel (for secrets)."""
+    if not host_keys:
+        raise HostKeyError(f"no pinned host key for {host}; refusing to connect")
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    name = host if port == 22 else f"[{host}]:{port}"
+    for line in host_keys:
+        kind, data = line.split()[:2]
+        client.get_host_keys().add(
+            name, kind, paramiko.PKey.from_type_string(kind, base64.b64decode(data))
+        )
+    try:
+        client.connect(
+            host,
+            port=port,
+            username=username,
+            key_filename=key_file,
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=connect_timeout,
+            banner_timeout=connect_timeout,
+            auth_timeout=connect_timeout,
+        )
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        raise HostKeyError(
+            f"SSH host key of {host} does not match the pinned key; refusing to connect"
+        ) from exc
+    except paramiko.AuthenticationException as exc:
+        client.close()
+        raise RemoteError(f"SSH login to {username}@{host} was refused: {exc}") from exc
+    except paramiko.SSHException as exc:
+        client.close()
+        if "not found in known_hosts" in str(exc):
+            raise HostKeyError(f"{host} offered a host key we did not pin; refusing") from exc
+        raise Unreachable(f"SSH to {host}:{port} failed: {exc}") from exc
+    except OSError as exc:
+        client.close()
+        raise Unreachable(f"cannot reach {host}:{port} over SSH: {exc}") from exc
+    try:
+        chan_in, chan_out, chan_err = client.exec_command(shlex.join(argv), timeout=timeout)
+        if stdin:
+            chan_in.write(stdin)
+        chan_in.channel.shutdown_write()
+        out = chan_out.read().decode(errors="replace")
+        err = chan_err.read().decode(errors="replace")
+        status = chan_out.channel.recv_exit_status()
+    except (paramiko.SSHException, OSError) as exc:
+        raise Unreachable(f"SSH session to {host} broke: {exc}") from exc
+    finally:
+        client.close()
+    return CommandResult(status, out, err)

@@ -1,0 +1,88 @@
+"""What marks an AWS resource as ours, and the names we give resources.
+
+Tags are the source of truth for which instance belongs to whom, so every
+lookup and every guard builds its filters here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from enum import StrEnum
+
+CLUSTER_TAG = "cloudjhub:cluster"
+ROLE_TAG = "cloudjhub:role"
+USER_TAG = "cloudjhub:user"
+NAME_TAG = "Name"
+
+_CLUSTER_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+_POSIX_SAFE = re.compile(r"[^a-z0-9_-]")
+POSIX_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+class Role(StrEnum):
+    MANAGER = "manager"
+    WORKER = "worker"
+    BUILDER = "builder"
+    HOME = "home"
+    IMAGE = "image"
+
+
+def validate_cluster_name(name: str) -> str:
+    """Cluster names end up in group, instance and image names, so keep them plain."""
+    if not _CLUSTER_RE.match(name):
+        raise ValueError(
+            f"cluster name {name!r} must be 1-40 characters of lowercase letters, "
+            "digits and '-', starting with a letter or digit"
+        )
+    return name
+
+
+def tags_for(
+    cluster: str, role: Role, user: str | None = None, name: str | None = None
+) -> dict[str, str]:
+    tags = {CLUSTER_TAG: cluster, ROLE_TAG: role.value}
+    if user is not None:
+        tags[USER_TAG] = user
+    tags[NAME_TAG] = name or resource_name(cluster, role, user)
+    return tags
+
+
+def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
+def tag_dict(tags: list[dict[str, str]] | None) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in tags or []}
+
+
+def filters(
+    cluster: str, role: Role | None = None, user: str | None = None
+) -> list[dict[str, object]]:
+    """EC2 Filters selecting resources of one cluster (and role, and user)."""
+    out: list[dict[str, object]] = [{"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster]}]
+    if role is not None:
+        out.append({"Name": f"tag:{ROLE_TAG}", "Values": [role.value]})
+    if user is not None:
+        out.append({"Name": f"tag:{USER_TAG}", "Values": [user]})
+    return out
+
+
+def resource_name(cluster: str, role: Role, user: str | None = None) -> str:
+    return f"{cluster}-{role.value}" + (f"-{user}" if user else "")
+
+
+def posix_username(hub_user: str) -> str:
+    """Map a hub username (which may be an e-mail address) to a safe account name.
+
+    Names that are already safe are kept; others are lowered, stripped of
+    unsafe characters and suffixed with a short hash so two hub users never
+    share an account.
+    """
+    if POSIX_USER_RE.match(hub_user):
+        return hub_user
+    safe = _POSIX_SAFE.sub("-", hub_user.lower()).strip("-") or "user"
+    if not re.match(r"^[a-z_]", safe):
+        safe = "u" + safe
+    digest = hashlib.sha256(hub_user.encode()).hexdigest()[:6]
+    return f"{safe[:24]}-{digest}"
