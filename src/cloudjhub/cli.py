@@ -49,12 +49,19 @@ def main() -> None:
     show_default=True,
     help="Where instance roots, keys, logs and the hub database live.",
 )
+@click.option(
+    "--vpc-cidr",
+    default="127.0.0.0/16",
+    show_default=True,
+    help="Loopback /16 for the local VPC; give two demos on one machine different ones.",
+)
 def demo(
     port: int,
     idle_timeout: int | None,
     api_token: str | None,
     aws_endpoint: str | None,
     state_dir: Path,
+    vpc_cidr: str,
 ) -> None:
     """Run cloudjhub on this machine: EC2 emulated on loopback, a real JupyterHub."""
     from .local.demo import DemoStack
@@ -65,6 +72,7 @@ def demo(
         idle_timeout=idle_timeout,
         api_token=api_token,
         aws_endpoint=aws_endpoint,
+        vpc_cidr=vpc_cidr,
         say=lambda m: click.echo(m, err=True),
     )
     stopping = threading.Event()
@@ -86,7 +94,7 @@ def demo(
                     f"JupyterHub exited with status {stack.hub.returncode}; "
                     f"see {stack.state_dir / 'jupyterhub.log'}"
                 )
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         click.echo("Stopping...", err=True)

@@ -404,13 +404,18 @@ class Ec2:
         return reply["GroupId"], True
 
     def authorize_ingress(self, group_id: str, permissions: list[dict[str, Any]]) -> None:
-        try:
-            self._call(
-                "authorize_security_group_ingress", GroupId=group_id, IpPermissions=permissions
-            )
-        except CloudError as exc:
-            if exc.code != "InvalidPermission.Duplicate":
-                raise
+        # One rule per call: EC2 rejects a whole batch if any rule in it exists,
+        # which would silently drop the new rules of a re-run.
+        for permission in permissions:
+            try:
+                self._call(
+                    "authorize_security_group_ingress",
+                    GroupId=group_id,
+                    IpPermissions=[permission],
+                )
+            except CloudError as exc:
+                if exc.code != "InvalidPermission.Duplicate":
+                    raise
 
     def import_key_pair(self, name: str, public_key: str, tags: dict[str, str]) -> None:
         existing = self._call(

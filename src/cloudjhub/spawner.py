@@ -81,6 +81,10 @@ class InstanceSpawner(Spawner):
     user_home_ebs_size = Integer(
         help="Size in GB of a separate, persistent /home/<user> volume; 0 for none."
     ).tag(config=True)
+    idle_timeout = Integer(
+        help="Seconds of inactivity after which the culler stops a server "
+        "(server_config JUPYTER_NOTEBOOK_TIMEOUT); sets how often servers report activity.",
+    ).tag(config=True)
     hibernate = Bool(
         False, help="Launch hibernation-capable workers and hibernate instead of stopping."
     ).tag(config=True)
@@ -96,6 +100,7 @@ class InstanceSpawner(Spawner):
         "worker_instance_type": "WORKER_INSTANCE_TYPE",
         "worker_ebs_size": "WORKER_EBS_SIZE",
         "user_home_ebs_size": "USER_HOME_EBS_SIZE",
+        "idle_timeout": "JUPYTER_NOTEBOOK_TIMEOUT",
     }.items():
         locals()[f"_default_{_trait}"] = default(_trait)(_from_file(_key))
     del _trait, _key
@@ -177,6 +182,14 @@ class InstanceSpawner(Spawner):
     @default("will_resume")
     def _default_will_resume(self) -> bool:
         return True
+
+    def get_env(self) -> dict[str, str]:
+        env: dict[str, str] = super().get_env()
+        # Report activity several times per timeout, so culling is on time
+        # (jupyterhub-singleuser's default is every 300 s).
+        interval = max(5, min(300, self.idle_timeout // 6))
+        env.setdefault("JUPYTERHUB_ACTIVITY_INTERVAL", str(interval))
+        return env
 
     # ---- per-process shared state -----------------------------------------
 

@@ -30,7 +30,7 @@ class Role(StrEnum):
 
 def validate_cluster_name(name: str) -> str:
     """Cluster names end up in group, instance and image names, so keep them plain."""
-    if not _CLUSTER_RE.match(name):
+    if not _CLUSTER_RE.fullmatch(name):
         raise ValueError(
             f"cluster name {name!r} must be 1-40 characters of lowercase letters, "
             "digits and '-', starting with a letter or digit"
@@ -79,7 +79,7 @@ def posix_username(hub_user: str) -> str:
     unsafe characters and suffixed with a short hash so two hub users never
     share an account.
     """
-    if POSIX_USER_RE.match(hub_user):
+    if POSIX_USER_RE.fullmatch(hub_user):
         return hub_user
     safe = _POSIX_SAFE.sub("-", hub_user.lower()).strip("-") or "user"
     if not re.match(r"^[a-z_]", safe):

@@ -7,6 +7,7 @@ fleet emulator can bind: the spawner's code is the same here and on AWS.
 from __future__ import annotations
 
 import getpass
+import ipaddress
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,6 @@ from ..launch.groups import ensure_security_groups
 from ..launch.image import build_worker_image
 
 VPC_CIDR = "127.0.0.0/16"
-PUBLIC_CIDR = "127.0.1.0/24"
-PRIVATE_CIDR = "127.0.16.0/20"
 LOCAL_TAG = {"cloudjhub:local": "true"}
 KEY_NAME = "cloudjhub-local"
 WORKER_INSTANCE_TYPE = "t3.medium"
@@ -60,11 +59,25 @@ def ensure_key_file(state_dir: Path) -> Path:
     return key
 
 
-def prepare_network(ec2: Ec2, endpoint: str, region: str, state_dir: Path) -> LocalNetwork:
+def subnet_cidrs(vpc_cidr: str) -> tuple[str, str]:
+    """(public /24, private /20) inside a loopback /16."""
+    net = ipaddress.ip_network(vpc_cidr)
+    if net.prefixlen != 16 or not net.is_loopback:
+        raise ValueError(f"--vpc-cidr {vpc_cidr}: must be a /16 inside 127.0.0.0/8")
+    base = int(net.network_address)
+    public = ipaddress.ip_network((base + (1 << 8), 24))
+    private = ipaddress.ip_network((base + (16 << 8), 20))
+    return str(public), str(private)
+
+
+def prepare_network(
+    ec2: Ec2, endpoint: str, region: str, state_dir: Path, vpc_cidr: str = VPC_CIDR
+) -> LocalNetwork:
     """What an AWS account would already have: VPC, subnets, gateway, key, base image."""
-    vpc = ec2.ensure_vpc(VPC_CIDR, {**LOCAL_TAG, "Name": "cloudjhub-local"})
-    public = ec2.ensure_subnet(vpc, PUBLIC_CIDR, {**LOCAL_TAG, "Name": "cloudjhub-local-public"})
-    private = ec2.ensure_subnet(vpc, PRIVATE_CIDR, {**LOCAL_TAG, "Name": "cloudjhub-local-private"})
+    public_cidr, private_cidr = subnet_cidrs(vpc_cidr)
+    vpc = ec2.ensure_vpc(vpc_cidr, {**LOCAL_TAG, "Name": "cloudjhub-local"})
+    public = ec2.ensure_subnet(vpc, public_cidr, {**LOCAL_TAG, "Name": "cloudjhub-local-public"})
+    private = ec2.ensure_subnet(vpc, private_cidr, {**LOCAL_TAG, "Name": "cloudjhub-local-private"})
     ec2.ensure_internet_route(vpc, public, {**LOCAL_TAG, "Name": "cloudjhub-local-igw"})
     key_file = ensure_key_file(state_dir)
     public_key = key_file.with_suffix(".pub").read_text().strip()

@@ -23,7 +23,7 @@ from pathlib import Path
 from ..config import load_server_config
 from ..ec2 import Ec2
 from . import motoserver
-from .cloud import LocalNetwork, prepare_demo_cluster, prepare_network
+from .cloud import VPC_CIDR, LocalNetwork, prepare_demo_cluster, prepare_network
 from .emulator import FleetEmulator
 from .sshd import end_pids
 
@@ -132,6 +132,7 @@ class DemoStack:
     aws_endpoint: str | None = None
     say: object = print
     region: str = "us-east-1"
+    vpc_cidr: str = VPC_CIDR
     moto: motoserver.LocalEc2 | None = None
     emulator: FleetEmulator | None = None
     hub: subprocess.Popen[bytes] | None = None
@@ -163,7 +164,7 @@ class DemoStack:
             os.environ.setdefault(key, value)
         os.environ["AWS_ENDPOINT_URL"] = endpoint
         ec2 = Ec2.connect(DEMO_CLUSTER, self.region, endpoint)
-        self.network = prepare_network(ec2, endpoint, self.region, self.state_dir)
+        self.network = prepare_network(ec2, endpoint, self.region, self.state_dir, self.vpc_cidr)
         self.emulator = FleetEmulator(
             ec2, self.state_dir, EMULATED_SSH_PORT, publish_console=self.moto is not None
         )

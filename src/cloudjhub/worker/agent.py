@@ -30,6 +30,7 @@ import click
 
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 VOLUME_ID_RE = re.compile(r"^vol-[0-9A-Za-z]{1,64}$")
+JUPYTER_CONFIG_DIR = Path(__file__).resolve().parent / "jupyter_config"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NITRO_EBS_PREFIX = "nvme-Amazon_Elastic_Block_Store_"
 DEFAULT_START_TIMEOUT = 60.0
@@ -569,6 +570,12 @@ def child_environment(request: StartRequest, home: Path) -> dict[str, str]:
         "LANG": "C.UTF-8",
     }
     env.update(request.env)
+    # Enable our jupyter_server extension (busy kernels count as activity)
+    # without hiding any config path the image or the hub set.
+    extra = [str(JUPYTER_CONFIG_DIR)]
+    if env.get("JUPYTER_CONFIG_PATH"):
+        extra.append(env["JUPYTER_CONFIG_PATH"])
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(extra)
     return env
 
 

@@ -1,0 +1,752 @@
+"""InstanceSpawner driven directly (no hub) against the local cloud.
+
+EC2 is moto's server in this process, every running instance is a machine of
+the fleet emulator with a real sshd on its private loopback IP, and the
+spawner reaches it over real SSH (paramiko) to run `cloudjhub-worker start`.
+The command the agent starts is a tiny fake Jupyter written here, so no hub is
+needed: it listens where JUPYTERHUB_SERVICE_URL says and records what it got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import random
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import boto3
+import paramiko
+import pytest
+from botocore.exceptions import ClientError
+from jupyterhub.objects import Hub, Server
+
+from cloudjhub import remote
+from cloudjhub.ec2 import Ec2, WorkerSpec, launch_token
+from cloudjhub.fleet import Fleet
+from cloudjhub.local import motoserver
+from cloudjhub.local.cloud import prepare_demo_cluster, prepare_network
+from cloudjhub.local.emulator import FleetEmulator
+from cloudjhub.remote import CONSOLE_BEGIN, CONSOLE_END
+from cloudjhub.spawner import InstanceSpawner, SpawnError
+from cloudjhub.tags import CLUSTER_TAG, ROLE_TAG, USER_TAG, Role
+
+pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
+
+CLUSTER = "paths"
+# Not the demo's region: moto's backends are global to this process.
+REGION = "us-west-2"
+INSTANCE_TYPE = "t3.medium"
+NOTEBOOK_PORT = 8888
+INFO_FILE = "fake_server_info.json"
+START_TIMEOUT = 60.0
+
+FAKE_SERVER = '''\
+"""A stand-in for jupyterhub-singleuser: listen where the hub said, record what we got."""
+import hashlib
+import http.server
+import json
+import os
+import sys
+import urllib.parse
+
+url = urllib.parse.urlsplit(os.environ["JUPYTERHUB_SERVICE_URL"])
+token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+info = {
+    "env": sorted(os.environ),
+    "cwd": os.getcwd(),
+    "home": os.environ.get("HOME"),
+    "argv": sys.argv[1:],
+    "pid": os.getpid(),
+    "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
+    "files": sorted(os.listdir(".")),
+}
+with open("starts.log", "a") as fh:
+    fh.write(f"{os.getpid()}\\n")
+with open("fake_server_info.json.tmp", "w") as fh:
+    json.dump(info, fh)
+os.replace("fake_server_info.json.tmp", "fake_server_info.json")
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"fake jupyter"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+print(f"fake jupyter listening on {url.hostname}:{url.port}", flush=True)
+http.server.HTTPServer((url.hostname, url.port), Handler).serve_forever()
+'''
+
+FAILING_SERVER = """\
+import sys
+
+print("boom: bad config", file=sys.stderr, flush=True)
+sys.exit(1)
+"""
+
+# The phases of a first start, in order.
+FIRST_START_PHASES = [
+    f"Launching your instance ({INSTANCE_TYPE})",
+    "Waiting for the instance to boot",
+    "Connecting",
+    "Starting Jupyter",
+]
+
+
+# --------------------------------------------------------------------------- the cloud
+
+
+@dataclass
+class Cloud:
+    endpoint: str
+    state_dir: Path
+    server_config: Path
+    emulator: FleetEmulator
+    ec2: Ec2  # the test's own door to EC2 (the spawners share another one)
+    ssh_port: int
+    fake_server: Path
+    failing_server: Path
+    spec: WorkerSpec
+    users: list[str] = field(default_factory=list)
+
+    def client(self) -> Any:
+        return boto3.client("ec2", region_name=REGION, endpoint_url=self.endpoint)
+
+    def instances(self, user: str) -> list[dict[str, Any]]:
+        """Every instance ever launched for the user in this cluster, in any state."""
+        reply = self.client().describe_instances(
+            Filters=[
+                {"Name": f"tag:{CLUSTER_TAG}", "Values": [CLUSTER]},
+                {"Name": f"tag:{USER_TAG}", "Values": [user]},
+            ]
+        )
+        return [i for r in reply["Reservations"] for i in r["Instances"]]
+
+    def state_of(self, instance_id: str) -> str:
+        reply = self.client().describe_instances(InstanceIds=[instance_id])
+        return reply["Reservations"][0]["Instances"][0]["State"]["Name"]
+
+    def root(self, instance_id: str) -> Path:
+        return self.emulator.root_of(instance_id)
+
+    def home(self, instance_id: str, user: str) -> Path:
+        return self.root(instance_id) / "home" / user
+
+    def worker_log(self, instance_id: str, user: str) -> Path:
+        return self.root(instance_id) / "var" / "log" / "cloudjhub" / f"{user}.log"
+
+    def sshd_log(self, instance_id: str) -> Path:
+        return self.root(instance_id) / "var" / "log" / "sshd.log"
+
+    def new_user(self, prefix: str) -> str:
+        """A user name no earlier test used, so tests never share instances."""
+        name = f"{prefix}{len(self.users)}"
+        self.users.append(name)
+        return name
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    """moto + a prepared cluster + the fleet emulator, for the whole module."""
+    state_dir = tmp_path_factory.mktemp("cloud")
+    with pytest.MonkeyPatch.context() as mp:
+        # Placeholder credentials only; never a developer's real AWS config.
+        for key, value in motoserver.LOCAL_CREDENTIALS.items():
+            mp.setenv(key, value)
+        mp.setenv("AWS_DEFAULT_REGION", REGION)
+        mp.setenv("AWS_CONFIG_FILE", str(state_dir / "no-aws-config"))
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(state_dir / "no-aws-credentials"))
+        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+            mp.delenv(var, raising=False)
+        for var in motoserver.VALIDATION_FLAGS:
+            # LocalEc2.start() sets them; restore whatever was there afterwards.
+            mp.setenv(var, os.environ.get(var, ""))
+        moto = motoserver.LocalEc2()
+        endpoint = moto.start()
+        emulator: FleetEmulator | None = None
+        try:
+            mp.setenv("AWS_ENDPOINT_URL", endpoint)
+            mp.delenv("AWS_ENDPOINT_URL_EC2", raising=False)
+            ec2 = Ec2.connect(CLUSTER, REGION, endpoint)
+            # A /16 of its own, so it never meets the demo's or another run's machines.
+            vpc_cidr = f"127.{random.randint(100, 199)}.0.0/16"
+            net = prepare_network(ec2, endpoint, REGION, state_dir, vpc_cidr)
+            ssh_port = free_port()
+            emulator = FleetEmulator(ec2, state_dir, ssh_port)
+            emulator.start()
+            config = prepare_demo_cluster(
+                ec2, net, state_dir, ssh_port, 3600, "console", progress=lambda _m: None
+            )
+            settings = json.loads(config.read_text())
+            fake = state_dir / "fake_server.py"
+            fake.write_text(FAKE_SERVER)
+            failing = state_dir / "failing_server.py"
+            failing.write_text(FAILING_SERVER)
+            spec = WorkerSpec(
+                image_id=settings["WORKER_AMI"],
+                instance_type=INSTANCE_TYPE,
+                subnet_id=settings["SUBNET_ID"],
+                security_group_ids=tuple(settings["WORKER_SECURITY_GROUPS"]),
+                key_name=settings["KEY_NAME"],
+                ebs_size=8,
+            )
+            yield Cloud(endpoint, state_dir, config, emulator, ec2, ssh_port, fake, failing, spec)
+        finally:
+            if emulator is not None:
+                emulator.stop()
+            moto.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches() -> Iterator[None]:
+    """Fleet and the per-user locks are per-process caches bound to one event loop."""
+    Fleet._shared.clear()
+    InstanceSpawner._user_locks.clear()
+    yield
+    Fleet._shared.clear()
+    InstanceSpawner._user_locks.clear()
+
+
+# --------------------------------------------------------------------------- spawners
+
+
+def make_spawner(cloud: Cloud, user: str, **traits: Any) -> InstanceSpawner:
+    """An InstanceSpawner as the hub would configure it, without a hub or database."""
+    hub_user = SimpleNamespace(name=user, escaped_name=user, url=f"/user/{user}/")
+    settings: dict[str, Any] = {
+        "server_config_file": str(cloud.server_config),
+        "cmd": [sys.executable, str(cloud.fake_server)],
+        "worker_command": [str(Path(sys.executable).with_name("cloudjhub-worker"))],
+        "state_poll_interval": 0.2,
+        "ssh_retry_interval": 0.2,
+        "hang_grace": 3.0,
+        "fleet_refresh_interval": 1.0,
+        "jupyter_start_timeout": 20.0,
+        **traits,
+    }
+    spawner = InstanceSpawner(user=hub_user, hub=Hub(), oauth_client_id=f"jupyterhub-user-{user}")
+    for name, value in settings.items():
+        setattr(spawner, name, value)
+    spawner.api_token = secrets.token_hex(24)
+    spawner.server = Server(base_url=f"/user/{user}/")
+    return spawner
+
+
+async def start_watched(spawner: InstanceSpawner, events: list[dict[str, Any]]) -> str:
+    """spawner.start() with its progress() read alongside, as the hub does."""
+
+    async def watch() -> None:
+        async for event in spawner.progress():
+            events.append(event)
+
+    start = asyncio.ensure_future(asyncio.wait_for(spawner.start(), START_TIMEOUT))
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await start
+    finally:
+        await asyncio.wait_for(watcher, 10)
+
+
+def messages(events: list[dict[str, Any]]) -> list[str]:
+    return [e["message"] for e in events]
+
+
+def in_order(found: list[str], expected: list[str]) -> bool:
+    """expected is a subsequence of found."""
+    rest = iter(found)
+    return all(any(m == want for m in rest) for want in expected)
+
+
+def read_info(home: Path) -> dict[str, Any]:
+    return json.loads((home / INFO_FILE).read_text())
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def http_get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as reply:  # loopback URL from the spawner
+        return reply.read().decode()
+
+
+def only_instance(cloud: Cloud, user: str) -> dict[str, Any]:
+    found = cloud.instances(user)
+    assert len(found) == 1, [(i["InstanceId"], i["State"]["Name"]) for i in found]
+    return found[0]
+
+
+# --------------------------------------------------------------------------- 1. first start
+
+
+async def test_first_start_launches_one_tagged_worker(cloud: Cloud) -> None:
+    user = cloud.new_user("first")
+    spawner = make_spawner(cloud, user)
+    events: list[dict[str, Any]] = []
+
+    url = await start_watched(spawner, events)
+
+    inst = only_instance(cloud, user)
+    ip = inst["PrivateIpAddress"]
+    assert url == f"http://{ip}:{NOTEBOOK_PORT}"
+    assert http_get(url + f"/user/{user}/") == "fake jupyter"
+    assert spawner.instance_id == inst["InstanceId"]
+    assert inst["State"]["Name"] == "running"
+    assert inst["InstanceType"] == INSTANCE_TYPE
+    tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
+    assert tags[CLUSTER_TAG] == CLUSTER
+    assert tags[ROLE_TAG] == Role.WORKER.value
+    assert tags[USER_TAG] == user
+
+    # The server ran on the instance, in the user's home, with the hub's token.
+    home = cloud.home(inst["InstanceId"], user)
+    info = read_info(home)
+    assert Path(info["cwd"]) == home
+    assert Path(info["home"]) == home
+    assert "JUPYTERHUB_API_TOKEN" in info["env"]
+    assert "JUPYTERHUB_SERVICE_URL" in info["env"]
+    assert info["token_sha256"] == hashlib.sha256(spawner.api_token.encode()).hexdigest()
+    assert "--allow-root" in info["argv"]
+
+    # The token travelled on the SSH channel only: never to disk or EC2.
+    token = spawner.api_token
+    log = cloud.worker_log(inst["InstanceId"], user)
+    sshd_log = cloud.sshd_log(inst["InstanceId"])
+    assert log.is_file()
+    assert sshd_log.is_file()
+    assert token not in log.read_text(errors="replace")
+    assert token not in sshd_log.read_text(errors="replace")
+    root = cloud.root(inst["InstanceId"])
+    leaked = [
+        p
+        for p in root.rglob("*")
+        if p.is_file() and token.encode() in p.read_bytes()  # any file of the instance
+    ]
+    assert leaked == []
+    client = cloud.client()
+    assert token not in json.dumps(inst["Tags"])
+    user_data = client.describe_instance_attribute(
+        InstanceId=inst["InstanceId"], Attribute="userData"
+    ).get("UserData", {})
+    assert token not in json.dumps(user_data)
+
+    # Progress: the phases in order, percentages never going back.
+    found = messages(events)
+    assert in_order(found, FIRST_START_PHASES), found
+    assert "Starting your stopped instance" not in found
+    percents = [e["progress"] for e in events]
+    assert percents == sorted(percents), events
+    assert events[-1]["progress"] == 100
+
+
+# --------------------------------------------------------------------------- 2. stop, resume
+
+
+async def test_stop_then_start_resumes_the_same_instance(cloud: Cloud) -> None:
+    user = cloud.new_user("resume")
+    first = make_spawner(cloud, user)
+    await start_watched(first, [])
+    instance_id = first.instance_id
+    assert instance_id
+    home = cloud.home(instance_id, user)
+    server_pid = read_info(home)["pid"]
+    assert pid_alive(server_pid)
+    (home / "notes.txt").write_text("written before the stop\n")
+
+    await first.stop()
+
+    assert cloud.state_of(instance_id) == "stopped"
+    wait_until(lambda: not pid_alive(server_pid), 15, "the server to end with its instance")
+    state = first.get_state()
+    assert state["instance_id"] == instance_id
+
+    second = make_spawner(cloud, user)
+    second.load_state(state)
+    events: list[dict[str, Any]] = []
+    url = await start_watched(second, events)
+
+    inst = only_instance(cloud, user)
+    assert inst["InstanceId"] == instance_id
+    assert inst["State"]["Name"] == "running"
+    assert url == f"http://{inst['PrivateIpAddress']}:{NOTEBOOK_PORT}"
+    assert "Starting your stopped instance" in messages(events)
+    assert not any(m.startswith("Launching") for m in messages(events))
+    assert (home / "notes.txt").read_text() == "written before the stop\n"
+    info = read_info(home)
+    assert info["pid"] != server_pid
+    assert "notes.txt" in info["files"]  # the new server saw the file
+    assert len((home / "starts.log").read_text().split()) == 2
+    assert all(i["State"]["Name"] != "terminated" for i in cloud.instances(user))
+
+
+# --------------------------------------------------------------------------- 3. state lost
+
+
+async def test_lost_state_finds_the_instance_by_tags(cloud: Cloud) -> None:
+    user = cloud.new_user("lost")
+    first = make_spawner(cloud, user)
+    await start_watched(first, [])
+    instance_id = first.instance_id
+    await first.stop()
+    assert cloud.state_of(instance_id) == "stopped"
+
+    fresh = make_spawner(cloud, user)
+    fresh.load_state({})
+    events: list[dict[str, Any]] = []
+    url = await start_watched(fresh, events)
+
+    inst = only_instance(cloud, user)
+    assert inst["InstanceId"] == instance_id == fresh.instance_id
+    assert url == f"http://{inst['PrivateIpAddress']}:{NOTEBOOK_PORT}"
+    assert "Starting your stopped instance" in messages(events)
+    assert fresh.get_state()["instance_id"] == instance_id
+
+
+# --------------------------------------------------------------------------- 4. concurrent
+
+
+async def test_concurrent_starts_make_one_instance(cloud: Cloud) -> None:
+    user = cloud.new_user("twice")
+    one, two = make_spawner(cloud, user), make_spawner(cloud, user)
+
+    urls = await asyncio.gather(start_watched(one, []), start_watched(two, []))
+
+    inst = only_instance(cloud, user)
+    expected = f"http://{inst['PrivateIpAddress']}:{NOTEBOOK_PORT}"
+    assert urls == [expected, expected]
+    assert one.instance_id == two.instance_id == inst["InstanceId"]
+    assert http_get(expected + "/") == "fake jupyter"
+
+
+# --------------------------------------------------------------------------- 5. terminated
+
+
+async def test_terminated_instance_is_replaced_and_keeps_the_home_volume(cloud: Cloud) -> None:
+    user = cloud.new_user("gone")
+    first = make_spawner(cloud, user, user_home_ebs_size=1)
+    await start_watched(first, [])
+    old_id = first.instance_id
+    assert old_id
+    client = cloud.client()
+    volumes = client.describe_volumes(
+        Filters=[
+            {"Name": f"tag:{CLUSTER_TAG}", "Values": [CLUSTER]},
+            {"Name": f"tag:{ROLE_TAG}", "Values": [Role.HOME.value]},
+            {"Name": f"tag:{USER_TAG}", "Values": [user]},
+        ]
+    )["Volumes"]
+    assert len(volumes) == 1
+    volume_id = volumes[0]["VolumeId"]
+    assert volumes[0]["Size"] == 1
+    assert [a["InstanceId"] for a in volumes[0]["Attachments"]] == [old_id]
+    home = cloud.emulator.volumes_dir / volume_id
+    assert Path(read_info(home)["cwd"]) == home
+    (home / "notes.txt").write_text("kept on the volume\n")
+
+    # Out of band, as an admin or AWS might; the user comes back later.
+    client.terminate_instances(InstanceIds=[old_id])
+    wait_until(lambda: old_id not in cloud.emulator.machines, 15, "the old machine to halt")
+
+    second = make_spawner(cloud, user, user_home_ebs_size=1)
+    second.load_state(first.get_state())
+    events: list[dict[str, Any]] = []
+    url = await start_watched(second, events)
+
+    new_id = second.instance_id
+    assert new_id and new_id != old_id
+    states = {i["InstanceId"]: i["State"]["Name"] for i in cloud.instances(user)}
+    assert states == {old_id: "terminated", new_id: "running"}
+    found = messages(events)
+    assert in_order(found, [f"Launching your instance ({INSTANCE_TYPE})", "Starting Jupyter"])
+    volume = client.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
+    assert [a["InstanceId"] for a in volume["Attachments"]] == [new_id]
+    new_ip = client.describe_instances(InstanceIds=[new_id])["Reservations"][0]["Instances"][0][
+        "PrivateIpAddress"
+    ]
+    assert url == f"http://{new_ip}:{NOTEBOOK_PORT}"
+    info = read_info(home)
+    assert Path(info["cwd"]) == home
+    assert "notes.txt" in info["files"]
+    assert (home / "notes.txt").read_text() == "kept on the volume\n"
+    # Still one home volume for the user.
+    again = client.describe_volumes(
+        Filters=[
+            {"Name": f"tag:{ROLE_TAG}", "Values": [Role.HOME.value]},
+            {"Name": f"tag:{USER_TAG}", "Values": [user]},
+        ]
+    )["Volumes"]
+    assert [v["VolumeId"] for v in again] == [volume_id]
+
+
+# --------------------------------------------------------------------------- 6. Jupyter fails
+
+
+async def test_jupyter_failure_shows_the_tail_of_its_log(cloud: Cloud) -> None:
+    user = cloud.new_user("fails")
+    spawner = make_spawner(cloud, user, cmd=[sys.executable, str(cloud.failing_server)])
+
+    with pytest.raises(SpawnError, match="boom: bad config") as failure:
+        await start_watched(spawner, [])
+
+    instance_id = only_instance(cloud, user)["InstanceId"]
+    assert instance_id in str(failure.value)
+    log = cloud.worker_log(instance_id, user).read_text()
+    assert "boom: bad config" in log
+
+
+# --------------------------------------------------------------------------- 7. hang
+
+
+async def test_unreachable_instance_is_restarted_once_then_fails(cloud: Cloud) -> None:
+    user = cloud.new_user("hung")
+    # EC2 says running, but nothing answers on the port the spawner uses.
+    spawner = make_spawner(cloud, user, ssh_port=free_port())
+    fleet_ec2 = spawner.ec2
+    before = dict(fleet_ec2.calls)
+    events: list[dict[str, Any]] = []
+
+    with pytest.raises(SpawnError, match="SSH") as failure:
+        await start_watched(spawner, events)
+
+    assert "after a restart" in str(failure.value)
+    found = messages(events)
+    restart = "Your instance is not responding; restarting it once"
+    assert found.count(restart) == 1, found
+    assert in_order(found, ["Connecting", restart, "Connecting"]), found
+    delta = {k: fleet_ec2.calls[k] - before.get(k, 0) for k in fleet_ec2.calls}
+    assert delta.get("StopInstances") == 1
+    assert delta.get("StartInstances") == 1
+    assert delta.get("RunInstances") == 1
+    inst = only_instance(cloud, user)
+    assert inst["State"]["Name"] != "terminated"
+
+
+async def test_instance_whose_sshd_died_recovers_after_one_restart(cloud: Cloud) -> None:
+    user = cloud.new_user("wedged")
+    first = make_spawner(cloud, user)
+    await start_watched(first, [])
+    instance_id = first.instance_id
+    assert instance_id
+    machine = cloud.emulator.machines[instance_id]
+    assert machine.sshd is not None
+    machine.sshd.terminate()  # the instance still runs, but SSH is gone
+    machine.sshd.wait(timeout=10)
+
+    second = make_spawner(cloud, user)
+    second.load_state(first.get_state())
+    fleet_ec2 = second.ec2
+    before = dict(fleet_ec2.calls)
+    events: list[dict[str, Any]] = []
+    url = await start_watched(second, events)
+
+    found = messages(events)
+    assert found.count("Your instance is not responding; restarting it once") == 1, found
+    inst = only_instance(cloud, user)
+    assert inst["InstanceId"] == instance_id
+    assert url == f"http://{inst['PrivateIpAddress']}:{NOTEBOOK_PORT}"
+    assert fleet_ec2.calls["StopInstances"] - before.get("StopInstances", 0) == 1
+    assert fleet_ec2.calls["StartInstances"] - before.get("StartInstances", 0) == 1
+
+
+# --------------------------------------------------------------------------- 8. host key
+
+
+def other_host_key(tmp_path: Path) -> str:
+    key = tmp_path / "impostor_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(key)], check=True
+    )
+    return key.with_suffix(".pub").read_text().strip()
+
+
+async def test_wrong_console_host_key_is_refused(cloud: Cloud, tmp_path: Path) -> None:
+    user = cloud.new_user("mitm")
+    inst = cloud.ec2.launch_worker(user, cloud.spec, launch_token(CLUSTER, user, None))
+    wait_until(lambda: inst.id in cloud.emulator.machines, 15, "the emulator to boot it")
+    wrong = other_host_key(tmp_path)
+    motoserver.set_console_output(inst.id, f"{CONSOLE_BEGIN}\n{wrong}\n{CONSOLE_END}\n")
+
+    spawner = make_spawner(cloud, user)
+    with pytest.raises(SpawnError, match="host key") as failure:
+        await start_watched(spawner, [])
+
+    assert spawner.instance_id == inst.id
+    assert spawner.pinned_host_keys == [" ".join(wrong.split()[:2])]
+    assert "does not match" in str(failure.value) or "did not pin" in str(failure.value)
+    # No command ran: no login, no agent log, no server.
+    assert "Accepted" not in cloud.sshd_log(inst.id).read_text()
+    assert not cloud.worker_log(inst.id, user).exists()
+    assert not (cloud.home(inst.id, user) / INFO_FILE).exists()
+    assert [i["InstanceId"] for i in cloud.instances(user)] == [inst.id]
+
+
+async def test_changed_host_key_of_a_known_instance_is_refused(cloud: Cloud) -> None:
+    user = cloud.new_user("rekeyed")
+    first = make_spawner(cloud, user)
+    await start_watched(first, [])
+    instance_id = first.instance_id
+    assert instance_id
+    await first.stop()
+    wait_until(lambda: instance_id not in cloud.emulator.machines, 15, "the machine to halt")
+    # The disk now carries another host key; the next boot publishes that one.
+    for key in (cloud.root(instance_id) / "etc" / "ssh").glob("ssh_host_*"):
+        key.unlink()
+    log = cloud.worker_log(instance_id, user)
+    starts_before = log.read_text().count("cloudjhub-worker: starting server")
+    accepted_before = cloud.sshd_log(instance_id).read_text().count("Accepted")
+
+    second = make_spawner(cloud, user)
+    second.load_state(first.get_state())
+    with pytest.raises(SpawnError, match="host key"):
+        await start_watched(second, [])
+
+    assert log.read_text().count("cloudjhub-worker: starting server") == starts_before
+    assert cloud.sshd_log(instance_id).read_text().count("Accepted") == accepted_before
+
+
+# --------------------------------------------------------------------------- 9. poll
+
+
+async def test_poll_follows_the_instance_state(cloud: Cloud) -> None:
+    user = cloud.new_user("polled")
+    spawner = make_spawner(cloud, user)
+    assert await spawner.poll() == 0  # never started
+    await start_watched(spawner, [])
+    assert await spawner.poll() is None
+
+    await spawner.stop()
+
+    assert cloud.state_of(spawner.instance_id) == "stopped"
+    assert await spawner.poll() == 0
+    await asyncio.sleep(spawner.fleet_refresh_interval + 0.1)
+    assert await spawner.poll() == 0  # also after a refresh
+
+
+@contextlib.contextmanager
+def emulator_paused(cloud: Cloud) -> Iterator[None]:
+    """Keep the emulator from booting machines: poll() must not need them."""
+    emulator = cloud.emulator
+    emulator.reconcile = lambda: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del emulator.reconcile
+
+
+async def test_many_polls_share_one_describe_and_never_ssh(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users = [cloud.new_user("many") for _ in range(30)]
+    ssh_calls: list[str] = []
+
+    def no_ssh(name: str) -> Callable[..., Any]:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            ssh_calls.append(name)
+            raise AssertionError(f"poll() used SSH ({name})")
+
+        return refuse
+
+    with emulator_paused(cloud):
+        ids = {
+            u: cloud.ec2.launch_worker(u, cloud.spec, launch_token(CLUSTER, u, None)).id
+            for u in users
+        }
+        try:
+            stopped = set(users[::3])
+            cloud.client().stop_instances(InstanceIds=[ids[u] for u in stopped])
+            spawners = []
+            for u in users:
+                sp = make_spawner(cloud, u)
+                sp.load_state({"instance_id": ids[u]})
+                spawners.append(sp)
+            monkeypatch.setattr(remote, "run", no_ssh("remote.run"))
+            monkeypatch.setattr(remote, "tcp_open", no_ssh("remote.tcp_open"))
+            monkeypatch.setattr(paramiko.SSHClient, "connect", no_ssh("SSHClient.connect"))
+            ec2 = spawners[0].ec2
+            assert all(sp.ec2 is ec2 for sp in spawners)  # one shared fleet view
+            await spawners[0].fleet.refresh()
+            await asyncio.sleep(spawners[0].fleet_refresh_interval + 0.1)  # let it go stale
+            before = ec2.calls["DescribeInstances"]
+
+            results = await asyncio.gather(*(sp.poll() for sp in spawners))
+
+            assert ec2.calls["DescribeInstances"] - before == 1
+            expected = [0 if u in stopped else None for u in users]
+            assert results == expected
+            assert ssh_calls == []
+            # And again while the view is fresh: no EC2 call at all.
+            again = await asyncio.gather(*(sp.poll() for sp in spawners))
+            assert again == expected
+            assert ec2.calls["DescribeInstances"] - before == 1
+        finally:
+            cloud.client().terminate_instances(InstanceIds=list(ids.values()))
+
+
+# --------------------------------------------------------------------------- 10. capacity
+
+
+async def test_capacity_error_tells_the_user_to_try_later(cloud: Cloud) -> None:
+    user = cloud.new_user("full")
+    spawner = make_spawner(cloud, user)
+    refused: list[str] = []
+
+    def no_capacity(**_: Any) -> None:
+        refused.append("RunInstances")
+        raise ClientError(
+            {
+                "Error": {
+                    "Code": "InsufficientInstanceCapacity",
+                    "Message": "We currently do not have sufficient t3.medium capacity.",
+                }
+            },
+            "RunInstances",
+        )
+
+    spawner.ec2.client.meta.events.register("before-call.ec2.RunInstances", no_capacity)
+    events: list[dict[str, Any]] = []
+    with pytest.raises(SpawnError, match="(?i)try again") as failure:
+        await start_watched(spawner, events)
+
+    assert refused == ["RunInstances"]
+    assert "capacity" in str(failure.value)
+    assert INSTANCE_TYPE in str(failure.value)
+    assert cloud.instances(user) == []
+    assert events[-1]["progress"] == 100

@@ -1,0 +1,500 @@
+"""The EC2 layer against moto in-process: launches, guards, volumes and security groups."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from cloudjhub.ec2 import (
+    CloudError,
+    Ec2,
+    Instance,
+    NotOurs,
+    WorkerSpec,
+    launch_token,
+)
+from cloudjhub.launch.groups import HUB_API_PORT, ensure_security_groups
+from cloudjhub.tags import Role, tags_for
+
+CLUSTER = "alpha"  # the `ec2` fixture's cluster; `other_ec2` is "beta"
+Network = Any  # conftest.Network: .vpc_id, .subnet_id
+
+MakeWorker = Callable[..., Instance]
+
+
+def raw_instance(ec2: Ec2, instance_id: str) -> dict[str, Any]:
+    reply = ec2.client.describe_instances(InstanceIds=[instance_id])
+    return reply["Reservations"][0]["Instances"][0]
+
+
+def state_of(ec2: Ec2, instance_id: str) -> str:
+    return raw_instance(ec2, instance_id)["State"]["Name"]
+
+
+def destructive_calls(ec2: Ec2) -> int:
+    return sum(
+        ec2.calls[op]
+        for op in ("StopInstances", "TerminateInstances", "StartInstances", "AttachVolume")
+    )
+
+
+# ---- launch -------------------------------------------------------------------------
+
+
+def test_launch_worker_sets_tags_imds_profile_shutdown_and_root_size(
+    ec2: Ec2, spec: WorkerSpec
+) -> None:
+    inst = ec2.launch_worker("bob", spec, launch_token(CLUSTER, "bob", None))
+
+    data = raw_instance(ec2, inst.id)
+    tags = {t["Key"]: t["Value"] for t in data["Tags"]}
+    assert tags == {
+        "cloudjhub:cluster": CLUSTER,
+        "cloudjhub:user": "bob",
+        "cloudjhub:role": "worker",
+        "Name": f"{CLUSTER}-worker-bob",
+    }
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert data["MetadataOptions"]["HttpEndpoint"] == "enabled"
+    assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    assert not data.get("IamInstanceProfile")
+    assert data["ImageId"] == spec.image_id
+    assert data["InstanceType"] == "t3.medium"
+    assert data["SubnetId"] == spec.subnet_id
+    assert data["KeyName"] == spec.key_name
+    assert [g["GroupId"] for g in data["SecurityGroups"]] == list(spec.security_group_ids)
+
+    shutdown = ec2.client.describe_instance_attribute(
+        InstanceId=inst.id, Attribute="instanceInitiatedShutdownBehavior"
+    )
+    assert shutdown["InstanceInitiatedShutdownBehavior"]["Value"] == "stop"
+
+    volumes = ec2.client.describe_volumes(
+        Filters=[{"Name": "attachment.instance-id", "Values": [inst.id]}]
+    )["Volumes"]
+    assert len(volumes) == 1
+    root = volumes[0]
+    assert root["Size"] == spec.ebs_size == 20
+    assert root["VolumeType"] == "gp3"
+    assert root["Attachments"][0]["DeleteOnTermination"] is True
+    assert {t["Key"]: t["Value"] for t in root["Tags"]}["cloudjhub:user"] == "bob"
+    assert inst.volumes == (root["VolumeId"],)
+
+
+def test_launch_worker_returns_a_tagged_instance(ec2: Ec2, spec: WorkerSpec) -> None:
+    inst = ec2.launch_worker("carol", spec, "token-carol")
+    assert inst.id.startswith("i-")
+    assert inst.user == "carol"
+    assert inst.cluster == CLUSTER
+    assert inst.role == "worker"
+    assert inst.instance_type == "t3.medium"
+    assert inst.private_ip and inst.private_ip.startswith("10.42.1.")
+    assert inst.availability_zone.startswith("us-east-1")
+    assert inst.state in ("pending", "running")
+
+
+def test_root_volume_size_follows_the_spec(ec2: Ec2, spec: WorkerSpec) -> None:
+    big = WorkerSpec(**{**spec.__dict__, "ebs_size": 123})
+    inst = ec2.launch_worker("erin", big, "token-erin")
+    sizes = [
+        v["Size"]
+        for v in ec2.client.describe_volumes(
+            Filters=[{"Name": "attachment.instance-id", "Values": [inst.id]}]
+        )["Volumes"]
+    ]
+    assert sizes == [123]
+
+
+def test_root_device_name_is_cached(ec2: Ec2, spec: WorkerSpec) -> None:
+    ec2.launch_worker("u1", spec, "t1")
+    ec2.launch_worker("u2", spec, "t2")
+    assert ec2.calls["DescribeImages"] == 1
+    assert ec2.calls["RunInstances"] == 2
+
+
+@pytest.mark.parametrize(
+    ("image", "code"),
+    [
+        ("ami-0000000000deadbeef", "InvalidAMIID.NotFound"),
+        ("ami-12345678", "InvalidAMIID.NotFound"),
+        ("not-an-image", "InvalidAMIID.Malformed"),
+    ],
+)
+def test_invalid_ami_gives_a_user_message_naming_the_image(
+    ec2: Ec2, spec: WorkerSpec, image: str, code: str
+) -> None:
+    bad = WorkerSpec(**{**spec.__dict__, "image_id": image})
+    with pytest.raises(CloudError) as exc:
+        ec2.launch_worker("bob", bad, "token-bad")
+    assert image in str(exc.value)
+    assert "admin" in str(exc.value)
+    assert exc.value.code == code
+    assert ec2.calls["RunInstances"] == 0
+    assert ec2.describe_workers() == []
+
+
+def test_unknown_instance_type_is_a_cloud_error(ec2: Ec2, spec: WorkerSpec) -> None:
+    bad = WorkerSpec(**{**spec.__dict__, "instance_type": "t9.enormous"})
+    with pytest.raises(CloudError) as exc:
+        ec2.launch_worker("bob", bad, "token-type")
+    assert exc.value.code == "InvalidInstanceType.NotFound"
+    assert "t9.enormous" in str(exc.value)
+
+
+def test_unknown_key_pair_is_a_cloud_error(ec2: Ec2, spec: WorkerSpec) -> None:
+    bad = WorkerSpec(**{**spec.__dict__, "key_name": "no-such-key"})
+    with pytest.raises(CloudError) as exc:
+        ec2.launch_worker("bob", bad, "token-key")
+    assert exc.value.code == "InvalidKeyPair.NotFound"
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("InsufficientInstanceCapacity", "no spare t3.medium capacity"),
+        ("InstanceLimitExceeded", "limit of running instances"),
+        ("VcpuLimitExceeded", "vCPU limit for t3.medium"),
+    ],
+)
+def test_capacity_errors_become_user_messages(
+    ec2: Ec2, spec: WorkerSpec, code: str, expected: str
+) -> None:
+    class Http:
+        status_code = 500
+        headers: dict[str, str] = {}
+
+    def fail(**_: Any) -> tuple[Http, dict[str, Any]]:
+        return Http(), {"Error": {"Code": code, "Message": "raw AWS text"}}
+
+    ec2.client.meta.events.register("before-call.ec2.RunInstances", fail)
+    with pytest.raises(CloudError) as exc:
+        ec2.launch_worker("bob", spec, "token-capacity")
+    assert exc.value.code == code
+    assert expected in str(exc.value)
+    assert "raw AWS text" not in str(exc.value)
+
+
+def test_launch_token_is_stable_short_and_depends_on_the_previous_instance() -> None:
+    first = launch_token("alpha", "bob", None)
+    assert first == launch_token("alpha", "bob", None)
+    assert first == launch_token("alpha", "bob", "")
+    replacement = launch_token("alpha", "bob", "i-0123456789abcdef0")
+    other = launch_token("alpha", "bob", "i-0fedcba9876543210")
+    assert len({first, replacement, other}) == 3
+    assert launch_token("alpha", "carol", None) != first
+    assert launch_token("beta", "bob", None) != first
+    long_user = "someone.with.a.very.long.name@an-even-longer-domain.example.org" * 3
+    for token in (first, replacement, other, launch_token("alpha", long_user, "i-" + "f" * 17)):
+        assert len(token) <= 64
+        assert token.isascii()
+
+
+# ---- guard ----------------------------------------------------------------------------
+
+
+def test_guard_accepts_own_workers(ec2: Ec2, make_worker: MakeWorker) -> None:
+    a, b = make_worker("a"), make_worker("b")
+    checked = ec2.guard([b.id, a.id, b.id], [Role.WORKER])
+    assert [i.id for i in checked] == [b.id, a.id]
+
+
+def test_guard_refuses_another_clusters_instance(
+    ec2: Ec2, other_ec2: Ec2, make_worker: MakeWorker
+) -> None:
+    theirs = make_worker("bob", other_ec2)
+    before = state_of(ec2, theirs.id)
+    with pytest.raises(NotOurs, match=theirs.id):
+        ec2.stop(theirs.id)
+    with pytest.raises(NotOurs, match=theirs.id):
+        ec2.terminate([theirs.id])
+    with pytest.raises(NotOurs):
+        ec2.start(theirs.id)
+    assert destructive_calls(ec2) == 0
+    assert state_of(ec2, theirs.id) == before != "terminated"
+
+
+def test_guard_refuses_untagged_instances(ec2: Ec2, make_untagged: Callable[[], str]) -> None:
+    stranger = make_untagged()
+    with pytest.raises(NotOurs, match=stranger):
+        ec2.terminate([stranger])
+    with pytest.raises(NotOurs, match=stranger):
+        ec2.stop(stranger, hibernate=True)
+    assert ec2.calls["TerminateInstances"] == 0
+    assert ec2.calls["StopInstances"] == 0
+    assert state_of(ec2, stranger) == "running"
+
+
+def test_one_foreign_id_refuses_the_whole_batch(
+    ec2: Ec2, other_ec2: Ec2, make_worker: MakeWorker, make_untagged: Callable[[], str]
+) -> None:
+    mine = [make_worker("a"), make_worker("b")]
+    theirs = make_worker("c", other_ec2)
+    stranger = make_untagged()
+    with pytest.raises(NotOurs) as exc:
+        ec2.terminate([mine[0].id, theirs.id, mine[1].id, stranger])
+    assert theirs.id in str(exc.value) and stranger in str(exc.value)
+    assert mine[0].id not in str(exc.value)
+    assert ec2.calls["TerminateInstances"] == 0
+    assert {state_of(ec2, i.id) for i in mine} == {"running"}
+
+
+def test_guard_checks_the_role(ec2: Ec2, spec: WorkerSpec, network: Network) -> None:
+    manager = ec2.run_instance(
+        spec.image_id,
+        "t3.small",
+        network.subnet_id,
+        list(spec.security_group_ids),
+        spec.key_name,
+        tags_for(CLUSTER, Role.MANAGER),
+    )
+    with pytest.raises(NotOurs, match="role worker"):
+        ec2.terminate([manager.id])
+    with pytest.raises(NotOurs):
+        ec2.stop(manager.id)
+    assert destructive_calls(ec2) == 0
+    assert ec2.terminate([manager.id], roles=[Role.MANAGER]) == [manager.id]
+    assert ec2.calls["TerminateInstances"] == 1
+
+
+def test_terminate_with_no_ids_refuses_without_calling_ec2(ec2: Ec2) -> None:
+    with pytest.raises(NotOurs, match="no explicit instance ids"):
+        ec2.terminate([])
+    with pytest.raises(NotOurs):
+        ec2.terminate(iter(()))
+    assert sum(ec2.calls.values()) == 0
+
+
+def test_guard_refuses_unknown_ids(ec2: Ec2) -> None:
+    with pytest.raises(CloudError):
+        ec2.terminate(["i-0123456789abcdef0"])
+    assert ec2.calls["TerminateInstances"] == 0
+
+
+def test_terminate_and_stop_own_workers(ec2: Ec2, make_worker: MakeWorker) -> None:
+    a, b, c = make_worker("a"), make_worker("b"), make_worker("c")
+    ec2.stop(c.id)
+    assert ec2.calls["StopInstances"] == 1
+    assert state_of(ec2, c.id) in ("stopping", "stopped")
+    assert ec2.terminate([a.id, b.id]) == [a.id, b.id]
+    assert ec2.calls["TerminateInstances"] == 1
+    assert {state_of(ec2, a.id), state_of(ec2, b.id)} <= {"shutting-down", "terminated"}
+
+
+# ---- describe -------------------------------------------------------------------------
+
+
+def test_describe_workers_paginates_and_filters(
+    ec2: Ec2,
+    other_ec2: Ec2,
+    make_worker: MakeWorker,
+    make_untagged: Callable[[], str],
+    spec: WorkerSpec,
+    network: Network,
+) -> None:
+    ours = {make_worker(f"user{i}").id for i in range(7)}
+    theirs = {make_worker(f"user{i}", other_ec2).id for i in range(3)}
+    stranger = make_untagged()
+    manager = ec2.run_instance(
+        spec.image_id,
+        "t3.small",
+        network.subnet_id,
+        [],
+        spec.key_name,
+        tags_for(CLUSTER, Role.MANAGER),
+    ).id
+
+    # Force small pages so the NextToken loop must run.
+    def small_pages(params: dict[str, Any], **_: Any) -> None:
+        if "MaxResults" in params:
+            params["MaxResults"] = 5
+
+    ec2.client.meta.events.register("provide-client-params.ec2.DescribeInstances", small_pages)
+    ec2.calls.clear()
+
+    workers = ec2.describe_workers()
+    assert {i.id for i in workers} == ours
+    assert len(workers) == 7
+    assert ec2.calls["DescribeInstances"] >= 2
+    assert all(i.cluster == CLUSTER and i.role == "worker" for i in workers)
+
+    mine = ec2.describe_workers(user="user3")
+    assert len(mine) == 1 and mine[0].user == "user3" and mine[0].id in ours
+
+    cluster = {i.id for i in ec2.describe_cluster()}
+    assert cluster == ours | {manager}
+    assert {i.id for i in ec2.describe_cluster(Role.MANAGER)} == {manager}
+    assert {i.id for i in other_ec2.describe_workers()} == theirs
+    assert stranger not in cluster | theirs
+
+
+def test_describe_by_ids(ec2: Ec2, make_worker: MakeWorker) -> None:
+    a, b = make_worker("a"), make_worker("b")
+    assert {i.id for i in ec2.describe([a.id, b.id])} == {a.id, b.id}
+    assert ec2.describe([]) == []
+
+
+# ---- home volumes ---------------------------------------------------------------------
+
+
+def test_home_volume_create_find_attach(ec2: Ec2, make_worker: MakeWorker) -> None:
+    inst = make_worker("dana")
+    assert ec2.find_home_volume("dana") is None
+
+    volume_id = ec2.create_home_volume("dana", 5, inst.availability_zone)
+    found = ec2.find_home_volume("dana")
+    assert found is not None and found["VolumeId"] == volume_id
+    assert found["Size"] == 5
+    assert found["Encrypted"] is True
+    assert found["AvailabilityZone"] == inst.availability_zone
+    tags = {t["Key"]: t["Value"] for t in found["Tags"]}
+    assert tags["cloudjhub:role"] == "home"
+    assert tags["cloudjhub:user"] == "dana"
+    assert tags["cloudjhub:cluster"] == CLUSTER
+    assert ec2.find_home_volume("someone-else") is None
+
+    ec2.attach_volume(volume_id, inst.id, "/dev/sdf")
+    mappings = {m["DeviceName"]: m["Ebs"] for m in raw_instance(ec2, inst.id)["BlockDeviceMappings"]}
+    assert mappings["/dev/sdf"]["VolumeId"] == volume_id
+    assert mappings["/dev/sdf"]["DeleteOnTermination"] is False
+    # The root volume still goes with the instance.
+    root = next(d for d in mappings if d != "/dev/sdf")
+    assert mappings[root]["DeleteOnTermination"] is True
+    vol = ec2.client.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
+    assert vol["Attachments"][0]["InstanceId"] == inst.id
+
+
+def test_home_volume_lookup_is_per_cluster(
+    ec2: Ec2, other_ec2: Ec2, make_worker: MakeWorker
+) -> None:
+    inst = make_worker("dana")
+    theirs = other_ec2.create_home_volume("dana", 5, inst.availability_zone)
+    assert ec2.find_home_volume("dana") is None
+    found = other_ec2.find_home_volume("dana")
+    assert found is not None and found["VolumeId"] == theirs
+
+
+def test_attach_refuses_another_clusters_instance(
+    ec2: Ec2, other_ec2: Ec2, make_worker: MakeWorker
+) -> None:
+    theirs = make_worker("dana", other_ec2)
+    volume_id = ec2.create_home_volume("dana", 5, theirs.availability_zone)
+    with pytest.raises(NotOurs):
+        ec2.attach_volume(volume_id, theirs.id, "/dev/sdf")
+    assert ec2.calls["AttachVolume"] == 0
+    assert ec2.calls["ModifyInstanceAttribute"] == 0
+    vol = ec2.client.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
+    assert vol["Attachments"] == []
+
+
+# ---- security groups ------------------------------------------------------------------
+
+
+def rules(ec2: Ec2, group_id: str) -> list[dict[str, Any]]:
+    group = ec2.client.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
+    return group["IpPermissions"]
+
+
+def ports_from_cidr(ec2: Ec2, group_id: str) -> dict[int, set[str]]:
+    out: dict[int, set[str]] = {}
+    for perm in rules(ec2, group_id):
+        for r in perm.get("IpRanges", []):
+            out.setdefault(perm["FromPort"], set()).add(r["CidrIp"])
+    return out
+
+
+def ports_from_groups(ec2: Ec2, group_id: str) -> dict[int, set[str]]:
+    out: dict[int, set[str]] = {}
+    for perm in rules(ec2, group_id):
+        for pair in perm.get("UserIdGroupPairs", []):
+            out.setdefault(perm["FromPort"], set()).add(pair["GroupId"])
+    return out
+
+
+def test_security_groups_with_admin_cidr(ec2: Ec2, network: Network) -> None:
+    groups = ensure_security_groups(ec2, network.vpc_id, admin_cidr="203.0.113.0/24")
+    assert len({groups.manager, groups.manager2, groups.worker}) == 3
+    assert set(groups.created) == {groups.manager, groups.manager2, groups.worker}
+
+    assert ports_from_cidr(ec2, groups.manager) == {
+        80: {"0.0.0.0/0"},
+        443: {"0.0.0.0/0"},
+        22: {"203.0.113.0/24"},
+    }
+    assert ports_from_groups(ec2, groups.manager) == {}
+
+    assert ports_from_cidr(ec2, groups.worker) == {}
+    assert ports_from_groups(ec2, groups.worker) == {
+        22: {groups.manager},
+        8888: {groups.manager},
+    }
+    assert all(p["IpProtocol"] == "tcp" for p in rules(ec2, groups.worker))
+
+    assert HUB_API_PORT == 8081
+    assert ports_from_cidr(ec2, groups.manager2) == {}
+    assert ports_from_groups(ec2, groups.manager2) == {8081: {groups.worker}}
+
+    described = ec2.client.describe_security_groups(
+        GroupIds=[groups.manager, groups.manager2, groups.worker]
+    )["SecurityGroups"]
+    by_id = {g["GroupId"]: g for g in described}
+    assert by_id[groups.manager]["GroupName"] == f"{CLUSTER}-manager"
+    assert by_id[groups.worker]["GroupName"] == f"{CLUSTER}-worker"
+    assert all(g["VpcId"] == network.vpc_id for g in described)
+    worker_tags = {t["Key"]: t["Value"] for t in by_id[groups.worker]["Tags"]}
+    assert worker_tags["cloudjhub:cluster"] == CLUSTER
+
+
+def test_security_groups_without_admin_cidr_have_no_ssh(ec2: Ec2, network: Network) -> None:
+    groups = ensure_security_groups(ec2, network.vpc_id)
+    assert ports_from_cidr(ec2, groups.manager) == {80: {"0.0.0.0/0"}, 443: {"0.0.0.0/0"}}
+    assert 22 not in ports_from_groups(ec2, groups.manager)
+
+
+def test_security_groups_custom_ports(ec2: Ec2, network: Network) -> None:
+    groups = ensure_security_groups(ec2, network.vpc_id, notebook_port=9999, ssh_port=2222)
+    assert ports_from_groups(ec2, groups.worker) == {
+        2222: {groups.manager},
+        9999: {groups.manager},
+    }
+
+
+def test_security_groups_are_idempotent(ec2: Ec2, network: Network) -> None:
+    first = ensure_security_groups(ec2, network.vpc_id, admin_cidr="203.0.113.0/24")
+    before = {g: rules(ec2, g) for g in (first.manager, first.manager2, first.worker)}
+    second = ensure_security_groups(ec2, network.vpc_id, admin_cidr="203.0.113.0/24")
+    assert (second.manager, second.manager2, second.worker) == (
+        first.manager,
+        first.manager2,
+        first.worker,
+    )
+    assert second.created == ()
+    assert {g: rules(ec2, g) for g in before} == before
+    assert ec2.calls["CreateSecurityGroup"] == 3
+
+
+def test_rerun_with_admin_cidr_adds_ssh(ec2: Ec2, network: Network) -> None:
+    """A re-run that adds the admin CIDR must open 22 even though 80/443 already exist."""
+    first = ensure_security_groups(ec2, network.vpc_id)
+    ensure_security_groups(ec2, network.vpc_id, admin_cidr="198.51.100.7/32")
+    assert ports_from_cidr(ec2, first.manager)[22] == {"198.51.100.7/32"}
+
+
+def test_security_groups_are_per_cluster(ec2: Ec2, other_ec2: Ec2, network: Network) -> None:
+    ours = ensure_security_groups(ec2, network.vpc_id)
+    theirs = ensure_security_groups(other_ec2, network.vpc_id)
+    assert {ours.manager, ours.manager2, ours.worker}.isdisjoint(
+        {theirs.manager, theirs.manager2, theirs.worker}
+    )
+    assert ports_from_groups(ec2, theirs.worker)[22] == {theirs.manager}
+    assert other_ec2.cluster != ec2.cluster
+
+
+def test_other_authorize_errors_are_raised(ec2: Ec2) -> None:
+    with pytest.raises(CloudError) as exc:
+        ec2.authorize_ingress(
+            "sg-0123456789abcdef0",
+            [{"IpProtocol": "tcp", "FromPort": 1, "ToPort": 1, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
+        )
+    assert exc.value.code == "InvalidGroup.NotFound"
