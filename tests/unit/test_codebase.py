@@ -1,0 +1,82 @@
+"""The house rules, checked: lint, formatting, shell scripts and layering."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PKG = ROOT / "src" / "cloudjhub"
+RUFF = Path(sys.executable).with_name("ruff")
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute module names a file imports (relative ones resolved in the package)."""
+    tree = ast.parse(path.read_text())
+    package = ".".join(path.relative_to(ROOT / "src").with_suffix("").parts[:-1])
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                mod = ".".join([*base, node.module] if node.module else base)
+            else:
+                mod = node.module or ""
+            out.add(mod)
+            out.update(f"{mod}.{alias.name}" for alias in node.names)
+    return out
+
+
+def _ours(path: Path) -> set[str]:
+    return {m.split(".")[1] for m in _imports(path) if m.startswith("cloudjhub.") and m.count(".")}
+
+
+def test_ruff_check_and_format() -> None:
+    for args in (["check", "src", "tests", "benchmarks"], ["format", "--check", "src", "tests"]):
+        done = subprocess.run([str(RUFF), *args], cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_shell_scripts_pass_shellcheck() -> None:
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.fail("shellcheck is not installed; scripts/bootstrap installs it")
+    scripts = [ROOT / "scripts" / "bootstrap", ROOT / ".ci" / "run", *PKG.rglob("*.sh")]
+    done = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "allowed"),
+    [
+        ("config.py", set()),
+        ("tags.py", set()),
+        ("executor.py", set()),
+        ("ec2.py", {"tags", "config"}),
+        ("remote.py", {"tags", "config"}),
+        ("fleet.py", {"ec2", "executor", "tags", "config"}),
+    ],
+)
+def test_lower_floors_never_import_upper_ones(module: str, allowed: set[str]) -> None:
+    assert _ours(PKG / module) <= allowed
+
+
+def test_worker_imports_nothing_hub_side() -> None:
+    for path in (PKG / "worker").rglob("*.py"):
+        assert _ours(path) <= {"worker"}, path
+
+
+def test_one_door_per_outside_system() -> None:
+    for path in PKG.rglob("*.py"):
+        mods = _imports(path)
+        if any(m == "boto3" or m.startswith(("boto3.", "botocore")) for m in mods):
+            assert path.name == "ec2.py", f"{path} talks to boto3"
+        if any(m == "paramiko" or m.startswith("paramiko.") for m in mods):
+            assert path.name == "remote.py", f"{path} talks to paramiko"
