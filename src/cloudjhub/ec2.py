@@ -210,7 +210,10 @@ class Ec2:
                 "Images", []
             )
             if not images:
-                raise CloudError(_USER_MESSAGES["InvalidAMIID.NotFound"].format(image=image_id))
+                raise CloudError(
+                    _USER_MESSAGES["InvalidAMIID.NotFound"].format(image=image_id),
+                    "InvalidAMIID.NotFound",
+                )
             image = images[0]
             if image.get("State") != "available":
                 raise CloudError(

@@ -14,6 +14,7 @@ from typing import ClassVar
 from .ec2 import Ec2, Instance
 from .executor import blocking
 
+LAUNCH_LAG_GRACE = 120.0
 LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
 
 
@@ -24,6 +25,7 @@ class Fleet:
         self.ec2 = ec2
         self.max_age = max_age
         self._by_id: dict[str, Instance] = {}
+        self._remembered: dict[str, float] = {}
         self._fetched_at = float("-inf")
         self._inflight: asyncio.Future[None] | None = None
 
@@ -51,12 +53,21 @@ class Fleet:
     async def _fetch(self) -> None:
         started = time.monotonic()
         instances = await blocking(self.ec2.describe_workers)
-        self._by_id = {i.id: i for i in instances}
+        fresh = {i.id: i for i in instances}
+        # DescribeInstances can lag a launch by seconds: keep what a launch
+        # told us until a refresh lists it (or the lag grace runs out).
+        for instance_id, when in list(self._remembered.items()):
+            if instance_id in fresh or when < started - LAUNCH_LAG_GRACE:
+                del self._remembered[instance_id]
+            elif instance_id in self._by_id:
+                fresh[instance_id] = self._by_id[instance_id]
+        self._by_id = fresh
         self._fetched_at = started
 
     def remember(self, instance: Instance) -> None:
         """Record what a launch or describe just told us, ahead of the next refresh."""
         self._by_id[instance.id] = instance
+        self._remembered[instance.id] = time.monotonic()
 
     def get(self, instance_id: str) -> Instance | None:
         return self._by_id.get(instance_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import shlex
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,8 +136,12 @@ def run(
         if stdin:
             chan_in.write(stdin)
         chan_in.channel.shutdown_write()
-        out = chan_out.read().decode(errors="replace")
-        err = chan_err.read().decode(errors="replace")
+        # Drain stderr alongside stdout: unread stderr filling the SSH window
+        # would stall stdout until the timeout.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            err_bytes = pool.submit(chan_err.read)
+            out = chan_out.read().decode(errors="replace")
+            err = err_bytes.result().decode(errors="replace")
         status = chan_out.channel.recv_exit_status()
     except (paramiko.SSHException, OSError) as exc:
         raise Unreachable(f"SSH session to {host} broke: {exc}") from exc

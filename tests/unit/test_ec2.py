@@ -14,6 +14,7 @@ from cloudjhub.ec2 import (
     NotOurs,
     WorkerSpec,
     launch_token,
+    make_client,
 )
 from cloudjhub.launch.groups import HUB_API_PORT, ensure_security_groups
 from cloudjhub.tags import Role, tags_for
@@ -78,7 +79,10 @@ def test_launch_worker_sets_tags_imds_profile_shutdown_and_root_size(
     root = volumes[0]
     assert root["Size"] == spec.ebs_size == 20
     assert root["VolumeType"] == "gp3"
-    assert root["Attachments"][0]["DeleteOnTermination"] is True
+    [mapping] = data["BlockDeviceMappings"]
+    assert mapping["DeviceName"] == ec2.root_device_name(spec.image_id)
+    assert mapping["Ebs"]["VolumeId"] == root["VolumeId"]
+    assert mapping["Ebs"]["DeleteOnTermination"] is True
     assert {t["Key"]: t["Value"] for t in root["Tags"]}["cloudjhub:user"] == "bob"
     assert inst.volumes == (root["VolumeId"],)
 
@@ -135,6 +139,24 @@ def test_invalid_ami_gives_a_user_message_naming_the_image(
     assert ec2.describe_workers() == []
 
 
+def test_deregistered_image_gives_a_user_message_naming_it(
+    ec2: Ec2, spec: WorkerSpec, make_worker: MakeWorker
+) -> None:
+    """DescribeImages returns no image (and no error) for a deregistered AMI."""
+    builder = make_worker("builder")
+    image_id = ec2.client.create_image(InstanceId=builder.id, Name="alpha-worker-image")["ImageId"]
+    ec2.client.deregister_image(ImageId=image_id)
+    assert ec2.client.describe_images(ImageIds=[image_id])["Images"] == []
+    ec2.calls.clear()
+
+    gone = WorkerSpec(**{**spec.__dict__, "image_id": image_id})
+    with pytest.raises(CloudError) as exc:
+        ec2.launch_worker("bob", gone, "token-gone")
+    assert image_id in str(exc.value)
+    assert exc.value.code == "InvalidAMIID.NotFound"
+    assert ec2.calls["RunInstances"] == 0
+
+
 def test_unknown_instance_type_is_a_cloud_error(ec2: Ec2, spec: WorkerSpec) -> None:
     bad = WorkerSpec(**{**spec.__dict__, "instance_type": "t9.enormous"})
     with pytest.raises(CloudError) as exc:
@@ -174,6 +196,14 @@ def test_capacity_errors_become_user_messages(
     assert exc.value.code == code
     assert expected in str(exc.value)
     assert "raw AWS text" not in str(exc.value)
+
+
+def test_make_client_uses_region_endpoint_and_adaptive_retries(aws: None) -> None:
+    client = make_client("eu-west-1")
+    assert client.meta.region_name == "eu-west-1"
+    assert client.meta.config.retries["mode"] == "adaptive"
+    local = make_client("us-east-1", "http://127.0.0.1:5999")
+    assert local.meta.endpoint_url == "http://127.0.0.1:5999"
 
 
 def test_launch_token_is_stable_short_and_depends_on_the_previous_instance() -> None:
@@ -355,7 +385,9 @@ def test_home_volume_create_find_attach(ec2: Ec2, make_worker: MakeWorker) -> No
     assert ec2.find_home_volume("someone-else") is None
 
     ec2.attach_volume(volume_id, inst.id, "/dev/sdf")
-    mappings = {m["DeviceName"]: m["Ebs"] for m in raw_instance(ec2, inst.id)["BlockDeviceMappings"]}
+    mappings = {
+        m["DeviceName"]: m["Ebs"] for m in raw_instance(ec2, inst.id)["BlockDeviceMappings"]
+    }
     assert mappings["/dev/sdf"]["VolumeId"] == volume_id
     assert mappings["/dev/sdf"]["DeleteOnTermination"] is False
     # The root volume still goes with the instance.
@@ -495,6 +527,13 @@ def test_other_authorize_errors_are_raised(ec2: Ec2) -> None:
     with pytest.raises(CloudError) as exc:
         ec2.authorize_ingress(
             "sg-0123456789abcdef0",
-            [{"IpProtocol": "tcp", "FromPort": 1, "ToPort": 1, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
+            [
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": 1,
+                    "ToPort": 1,
+                    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+                }
+            ],
         )
     assert exc.value.code == "InvalidGroup.NotFound"

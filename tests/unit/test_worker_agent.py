@@ -187,8 +187,8 @@ def test_start_runs_server_with_minimal_env_and_records_state(worker: Worker) ->
     assert info is not None and info["pid"] == out["pid"]
     home = worker.root / "home" / "alice"
     assert Path(info["cwd"]) == home
-    expected = {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG"} | set(req["env"])
-    assert set(info["env"]) == expected
+    expected = {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "JUPYTER_CONFIG_PATH"}
+    assert set(info["env"]) == expected | set(req["env"])
     assert ("--allow-root" in info["argv"]) == (os.geteuid() == 0)
 
     state = json.loads(worker.state_file("alice").read_text())
