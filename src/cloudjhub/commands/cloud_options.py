@@ -1,0 +1,82 @@
+"""What the lifecycle commands share: the cluster argument, AWS options, confirmation."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from ..ec2 import CloudError, Ec2
+from ..launch.teardown import Failure
+from ..tags import validate_cluster_name
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _cluster(_ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return validate_cluster_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param=param) from exc
+
+
+def cluster_argument(f: F) -> F:
+    return click.argument("cluster", callback=_cluster)(f)
+
+
+def aws_options(f: F) -> F:
+    """--region and --aws-endpoint; unset, both come from the boto3 chain."""
+    f = click.option(
+        "--aws-endpoint",
+        metavar="URL",
+        default=None,
+        help="EC2-compatible endpoint [default: AWS_ENDPOINT_URL, else AWS].",
+    )(f)
+    return click.option(
+        "--region",
+        default=None,
+        help="AWS region [default: AWS_DEFAULT_REGION or the profile's region].",
+    )(f)
+
+
+def connect(cluster: str, region: str | None, aws_endpoint: str | None) -> Ec2:
+    try:
+        return Ec2.connect(cluster, region, aws_endpoint)
+    except CloudError as exc:
+        hint = " (pass --region or set AWS_DEFAULT_REGION)" if exc.code == "NoRegionError" else ""
+        raise click.ClickException(f"{exc}{hint}") from exc
+
+
+def stdin_is_tty() -> bool:
+    return sys.stdin.isatty()
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Go ahead only with --yes or a person's "y"; a script without --yes is refused."""
+    if yes:
+        return
+    if not stdin_is_tty():
+        raise click.ClickException(
+            "refusing to go on without confirmation: stdin is not a terminal. "
+            "Nothing was changed; re-run with --yes to confirm."
+        )
+    if not click.confirm(question, default=False):
+        raise click.ClickException("not confirmed; nothing was changed")
+
+
+def say(message: str) -> None:
+    """Progress lines go to stderr, so stdout stays the listing."""
+    click.echo(message, err=True)
+
+
+def report(failures: list[Failure]) -> None:
+    """Say what could not be deleted and why; exit 1 if anything could not."""
+    if not failures:
+        click.echo("done")
+        return
+    click.echo(f"could not delete {len(failures)} resource(s):")
+    for failure in failures:
+        click.echo(f"  {failure.resource}: {failure.reason}")
+    raise click.exceptions.Exit(1)

@@ -1,0 +1,107 @@
+"""`cloudjhub status CLUSTER`: who has an instance, in what state, for how long."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from ..ec2 import CloudError, Instance
+from ..tags import Role
+from .cloud_options import aws_options, cluster_argument, connect
+
+COLUMNS = ("USER", "INSTANCE", "STATE", "TYPE", "LAUNCHED", "UPTIME")
+
+
+def duration(seconds: int) -> str:
+    days, rest = divmod(max(seconds, 0), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def status_rows(
+    instances: Iterable[Instance], now: datetime, include_terminated: bool = False
+) -> list[dict[str, Any]]:
+    """Manager(s) first, then workers by user. Uptime only for running instances:
+    EC2 resets LaunchTime on every start, so it is the time since the last start."""
+    wanted = {Role.MANAGER.value: 0, Role.WORKER.value: 1}
+    chosen = [
+        i for i in instances if i.role in wanted and (include_terminated or i.state != "terminated")
+    ]
+    chosen.sort(key=lambda i: (wanted[i.role or ""], i.user or "", i.id))
+    rows = []
+    for inst in chosen:
+        running = inst.state == "running" and inst.launch_time is not None
+        rows.append(
+            {
+                "role": inst.role,
+                "user": inst.user,
+                "instance_id": inst.id,
+                "state": inst.state,
+                "instance_type": inst.instance_type,
+                "launch_time": inst.launch_time.isoformat() if inst.launch_time else None,
+                "uptime_seconds": (
+                    int((now - inst.launch_time).total_seconds())
+                    if running and inst.launch_time
+                    else None
+                ),
+            }
+        )
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    cells = [COLUMNS]
+    for row in rows:
+        launched = row["launch_time"]
+        cells.append(
+            (
+                "(manager)" if row["role"] == Role.MANAGER.value else row["user"] or "-",
+                row["instance_id"],
+                row["state"],
+                row["instance_type"],
+                (
+                    datetime.fromisoformat(launched).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+                    if launched
+                    else "-"
+                ),
+                duration(row["uptime_seconds"]) if row["uptime_seconds"] is not None else "-",
+            )
+        )
+    widths = [max(len(str(c[n])) for c in cells) for n in range(len(COLUMNS))]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+        for line in cells
+    )
+
+
+@click.command()
+@cluster_argument
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
+@click.option("--all", "show_all", is_flag=True, help="Include terminated instances.")
+@aws_options
+def status(
+    cluster: str, as_json: bool, show_all: bool, region: str | None, aws_endpoint: str | None
+) -> None:
+    """List the cluster's workers (and manager): user, instance, state, type, uptime."""
+    ec2 = connect(cluster, region, aws_endpoint)
+    try:
+        instances = ec2.describe_cluster()
+    except CloudError as exc:
+        raise click.ClickException(str(exc)) from exc
+    rows = status_rows(instances, datetime.now(UTC), include_terminated=show_all)
+    if as_json:
+        click.echo(json.dumps({"cluster": cluster, "instances": rows}, indent=2))
+        return
+    if rows:
+        click.echo(table(rows))
+    if not any(r["role"] == Role.WORKER.value for r in rows):
+        click.echo(f"no workers in cluster {cluster}")

@@ -1,0 +1,356 @@
+"""Tearing a cluster down: find what is tagged for it, then delete it in order.
+
+Finding and deleting are separate steps so that --dry-run and the confirmation
+prompt show exactly what the deletion will touch. Every delete goes through an
+`Ec2` guard that re-reads the resource's tags first. Failures are collected,
+not raised, so one stuck resource does not hide what else is left.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ..ec2 import CloudError, Ec2, Instance
+from ..tags import CLUSTER_TAG, USER_TAG, Role, tag_dict
+
+Progress = Callable[[str], None]
+
+# Rules point manager2 -> worker -> manager, so delete in this order.
+GROUP_ORDER = ("manager2", "worker", "manager")
+DESTROY_ROLES = (Role.WORKER, Role.MANAGER, Role.BUILDER)
+_DEPENDENCY_HINT = (
+    " (still used by an instance or network interface, or referenced by a security group "
+    "of another cluster or account; remove that use and run destroy again)"
+)
+# On AWS the network interfaces of just-terminated instances linger for a few
+# minutes, and a group they use cannot be deleted until they are gone.
+GROUP_DELETE_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class Item:
+    """A resource to delete, with a label a person can recognise."""
+
+    id: str
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Failure:
+    resource: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    cluster: str
+    instances: tuple[Instance, ...] = ()
+    home_volumes: tuple[Item, ...] = ()
+    kept_home_volumes: int = 0
+    groups: tuple[Item, ...] = ()
+    images: tuple[Item, ...] = ()
+    snapshots: tuple[Item, ...] = ()
+    key_pair: str | None = None
+    left_alone: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.instances
+            or self.home_volumes
+            or self.groups
+            or self.images
+            or self.snapshots
+            or self.key_pair
+        )
+
+
+def workers_key_name(cluster: str) -> str:
+    return f"{cluster}-workers"
+
+
+def _live(instances: Iterable[Instance]) -> tuple[Instance, ...]:
+    alive = [i for i in instances if i.state != "terminated"]
+    return tuple(sorted(alive, key=lambda i: (i.role or "", i.user or "", i.id)))
+
+
+def _home_volumes(ec2: Ec2) -> tuple[Item, ...]:
+    volumes = ec2.cluster_volumes(Role.HOME)
+    items = [
+        Item(v["VolumeId"], f"home of {tag_dict(v.get('Tags')).get(USER_TAG, '?')}, {v['State']}")
+        for v in volumes
+    ]
+    return tuple(sorted(items, key=lambda i: i.label))
+
+
+def plan_terminate_workers(ec2: Ec2, delete_home_volumes: bool) -> Plan:
+    homes = _home_volumes(ec2)
+    return Plan(
+        ec2.cluster,
+        instances=_live(ec2.describe_workers()),
+        home_volumes=homes if delete_home_volumes else (),
+        kept_home_volumes=0 if delete_home_volumes else len(homes),
+    )
+
+
+def _groups(ec2: Ec2) -> tuple[tuple[Item, ...], list[str]]:
+    names = [f"{ec2.cluster}-{suffix}" for suffix in GROUP_ORDER]
+    ours: dict[str, Item] = {}
+    notes = []
+    for group in ec2.security_groups_named(names):
+        gid, name = group["GroupId"], group["GroupName"]
+        if tag_dict(group.get("Tags")).get(CLUSTER_TAG) == ec2.cluster:
+            ours[gid] = Item(gid, name)
+        else:
+            notes.append(f"security group {gid} ({name}) is not tagged {CLUSTER_TAG}={ec2.cluster}")
+    ordered = sorted(ours.values(), key=lambda g: names.index(g.label))
+    return tuple(ordered), notes
+
+
+def _images(ec2: Ec2) -> tuple[tuple[Item, ...], tuple[Item, ...], list[str]]:
+    images = ec2.cluster_images()
+    snapshots = {s["SnapshotId"]: s for s in ec2.cluster_snapshots()}
+    notes = [
+        f"snapshot {m['Ebs']['SnapshotId']} of image {image['ImageId']} is not tagged "
+        f"{CLUSTER_TAG}={ec2.cluster}"
+        for image in images
+        for m in image.get("BlockDeviceMappings", [])
+        if m.get("Ebs", {}).get("SnapshotId") and m["Ebs"]["SnapshotId"] not in snapshots
+    ]
+    return (
+        tuple(Item(i["ImageId"], i.get("Name", "")) for i in images),
+        tuple(Item(sid, s.get("Description", "")) for sid, s in sorted(snapshots.items())),
+        notes,
+    )
+
+
+def plan_destroy(ec2: Ec2, delete_home_volumes: bool) -> Plan:
+    instances = [i for i in ec2.describe_cluster() if i.role in {r.value for r in DESTROY_ROLES}]
+    groups, group_notes = _groups(ec2)
+    images, snapshots, image_notes = _images(ec2)
+    key = ec2.key_pair(workers_key_name(ec2.cluster))
+    key_notes = []
+    if key and tag_dict(key.get("Tags")).get(CLUSTER_TAG) != ec2.cluster:
+        key_notes.append(f"key pair {key['KeyName']} is not tagged {CLUSTER_TAG}={ec2.cluster}")
+        key = None
+    homes = _home_volumes(ec2)
+    return Plan(
+        ec2.cluster,
+        instances=_live(instances),
+        home_volumes=homes if delete_home_volumes else (),
+        kept_home_volumes=0 if delete_home_volumes else len(homes),
+        groups=groups,
+        images=images,
+        snapshots=snapshots,
+        key_pair=key["KeyName"] if key else None,
+        left_alone=tuple(group_notes + image_notes + key_notes),
+    )
+
+
+def plan_lines(plan: Plan) -> list[str]:
+    """What the plan deletes, one resource per line, for the prompt and --dry-run."""
+    lines: list[str] = []
+    if plan.instances:
+        lines.append(f"instances ({len(plan.instances)}):")
+        lines += [
+            f"  {i.id}  {i.role or '-':<8} {i.user or '-':<20} {i.state}" for i in plan.instances
+        ]
+    for title, items in (
+        ("home volumes", plan.home_volumes),
+        ("security groups", plan.groups),
+        ("images", plan.images),
+        ("snapshots", plan.snapshots),
+    ):
+        if items:
+            lines.append(f"{title} ({len(items)}):")
+            lines += [f"  {i.id}  {i.label}" for i in items]
+    if plan.key_pair:
+        lines.append(f"key pair: {plan.key_pair}")
+    return lines
+
+
+def note_lines(plan: Plan) -> list[str]:
+    """What is kept or left alone, and why."""
+    lines = [f"left alone: {note}" for note in plan.left_alone]
+    if plan.kept_home_volumes:
+        lines.append(
+            f"kept: {plan.kept_home_volumes} home volume(s); --delete-home-volumes deletes them"
+        )
+    return lines
+
+
+def wait_for(
+    what: str,
+    read: Callable[[], dict[str, str]],
+    done: Callable[[str], bool],
+    progress: Progress,
+    timeout: float,
+    poll: float,
+) -> dict[str, str]:
+    """Poll `read` until every state is done or the deadline passes; return the last states."""
+    started = time.monotonic()
+    while True:
+        states = read()
+        elapsed = time.monotonic() - started
+        if all(done(s) for s in states.values()):
+            progress(f"{what}: done ({elapsed:.0f}s)")
+            return states
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(Counter(states.values()).items()))
+        progress(f"waiting for {what}: {summary} ({elapsed:.0f}s)")
+        if elapsed >= timeout:
+            return states
+        time.sleep(poll)
+
+
+def terminate(
+    ec2: Ec2,
+    instances: Iterable[Instance],
+    roles: Iterable[Role],
+    progress: Progress,
+    timeout: float,
+    poll: float,
+) -> list[Failure]:
+    """Terminate explicit, guarded instance ids and wait until they are gone."""
+    ids = [i.id for i in instances]
+    if not ids:
+        return []
+    try:
+        ec2.terminate(ids, roles=roles)
+    except CloudError as exc:
+        return [Failure(f"instances {', '.join(ids)}", str(exc))]
+
+    def read() -> dict[str, str]:
+        found = {i.id: i.state for i in ec2.describe(ids)}
+        return {i: found.get(i, "terminated") for i in ids}
+
+    states = wait_for(
+        f"{len(ids)} instance(s) to terminate", read, "terminated".__eq__, progress, timeout, poll
+    )
+    return [
+        Failure(f"instance {i}", f"still {s} after {timeout:.0f}s")
+        for i, s in states.items()
+        if s != "terminated"
+    ]
+
+
+def delete_home_volumes(
+    ec2: Ec2, volumes: Iterable[Item], progress: Progress, timeout: float, poll: float
+) -> list[Failure]:
+    """Delete home volumes once detached; any still attached at the deadline is kept."""
+    ids = [v.id for v in volumes]
+    if not ids:
+        return []
+    states = wait_for(
+        f"{len(ids)} home volume(s) to be detached",
+        lambda: ec2.volume_states(ids),
+        lambda s: s in ("available", "missing"),
+        progress,
+        timeout,
+        poll,
+    )
+    failures = []
+    for vid in ids:
+        if states[vid] == "missing":
+            continue
+        try:
+            ec2.delete_home_volume(vid)
+            progress(f"deleted home volume {vid}")
+        except CloudError as exc:
+            failures.append(Failure(f"volume {vid}", str(exc)))
+    return failures
+
+
+def delete_groups(
+    ec2: Ec2,
+    groups: Iterable[Item],
+    progress: Progress,
+    timeout: float | None = None,
+    poll: float = 5.0,
+) -> list[Failure]:
+    """Drop our groups' references to each other, then delete them in order.
+
+    A delete refused with DependencyViolation (on AWS, network interfaces of
+    instances just terminated linger for a while) is tried again every `poll`
+    seconds until `timeout` (default GROUP_DELETE_TIMEOUT, 300 s) has passed
+    since the first attempt; only then is the group reported as not deleted.
+    """
+    limit = GROUP_DELETE_TIMEOUT if timeout is None else timeout
+    items = list(groups)
+    ids = [g.id for g in items]
+    for group in items:
+        try:
+            if ec2.revoke_group_references(group.id, ids):
+                progress(f"revoked rules of {group.id} ({group.label}) naming the cluster's groups")
+        except CloudError as exc:
+            progress(f"could not revoke rules of {group.id}: {exc}")
+    failures = []
+    started = time.monotonic()
+    pending, attempts = items, 0
+    while True:
+        attempts += 1
+        blocked: list[tuple[Item, CloudError]] = []
+        for group in pending:
+            try:
+                ec2.delete_security_group(group.id)
+                progress(f"deleted security group {group.id} ({group.label})")
+            except CloudError as exc:
+                if exc.code == "DependencyViolation":
+                    blocked.append((group, exc))
+                else:
+                    failures.append(Failure(f"security group {group.id} ({group.label})", str(exc)))
+        elapsed = time.monotonic() - started
+        if not blocked or elapsed >= limit:
+            break
+        names = ", ".join(f"{g.id} ({g.label})" for g, _ in blocked)
+        progress(
+            f"waiting for security group(s) {names} to lose their dependents "
+            f"(DependencyViolation; network interfaces of terminated instances linger): "
+            f"retrying every {poll:.0f}s ({elapsed:.0f}s of {limit:.0f}s)"
+        )
+        time.sleep(max(0.0, min(poll, limit - elapsed)))
+        pending = [g for g, _ in blocked]
+    tried = f"; tried {attempts} times in {elapsed:.0f}s" if attempts > 1 else ""
+    failures += [
+        Failure(f"security group {g.id} ({g.label})", f"{exc}{_DEPENDENCY_HINT}{tried}")
+        for g, exc in blocked
+    ]
+    return failures
+
+
+def _each(
+    kind: str, items: Iterable[Item], delete: Callable[[str], None], progress: Progress
+) -> list[Failure]:
+    failures = []
+    for item in items:
+        try:
+            delete(item.id)
+            progress(f"deleted {kind} {item.id}")
+        except CloudError as exc:
+            failures.append(Failure(f"{kind} {item.id}", str(exc)))
+    return failures
+
+
+def destroy(
+    ec2: Ec2,
+    plan: Plan,
+    progress: Progress,
+    timeout: float,
+    poll: float,
+    group_timeout: float | None = None,
+) -> list[Failure]:
+    """Delete what `plan` lists, instances first; return what could not be deleted.
+
+    `group_timeout` bounds the retries of a security-group delete refused with
+    DependencyViolation (default GROUP_DELETE_TIMEOUT); `poll` spaces them.
+    """
+    failures = terminate(ec2, plan.instances, DESTROY_ROLES, progress, timeout, poll)
+    failures += delete_home_volumes(ec2, plan.home_volumes, progress, timeout, poll)
+    failures += delete_groups(ec2, plan.groups, progress, group_timeout, poll)
+    failures += _each("image", plan.images, ec2.deregister_image, progress)
+    failures += _each("snapshot", plan.snapshots, ec2.delete_snapshot, progress)
+    if plan.key_pair:
+        failures += _each("key pair", [Item(plan.key_pair)], ec2.delete_key_pair, progress)
+    return failures
