@@ -1,0 +1,221 @@
+"""`cloudjhub cost CLUSTER`: a monthly estimate and what the usage log says was used."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..config import ConfigError, load_instance_config, load_server_config, server_config_path
+from ..cost import CostError, Estimate, UsageReport, load_prices, monthly_estimate, usage_report
+from ..usage import USAGE_LOG, read_events
+from .cloud_options import cluster_argument
+
+DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]
+ASSUMED_USERS = 25
+
+
+def _cluster_defaults(cluster: str) -> dict[str, Any]:
+    """Instance types and storage of `cluster`: its server_config.json if it is this
+    cluster's, else instance_config.json (or the built-in defaults)."""
+    try:
+        launch = load_instance_config()
+        defaults = {
+            "instance_type": launch.WORKER_INSTANCE_TYPE,
+            "manager_type": launch.MANAGER_INSTANCE_TYPE,
+            "storage_gb": launch.WORKER_EBS_SIZE + launch.USER_HOME_EBS_SIZE,
+        }
+        path = server_config_path()
+        if path.exists():
+            server = load_server_config(path)
+            if cluster == server.CLUSTER_NAME:
+                defaults["instance_type"] = server.WORKER_INSTANCE_TYPE
+                defaults["storage_gb"] = server.WORKER_EBS_SIZE + server.USER_HOME_EBS_SIZE
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return defaults
+
+
+def _when(value: datetime | None) -> float | None:
+    """click parses dates as naive; they mean UTC."""
+    return None if value is None else value.replace(tzinfo=UTC).timestamp()
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@click.command()
+@cluster_argument
+@click.option(
+    "--usage-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=USAGE_LOG,
+    show_default=True,
+    help="The hub's usage log (InstanceSpawner.usage_log).",
+)
+@click.option(
+    "--prices",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A price table with the keys of the shipped prices.json [default: shipped, us-east-1].",
+)
+@click.option(
+    "--users",
+    type=click.IntRange(min=0),
+    default=None,
+    help=f"Users for the estimate [default: users in the usage log, else {ASSUMED_USERS}].",
+)
+@click.option(
+    "--hours-per-user",
+    type=click.FloatRange(min=0, max=744),
+    default=40.0,
+    show_default=True,
+    help="Hours each user's instance runs per month, for the estimate.",
+)
+@click.option("--instance-type", default=None, help="Worker type [default: the cluster's].")
+@click.option("--manager-type", default=None, help="Manager type [default: the cluster's].")
+@click.option(
+    "--storage-gb",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="EBS GB per user, root plus home [default: the cluster's].",
+)
+@click.option(
+    "--since", type=click.DateTime(DATE_FORMATS), default=None, help="Report usage from (UTC)."
+)
+@click.option(
+    "--until", type=click.DateTime(DATE_FORMATS), default=None, help="Report usage to (UTC) [now]."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def cost(
+    cluster: str,
+    usage_log: Path,
+    prices: Path | None,
+    users: int | None,
+    hours_per_user: float,
+    instance_type: str | None,
+    manager_type: str | None,
+    storage_gb: float | None,
+    since: datetime | None,
+    until: datetime | None,
+    as_json: bool,
+) -> None:
+    """What CLUSTER costs per month, and what its users actually used."""
+    defaults = _cluster_defaults(cluster)
+    until_t = _when(until) or time.time()
+    since_t = _when(since)
+    if since_t is not None and since_t >= until_t:
+        raise click.BadParameter("must be before --until (or now)", param_hint="--since")
+    try:
+        table = load_prices(prices)
+        report: UsageReport | None = None
+        warnings: list[str] = []
+        if usage_log.exists():
+            events, warnings = read_events(usage_log)
+            mine = [e for e in events if e.cluster in ("", cluster)]
+            report = usage_report(
+                mine, table, until_t, since_t, default_type=defaults["instance_type"]
+            )
+            warnings += report.warnings
+        else:
+            warnings.append(f"{usage_log}: no usage log; estimate only")
+        assumed = users is None and not (report and report.users)
+        if users is None:
+            users = len(report.users) if report and report.users else ASSUMED_USERS
+        estimate = monthly_estimate(
+            table,
+            users,
+            hours_per_user,
+            instance_type or defaults["instance_type"],
+            manager_type or defaults["manager_type"],
+            defaults["storage_gb"] if storage_gb is None else storage_gb,
+        )
+    except (CostError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(_as_dict(cluster, table, estimate, report, warnings), indent=2))
+        return
+    _print(cluster, table, estimate, report, assumed)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+def _as_dict(
+    cluster: str, table: Any, estimate: Estimate, report: UsageReport | None, warnings: list[str]
+) -> dict[str, Any]:
+    usage = None
+    if report is not None:
+        usage = {
+            "since": report.since,
+            "until": report.until,
+            "period_hours": report.period_hours,
+            "users": [dataclasses.asdict(u) for u in report.users],
+            "instance_hours": report.instance_hours,
+            "cost": report.cost,
+            "always_on_cost": report.always_on_cost,
+        }
+    return {
+        "cluster": cluster,
+        "currency": table.currency,
+        "prices": {"source": table.source, "region": table.region, "comment": table.comment},
+        "estimate": {**dataclasses.asdict(estimate), "per_user": estimate.per_user},
+        "usage": usage,
+        "warnings": warnings,
+    }
+
+
+def _print(
+    cluster: str, table: Any, e: Estimate, report: UsageReport | None, assumed: bool
+) -> None:
+    cur = "$" if table.currency == "USD" else table.currency + " "
+    out = click.echo
+    out(f"cloudjhub cost for cluster {cluster} ({table.region} prices, {table.source})")
+    out("")
+    out(f"Monthly estimate ({table.hours_per_month:g} h in a month)")
+    rows = [
+        (f"manager {e.manager_type}, always on", e.manager),
+        (f"per user: {e.instance_type} x {e.hours_per_user:g} h", e.per_user_compute),
+        (
+            f"per user: {e.storage_gb:g} GB EBS x ({cur}{table.gp3_gb_month:g} gp3 + "
+            f"{cur}{table.snapshot_gb_month:g} snapshot)",
+            e.per_user_storage,
+        ),
+        (f"total for {e.users} users{' (assumed; see --users)' if assumed else ''}", e.total),
+        ("the same with workers always on", e.always_on_total),
+    ]
+    width = max(len(label) for label, _ in rows)
+    for label, amount in rows:
+        out(f"  {label:<{width}}  {cur}{amount:>10,.2f}")
+    if report is None:
+        return
+    out("")
+    out(
+        f"Actual use {_iso(report.since)} -> {_iso(report.until)} "
+        f"({report.period_hours:,.1f} h), compute only"
+    )
+    if not report.users:
+        out("  no instance ran in this period")
+        return
+    name_w = max(4, *(len(u.user) for u in report.users))
+    out(f"  {'user':<{name_w}}  {'type':<11} {'inst-hours':>10} {'cost':>11} {'always on':>11}")
+    for u in report.users:
+        mark = " *" if u.still_running else ""
+        out(
+            f"  {u.user:<{name_w}}  {u.instance_type:<11} {u.instance_hours:>10,.2f} "
+            f"{cur}{u.cost:>10,.2f} {cur}{u.always_on_cost:>10,.2f}{mark}"
+        )
+    out(
+        f"  {'total':<{name_w}}  {'':<11} {report.instance_hours:>10,.2f} "
+        f"{cur}{report.cost:>10,.2f} {cur}{report.always_on_cost:>10,.2f}"
+    )
+    if report.always_on_cost > 0:
+        saved = report.always_on_cost - report.cost
+        out(f"  saved vs always on: {cur}{saved:,.2f} ({saved / report.always_on_cost:.0%})")
+    if any(u.still_running for u in report.users):
+        out("  * still running: counted until the end of the period")
