@@ -5,7 +5,15 @@ from __future__ import annotations
 import click
 
 from . import __version__
+from .commands.cost import cost
 from .commands.demo import demo
+from .commands.destroy import destroy
+from .commands.iam_policy import iam_policy
+from .commands.launch import launch
+from .commands.reap import reap
+from .commands.setup import setup_manager
+from .commands.status import status
+from .commands.terminate_workers import terminate_workers
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,5 +22,15 @@ def main() -> None:
     """JupyterHub on AWS with one EC2 instance per user, stopped when idle."""
 
 
-for command in (demo,):
+for command in (
+    demo,
+    launch,
+    setup_manager,
+    status,
+    terminate_workers,
+    destroy,
+    iam_policy,
+    cost,
+    reap,
+):
     main.add_command(command)

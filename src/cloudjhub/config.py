@@ -11,7 +11,10 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from .hibernation import unsupported_reason
 
 INSTANCE_CONFIG_FILE = "instance_config.json"
 SERVER_CONFIG_FILE = "server_config.json"
@@ -21,7 +24,8 @@ SERVER_CONFIG_ENV = "CLOUDJHUB_SERVER_CONFIG"
 MIN_EBS_SIZE = 8
 
 EbsSize = Annotated[int, Field(ge=MIN_EBS_SIZE, le=16384)]
-Seconds = Annotated[int, Field(ge=0)]
+# 0 would make the culler stop every server at once; there is no "never".
+Seconds = Annotated[int, Field(ge=1)]
 
 
 class ConfigError(ValueError):
@@ -32,10 +36,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+def _can_hibernate(instance_type: str, info: ValidationInfo) -> str:
+    """HIBERNATE needs a capable instance type; the error names WORKER_INSTANCE_TYPE.
+
+    HIBERNATE is declared before WORKER_INSTANCE_TYPE, so it is already in info.data.
+    """
+    reason = unsupported_reason(instance_type) if info.data.get("HIBERNATE") else None
+    if reason:
+        raise PydanticCustomError("hibernation", reason)
+    return instance_type
+
+
 class InstanceConfig(_Strict):
     """Launch defaults (`instance_config.json`), with the original key names."""
 
     MANAGER_INSTANCE_TYPE: str = "t3.small"
+    # Hibernate idle workers instead of stopping them (kernels survive); see hibernation.py.
+    HIBERNATE: bool = False
     WORKER_INSTANCE_TYPE: str = "t3.medium"
     WORKER_EBS_SIZE: EbsSize = 8
     USER_HOME_EBS_SIZE: Annotated[int, Field(ge=0, le=16384)] = 0
@@ -45,6 +62,8 @@ class InstanceConfig(_Strict):
     WORKER_USERNAME: str = "ubuntu"
     REGION: str = "us-east-1"
     SERVER_OWNER: str = ""
+
+    _check_hibernation = field_validator("WORKER_INSTANCE_TYPE")(_can_hibernate)
 
 
 class ServerConfig(_Strict):
@@ -58,6 +77,9 @@ class ServerConfig(_Strict):
     SUBNET_ID: str = Field(pattern=r"^subnet-[0-9a-f]+$")
     WORKER_SECURITY_GROUPS: list[str] = Field(min_length=1)
     KEY_NAME: str = Field(min_length=1)
+    # Launch hibernation-capable workers and hibernate them on stop (before
+    # WORKER_INSTANCE_TYPE, which is checked against it).
+    HIBERNATE: bool = False
     WORKER_INSTANCE_TYPE: str = "t3.medium"
     WORKER_EBS_SIZE: EbsSize = 8
     USER_HOME_EBS_SIZE: Annotated[int, Field(ge=0, le=16384)] = 0
@@ -73,6 +95,8 @@ class ServerConfig(_Strict):
     SSH_HOST_KEY_SOURCE: str = Field("console", pattern=r"^(console|known_hosts)$")
     SSH_KNOWN_HOSTS: str = ""
     AWS_ENDPOINT_URL: str | None = None
+
+    _check_hibernation = field_validator("WORKER_INSTANCE_TYPE")(_can_hibernate)
 
 
 M = TypeVar("M", bound=BaseModel)

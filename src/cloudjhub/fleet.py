@@ -13,6 +13,7 @@ from typing import ClassVar
 
 from .ec2 import Ec2, Instance
 from .executor import blocking
+from .metrics import set_instance_counts
 
 LAUNCH_LAG_GRACE = 120.0
 LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
@@ -63,11 +64,13 @@ class Fleet:
                 fresh[instance_id] = self._by_id[instance_id]
         self._by_id = fresh
         self._fetched_at = started
+        set_instance_counts(i.state for i in fresh.values())
 
     def remember(self, instance: Instance) -> None:
         """Record what a launch or describe just told us, ahead of the next refresh."""
         self._by_id[instance.id] = instance
         self._remembered[instance.id] = time.monotonic()
+        set_instance_counts(i.state for i in self._by_id.values())
 
     def get(self, instance_id: str) -> Instance | None:
         return self._by_id.get(instance_id)

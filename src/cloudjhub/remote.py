@@ -81,6 +81,61 @@ def tcp_open(host: str, port: int, timeout: float = 3.0) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where and as whom to connect, and the host keys we pinned for it."""
+
+    host: str
+    port: int
+    username: str
+    key_file: str
+    host_keys: tuple[str, ...]
+    connect_timeout: float = 10.0
+
+
+def _connect(target: Target) -> paramiko.SSHClient:
+    host, port = target.host, target.port
+    if not target.host_keys:
+        raise HostKeyError(f"no pinned host key for {host}; refusing to connect")
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    name = host if port == 22 else f"[{host}]:{port}"
+    for line in target.host_keys:
+        kind, data = line.split()[:2]
+        client.get_host_keys().add(
+            name, kind, paramiko.PKey.from_type_string(kind, base64.b64decode(data))
+        )
+    try:
+        client.connect(
+            host,
+            port=port,
+            username=target.username,
+            key_filename=target.key_file,
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=target.connect_timeout,
+            banner_timeout=target.connect_timeout,
+            auth_timeout=target.connect_timeout,
+        )
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        raise HostKeyError(
+            f"SSH host key of {host} does not match the pinned key; refusing to connect"
+        ) from exc
+    except paramiko.AuthenticationException as exc:
+        client.close()
+        raise RemoteError(f"SSH login to {target.username}@{host} was refused: {exc}") from exc
+    except paramiko.SSHException as exc:
+        client.close()
+        if "not found in known_hosts" in str(exc):
+            raise HostKeyError(f"{host} offered a host key we did not pin; refusing") from exc
+        raise Unreachable(f"SSH to {host}:{port} failed: {exc}") from exc
+    except OSError as exc:
+        client.close()
+        raise Unreachable(f"cannot reach {host}:{port} over SSH: {exc}") from exc
+    return client
+
+
 def run(
     host: str,
     port: int,
@@ -93,44 +148,14 @@ def run(
     connect_timeout: float = 10.0,
 ) -> CommandResult:
     """Run argv on the instance, feeding stdin over the channel (for secrets)."""
-    if not host_keys:
-        raise HostKeyError(f"no pinned host key for {host}; refusing to connect")
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    name = host if port == 22 else f"[{host}]:{port}"
-    for line in host_keys:
-        kind, data = line.split()[:2]
-        client.get_host_keys().add(
-            name, kind, paramiko.PKey.from_type_string(kind, base64.b64decode(data))
-        )
-    try:
-        client.connect(
-            host,
-            port=port,
-            username=username,
-            key_filename=key_file,
-            look_for_keys=False,
-            allow_agent=False,
-            timeout=connect_timeout,
-            banner_timeout=connect_timeout,
-            auth_timeout=connect_timeout,
-        )
-    except paramiko.BadHostKeyException as exc:
-        client.close()
-        raise HostKeyError(
-            f"SSH host key of {host} does not match the pinned key; refusing to connect"
-        ) from exc
-    except paramiko.AuthenticationException as exc:
-        client.close()
-        raise RemoteError(f"SSH login to {username}@{host} was refused: {exc}") from exc
-    except paramiko.SSHException as exc:
-        client.close()
-        if "not found in known_hosts" in str(exc):
-            raise HostKeyError(f"{host} offered a host key we did not pin; refusing") from exc
-        raise Unreachable(f"SSH to {host}:{port} failed: {exc}") from exc
-    except OSError as exc:
-        client.close()
-        raise Unreachable(f"cannot reach {host}:{port} over SSH: {exc}") from exc
+    target = Target(host, port, username, key_file, tuple(host_keys), connect_timeout)
+    return run_on(target, argv, stdin, timeout)
+
+
+def run_on(
+    target: Target, argv: list[str], stdin: bytes = b"", timeout: float = 120.0
+) -> CommandResult:
+    client = _connect(target)
     try:
         chan_in, chan_out, chan_err = client.exec_command(shlex.join(argv), timeout=timeout)
         if stdin:
@@ -143,8 +168,23 @@ def run(
             out = chan_out.read().decode(errors="replace")
             err = err_bytes.result().decode(errors="replace")
         status = chan_out.channel.recv_exit_status()
+        if status == -1:
+            raise Unreachable(f"SSH session to {target.host} closed without an exit status")
     except (paramiko.SSHException, OSError) as exc:
-        raise Unreachable(f"SSH session to {host} broke: {exc}") from exc
+        raise Unreachable(f"SSH session to {target.host} broke: {exc}") from exc
     finally:
         client.close()
     return CommandResult(status, out, err)
+
+
+def put_file(target: Target, local: Path, remote_path: str, mode: int = 0o644) -> None:
+    """Copy a file to the instance over SFTP."""
+    client = _connect(target)
+    try:
+        with client.open_sftp() as sftp:
+            sftp.put(str(local), remote_path)
+            sftp.chmod(remote_path, mode)
+    except (paramiko.SSHException, OSError) as exc:
+        raise RemoteError(f"copying {local.name} to {target.host} failed: {exc}") from exc
+    finally:
+        client.close()

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
-from typing import Any, ClassVar
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
 
 from jupyterhub.spawner import Spawner
-from traitlets import Bool, Float, Integer, List, Unicode, default
+from traitlets import Bool, Float, Integer, List, TraitError, Unicode, default, validate
 
-from . import remote
+from . import hibernation, metrics, remote, usage
 from .config import ConfigError, ServerConfig, load_server_config, server_config_path
 from .ec2 import CloudError, Ec2, Instance, WorkerSpec, launch_token
 from .executor import blocking
@@ -23,6 +25,40 @@ from .tags import posix_username
 
 HOME_DEVICE = "/dev/sdf"
 GONE_STATES = ("shutting-down", "terminated")
+# What cloudjhub-worker may spend besides Jupyter's own start: waiting for the
+# home volume's device (60 s), creating the account, formatting the volume.
+AGENT_OVERHEAD = 180.0
+IDEMPOTENCY_CONFLICTS = ("IdempotentInstanceTerminated", "IdempotentParameterMismatch")
+
+
+_server_configs: dict[str, ServerConfig] = {}
+
+
+def _cached_server_config(path: str) -> ServerConfig:
+    """Read once per hub process, not once per spawner: the file only changes
+    with a relaunch, which restarts the hub."""
+    if path not in _server_configs:
+        _server_configs[path] = load_server_config(path)
+    return _server_configs[path]
+
+
+def _launched_at(instance: Instance) -> float:
+    return instance.launch_time.timestamp() if instance.launch_time else 0.0
+
+
+def stop_reason(last_activity: datetime | None, idle_timeout: int, now: datetime) -> str:
+    """Why the hub stops a server: JupyterHub's stop() carries no reason, so infer it.
+
+    The idle culler only deletes servers idle for at least the idle timeout, so such
+    a stop is 'idle'; anything else (the user, an admin) is 'request'. An admin who
+    stops a server that idle is counted as idle, which is what it was.
+    """
+    if last_activity is None or idle_timeout <= 0:
+        return "request"
+    if last_activity.tzinfo is None:  # JupyterHub stores naive UTC
+        last_activity = last_activity.replace(tzinfo=UTC)
+    idle = (now - last_activity).total_seconds()
+    return "idle" if idle >= idle_timeout else "request"
 
 
 class SpawnError(Exception):
@@ -86,8 +122,34 @@ class InstanceSpawner(Spawner):
         "(server_config JUPYTER_NOTEBOOK_TIMEOUT); sets how often servers report activity.",
     ).tag(config=True)
     hibernate = Bool(
-        False, help="Launch hibernation-capable workers and hibernate instead of stopping."
+        help="Launch hibernation-capable workers (encrypted root volume with room for "
+        "the RAM) and hibernate them instead of stopping, so running kernels survive a "
+        "stop (server_config HIBERNATE). Needs a worker_instance_type that can hibernate.",
     ).tag(config=True)
+    self_stop_grace = Integer(
+        help="Seconds, on top of idle_timeout, after which a worker stops its own instance "
+        "when its server is unused or the hub does not answer; so idle instances stop even "
+        "when the hub is down. Default: max(300, idle_timeout / 2). No self-stop when "
+        "idle_timeout is 0.",
+    ).tag(config=True)
+
+    @default("self_stop_grace")
+    def _default_self_stop_grace(self) -> int:
+        return max(300, self.idle_timeout // 2)
+
+    @validate("hibernate", "worker_instance_type")
+    def _check_hibernation(self, proposal: Any) -> Any:
+        """Reject a type that cannot hibernate as soon as both values are known.
+
+        Values defaulted from server_config.json were checked together when it loaded;
+        _spec() checks again before any launch.
+        """
+        values = {**self._trait_values, proposal["trait"].name: proposal["value"]}
+        if values.get("hibernate") and "worker_instance_type" in values:
+            reason = hibernation.unsupported_reason(values["worker_instance_type"])
+            if reason:
+                raise TraitError(f"worker_instance_type (WORKER_INSTANCE_TYPE): {reason}")
+        return proposal["value"]
 
     for _trait, _key in {
         "cluster_name": "CLUSTER_NAME",
@@ -101,6 +163,7 @@ class InstanceSpawner(Spawner):
         "worker_ebs_size": "WORKER_EBS_SIZE",
         "user_home_ebs_size": "USER_HOME_EBS_SIZE",
         "idle_timeout": "JUPYTER_NOTEBOOK_TIMEOUT",
+        "hibernate": "HIBERNATE",
     }.items():
         locals()[f"_default_{_trait}"] = default(_trait)(_from_file(_key))
     del _trait, _key
@@ -166,6 +229,12 @@ class InstanceSpawner(Spawner):
         120.0, help="Seconds cloudjhub-worker waits for Jupyter to listen."
     ).tag(config=True)
 
+    usage_log = Unicode(
+        usage.USAGE_LOG,
+        help="File to which one JSON line is appended per instance start and stop, for "
+        "`cloudjhub cost`; empty for none. A failed write is logged, never fatal.",
+    ).tag(config=True)
+
     @default("start_timeout")
     def _default_start_timeout(self) -> int:
         return 1200
@@ -206,12 +275,15 @@ class InstanceSpawner(Spawner):
         self._events_changed = asyncio.Event()
         self._progress_done = False
         self._server_config: ServerConfig | None = None
+        self._stop_requested = False
+        self._stop_recorded: str | None = None
+        self._connect_started = 0.0
 
     @property
     def server_config(self) -> ServerConfig:
         if self._server_config is None:
             try:
-                self._server_config = load_server_config(self.server_config_file)
+                self._server_config = _cached_server_config(self.server_config_file)
             except ConfigError as exc:
                 raise SpawnError(f"cloudjhub is misconfigured: {exc}") from exc
         return self._server_config
@@ -236,6 +308,8 @@ class InstanceSpawner(Spawner):
     # ---- state -------------------------------------------------------------
 
     def get_state(self) -> dict[str, Any]:
+        # The instance, its host keys and its home volume outlive one server, so
+        # clear_state (the base one) keeps them: the next login resumes the instance.
         state = super().get_state()
         if self.instance_id:
             state["instance_id"] = self.instance_id
@@ -253,17 +327,15 @@ class InstanceSpawner(Spawner):
         self.pinned_host_keys = list(pinned.get("keys", []))
         self.home_volume_id = state.get("home_volume_id")
 
-    def clear_state(self) -> None:
-        # The instance, its host keys and its home volume outlive one server:
-        # keep them, so the next login resumes the same instance.
-        super().clear_state()
-
     # ---- progress ----------------------------------------------------------
 
     def _emit(self, percent: int, message: str) -> None:
         last = self._events[-1]["progress"] if self._events else 0
         self._events.append({"progress": max(last, percent), "message": message})
         self.log.info("%s: %s", self._log_name, message)
+        self._wake_progress()
+
+    def _wake_progress(self) -> None:
         changed, self._events_changed = self._events_changed, asyncio.Event()
         changed.set()
 
@@ -282,16 +354,19 @@ class InstanceSpawner(Spawner):
 
     async def start(self) -> str:
         self._events, self._progress_done, self._starting = [], False, True
+        self._stop_requested, self._stop_recorded = False, None
         lock = self._user_locks.setdefault((self.cluster_name, self.user.name), asyncio.Lock())
         try:
             async with lock:
-                return await self._start()
+                url = await self._start()
+            self._emit(100, "Your server is ready")
+            return url
         except (CloudError, remote.RemoteError) as exc:
             raise SpawnError(str(exc)) from exc
         finally:
             self._starting = False
             self._progress_done = True
-            self._emit(100, "Done")
+            self._wake_progress()
 
     async def _start(self) -> str:
         started = time.monotonic()
@@ -300,15 +375,21 @@ class InstanceSpawner(Spawner):
             if instance is not None:
                 self.log.warning("%s: instance %s was terminated", self._log_name, instance.id)
             instance = await self._launch(previous=instance.id if instance else None)
+            await self._record("start", instance.id, instance.instance_type, "launch")
         elif instance.state in ("stopped", "stopping"):
             if instance.state == "stopping":
                 self._emit(5, "Waiting for your instance to finish stopping")
                 instance = await self._wait_for(instance.id, ("stopped",))
             self._emit(10, "Starting your stopped instance")
-            await blocking(self.ec2.start, instance.id)
+            with metrics.spawn_phase("start"):
+                await blocking(self.ec2.start, instance.id)
+            await self._record("start", instance.id, instance.instance_type, "resume")
+        else:  # already pending or running; the usage report ignores a repeated start
+            await self._record("start", instance.id, instance.instance_type, "running")
         self.instance_id = instance.id
         self._emit(20, "Waiting for the instance to boot")
-        instance = await self._wait_for(instance.id, ("running",))
+        with metrics.spawn_phase("boot"):
+            instance = await self._wait_for(instance.id, ("running",))
         home = await self._home_volume(instance)
         url = await self._start_jupyter(instance, home)
         self.log.info(
@@ -329,23 +410,41 @@ class InstanceSpawner(Spawner):
         live = [i for i in mine if i.state not in GONE_STATES]
         if live:
             return self.fleet.for_user(self.user.name)
-        return mine[0] if mine else None
+        # All terminated: the newest one is what a replacement replaces.
+        return max(mine, key=_launched_at) if mine else None
 
     def _spec(self) -> WorkerSpec:
+        size = self.worker_ebs_size
+        if self.hibernate:
+            reason = hibernation.unsupported_reason(self.worker_instance_type)
+            if reason:
+                raise SpawnError(f"cloudjhub is misconfigured: WORKER_INSTANCE_TYPE {reason}")
+            # The RAM image goes on the root volume, on top of WORKER_EBS_SIZE.
+            size = hibernation.root_volume_gib(self.worker_instance_type, size)
         return WorkerSpec(
             image_id=self.worker_ami,
             instance_type=self.worker_instance_type,
             subnet_id=self.subnet_id,
             security_group_ids=tuple(self.security_group_ids),
             key_name=self.key_name,
-            ebs_size=self.worker_ebs_size,
+            ebs_size=size,
             hibernate=self.hibernate,
         )
 
     async def _launch(self, previous: str | None) -> Instance:
         self._emit(10, f"Launching your instance ({self.worker_instance_type})")
         token = launch_token(self.cluster_name, self.user.name, previous)
-        instance = await blocking(self.ec2.launch_worker, self.user.name, self._spec(), token)
+        spec = self._spec()
+        with metrics.spawn_phase("launch"):
+            try:
+                instance = await blocking(self.ec2.launch_worker, self.user.name, spec, token)
+            except CloudError as exc:
+                if exc.code not in IDEMPOTENCY_CONFLICTS:
+                    raise
+                # The token names a launch AWS remembers (its instance is gone, or the
+                # old id was lost with the hub's state): this is a new request.
+                token = launch_token(self.cluster_name, self.user.name, secrets.token_hex(8))
+                instance = await blocking(self.ec2.launch_worker, self.user.name, spec, token)
         self.instance_id = instance.id
         self.pinned_host_keys, self.pinned_for = [], None
         self.fleet.remember(instance)
@@ -443,6 +542,7 @@ class InstanceSpawner(Spawner):
         restarted = False
         while True:
             self._emit(40, "Connecting")
+            self._connect_started = time.monotonic()
             keys = await self._host_keys(instance)
             try:
                 return await self._run_worker_start(instance, keys, home)
@@ -462,13 +562,9 @@ class InstanceSpawner(Spawner):
     async def _run_worker_start(
         self, instance: Instance, keys: list[str], home: dict[str, str] | None
     ) -> str:
+        """Run `cloudjhub-worker start`, retrying while SSH is not up yet (it boots)."""
         assert instance.private_ip
         ip = instance.private_ip
-        deadline = time.monotonic() + self.hang_grace
-        while not await blocking(remote.tcp_open, ip, self.ssh_port):
-            if time.monotonic() > deadline:
-                raise remote.Unreachable(f"nothing answers on {ip}:{self.ssh_port}")
-            await asyncio.sleep(self.ssh_retry_interval)
         self.ip, self.port = ip, self.notebook_port
         request = {
             "user": self.system_user,
@@ -478,24 +574,60 @@ class InstanceSpawner(Spawner):
             "cmd": [*self.cmd, *self.get_args()],
             "home_volume": home,
             "timeout": self.jupyter_start_timeout,
+            "idle_timeout": self.idle_timeout,
+            "self_stop_grace": self.self_stop_grace,
+            # A hibernated instance still runs its server: keep it (and its kernels).
+            "resume": self.hibernate,
         }
-        self._emit(60, "Starting Jupyter")
-        result = await blocking(
-            remote.run,
-            ip,
-            self.ssh_port,
-            self.ssh_username,
-            self.ssh_key_file,
-            keys,
-            [*self.worker_command, "start"],
-            stdin=json.dumps(request).encode(),
-            timeout=self.jupyter_start_timeout + 30,
-        )
+        target = remote.Target(ip, self.ssh_port, self.ssh_username, self.ssh_key_file, tuple(keys))
+        deadline = time.monotonic() + self.hang_grace
+        while True:
+            try:
+                if not await blocking(remote.tcp_open, ip, self.ssh_port):
+                    raise remote.Unreachable(f"nothing answers on {ip}:{self.ssh_port}")
+                self._emit(60, "Starting Jupyter")
+                jupyter_started = time.monotonic()
+                result = await blocking(
+                    remote.run_on,
+                    target,
+                    [*self.worker_command, "start"],
+                    json.dumps(request).encode(),
+                    self.jupyter_start_timeout + AGENT_OVERHEAD,
+                )
+                break
+            except remote.Unreachable:
+                # A machine that is booting (or going down) refuses or drops SSH;
+                # `start` is idempotent, so try again. Host key and login errors
+                # are not retried: no reboot fixes them.
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(self.ssh_retry_interval)
         if result.status != 0:
             detail = (result.stderr.strip() or result.stdout.strip())[-3000:]
             raise SpawnError(f"Jupyter failed to start on your instance {instance.id}:\n{detail}")
+        metrics.observe_phase("connect", jupyter_started - self._connect_started)
+        metrics.observe_phase("jupyter", time.monotonic() - jupyter_started)
+        self._adopt_resumed_server(result.stdout)
         self._emit(90, "Jupyter is up; connecting you")
         return f"http://{ip}:{self.port}"
+
+    def _adopt_resumed_server(self, stdout: str) -> None:
+        """A server that survived a hibernation keeps the API token it was started with.
+
+        It cannot take the token JupyterHub made for this spawn, so we hand JupyterHub
+        the old one instead: it kept it (will_resume), checks it belongs to this user,
+        discards the new one and re-keys the OAuth client with it.
+        """
+        try:
+            answer = json.loads(stdout)
+        except ValueError:
+            return
+        if not isinstance(answer, dict):
+            return
+        token = answer.get("api_token")
+        if answer.get("resumed") is True and isinstance(token, str) and token:
+            self.api_token = token
+            self._emit(85, "Your hibernated server resumed, with your kernels")
 
     # ---- stop and poll -----------------------------------------------------
 
@@ -505,15 +637,40 @@ class InstanceSpawner(Spawner):
             return
         inst = self.fleet.get(self.instance_id)
         if inst is not None and inst.state in ("stopped", "stopping", *GONE_STATES):
+            await self._stopped_by_itself(inst)
             return
+        if inst is None:
+            found = await blocking(self.ec2.describe, [self.instance_id])
+            if not found or found[0].state in GONE_STATES:
+                return  # nothing left to stop
+        self._stop_requested = True
         try:
-            await blocking(self.ec2.stop, self.instance_id, self.hibernate)
+            await self._stop_instance()
         except CloudError as exc:
             if exc.code != "IncorrectInstanceState":
                 raise
+        else:
+            last_activity = getattr(self.orm_spawner, "last_activity", None)
+            reason = stop_reason(last_activity, self.idle_timeout, datetime.now(UTC))
+            metrics.SERVER_STOPS.labels(reason).inc()
+            instance_type = inst.instance_type if inst else self.worker_instance_type
+            await self._record("stop", self.instance_id, instance_type, reason)
+            self._stop_recorded = self.instance_id
         found = await blocking(self.ec2.describe, [self.instance_id])
         for i in found:
             self.fleet.remember(i)
+
+    async def _stop_instance(self) -> None:
+        try:
+            await blocking(self.ec2.stop, self.instance_id, self.hibernate)
+        except CloudError as exc:
+            if not (self.hibernate and exc.code == "UnsupportedHibernationConfiguration"):
+                raise
+            # Launched before HIBERNATE was turned on: it can only stop plainly.
+            self.log.warning(
+                "%s: %s cannot hibernate; stopping it", self._log_name, self.instance_id
+            )
+            await blocking(self.ec2.stop, self.instance_id, False)
 
     async def poll(self) -> int | None:
         """Cheap: the shared fleet cache only, never SSH or a per-user EC2 call."""
@@ -521,8 +678,58 @@ class InstanceSpawner(Spawner):
             return None
         if not self.instance_id:
             return 0
-        await self.fleet.refresh()
+        try:
+            await self.fleet.refresh()
+        except CloudError as exc:
+            # JupyterHub takes a failed poll as "not running" and forgets the
+            # server; a passing EC2 error must not do that to running servers.
+            self.log.warning("%s: cannot poll EC2 (%s); assuming unchanged", self._log_name, exc)
+            known = self.fleet.get(self.instance_id)
+            return 0 if known is not None and known.state not in ("pending", "running") else None
         inst = self.fleet.get(self.instance_id)
         if inst is not None and inst.state in ("pending", "running"):
             return None
+        if not self._stop_requested and self.server is not None:
+            await self._stopped_by_itself(inst)
         return 0
+
+    async def _stopped_by_itself(self, inst: Instance | None) -> None:
+        """A server's instance stopped (or vanished) without the hub asking: count it once."""
+        assert self.instance_id
+        if self._stop_recorded == self.instance_id:
+            return
+        self._stop_recorded = self.instance_id
+        metrics.SELF_STOPS.inc()
+        gone = inst is None or inst.state in GONE_STATES
+        self.log.warning(
+            "%s: instance %s %s without the hub asking",
+            self._log_name,
+            self.instance_id,
+            "vanished" if gone else "stopped",
+        )
+        instance_type = inst.instance_type if inst else self.worker_instance_type
+        await self._record(
+            "stop", self.instance_id, instance_type, "terminated" if gone else "self"
+        )
+
+    async def _record(
+        self, event: Literal["start", "stop"], instance_id: str, instance_type: str, reason: str
+    ) -> None:
+        """Append to the usage log for `cloudjhub cost`; a failed write never fails a spawn."""
+        if not self.usage_log:
+            return
+        entry = usage.UsageEvent(
+            t=time.time(),
+            event=event,
+            user=self.user.name,
+            instance_id=instance_id,
+            instance_type=instance_type,
+            reason=reason,
+            cluster=self.cluster_name,
+        )
+        try:
+            await blocking(usage.append_event, self.usage_log, entry)
+        except OSError as exc:
+            self.log.warning(
+                "%s: cannot append to the usage log %s: %s", self._log_name, self.usage_log, exc
+            )

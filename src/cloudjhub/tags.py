@@ -17,6 +17,8 @@ NAME_TAG = "Name"
 
 _CLUSTER_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _POSIX_SAFE = re.compile(r"[^a-z0-9_-]")
+# Accounts images already have: a hub user of that name gets a mapped one.
+RESERVED_ACCOUNTS = frozenset({"root", "ubuntu", "admin", "ec2-user", "debian", "nobody"})
 POSIX_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
@@ -79,7 +81,7 @@ def posix_username(hub_user: str) -> str:
     unsafe characters and suffixed with a short hash so two hub users never
     share an account.
     """
-    if POSIX_USER_RE.fullmatch(hub_user):
+    if hub_user not in RESERVED_ACCOUNTS and POSIX_USER_RE.fullmatch(hub_user):
         return hub_user
     safe = _POSIX_SAFE.sub("-", hub_user.lower()).strip("-") or "user"
     if not re.match(r"^[a-z_]", safe):

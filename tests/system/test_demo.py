@@ -4,181 +4,31 @@ single-user servers, with EC2 played by moto and the fleet emulator."""
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import signal
-import socket
-import subprocess
-import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import boto3
 import pytest
 import requests
+import websocket
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from cloudjhub.remote import tcp_open
+from tests.system.conftest import Demo, running_demo
 
 pytestmark = pytest.mark.system
 
 IDLE_TIMEOUT = 15
 # Its own loopback range, so it never meets another local cloud on this machine.
 VPC_CIDR = "127.201.0.0/16"
-CLI = Path(sys.executable).with_name("cloudjhub")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Demo:
-    proc: subprocess.Popen[bytes]
-    state_dir: Path
-    hub_url: str
-    token: str
-    endpoint: str
-
-    @property
-    def api(self) -> str:
-        return self.hub_url + "hub/api"
-
-    def request(self, method: str, path: str, **kwargs: object) -> requests.Response:
-        url = path if path.startswith("http") else self.api + path
-        headers = {"Authorization": f"token {self.token}"}
-        return requests.request(method, url, headers=headers, timeout=60, **kwargs)  # type: ignore[arg-type]
-
-    def ec2(self) -> object:
-        return boto3.client(
-            "ec2",
-            region_name="us-east-1",
-            endpoint_url=self.endpoint,
-            aws_access_key_id="local-demo",
-            aws_secret_access_key="local-demo",
-        )
-
-    def instances(self, user: str) -> list[dict[str, object]]:
-        reply = self.ec2().describe_instances(  # type: ignore[attr-defined]
-            Filters=[{"Name": "tag:cloudjhub:user", "Values": [user]}]
-        )
-        return [i for r in reply["Reservations"] for i in r["Instances"]]
-
-    def server(self, user: str) -> dict[str, object] | None:
-        model = self.request("GET", f"/users/{user}").json()
-        return model["servers"].get("")
-
-    def start(self, user: str) -> float:
-        """Start user's server and wait until ready; return seconds taken."""
-        self.request("POST", f"/users/{user}")
-        began = time.monotonic()
-        reply = self.request("POST", f"/users/{user}/server")
-        assert reply.status_code in (201, 202), reply.text
-        deadline = began + 120
-        while time.monotonic() < deadline:
-            server = self.server(user)
-            if server and server.get("ready"):
-                return time.monotonic() - began
-            assert server is not None, f"{user}'s spawn failed; see {self.state_dir}/jupyterhub.log"
-            time.sleep(0.2)
-        raise AssertionError(f"{user}'s server was not ready within 120 s")
-
-    def stop(self, user: str) -> None:
-        reply = self.request("DELETE", f"/users/{user}/server")
-        assert reply.status_code in (202, 204), reply.text
-        deadline = time.monotonic() + 60
-        while self.server(user) is not None:
-            assert time.monotonic() < deadline, f"{user}'s server did not stop"
-            time.sleep(0.2)
-
-    def state_of(self, user: str) -> str:
-        (instance,) = self.instances(user)
-        return instance["State"]["Name"]  # type: ignore[index]
-
-    def wait_state(self, user: str, state: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while self.state_of(user) != state:
-            assert time.monotonic() < deadline, f"{user}'s instance is {self.state_of(user)}"
-            time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    state_dir = tmp_path_factory.mktemp("demo")
-    token = secrets.token_hex(16)
-    port = free_port()
-    env = {**os.environ, "CLOUDJHUB_DEMO_API_TOKEN": token}
-    env.pop("AWS_ENDPOINT_URL", None)
-    log = open(state_dir / "demo.out", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            str(CLI),
-            "demo",
-            "--port",
-            str(port),
-            "--idle-timeout",
-            str(IDLE_TIMEOUT),
-            "--state-dir",
-            str(state_dir),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    info = state_dir / "demo.json"
-    deadline = time.monotonic() + 180
-    while not info.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("demo did not start:\n" + (state_dir / "demo.out").read_text())
-        time.sleep(0.2)
-    facts = json.loads(info.read_text())
-    demo = Demo(proc, state_dir, facts["hub_url"], token, facts["aws_endpoint"])
-    try:
-        yield demo
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            status = proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise
-        finally:
-            log.close()
-        assert status == 0, (state_dir / "demo.out").read_text()
-        # Nothing the demo started may outlive it.
-        for pid in (facts["hub_pid"],):
-            assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
-        assert not tcp_open("127.0.0.1", port, timeout=0.5)
-        for root in (state_dir / "instances").glob("i-*"):
-            ip = _sshd_ip(root)
-            if ip:
-                assert not tcp_open(ip, 2222, timeout=0.5), f"sshd of {root.name} still up"
-                assert not tcp_open(ip, 8888, timeout=0.5), f"Jupyter of {root.name} still up"
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
-def _sshd_ip(root: Path) -> str | None:
-    cfg = root / "etc" / "ssh" / "sshd_config"
-    if not cfg.exists():
-        return None
-    for line in cfg.read_text().splitlines():
-        if line.startswith("ListenAddress "):
-            return line.split()[1].rsplit(":", 1)[0]
-    return None
+    with running_demo(tmp_path_factory.mktemp("demo"), IDLE_TIMEOUT, VPC_CIDR) as running:
+        yield running
 
 
 def test_two_users_get_their_own_instances_and_files_survive_stop(demo: Demo) -> None:
@@ -265,23 +115,63 @@ async def _start_busy_kernel(demo: Demo, user: str) -> str:
     raise AssertionError("kernel never went busy")
 
 
+class OpenTab(threading.Thread):
+    """What an open, untouched JupyterLab tab does: polls the server's API and keeps
+    a kernel websocket open, without running anything."""
+
+    def __init__(self, demo: Demo, user: str) -> None:
+        super().__init__(daemon=True)
+        self.demo, self.user = demo, user
+        self.done = threading.Event()
+        self.polls = 0
+
+    def run(self) -> None:
+        base = f"{self.demo.hub_url}user/{self.user}/api"
+        kernel = self.demo.request("POST", f"{base}/kernels", json={"name": "python3"}).json()
+        ws = websocket.create_connection(
+            base.replace("http://", "ws://") + f"/kernels/{kernel['id']}/channels",
+            header=[f"Authorization: token {self.demo.token}"],
+        )
+        try:
+            while not self.done.wait(1.0):
+                for path in ("/kernels", "/sessions", "/terminals", "/contents?content=1"):
+                    try:
+                        self.demo.request("GET", base + path)
+                        self.polls += 1
+                    except requests.RequestException:
+                        return  # the server went away: culled
+        finally:
+            ws.close()
+
+
 async def test_idle_server_is_culled_and_busy_kernel_is_not(demo: Demo) -> None:
     demo.start("carol")
     demo.start("dave")
+    demo.start("ivy")
+    tab = OpenTab(demo, "ivy")
+    tab.start()
     await _start_busy_kernel(demo, "dave")
     began = time.monotonic()
-    # carol does nothing: the culler must stop her server and her instance.
-    deadline = began + IDLE_TIMEOUT * 4 + 30
-    while demo.server("carol") is not None:
-        assert time.monotonic() < deadline, "carol's idle server was not culled"
-        time.sleep(1)
+    try:
+        # carol does nothing; ivy only has an open tab: both must be culled.
+        deadline = began + IDLE_TIMEOUT * 4 + 30
+        while demo.server("carol") is not None or demo.server("ivy") is not None:
+            assert time.monotonic() < deadline, (
+                "an idle server (carol, or ivy's open tab) was not culled"
+            )
+            time.sleep(1)
+        culled_after = time.monotonic() - began
+        assert tab.polls > 10, "the open tab never polled"
+    finally:
+        tab.done.set()
+        tab.join(timeout=30)
     demo.wait_state("carol", "stopped")
-    culled_after = time.monotonic() - began
+    demo.wait_state("ivy", "stopped")
     # dave's kernel is computing: his server must still be there, well past the timeout.
     while time.monotonic() - began < IDLE_TIMEOUT * 2.5:
         time.sleep(1)
     assert demo.server("dave") is not None, "a busy kernel's server was culled"
     assert demo.state_of("dave") == "running"
-    print(f"\nidle server culled and instance stopped {culled_after:.1f}s after last activity")
+    print(f"\nidle servers (one with an open tab) culled within {culled_after:.1f}s")
     demo.stop("dave")
     demo.wait_state("dave", "stopped")

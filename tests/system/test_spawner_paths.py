@@ -573,6 +573,17 @@ async def test_instance_whose_sshd_died_recovers_after_one_restart(cloud: Cloud)
     second = make_spawner(cloud, user)
     second.load_state(first.get_state())
     fleet_ec2 = second.ec2
+
+    def machine_down_before_start(params: dict[str, Any], **_: Any) -> None:
+        # On EC2 'stopped' means the machine is down. moto stops instantly and the
+        # emulator only looks every 0.5 s, so a quick stop+start would never reboot
+        # the machine (see the report): hold StartInstances until it halted.
+        for iid in params.get("InstanceIds", []):
+            wait_until(lambda i=iid: i not in cloud.emulator.machines, 15, "the machine to halt")
+
+    fleet_ec2.client.meta.events.register(
+        "before-parameter-build.ec2.StartInstances", machine_down_before_start
+    )
     before = dict(fleet_ec2.calls)
     events: list[dict[str, Any]] = []
     url = await start_watched(second, events)
@@ -742,11 +753,61 @@ async def test_capacity_error_tells_the_user_to_try_later(cloud: Cloud) -> None:
 
     spawner.ec2.client.meta.events.register("before-call.ec2.RunInstances", no_capacity)
     events: list[dict[str, Any]] = []
-    with pytest.raises(SpawnError, match="(?i)try again") as failure:
+    with pytest.raises(SpawnError, match=r"(?i)try again") as failure:
         await start_watched(spawner, events)
 
     assert refused == ["RunInstances"]
     assert "capacity" in str(failure.value)
     assert INSTANCE_TYPE in str(failure.value)
     assert cloud.instances(user) == []
-    assert events[-1]["progress"] == 100
+    # A failed spawn never claims to be done: JupyterHub shows the error instead.
+    assert all(e["progress"] < 100 for e in events)
+
+
+# --------------------------------------------------------------------------- 5b. replaced twice
+
+
+async def test_every_replacement_is_a_new_launch_request(cloud: Cloud) -> None:
+    """RunInstances is idempotent per ClientToken: on AWS, re-sending the token of an
+    earlier launch returns that (terminated) instance instead of a new one. So each
+    replacement of a terminated instance must send a token never sent before."""
+    user = cloud.new_user("again")
+    tokens: list[str] = []
+    state: dict[str, Any] = {}
+    launched: list[str] = []
+    for round_ in range(3):
+        spawner = make_spawner(cloud, user)
+        if round_ == 0:
+            spawner.ec2.client.meta.events.register(
+                "before-parameter-build.ec2.RunInstances",
+                lambda params, **_: tokens.append(params["ClientToken"]),
+            )
+        spawner.load_state(state)
+        await start_watched(spawner, [])
+        assert spawner.instance_id and spawner.instance_id not in launched
+        launched.append(spawner.instance_id)
+        state = spawner.get_state()
+        if round_ < 2:  # terminated out of band, later the user comes back
+            old = spawner.instance_id
+            cloud.client().terminate_instances(InstanceIds=[old])
+            wait_until(lambda i=old: i not in cloud.emulator.machines, 15, "the machine to halt")
+
+    assert len(tokens) == 3
+    assert len(set(tokens)) == 3, f"a replacement re-sent an earlier ClientToken: {tokens}"
+
+
+# --------------------------------------------------------------------------- 5c. vanished
+
+
+async def test_an_instance_aws_no_longer_lists_is_replaced(cloud: Cloud) -> None:
+    """AWS forgets terminated instances after about an hour: looking one up by id
+    must read as "gone", and stopping it must be a no-op, never an error."""
+    user = cloud.new_user("vanished")
+    spawner = make_spawner(cloud, user)
+    spawner.load_state({"instance_id": "i-0fedcba9876543210"})  # never existed here
+    await spawner.stop()  # nothing to stop: no error
+    url = await start_watched(spawner, [])
+    inst = only_instance(cloud, user)
+    assert spawner.instance_id == inst["InstanceId"] != "i-0fedcba9876543210"
+    assert url.startswith(f"http://{inst['PrivateIpAddress']}:")
+    await spawner.stop()

@@ -89,7 +89,8 @@ def test_server_config_defaults(tmp_path: Path) -> None:
 
 
 def test_instance_config_uses_the_original_key_names(tmp_path: Path) -> None:
-    assert set(InstanceConfig.model_fields) == ORIGINAL_INSTANCE_KEYS
+    # Plus keys of features the original lacked (hibernation).
+    assert set(InstanceConfig.model_fields) == ORIGINAL_INSTANCE_KEYS | {"HIBERNATE"}
     original = {
         "MANAGER_INSTANCE_TYPE": "t3.large",
         "WORKER_INSTANCE_TYPE": "m5.xlarge",
@@ -103,7 +104,7 @@ def test_instance_config_uses_the_original_key_names(tmp_path: Path) -> None:
         "SERVER_OWNER": "ops@example.com",
     }
     cfg = load_instance_config(write_json(tmp_path / "instance_config.json", original))
-    assert cfg.model_dump() == original
+    assert cfg.model_dump() == {**original, "HIBERNATE": False}
 
 
 def test_partial_instance_config_keeps_other_defaults(tmp_path: Path) -> None:
@@ -139,7 +140,8 @@ def test_top_level_must_be_an_object(tmp_path: Path) -> None:
         ({"WORKER_EBS_SIZE": "8"}, "WORKER_EBS_SIZE", "integer"),
         ({"WORKER_EBS_SIZE": 7}, "WORKER_EBS_SIZE", "8"),
         ({"WORKER_EBS_SIZE": 8.5}, "WORKER_EBS_SIZE", "integer"),
-        ({"JUPYTER_NOTEBOOK_TIMEOUT": -1}, "JUPYTER_NOTEBOOK_TIMEOUT", "0"),
+        ({"JUPYTER_NOTEBOOK_TIMEOUT": -1}, "JUPYTER_NOTEBOOK_TIMEOUT", "1"),
+        ({"JUPYTER_NOTEBOOK_TIMEOUT": 0}, "JUPYTER_NOTEBOOK_TIMEOUT", "1"),
         ({"USER_HOME_EBS_SIZE": -5}, "USER_HOME_EBS_SIZE", "0"),
         ({"WORKER_INSTANCE_TYPE": 3}, "WORKER_INSTANCE_TYPE", "string"),
     ],
@@ -162,7 +164,7 @@ def test_bad_instance_config_fails_naming_file_and_field(
         ({"EXTRA": 1}, None, "EXTRA", "unknown key"),
         ({"WORKER_EBS_SIZE": "8"}, None, "WORKER_EBS_SIZE", "integer"),
         ({"WORKER_EBS_SIZE": 7}, None, "WORKER_EBS_SIZE", "8"),
-        ({"JUPYTER_NOTEBOOK_TIMEOUT": -30}, None, "JUPYTER_NOTEBOOK_TIMEOUT", "0"),
+        ({"JUPYTER_NOTEBOOK_TIMEOUT": -30}, None, "JUPYTER_NOTEBOOK_TIMEOUT", "1"),
         ({"WORKER_SECURITY_GROUPS": []}, None, "WORKER_SECURITY_GROUPS", "at least 1"),
         ({"WORKER_SECURITY_GROUPS": ["sg-1", 2]}, None, "WORKER_SECURITY_GROUPS.1", "string"),
         ({"WORKER_AMI": "image-1"}, None, "WORKER_AMI", "pattern"),
@@ -215,7 +217,7 @@ def test_write_read_round_trip(tmp_path: Path) -> None:
             WORKER_SECURITY_GROUPS=["sg-0a", "sg-0b"],
             WORKER_EBS_SIZE=64,
             USER_HOME_EBS_SIZE=10,
-            JUPYTER_NOTEBOOK_TIMEOUT=0,
+            JUPYTER_NOTEBOOK_TIMEOUT=1,
             MANAGER_IP="10.0.0.10",
             SSH_PORT=2222,
             SSH_HOST_KEY_SOURCE="known_hosts",

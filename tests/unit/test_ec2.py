@@ -385,6 +385,10 @@ def test_home_volume_create_find_attach(ec2: Ec2, make_worker: MakeWorker) -> No
     assert ec2.find_home_volume("someone-else") is None
 
     ec2.attach_volume(volume_id, inst.id, "/dev/sdf")
+    # AttachVolume alone keeps the volume on termination: no ModifyInstanceAttribute
+    # (which the hub's IAM role does not have).
+    assert ec2.calls["AttachVolume"] == 1
+    assert ec2.calls["ModifyInstanceAttribute"] == 0
     mappings = {
         m["DeviceName"]: m["Ebs"] for m in raw_instance(ec2, inst.id)["BlockDeviceMappings"]
     }
@@ -394,7 +398,13 @@ def test_home_volume_create_find_attach(ec2: Ec2, make_worker: MakeWorker) -> No
     root = next(d for d in mappings if d != "/dev/sdf")
     assert mappings[root]["DeleteOnTermination"] is True
     vol = ec2.client.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
-    assert vol["Attachments"][0]["InstanceId"] == inst.id
+    [attachment] = vol["Attachments"]
+    assert attachment["InstanceId"] == inst.id
+    assert attachment.get("DeleteOnTermination", False) is False  # moto leaves it out
+    # And the home volume outlives its worker.
+    ec2.terminate([inst.id])
+    vol = ec2.client.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
+    assert vol["State"] == "available" and vol["Attachments"] == []
 
 
 def test_home_volume_lookup_is_per_cluster(
@@ -449,9 +459,9 @@ def test_security_groups_with_admin_cidr(ec2: Ec2, network: Network) -> None:
     assert len({groups.manager, groups.manager2, groups.worker}) == 3
     assert set(groups.created) == {groups.manager, groups.manager2, groups.worker}
 
+    # Only the hub's port is public: nothing serves 443 on the manager.
     assert ports_from_cidr(ec2, groups.manager) == {
         80: {"0.0.0.0/0"},
-        443: {"0.0.0.0/0"},
         22: {"203.0.113.0/24"},
     }
     assert ports_from_groups(ec2, groups.manager) == {}
@@ -480,16 +490,37 @@ def test_security_groups_with_admin_cidr(ec2: Ec2, network: Network) -> None:
 
 def test_security_groups_without_admin_cidr_have_no_ssh(ec2: Ec2, network: Network) -> None:
     groups = ensure_security_groups(ec2, network.vpc_id)
-    assert ports_from_cidr(ec2, groups.manager) == {80: {"0.0.0.0/0"}, 443: {"0.0.0.0/0"}}
+    assert ports_from_cidr(ec2, groups.manager) == {80: {"0.0.0.0/0"}}
     assert 22 not in ports_from_groups(ec2, groups.manager)
 
 
 def test_security_groups_custom_ports(ec2: Ec2, network: Network) -> None:
-    groups = ensure_security_groups(ec2, network.vpc_id, notebook_port=9999, ssh_port=2222)
+    groups = ensure_security_groups(
+        ec2,
+        network.vpc_id,
+        "198.51.100.0/24",
+        notebook_port=9999,
+        ssh_port=2222,
+        public_ports=(8000,),
+    )
     assert ports_from_groups(ec2, groups.worker) == {
         2222: {groups.manager},
         9999: {groups.manager},
     }
+    assert ports_from_cidr(ec2, groups.manager) == {
+        8000: {"0.0.0.0/0"},
+        2222: {"198.51.100.0/24"},
+    }
+
+
+def test_a_same_named_group_of_someone_else_is_refused(ec2: Ec2, network: Network) -> None:
+    """Adding our rules to an untagged group that merely has our name would open it."""
+    foreign = ec2.client.create_security_group(
+        GroupName=f"{CLUSTER}-manager", Description="not ours", VpcId=network.vpc_id
+    )["GroupId"]
+    with pytest.raises(NotOurs, match="not tagged"):
+        ensure_security_groups(ec2, network.vpc_id)
+    assert rules(ec2, foreign) == []
 
 
 def test_security_groups_are_idempotent(ec2: Ec2, network: Network) -> None:
@@ -507,7 +538,7 @@ def test_security_groups_are_idempotent(ec2: Ec2, network: Network) -> None:
 
 
 def test_rerun_with_admin_cidr_adds_ssh(ec2: Ec2, network: Network) -> None:
-    """A re-run that adds the admin CIDR must open 22 even though 80/443 already exist."""
+    """A re-run that adds the admin CIDR must open 22 even though 80 already exists."""
     first = ensure_security_groups(ec2, network.vpc_id)
     ensure_security_groups(ec2, network.vpc_id, admin_cidr="198.51.100.7/32")
     assert ports_from_cidr(ec2, first.manager)[22] == {"198.51.100.7/32"}

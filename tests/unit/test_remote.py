@@ -277,9 +277,8 @@ def test_wrong_client_key_is_a_remote_error(server: Server, tmp_path: Path) -> N
 def test_large_stderr_does_not_stall_stdout(server: Server) -> None:
     """More stderr than one SSH window (2 MB) must not block reading stdout."""
     script = "head -c 3000000 /dev/zero | tr '\\0' e >&2; echo done"
-    started = time.monotonic()
+    # A stall would surface as Unreachable at the 10 s read timeout, not as output.
     result = run(server, ["sh", "-c", script], timeout=10.0)
     assert result.stdout == "done\n"
     assert len(result.stderr) == 3_000_000
     assert set(result.stderr) == {"e"}
-    assert time.monotonic() - started < 5

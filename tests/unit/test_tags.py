@@ -9,6 +9,7 @@ import pytest
 from cloudjhub.tags import (
     CLUSTER_TAG,
     NAME_TAG,
+    POSIX_USER_RE,
     ROLE_TAG,
     USER_TAG,
     Role,
@@ -203,3 +204,11 @@ def test_small_sample_of_hub_names_never_collides() -> None:
     mapped = {n: posix_username(n) for n in names}
     assert all(is_posix(m) for m in mapped.values())
     assert len(set(mapped.values())) == len(names)
+
+
+@pytest.mark.parametrize("name", ["root", "ubuntu", "admin", "ec2-user", "nobody"])
+def test_accounts_images_already_have_are_never_handed_out(name: str) -> None:
+    mapped = posix_username(name)
+    assert mapped != name
+    assert mapped.startswith(name + "-")
+    assert POSIX_USER_RE.fullmatch(mapped)

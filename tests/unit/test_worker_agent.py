@@ -302,10 +302,8 @@ def test_server_exiting_reports_status_and_log_tail(worker: Worker) -> None:
 def test_server_not_listening_times_out_and_is_killed(worker: Worker) -> None:
     req = worker.request(timeout=1)
     req["cmd"].append("--no-listen")
-    began = time.monotonic()
     result = worker.start(req)
-    assert result.returncode == 4
-    assert time.monotonic() - began < 10
+    assert result.returncode == 4  # the timeout, not a hang: run() has its own limit
     assert "last lines of its log" in result.stderr
     assert "fake server starting" in result.stderr
     info = worker.track_info("alice")

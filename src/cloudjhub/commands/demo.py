@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import sys
 import threading
@@ -47,6 +48,19 @@ import click
     show_default=True,
     help="Loopback /16 for the local VPC; give two demos on one machine different ones.",
 )
+@click.option(
+    "--cloud-only",
+    is_flag=True,
+    help="Run only the local cloud (EC2 endpoint, fleet emulator, a prepared VPC, subnets, "
+    "base image, key pair and instance profile) and print shell `export` lines for "
+    "`launch_cluster/launch.py`; no hub.",
+)
+@click.option(
+    "--hibernate",
+    is_flag=True,
+    help="Hibernate workers instead of stopping them (HIBERNATE in server_config.json): "
+    "a stopped server's kernels are suspended and resume, variables and all, on restart.",
+)
 def demo(
     port: int,
     idle_timeout: int | None,
@@ -54,6 +68,8 @@ def demo(
     aws_endpoint: str | None,
     state_dir: Path,
     vpc_cidr: str,
+    cloud_only: bool,
+    hibernate: bool,
 ) -> None:
     """Run cloudjhub on this machine: EC2 emulated on loopback, a real JupyterHub."""
     from ..local.demo import DemoStack
@@ -66,6 +82,7 @@ def demo(
         aws_endpoint=aws_endpoint,
         vpc_cidr=vpc_cidr,
         say=lambda m: click.echo(m, err=True),
+        hibernate=hibernate,
     )
     stopping = threading.Event()
 
@@ -75,6 +92,15 @@ def demo(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
+        if cloud_only:
+            click.echo("Starting the local cloud...", err=True)
+            stack.start_cloud()
+            for name, value in stack.exports().items():
+                click.echo(f"export {name}={shlex.quote(value)}")
+            click.echo("# the local cloud runs until this command is stopped (Ctrl-C)")
+            sys.stdout.flush()
+            stopping.wait()
+            return
         click.echo("Starting the local cloud and JupyterHub...", err=True)
         stack.start()
         click.echo(f"cloudjhub demo is running: {stack.hub_url}")
@@ -82,10 +108,21 @@ def demo(
         sys.stdout.flush()
         while not stopping.wait(0.5):
             if stack.hub is not None and stack.hub.poll() is not None:
-                raise click.ClickException(
-                    f"JupyterHub exited with status {stack.hub.returncode}; "
-                    f"see {stack.state_dir / 'jupyterhub.log'}"
+                # As systemd restarts the hub on a manager: servers keep running and
+                # the new hub adopts them.
+                status = stack.hub.returncode
+                log = stack.state_dir / "jupyterhub.log"
+                if not stack.may_restart_hub():
+                    raise click.ClickException(
+                        f"JupyterHub exited with status {status} and keeps dying; see {log}"
+                    )
+                click.echo(
+                    f"JupyterHub exited unexpectedly with status {status}; restarting it "
+                    f"(running servers are kept; see {log})",
+                    err=True,
                 )
+                stack.restart_hub()
+                click.echo(f"JupyterHub restarted: {stack.hub_url}", err=True)
     except (RuntimeError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:

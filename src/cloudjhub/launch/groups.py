@@ -1,6 +1,7 @@
 """The three security groups of a cluster, as the original system had them.
 
-manager:  the hub's public face (80, 443; SSH only from the admin CIDR).
+manager:  the hub's public face: only the ports it serves (80 for plain HTTP;
+          443, and 80 for the redirect, with TLS); SSH only from the admin CIDR.
 manager2: what workers may reach on the manager (the hub API).
 worker:   reachable only from the manager (SSH and the notebook port).
 References run manager2 -> worker -> manager, never back, so the groups can
@@ -40,10 +41,15 @@ def ensure_security_groups(
     admin_cidr: str | None = None,
     notebook_port: int = 8888,
     ssh_port: int = 22,
+    created: list[str] | None = None,
+    public_ports: tuple[int, ...] = (80,),
 ) -> ClusterGroups:
+    """Find or create the groups; ids created are appended to `created` as they are
+    made, so a caller can undo them even if a later rule fails."""
     cluster = ec2.cluster
     ids: dict[str, str] = {}
-    created: list[str] = []
+    if created is None:
+        created = []
     for suffix, text in (
         ("manager", "cloudjhub hub: public web"),
         ("manager2", "cloudjhub hub: API for workers"),
@@ -59,9 +65,9 @@ def ensure_security_groups(
         ids[suffix] = group_id
         if new:
             created.append(group_id)
-    manager_rules = [_tcp(80, cidr="0.0.0.0/0"), _tcp(443, cidr="0.0.0.0/0")]
+    manager_rules = [_tcp(port, cidr="0.0.0.0/0") for port in public_ports]
     if admin_cidr:
-        manager_rules.append(_tcp(22, cidr=admin_cidr))
+        manager_rules.append(_tcp(ssh_port, cidr=admin_cidr))
     ec2.authorize_ingress(ids["manager"], manager_rules)
     ec2.authorize_ingress(
         ids["worker"],

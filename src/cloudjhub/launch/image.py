@@ -27,15 +27,25 @@ def build_worker_image(
     progress: Progress = print,
     timeout: float = 1800.0,
     poll: float = 5.0,
+    public_ip: bool = False,
+    on_image: Callable[[str], None] | None = None,
 ) -> str:
-    """Build the image; the builder is terminated whatever happens."""
+    """Build the image; the builder is terminated whatever happens. `on_image` hears
+    the image id as soon as it exists, so a caller can undo it if the wait fails."""
     existing = find_worker_image(ec2)
     if existing:
         progress(f"worker image {existing} already exists")
         return existing
     builder = ec2.run_instance(
-        base_ami, instance_type, subnet_id, group_ids, key_name, tags_for(ec2.cluster, Role.BUILDER)
+        base_ami,
+        instance_type,
+        subnet_id,
+        group_ids,
+        key_name,
+        tags_for(ec2.cluster, Role.BUILDER),
+        public_ip=public_ip,
     )
+
     progress(f"builder instance {builder.id} launched")
     try:
         builder = _wait_instance(ec2, builder.id, "running", timeout, poll, progress)
@@ -43,6 +53,8 @@ def build_worker_image(
             provision(builder)
         name = f"{ec2.cluster}-worker-{time.strftime('%Y%m%d-%H%M%S')}"
         image_id = ec2.create_image(builder.id, name, tags_for(ec2.cluster, Role.IMAGE))
+        if on_image is not None:
+            on_image(image_id)
         progress(f"imaging {builder.id} as {image_id}")
         deadline = time.monotonic() + timeout
         started = time.monotonic()

@@ -9,17 +9,20 @@ from __future__ import annotations
 import getpass
 import ipaddress
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import ServerConfig, server_config_from, write_server_config
-from ..ec2 import Ec2
+from ..ec2 import Ec2, ensure_instance_profile
+from ..launch.cluster import PREINSTALLED_TAG
 from ..launch.groups import ensure_security_groups
 from ..launch.image import build_worker_image
 
 VPC_CIDR = "127.0.0.0/16"
 LOCAL_TAG = {"cloudjhub:local": "true"}
 KEY_NAME = "cloudjhub-local"
+INSTANCE_PROFILE = "cloudjhub-local-manager"
 WORKER_INSTANCE_TYPE = "t3.medium"
 
 
@@ -33,6 +36,7 @@ class LocalNetwork:
     base_ami: str
     key_name: str
     key_file: Path
+    instance_profile: str
 
 
 def ensure_key_file(state_dir: Path) -> Path:
@@ -88,8 +92,12 @@ def prepare_network(
     )
     if not images:
         raise RuntimeError(f"the EC2 endpoint {endpoint} offers no public image to start from")
+    base_ami = images[0]["ImageId"]
+    # Emulated machines run this very installation: nothing to install on them.
+    ec2.tag_resource(base_ami, {PREINSTALLED_TAG: str(Path(sys.executable).parent)})
+    profile = ensure_instance_profile(INSTANCE_PROFILE, region, endpoint)
     return LocalNetwork(
-        endpoint, region, vpc, public, private, images[0]["ImageId"], KEY_NAME, key_file
+        endpoint, region, vpc, public, private, base_ami, KEY_NAME, key_file, profile
     )
 
 
@@ -101,6 +109,7 @@ def prepare_demo_cluster(
     idle_timeout: int,
     host_key_source: str,
     progress: object = print,
+    hibernate: bool = False,
 ) -> Path:
     """Security groups and worker image with the launcher's code, then server_config.json."""
     groups = ensure_security_groups(ec2, net.vpc_id, ssh_port=ssh_port)
@@ -122,6 +131,7 @@ def prepare_demo_cluster(
             "SUBNET_ID": net.private_subnet,
             "WORKER_SECURITY_GROUPS": [groups.worker],
             "KEY_NAME": net.key_name,
+            "HIBERNATE": hibernate,
             "WORKER_INSTANCE_TYPE": WORKER_INSTANCE_TYPE,
             "WORKER_EBS_SIZE": 8,
             "USER_HOME_EBS_SIZE": 0,

@@ -8,6 +8,7 @@ jupyterhub-idle-culler. Everything started here is ended here, by pid.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
 import shutil
@@ -22,15 +23,21 @@ from pathlib import Path
 
 from ..config import load_server_config
 from ..ec2 import Ec2
+from ..launch.hubconfig import CULLER_SCOPES, culler_every, find_proxy
+from ..reaper import REAPER_SCOPES
 from . import motoserver
 from .cloud import VPC_CIDR, LocalNetwork, prepare_demo_cluster, prepare_network
 from .emulator import FleetEmulator
-from .sshd import end_pids
+from .sshd import end_pids, instance_pids
 
 DEMO_CLUSTER = "demo"
 EMULATED_SSH_PORT = 2222
 TOKEN_ENV = "CLOUDJHUB_DEMO_API_TOKEN"  # noqa: S105 - a variable name
-REPO_ROOT = Path(__file__).resolve().parents[3]
+# In the environment of the hub and everything it starts (proxy, services), so
+# what a killed hub leaves behind can be found and ended by pid.
+HUB_MARKER = "CLOUDJHUB_DEMO_HUB"
+# A hub that keeps dying is not restarted forever.
+MAX_RESTARTS, RESTART_WINDOW = 3, 300.0
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -39,30 +46,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def find_proxy() -> str:
-    """configurable-http-proxy from PATH or this checkout's node_modules."""
-    for candidate in (
-        os.environ.get("CLOUDJHUB_PROXY_COMMAND"),
-        shutil.which("configurable-http-proxy"),
-        str(REPO_ROOT / "node_modules" / ".bin" / "configurable-http-proxy"),
-    ):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    raise RuntimeError(
-        "configurable-http-proxy not found: run `npm install` in the cloudjhub checkout "
-        "or `npm install -g configurable-http-proxy`"
-    )
-
-
-def culler_every(timeout: int) -> int:
-    """Check often enough that a server is culled within ~1.25 x the timeout."""
-    return max(2, min(600, timeout // 4))
-
-
 def hub_config(
-    state_dir: Path, port: int, hub_port: int, proxy_api_port: int, idle_timeout: int
+    state_dir: Path,
+    port: int,
+    hub_port: int,
+    proxy_api_port: int,
+    idle_timeout: int,
+    reaper_metrics_port: int = 0,
 ) -> str:
     worker = Path(sys.executable).with_name("cloudjhub-worker")
+    cli = Path(sys.executable).with_name("cloudjhub")
+    usage_log = str(state_dir / "usage.jsonl")
     every = culler_every(idle_timeout)
     lines = [
         "# Written by `cloudjhub demo`; rewritten on every start.",
@@ -74,11 +68,13 @@ def hub_config(
         f"c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{proxy_api_port}'",
         f"c.ConfigurableHTTPProxy.command = [{find_proxy()!r}]",
         f"c.ConfigurableHTTPProxy.pid_file = {str(state_dir / 'proxy.pid')!r}",
-        f"c.JupyterHub.db_url = 'sqlite:///{state_dir / 'jupyterhub.sqlite'}'",
+        f"c.JupyterHub.db_url = {'sqlite:///' + str(state_dir / 'jupyterhub.sqlite')!r}",
         f"c.JupyterHub.cookie_secret_file = {str(state_dir / 'jupyterhub_cookie_secret')!r}",
         f"c.JupyterHub.pid_file = {str(state_dir / 'jupyterhub.pid')!r}",
         "c.JupyterHub.cleanup_servers = False",
-        f"c.JupyterHub.last_activity_interval = {every}",
+        "# Activity comes from the servers' own reports, not from proxy traffic,",
+        "# which an open but idle browser tab generates forever.",
+        "c.JupyterHub.last_activity_interval = 0",
         "c.JupyterHub.authenticator_class = 'dummy'",
         "c.Authenticator.allow_all = True",
         "c.Authenticator.admin_users = {'admin'}",
@@ -89,15 +85,27 @@ def hub_config(
         "c.InstanceSpawner.ssh_retry_interval = 0.5",
         "c.InstanceSpawner.fleet_refresh_interval = 5",
         "c.InstanceSpawner.hang_grace = 30",
+        f"c.InstanceSpawner.usage_log = {usage_log!r}",
+        "# Services get only what they are given: the marker, and for the reaper the",
+        "# cluster's server_config.json and the AWS chain's variables.",
+        f"_demo = {{k: os.environ[k] for k in ({HUB_MARKER!r},) if k in os.environ}}",
+        "_aws = {k: v for k, v in os.environ.items() if k.startswith('AWS_')}",
         "c.JupyterHub.services = [",
-        "    {'name': 'idle-culler', 'command': [",
+        "    {'name': 'idle-culler', 'environment': _demo, 'command': [",
         f"        {sys.executable!r}, '-m', 'jupyterhub_idle_culler',",
         f"        '--timeout={idle_timeout}', '--cull-every={every}',",
         "    ]},",
+        "    {'name': 'cloudjhub-reaper', 'command': [",
+        f"        {str(cli)!r}, 'reap', '--usage-log', {usage_log!r},",
+        f"        '--metrics-port', '{reaper_metrics_port}',",
+        "    ], 'environment': {",
+        "        'CLOUDJHUB_SERVER_CONFIG': os.environ['CLOUDJHUB_SERVER_CONFIG'], **_aws, **_demo,",
+        "    }},",
         "]",
         "c.JupyterHub.load_roles = [",
-        "    {'name': 'idle-culler', 'services': ['idle-culler'], 'scopes': [",
-        "        'list:users', 'read:users:activity', 'read:servers', 'delete:servers']},",
+        f"    {{'name': 'idle-culler', 'services': ['idle-culler'], 'scopes': {list(CULLER_SCOPES)!r}}},",
+        "    {'name': 'cloudjhub-reaper', 'services': ['cloudjhub-reaper'],",
+        f"     'scopes': {list(REAPER_SCOPES)!r}}},",
         "]",
         f"if os.environ.get({TOKEN_ENV!r}):",
         "    c.JupyterHub.services.append(",
@@ -138,7 +146,16 @@ class DemoStack:
     hub: subprocess.Popen[bytes] | None = None
     network: LocalNetwork | None = None
     hub_url: str = ""
+    hub_port: int = 0
+    proxy_port: int = 0
+    reaper_metrics_port: int = 0
+    # HIBERNATE in server_config.json: workers hibernate instead of stopping.
+    hibernate: bool = False
+    # Extra InstanceSpawner traits for the hub config, e.g. {"self_stop_grace": 5}.
+    spawner_config: dict[str, object] = field(default_factory=dict)
     _log: object = field(default=None, repr=False)
+    _hub_env: dict[str, str] = field(default_factory=dict, repr=False)
+    _hub_starts: list[float] = field(default_factory=list, repr=False)
 
     def _say(self, message: str) -> None:
         self.say(message)  # type: ignore[operator]
@@ -151,7 +168,13 @@ class DemoStack:
         else:
             # moto's state lives in this process: what an earlier run left on
             # disk describes instances that no longer exist.
-            for stale in ("instances", "volumes", "jupyterhub.sqlite", "known_hosts"):
+            for stale in (
+                "instances",
+                "volumes",
+                "jupyterhub.sqlite",
+                "known_hosts",
+                "usage.jsonl",
+            ):
                 path = self.state_dir / stale
                 if path.is_dir():
                     shutil.rmtree(path)
@@ -160,8 +183,9 @@ class DemoStack:
             self.moto = motoserver.LocalEc2()
             endpoint = self.moto.start()
             self._say(f"EC2 (moto) listening on {endpoint}")
-        for key, value in motoserver.LOCAL_CREDENTIALS.items():
-            os.environ.setdefault(key, value)
+        # The local cloud's own placeholder keys, never whatever real AWS keys
+        # this shell has: they would be printed by --cloud-only.
+        os.environ.update(motoserver.LOCAL_CREDENTIALS)
         os.environ["AWS_ENDPOINT_URL"] = endpoint
         ec2 = Ec2.connect(DEMO_CLUSTER, self.region, endpoint)
         self.network = prepare_network(ec2, endpoint, self.region, self.state_dir, self.vpc_cidr)
@@ -170,6 +194,35 @@ class DemoStack:
         )
         self.emulator.start()
         return ec2
+
+    def exports(self) -> dict[str, str]:
+        """Shell variables that point `cloudjhub launch` at the local cloud."""
+        net = self.network
+        assert net is not None
+        login = getpass.getuser()
+        env = {
+            "AWS_ENDPOINT_URL": net.endpoint,
+            "AWS_DEFAULT_REGION": net.region,
+            "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
+            "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
+            "CLOUDJHUB_BASE_AMI": net.base_ami,
+            "CLOUDJHUB_PRIVATE_SUBNET": net.private_subnet,
+            "CLOUDJHUB_PUBLIC_SUBNET": net.public_subnet,
+            "CLOUDJHUB_KEY_NAME": net.key_name,
+            "CLOUDJHUB_KEY_FILE": str(net.key_file),
+            "CLOUDJHUB_INSTANCE_PROFILE": net.instance_profile,
+            # How the emulated machines differ from AWS: SSH on its own port,
+            # reached at private IPs, the local login user, an unprivileged hub port.
+            "CLOUDJHUB_SSH_PORT": str(EMULATED_SSH_PORT),
+            "CLOUDJHUB_CONNECT_VIA": "private",
+            "CLOUDJHUB_SERVER_USERNAME": login,
+            "CLOUDJHUB_WORKER_USERNAME": login,
+            "CLOUDJHUB_HUB_PORT": "8000",
+            "CLOUDJHUB_ADMIN_CIDR": "127.0.0.0/8",
+        }
+        if self.moto is None:  # an outside endpoint: we cannot write its console output
+            env["CLOUDJHUB_KNOWN_HOSTS"] = str(self.state_dir / "known_hosts")
+        return env
 
     def start(self) -> None:
         ec2 = self.start_cloud()
@@ -188,20 +241,63 @@ class DemoStack:
             timeout,
             host_key_source="console" if self.moto is not None else "known_hosts",
             progress=self._say,
+            hibernate=self.hibernate,
         )
-        hub_port, proxy_port = free_port(), free_port()
+        # Kept for the life of the demo: a restarted hub must be where the running
+        # single-user servers (and their JUPYTERHUB_API_URL) expect it.
+        self.hub_port, self.proxy_port = free_port(), free_port()
+        self.reaper_metrics_port = free_port()
         cfg = self.state_dir / "jupyterhub_config.py"
-        cfg.write_text(hub_config(self.state_dir, self.port, hub_port, proxy_port, timeout))
+        cfg.write_text(
+            hub_config(
+                self.state_dir,
+                self.port,
+                self.hub_port,
+                self.proxy_port,
+                timeout,
+                reaper_metrics_port=self.reaper_metrics_port,
+            )
+            + "".join(f"c.InstanceSpawner.{k} = {v!r}\n" for k, v in self.spawner_config.items())
+        )
         env = dict(os.environ)
         env["CLOUDJHUB_SERVER_CONFIG"] = str(config)
+        env[HUB_MARKER] = str(self.state_dir)
         if self.api_token:
             env[TOKEN_ENV] = self.api_token
-        log = open(self.state_dir / "jupyterhub.log", "ab")  # noqa: SIM115 - closed in stop()
-        self._log = log
+        self._hub_env = env
+        self._start_hub()
+
+    def may_restart_hub(self) -> bool:
+        """Whether a hub that died may be started again (not if it keeps dying)."""
+        recent = [t for t in self._hub_starts if time.monotonic() - t < RESTART_WINDOW]
+        return len(recent) <= MAX_RESTARTS
+
+    def restart_hub(self) -> None:
+        """Start the hub again after it died, on the same ports and database.
+
+        What the dead hub started (proxy, culler, reaper) is ended first. Servers it
+        left running are adopted by the new hub, which polls each spawner on startup
+        (cleanup_servers is False); the reaper stops workers nobody wants any more.
+        """
+        if self.hub is not None and self.hub.poll() is None:
+            raise RuntimeError("the hub is still running")
+        self._end_hub_leftovers()
+        self._start_hub()
+
+    def _start_hub(self) -> None:
+        assert self.network is not None
+        if self._log is None:
+            self._log = open(self.state_dir / "jupyterhub.log", "ab")  # noqa: SIM115 - closed in stop()
+        cfg = self.state_dir / "jupyterhub_config.py"
         cmd = [sys.executable, "-m", "jupyterhub", "-f", str(cfg)]
         self.hub = subprocess.Popen(
-            cmd, cwd=self.state_dir, env=env, stdout=log, stderr=subprocess.STDOUT
+            cmd,
+            cwd=self.state_dir,
+            env=self._hub_env,
+            stdout=self._log,  # type: ignore[arg-type]
+            stderr=subprocess.STDOUT,
         )
+        self._hub_starts.append(time.monotonic())
         self.hub_url = f"http://127.0.0.1:{self.port}/"
         wait_http(f"{self.hub_url}hub/health", 120, self.hub)
         (self.state_dir / "demo.json").write_text(
@@ -213,6 +309,8 @@ class DemoStack:
                     "cluster": DEMO_CLUSTER,
                     "hub_pid": self.hub.pid,
                     "demo_pid": os.getpid(),
+                    "usage_log": str(self.state_dir / "usage.jsonl"),
+                    "reaper_metrics_url": f"http://127.0.0.1:{self.reaper_metrics_port}/metrics",
                 },
                 indent=2,
             )
@@ -226,7 +324,7 @@ class DemoStack:
             except subprocess.TimeoutExpired:
                 self.hub.kill()
                 self.hub.wait()
-        self._end_leftover_proxy()
+        self._end_hub_leftovers()
         if self._log is not None:
             self._log.close()  # type: ignore[attr-defined]
         if self.emulator is not None:
@@ -235,6 +333,11 @@ class DemoStack:
             self.moto.stop()
         with contextlib.suppress(FileNotFoundError):
             (self.state_dir / "demo.json").unlink()
+
+    def _end_hub_leftovers(self) -> None:
+        """A hub ends its proxy and services when it stops, but not when it is killed."""
+        self._end_leftover_proxy()
+        end_pids(instance_pids(f"{HUB_MARKER}={self.state_dir}"))
 
     def _end_leftover_proxy(self) -> None:
         """The hub stops the proxy it started, unless it died first."""

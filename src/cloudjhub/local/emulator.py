@@ -6,21 +6,32 @@ console as cloud-init would, and a real sshd on the instance's private IP
 that runs commands inside that root. When EC2 says the instance stopped,
 every process of the machine is ended by pid; when it is terminated, its
 root directory goes too.
+
+Two more things a real machine does are played too. A machine that shuts
+itself down (the worker's self-stop watchdog writes `run/shutdown` under its
+root instead of calling `shutdown`) is stopped through EC2, as
+InstanceInitiatedShutdownBehavior=stop would. And a stop with Hibernate=True
+(moto ignores the flag; `motoserver` records it) suspends the machine's
+programs with SIGSTOP instead of ending them, and the next start resumes them
+with SIGCONT: only its sshd is ended and started afresh.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..ec2 import Ec2, Instance
+from ..ec2 import CloudError, Ec2, Instance
+from ..launch.units import enabled_units, run_unit_directly
 from ..remote import CONSOLE_BEGIN, CONSOLE_END
 from . import motoserver, sshd
 
@@ -28,6 +39,9 @@ log = logging.getLogger(__name__)
 
 INSTANCE_ENV = "CLOUDJHUB_INSTANCE_ID"
 WORKER_AGENT = Path(sys.executable).with_name("cloudjhub-worker")
+# Where, under an instance root, the worker asks for the machine to be shut down.
+SHUTDOWN_REQUEST = Path("run") / "shutdown"
+GONE_STATES = ("shutting-down", "terminated")
 
 
 @dataclass
@@ -36,6 +50,7 @@ class Machine:
     root: Path
     ip: str
     sshd: subprocess.Popen[bytes] | None = None
+    boot: int = 0
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -56,6 +71,8 @@ class FleetEmulator:
         self.interval = interval
         self.publish_console = publish_console
         self.machines: dict[str, Machine] = {}
+        # Hibernated instances: the pids suspended with SIGSTOP, resumed on the next boot.
+        self.suspended: dict[str, list[int]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -89,26 +106,63 @@ class FleetEmulator:
             for machine in list(self.machines.values()):
                 self._halt(machine)
             self.machines.clear()
+            for pids in self.suspended.values():
+                _signal(pids, signal.SIGKILL)
+            self.suspended.clear()
 
     def reconcile(self) -> None:
         with self._lock:
+            self._guest_shutdowns()
             instances = {i.id: i for i in self.ec2.describe_all()}
+            for instance_id, machine in list(self.machines.items()):
+                inst = instances.get(instance_id)
+                rebooted = motoserver.boot_count(instance_id) != machine.boot
+                if inst is None or inst.state != "running" or rebooted:
+                    alive = inst is not None and inst.state not in GONE_STATES
+                    if alive and motoserver.stopped_with_hibernate(instance_id):
+                        self._suspend(machine)
+                    else:
+                        self._halt(machine)
+                    del self.machines[instance_id]
             for inst in instances.values():
                 if inst.state == "running" and inst.private_ip and inst.id not in self.machines:
                     self._boot(inst)
-            for instance_id, machine in list(self.machines.items()):
+            for instance_id in list(self.suspended):
                 inst = instances.get(instance_id)
-                if inst is None or inst.state != "running":
-                    self._halt(machine)
-                    del self.machines[instance_id]
+                if inst is None or inst.state in GONE_STATES:  # terminated while hibernated
+                    _signal(self.suspended.pop(instance_id), signal.SIGKILL)
             for inst in instances.values():
                 root = self.root_of(inst.id)
                 if inst.state == "terminated" and root.exists():
                     shutil.rmtree(root, ignore_errors=True)
 
+    def _guest_shutdowns(self) -> None:
+        """A machine that shut itself down is stopped by EC2 (InstanceInitiatedShutdownBehavior
+        is "stop" for every worker); the stop is guarded like any other."""
+        for machine in self.machines.values():
+            request = machine.root / SHUTDOWN_REQUEST
+            if not request.exists():
+                continue
+            request.unlink(missing_ok=True)
+            try:
+                self.ec2.stop(machine.instance_id)
+            except CloudError as exc:
+                log.warning("%s shut itself down, but EC2 refused: %s", machine.instance_id, exc)
+            else:
+                log.info("%s shut itself down; EC2 stops it", machine.instance_id)
+
     def _boot(self, inst: Instance) -> None:
         assert inst.private_ip
         root = self.root_of(inst.id)
+        resumed = self.suspended.pop(inst.id, None)
+        if resumed is not None:
+            # Resume programs before sshd is up, so nobody logs in to a frozen machine.
+            _signal(resumed, signal.SIGCONT)
+            log.info("resuming %s (%d processes)", inst.id, len(resumed))
+        else:
+            # /run is a tmpfs: a fresh boot finds no pids, tokens or requests of the last one.
+            shutil.rmtree(root / "run", ignore_errors=True)
+        (root / SHUTDOWN_REQUEST).unlink(missing_ok=True)
         etc = root / "etc" / "ssh"
         host_key = sshd.ensure_host_key(etc)
         key_name = self.ec2.instance_key_name(inst.id)
@@ -118,8 +172,9 @@ class FleetEmulator:
             INSTANCE_ENV: inst.id,
             "CLOUDJHUB_WORKER_ROOT": str(root),
             "CLOUDJHUB_VOLUMES_DIR": str(self.volumes_dir),
+            **self._instance_role_env(inst),
         }
-        machine = Machine(inst.id, root, inst.private_ip)
+        machine = Machine(inst.id, root, inst.private_ip, boot=motoserver.boot_count(inst.id))
         machine.sshd = sshd.start_sshd(root, inst.private_ip, self.ssh_port, public_key, env)
         self.machines[inst.id] = machine
         if self.publish_console:
@@ -127,7 +182,22 @@ class FleetEmulator:
                 inst.id, f"cloud-init: booting\n{CONSOLE_BEGIN}\n{host_key}\n{CONSOLE_END}\n"
             )
         self._record_known_host(inst.private_ip, host_key)
+        if resumed is None:
+            for unit in enabled_units(root):
+                run_unit_directly(unit, root / "var" / "log" / f"{unit.stem}.log", env)
+                log.info("%s: started %s", inst.id, unit.name)
         log.info("booted %s at %s:%s", inst.id, inst.private_ip, self.ssh_port)
+
+    def _instance_role_env(self, inst: Instance) -> dict[str, str]:
+        """What IMDS would hand an instance with a role: credentials for the endpoint.
+        Workers have no instance profile and get nothing."""
+        if not inst.instance_profile:
+            return {}
+        return {
+            "AWS_ENDPOINT_URL": str(self.ec2.client.meta.endpoint_url),
+            "AWS_DEFAULT_REGION": str(self.ec2.client.meta.region_name),
+            **motoserver.LOCAL_CREDENTIALS_FOR_ROLE,
+        }
 
     def _record_known_host(self, ip: str, host_key: str) -> None:
         """For endpoints whose console we cannot write: an admin-kept known_hosts."""
@@ -154,6 +224,22 @@ class FleetEmulator:
             log.warning("cannot read server pids of %s: %s", machine.instance_id, out.stderr)
             return []
 
+    def _suspend(self, machine: Machine) -> None:
+        """Hibernate: freeze the worker's programs (Jupyter, kernels, watchdog) in place
+        and end only the machine's sshd and its sessions."""
+        frozen = sshd.with_descendants(self._server_pids(machine))
+        _signal(frozen, signal.SIGSTOP)
+        frozen = sshd.with_descendants(frozen)  # anything forked in the meantime
+        _signal(frozen, signal.SIGSTOP)
+        rest = sshd.instance_pids(f"{INSTANCE_ENV}={machine.instance_id}")
+        if machine.sshd is not None:
+            rest.append(machine.sshd.pid)
+        sshd.end_pids([p for p in sshd.with_descendants(rest) if p not in frozen])
+        if machine.sshd is not None:
+            machine.sshd.wait(timeout=10)
+        self.suspended[machine.instance_id] = frozen
+        log.info("hibernated %s (%d processes suspended)", machine.instance_id, len(frozen))
+
     def _halt(self, machine: Machine) -> None:
         pids = sshd.instance_pids(f"{INSTANCE_ENV}={machine.instance_id}")
         pids += self._server_pids(machine)
@@ -164,3 +250,9 @@ class FleetEmulator:
         if machine.sshd is not None:
             machine.sshd.wait(timeout=10)
         log.info("halted %s (%d processes ended)", machine.instance_id, len(pids))
+
+
+def _signal(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)

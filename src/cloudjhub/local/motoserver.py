@@ -24,10 +24,42 @@ LOCAL_CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "local-demo",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+# What the emulator hands an instance that has an instance profile.
+LOCAL_CREDENTIALS_FOR_ROLE = {
+    "AWS_ACCESS_KEY_ID": "local-instance-role",
+    "AWS_SECRET_ACCESS_KEY": "local-instance-role",
+}
 
 _consoles: dict[str, str] = {}
 _lock = threading.Lock()
 _patched = False
+
+
+_boots: dict[str, int] = {}
+
+
+def boot_count(instance_id: str) -> int:
+    """How many times EC2 has started this instance. moto's stop and start are
+    instant, so the emulator could miss a stop-start between two looks; a
+    changed count tells it the machine went down in between."""
+    with _lock:
+        return _boots.get(instance_id, 0)
+
+
+def _patch_instance_start() -> None:
+    from moto.ec2.models.instances import Instance
+
+    original = Instance.start
+    if getattr(original, "_cloudjhub", False):
+        return
+
+    def start(self: Instance) -> object:
+        with _lock:
+            _boots[self.id] = _boots.get(self.id, 0) + 1
+        return original(self)
+
+    start._cloudjhub = True  # type: ignore[attr-defined]
+    Instance.start = start  # type: ignore[method-assign]
 
 
 def set_console_output(instance_id: str, text: str) -> None:
@@ -60,6 +92,37 @@ def _patch_console_output() -> None:
     _patched = True
 
 
+_hibernated: dict[str, bool] = {}
+
+
+def stopped_with_hibernate(instance_id: str) -> bool:
+    """Whether the last StopInstances of this instance asked for hibernation.
+
+    moto accepts and ignores the Hibernate flag; the emulator asks here to decide
+    between ending an instance's processes and suspending them.
+    """
+    with _lock:
+        return _hibernated.get(instance_id, False)
+
+
+def _patch_stop_instances() -> None:
+    from moto.ec2.responses.instances import InstanceResponse
+
+    original = InstanceResponse.stop_instances
+    if getattr(original, "_cloudjhub", False):
+        return
+
+    def stop_instances(self: InstanceResponse) -> object:
+        hibernate = self._get_bool_param("Hibernate", False)
+        with _lock:
+            for instance_id in self._get_param("InstanceIds", []):
+                _hibernated[instance_id] = hibernate
+        return original(self)
+
+    stop_instances._cloudjhub = True  # type: ignore[attr-defined]
+    InstanceResponse.stop_instances = stop_instances  # type: ignore[method-assign]
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -82,6 +145,8 @@ class LocalEc2:
         os.environ.update(VALIDATION_FLAGS)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         _patch_console_output()
+        _patch_instance_start()
+        _patch_stop_instances()
         from moto.server import ThreadedMotoServer
 
         server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)

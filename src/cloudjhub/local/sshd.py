@@ -46,7 +46,10 @@ def ensure_host_key(etc: Path) -> str:
 
 def _config(root: Path, ip: str, port: int, env: dict[str, str]) -> str:
     etc = root / "etc" / "ssh"
-    setenv = " ".join(f"{k}={v}" for k, v in env.items())
+    for value in env.values():
+        if '"' in value or "\n" in value:
+            raise ValueError(f"cannot pass {value!r} through sshd's SetEnv")
+    setenv = " ".join(f'"{k}={v}"' for k, v in env.items())
     return "\n".join(
         [
             f"ListenAddress {ip}:{port}",
@@ -79,6 +82,8 @@ def start_sshd(
     (etc / "authorized_keys").write_text(authorized_key.strip() + "\n")
     (etc / "authorized_keys").chmod(0o600)
     cfg = etc / "sshd_config"
+    cfg.touch(mode=0o600)
+    cfg.chmod(0o600)  # it carries the instance role's (placeholder) credentials
     cfg.write_text(_config(root, ip, port, env))
     log = root / "var" / "log"
     log.mkdir(parents=True, exist_ok=True)

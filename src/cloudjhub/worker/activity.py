@@ -1,9 +1,14 @@
-"""A jupyter_server extension: a kernel that is computing counts as activity.
+"""A jupyter_server extension that makes "activity" mean a person or a kernel at work.
 
-jupyter_server reports kernel activity only when a kernel sends messages, so
-a long silent computation would look idle and be culled mid-run. This adds a
-`*_last_activity` setting (which jupyter_server folds into the activity it
-reports to the hub) that follows "some kernel is busy right now".
+- A kernel that is computing counts: jupyter_server notices kernel activity
+  only when a kernel sends messages, so a long silent computation would look
+  idle and be culled mid-run. A `*_last_activity` setting (which jupyter_server
+  folds into the activity it reports to the hub) follows "a kernel is busy".
+- An open but untouched browser tab does not: JupyterLab polls the API (kernels,
+  sessions, contents) with GETs forever, and each poll would otherwise reset the
+  idle clock and keep an abandoned instance running. Only API requests that
+  change something (saving, creating, renaming, starting a kernel) count, besides
+  kernel and terminal activity, which jupyter_server tracks itself.
 """
 
 from __future__ import annotations
@@ -25,11 +30,30 @@ def busy_kernels(kernel_manager: Any) -> int:
     )
 
 
+READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _ignore_read_only_requests() -> None:
+    from jupyter_server.base.handlers import APIHandler
+
+    original = APIHandler.update_api_activity
+    if getattr(original, "_cloudjhub", False):
+        return
+
+    def update_api_activity(self: APIHandler) -> None:
+        if self.request.method not in READ_ONLY_METHODS:
+            original(self)
+
+    update_api_activity._cloudjhub = True  # type: ignore[attr-defined]
+    APIHandler.update_api_activity = update_api_activity  # type: ignore[method-assign]
+
+
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "cloudjhub.worker.activity"}]
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
+    _ignore_read_only_requests()
     settings = serverapp.web_app.settings
     settings[SETTING] = settings.get("started") or datetime.now(UTC)
 

@@ -9,6 +9,7 @@ is installed on instances without the rest of cloudjhub.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import json
 import os
@@ -28,9 +29,14 @@ from typing import IO, Any, NoReturn
 
 import click
 
+from . import watchdog
+
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 VOLUME_ID_RE = re.compile(r"^vol-[0-9A-Za-z]{1,64}$")
 JUPYTER_CONFIG_DIR = Path(__file__).resolve().parent / "jupyter_config"
+# Accounts below this uid belong to the system; users get their own above it.
+FIRST_USER_UID = 1000
+RESERVED_USERS = frozenset({"root", "ubuntu", "admin", "ec2-user", "debian", "nobody"})
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NITRO_EBS_PREFIX = "nvme-Amazon_Elastic_Block_Store_"
 DEFAULT_START_TIMEOUT = 60.0
@@ -38,6 +44,11 @@ DEFAULT_STOP_TIMEOUT = 10.0
 DEVICE_WAIT_SECONDS = 60.0
 POLL_SECONDS = 0.1
 FAILURE_TAIL_LINES = 40
+# The per-spawn secrets in a start request's env; everything else describes the server.
+TOKEN_VARS = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
+# How the watchdog receives the server's token: inherited, never on disk or argv.
+WATCH_TOKEN_VAR = "CLOUDJHUB_WATCH_TOKEN"  # noqa: S105 - a variable name
+PREFIX_RE = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
 TAIL_BLOCK = 8192
 
 EXIT_FAILURE = 1
@@ -94,6 +105,14 @@ class Layout:
     def state_file(self, user: str) -> Path:
         return self.run_dir / f"{user}.json"
 
+    def watch_log_file(self, user: str) -> Path:
+        return self.log_dir / f"{user}.watch.log"
+
+    @property
+    def shutdown_request(self) -> Path:
+        """Emulated machines cannot run `shutdown`; the emulator acts on this file."""
+        return self.root / "run" / "shutdown"
+
     def log_file(self, user: str) -> Path:
         return self.log_dir / f"{user}.log"
 
@@ -123,6 +142,11 @@ class StartRequest:
     cmd: list[str]
     home_volume: HomeVolume | None
     timeout: float
+    # Self-stop after idle_timeout + self_stop_grace seconds; idle_timeout 0 disables it.
+    idle_timeout: int = 0
+    self_stop_grace: int = 0
+    # Keep a still-running server (the instance was hibernated) instead of replacing it.
+    resume: bool = False
 
 
 def check_user(user: object) -> str:
@@ -178,6 +202,9 @@ def parse_request(raw: dict[str, Any]) -> StartRequest:
         cmd=_parse_cmd(raw.get("cmd")),
         home_volume=_parse_home_volume(raw.get("home_volume")),
         timeout=_parse_timeout(raw.get("timeout")),
+        idle_timeout=_parse_seconds("idle_timeout", raw.get("idle_timeout")),
+        self_stop_grace=_parse_seconds("self_stop_grace", raw.get("self_stop_grace")),
+        resume=_parse_flag("resume", raw.get("resume")),
     )
 
 
@@ -234,6 +261,22 @@ def _parse_timeout(value: object) -> float:
     return float(value)
 
 
+def _parse_seconds(name: str, value: object) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        bad_request(f"invalid {name} {value!r}: must be a whole number of seconds, 0 or more")
+    return value
+
+
+def _parse_flag(name: str, value: object) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        bad_request(f"invalid {name} {value!r}: must be true or false")
+    return value
+
+
 def resolve_command(cmd: Sequence[str]) -> list[str]:
     """Prefer our own venv's scripts so the server matches the agent's installation."""
     name = cmd[0]
@@ -269,11 +312,16 @@ def read_state(path: Path) -> dict[str, Any] | None:
 
 def write_state(path: Path, state: dict[str, Any]) -> None:
     """Write atomically so a concurrent ``status`` never sees a half-written file."""
+    write_private(path, json.dumps(state))
+
+
+def write_private(path: Path, text: str) -> None:
+    """Atomically write a file only its owner (root on instances) can read."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump(state, fh)
+        fh.write(text)
     os.replace(tmp, path)
 
 
@@ -363,18 +411,33 @@ def terminate_group(pid: int, proc_start: int | None, timeout: float) -> None:
 
 
 def stop_server(layout: Layout, user: str, timeout: float) -> bool:
-    """Stop the user's recorded server; return whether one was running."""
+    """Stop the user's recorded server and its watchdog; return whether a server ran."""
     path = layout.state_file(user)
     state = read_state(path)
     if state is None:
         remove_state(path)
         return False
+    stop_watchdog(state)
     pid, proc_start = state["pid"], state.get("proc_start")
     running = is_alive(pid, proc_start)
     if running:
         terminate_group(pid, proc_start, timeout)
     remove_state(path, pid)
     return running
+
+
+def watchdog_pid(state: dict[str, Any]) -> int | None:
+    """The recorded watchdog's pid, if it is still running."""
+    dog = state.get("watchdog")
+    if not isinstance(dog, dict) or not isinstance(dog.get("pid"), int):
+        return None
+    return dog["pid"] if is_alive(dog["pid"], dog.get("proc_start")) else None
+
+
+def stop_watchdog(state: dict[str, Any]) -> None:
+    pid = watchdog_pid(state)
+    if pid is not None:
+        terminate_group(pid, state["watchdog"].get("proc_start"), 5.0)
 
 
 def server_status(layout: Layout, user: str) -> dict[str, Any]:
@@ -479,14 +542,21 @@ def run_checked(argv: Sequence[str], what: str) -> str:
 
 
 def ensure_account(user: str) -> pwd.struct_passwd:
-    """Create the OS account on first use on this instance."""
+    """Create the OS account on first use on this instance.
+
+    An existing system account (root, the image's login user, daemons) is never
+    handed to a hub user: a hub user called "root" must not get a root server."""
     try:
-        return pwd.getpwnam(user)
+        account = pwd.getpwnam(user)
     except KeyError:
-        pass
-    cmd = ["useradd", "--create-home", "--shell", "/bin/bash", "--user-group", user]
-    run_checked(cmd, f"creating account {user}")
-    return pwd.getpwnam(user)
+        cmd = ["useradd", "--create-home", "--shell", "/bin/bash", "--user-group", user]
+        cmd[1:1] = ["--key", f"UID_MIN={FIRST_USER_UID}"]
+        run_checked(cmd, f"creating account {user}")
+        account = pwd.getpwnam(user)
+    login_user = os.environ.get("SUDO_USER")  # the image's login user, who runs us
+    if account.pw_uid < FIRST_USER_UID or user in RESERVED_USERS or user == login_user:
+        bad_request(f"user {user!r} is a system account on this instance; pick another name")
+    return account
 
 
 def device_candidates(volume: HomeVolume) -> list[Path]:
@@ -645,7 +715,11 @@ def failure_message(headline: str, log: Path, offset: int) -> str:
 def start_server(layout: Layout, request: StartRequest) -> dict[str, Any]:
     """Start (or restart) the user's server and wait until it accepts connections."""
     argv = resolve_command(request.cmd)
-    # Each spawn carries a fresh API token, so an old server is always replaced.
+    if request.resume:
+        kept = resume_server(layout, request, argv)
+        if kept is not None:
+            return kept
+    # Each spawn carries a fresh API token, so an old server is otherwise replaced.
     stop_server(layout, request.user, DEFAULT_STOP_TIMEOUT)
     run_as = prepare_home(layout, request)
     if port_open(request.ip, request.port, 1.0):
@@ -659,10 +733,12 @@ def start_server(layout: Layout, request: StartRequest) -> dict[str, Any]:
         "port": request.port,
         "started": int(time.time()),
         "proc_start": stat[1] if stat else None,
+        "spec": server_spec(request, argv),
     }
     write_state(state_path, state)
     outcome = wait_until_listening(proc, request.ip, request.port, request.timeout)
     if outcome == "ready":
+        restart_watchdog(layout, request, state, request.env.get("JUPYTERHUB_API_TOKEN"))
         return {"pid": proc.pid, "ip": request.ip, "port": request.port}
     signal_group(proc.pid, signal.SIGKILL)
     status = proc.wait()
@@ -673,6 +749,190 @@ def start_server(layout: Layout, request: StartRequest) -> dict[str, Any]:
         raise AgentError(failure_message(headline, log, offset), EXIT_SERVER_EXITED)
     headline = f"Jupyter did not listen on {request.ip}:{request.port} within {request.timeout:g}s"
     raise AgentError(failure_message(headline, log, offset), EXIT_SERVER_TIMEOUT)
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def server_spec(request: StartRequest, argv: Sequence[str]) -> str:
+    """A digest of what makes the server what it is, leaving out the per-spawn token."""
+    env = {k: v for k, v in request.env.items() if k not in TOKEN_VARS}
+    volume = request.home_volume
+    spec = {
+        "argv": list(argv),
+        "env": env,
+        "ip": request.ip,
+        "port": request.port,
+        "home_volume": [volume.volume_id, volume.device] if volume else None,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def resume_server(
+    layout: Layout, request: StartRequest, argv: Sequence[str]
+) -> dict[str, Any] | None:
+    """Keep a server that survived a hibernation, kernels and all; None: start afresh.
+
+    A running jupyterhub-singleuser cannot take the new API token this spawn brings,
+    so instead the hub adopts the token the server already has: JupyterHub kept it
+    (the spawner says will_resume), and it checks that the token is this user's.
+    The server is only kept if the request asks for exactly the same server.
+    """
+    path = layout.state_file(request.user)
+    state = read_state(path)
+    if state is None or not is_alive(state["pid"], state.get("proc_start")):
+        return None
+    # The token the server really runs with: its own environment is the truth.
+    token = process_env(state["pid"], "JUPYTERHUB_API_TOKEN")
+    if not token or state.get("spec") != server_spec(request, argv):
+        return None
+    if not port_open(request.ip, request.port, 5.0):
+        return None
+    state["resumed"] = int(time.time())
+    restart_watchdog(layout, request, state, token)
+    # The token goes back over the SSH channel it came in on; never printed elsewhere.
+    return {
+        "pid": state["pid"],
+        "ip": request.ip,
+        "port": request.port,
+        "resumed": True,
+        "api_token": token,
+    }
+
+
+def process_env(pid: int, name: str) -> str | None:
+    """A variable of a process's initial environment (readable by its owner and root)."""
+    try:
+        data = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    prefix = name.encode() + b"="
+    for item in data.split(b"\0"):
+        if item.startswith(prefix):
+            return item[len(prefix) :].decode("utf-8", "replace") or None
+    return None
+
+
+# --------------------------------------------------------------------------- self-stop
+
+
+def watch_target(request: StartRequest) -> dict[str, Any] | None:
+    """What the watchdog checks, or None when self-stop is off (idle_timeout 0)."""
+    if request.idle_timeout <= 0:
+        return None
+    limit = request.idle_timeout + request.self_stop_grace
+    host = f"[{request.ip}]" if ":" in request.ip else request.ip
+    prefix = request.env.get("JUPYTERHUB_SERVICE_PREFIX") or "/"
+    if not PREFIX_RE.match(prefix):
+        prefix = "/"
+    prefix = prefix if prefix.endswith("/") else prefix + "/"
+    hub = request.env.get("JUPYTERHUB_API_URL") or ""
+    return {
+        "status_url": f"http://{host}:{request.port}{prefix}api/status",
+        "hub_url": hub if hub.startswith(("http://", "https://")) else None,
+        "limit": limit,
+        "interval": watchdog.check_interval(limit),
+    }
+
+
+def restart_watchdog(
+    layout: Layout, request: StartRequest, state: dict[str, Any], token: str | None
+) -> None:
+    """(Re)start the server's self-stop watchdog and record it in the state file.
+
+    The watchdog gets the server's token by inheritance, as the server does: nothing
+    on disk or on a command line, and its /proc environ is readable only by root
+    (its owner). It reads /api/status with it; without one it sees no activity.
+    """
+    stop_watchdog(state)
+    path = layout.state_file(request.user)
+    state["watch"] = watch_target(request)
+    # None until the new pid is known: a watchdog that finds another pid here was replaced.
+    state["watchdog"] = None
+    write_state(path, state)
+    if state["watch"] is None:
+        return
+    env = {
+        "PATH": SYSTEM_PATH,
+        "LANG": "C.UTF-8",
+        "CLOUDJHUB_WORKER_ROOT": str(layout.root),
+        "CLOUDJHUB_VOLUMES_DIR": str(layout.volumes_dir),
+    }
+    if token:
+        env[WATCH_TOKEN_VAR] = token
+    argv = [sys.executable, "-I", "-m", "cloudjhub.worker.agent", "watch", "--user", request.user]
+    layout.log_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    fd = os.open(layout.watch_log_file(request.user), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "ab") as log:
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd="/",
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise AgentError(f"cannot start the self-stop watchdog: {exc}") from exc
+    stat = proc_stat(proc.pid)
+    state["watchdog"] = {"pid": proc.pid, "proc_start": stat[1] if stat else None}
+    write_state(path, state)
+
+
+def request_shutdown(layout: Layout, reason: str) -> bool:
+    """Shut the machine down; EC2 then stops the instance (its shutdown behaviour)."""
+    if layout.emulated:
+        write_private(layout.shutdown_request, reason + "\n")
+        return True
+    env = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"}
+    try:
+        done = subprocess.run(
+            ["shutdown", "-h", "now"], env=env, stdin=subprocess.DEVNULL, check=False
+        )
+    except OSError as exc:
+        watch_log(f"cannot run shutdown: {exc}")
+        return False
+    return done.returncode == 0
+
+
+def watch_log(message: str) -> None:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    print(f"{stamp} {message}", flush=True)
+
+
+def run_watchdog(layout: Layout, user: str) -> str:
+    """The ``watch`` command: watch the user's recorded server until the machine stops."""
+    path = layout.state_file(user)
+    state = read_state(path)
+    watch = state.get("watch") if state else None
+    if not isinstance(watch, dict):
+        return "nothing to watch"
+    target = watchdog.Target(
+        status_url=str(watch["status_url"]),
+        hub_url=watch.get("hub_url"),
+        limit=float(watch["limit"]),
+        interval=float(watch["interval"]),
+    )
+    me = os.getpid()
+    # Out of os.environ, so that nothing this process runs (shutdown) inherits it.
+    token = os.environ.pop(WATCH_TOKEN_VAR, None)
+
+    def read_since() -> float | None:
+        current = read_state(path)
+        mine = current.get("watchdog") if current else None
+        if current is None or (isinstance(mine, dict) and mine.get("pid") != me):
+            return None
+        return float(max(current.get("started") or 0, current.get("resumed") or 0))
+
+    probe = watchdog.Probe(
+        read_token=lambda: token,
+        read_since=read_since,
+        shutdown=lambda reason: request_shutdown(layout, f"cloudjhub-worker: {reason}"),
+        log=watch_log,
+    )
+    return watchdog.watch(target, probe)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -711,6 +971,11 @@ def start() -> None:
     The request holds user, ip, port, env, cmd, home_volume and timeout; secrets go in
     env and are never printed or logged. Prints {"pid", "ip", "port"} once the server
     accepts connections. Exit 2: bad request, 3: server exited, 4: timed out.
+
+    Optional: idle_timeout and self_stop_grace (seconds) start a watchdog that shuts
+    the machine down when the server is unused, or the hub gone, for their sum.
+    resume=true keeps a server that survived a hibernation if it is the same server;
+    the answer then adds "resumed": true and the "api_token" that server runs with.
     """
     layout = Layout.from_env()
     request = parse_request(read_request(sys.stdin.buffer))
@@ -733,6 +998,18 @@ def stop(user: str, timeout: float) -> None:
     {"stopped": true|false}; false means nothing was running. Always exits 0.
     """
     emit({"stopped": stop_server(Layout.from_env(), user, timeout)})
+
+
+@cli.command()
+@user_option
+def watch(user: str) -> None:
+    """Watch the user's server and shut the machine down when it is unused.
+
+    Started by `start` when the request sets idle_timeout. Stops the machine after
+    idle_timeout + self_stop_grace seconds without activity on the server, or without
+    an answer from the hub. Gets the server's token in its environment from `start`.
+    """
+    watch_log(f"watch ended: {run_watchdog(Layout.from_env(), user)}")
 
 
 @cli.command()
@@ -763,13 +1040,19 @@ def log(user: str, lines: int) -> None:
 
 @cli.command()
 def pids() -> None:
-    """List running server pids as JSON.
+    """List running server and watchdog pids as JSON.
 
-    Covers every user recorded under the root; the local emulator uses it to end the
-    servers of an instance it stops.
+    Covers every user recorded under the root; the local emulator uses it to end (or,
+    when hibernating, suspend) the servers of an instance it stops.
     """
     layout = Layout.from_env()
-    alive = [s["pid"] for s in recorded_states(layout) if is_alive(s["pid"], s.get("proc_start"))]
+    alive = []
+    for state in recorded_states(layout):
+        if is_alive(state["pid"], state.get("proc_start")):
+            alive.append(state["pid"])
+        dog = watchdog_pid(state)
+        if dog is not None:
+            alive.append(dog)
     emit(sorted(alive))
 
 

@@ -1,0 +1,30 @@
+"""`cloudjhub setup-manager`: run on a manager by the launcher, over SSH."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+from pydantic import ValidationError
+
+from ..config import ConfigError
+
+
+@click.command("setup-manager")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=lambda: os.environ.get("CLOUDJHUB_WORKER_ROOT", "/"),
+    help="Root prefix to write under [default: / or $CLOUDJHUB_WORKER_ROOT].",
+)
+@click.option("--no-start", is_flag=True, help="Write everything but do not (re)start the hub.")
+def setup_manager(root: Path, no_start: bool) -> None:
+    """Write the hub's configs, keys and unit, then start it. Reads a JSON request on stdin."""
+    from ..launch.manager_setup import main_json
+
+    try:
+        click.echo(main_json(root, sys.stdin.read(), start=not no_start))
+    except (ValueError, ValidationError, ConfigError) as exc:
+        raise click.ClickException(f"bad setup request: {exc}") from exc

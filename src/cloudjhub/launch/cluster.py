@@ -1,0 +1,409 @@
+"""Cluster bring-up as steps with undo.
+
+Each step reuses what a previous run made (found by tags) and records what
+it creates; a failure undoes, newest first, only what this run created.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import ServerConfig, server_config_from, write_server_config
+from ..ec2 import CloudError, Ec2, Instance
+from ..tags import Role, tags_for
+from .groups import ClusterGroups, ensure_security_groups
+from .image import build_worker_image, find_worker_image
+from .options import LaunchOptions
+from .provision import Node, install_os_packages
+
+Say = Callable[[str], None]
+PREINSTALLED_TAG = "cloudjhub:preinstalled"
+NOTEBOOK_PORT = 8888
+
+
+class LaunchError(Exception):
+    """A launch step failed; what this run created has been undone (or kept)."""
+
+
+@dataclass
+class Created:
+    security_groups: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    instances: list[str] = field(default_factory=list)
+    key_pairs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LaunchResult:
+    hub_url: str
+    manager: Instance
+    image_id: str
+    groups: ClusterGroups
+    created: Created
+    seconds: float
+
+
+def plan(ec2: Ec2, opts: LaunchOptions) -> list[str]:
+    """What a launch would create (or reuse), for --dry-run."""
+    c = opts.cluster
+    lines = [f"security group {c}-{g}" for g in ("manager", "manager2", "worker")]
+    if opts.instance.CUSTOM_WORKER_AMI:
+        lines.append(f"worker image: use {opts.instance.CUSTOM_WORKER_AMI} (custom)")
+    elif (existing := find_worker_image(ec2)) is not None:
+        lines.append(f"worker image: reuse {existing}")
+    else:
+        lines += [
+            f"builder instance ({opts.instance.WORKER_INSTANCE_TYPE}) from {opts.base_ami}, "
+            "terminated after imaging",
+            f"worker image {c}-worker-<date> and its snapshot",
+        ]
+    managers = ec2.cluster_instances(Role.MANAGER)
+    if managers:
+        lines.append(f"manager instance: reuse {managers[0].id}")
+    else:
+        lines.append(
+            f"manager instance ({opts.instance.MANAGER_INSTANCE_TYPE}) in {opts.public_subnet}"
+            + (f" with instance profile {opts.instance_profile}" if opts.instance_profile else "")
+        )
+    lines += [
+        f"key pair {opts.workers_key_name} (public half of a key generated on the manager)",
+        f"file {opts.server_config_file}",
+        f"file {opts.record_file}",
+    ]
+    return lines
+
+
+class Launch:
+    def __init__(self, ec2: Ec2, opts: LaunchOptions, say: Say = print) -> None:
+        self.ec2 = ec2
+        self.opts = opts
+        self.say = say
+        self.created = Created()
+        self._undo: list[tuple[str, Callable[[], None]]] = []
+        self._preinstalled: str | None = None
+
+    # ---- driver ----------------------------------------------------------
+
+    def run(self) -> LaunchResult:
+        began = time.monotonic()
+        try:
+            self._preinstalled = self._preinstalled_bin()
+            groups = self.security_groups()
+            image_id = self.worker_image(groups)
+            manager = self.manager(groups)
+            public_key = self.setup_manager(manager, image_id, groups)
+            self.import_workers_key(public_key)
+            url = self.wait_for_hub(manager)
+        except Exception as exc:
+            self._fail(exc)
+            raise LaunchError(str(exc)) from exc
+        result = LaunchResult(
+            url, manager, image_id, groups, self.created, time.monotonic() - began
+        )
+        self.write_record(result)
+        return result
+
+    def _fail(self, exc: Exception) -> None:
+        self.say(f"launch failed: {exc}")
+        if self.opts.keep_on_failure:
+            self.say("--keep-on-failure: leaving what this run created:")
+            for what, _ in self._undo:
+                self.say(f"  kept {what}")
+            return
+        for what, undo in reversed(self._undo):
+            try:
+                undo()
+                self.say(f"  rolled back {what}")
+            except Exception as undo_exc:
+                self.say(f"  could NOT roll back {what}: {undo_exc}")
+
+    def _wait(self, what: str, done: Callable[[], bool]) -> None:
+        started = time.monotonic()
+        deadline = started + self.opts.timeout
+        last = 0.0
+        while not done():
+            elapsed = time.monotonic() - started
+            if time.monotonic() > deadline:
+                raise CloudError(f"timed out after {elapsed:.0f}s waiting for {what}")
+            if elapsed - last >= 10 or last == 0:
+                self.say(f"  waiting for {what} ({elapsed:.0f}s)")
+                last = elapsed or 0.001
+            time.sleep(self.opts.poll)
+
+    def _preinstalled_bin(self) -> str | None:
+        """An image tagged with cloudjhub's bin dir has everything installed already
+        (the local cloud's base image): skip OS package installation."""
+        image = self.ec2.image(self.opts.base_ami) or {}
+        tags = {t["Key"]: t["Value"] for t in image.get("Tags", [])}
+        return tags.get(PREINSTALLED_TAG)
+
+    # ---- steps -----------------------------------------------------------
+
+    def security_groups(self) -> ClusterGroups:
+        vpc = self.ec2.subnets([self.opts.public_subnet])[self.opts.public_subnet]["VpcId"]
+        made: list[str] = []
+        self._undo.append(("security groups made by this run", lambda: self._delete_groups(made)))
+        groups = ensure_security_groups(
+            self.ec2,
+            vpc,
+            admin_cidr=self.opts.admin_cidr,
+            notebook_port=NOTEBOOK_PORT,
+            ssh_port=self.opts.ssh_port,
+            created=made,
+            public_ports=self.opts.public_ports,
+        )
+        self.created.security_groups += made
+        self.say(
+            f"security groups: manager {groups.manager}, manager2 {groups.manager2}, "
+            f"worker {groups.worker}" + (" (created)" if made else " (reused)")
+        )
+        return groups
+
+    def _delete_groups(self, made: list[str]) -> None:
+        """Newest first: manager2 and worker refer to the groups made before them."""
+        order = list(reversed(made))
+        for group_id in order:
+            self.ec2.revoke_group_references(group_id, order)
+        for group_id in order:
+            self.ec2.delete_security_group(group_id)
+
+    def worker_image(self, groups: ClusterGroups) -> str:
+        if self.opts.instance.CUSTOM_WORKER_AMI:
+            self.say(f"worker image: {self.opts.instance.CUSTOM_WORKER_AMI} (custom)")
+            return self.opts.instance.CUSTOM_WORKER_AMI
+        existing = find_worker_image(self.ec2)
+        if existing:
+            self.say(f"worker image: {existing} (reused)")
+            return existing
+        made: list[str] = []
+        self._undo.append(("the worker image made by this run", lambda: self._delete_images(made)))
+        image_id = build_worker_image(
+            self.ec2,
+            self.opts.base_ami,
+            self.opts.instance.WORKER_INSTANCE_TYPE,
+            self.opts.public_subnet,
+            [groups.manager],
+            self.opts.key_name,
+            provision=self._provision_builder,
+            progress=lambda m: self.say(f"  {m}"),
+            timeout=self.opts.timeout,
+            poll=self.opts.poll,
+            public_ip=self.opts.connect_via == "public",
+            on_image=made.append,
+        )
+        self.created.images.append(image_id)
+        return image_id
+
+    def _delete_images(self, made: list[str]) -> None:
+        for image_id in made:
+            self._delete_image(image_id)
+
+    def _delete_image(self, image_id: str) -> None:
+        """The image and its snapshots, found from its block devices (tags come later)."""
+        image = self.ec2.image(image_id) or {}
+        snapshots = {
+            m["Ebs"]["SnapshotId"]
+            for m in image.get("BlockDeviceMappings", [])
+            if m.get("Ebs", {}).get("SnapshotId")
+        }
+        snapshots |= {
+            s["SnapshotId"]
+            for s in self.ec2.cluster_snapshots()
+            if image_id in s.get("Description", "")
+        }
+        self.ec2.deregister_image(image_id)
+        for snapshot in sorted(snapshots):
+            self.ec2.delete_snapshot(snapshot)
+
+    def _node(self, instance: Instance, login: str) -> Node:
+        return Node(
+            instance=instance,
+            ec2=self.ec2,
+            login=login,
+            key_file=str(self.opts.key_file),
+            port=self.opts.ssh_port,
+            connect_via=self.opts.connect_via,
+            known_hosts=self.opts.known_hosts,
+            timeout=self.opts.timeout,
+            poll=self.opts.poll,
+            say=self.say,
+        )
+
+    def _provision_builder(self, builder: Instance) -> None:
+        node = self._node(builder, self.opts.instance.WORKER_USERNAME)
+        node.wait_for_ssh()
+        if self._preinstalled:
+            self.say("  base image has cloudjhub preinstalled: no OS packages to install")
+            return
+        install_os_packages(node, "install-worker.sh", {"CLOUDJHUB_LOGIN_USER": node.login})
+
+    def manager(self, groups: ClusterGroups) -> Instance:
+        running = self.ec2.cluster_instances(Role.MANAGER)
+        if running:
+            manager = running[0]
+            self.say(f"manager instance: {manager.id} (reused)")
+            if manager.state == "stopped":
+                self.ec2.start(manager.id, roles=(Role.MANAGER,))
+        else:
+            manager = self.ec2.run_instance(
+                self.opts.base_ami,
+                self.opts.instance.MANAGER_INSTANCE_TYPE,
+                self.opts.public_subnet,
+                [groups.manager, groups.manager2],
+                self.opts.key_name,
+                tags_for(self.opts.cluster, Role.MANAGER),
+                instance_profile=self.opts.instance_profile,
+                public_ip=True,  # the hub's public face
+            )
+            self.created.instances.append(manager.id)
+            self._undo.append(
+                (f"manager instance {manager.id}", lambda: self._terminate(manager.id))
+            )
+            self.say(f"manager instance: {manager.id} (launched)")
+        found: list[Instance] = []
+
+        def running_now() -> bool:
+            found[:] = self.ec2.describe([manager.id])
+            return bool(found) and found[0].state == "running" and bool(found[0].private_ip)
+
+        self._wait(f"manager {manager.id} to run", running_now)
+        return found[0]
+
+    def _terminate(self, instance_id: str) -> None:
+        self.ec2.terminate([instance_id], roles=[Role.MANAGER])
+        self._wait(
+            f"{instance_id} to terminate",
+            lambda: all(i.state == "terminated" for i in self.ec2.describe([instance_id])),
+        )
+
+    def _server_config(
+        self, manager: Instance, image_id: str, groups: ClusterGroups
+    ) -> ServerConfig:
+        i = self.opts.instance
+        return server_config_from(
+            {
+                "CLUSTER_NAME": self.opts.cluster,
+                "REGION": self.opts.region,
+                "WORKER_AMI": image_id,
+                "SUBNET_ID": self.opts.private_subnet,
+                "WORKER_SECURITY_GROUPS": [groups.worker],
+                "KEY_NAME": self.opts.workers_key_name,
+                "WORKER_INSTANCE_TYPE": i.WORKER_INSTANCE_TYPE,
+                "WORKER_EBS_SIZE": i.WORKER_EBS_SIZE,
+                "USER_HOME_EBS_SIZE": i.USER_HOME_EBS_SIZE,
+                "JUPYTER_NOTEBOOK_TIMEOUT": i.JUPYTER_NOTEBOOK_TIMEOUT,
+                "HIBERNATE": i.HIBERNATE,
+                "MANAGER_IP": manager.private_ip or "",
+                "WORKER_USERNAME": i.WORKER_USERNAME,
+                "SERVER_OWNER": i.SERVER_OWNER,
+                "SSH_PORT": self.opts.ssh_port,
+                "AWS_ENDPOINT_URL": self.opts.endpoint_url,
+            },
+            "launch options",
+        )
+
+    def _worker_command(self) -> list[str]:
+        sudo = [] if self.opts.instance.WORKER_USERNAME == "root" else ["sudo", "-n"]
+        bin_dir = self._preinstalled or "/opt/cloudjhub/venv/bin"
+        return [*sudo, f"{bin_dir}/cloudjhub-worker"]
+
+    def setup_manager(self, manager: Instance, image_id: str, groups: ClusterGroups) -> str:
+        """OS packages (unless preinstalled), then cloudjhub's own setup; returns the
+        workers' public key, generated on the manager."""
+        node = self._node(manager, self.opts.instance.SERVER_USERNAME)
+        node.wait_for_ssh()
+        if not self._preinstalled:
+            install_os_packages(node, "install-manager.sh", {})
+        config = self._server_config(manager, image_id, groups)
+        request = {
+            "server_config": config.model_dump(),
+            "bind_ip": manager.private_ip,
+            "public_port": self.opts.hub_port,
+            "worker_command": self._worker_command(),
+        }
+        if self.opts.ssl_cert and self.opts.ssl_key:
+            # Over the SSH channel, like every secret: never a command line or a copy in /tmp.
+            request["tls"] = {
+                "cert": self.opts.ssl_cert.read_text(),
+                "key": self.opts.ssl_key.read_text(),
+            }
+        bin_dir = self._preinstalled or "/opt/cloudjhub/venv/bin"
+        sudo = [] if node.login == "root" else ["sudo", "-n"]
+        self.say(f"  setting up the hub on {manager.id}")
+        result = node.run([*sudo, f"{bin_dir}/cloudjhub", "setup-manager"], json.dumps(request))
+        if result.status != 0:
+            raise CloudError(
+                f"manager setup failed on {manager.id}: {result.stderr.strip()[-2000:]}"
+            )
+        reply: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+        return str(reply["worker_public_key"])
+
+    def import_workers_key(self, public_key: str) -> None:
+        name = self.opts.workers_key_name
+        if self.ec2.key_pair(name) is not None:
+            self.say(f"key pair {name}: exists (reused)")
+            return
+        self.ec2.import_key_pair(
+            name, public_key, tags_for(self.opts.cluster, Role.MANAGER, name=name)
+        )
+        self.created.key_pairs.append(name)
+        self._undo.append((f"key pair {name}", lambda: self.ec2.delete_key_pair(name)))
+        self.say(f"key pair {name}: imported")
+
+    def wait_for_hub(self, manager: Instance) -> str:
+        host = manager.private_ip if self.opts.connect_via == "private" else manager.public_ip
+        if not host:
+            raise CloudError(f"manager {manager.id} has no {self.opts.connect_via} IP address")
+        scheme = "https" if self.opts.tls else "http"
+        default = 443 if self.opts.tls else 80
+        port = "" if self.opts.hub_port == default else f":{self.opts.hub_port}"
+        url = f"{scheme}://{host}{port}/"
+        context = (
+            ssl.create_default_context(cafile=str(self.opts.ssl_cert)) if self.opts.tls else None
+        )
+        if context is not None:
+            # The certificate names the public DNS name; here we reach an IP.
+            context.check_hostname = False
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(  # noqa: S310 - the manager's URL we built
+                    f"{url}hub/health", timeout=5, context=context
+                ) as reply:
+                    return bool(reply.status == 200)
+            except OSError:
+                return False
+
+        self._wait(f"the hub to answer {url}hub/health", healthy)
+        return url
+
+    # ---- outputs -----------------------------------------------------------
+
+    def write_record(self, result: LaunchResult) -> None:
+        config = self._server_config(result.manager, result.image_id, result.groups)
+        remote_config = config.model_copy(update={"SSH_KEY_FILE": "/etc/cloudjhub/worker_key"})
+        self.opts.output_dir.mkdir(parents=True, exist_ok=True)
+        write_server_config(remote_config, self.opts.server_config_file)
+        record = {
+            "cluster": self.opts.cluster,
+            "region": self.opts.region,
+            "hub_url": result.hub_url,
+            "manager": result.manager.id,
+            "worker_image": result.image_id,
+            "security_groups": {
+                "manager": result.groups.manager,
+                "manager2": result.groups.manager2,
+                "worker": result.groups.worker,
+            },
+            "created_by_this_run": result.created.__dict__,
+            "launched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        path: Path = self.opts.record_file
+        path.write_text(json.dumps(record, indent=2) + "\n")

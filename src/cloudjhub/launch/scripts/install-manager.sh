@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# OS-level provisioning of the manager, run as root on it: system packages,
+# node and configurable-http-proxy, and a virtualenv with cloudjhub (which
+# brings JupyterHub and jupyterhub-idle-culler). cloudjhub's own setup (configs,
+# keys, the hub's unit) is `cloudjhub setup-manager`, run afterwards.
+set -euo pipefail
+
+: "${CLOUDJHUB_PACKAGE:?pip requirement or path of the cloudjhub wheel to install}"
+prefix=${CLOUDJHUB_PREFIX:-/opt/cloudjhub}
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends \
+  python3 python3-venv python3-pip nodejs npm openssh-client ca-certificates
+
+npm install -g --no-audit --no-fund configurable-http-proxy
+python3 -m venv "$prefix/venv"
+"$prefix/venv/bin/pip" install -q --upgrade pip
+"$prefix/venv/bin/pip" install -q "$CLOUDJHUB_PACKAGE"
+
+"$prefix/venv/bin/cloudjhub" --version
+# The wheel was copied here only for this run.
+case $CLOUDJHUB_PACKAGE in /tmp/cloudjhub-*.whl) rm -f -- "$CLOUDJHUB_PACKAGE" ;; esac
+echo "install-manager: done"

@@ -1,0 +1,106 @@
+"""systemd units for the manager, and running one without systemd.
+
+On AWS, systemd runs the unit. In the local cloud there is no systemd inside
+an emulated instance, so the same unit file is run directly: its
+ExecStart, Environment and WorkingDirectory, detached, as systemd would.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+HUB_UNIT = "cloudjhub-hub.service"
+# systemd expands % specifiers and $ variables, and " and newlines end a value.
+_SYSTEMD_SPECIAL = re.compile(r'[%$"\\\n]')
+
+
+@dataclass(frozen=True)
+class Unit:
+    description: str
+    exec_start: list[str]
+    working_directory: str
+    environment: dict[str, str]
+
+    def render(self) -> str:
+        for value in (*self.exec_start, self.working_directory, *self.environment.values()):
+            if _SYSTEMD_SPECIAL.search(value):
+                raise ValueError(
+                    f"refusing to write {value!r} into a unit: systemd would expand it"
+                )
+        env = "\n".join(f'Environment="{k}={v}"' for k, v in self.environment.items())
+        return (
+            "[Unit]\n"
+            f"Description={self.description}\n"
+            "After=network-online.target\nWants=network-online.target\n\n"
+            "[Service]\n"
+            f"WorkingDirectory={self.working_directory}\n"
+            f"{env}\n"
+            f"ExecStart={shlex.join(self.exec_start)}\n"
+            "Restart=always\nRestartSec=5\n\n"
+            "[Install]\nWantedBy=multi-user.target\n"
+        )
+
+
+def parse_unit(text: str) -> Unit:
+    fields: dict[str, str] = {}
+    env: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if "=" not in line or line.startswith(("#", "[")):
+            continue
+        key, value = line.split("=", 1)
+        if key == "Environment":
+            for item in shlex.split(value):
+                k, _, v = item.partition("=")
+                env[k] = v
+        else:
+            fields[key] = value
+    return Unit(
+        fields.get("Description", ""),
+        shlex.split(fields["ExecStart"]),
+        fields.get("WorkingDirectory", "/"),
+        env,
+    )
+
+
+def install_unit(root: Path, name: str, unit: Unit) -> Path:
+    """Write the unit and enable it (the symlink `systemctl enable` would make)."""
+    system = root / "etc" / "systemd" / "system"
+    wants = system / "multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    path = system / name
+    path.write_text(unit.render())
+    link = wants / name
+    if not link.is_symlink():
+        link.symlink_to(path)
+    return path
+
+
+def enabled_units(root: Path) -> list[Path]:
+    wants = root / "etc" / "systemd" / "system" / "multi-user.target.wants"
+    return sorted(wants.glob("*.service")) if wants.is_dir() else []
+
+
+def run_unit_directly(path: Path, log: Path, extra_env: dict[str, str] | None = None) -> int:
+    """Start the unit's service detached, as systemd would; return its pid."""
+    unit = parse_unit(path.read_text())
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            unit.exec_start,
+            cwd=unit.working_directory,
+            env={**os.environ, **(extra_env or {}), **unit.environment},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    # Reap it when it ends (as systemd would), so no zombie lingers.
+    threading.Thread(target=proc.wait, name=f"unit-{path.stem}", daemon=True).start()
+    return proc.pid

@@ -1,0 +1,206 @@
+"""Shared by the system tests: `cloudjhub demo` as a subprocess, driven through the
+hub's REST API, and ended (with everything it started) by pid."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+
+from cloudjhub.remote import tcp_open
+
+CLI = Path(sys.executable).with_name("cloudjhub")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Demo:
+    proc: subprocess.Popen[bytes]
+    state_dir: Path
+    hub_url: str
+    token: str
+    endpoint: str
+
+    @property
+    def api(self) -> str:
+        return self.hub_url + "hub/api"
+
+    def facts(self) -> dict[str, Any]:
+        """demo.json as it is now (the hub's pid changes when the demo restarts it)."""
+        return json.loads((self.state_dir / "demo.json").read_text())
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        url = path if path.startswith("http") else self.api + path
+        headers = {"Authorization": f"token {self.token}"}
+        return requests.request(method, url, headers=headers, timeout=60, **kwargs)
+
+    def ec2(self) -> Any:
+        return boto3.client(
+            "ec2",
+            region_name="us-east-1",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="local-demo",
+            aws_secret_access_key="local-demo",
+        )
+
+    def instances(self, user: str) -> list[dict[str, Any]]:
+        reply = self.ec2().describe_instances(
+            Filters=[{"Name": "tag:cloudjhub:user", "Values": [user]}]
+        )
+        return [i for r in reply["Reservations"] for i in r["Instances"]]
+
+    def server(self, user: str) -> dict[str, Any] | None:
+        model = self.request("GET", f"/users/{user}").json()
+        return model["servers"].get("")
+
+    def start(self, user: str) -> float:
+        """Start user's server and wait until ready; return seconds taken."""
+        self.request("POST", f"/users/{user}")
+        began = time.monotonic()
+        reply = self.request("POST", f"/users/{user}/server")
+        assert reply.status_code in (201, 202), reply.text
+        deadline = began + 120
+        while time.monotonic() < deadline:
+            server = self.server(user)
+            if server and server.get("ready"):
+                return time.monotonic() - began
+            assert server is not None, f"{user}'s spawn failed; see {self.state_dir}/jupyterhub.log"
+            time.sleep(0.2)
+        raise AssertionError(f"{user}'s server was not ready within 120 s")
+
+    def stop(self, user: str) -> None:
+        reply = self.request("DELETE", f"/users/{user}/server")
+        assert reply.status_code in (202, 204), reply.text
+        deadline = time.monotonic() + 60
+        while self.server(user) is not None:
+            assert time.monotonic() < deadline, f"{user}'s server did not stop"
+            time.sleep(0.2)
+
+    def state_of(self, user: str) -> str:
+        (instance,) = self.instances(user)
+        return str(instance["State"]["Name"])
+
+    def wait_state(self, user: str, state: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.state_of(user) != state:
+            assert time.monotonic() < deadline, f"{user}'s instance is {self.state_of(user)}"
+            time.sleep(0.5)
+
+
+def zombie_or_gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _sshd_ip(root: Path) -> str | None:
+    cfg = root / "etc" / "ssh" / "sshd_config"
+    if not cfg.exists():
+        return None
+    for line in cfg.read_text().splitlines():
+        if line.startswith("ListenAddress "):
+            return line.split()[1].rsplit(":", 1)[0]
+    return None
+
+
+@contextlib.contextmanager
+def running_demo(state_dir: Path, idle_timeout: int, vpc_cidr: str) -> Iterator[Demo]:
+    """`cloudjhub demo` until the block ends; then SIGTERM it and check that nothing
+    it started (hub, proxy, services, sshd, Jupyter) is left."""
+    from secrets import token_hex
+
+    token = token_hex(16)
+    port = free_port()
+    env = {**os.environ, "CLOUDJHUB_DEMO_API_TOKEN": token}
+    env.pop("AWS_ENDPOINT_URL", None)
+    log = open(state_dir / "demo.out", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            str(CLI),
+            "demo",
+            "--port",
+            str(port),
+            "--idle-timeout",
+            str(idle_timeout),
+            "--state-dir",
+            str(state_dir),
+            "--vpc-cidr",
+            vpc_cidr,
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    info = state_dir / "demo.json"
+    deadline = time.monotonic() + 180
+    while not info.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            log.close()
+            pytest.fail("demo did not start:\n" + (state_dir / "demo.out").read_text())
+        time.sleep(0.2)
+    facts = json.loads(info.read_text())
+    demo = Demo(proc, state_dir, facts["hub_url"], token, facts["aws_endpoint"])
+    hub_pids = {facts["hub_pid"]}
+    try:
+        yield demo
+    finally:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            hub_pids.add(demo.facts()["hub_pid"])
+        proc.send_signal(signal.SIGTERM)
+        try:
+            status = proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            log.close()
+        assert status == 0, (state_dir / "demo.out").read_text()
+        for pid in hub_pids:
+            assert zombie_or_gone(pid), f"hub {pid} outlived the demo"
+        marker = f"CLOUDJHUB_DEMO_HUB={state_dir}".encode() + b"\0"
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                if entry.name.isdigit() and marker in (entry / "environ").read_bytes():
+                    assert zombie_or_gone(int(entry.name)), f"{entry.name} outlived the demo"
+        assert not tcp_open("127.0.0.1", port, timeout=0.5)
+        for root in (state_dir / "instances").glob("i-*"):
+            ip = _sshd_ip(root)
+            if ip:
+                assert not tcp_open(ip, 2222, timeout=0.5), f"sshd of {root.name} still up"
+                assert not tcp_open(ip, 8888, timeout=0.5), f"Jupyter of {root.name} still up"
+
+
+@pytest.fixture(scope="module")
+def demo_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[int, str], Demo]]:
+    """Start a demo with (idle timeout, loopback /16); ended when the module is done."""
+    with contextlib.ExitStack() as stack:
+
+        def start(idle_timeout: int, vpc_cidr: str) -> Demo:
+            state_dir = tmp_path_factory.mktemp("demo")
+            return stack.enter_context(running_demo(state_dir, idle_timeout, vpc_cidr))
+
+        yield start
