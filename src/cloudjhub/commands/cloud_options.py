@@ -80,3 +80,19 @@ def report(failures: list[Failure]) -> None:
     for failure in failures:
         click.echo(f"  {failure.resource}: {failure.reason}")
     raise click.exceptions.Exit(1)
+
+
+def show_plan(plan: Any, cluster: str, verb: str, nothing: str, dry_run: bool) -> bool:
+    """Print what will be deleted (or that nothing will); True if it should go on."""
+    from ..launch import teardown
+
+    notes = teardown.note_lines(plan)
+    if plan.empty:
+        click.echo(nothing)
+        for line in notes:
+            click.echo(line)
+        return False
+    click.echo(f"{'would' if dry_run else 'will'} {verb} in cluster {cluster}:")
+    for line in teardown.plan_lines(plan) + notes:
+        click.echo(line)
+    return not dry_run

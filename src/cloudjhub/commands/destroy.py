@@ -6,7 +6,7 @@ import click
 
 from ..ec2 import CloudError
 from ..launch import teardown
-from .cloud_options import aws_options, cluster_argument, confirm, connect, report, say
+from .cloud_options import aws_options, cluster_argument, confirm, connect, report, say, show_plan
 
 WAIT_TIMEOUT = 900.0
 POLL_SECONDS = 5.0
@@ -42,16 +42,7 @@ def destroy(
         plan = teardown.plan_destroy(ec2, delete_home_volumes)
     except CloudError as exc:
         raise click.ClickException(str(exc)) from exc
-    notes = teardown.note_lines(plan)
-    if plan.empty:
-        click.echo(f"nothing to delete for cluster {cluster}")
-        for line in notes:
-            click.echo(line)
-        return
-    click.echo(f"{'would' if dry_run else 'will'} delete in cluster {cluster}:")
-    for line in teardown.plan_lines(plan) + notes:
-        click.echo(line)
-    if dry_run:
+    if not show_plan(plan, cluster, "delete", f"nothing to delete for cluster {cluster}", dry_run):
         return
     confirm(f"Delete all of the above for cluster {cluster}?", yes)
     report(teardown.destroy(ec2, plan, say, WAIT_TIMEOUT, POLL_SECONDS))

@@ -7,7 +7,7 @@ import click
 from ..ec2 import CloudError
 from ..launch import teardown
 from ..tags import Role
-from .cloud_options import aws_options, cluster_argument, confirm, connect, report, say
+from .cloud_options import aws_options, cluster_argument, confirm, connect, report, say, show_plan
 
 WAIT_TIMEOUT = 900.0
 POLL_SECONDS = 5.0
@@ -37,16 +37,7 @@ def terminate_workers(
         plan = teardown.plan_terminate_workers(ec2, delete_home_volumes)
     except CloudError as exc:
         raise click.ClickException(str(exc)) from exc
-    notes = teardown.note_lines(plan)
-    if plan.empty:
-        click.echo(f"no workers in cluster {cluster}")
-        for line in notes:
-            click.echo(line)
-        return
-    click.echo(f"{'would' if dry_run else 'will'} terminate in cluster {cluster}:")
-    for line in teardown.plan_lines(plan) + notes:
-        click.echo(line)
-    if dry_run:
+    if not show_plan(plan, cluster, "terminate", f"no workers in cluster {cluster}", dry_run):
         return
     homes = f" and delete {len(plan.home_volumes)} home volume(s)" if plan.home_volumes else ""
     confirm(f"Terminate {len(plan.instances)} worker(s){homes} of cluster {cluster}?", yes)

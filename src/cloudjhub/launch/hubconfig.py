@@ -50,8 +50,58 @@ class ManagerHub:
     tls: tuple[Path, Path] | None = None  # certificate, key
 
 
+def core_lines(server_config: Path, worker_command: list[str], usage_log: Path) -> list[str]:
+    """What every cloudjhub hub config says, the demo's and a manager's alike."""
+    return [
+        "# Restarting the hub must not stop every user's instance.",
+        "c.JupyterHub.cleanup_servers = False",
+        "# Activity comes from the servers' own reports, not from proxy traffic,",
+        "# which an open but idle browser tab generates forever.",
+        "c.JupyterHub.last_activity_interval = 0",
+        "c.JupyterHub.spawner_class = 'cloudjhub'",
+        f"c.InstanceSpawner.server_config_file = {str(server_config)!r}",
+        f"c.InstanceSpawner.worker_command = {worker_command!r}",
+        f"c.InstanceSpawner.usage_log = {str(usage_log)!r}",
+    ]
+
+
+def service_lines(
+    python: str,
+    idle_timeout: int,
+    usage_log: Path,
+    server_config_expr: str,
+    extra_env: str = "{}",
+    reaper_args: tuple[str, ...] = (),
+) -> list[str]:
+    """The culler and the reaper as hub-managed services, each with only its scopes.
+
+    Services get only the environment given here: `extra_env` (a Python
+    expression in the config), and for the reaper the cluster's config and the
+    AWS chain's variables (the instance role's, on a manager)."""
+    cli = str(Path(python).with_name("cloudjhub"))
+    every = culler_every(idle_timeout)
+    return [
+        "_aws = {k: v for k, v in os.environ.items() if k.startswith('AWS_')}",
+        "c.JupyterHub.services = [",
+        f"    {{'name': 'idle-culler', 'environment': {extra_env}, 'command': [",
+        f"        {python!r}, '-m', 'jupyterhub_idle_culler',",
+        f"        '--timeout={idle_timeout}', '--cull-every={every}',",
+        "    ]},",
+        "    {'name': 'cloudjhub-reaper', 'command': [",
+        f"        {cli!r}, 'reap', '--usage-log', {str(usage_log)!r}, *{list(reaper_args)!r},",
+        "    ], 'environment': {",
+        f"        'CLOUDJHUB_SERVER_CONFIG': {server_config_expr}, **_aws, **{extra_env},",
+        "    }},",
+        "]",
+        "c.JupyterHub.load_roles = [",
+        f"    {{'name': 'idle-culler', 'services': ['idle-culler'], 'scopes': {list(CULLER_SCOPES)!r}}},",
+        "    {'name': 'cloudjhub-reaper', 'services': ['cloudjhub-reaper'],",
+        f"     'scopes': {list(REAPER_SCOPES)!r}}},",
+        "]",
+    ]
+
+
 def render_manager_config(hub: ManagerHub) -> str:
-    every = culler_every(hub.idle_timeout)
     scheme = "https" if hub.tls else "http"
     tls_lines = []
     proxy_command = [hub.proxy]
@@ -62,8 +112,8 @@ def render_manager_config(hub: ManagerHub) -> str:
         ]
         if hub.public_port == 443:
             proxy_command += ["--redirect-port", "80"]
-    usage_log = str(hub.state / "usage.jsonl")
-    cli = str(Path(hub.python).with_name("cloudjhub"))
+    usage_log = hub.state / "usage.jsonl"
+    config = hub.etc / "server_config.json"
     secret = lambda name: f"open({str(hub.etc / name)!r}).read().strip()"  # noqa: E731
     return "\n".join(
         [
@@ -81,37 +131,13 @@ def render_manager_config(hub: ManagerHub) -> str:
             f"c.JupyterHub.db_url = {'sqlite:///' + str(hub.state / 'jupyterhub.sqlite')!r}",
             f"c.JupyterHub.cookie_secret_file = {str(hub.etc / 'cookie_secret')!r}",
             f"c.JupyterHub.pid_file = {str(hub.state / 'jupyterhub.pid')!r}",
-            "# Restarting the hub must not stop every user's instance.",
-            "c.JupyterHub.cleanup_servers = False",
-            "# Activity comes from the servers' own reports, not from proxy traffic,",
-            "# which an open but idle browser tab generates forever.",
-            "c.JupyterHub.last_activity_interval = 0",
             "c.JupyterHub.authenticator_class = 'shared-password'",
             f"c.SharedPasswordAuthenticator.user_password = {secret('user_password')}",
             f"c.SharedPasswordAuthenticator.admin_password = {secret('admin_password')}",
             "c.Authenticator.admin_users = {'admin'}",
             "c.Authenticator.allow_all = True",
-            "c.JupyterHub.spawner_class = 'cloudjhub'",
-            f"c.InstanceSpawner.server_config_file = {str(hub.etc / 'server_config.json')!r}",
-            f"c.InstanceSpawner.worker_command = {list(hub.worker_command)!r}",
-            f"c.InstanceSpawner.usage_log = {usage_log!r}",
-            "# The reaper gets the cluster's config and the instance role's AWS chain.",
-            "_aws = {k: v for k, v in os.environ.items() if k.startswith('AWS_')}",
-            "c.JupyterHub.services = [",
-            "    {'name': 'idle-culler', 'command': [",
-            f"        {hub.python!r}, '-m', 'jupyterhub_idle_culler',",
-            f"        '--timeout={hub.idle_timeout}', '--cull-every={every}',",
-            "    ]},",
-            "    {'name': 'cloudjhub-reaper', 'command': [",
-            f"        {cli!r}, 'reap', '--usage-log', {usage_log!r},",
-            "    ], 'environment': {",
-            f"        'CLOUDJHUB_SERVER_CONFIG': {str(hub.etc / 'server_config.json')!r}, **_aws,",
-            "    }},",
-            "]",
-            "c.JupyterHub.load_roles = [",
-            f"    {{'name': 'idle-culler', 'services': ['idle-culler'], 'scopes': {list(CULLER_SCOPES)!r}}},",
-            f"    {{'name': 'cloudjhub-reaper', 'services': ['cloudjhub-reaper'], 'scopes': {list(REAPER_SCOPES)!r}}},",
-            "]",
+            *core_lines(config, list(hub.worker_command), usage_log),
+            *service_lines(hub.python, hub.idle_timeout, usage_log, repr(str(config))),
             "",
         ]
     )

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import server_config_from, write_server_config
+from ..keys import ensure_ed25519
 from .hubconfig import ManagerHub, find_proxy, render_manager_config
 from .units import HUB_UNIT, Unit, install_unit, run_unit_directly
 
@@ -65,25 +66,7 @@ def _private_file(path: Path, make: Any) -> None:
 
 
 def _worker_key(etc: Path) -> str:
-    key = etc / WORKER_KEY
-    if not key.exists():
-        subprocess.run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                "cloudjhub-manager",
-                "-f",
-                str(key),
-            ],
-            check=True,
-        )
-    key.chmod(0o600)
-    return key.with_suffix(".pub").read_text().strip()
+    return ensure_ed25519(etc / WORKER_KEY, "cloudjhub-manager")
 
 
 def _stop_running_hub(state: Path) -> None:

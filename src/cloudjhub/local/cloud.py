@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import getpass
 import ipaddress
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import ServerConfig, server_config_from, write_server_config
 from ..ec2 import Ec2, ensure_instance_profile
+from ..keys import ensure_ed25519
 from ..launch.cluster import PREINSTALLED_TAG
 from ..launch.groups import ensure_security_groups
 from ..launch.image import build_worker_image
@@ -42,24 +42,7 @@ class LocalNetwork:
 def ensure_key_file(state_dir: Path) -> Path:
     """An ed25519 key made here; only its public half goes to EC2."""
     key = state_dir / "keys" / "worker_key"
-    if not key.exists():
-        key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        subprocess.run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                "cloudjhub-local",
-                "-f",
-                str(key),
-            ],
-            check=True,
-        )
-    key.chmod(0o600)
+    ensure_ed25519(key, "cloudjhub-local")
     return key
 
 

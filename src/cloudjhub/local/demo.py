@@ -23,8 +23,7 @@ from pathlib import Path
 
 from ..config import load_server_config
 from ..ec2 import Ec2
-from ..launch.hubconfig import CULLER_SCOPES, culler_every, find_proxy
-from ..reaper import REAPER_SCOPES
+from ..launch.hubconfig import core_lines, find_proxy, service_lines
 from . import motoserver
 from .cloud import VPC_CIDR, LocalNetwork, prepare_demo_cluster, prepare_network
 from .emulator import FleetEmulator
@@ -55,9 +54,7 @@ def hub_config(
     reaper_metrics_port: int = 0,
 ) -> str:
     worker = Path(sys.executable).with_name("cloudjhub-worker")
-    cli = Path(sys.executable).with_name("cloudjhub")
-    usage_log = str(state_dir / "usage.jsonl")
-    every = culler_every(idle_timeout)
+    usage_log = state_dir / "usage.jsonl"
     lines = [
         "# Written by `cloudjhub demo`; rewritten on every start.",
         "import os",
@@ -71,42 +68,24 @@ def hub_config(
         f"c.JupyterHub.db_url = {'sqlite:///' + str(state_dir / 'jupyterhub.sqlite')!r}",
         f"c.JupyterHub.cookie_secret_file = {str(state_dir / 'jupyterhub_cookie_secret')!r}",
         f"c.JupyterHub.pid_file = {str(state_dir / 'jupyterhub.pid')!r}",
-        "c.JupyterHub.cleanup_servers = False",
-        "# Activity comes from the servers' own reports, not from proxy traffic,",
-        "# which an open but idle browser tab generates forever.",
-        "c.JupyterHub.last_activity_interval = 0",
         "c.JupyterHub.authenticator_class = 'dummy'",
         "c.Authenticator.allow_all = True",
         "c.Authenticator.admin_users = {'admin'}",
-        "c.JupyterHub.spawner_class = 'cloudjhub'",
-        f"c.InstanceSpawner.server_config_file = {str(state_dir / 'server_config.json')!r}",
-        f"c.InstanceSpawner.worker_command = [{str(worker)!r}]",
+        *core_lines(state_dir / "server_config.json", [str(worker)], usage_log),
         "c.InstanceSpawner.state_poll_interval = 0.5",
         "c.InstanceSpawner.ssh_retry_interval = 0.5",
         "c.InstanceSpawner.fleet_refresh_interval = 5",
         "c.InstanceSpawner.hang_grace = 30",
-        f"c.InstanceSpawner.usage_log = {usage_log!r}",
-        "# Services get only what they are given: the marker, and for the reaper the",
-        "# cluster's server_config.json and the AWS chain's variables.",
+        "# The demo's services also carry its marker, so they end with it.",
         f"_demo = {{k: os.environ[k] for k in ({HUB_MARKER!r},) if k in os.environ}}",
-        "_aws = {k: v for k, v in os.environ.items() if k.startswith('AWS_')}",
-        "c.JupyterHub.services = [",
-        "    {'name': 'idle-culler', 'environment': _demo, 'command': [",
-        f"        {sys.executable!r}, '-m', 'jupyterhub_idle_culler',",
-        f"        '--timeout={idle_timeout}', '--cull-every={every}',",
-        "    ]},",
-        "    {'name': 'cloudjhub-reaper', 'command': [",
-        f"        {str(cli)!r}, 'reap', '--usage-log', {usage_log!r},",
-        f"        '--metrics-port', '{reaper_metrics_port}',",
-        "    ], 'environment': {",
-        "        'CLOUDJHUB_SERVER_CONFIG': os.environ['CLOUDJHUB_SERVER_CONFIG'], **_aws, **_demo,",
-        "    }},",
-        "]",
-        "c.JupyterHub.load_roles = [",
-        f"    {{'name': 'idle-culler', 'services': ['idle-culler'], 'scopes': {list(CULLER_SCOPES)!r}}},",
-        "    {'name': 'cloudjhub-reaper', 'services': ['cloudjhub-reaper'],",
-        f"     'scopes': {list(REAPER_SCOPES)!r}}},",
-        "]",
+        *service_lines(
+            sys.executable,
+            idle_timeout,
+            usage_log,
+            "os.environ['CLOUDJHUB_SERVER_CONFIG']",
+            extra_env="_demo",
+            reaper_args=("--metrics-port", str(reaper_metrics_port)),
+        ),
         f"if os.environ.get({TOKEN_ENV!r}):",
         "    c.JupyterHub.services.append(",
         f"        {{'name': 'demo-admin', 'api_token': os.environ[{TOKEN_ENV!r}]}})",

@@ -16,6 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..keys import ensure_ed25519
+
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 
 
@@ -34,14 +36,7 @@ def sshd_binary() -> str:
 
 def ensure_host_key(etc: Path) -> str:
     """Generate the instance's host key once (it survives stop/start, like a disk)."""
-    key = etc / "ssh_host_ed25519_key"
-    if not key.exists():
-        etc.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(key)],
-            check=True,
-        )
-    return key.with_suffix(".pub").read_text().strip()
+    return ensure_ed25519(etc / "ssh_host_ed25519_key", "")
 
 
 def _config(root: Path, ip: str, port: int, env: dict[str, str]) -> str:
