@@ -76,9 +76,9 @@ def report(failures: list[Failure]) -> None:
     if not failures:
         click.echo("done")
         return
-    click.echo(f"could not delete {len(failures)} resource(s):")
+    click.echo(f"could not delete {len(failures)} resource(s):", err=True)
     for failure in failures:
-        click.echo(f"  {failure.resource}: {failure.reason}")
+        click.echo(f"  {failure.resource}: {failure.reason}", err=True)
     raise click.exceptions.Exit(1)
 
 

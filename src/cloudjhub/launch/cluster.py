@@ -248,8 +248,13 @@ class Launch:
         running = self.ec2.cluster_instances(Role.MANAGER)
         if running:
             manager = running[0]
-            self.say(f"manager instance: {manager.id} (reused)")
-            if manager.state == "stopped":
+            self.say(f"manager instance: {manager.id} (reused, {manager.state})")
+            if manager.state == "stopping":
+                self._wait(
+                    f"manager {manager.id} to finish stopping",
+                    lambda: self.ec2.describe([manager.id])[0].state == "stopped",
+                )
+            if manager.state in ("stopping", "stopped"):
                 self.ec2.start(manager.id, roles=(Role.MANAGER,))
         else:
             manager = self.ec2.run_instance(
