@@ -130,7 +130,7 @@ def _connect(target: Target) -> paramiko.SSHClient:
         if "not found in known_hosts" in str(exc):
             raise HostKeyError(f"{host} offered a host key we did not pin; refusing") from exc
         raise Unreachable(f"SSH to {host}:{port} failed: {exc}") from exc
-    except OSError as exc:
+    except (OSError, EOFError) as exc:  # paramiko raises EOFError when the peer hangs up
         client.close()
         raise Unreachable(f"cannot reach {host}:{port} over SSH: {exc}") from exc
     return client
@@ -170,7 +170,7 @@ def run_on(
         status = chan_out.channel.recv_exit_status()
         if status == -1:
             raise Unreachable(f"SSH session to {target.host} closed without an exit status")
-    except (paramiko.SSHException, OSError) as exc:
+    except (paramiko.SSHException, OSError, EOFError) as exc:
         raise Unreachable(f"SSH session to {target.host} broke: {exc}") from exc
     finally:
         client.close()
@@ -184,7 +184,7 @@ def put_file(target: Target, local: Path, remote_path: str, mode: int = 0o644) -
         with client.open_sftp() as sftp:
             sftp.put(str(local), remote_path)
             sftp.chmod(remote_path, mode)
-    except (paramiko.SSHException, OSError) as exc:
+    except (paramiko.SSHException, OSError, EOFError) as exc:
         raise RemoteError(f"copying {local.name} to {target.host} failed: {exc}") from exc
     finally:
         client.close()

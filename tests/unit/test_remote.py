@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -257,6 +258,40 @@ def test_closed_port_is_unreachable(server: Server) -> None:
             argv=["true"],
             connect_timeout=5.0,
         )
+
+
+@pytest.mark.parametrize("banner", [b"", b"SSH-2.0-OpenSSH_9.2\r\n"])
+def test_a_peer_that_hangs_up_is_unreachable(server: Server, banner: bytes) -> None:
+    """A machine going down drops connections mid-handshake: paramiko then raises
+    EOFError or SSHException, and both must read as Unreachable (retried)."""
+    listener = socket.socket()
+    listener.bind((server.ip, 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def hang_up() -> None:
+        conn, _ = listener.accept()
+        if banner:
+            conn.sendall(banner)
+            conn.recv(4096)
+        conn.close()
+
+    thread = threading.Thread(target=hang_up, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(remote.Unreachable):
+            remote.run(
+                server.ip,
+                port,
+                server.user,
+                str(server.client_key),
+                host_keys=[server.host_key],
+                argv=["true"],
+                connect_timeout=5.0,
+            )
+    finally:
+        thread.join(timeout=10)
+        listener.close()
 
 
 def test_wrong_client_key_is_a_remote_error(server: Server, tmp_path: Path) -> None:
