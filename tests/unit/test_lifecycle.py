@@ -667,6 +667,19 @@ def test_destroy_retries_a_group_until_its_dependency_clears(
     assert len(cli_cloud.named("DeleteSecurityGroup")) == 5  # 3 groups, 2 retries
 
 
+class _SleepClock:
+    """Stands in for the `time` module inside teardown."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_destroy_gives_up_on_a_group_at_the_time_limit(
     world: World, cli_cloud: CliCloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -674,11 +687,15 @@ def test_destroy_gives_up_on_a_group_at_the_time_limit(
     attempts = _lingering_interfaces(monkeypatch, alpha.groups.worker, refusals=10**6)
     monkeypatch.setattr(teardown, "GROUP_DELETE_TIMEOUT", 0.5)
     monkeypatch.setattr("cloudjhub.commands.destroy.POLL_SECONDS", 0.1)
+    # A clock that only sleeping moves: the count of attempts cannot depend on load.
+    clock = _SleepClock()
+    monkeypatch.setattr(teardown, "time", clock)
 
     result = run("destroy", "alpha", "--yes")
 
     assert result.exit_code == 1
-    assert 2 <= len(attempts) <= 10
+    assert len(attempts) == 6  # at 0, 0.1, ... 0.5 s of (slept) time
+    assert clock.now == pytest.approx(0.5)
     report = result.output[result.output.index("could not delete") :]
     assert f"security group {alpha.groups.worker} (alpha-worker)" in report
     assert "DependencyViolation" in report and f"tried {len(attempts)} times" in report
