@@ -11,18 +11,18 @@ import time
 from collections.abc import Callable
 from typing import ClassVar
 
-from .ec2 import Ec2, Instance
+from .aws.client import ALL_STATES, Instance
+from .aws.hub import HubEc2
 from .executor import blocking
 from .metrics import set_instance_counts
 
 LAUNCH_LAG_GRACE = 120.0
-LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
 
 
 class Fleet:
     _shared: ClassVar[dict[tuple[str, str, str], Fleet]] = {}
 
-    def __init__(self, ec2: Ec2, max_age: float = 15.0) -> None:
+    def __init__(self, ec2: HubEc2, max_age: float = 15.0) -> None:
         self.ec2 = ec2
         self.max_age = max_age
         self._by_id: dict[str, Instance] = {}
@@ -31,7 +31,9 @@ class Fleet:
         self._inflight: asyncio.Future[None] | None = None
 
     @classmethod
-    def shared(cls, key: tuple[str, str, str], connect: Callable[[], Ec2], max_age: float) -> Fleet:
+    def shared(
+        cls, key: tuple[str, str, str], connect: Callable[[], HubEc2], max_age: float
+    ) -> Fleet:
         """The one Fleet for (cluster, region, endpoint) in this process."""
         fleet = cls._shared.get(key)
         if fleet is None:
@@ -64,27 +66,27 @@ class Fleet:
                 fresh[instance_id] = self._by_id[instance_id]
         self._by_id = fresh
         self._fetched_at = started
-        set_instance_counts(i.state for i in fresh.values())
+        set_instance_counts((i.state for i in fresh.values()), ALL_STATES)
 
     def remember(self, instance: Instance) -> None:
         """Record what a launch or describe just told us, ahead of the next refresh."""
         self._by_id[instance.id] = instance
         self._remembered[instance.id] = time.monotonic()
-        set_instance_counts(i.state for i in self._by_id.values())
+        set_instance_counts((i.state for i in self._by_id.values()), ALL_STATES)
 
     def get(self, instance_id: str) -> Instance | None:
         return self._by_id.get(instance_id)
 
     def for_user(self, user: str) -> Instance | None:
         """The user's live instance; the newest if (wrongly) there are several."""
-        mine = [i for i in self._by_id.values() if i.user == user and i.state in LIVE_STATES]
+        mine = [i for i in self._by_id.values() if i.user == user and i.live]
         if not mine:
             return None
         return max(
             mine,
             key=lambda i: (
                 i.state == "running",
-                i.launch_time.timestamp() if i.launch_time else 0.0,
+                i.launched_at,
                 i.id,
             ),
         )

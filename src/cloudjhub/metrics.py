@@ -2,7 +2,7 @@
 
 JupyterHub serves the default registry at `/hub/metrics`, so everything
 declared here appears there with no extra endpoint. This module imports nothing
-of ours, so the lowest floors (`ec2`, `fleet`) may count into it.
+of ours, so the lowest floors (`aws`, `fleet`) may count into it.
 """
 
 from __future__ import annotations
@@ -13,9 +13,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from prometheus_client import Counter, Gauge, Histogram
-
-# Every state EC2 reports; a state nobody is in is set to 0, not left stale.
-INSTANCE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down", "terminated")
 
 # A spawn phase lasts from under a second (resume, connect) to minutes (boot).
 PHASE_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, float("inf"))
@@ -63,9 +60,15 @@ def observe_phase(phase: str, seconds: float) -> None:
     SPAWN_PHASE_SECONDS.labels(phase).observe(max(0.0, seconds))
 
 
-def set_instance_counts(states: Iterable[str]) -> None:
+_states_shown: set[str] = set()
+
+
+def set_instance_counts(states: Iterable[str], known: Iterable[str] = ()) -> None:
+    """Count instances by state. A state nobody is in (one of `known`, or one shown
+    before) is set to 0, not left stale."""
     counts = Tally(states)
-    for state in {*INSTANCE_STATES, *counts}:
+    _states_shown.update(known, counts)
+    for state in _states_shown:
         INSTANCES.labels(state).set(counts.get(state, 0))
 
 

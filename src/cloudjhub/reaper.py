@@ -6,7 +6,7 @@ one by hand. The idle culler never sees those (it only knows hub servers), so
 they would run, and bill, forever. The reaper runs as a hub-managed service
 with read-only hub scopes: each round it lists the cluster's workers (one
 DescribeInstances) and the hub's users with an active or pending server, and
-stops, through the guarded `Ec2.stop`, every running worker whose user has had
+stops, through the guarded `HubEc2.stop`, every running worker whose user has had
 no server for longer than the grace period.
 """
 
@@ -26,7 +26,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from .ec2 import CloudError, Ec2, Instance
+from .aws.client import CloudError, Instance
+from .aws.hub import HubEc2
 from .usage import UsageEvent, append_event
 
 log = logging.getLogger("cloudjhub.reaper")
@@ -36,7 +37,6 @@ log = logging.getLogger("cloudjhub.reaper")
 REAPER_SCOPES = ("list:users", "read:servers")
 PAGE_SIZE = 200
 # Stopped workers cost only storage, which the reaper does not manage.
-GONE_OR_STOPPED = ("stopped", "shutting-down", "terminated")
 
 REAPER_STOPS = Counter(
     "cloudjhub_reaper_stops", "Orphaned workers the reaper stopped (no hub server wanted them)."
@@ -117,7 +117,7 @@ class HubApi:
 class Reaper:
     """One reaper's memory: when each worker was first seen with no server wanting it."""
 
-    ec2: Ec2
+    ec2: HubEc2
     hub: HubApi
     grace: float
     usage_log: str = ""
@@ -146,7 +146,7 @@ class Reaper:
 
     def _judge(self, workers: list[Instance], wanted: set[str]) -> list[str]:
         now = self.clock()
-        orphans = [w for w in workers if w.user not in wanted and w.state not in GONE_OR_STOPPED]
+        orphans = [w for w in workers if w.user not in wanted and w.live and w.state != "stopped"]
         ids = {w.id for w in orphans}
         for forgotten in set(self.orphan_since) - ids:
             del self.orphan_since[forgotten]

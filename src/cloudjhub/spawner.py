@@ -17,14 +17,14 @@ from jupyterhub.spawner import Spawner
 from traitlets import Bool, Float, Integer, List, TraitError, Unicode, default, validate
 
 from . import hibernation, metrics, remote, usage
+from .aws.client import STOPPED_STATES, UP_STATES, CloudError, Instance
+from .aws.hub import HubEc2, WorkerSpec, launch_token
 from .config import ConfigError, ServerConfig, load_server_config, server_config_path
-from .ec2 import CloudError, Ec2, Instance, WorkerSpec, launch_token
 from .executor import blocking
 from .fleet import Fleet
 from .tags import posix_username
 
 HOME_DEVICE = "/dev/sdf"
-GONE_STATES = ("shutting-down", "terminated")
 # What cloudjhub-worker may spend besides Jupyter's own start: waiting for the
 # home volume's device (60 s), creating the account, formatting the volume.
 AGENT_OVERHEAD = 180.0
@@ -40,10 +40,6 @@ def _cached_server_config(path: str) -> ServerConfig:
     if path not in _server_configs:
         _server_configs[path] = load_server_config(path)
     return _server_configs[path]
-
-
-def _launched_at(instance: Instance) -> float:
-    return instance.launch_time.timestamp() if instance.launch_time else 0.0
 
 
 def stop_reason(last_activity: datetime | None, idle_timeout: int, now: datetime) -> str:
@@ -293,12 +289,12 @@ class InstanceSpawner(Spawner):
         key = (self.cluster_name, self.region, self.aws_endpoint_url or "")
         return Fleet.shared(
             key,
-            lambda: Ec2.connect(self.cluster_name, self.region, self.aws_endpoint_url),
+            lambda: HubEc2.connect(self.cluster_name, self.region, self.aws_endpoint_url),
             self.fleet_refresh_interval,
         )
 
     @property
-    def ec2(self) -> Ec2:
+    def ec2(self) -> HubEc2:
         return self.fleet.ec2
 
     @property
@@ -371,12 +367,12 @@ class InstanceSpawner(Spawner):
     async def _start(self) -> str:
         started = time.monotonic()
         instance = await self._find_instance()
-        if instance is None or instance.state in GONE_STATES:
+        if instance is None or instance.gone:
             if instance is not None:
                 self.log.warning("%s: instance %s was terminated", self._log_name, instance.id)
             instance = await self._launch(previous=instance.id if instance else None)
             await self._record("start", instance.id, instance.instance_type, "launch")
-        elif instance.state in ("stopped", "stopping"):
+        elif instance.state in STOPPED_STATES:
             if instance.state == "stopping":
                 self._emit(5, "Waiting for your instance to finish stopping")
                 instance = await self._wait_for(instance.id, ("stopped",))
@@ -401,17 +397,17 @@ class InstanceSpawner(Spawner):
         """The user's instance: state is a hint, tags are the truth."""
         if self.instance_id:
             found = await blocking(self.ec2.describe, [self.instance_id])
-            if found and found[0].user == self.user.name and found[0].state not in GONE_STATES:
+            if found and found[0].user == self.user.name and found[0].live:
                 self.fleet.remember(found[0])
                 return found[0]
         mine = await blocking(self.ec2.describe_workers, self.user.name)
         for inst in mine:
             self.fleet.remember(inst)
-        live = [i for i in mine if i.state not in GONE_STATES]
+        live = [i for i in mine if i.live]
         if live:
             return self.fleet.for_user(self.user.name)
         # All terminated: the newest one is what a replacement replaces.
-        return max(mine, key=_launched_at) if mine else None
+        return max(mine, key=lambda i: i.launched_at) if mine else None
 
     def _spec(self) -> WorkerSpec:
         size = self.worker_ebs_size
@@ -461,7 +457,7 @@ class InstanceSpawner(Spawner):
                 and (inst.state != "running" or inst.private_ip)
             ):
                 return inst
-            if inst is not None and inst.state in GONE_STATES:
+            if inst is not None and inst.gone:
                 raise SpawnError(
                     f"Your instance {instance_id} was terminated while starting. "
                     "Start your server again to get a new one."
@@ -636,12 +632,12 @@ class InstanceSpawner(Spawner):
         if not self.instance_id:
             return
         inst = self.fleet.get(self.instance_id)
-        if inst is not None and inst.state in ("stopped", "stopping", *GONE_STATES):
+        if inst is not None and (inst.gone or inst.state in STOPPED_STATES):
             await self._stopped_by_itself(inst)
             return
         if inst is None:
             found = await blocking(self.ec2.describe, [self.instance_id])
-            if not found or found[0].state in GONE_STATES:
+            if not found or found[0].gone:
                 return  # nothing left to stop
         self._stop_requested = True
         try:
@@ -685,9 +681,9 @@ class InstanceSpawner(Spawner):
             # server; a passing EC2 error must not do that to running servers.
             self.log.warning("%s: cannot poll EC2 (%s); assuming unchanged", self._log_name, exc)
             known = self.fleet.get(self.instance_id)
-            return 0 if known is not None and known.state not in ("pending", "running") else None
+            return 0 if known is not None and known.state not in UP_STATES else None
         inst = self.fleet.get(self.instance_id)
-        if inst is not None and inst.state in ("pending", "running"):
+        if inst is not None and inst.state in UP_STATES:
             return None
         if not self._stop_requested and self.server is not None:
             await self._stopped_by_itself(inst)
@@ -700,7 +696,7 @@ class InstanceSpawner(Spawner):
             return
         self._stop_recorded = self.instance_id
         metrics.SELF_STOPS.inc()
-        gone = inst is None or inst.state in GONE_STATES
+        gone = inst is None or inst.gone
         self.log.warning(
             "%s: instance %s %s without the hub asking",
             self._log_name,

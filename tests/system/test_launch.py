@@ -27,8 +27,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from cloudjhub.aws.client import Instance
+from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.config import InstanceConfig
-from cloudjhub.ec2 import Ec2, Instance
 from cloudjhub.launch.cluster import Launch, LaunchError
 from cloudjhub.launch.options import LaunchOptions
 
@@ -230,7 +231,7 @@ def test_dry_run_lists_everything_and_creates_nothing(cloud: Cloud, tmp_path: Pa
     assert cloud.inventory() == before
 
 
-def _fail_on(ec2: Ec2, operation: str, nth: int = 1) -> None:
+def _fail_on(ec2: LocalCloudEc2, operation: str, nth: int = 1) -> None:
     seen = {"n": 0}
 
     def hook(**_: Any) -> None:
@@ -263,7 +264,7 @@ def test_failure_at_each_step_rolls_back(
     for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(name, cloud.env[name])
     before = cloud.inventory()
-    ec2 = Ec2.connect("rollback", "us-east-1", cloud.env["AWS_ENDPOINT_URL"])
+    ec2 = LocalCloudEc2.connect("rollback", "us-east-1", cloud.env["AWS_ENDPOINT_URL"])
     _fail_on(ec2, operation, nth)
     opts = _options(cloud, "rollback", tmp_path)
     said: list[str] = []
@@ -288,7 +289,7 @@ def test_a_hub_that_never_answers_rolls_back(
     for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(name, cloud.env[name])
     before = cloud.inventory()
-    ec2 = Ec2.connect("nohub", "us-east-1", cloud.env["AWS_ENDPOINT_URL"])
+    ec2 = LocalCloudEc2.connect("nohub", "us-east-1", cloud.env["AWS_ENDPOINT_URL"])
     with pytest.raises(LaunchError, match="timed out"):
         _DeadHub(ec2, _options(cloud, "nohub", tmp_path, timeout=8), lambda _: None).run()
     assert _wait_inventory(cloud, before) == before

@@ -16,8 +16,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from cloudjhub.aws.hub import WorkerSpec
+from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.config import load_server_config
-from cloudjhub.ec2 import Ec2, WorkerSpec
 from cloudjhub.reaper import default_timing
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def launch_orphan(demo: Demo, user: str) -> str:
         key_name=config.KEY_NAME,
         ebs_size=config.WORKER_EBS_SIZE,
     )
-    return Ec2(config.CLUSTER_NAME, demo.ec2()).launch_worker(user, spec, "orphan-1").id
+    return LocalCloudEc2(config.CLUSTER_NAME, demo.ec2()).launch_worker(user, spec, "orphan-1").id
 
 
 def touch(demo: Demo, user: str) -> requests.Response:

@@ -23,8 +23,11 @@ from moto import settings as moto_settings
 from moto.ec2.models import amis as moto_amis
 from moto.utilities.utils import load_resource
 
-from cloudjhub.ec2 import RETRY_CONFIG, Ec2, Instance, WorkerSpec
+from cloudjhub.aws.client import RETRY_CONFIG, Instance
+from cloudjhub.aws.hub import WorkerSpec
+from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.tags import CLUSTER_TAG, Role, tags_for
+from tests.helpers import ApiCalls
 
 REGION = "us-east-1"
 CLUSTER = "alpha"
@@ -114,19 +117,30 @@ def ec2_client() -> Any:
 
 
 @pytest.fixture
-def ec2(aws: None) -> Ec2:
-    """Ec2 for cluster `alpha` against the moto backend."""
-    return Ec2(CLUSTER, ec2_client())
+def alpha_client(aws: None) -> Any:
+    return ec2_client()
 
 
 @pytest.fixture
-def other_ec2(aws: None) -> Ec2:
-    """Ec2 for another cluster (`beta`) sharing the same moto backend."""
-    return Ec2(OTHER_CLUSTER, ec2_client())
+def calls(alpha_client: Any) -> ApiCalls:
+    """The EC2 calls made through the `ec2` fixture, counted from its creation."""
+    return ApiCalls(alpha_client)
 
 
 @pytest.fixture
-def network(ec2: Ec2) -> Network:
+def ec2(alpha_client: Any, calls: ApiCalls) -> LocalCloudEc2:
+    """LocalCloudEc2 for cluster `alpha` against the moto backend."""
+    return LocalCloudEc2(CLUSTER, alpha_client)
+
+
+@pytest.fixture
+def other_ec2(aws: None) -> LocalCloudEc2:
+    """LocalCloudEc2 for another cluster (`beta`) sharing the same moto backend."""
+    return LocalCloudEc2(OTHER_CLUSTER, ec2_client())
+
+
+@pytest.fixture
+def network(ec2: LocalCloudEc2) -> Network:
     tags = {CLUSTER_TAG: CLUSTER, "Name": f"{CLUSTER}-net"}
     vpc_id = ec2.ensure_vpc("10.42.0.0/16", tags)
     subnet_id = ec2.ensure_subnet(vpc_id, "10.42.1.0/24", tags)
@@ -134,7 +148,7 @@ def network(ec2: Ec2) -> Network:
 
 
 @pytest.fixture
-def key_name(ec2: Ec2, ssh_key: SshKey) -> str:
+def key_name(ec2: LocalCloudEc2, ssh_key: SshKey) -> str:
     ec2.import_key_pair(KEY_NAME, ssh_key.public, {CLUSTER_TAG: CLUSTER})
     return KEY_NAME
 
@@ -143,7 +157,7 @@ _AMI_CACHE: dict[str, str] = {}
 
 
 @pytest.fixture
-def worker_ami(ec2: Ec2) -> str:
+def worker_ami(ec2: LocalCloudEc2) -> str:
     """One of moto's built-in public images (the same ids every run), preferring Ubuntu."""
     if "ami" not in _AMI_CACHE:
         images = [i for i in ec2.public_images() if i.get("State") == "available"]
@@ -154,7 +168,7 @@ def worker_ami(ec2: Ec2) -> str:
 
 
 @pytest.fixture
-def worker_group(ec2: Ec2, network: Network) -> str:
+def worker_group(ec2: LocalCloudEc2, network: Network) -> str:
     name = f"{CLUSTER}-worker"
     group_id, _ = ec2.ensure_security_group(
         network.vpc_id, name, "workers", tags_for(CLUSTER, Role.WORKER, name=name)
@@ -175,10 +189,10 @@ def spec(network: Network, key_name: str, worker_ami: str, worker_group: str) ->
 
 
 @pytest.fixture
-def make_worker(ec2: Ec2, spec: WorkerSpec) -> Callable[..., Instance]:
+def make_worker(ec2: LocalCloudEc2, spec: WorkerSpec) -> Callable[..., Instance]:
     """Launch a worker for `user` (in `cluster_ec2`'s cluster, default `alpha`)."""
 
-    def launch(user: str, cluster_ec2: Ec2 | None = None) -> Instance:
+    def launch(user: str, cluster_ec2: LocalCloudEc2 | None = None) -> Instance:
         target = cluster_ec2 or ec2
         return target.launch_worker(user, spec, f"test-{uuid.uuid4().hex}")
 
@@ -186,7 +200,7 @@ def make_worker(ec2: Ec2, spec: WorkerSpec) -> Callable[..., Instance]:
 
 
 @pytest.fixture
-def make_untagged(ec2: Ec2, spec: WorkerSpec) -> Callable[[], str]:
+def make_untagged(ec2: LocalCloudEc2, spec: WorkerSpec) -> Callable[[], str]:
     """Run an instance with no cloudjhub tags at all (someone else's)."""
 
     def launch() -> str:

@@ -7,17 +7,12 @@ from typing import Any
 
 import pytest
 
-from cloudjhub.ec2 import (
-    CloudError,
-    Ec2,
-    Instance,
-    NotOurs,
-    WorkerSpec,
-    launch_token,
-    make_client,
-)
+from cloudjhub.aws.client import CloudError, Instance, NotOurs, make_client
+from cloudjhub.aws.hub import WorkerSpec, launch_token
+from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.launch.groups import HUB_API_PORT, ensure_security_groups
 from cloudjhub.tags import Role, tags_for
+from tests.helpers import ApiCalls
 
 CLUSTER = "alpha"  # the `ec2` fixture's cluster; `other_ec2` is "beta"
 Network = Any  # conftest.Network: .vpc_id, .subnet_id
@@ -25,18 +20,18 @@ Network = Any  # conftest.Network: .vpc_id, .subnet_id
 MakeWorker = Callable[..., Instance]
 
 
-def raw_instance(ec2: Ec2, instance_id: str) -> dict[str, Any]:
+def raw_instance(ec2: LocalCloudEc2, instance_id: str) -> dict[str, Any]:
     reply = ec2.client.describe_instances(InstanceIds=[instance_id])
     return reply["Reservations"][0]["Instances"][0]
 
 
-def state_of(ec2: Ec2, instance_id: str) -> str:
+def state_of(ec2: LocalCloudEc2, instance_id: str) -> str:
     return raw_instance(ec2, instance_id)["State"]["Name"]
 
 
-def destructive_calls(ec2: Ec2) -> int:
+def destructive_calls(calls: ApiCalls) -> int:
     return sum(
-        ec2.calls[op]
+        calls[op]
         for op in ("StopInstances", "TerminateInstances", "StartInstances", "AttachVolume")
     )
 
@@ -45,7 +40,7 @@ def destructive_calls(ec2: Ec2) -> int:
 
 
 def test_launch_worker_sets_tags_imds_profile_shutdown_and_root_size(
-    ec2: Ec2, spec: WorkerSpec
+    ec2: LocalCloudEc2, spec: WorkerSpec
 ) -> None:
     inst = ec2.launch_worker("bob", spec, launch_token(CLUSTER, "bob", None))
 
@@ -87,7 +82,7 @@ def test_launch_worker_sets_tags_imds_profile_shutdown_and_root_size(
     assert inst.volumes == (root["VolumeId"],)
 
 
-def test_launch_worker_returns_a_tagged_instance(ec2: Ec2, spec: WorkerSpec) -> None:
+def test_launch_worker_returns_a_tagged_instance(ec2: LocalCloudEc2, spec: WorkerSpec) -> None:
     inst = ec2.launch_worker("carol", spec, "token-carol")
     assert inst.id.startswith("i-")
     assert inst.user == "carol"
@@ -99,7 +94,7 @@ def test_launch_worker_returns_a_tagged_instance(ec2: Ec2, spec: WorkerSpec) -> 
     assert inst.state in ("pending", "running")
 
 
-def test_root_volume_size_follows_the_spec(ec2: Ec2, spec: WorkerSpec) -> None:
+def test_root_volume_size_follows_the_spec(ec2: LocalCloudEc2, spec: WorkerSpec) -> None:
     big = WorkerSpec(**{**spec.__dict__, "ebs_size": 123})
     inst = ec2.launch_worker("erin", big, "token-erin")
     sizes = [
@@ -111,11 +106,11 @@ def test_root_volume_size_follows_the_spec(ec2: Ec2, spec: WorkerSpec) -> None:
     assert sizes == [123]
 
 
-def test_root_device_name_is_cached(ec2: Ec2, spec: WorkerSpec) -> None:
+def test_root_device_name_is_cached(ec2: LocalCloudEc2, spec: WorkerSpec, calls: ApiCalls) -> None:
     ec2.launch_worker("u1", spec, "t1")
     ec2.launch_worker("u2", spec, "t2")
-    assert ec2.calls["DescribeImages"] == 1
-    assert ec2.calls["RunInstances"] == 2
+    assert calls["DescribeImages"] == 1
+    assert calls["RunInstances"] == 2
 
 
 @pytest.mark.parametrize(
@@ -127,7 +122,11 @@ def test_root_device_name_is_cached(ec2: Ec2, spec: WorkerSpec) -> None:
     ],
 )
 def test_invalid_ami_gives_a_user_message_naming_the_image(
-    ec2: Ec2, spec: WorkerSpec, image: str, code: str
+    ec2: LocalCloudEc2,
+    spec: WorkerSpec,
+    image: str,
+    code: str,
+    calls: ApiCalls,
 ) -> None:
     bad = WorkerSpec(**{**spec.__dict__, "image_id": image})
     with pytest.raises(CloudError) as exc:
@@ -135,29 +134,32 @@ def test_invalid_ami_gives_a_user_message_naming_the_image(
     assert image in str(exc.value)
     assert "admin" in str(exc.value)
     assert exc.value.code == code
-    assert ec2.calls["RunInstances"] == 0
+    assert calls["RunInstances"] == 0
     assert ec2.describe_workers() == []
 
 
 def test_deregistered_image_gives_a_user_message_naming_it(
-    ec2: Ec2, spec: WorkerSpec, make_worker: MakeWorker
+    ec2: LocalCloudEc2,
+    spec: WorkerSpec,
+    make_worker: MakeWorker,
+    calls: ApiCalls,
 ) -> None:
     """DescribeImages returns no image (and no error) for a deregistered AMI."""
     builder = make_worker("builder")
     image_id = ec2.client.create_image(InstanceId=builder.id, Name="alpha-worker-image")["ImageId"]
     ec2.client.deregister_image(ImageId=image_id)
     assert ec2.client.describe_images(ImageIds=[image_id])["Images"] == []
-    ec2.calls.clear()
+    calls.clear()
 
     gone = WorkerSpec(**{**spec.__dict__, "image_id": image_id})
     with pytest.raises(CloudError) as exc:
         ec2.launch_worker("bob", gone, "token-gone")
     assert image_id in str(exc.value)
     assert exc.value.code == "InvalidAMIID.NotFound"
-    assert ec2.calls["RunInstances"] == 0
+    assert calls["RunInstances"] == 0
 
 
-def test_unknown_instance_type_is_a_cloud_error(ec2: Ec2, spec: WorkerSpec) -> None:
+def test_unknown_instance_type_is_a_cloud_error(ec2: LocalCloudEc2, spec: WorkerSpec) -> None:
     bad = WorkerSpec(**{**spec.__dict__, "instance_type": "t9.enormous"})
     with pytest.raises(CloudError) as exc:
         ec2.launch_worker("bob", bad, "token-type")
@@ -165,7 +167,7 @@ def test_unknown_instance_type_is_a_cloud_error(ec2: Ec2, spec: WorkerSpec) -> N
     assert "t9.enormous" in str(exc.value)
 
 
-def test_unknown_key_pair_is_a_cloud_error(ec2: Ec2, spec: WorkerSpec) -> None:
+def test_unknown_key_pair_is_a_cloud_error(ec2: LocalCloudEc2, spec: WorkerSpec) -> None:
     bad = WorkerSpec(**{**spec.__dict__, "key_name": "no-such-key"})
     with pytest.raises(CloudError) as exc:
         ec2.launch_worker("bob", bad, "token-key")
@@ -181,7 +183,7 @@ def test_unknown_key_pair_is_a_cloud_error(ec2: Ec2, spec: WorkerSpec) -> None:
     ],
 )
 def test_capacity_errors_become_user_messages(
-    ec2: Ec2, spec: WorkerSpec, code: str, expected: str
+    ec2: LocalCloudEc2, spec: WorkerSpec, code: str, expected: str
 ) -> None:
     class Http:
         status_code = 500
@@ -224,14 +226,14 @@ def test_launch_token_is_stable_short_and_depends_on_the_previous_instance() -> 
 # ---- guard ----------------------------------------------------------------------------
 
 
-def test_guard_accepts_own_workers(ec2: Ec2, make_worker: MakeWorker) -> None:
+def test_guard_accepts_own_workers(ec2: LocalCloudEc2, make_worker: MakeWorker) -> None:
     a, b = make_worker("a"), make_worker("b")
     checked = ec2.guard([b.id, a.id, b.id], [Role.WORKER])
     assert [i.id for i in checked] == [b.id, a.id]
 
 
 def test_guard_refuses_another_clusters_instance(
-    ec2: Ec2, other_ec2: Ec2, make_worker: MakeWorker
+    ec2: LocalCloudEc2, other_ec2: LocalCloudEc2, make_worker: MakeWorker, calls: ApiCalls
 ) -> None:
     theirs = make_worker("bob", other_ec2)
     before = state_of(ec2, theirs.id)
@@ -241,23 +243,29 @@ def test_guard_refuses_another_clusters_instance(
         ec2.terminate([theirs.id])
     with pytest.raises(NotOurs):
         ec2.start(theirs.id)
-    assert destructive_calls(ec2) == 0
+    assert destructive_calls(calls) == 0
     assert state_of(ec2, theirs.id) == before != "terminated"
 
 
-def test_guard_refuses_untagged_instances(ec2: Ec2, make_untagged: Callable[[], str]) -> None:
+def test_guard_refuses_untagged_instances(
+    ec2: LocalCloudEc2, make_untagged: Callable[[], str], calls: ApiCalls
+) -> None:
     stranger = make_untagged()
     with pytest.raises(NotOurs, match=stranger):
         ec2.terminate([stranger])
     with pytest.raises(NotOurs, match=stranger):
         ec2.stop(stranger, hibernate=True)
-    assert ec2.calls["TerminateInstances"] == 0
-    assert ec2.calls["StopInstances"] == 0
+    assert calls["TerminateInstances"] == 0
+    assert calls["StopInstances"] == 0
     assert state_of(ec2, stranger) == "running"
 
 
 def test_one_foreign_id_refuses_the_whole_batch(
-    ec2: Ec2, other_ec2: Ec2, make_worker: MakeWorker, make_untagged: Callable[[], str]
+    ec2: LocalCloudEc2,
+    other_ec2: LocalCloudEc2,
+    make_worker: MakeWorker,
+    make_untagged: Callable[[], str],
+    calls: ApiCalls,
 ) -> None:
     mine = [make_worker("a"), make_worker("b")]
     theirs = make_worker("c", other_ec2)
@@ -266,11 +274,13 @@ def test_one_foreign_id_refuses_the_whole_batch(
         ec2.terminate([mine[0].id, theirs.id, mine[1].id, stranger])
     assert theirs.id in str(exc.value) and stranger in str(exc.value)
     assert mine[0].id not in str(exc.value)
-    assert ec2.calls["TerminateInstances"] == 0
+    assert calls["TerminateInstances"] == 0
     assert {state_of(ec2, i.id) for i in mine} == {"running"}
 
 
-def test_guard_checks_the_role(ec2: Ec2, spec: WorkerSpec, network: Network) -> None:
+def test_guard_checks_the_role(
+    ec2: LocalCloudEc2, spec: WorkerSpec, network: Network, calls: ApiCalls
+) -> None:
     manager = ec2.run_instance(
         spec.image_id,
         "t3.small",
@@ -283,32 +293,36 @@ def test_guard_checks_the_role(ec2: Ec2, spec: WorkerSpec, network: Network) -> 
         ec2.terminate([manager.id])
     with pytest.raises(NotOurs):
         ec2.stop(manager.id)
-    assert destructive_calls(ec2) == 0
+    assert destructive_calls(calls) == 0
     assert ec2.terminate([manager.id], roles=[Role.MANAGER]) == [manager.id]
-    assert ec2.calls["TerminateInstances"] == 1
+    assert calls["TerminateInstances"] == 1
 
 
-def test_terminate_with_no_ids_refuses_without_calling_ec2(ec2: Ec2) -> None:
+def test_terminate_with_no_ids_refuses_without_calling_ec2(
+    ec2: LocalCloudEc2, calls: ApiCalls
+) -> None:
     with pytest.raises(NotOurs, match="no explicit instance ids"):
         ec2.terminate([])
     with pytest.raises(NotOurs):
         ec2.terminate(iter(()))
-    assert sum(ec2.calls.values()) == 0
+    assert sum(calls.values()) == 0
 
 
-def test_guard_refuses_unknown_ids(ec2: Ec2) -> None:
+def test_guard_refuses_unknown_ids(ec2: LocalCloudEc2, calls: ApiCalls) -> None:
     with pytest.raises(CloudError):
         ec2.terminate(["i-0123456789abcdef0"])
-    assert ec2.calls["TerminateInstances"] == 0
+    assert calls["TerminateInstances"] == 0
 
 
-def test_terminate_and_stop_own_workers(ec2: Ec2, make_worker: MakeWorker) -> None:
+def test_terminate_and_stop_own_workers(
+    ec2: LocalCloudEc2, make_worker: MakeWorker, calls: ApiCalls
+) -> None:
     a, b, c = make_worker("a"), make_worker("b"), make_worker("c")
     ec2.stop(c.id)
-    assert ec2.calls["StopInstances"] == 1
+    assert calls["StopInstances"] == 1
     assert state_of(ec2, c.id) in ("stopping", "stopped")
     assert ec2.terminate([a.id, b.id]) == [a.id, b.id]
-    assert ec2.calls["TerminateInstances"] == 1
+    assert calls["TerminateInstances"] == 1
     assert {state_of(ec2, a.id), state_of(ec2, b.id)} <= {"shutting-down", "terminated"}
 
 
@@ -316,12 +330,13 @@ def test_terminate_and_stop_own_workers(ec2: Ec2, make_worker: MakeWorker) -> No
 
 
 def test_describe_workers_paginates_and_filters(
-    ec2: Ec2,
-    other_ec2: Ec2,
+    ec2: LocalCloudEc2,
+    other_ec2: LocalCloudEc2,
     make_worker: MakeWorker,
     make_untagged: Callable[[], str],
     spec: WorkerSpec,
     network: Network,
+    calls: ApiCalls,
 ) -> None:
     ours = {make_worker(f"user{i}").id for i in range(7)}
     theirs = {make_worker(f"user{i}", other_ec2).id for i in range(3)}
@@ -341,12 +356,12 @@ def test_describe_workers_paginates_and_filters(
             params["MaxResults"] = 5
 
     ec2.client.meta.events.register("provide-client-params.ec2.DescribeInstances", small_pages)
-    ec2.calls.clear()
+    calls.clear()
 
     workers = ec2.describe_workers()
     assert {i.id for i in workers} == ours
     assert len(workers) == 7
-    assert ec2.calls["DescribeInstances"] >= 2
+    assert calls["DescribeInstances"] >= 2
     assert all(i.cluster == CLUSTER and i.role == "worker" for i in workers)
 
     mine = ec2.describe_workers(user="user3")
@@ -359,7 +374,7 @@ def test_describe_workers_paginates_and_filters(
     assert stranger not in cluster | theirs
 
 
-def test_describe_by_ids(ec2: Ec2, make_worker: MakeWorker) -> None:
+def test_describe_by_ids(ec2: LocalCloudEc2, make_worker: MakeWorker) -> None:
     a, b = make_worker("a"), make_worker("b")
     assert {i.id for i in ec2.describe([a.id, b.id])} == {a.id, b.id}
     assert ec2.describe([]) == []
@@ -368,7 +383,9 @@ def test_describe_by_ids(ec2: Ec2, make_worker: MakeWorker) -> None:
 # ---- home volumes ---------------------------------------------------------------------
 
 
-def test_home_volume_create_find_attach(ec2: Ec2, make_worker: MakeWorker) -> None:
+def test_home_volume_create_find_attach(
+    ec2: LocalCloudEc2, make_worker: MakeWorker, calls: ApiCalls
+) -> None:
     inst = make_worker("dana")
     assert ec2.find_home_volume("dana") is None
 
@@ -387,8 +404,8 @@ def test_home_volume_create_find_attach(ec2: Ec2, make_worker: MakeWorker) -> No
     ec2.attach_volume(volume_id, inst.id, "/dev/sdf")
     # AttachVolume alone keeps the volume on termination: no ModifyInstanceAttribute
     # (which the hub's IAM role does not have).
-    assert ec2.calls["AttachVolume"] == 1
-    assert ec2.calls["ModifyInstanceAttribute"] == 0
+    assert calls["AttachVolume"] == 1
+    assert calls["ModifyInstanceAttribute"] == 0
     mappings = {
         m["DeviceName"]: m["Ebs"] for m in raw_instance(ec2, inst.id)["BlockDeviceMappings"]
     }
@@ -408,7 +425,7 @@ def test_home_volume_create_find_attach(ec2: Ec2, make_worker: MakeWorker) -> No
 
 
 def test_home_volume_lookup_is_per_cluster(
-    ec2: Ec2, other_ec2: Ec2, make_worker: MakeWorker
+    ec2: LocalCloudEc2, other_ec2: LocalCloudEc2, make_worker: MakeWorker
 ) -> None:
     inst = make_worker("dana")
     theirs = other_ec2.create_home_volume("dana", 5, inst.availability_zone)
@@ -418,14 +435,17 @@ def test_home_volume_lookup_is_per_cluster(
 
 
 def test_attach_refuses_another_clusters_instance(
-    ec2: Ec2, other_ec2: Ec2, make_worker: MakeWorker
+    ec2: LocalCloudEc2,
+    other_ec2: LocalCloudEc2,
+    make_worker: MakeWorker,
+    calls: ApiCalls,
 ) -> None:
     theirs = make_worker("dana", other_ec2)
     volume_id = ec2.create_home_volume("dana", 5, theirs.availability_zone)
     with pytest.raises(NotOurs):
         ec2.attach_volume(volume_id, theirs.id, "/dev/sdf")
-    assert ec2.calls["AttachVolume"] == 0
-    assert ec2.calls["ModifyInstanceAttribute"] == 0
+    assert calls["AttachVolume"] == 0
+    assert calls["ModifyInstanceAttribute"] == 0
     vol = ec2.client.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
     assert vol["Attachments"] == []
 
@@ -433,12 +453,12 @@ def test_attach_refuses_another_clusters_instance(
 # ---- security groups ------------------------------------------------------------------
 
 
-def rules(ec2: Ec2, group_id: str) -> list[dict[str, Any]]:
+def rules(ec2: LocalCloudEc2, group_id: str) -> list[dict[str, Any]]:
     group = ec2.client.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
     return group["IpPermissions"]
 
 
-def ports_from_cidr(ec2: Ec2, group_id: str) -> dict[int, set[str]]:
+def ports_from_cidr(ec2: LocalCloudEc2, group_id: str) -> dict[int, set[str]]:
     out: dict[int, set[str]] = {}
     for perm in rules(ec2, group_id):
         for r in perm.get("IpRanges", []):
@@ -446,7 +466,7 @@ def ports_from_cidr(ec2: Ec2, group_id: str) -> dict[int, set[str]]:
     return out
 
 
-def ports_from_groups(ec2: Ec2, group_id: str) -> dict[int, set[str]]:
+def ports_from_groups(ec2: LocalCloudEc2, group_id: str) -> dict[int, set[str]]:
     out: dict[int, set[str]] = {}
     for perm in rules(ec2, group_id):
         for pair in perm.get("UserIdGroupPairs", []):
@@ -454,7 +474,7 @@ def ports_from_groups(ec2: Ec2, group_id: str) -> dict[int, set[str]]:
     return out
 
 
-def test_security_groups_with_admin_cidr(ec2: Ec2, network: Network) -> None:
+def test_security_groups_with_admin_cidr(ec2: LocalCloudEc2, network: Network) -> None:
     groups = ensure_security_groups(ec2, network.vpc_id, admin_cidr="203.0.113.0/24")
     assert len({groups.manager, groups.manager2, groups.worker}) == 3
     assert set(groups.created) == {groups.manager, groups.manager2, groups.worker}
@@ -488,13 +508,15 @@ def test_security_groups_with_admin_cidr(ec2: Ec2, network: Network) -> None:
     assert worker_tags["cloudjhub:cluster"] == CLUSTER
 
 
-def test_security_groups_without_admin_cidr_have_no_ssh(ec2: Ec2, network: Network) -> None:
+def test_security_groups_without_admin_cidr_have_no_ssh(
+    ec2: LocalCloudEc2, network: Network
+) -> None:
     groups = ensure_security_groups(ec2, network.vpc_id)
     assert ports_from_cidr(ec2, groups.manager) == {80: {"0.0.0.0/0"}}
     assert 22 not in ports_from_groups(ec2, groups.manager)
 
 
-def test_security_groups_custom_ports(ec2: Ec2, network: Network) -> None:
+def test_security_groups_custom_ports(ec2: LocalCloudEc2, network: Network) -> None:
     groups = ensure_security_groups(
         ec2,
         network.vpc_id,
@@ -513,7 +535,9 @@ def test_security_groups_custom_ports(ec2: Ec2, network: Network) -> None:
     }
 
 
-def test_a_same_named_group_of_someone_else_is_refused(ec2: Ec2, network: Network) -> None:
+def test_a_same_named_group_of_someone_else_is_refused(
+    ec2: LocalCloudEc2, network: Network
+) -> None:
     """Adding our rules to an untagged group that merely has our name would open it."""
     foreign = ec2.client.create_security_group(
         GroupName=f"{CLUSTER}-manager", Description="not ours", VpcId=network.vpc_id
@@ -523,7 +547,9 @@ def test_a_same_named_group_of_someone_else_is_refused(ec2: Ec2, network: Networ
     assert rules(ec2, foreign) == []
 
 
-def test_security_groups_are_idempotent(ec2: Ec2, network: Network) -> None:
+def test_security_groups_are_idempotent(
+    ec2: LocalCloudEc2, network: Network, calls: ApiCalls
+) -> None:
     first = ensure_security_groups(ec2, network.vpc_id, admin_cidr="203.0.113.0/24")
     before = {g: rules(ec2, g) for g in (first.manager, first.manager2, first.worker)}
     second = ensure_security_groups(ec2, network.vpc_id, admin_cidr="203.0.113.0/24")
@@ -534,17 +560,19 @@ def test_security_groups_are_idempotent(ec2: Ec2, network: Network) -> None:
     )
     assert second.created == ()
     assert {g: rules(ec2, g) for g in before} == before
-    assert ec2.calls["CreateSecurityGroup"] == 3
+    assert calls["CreateSecurityGroup"] == 3
 
 
-def test_rerun_with_admin_cidr_adds_ssh(ec2: Ec2, network: Network) -> None:
+def test_rerun_with_admin_cidr_adds_ssh(ec2: LocalCloudEc2, network: Network) -> None:
     """A re-run that adds the admin CIDR must open 22 even though 80 already exists."""
     first = ensure_security_groups(ec2, network.vpc_id)
     ensure_security_groups(ec2, network.vpc_id, admin_cidr="198.51.100.7/32")
     assert ports_from_cidr(ec2, first.manager)[22] == {"198.51.100.7/32"}
 
 
-def test_security_groups_are_per_cluster(ec2: Ec2, other_ec2: Ec2, network: Network) -> None:
+def test_security_groups_are_per_cluster(
+    ec2: LocalCloudEc2, other_ec2: LocalCloudEc2, network: Network
+) -> None:
     ours = ensure_security_groups(ec2, network.vpc_id)
     theirs = ensure_security_groups(other_ec2, network.vpc_id)
     assert {ours.manager, ours.manager2, ours.worker}.isdisjoint(
@@ -554,7 +582,7 @@ def test_security_groups_are_per_cluster(ec2: Ec2, other_ec2: Ec2, network: Netw
     assert other_ec2.cluster != ec2.cluster
 
 
-def test_other_authorize_errors_are_raised(ec2: Ec2) -> None:
+def test_other_authorize_errors_are_raised(ec2: LocalCloudEc2) -> None:
     with pytest.raises(CloudError) as exc:
         ec2.authorize_ingress(
             "sg-0123456789abcdef0",

@@ -9,8 +9,10 @@ from dataclasses import replace
 
 import pytest
 
-from cloudjhub.ec2 import Ec2, Instance
+from cloudjhub.aws.client import Instance
+from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.fleet import Fleet
+from tests.helpers import ApiCalls
 
 MakeWorker = Callable[..., Instance]
 
@@ -18,19 +20,23 @@ MAX_AGE = 1.0
 
 
 @pytest.fixture
-def forty(ec2: Ec2, other_ec2: Ec2, make_worker: MakeWorker) -> list[Instance]:
+def forty(
+    ec2: LocalCloudEc2, other_ec2: LocalCloudEc2, make_worker: MakeWorker, calls: ApiCalls
+) -> list[Instance]:
     """40 workers of our cluster, 5 of another one; the call counter starts at zero."""
     ours = [make_worker(f"user{i:02d}") for i in range(40)]
     for i in range(5):
         make_worker(f"user{i:02d}", other_ec2)
-    ec2.calls.clear()
+    calls.clear()
     return ours
 
 
-async def test_concurrent_refreshes_share_one_describe(ec2: Ec2, forty: list[Instance]) -> None:
+async def test_concurrent_refreshes_share_one_describe(
+    ec2: LocalCloudEc2, forty: list[Instance], calls: ApiCalls
+) -> None:
     fleet = Fleet(ec2, max_age=MAX_AGE)
     await asyncio.gather(*(fleet.refresh() for _ in range(40)))
-    assert ec2.calls["DescribeInstances"] == 1
+    assert calls["DescribeInstances"] == 1
     assert {i.id for i in fleet.instances()} == {i.id for i in forty}
     assert all(i.cluster == ec2.cluster for i in fleet.instances())
 
@@ -38,25 +44,29 @@ async def test_concurrent_refreshes_share_one_describe(ec2: Ec2, forty: list[Ins
     await asyncio.gather(*(fleet.refresh() for _ in range(40)))
     await fleet.refresh()
     assert fleet.age < MAX_AGE
-    assert ec2.calls["DescribeInstances"] == 1
+    assert calls["DescribeInstances"] == 1
 
     # After max_age: exactly one more, however many ask at once.
     await asyncio.sleep(MAX_AGE + 0.05)
     await asyncio.gather(*(fleet.refresh() for _ in range(40)))
-    assert ec2.calls["DescribeInstances"] == 2
-    assert sum(ec2.calls.values()) == 2
+    assert calls["DescribeInstances"] == 2
+    assert sum(calls.values()) == 2
 
 
-async def test_explicit_max_age_overrides_the_default(ec2: Ec2, forty: list[Instance]) -> None:
+async def test_explicit_max_age_overrides_the_default(
+    ec2: LocalCloudEc2, forty: list[Instance], calls: ApiCalls
+) -> None:
     fleet = Fleet(ec2, max_age=3600)
     await fleet.refresh()
     await fleet.refresh()
-    assert ec2.calls["DescribeInstances"] == 1
+    assert calls["DescribeInstances"] == 1
     await fleet.refresh(max_age=0)
-    assert ec2.calls["DescribeInstances"] == 2
+    assert calls["DescribeInstances"] == 2
 
 
-async def test_the_event_loop_stays_free_during_a_refresh(ec2: Ec2, forty: list[Instance]) -> None:
+async def test_the_event_loop_stays_free_during_a_refresh(
+    ec2: LocalCloudEc2, forty: list[Instance]
+) -> None:
     """The describe runs in a thread: other coroutines keep running meanwhile."""
     fleet = Fleet(ec2)
     ticks = 0
@@ -81,7 +91,7 @@ async def test_the_event_loop_stays_free_during_a_refresh(ec2: Ec2, forty: list[
 
 
 async def test_a_failed_refresh_is_retried_by_the_next_caller(
-    ec2: Ec2, forty: list[Instance]
+    ec2: LocalCloudEc2, forty: list[Instance]
 ) -> None:
     fleet = Fleet(ec2, max_age=MAX_AGE)
     fail = {"on": True}
@@ -100,7 +110,7 @@ async def test_a_failed_refresh_is_retried_by_the_next_caller(
 
 
 async def test_for_user_finds_the_live_instance_and_ignores_terminated(
-    ec2: Ec2, make_worker: MakeWorker
+    ec2: LocalCloudEc2, make_worker: MakeWorker
 ) -> None:
     old = make_worker("alice")
     ec2.terminate([old.id])
@@ -121,7 +131,9 @@ async def test_for_user_finds_the_live_instance_and_ignores_terminated(
     assert carol is not None and carol.user == "carol"
 
 
-async def test_for_user_prefers_a_running_instance(ec2: Ec2, make_worker: MakeWorker) -> None:
+async def test_for_user_prefers_a_running_instance(
+    ec2: LocalCloudEc2, make_worker: MakeWorker
+) -> None:
     first = make_worker("alice")
     second = make_worker("alice")
     ec2.stop(second.id)
@@ -133,7 +145,9 @@ async def test_for_user_prefers_a_running_instance(ec2: Ec2, make_worker: MakeWo
 
 
 async def test_remember_shows_a_new_instance_before_the_next_refresh(
-    ec2: Ec2, make_worker: MakeWorker
+    ec2: LocalCloudEc2,
+    make_worker: MakeWorker,
+    calls: ApiCalls,
 ) -> None:
     make_worker("alice")
     fleet = Fleet(ec2, max_age=3600)
@@ -142,13 +156,13 @@ async def test_remember_shows_a_new_instance_before_the_next_refresh(
 
     launched = make_worker("dave")
     await fleet.refresh()  # still fresh: no describe, so the launch is not seen yet
-    assert ec2.calls["DescribeInstances"] == 1
+    assert calls["DescribeInstances"] == 1
     assert fleet.for_user("dave") is None
 
     fleet.remember(launched)
     assert fleet.get(launched.id) == launched
     assert fleet.for_user("dave") == launched
-    assert ec2.calls["DescribeInstances"] == 1
+    assert calls["DescribeInstances"] == 1
 
     # A later report about the same instance replaces the earlier one.
     fleet.remember(replace(launched, state="stopped"))
@@ -156,11 +170,11 @@ async def test_remember_shows_a_new_instance_before_the_next_refresh(
     assert stopped is not None and stopped.state == "stopped"
 
 
-async def test_shared_fleet_is_one_per_key(ec2: Ec2, other_ec2: Ec2) -> None:
+async def test_shared_fleet_is_one_per_key(ec2: LocalCloudEc2, other_ec2: LocalCloudEc2) -> None:
     key = ("alpha", "us-east-1", "test-shared-fleet")
-    connects: list[Ec2] = []
+    connects: list[LocalCloudEc2] = []
 
-    def connect() -> Ec2:
+    def connect() -> LocalCloudEc2:
         connects.append(ec2)
         return ec2
 
@@ -178,7 +192,7 @@ async def test_shared_fleet_is_one_per_key(ec2: Ec2, other_ec2: Ec2) -> None:
 
 
 async def test_a_launch_survives_a_refresh_that_does_not_list_it_yet(
-    ec2: Ec2, make_worker: MakeWorker
+    ec2: LocalCloudEc2, make_worker: MakeWorker
 ) -> None:
     """AWS's DescribeInstances can lag RunInstances; the launch must not vanish."""
     known = make_worker("alice")

@@ -14,8 +14,9 @@ from jupyterhub.objects import Hub
 from traitlets import TraitError
 
 from cloudjhub import hibernation
+from cloudjhub.aws.hub import WorkerSpec
+from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.config import ConfigError, InstanceConfig, load_instance_config, load_server_config
-from cloudjhub.ec2 import Ec2, WorkerSpec
 from cloudjhub.local import motoserver
 from cloudjhub.spawner import InstanceSpawner, SpawnError
 
@@ -123,7 +124,7 @@ def test_self_stop_grace_defaults_to_half_the_timeout_but_at_least_300(tmp_path:
     assert spawner(config, idle_timeout=60, self_stop_grace=5).self_stop_grace == 5
 
 
-def test_hibernating_launch_and_stop(ec2: Ec2, spec: WorkerSpec) -> None:
+def test_hibernating_launch_and_stop(ec2: LocalCloudEc2, spec: WorkerSpec) -> None:
     motoserver._patch_stop_instances()
     hibernating = replace(
         spec, hibernate=True, ebs_size=hibernation.root_volume_gib("t3.medium", 8)

@@ -3,7 +3,7 @@
 moto evaluates IAM at the action level only: EC2 requests are authorised
 against resource "*", and a Condition passes when the request carries no value
 for its key. So (a) asserts every statement, condition key and value exactly,
-and (b) runs the real `Ec2` calls of a hub with credentials holding the policy's
+and (b) runs the real `LocalCloudEc2` calls of a hub with credentials holding the policy's
 actions, to show what is allowed and that terminate and delete are denied.
 """
 
@@ -18,8 +18,10 @@ import pytest
 from click.testing import CliRunner
 from moto.core import enable_iam_authentication
 
+from cloudjhub.aws.client import RETRY_CONFIG, CloudError, NotOurs
+from cloudjhub.aws.hub import WorkerSpec
+from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.cli import main
-from cloudjhub.ec2 import RETRY_CONFIG, CloudError, Ec2, NotOurs, WorkerSpec
 from cloudjhub.launch.groups import ensure_security_groups
 from cloudjhub.launch.iam import manager_policy
 
@@ -208,7 +210,7 @@ def hub_client(policy: dict[str, Any], extra_actions: tuple[str, ...] = ()) -> A
 
 @pytest.fixture
 def cluster_parts(
-    ec2: Ec2, other_ec2: Ec2, network: Any, spec: WorkerSpec, make_untagged: Any
+    ec2: LocalCloudEc2, other_ec2: LocalCloudEc2, network: Any, spec: WorkerSpec, make_untagged: Any
 ) -> dict[str, Any]:
     """Made with the admin's credentials before IAM is enforced, next to foreign ones."""
     groups = ensure_security_groups(ec2, network.vpc_id)
@@ -223,9 +225,9 @@ def cluster_parts(
 
 
 def test_hub_credentials_may_run_start_stop_and_attach_but_not_terminate(
-    ec2: Ec2, cluster_parts: dict[str, Any]
+    ec2: LocalCloudEc2, cluster_parts: dict[str, Any]
 ) -> None:
-    hub = Ec2(CLUSTER, hub_client(manager_policy(CLUSTER)))
+    hub = LocalCloudEc2(CLUSTER, hub_client(manager_policy(CLUSTER)))
     spec, bob = cluster_parts["spec"], cluster_parts["bob"]
 
     with enable_iam_authentication():
@@ -250,7 +252,7 @@ def test_hub_credentials_may_run_start_stop_and_attach_but_not_terminate(
 
     assert terminate.value.code in DENIED, terminate.value
     assert modify.value.response["Error"]["Code"] in DENIED
-    # moto cannot evaluate the ResourceTag condition; the guard in Ec2 refuses first.
+    # moto cannot evaluate the ResourceTag condition; the guard in LocalCloudEc2 refuses first.
     for foreign in cluster_parts["foreign"]:
         with pytest.raises(NotOurs):
             hub.stop(foreign)
@@ -268,7 +270,7 @@ def test_hub_credentials_may_run_start_stop_and_attach_but_not_terminate(
     assert mappings["/dev/sdf"]["DeleteOnTermination"] is False
 
 
-def test_delete_security_group_is_denied(ec2: Ec2, cluster_parts: dict[str, Any]) -> None:
+def test_delete_security_group_is_denied(ec2: LocalCloudEc2, cluster_parts: dict[str, Any]) -> None:
     client = hub_client(manager_policy(CLUSTER))
     group = cluster_parts["groups"].manager2
 
@@ -279,9 +281,11 @@ def test_delete_security_group_is_denied(ec2: Ec2, cluster_parts: dict[str, Any]
     assert group in {g["GroupId"] for g in ec2.client.describe_security_groups()["SecurityGroups"]}
 
 
-def test_the_denials_come_from_the_policy(ec2: Ec2, cluster_parts: dict[str, Any]) -> None:
+def test_the_denials_come_from_the_policy(
+    ec2: LocalCloudEc2, cluster_parts: dict[str, Any]
+) -> None:
     """Control: the same user with TerminateInstances added may terminate."""
-    hub = Ec2(CLUSTER, hub_client(manager_policy(CLUSTER), ("ec2:TerminateInstances",)))
+    hub = LocalCloudEc2(CLUSTER, hub_client(manager_policy(CLUSTER), ("ec2:TerminateInstances",)))
 
     with enable_iam_authentication():
         hub.terminate([cluster_parts["bob"]])
@@ -289,7 +293,7 @@ def test_the_denials_come_from_the_policy(ec2: Ec2, cluster_parts: dict[str, Any
     assert ec2.describe([cluster_parts["bob"]])[0].state == "terminated"
 
 
-def test_unknown_credentials_are_refused(ec2: Ec2, cluster_parts: dict[str, Any]) -> None:
+def test_unknown_credentials_are_refused(ec2: LocalCloudEc2, cluster_parts: dict[str, Any]) -> None:
     """Control: with IAM enforced, the fixtures' fake keys are not accepted at all."""
     with enable_iam_authentication(), pytest.raises(CloudError) as refused:
         ec2.describe_workers()

@@ -18,11 +18,13 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from click.testing import CliRunner, Result
 
-from cloudjhub import ec2 as ec2_module
+from cloudjhub.aws import client as ec2_module
+from cloudjhub.aws.admin import instance_profile_exists
+from cloudjhub.aws.client import CloudError
+from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.cli import main
 from cloudjhub.commands import cloud_options
 from cloudjhub.commands.launch import launch
-from cloudjhub.ec2 import CloudError, Ec2, instance_profile_exists
 from cloudjhub.tags import CLUSTER_TAG
 from tests.unit.conftest import REGION, Network, SshKey
 
@@ -41,7 +43,7 @@ CREDENTIAL_VARIABLES = (
 
 @pytest.fixture
 def args(
-    ec2: Ec2,
+    ec2: LocalCloudEc2,
     network: Network,
     key_name: str,
     worker_ami: str,
@@ -83,7 +85,7 @@ def lines(result: Result) -> list[str]:
     return [line for line in result.output.splitlines() if line.strip()]
 
 
-def inventory(ec2: Ec2) -> dict[str, Any]:
+def inventory(ec2: LocalCloudEc2) -> dict[str, Any]:
     c = ec2.client
     return {
         "instances": sorted(
@@ -150,7 +152,7 @@ def test_instance_profile_check_wraps_botocore_errors(
 
 
 def test_an_endpoint_that_is_not_a_url_is_one_line_and_exit_1(
-    args: list[str], ec2: Ec2, monkeypatch: pytest.MonkeyPatch
+    args: list[str], ec2: LocalCloudEc2, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = inventory(ec2)
 
@@ -166,7 +168,7 @@ def test_an_endpoint_that_is_not_a_url_is_one_line_and_exit_1(
 
 
 def test_an_ec2_error_while_planning_is_one_line_and_exit_1(
-    args: list[str], ec2: Ec2, monkeypatch: pytest.MonkeyPatch
+    args: list[str], ec2: LocalCloudEc2, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Preflight never lists instances; the plan does (to reuse a manager)."""
     inner = ec2_module.make_client
@@ -195,7 +197,7 @@ def test_an_ec2_error_while_planning_is_one_line_and_exit_1(
 
 
 def test_without_a_terminal_or_yes_it_refuses_and_creates_nothing(
-    args: list[str], ec2: Ec2, tmp_path: Path
+    args: list[str], ec2: LocalCloudEc2, tmp_path: Path
 ) -> None:
     before = inventory(ec2)
 
@@ -210,7 +212,7 @@ def test_without_a_terminal_or_yes_it_refuses_and_creates_nothing(
 
 
 def test_a_person_who_declines_creates_nothing(
-    args: list[str], ec2: Ec2, monkeypatch: pytest.MonkeyPatch
+    args: list[str], ec2: LocalCloudEc2, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(cloud_options, "stdin_is_tty", lambda: True)
     before = inventory(ec2)
@@ -224,7 +226,7 @@ def test_a_person_who_declines_creates_nothing(
 
 
 def test_dry_run_needs_no_confirmation(
-    args: list[str], ec2: Ec2, monkeypatch: pytest.MonkeyPatch
+    args: list[str], ec2: LocalCloudEc2, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     endpoints = recording_clients(monkeypatch)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
@@ -266,7 +268,7 @@ def test_dry_run_needs_no_confirmation(
     ],
 )
 def test_bad_option_values_exit_2_naming_the_option(
-    args: list[str], ec2: Ec2, extra: list[str], named: str
+    args: list[str], ec2: LocalCloudEc2, extra: list[str], named: str
 ) -> None:
     before = inventory(ec2)
 
@@ -279,7 +281,7 @@ def test_bad_option_values_exit_2_naming_the_option(
 
 
 def test_bad_option_value_from_the_environment_exits_2(
-    args: list[str], ec2: Ec2, monkeypatch: pytest.MonkeyPatch
+    args: list[str], ec2: LocalCloudEc2, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CLOUDJHUB_TIMEOUT", "-5")
     monkeypatch.setenv("CLOUDJHUB_SSH_PORT", "22")

@@ -27,15 +27,18 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from click.testing import CliRunner, Result
 
-from cloudjhub import ec2 as ec2_module
+from cloudjhub.aws import client as ec2_module
+from cloudjhub.aws.client import RETRY_CONFIG, Instance, NotOurs
+from cloudjhub.aws.hub import WorkerSpec
+from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.cli import main
 from cloudjhub.commands import cloud_options
 from cloudjhub.commands.status import duration, status_rows
-from cloudjhub.ec2 import RETRY_CONFIG, Ec2, Instance, NotOurs, WorkerSpec
 from cloudjhub.launch import teardown
 from cloudjhub.launch.groups import ClusterGroups, ensure_security_groups
 from cloudjhub.launch.image import build_worker_image
 from cloudjhub.tags import CLUSTER_TAG, ROLE_TAG, USER_TAG, Role, tag_list, tags_for
+from tests.helpers import ApiCalls
 from tests.unit.conftest import REGION, SshKey
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,7 +78,12 @@ class Built:
 
 
 def build_cluster(
-    ec2: Ec2, vpc_id: str, subnet_id: str, base_ami: str, public_key: str, users: list[str]
+    ec2: LocalCloudEc2,
+    vpc_id: str,
+    subnet_id: str,
+    base_ami: str,
+    public_key: str,
+    users: list[str],
 ) -> Built:
     """A cluster made with the launcher's own helpers: groups, image, key, workers, manager."""
     cluster = ec2.cluster
@@ -128,13 +136,13 @@ class World:
     beta: Built
     untagged_instances: list[str]
     lookalike_groups: list[str]
-    ec2: Ec2
+    ec2: LocalCloudEc2
 
 
 @pytest.fixture
 def world(
-    ec2: Ec2,
-    other_ec2: Ec2,
+    ec2: LocalCloudEc2,
+    other_ec2: LocalCloudEc2,
     network: Any,
     key_name: str,
     worker_ami: str,
@@ -754,13 +762,13 @@ def test_volume_guard_refuses_a_home_volume_in_use(world: World) -> None:
 
 def test_delete_guards_refuse_without_ids(world: World) -> None:
     ec2 = world.ec2
-    before, calls = inventory(ec2.client), ec2.calls.copy()
+    before, calls = inventory(ec2.client), ApiCalls(ec2.client)
     with pytest.raises(NotOurs, match="no explicit"):
         ec2.terminate([])
     with pytest.raises(NotOurs, match="not tagged"):
         ec2.delete_home_volume("vol-0123456789abcdef0")  # unknown: never deleted blind
     for op in ("DeleteVolume", "TerminateInstances"):
-        assert ec2.calls[op] == calls[op]
+        assert calls[op] == 0
     assert inventory(ec2.client) == before
 
 

@@ -14,7 +14,8 @@ from jupyterhub.objects import Hub, Server
 from prometheus_client import REGISTRY
 
 from cloudjhub import metrics
-from cloudjhub.ec2 import CloudError, Ec2, Instance
+from cloudjhub.aws.client import CloudError, Instance
+from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.fleet import Fleet
 from cloudjhub.spawner import InstanceSpawner, stop_reason
 from cloudjhub.usage import read_events
@@ -25,7 +26,7 @@ def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def test_ec2_calls_are_counted_by_action_and_outcome(ec2: Ec2) -> None:
+def test_ec2_calls_are_counted_by_action_and_outcome(ec2: LocalCloudEc2) -> None:
     ok = sample("cloudjhub_ec2_api_calls_total", action="describe_instances", outcome="ok")
     bad_labels = {"action": "stop_instances", "outcome": "InvalidInstanceID.NotFound"}
     bad = sample("cloudjhub_ec2_api_calls_total", **bad_labels)
@@ -70,7 +71,7 @@ def test_stop_reason_is_idle_only_after_the_idle_timeout() -> None:
 
 @pytest.fixture
 def spawner_for(
-    ec2: Ec2, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ec2: LocalCloudEc2, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Callable[[str], InstanceSpawner]:
     """A spawner of a running server, no hub; its fleet is the moto-backed one here."""
     monkeypatch.setitem(Fleet._shared, (CLUSTER, REGION, ""), Fleet(ec2, max_age=0))
@@ -105,7 +106,7 @@ def usage(tmp_path: Path) -> list[tuple[str, str, str, str]]:
 
 
 async def test_poll_counts_a_self_stop_once_and_logs_it(
-    ec2: Ec2,
+    ec2: LocalCloudEc2,
     make_worker: Callable[..., Instance],
     spawner_for: Callable[[str], InstanceSpawner],
     tmp_path: Path,
@@ -123,7 +124,7 @@ async def test_poll_counts_a_self_stop_once_and_logs_it(
 
 
 async def test_stop_counts_a_reason_and_logs_it(
-    ec2: Ec2,
+    ec2: LocalCloudEc2,
     make_worker: Callable[..., Instance],
     spawner_for: Callable[[str], InstanceSpawner],
     tmp_path: Path,
@@ -155,7 +156,7 @@ async def test_stop_counts_a_reason_and_logs_it(
 
 
 async def test_an_unwritable_usage_log_never_fails_a_stop(
-    ec2: Ec2,
+    ec2: LocalCloudEc2,
     make_worker: Callable[..., Instance],
     spawner_for: Callable[[str], InstanceSpawner],
     tmp_path: Path,

@@ -14,10 +14,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from prometheus_client import REGISTRY
 
-from cloudjhub.ec2 import CloudError, Ec2, Instance
+from cloudjhub.aws.client import CloudError, Instance
+from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.reaper import HubApi, HubUnavailable, Reaper, default_timing
 from cloudjhub.tags import CLUSTER_TAG, ROLE_TAG, USER_TAG
 from cloudjhub.usage import read_events
+from tests.helpers import ApiCalls
 
 GRACE = 10.0
 
@@ -167,18 +169,22 @@ def test_pending_orphan_is_reported_then_stopped_once_it_runs(
 
 
 def test_guarded_stop_with_moto(
-    ec2: Ec2, other_ec2: Ec2, make_worker: Callable[..., Instance], tmp_path: Path
+    ec2: LocalCloudEc2,
+    other_ec2: LocalCloudEc2,
+    make_worker: Callable[..., Instance],
+    tmp_path: Path,
+    calls: ApiCalls,
 ) -> None:
-    """The real Ec2: only this cluster's workers are listed, and stopped through the guard."""
+    """The real LocalCloudEc2: only this cluster's workers are listed, and stopped through the guard."""
     mine = make_worker("ghost")
     theirs = make_worker("ghost", other_ec2)
     clock = Clock()
     reaper = Reaper(ec2, FakeHub(), 0.0, str(tmp_path / "usage.jsonl"), clock)  # type: ignore[arg-type]
-    before = dict(ec2.calls)
+    before = dict(calls)
     assert reaper.round() == [mine.id]
-    calls = {k: n for k, v in ec2.calls.items() if (n := v - before.get(k, 0))}
+    made = {k: n for k, v in calls.items() if (n := v - before.get(k, 0))}
     # One listing, the guard's re-read, one stop.
-    assert calls == {"DescribeInstances": 2, "StopInstances": 1}
+    assert made == {"DescribeInstances": 2, "StopInstances": 1}
     states = {i.id: i.state for i in ec2.describe([mine.id, theirs.id])}
     assert states[mine.id] in ("stopping", "stopped")
     assert states[theirs.id] == "running"

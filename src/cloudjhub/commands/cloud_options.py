@@ -8,7 +8,8 @@ from typing import Any, TypeVar
 
 import click
 
-from ..ec2 import CloudError, Ec2
+from ..aws.admin import AdminEc2
+from ..aws.client import CloudError
 from ..launch.teardown import Failure
 from ..tags import validate_cluster_name
 
@@ -41,9 +42,9 @@ def aws_options(f: F) -> F:
     )(f)
 
 
-def connect(cluster: str, region: str | None, aws_endpoint: str | None) -> Ec2:
+def connect(cluster: str, region: str | None, aws_endpoint: str | None) -> AdminEc2:
     try:
-        return Ec2.connect(cluster, region, aws_endpoint)
+        return AdminEc2.connect(cluster, region, aws_endpoint)
     except CloudError as exc:
         hint = " (pass --region or set AWS_DEFAULT_REGION)" if exc.code == "NoRegionError" else ""
         raise click.ClickException(f"{exc}{hint}") from exc

@@ -190,7 +190,8 @@ def launch(
 
     Re-running with the same CLUSTER reuses what exists and finishes what is missing.
     """
-    from ..ec2 import CloudError, Ec2, default_region
+    from ..aws.admin import AdminEc2
+    from ..aws.client import CloudError, default_region
     from ..launch.cluster import Launch, LaunchError, plan
     from ..launch.options import LaunchOptions
     from ..launch.preflight import preflight
@@ -223,7 +224,7 @@ def launch(
     except CloudError as exc:
         _cloud_failure(exc)
     try:
-        ec2 = Ec2.connect(opts.cluster, opts.region, opts.endpoint_url)
+        ec2 = AdminEc2.connect(opts.cluster, opts.region, opts.endpoint_url)
         problems = preflight(ec2, opts)
         if problems:
             for problem in problems:

@@ -60,8 +60,9 @@ def reap(
     The hub URL and token come from JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN,
     which JupyterHub sets for its services; a token never goes on a command line.
     """
+    from ..aws.client import CloudError
+    from ..aws.hub import HubEc2
     from ..config import ConfigError, load_server_config
-    from ..ec2 import CloudError, Ec2
     from ..reaper import HubApi, Reaper, default_timing, run
     from ..usage import USAGE_LOG
 
@@ -75,7 +76,7 @@ def reap(
         )
     try:
         config = load_server_config(server_config)
-        ec2 = Ec2.connect(config.CLUSTER_NAME, config.REGION, config.AWS_ENDPOINT_URL)
+        ec2 = HubEc2.connect(config.CLUSTER_NAME, config.REGION, config.AWS_ENDPOINT_URL)
     except (ConfigError, CloudError) as exc:
         raise click.ClickException(str(exc)) from exc
     default_interval, default_grace = default_timing(config.JUPYTER_NOTEBOOK_TIMEOUT)

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..ec2 import CloudError, Instance
+from ..aws.client import CloudError, Instance
 from ..tags import Role
 from .cloud_options import aws_options, cluster_argument, connect
 

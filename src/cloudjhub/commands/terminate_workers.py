@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..ec2 import CloudError
+from ..aws.client import CloudError
 from ..launch import teardown
 from ..tags import Role
 from .cloud_options import aws_options, cluster_argument, confirm, connect, report, say, show_plan

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..aws.admin import AdminEc2, image_snapshots
+from ..aws.client import CloudError, Instance
 from ..config import ServerConfig, server_config_from, write_server_config
-from ..ec2 import CloudError, Ec2, Instance
 from ..tags import Role, tags_for
 from .groups import ClusterGroups, ensure_security_groups
 from .image import build_worker_image, find_worker_image
@@ -50,7 +51,7 @@ class LaunchResult:
     seconds: float
 
 
-def plan(ec2: Ec2, opts: LaunchOptions) -> list[str]:
+def plan(ec2: AdminEc2, opts: LaunchOptions) -> list[str]:
     """What a launch would create (or reuse), for --dry-run."""
     c = opts.cluster
     lines = [f"security group {c}-{g}" for g in ("manager", "manager2", "worker")]
@@ -81,7 +82,7 @@ def plan(ec2: Ec2, opts: LaunchOptions) -> list[str]:
 
 
 class Launch:
-    def __init__(self, ec2: Ec2, opts: LaunchOptions, say: Say = print) -> None:
+    def __init__(self, ec2: AdminEc2, opts: LaunchOptions, say: Say = print) -> None:
         self.ec2 = ec2
         self.opts = opts
         self.say = say
@@ -207,12 +208,7 @@ class Launch:
 
     def _delete_image(self, image_id: str) -> None:
         """The image and its snapshots, found from its block devices (tags come later)."""
-        image = self.ec2.image(image_id) or {}
-        snapshots = {
-            m["Ebs"]["SnapshotId"]
-            for m in image.get("BlockDeviceMappings", [])
-            if m.get("Ebs", {}).get("SnapshotId")
-        }
+        snapshots = set(image_snapshots(self.ec2.image(image_id) or {}))
         snapshots |= {
             s["SnapshotId"]
             for s in self.ec2.cluster_snapshots()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..ec2 import Ec2
+from ..aws.admin import AdminEc2
 from ..tags import Role, tags_for
 
 HUB_API_PORT = 8081
@@ -36,7 +36,7 @@ def _tcp(port: int, **source: str) -> dict[str, object]:
 
 
 def ensure_security_groups(
-    ec2: Ec2,
+    ec2: AdminEc2,
     vpc_id: str,
     admin_cidr: str | None = None,
     notebook_port: int = 8888,

@@ -5,19 +5,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ..ec2 import CloudError, Ec2, Instance
+from ..aws.admin import AdminEc2
+from ..aws.client import CloudError, Instance
 from ..tags import Role, tags_for
 
 Progress = Callable[[str], None]
 
 
-def find_worker_image(ec2: Ec2) -> str | None:
+def find_worker_image(ec2: AdminEc2) -> str | None:
     image = ec2.find_image(tags_for(ec2.cluster, Role.IMAGE))
     return image["ImageId"] if image and image.get("State") == "available" else None
 
 
 def build_worker_image(
-    ec2: Ec2,
+    ec2: AdminEc2,
     base_ami: str,
     instance_type: str,
     subnet_id: str,
@@ -72,7 +73,7 @@ def build_worker_image(
 
 
 def _wait_instance(
-    ec2: Ec2, instance_id: str, state: str, timeout: float, poll: float, progress: Progress
+    ec2: AdminEc2, instance_id: str, state: str, timeout: float, poll: float, progress: Progress
 ) -> Instance:
     deadline = time.monotonic() + timeout
     while True:

@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from ..ec2 import Ec2, instance_profile_exists
+from ..aws.admin import AdminEc2, instance_profile_exists
 from .options import LaunchOptions
 
 
@@ -22,7 +22,7 @@ def _key_file_problem(opts: LaunchOptions, path: Path, flag: str = "--key-file")
     return None
 
 
-def preflight(ec2: Ec2, opts: LaunchOptions) -> list[str]:
+def preflight(ec2: AdminEc2, opts: LaunchOptions) -> list[str]:
     """Problems found, or [] if the launch can go ahead."""
     problems: list[str] = []
     subnets = ec2.subnets([opts.private_subnet, opts.public_subnet])

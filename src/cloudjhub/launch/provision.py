@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import remote
-from ..ec2 import CloudError, Ec2, Instance
+from ..aws.admin import AdminEc2
+from ..aws.client import CloudError, Instance
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -27,7 +28,7 @@ class Node:
     """One instance the launcher talks to, with host keys pinned from its console."""
 
     instance: Instance
-    ec2: Ec2
+    ec2: AdminEc2
     login: str
     key_file: str
     port: int

@@ -2,7 +2,7 @@
 
 Finding and deleting are separate steps so that --dry-run and the confirmation
 prompt show exactly what the deletion will touch. Every delete goes through an
-`Ec2` guard that re-reads the resource's tags first. Failures are collected,
+`AdminEc2` guard that re-reads the resource's tags first. Failures are collected,
 not raised, so one stuck resource does not hide what else is left.
 """
 
@@ -13,7 +13,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ..ec2 import CloudError, Ec2, Instance
+from ..aws.admin import AdminEc2, image_snapshots
+from ..aws.client import CloudError, Instance
 from ..tags import CLUSTER_TAG, USER_TAG, Role, tag_dict
 
 Progress = Callable[[str], None]
@@ -77,7 +78,7 @@ def _live(instances: Iterable[Instance]) -> tuple[Instance, ...]:
     return tuple(sorted(alive, key=lambda i: (i.role or "", i.user or "", i.id)))
 
 
-def _home_volumes(ec2: Ec2) -> tuple[Item, ...]:
+def _home_volumes(ec2: AdminEc2) -> tuple[Item, ...]:
     volumes = ec2.cluster_volumes(Role.HOME)
     items = [
         Item(v["VolumeId"], f"home of {tag_dict(v.get('Tags')).get(USER_TAG, '?')}, {v['State']}")
@@ -86,7 +87,7 @@ def _home_volumes(ec2: Ec2) -> tuple[Item, ...]:
     return tuple(sorted(items, key=lambda i: i.label))
 
 
-def plan_terminate_workers(ec2: Ec2, delete_home_volumes: bool) -> Plan:
+def plan_terminate_workers(ec2: AdminEc2, delete_home_volumes: bool) -> Plan:
     homes = _home_volumes(ec2)
     return Plan(
         ec2.cluster,
@@ -96,7 +97,7 @@ def plan_terminate_workers(ec2: Ec2, delete_home_volumes: bool) -> Plan:
     )
 
 
-def _groups(ec2: Ec2) -> tuple[tuple[Item, ...], list[str]]:
+def _groups(ec2: AdminEc2) -> tuple[tuple[Item, ...], list[str]]:
     names = [f"{ec2.cluster}-{suffix}" for suffix in GROUP_ORDER]
     ours: dict[str, Item] = {}
     notes = []
@@ -110,15 +111,14 @@ def _groups(ec2: Ec2) -> tuple[tuple[Item, ...], list[str]]:
     return tuple(ordered), notes
 
 
-def _images(ec2: Ec2) -> tuple[tuple[Item, ...], tuple[Item, ...], list[str]]:
+def _images(ec2: AdminEc2) -> tuple[tuple[Item, ...], tuple[Item, ...], list[str]]:
     images = ec2.cluster_images()
     snapshots = {s["SnapshotId"]: s for s in ec2.cluster_snapshots()}
     notes = [
-        f"snapshot {m['Ebs']['SnapshotId']} of image {image['ImageId']} is not tagged "
-        f"{CLUSTER_TAG}={ec2.cluster}"
+        f"snapshot {sid} of image {image['ImageId']} is not tagged {CLUSTER_TAG}={ec2.cluster}"
         for image in images
-        for m in image.get("BlockDeviceMappings", [])
-        if m.get("Ebs", {}).get("SnapshotId") and m["Ebs"]["SnapshotId"] not in snapshots
+        for sid in image_snapshots(image)
+        if sid not in snapshots
     ]
     return (
         tuple(Item(i["ImageId"], i.get("Name", "")) for i in images),
@@ -127,7 +127,7 @@ def _images(ec2: Ec2) -> tuple[tuple[Item, ...], tuple[Item, ...], list[str]]:
     )
 
 
-def plan_destroy(ec2: Ec2, delete_home_volumes: bool) -> Plan:
+def plan_destroy(ec2: AdminEc2, delete_home_volumes: bool) -> Plan:
     instances = [i for i in ec2.describe_cluster() if i.role in {r.value for r in DESTROY_ROLES}]
     groups, group_notes = _groups(ec2)
     images, snapshots, image_notes = _images(ec2)
@@ -206,7 +206,7 @@ def wait_for(
 
 
 def terminate(
-    ec2: Ec2,
+    ec2: AdminEc2,
     instances: Iterable[Instance],
     roles: Iterable[Role],
     progress: Progress,
@@ -237,7 +237,7 @@ def terminate(
 
 
 def delete_home_volumes(
-    ec2: Ec2, volumes: Iterable[Item], progress: Progress, timeout: float, poll: float
+    ec2: AdminEc2, volumes: Iterable[Item], progress: Progress, timeout: float, poll: float
 ) -> list[Failure]:
     """Delete home volumes once detached; any still attached at the deadline is kept."""
     ids = [v.id for v in volumes]
@@ -264,7 +264,7 @@ def delete_home_volumes(
 
 
 def delete_groups(
-    ec2: Ec2,
+    ec2: AdminEc2,
     groups: Iterable[Item],
     progress: Progress,
     timeout: float | None = None,
@@ -334,7 +334,7 @@ def _each(
 
 
 def destroy(
-    ec2: Ec2,
+    ec2: AdminEc2,
     plan: Plan,
     progress: Progress,
     timeout: float,

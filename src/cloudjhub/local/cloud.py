@@ -12,8 +12,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..aws.local import LocalCloudEc2, ensure_instance_profile
 from ..config import ServerConfig, server_config_from, write_server_config
-from ..ec2 import Ec2, ensure_instance_profile
 from ..keys import ensure_ed25519
 from ..launch.cluster import PREINSTALLED_TAG
 from ..launch.groups import ensure_security_groups
@@ -58,7 +58,7 @@ def subnet_cidrs(vpc_cidr: str) -> tuple[str, str]:
 
 
 def prepare_network(
-    ec2: Ec2, endpoint: str, region: str, state_dir: Path, vpc_cidr: str = VPC_CIDR
+    ec2: LocalCloudEc2, endpoint: str, region: str, state_dir: Path, vpc_cidr: str = VPC_CIDR
 ) -> LocalNetwork:
     """What an AWS account would already have: VPC, subnets, gateway, key, base image."""
     public_cidr, private_cidr = subnet_cidrs(vpc_cidr)
@@ -85,7 +85,7 @@ def prepare_network(
 
 
 def prepare_demo_cluster(
-    ec2: Ec2,
+    ec2: LocalCloudEc2,
     net: LocalNetwork,
     state_dir: Path,
     ssh_port: int,

@@ -21,8 +21,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..aws.local import LocalCloudEc2
 from ..config import load_server_config
-from ..ec2 import Ec2
 from ..launch.hubconfig import core_lines, find_proxy, service_lines
 from . import motoserver
 from .cloud import VPC_CIDR, LocalNetwork, prepare_demo_cluster, prepare_network
@@ -139,7 +139,7 @@ class DemoStack:
     def _say(self, message: str) -> None:
         self.say(message)  # type: ignore[operator]
 
-    def start_cloud(self) -> Ec2:
+    def start_cloud(self) -> LocalCloudEc2:
         """EC2 endpoint, prepared network and the fleet emulator."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self.aws_endpoint:
@@ -166,7 +166,7 @@ class DemoStack:
         # this shell has: they would be printed by --cloud-only.
         os.environ.update(motoserver.LOCAL_CREDENTIALS)
         os.environ["AWS_ENDPOINT_URL"] = endpoint
-        ec2 = Ec2.connect(DEMO_CLUSTER, self.region, endpoint)
+        ec2 = LocalCloudEc2.connect(DEMO_CLUSTER, self.region, endpoint)
         self.network = prepare_network(ec2, endpoint, self.region, self.state_dir, self.vpc_cidr)
         self.emulator = FleetEmulator(
             ec2, self.state_dir, EMULATED_SSH_PORT, publish_console=self.moto is not None

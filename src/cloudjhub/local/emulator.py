@@ -30,7 +30,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..ec2 import CloudError, Ec2, Instance
+from ..aws.client import CloudError, Instance
+from ..aws.local import LocalCloudEc2
 from ..launch.units import enabled_units, run_unit_directly
 from ..remote import CONSOLE_BEGIN, CONSOLE_END
 from . import motoserver, sshd
@@ -41,7 +42,6 @@ INSTANCE_ENV = "CLOUDJHUB_INSTANCE_ID"
 WORKER_AGENT = Path(sys.executable).with_name("cloudjhub-worker")
 # Where, under an instance root, the worker asks for the machine to be shut down.
 SHUTDOWN_REQUEST = Path("run") / "shutdown"
-GONE_STATES = ("shutting-down", "terminated")
 
 
 @dataclass
@@ -59,7 +59,7 @@ class FleetEmulator:
 
     def __init__(
         self,
-        ec2: Ec2,
+        ec2: LocalCloudEc2,
         state_dir: Path,
         ssh_port: int,
         interval: float = 0.5,
@@ -118,7 +118,7 @@ class FleetEmulator:
                 inst = instances.get(instance_id)
                 rebooted = motoserver.boot_count(instance_id) != machine.boot
                 if inst is None or inst.state != "running" or rebooted:
-                    alive = inst is not None and inst.state not in GONE_STATES
+                    alive = inst is not None and inst.live
                     if alive and motoserver.stopped_with_hibernate(instance_id):
                         self._suspend(machine)
                     else:
@@ -129,7 +129,7 @@ class FleetEmulator:
                     self._boot(inst)
             for instance_id in list(self.suspended):
                 inst = instances.get(instance_id)
-                if inst is None or inst.state in GONE_STATES:  # terminated while hibernated
+                if inst is None or inst.gone:  # terminated while hibernated
                     _signal(self.suspended.pop(instance_id), signal.SIGKILL)
             for inst in instances.values():
                 root = self.root_of(inst.id)
@@ -165,8 +165,7 @@ class FleetEmulator:
         (root / SHUTDOWN_REQUEST).unlink(missing_ok=True)
         etc = root / "etc" / "ssh"
         host_key = sshd.ensure_host_key(etc)
-        key_name = self.ec2.instance_key_name(inst.id)
-        public_key = self.ec2.public_keys().get(key_name or "", "")
+        public_key = self.ec2.public_keys().get(inst.key_name or "", "")
         self.volumes_dir.mkdir(parents=True, exist_ok=True)
         env = {
             INSTANCE_ENV: inst.id,

@@ -1,0 +1,152 @@
+"""What the hub may do in EC2: read the cluster, launch, start and stop workers, and
+attach home volumes. Nothing here deletes anything, as the hub's IAM policy allows."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from ..tags import Role, filters, tag_list, tags_for
+from .client import CloudError, Ec2Client, Instance, user_message
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker launch needs, from server_config.json or traits."""
+
+    image_id: str
+    instance_type: str
+    subnet_id: str
+    security_group_ids: tuple[str, ...]
+    key_name: str
+    ebs_size: int
+    hibernate: bool = False
+
+
+def launch_token(cluster: str, user: str, previous: str | None) -> str:
+    """ClientToken that makes a retried RunInstances return the same instance.
+
+    The previous instance id is part of it so that replacing a terminated
+    instance is a new request, not a replay of the old one.
+    """
+    raw = f"{cluster}\0{user}\0{previous or ''}".encode()
+    return "cjh-" + hashlib.sha256(raw).hexdigest()[:60]
+
+
+class HubEc2(Ec2Client):
+    """The hub's door: every action is on this cluster's workers and their volumes."""
+
+    def __init__(self, cluster: str, client: Any) -> None:
+        super().__init__(cluster, client)
+        self._root_devices: dict[str, str] = {}
+
+    # ---- reads -------------------------------------------------------------
+
+    def describe_cluster(self, role: Role | None = None) -> list[Instance]:
+        """All instances of this cluster (of one role), in every state."""
+        return self._instances(Filters=filters(self.cluster, role), MaxResults=1000)
+
+    def describe_workers(self, user: str | None = None) -> list[Instance]:
+        return self._instances(Filters=filters(self.cluster, Role.WORKER, user), MaxResults=1000)
+
+    def console_output(self, instance_id: str) -> str:
+        # Not Latest=True: that is Nitro-only, and the boot output we need
+        # (cloud-init's host keys) is in the buffered output on every platform.
+        reply = self._call("get_console_output", InstanceId=instance_id)
+        return reply.get("Output") or ""
+
+    def root_device_name(self, image_id: str) -> str:
+        if image_id not in self._root_devices:
+            context = {"image": image_id}
+            images = self._call("describe_images", context, ImageIds=[image_id]).get("Images", [])
+            if not images:
+                code = "InvalidAMIID.NotFound"
+                raise CloudError(user_message(code, context) or code, code)
+            image = images[0]
+            if image.get("State") != "available":
+                code = "InvalidAMIID.Unavailable"
+                raise CloudError(user_message(code, context) or code, code)
+            self._root_devices[image_id] = image.get("RootDeviceName") or "/dev/xvda"
+        return self._root_devices[image_id]
+
+    # ---- workers -----------------------------------------------------------
+
+    def launch_worker(self, user: str, spec: WorkerSpec, client_token: str) -> Instance:
+        """Run one tagged worker: IMDSv2 only, no instance profile, stop on shutdown."""
+        tags = tag_list(tags_for(self.cluster, Role.WORKER, user))
+        root = self.root_device_name(spec.image_id)
+        params: dict[str, Any] = {
+            "ImageId": spec.image_id,
+            "InstanceType": spec.instance_type,
+            "MinCount": 1,
+            "MaxCount": 1,
+            "SubnetId": spec.subnet_id,
+            "SecurityGroupIds": list(spec.security_group_ids),
+            "KeyName": spec.key_name,
+            "BlockDeviceMappings": [
+                {
+                    "DeviceName": root,
+                    "Ebs": {
+                        "VolumeSize": spec.ebs_size,
+                        "VolumeType": "gp3",
+                        "DeleteOnTermination": True,
+                        "Encrypted": spec.hibernate,
+                    },
+                }
+            ],
+            "MetadataOptions": {
+                "HttpTokens": "required",
+                "HttpEndpoint": "enabled",
+                "HttpPutResponseHopLimit": 1,
+            },
+            "InstanceInitiatedShutdownBehavior": "stop",
+            "TagSpecifications": [
+                {"ResourceType": "instance", "Tags": tags},
+                {"ResourceType": "volume", "Tags": tags},
+            ],
+            "ClientToken": client_token,
+        }
+        if spec.hibernate:
+            params["HibernationOptions"] = {"Configured": True}
+        context = {"instance_type": spec.instance_type, "image": spec.image_id}
+        reply = self._call("run_instances", context, **params)
+        return Instance.from_api(reply["Instances"][0])
+
+    def start(self, instance_id: str, roles: tuple[Role, ...] = (Role.WORKER,)) -> None:
+        self.guard([instance_id], roles)
+        self._call("start_instances", InstanceIds=[instance_id])
+
+    def stop(self, instance_id: str, hibernate: bool = False) -> None:
+        self.guard([instance_id], [Role.WORKER])
+        self._call("stop_instances", InstanceIds=[instance_id], Hibernate=hibernate)
+
+    # ---- home volumes ------------------------------------------------------
+
+    def find_home_volume(self, user: str) -> dict[str, Any] | None:
+        volumes = self._call(
+            "describe_volumes", Filters=filters(self.cluster, Role.HOME, user)
+        ).get("Volumes", [])
+        return volumes[0] if volumes else None
+
+    def create_home_volume(self, user: str, size: int, zone: str) -> str:
+        tags = tag_list(tags_for(self.cluster, Role.HOME, user))
+        reply = self._call(
+            "create_volume",
+            AvailabilityZone=zone,
+            Size=size,
+            VolumeType="gp3",
+            Encrypted=True,
+            TagSpecifications=[{"ResourceType": "volume", "Tags": tags}],
+        )
+        return str(reply["VolumeId"])
+
+    def attach_volume(self, volume_id: str, instance_id: str, device: str) -> None:
+        """Attach a home volume to one of this cluster's workers.
+
+        A volume attached after launch has DeleteOnTermination false (AttachVolume's
+        own default), so it outlives its worker without ModifyInstanceAttribute,
+        which the hub's IAM role does not have.
+        """
+        self.guard([instance_id], [Role.WORKER])
+        self._call("attach_volume", VolumeId=volume_id, InstanceId=instance_id, Device=device)
