@@ -60,7 +60,9 @@ def read_known_hosts(path: str | Path, host: str, port: int) -> list[str]:
     """Keys for host:port in an OpenSSH known_hosts file (hashed entries included)."""
     known = paramiko.HostKeys(str(path))
     name = host if port == 22 else f"[{host}]:{port}"
-    entry = known.lookup(name) or {}
+    entry = known.lookup(name)
+    if entry is None:
+        return []
     return [f"{kind} {key.get_base64()}" for kind, key in entry.items()]
 
 

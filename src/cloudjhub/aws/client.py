@@ -147,7 +147,7 @@ def boto_client(service: str, region: str | None, endpoint_url: str | None = Non
     session = boto3.session.Session()
     try:
         return session.client(
-            service,  # type: ignore[call-overload]
+            service,
             region_name=region,
             endpoint_url=endpoint_url,
             config=RETRY_CONFIG,
@@ -175,7 +175,9 @@ def chunks(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[i : i + size]
 
 
-def call(client: Any, action: str, context: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
+def call(
+    client: Any, action: str, context: Mapping[str, str] | None = None, /, **kwargs: Any
+) -> Any:
     """One AWS call, counted, with failures worded for the person who will read them."""
     service = client.meta.service_model.service_name.upper()
     try:
@@ -206,7 +208,9 @@ class Ec2Client:
     def connect(cls, cluster: str, region: str | None, endpoint_url: str | None = None) -> Any:
         return cls(cluster, make_client(region, endpoint_url))
 
-    def _call(self, action: str, context: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
+    def _call(
+        self, action: str, context: Mapping[str, str] | None = None, /, **kwargs: Any
+    ) -> Any:
         return call(self.client, action, context, **kwargs)
 
     def _pages(self, action: str, key: str, **kwargs: Any) -> list[dict[str, Any]]:

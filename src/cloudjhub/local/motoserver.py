@@ -59,7 +59,7 @@ def _patch_instance_start() -> None:
         return original(self)
 
     start._cloudjhub = True  # type: ignore[attr-defined]
-    Instance.start = start  # type: ignore[method-assign]
+    Instance.start = start  # type: ignore[method-assign,assignment]
 
 
 def set_console_output(instance_id: str, text: str) -> None:
@@ -120,7 +120,7 @@ def _patch_stop_instances() -> None:
         return original(self)
 
     stop_instances._cloudjhub = True  # type: ignore[attr-defined]
-    InstanceResponse.stop_instances = stop_instances  # type: ignore[method-assign]
+    InstanceResponse.stop_instances = stop_instances  # type: ignore[method-assign,assignment]
 
 
 def _free_port(host: str) -> int:
