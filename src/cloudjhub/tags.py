@@ -58,16 +58,40 @@ def tag_dict(tags: list[dict[str, str]] | None) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in tags or []}
 
 
+def filter_value(text: str) -> str:
+    """`text` as a literal EC2 filter value.
+
+    In EC2 filter values `*` and `?` are wildcards and a backslash escapes the next
+    character (DescribeInstances, "Filter.N.Value"), so a user named `*` would
+    otherwise match everyone."""
+    return re.sub(r"([\\*?])", r"\\\1", text)
+
+
+def tag_filters(tags: dict[str, str]) -> list[dict[str, object]]:
+    """EC2 Filters selecting resources that carry each of these tags (escaped)."""
+    return [{"Name": f"tag:{k}", "Values": [filter_value(v)]} for k, v in tags.items()]
+
+
+def selector(cluster: str, role: Role | None = None, user: str | None = None) -> dict[str, str]:
+    """The tags that mark resources of one cluster (and role, and user)."""
+    out = {CLUSTER_TAG: cluster}
+    if role is not None:
+        out[ROLE_TAG] = role.value
+    if user is not None:
+        out[USER_TAG] = user
+    return out
+
+
 def filters(
     cluster: str, role: Role | None = None, user: str | None = None
 ) -> list[dict[str, object]]:
     """EC2 Filters selecting resources of one cluster (and role, and user)."""
-    out: list[dict[str, object]] = [{"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster]}]
-    if role is not None:
-        out.append({"Name": f"tag:{ROLE_TAG}", "Values": [role.value]})
-    if user is not None:
-        out.append({"Name": f"tag:{USER_TAG}", "Values": [user]})
-    return out
+    return tag_filters(selector(cluster, role, user))
+
+
+def has_tags(tags: dict[str, str], wanted: dict[str, str]) -> bool:
+    """The exact check after a filtered lookup: EC2 filters match patterns, not values."""
+    return all(tags.get(k) == v for k, v in wanted.items())
 
 
 def resource_name(cluster: str, role: Role, user: str | None = None) -> str:

@@ -26,6 +26,7 @@ from moto.utilities.utils import load_resource
 from cloudjhub.aws.client import RETRY_CONFIG, Instance
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
+from cloudjhub.local import filters
 from cloudjhub.tags import CLUSTER_TAG, Role, tags_for
 from tests.helpers import ApiCalls
 
@@ -100,6 +101,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, moto_amis_file: Path) -
     monkeypatch.setattr(moto_settings, "EC2_ENABLE_INSTANCE_TYPE_VALIDATION", True)
     monkeypatch.setenv("MOTO_AMIS_PATH", str(moto_amis_file))
     monkeypatch.setattr(moto_amis, "AMIS", json.loads(moto_amis_file.read_text()))
+    filters.install()  # match filter values as AWS does, as the local cloud does
     with mock_aws():
         yield
 

@@ -383,6 +383,29 @@ def test_describe_by_ids(ec2: LocalCloudEc2, make_worker: MakeWorker) -> None:
 # ---- home volumes ---------------------------------------------------------------------
 
 
+# Hub usernames that are EC2 filter wildcards (or look like them) must match only
+# themselves: a user named "*" once got alice@example.com's home volume.
+WILDCARD_NAMES = ["*", "alice*", "?lice@example.com", "alice@example.co?", "[a]lice@example.com"]
+
+
+@pytest.mark.parametrize("name", WILDCARD_NAMES)
+def test_a_wildcard_username_never_finds_another_users_volume_or_worker(
+    ec2: LocalCloudEc2, make_worker: MakeWorker, name: str
+) -> None:
+    alice = make_worker("alice@example.com")
+    volume_id = ec2.create_home_volume("alice@example.com", 5, alice.availability_zone)
+
+    assert ec2.find_home_volume(name) is None
+    assert ec2.describe_workers(name) == []
+    # The real owner still finds hers, and the odd name finds its own.
+    assert ec2.find_home_volume("alice@example.com")["VolumeId"] == volume_id  # type: ignore[index]
+    assert [i.id for i in ec2.describe_workers("alice@example.com")] == [alice.id]
+    own = ec2.create_home_volume(name, 5, alice.availability_zone)
+    theirs = make_worker(name)
+    assert ec2.find_home_volume(name)["VolumeId"] == own  # type: ignore[index]
+    assert [i.id for i in ec2.describe_workers(name)] == [theirs.id]
+
+
 def test_home_volume_create_find_attach(
     ec2: LocalCloudEc2, make_worker: MakeWorker, calls: ApiCalls
 ) -> None:

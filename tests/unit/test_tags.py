@@ -13,7 +13,9 @@ from cloudjhub.tags import (
     ROLE_TAG,
     USER_TAG,
     Role,
+    filter_value,
     filters,
+    has_tags,
     posix_username,
     resource_name,
     tag_dict,
@@ -212,3 +214,21 @@ def test_accounts_images_already_have_are_never_handed_out(name: str) -> None:
     assert mapped != name
     assert mapped.startswith(name + "-")
     assert POSIX_USER_RE.fullmatch(mapped)
+
+
+def test_filter_values_escape_wildcards_and_backslashes() -> None:
+    assert filter_value("alice") == "alice"
+    assert filter_value("*") == "\\*"
+    assert filter_value("?lice@example.com") == "\\?lice@example.com"
+    assert filter_value("a\\b*") == "a\\\\b\\*"
+    assert filters("alpha", Role.WORKER, "al*ce")[2] == {
+        "Name": "tag:cloudjhub:user",
+        "Values": ["al\\*ce"],
+    }
+
+
+def test_has_tags_compares_values_exactly() -> None:
+    wanted = {"cloudjhub:user": "alice*"}
+    assert has_tags({"cloudjhub:user": "alice*", "x": "y"}, wanted)
+    assert not has_tags({"cloudjhub:user": "alice"}, wanted)
+    assert not has_tags({}, wanted)

@@ -10,7 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..tags import CLUSTER_TAG, Role, filters, tag_dict, tag_list
+from ..tags import (
+    CLUSTER_TAG,
+    Role,
+    filter_value,
+    has_tags,
+    selector,
+    tag_dict,
+    tag_filters,
+    tag_list,
+)
 from .client import CloudError, Instance, NotOurs, boto_client, call, chunks
 from .hub import HubEc2
 
@@ -105,9 +114,13 @@ class AdminEc2(HubEc2):
         return str(image.get("State", "unknown")) if image else "missing"
 
     def find_image(self, tags: dict[str, str]) -> dict[str, Any] | None:
-        flt = [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]
-        images = self._call("describe_images", Owners=["self"], Filters=flt).get("Images", [])
+        images = self._tagged_images(tags)
         return images[0] if images else None
+
+    def _tagged_images(self, wanted: dict[str, str]) -> list[dict[str, Any]]:
+        flt = tag_filters(wanted)
+        images = self._call("describe_images", Owners=["self"], Filters=flt).get("Images", [])
+        return [i for i in images if has_tags(tag_dict(i.get("Tags")), wanted)]
 
     def create_image(self, instance_id: str, name: str, tags: dict[str, str]) -> str:
         self.guard([instance_id], [Role.BUILDER])
@@ -129,12 +142,11 @@ class AdminEc2(HubEc2):
 
     def cluster_images(self) -> list[dict[str, Any]]:
         """Worker images of this cluster, in any state."""
-        flt = filters(self.cluster, Role.IMAGE)
-        return list(self._call("describe_images", Owners=["self"], Filters=flt).get("Images", []))
+        return self._tagged_images(selector(self.cluster, Role.IMAGE))
 
     def cluster_snapshots(self) -> list[dict[str, Any]]:
-        flt = filters(self.cluster, Role.IMAGE)
-        return self._pages("describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=flt)
+        wanted = selector(self.cluster, Role.IMAGE)
+        return self._tagged("describe_snapshots", "Snapshots", wanted, OwnerIds=["self"])
 
     def deregister_image(self, image_id: str) -> None:
         images = self._call(
@@ -160,7 +172,7 @@ class AdminEc2(HubEc2):
     # ---- home volumes ----------------------------------------------------------
 
     def cluster_volumes(self, role: Role = Role.HOME) -> list[dict[str, Any]]:
-        return self._pages("describe_volumes", "Volumes", Filters=filters(self.cluster, role))
+        return self._tagged("describe_volumes", "Volumes", selector(self.cluster, role))
 
     def volume_states(self, volume_ids: Iterable[str]) -> dict[str, str]:
         """Volume id -> state; 'missing' for volumes that no longer exist."""
@@ -226,7 +238,7 @@ class AdminEc2(HubEc2):
 
     def security_groups_named(self, names: Iterable[str]) -> list[dict[str, Any]]:
         """Groups with these names in any VPC, ours or not: callers check the tags."""
-        flt = [{"Name": "group-name", "Values": list(names)}]
+        flt = [{"Name": "group-name", "Values": [filter_value(n) for n in names]}]
         return self._pages("describe_security_groups", "SecurityGroups", Filters=flt)
 
     def _our_group(self, group_id: str) -> dict[str, Any]:
@@ -260,9 +272,9 @@ class AdminEc2(HubEc2):
     # ---- key pairs -------------------------------------------------------------
 
     def key_pair(self, name: str) -> dict[str, Any] | None:
-        flt = [{"Name": "key-name", "Values": [name]}]
+        flt = [{"Name": "key-name", "Values": [filter_value(name)]}]
         found = self._call("describe_key_pairs", Filters=flt).get("KeyPairs", [])
-        return found[0] if found else None
+        return next((k for k in found if k.get("KeyName") == name), None)
 
     def import_key_pair(self, name: str, public_key: str, tags: dict[str, str]) -> None:
         if self.key_pair(name) is not None:

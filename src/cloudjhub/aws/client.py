@@ -17,7 +17,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..metrics import count_ec2_call
-from ..tags import CLUSTER_TAG, ROLE_TAG, USER_TAG, Role, tag_dict
+from ..tags import CLUSTER_TAG, ROLE_TAG, USER_TAG, Role, has_tags, tag_dict, tag_filters
 
 RETRY_CONFIG = Config(
     retries={"mode": "adaptive", "max_attempts": 8},
@@ -208,9 +208,7 @@ class Ec2Client:
     def connect(cls, cluster: str, region: str | None, endpoint_url: str | None = None) -> Any:
         return cls(cluster, make_client(region, endpoint_url))
 
-    def _call(
-        self, action: str, context: Mapping[str, str] | None = None, /, **kwargs: Any
-    ) -> Any:
+    def _call(self, action: str, context: Mapping[str, str] | None = None, /, **kwargs: Any) -> Any:
         return call(self.client, action, context, **kwargs)
 
     def _pages(self, action: str, key: str, **kwargs: Any) -> list[dict[str, Any]]:
@@ -237,6 +235,15 @@ class Ec2Client:
             for item in self._pages(action, key, Filters=flt, **kwargs):
                 out[item[id_key]] = item
         return out
+
+    def _tagged(self, action: str, key: str, wanted: dict[str, str], **kwargs: Any) -> list[Any]:
+        """Items carrying exactly these tags: a filtered read, then an exact check."""
+        items = self._pages(action, key, Filters=tag_filters(wanted), **kwargs)
+        return [i for i in items if has_tags(tag_dict(i.get("Tags")), wanted)]
+
+    def _tagged_instances(self, wanted: dict[str, str]) -> list[Instance]:
+        found = self._instances(Filters=tag_filters(wanted), MaxResults=1000)
+        return [i for i in found if has_tags(i.tags, wanted)]
 
     def _instances(self, **kwargs: Any) -> list[Instance]:
         return [

@@ -7,7 +7,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from ..tags import Role, filters, tag_list, tags_for
+from ..tags import Role, selector, tag_list, tags_for
 from .client import CloudError, Ec2Client, Instance, user_message
 
 
@@ -45,10 +45,10 @@ class HubEc2(Ec2Client):
 
     def describe_cluster(self, role: Role | None = None) -> list[Instance]:
         """All instances of this cluster (of one role), in every state."""
-        return self._instances(Filters=filters(self.cluster, role), MaxResults=1000)
+        return self._tagged_instances(selector(self.cluster, role))
 
     def describe_workers(self, user: str | None = None) -> list[Instance]:
-        return self._instances(Filters=filters(self.cluster, Role.WORKER, user), MaxResults=1000)
+        return self._tagged_instances(selector(self.cluster, Role.WORKER, user))
 
     def console_output(self, instance_id: str) -> str:
         # Not Latest=True: that is Nitro-only, and the boot output we need
@@ -124,9 +124,8 @@ class HubEc2(Ec2Client):
     # ---- home volumes ------------------------------------------------------
 
     def find_home_volume(self, user: str) -> dict[str, Any] | None:
-        volumes = self._call(
-            "describe_volumes", Filters=filters(self.cluster, Role.HOME, user)
-        ).get("Volumes", [])
+        wanted = selector(self.cluster, Role.HOME, user)
+        volumes = self._tagged("describe_volumes", "Volumes", wanted)
         return volumes[0] if volumes else None
 
     def create_home_volume(self, user: str, size: int, zone: str) -> str:

@@ -19,11 +19,8 @@ _EC2_TRUST = (
 class LocalCloudEc2(AdminEc2):
     """The admin's door plus the local cloud's extras."""
 
-    def _find_one(
-        self, action: str, key: str, tag_filters: dict[str, str]
-    ) -> dict[str, Any] | None:
-        flt = [{"Name": f"tag:{k}", "Values": [v]} for k, v in tag_filters.items()]
-        found = self._call(action, Filters=flt).get(key, [])
+    def _find_one(self, action: str, key: str, tags: dict[str, str]) -> dict[str, Any] | None:
+        found = self._tagged(action, key, tags)
         return found[0] if found else None
 
     def ensure_vpc(self, cidr: str, tags: dict[str, str]) -> str:

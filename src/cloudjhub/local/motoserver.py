@@ -12,6 +12,8 @@ import os
 import socket
 import threading
 
+from . import filters
+
 VALIDATION_FLAGS = {
     "MOTO_ENABLE_AMI_VALIDATION": "true",
     "MOTO_ENABLE_KEYPAIR_VALIDATION": "true",
@@ -147,6 +149,7 @@ class LocalEc2:
         _patch_console_output()
         _patch_instance_start()
         _patch_stop_instances()
+        filters.install()
         from moto.server import ThreadedMotoServer
 
         server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)

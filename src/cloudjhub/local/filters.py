@@ -1,0 +1,46 @@
+"""EC2 filter values matched as AWS documents them, in place of moto's matching.
+
+AWS (DescribeInstances and every Describe call's `Filter.N.Value`): `*` matches
+zero or more characters, `?` exactly one, and a backslash makes the next
+character literal ("\\*amazon\\?\\\\" searches for the literal string `*amazon?\\`).
+Nothing else is special. moto translates values with `fnmatch`, where `[...]`
+is a character class and a backslash escapes nothing, and for some resources
+(volumes) consults only the first value. A name with `[` or `\\` in it would match
+differently here than on AWS, so the local cloud matches as AWS does.
+"""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+
+def aws_filter_regex(filter_string: str) -> str:
+    """A regular expression matching exactly what the AWS filter value matches."""
+    out: list[str] = []
+    chars = iter(filter_string)
+    for char in chars:
+        if char == "\\":
+            out.append(re.escape(next(chars, "\\")))
+        elif char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        else:
+            out.append(re.escape(char))
+    return "(?s:" + "".join(out) + r")\Z"
+
+
+def matches(text: str, value: str) -> bool:
+    return re.match(aws_filter_regex(value), text) is not None
+
+
+def install() -> None:
+    """Make this process's moto match filter values as AWS does (idempotent)."""
+    from moto.ec2 import utils
+    from moto.ec2.models import tags
+
+    utils.simple_aws_filter_to_re = aws_filter_regex
+    tags.simple_aws_filter_to_re = aws_filter_regex
+    # moto's generic filters call fnmatch.fnmatch(value, pattern) through this name.
+    utils.fnmatch = SimpleNamespace(fnmatch=matches)  # type: ignore[assignment]
