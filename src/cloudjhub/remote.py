@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import shlex
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,9 @@ import paramiko
 
 CONSOLE_BEGIN = "-----BEGIN SSH HOST KEY KEYS-----"
 CONSOLE_END = "-----END SSH HOST KEY KEYS-----"
+# What is kept of each of a command's stdout and stderr.
+OUTPUT_CAP = 64 * 1024
+READ_CHUNK = 32 * 1024
 
 
 class RemoteError(Exception):
@@ -154,10 +158,32 @@ def run(
     return run_on(target, argv, stdin, timeout)
 
 
+def _drain(stream: paramiko.ChannelFile, deadline: float) -> str:
+    """Read a stream to its end, keeping at most OUTPUT_CAP bytes of it.
+
+    The instance is not trusted to be brief: what a user's own server writes can
+    reach us (a failed spawn sends its log's tail), and a hub keeps many spawns'
+    output in memory at once. Reading goes on past the cap, so the command is never
+    stalled on a full SSH window, but only until the deadline."""
+    kept = bytearray()
+    total = 0
+    while chunk := stream.read(READ_CHUNK):
+        total += len(chunk)
+        kept += chunk[: max(0, OUTPUT_CAP - len(kept))]
+        if time.monotonic() > deadline:
+            raise TimeoutError("the command's output did not end before its timeout")
+    text = kept.decode(errors="replace")
+    if total > OUTPUT_CAP:
+        text += f"\n[cloudjhub: output cut at {OUTPUT_CAP // 1024} KB of {total} bytes]"
+    return text
+
+
 def run_on(
     target: Target, argv: list[str], stdin: bytes = b"", timeout: float = 120.0
 ) -> CommandResult:
+    """Run argv; each of stdout and stderr is kept up to OUTPUT_CAP bytes."""
     client = _connect(target)
+    deadline = time.monotonic() + timeout
     try:
         chan_in, chan_out, chan_err = client.exec_command(shlex.join(argv), timeout=timeout)
         if stdin:
@@ -166,9 +192,9 @@ def run_on(
         # Drain stderr alongside stdout: unread stderr filling the SSH window
         # would stall stdout until the timeout.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            err_bytes = pool.submit(chan_err.read)
-            out = chan_out.read().decode(errors="replace")
-            err = err_bytes.result().decode(errors="replace")
+            err_text = pool.submit(_drain, chan_err, deadline)
+            out = _drain(chan_out, deadline)
+            err = err_text.result()
         status = chan_out.channel.recv_exit_status()
         if status == -1:
             raise Unreachable(f"SSH session to {target.host} closed without an exit status")

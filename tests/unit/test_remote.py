@@ -315,5 +315,15 @@ def test_large_stderr_does_not_stall_stdout(server: Server) -> None:
     # A stall would surface as Unreachable at the 10 s read timeout, not as output.
     result = run(server, ["sh", "-c", script], timeout=10.0)
     assert result.stdout == "done\n"
-    assert len(result.stderr) == 3_000_000
-    assert set(result.stderr) == {"e"}
+    assert result.stderr.startswith("e" * remote.OUTPUT_CAP + "\n[cloudjhub: output cut at")
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_output_is_capped_per_stream(server: Server, stream: str) -> None:
+    """An instance is not trusted to be brief: 8 MB of output keeps 64 KB in memory."""
+    redirect = ">&2" if stream == "stderr" else ""
+    script = f"head -c 8000000 /dev/zero | tr '\\0' x {redirect}; exit 4"
+    result = run(server, ["sh", "-c", script], timeout=30.0)
+    text = getattr(result, stream)
+    assert text == "x" * remote.OUTPUT_CAP + ("\n[cloudjhub: output cut at 64 KB of 8000000 bytes]")
+    assert result.status == 4
