@@ -61,7 +61,10 @@ def parse_console_host_keys(console: str) -> list[str]:
 
 
 def read_known_hosts(path: str | Path, host: str, port: int) -> list[str]:
-    """Keys for host:port in an OpenSSH known_hosts file (hashed entries included)."""
+    """Keys for host:port in an OpenSSH known_hosts file (hashed entries included);
+    none while the file does not exist yet."""
+    if not Path(path).is_file():
+        return []
     known = paramiko.HostKeys(str(path))
     name = host if port == 22 else f"[{host}]:{port}"
     entry = known.lookup(name)

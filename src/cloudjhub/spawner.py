@@ -510,27 +510,39 @@ class InstanceSpawner(Spawner):
         if self.pinned_for == instance.id and self.pinned_host_keys:
             return self.pinned_host_keys
         assert instance.private_ip
-        if self.ssh_host_key_source == "known_hosts":
-            keys = await blocking(
-                remote.read_known_hosts, self.ssh_known_hosts, instance.private_ip, self.ssh_port
-            )
-            if not keys:
-                raise SpawnError(
-                    f"No SSH host key for {instance.private_ip} in {self.ssh_known_hosts}."
-                )
-            return keys
+        from_file = self.ssh_host_key_source == "known_hosts"
         deadline = time.monotonic() + self.host_key_timeout
+        waiting = False
         while True:
-            console = await blocking(self.ec2.console_output, instance.id)
-            keys = remote.parse_console_host_keys(console)
+            if from_file:
+                # An admin (or the local cloud) may add the new instance's key a little
+                # after it runs: a file without it yet is not a failure.
+                keys = await blocking(
+                    remote.read_known_hosts,
+                    self.ssh_known_hosts,
+                    instance.private_ip,
+                    self.ssh_port,
+                )
+            else:
+                console = await blocking(self.ec2.console_output, instance.id)
+                keys = remote.parse_console_host_keys(console)
             if keys:
-                self.pinned_host_keys, self.pinned_for = keys, instance.id
+                if not from_file:
+                    self.pinned_host_keys, self.pinned_for = keys, instance.id
                 return keys
             if time.monotonic() > deadline:
-                raise SpawnError(
-                    f"Your instance {instance.id} did not publish its SSH host keys on its "
-                    "console; it may have failed to boot. Tell your admin."
+                where = (
+                    f"in {self.ssh_known_hosts} for {instance.private_ip}"
+                    if from_file
+                    else "on its console; it may have failed to boot"
                 )
+                raise SpawnError(
+                    f"Your instance {instance.id} has no SSH host key {where} after "
+                    f"{self.host_key_timeout:.0f}s. Tell your admin."
+                )
+            if not waiting:
+                waiting = True
+                self._emit(42, "Waiting for your instance's SSH host keys")
             await asyncio.sleep(max(self.state_poll_interval, 2.0))
 
     async def _start_jupyter(self, instance: Instance, home: dict[str, str] | None) -> str:

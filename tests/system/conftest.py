@@ -122,74 +122,98 @@ def _sshd_ip(root: Path) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def running_demo(state_dir: Path, idle_timeout: int, vpc_cidr: str) -> Iterator[Demo]:
-    """`cloudjhub demo` until the block ends; then SIGTERM it and check that nothing
-    it started (hub, proxy, services, sshd, Jupyter) is left."""
+def launch_demo(
+    state_dir: Path,
+    idle_timeout: int,
+    vpc_cidr: str,
+    *extra: str,
+    env: dict[str, str] | None = None,
+) -> Demo:
+    """Start `cloudjhub demo` and wait until its hub answers."""
     from secrets import token_hex
 
     token = token_hex(16)
     port = free_port()
-    env = {**os.environ, "CLOUDJHUB_DEMO_API_TOKEN": token}
-    env.pop("AWS_ENDPOINT_URL", None)
-    log = open(state_dir / "demo.out", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            str(CLI),
-            "demo",
-            "--port",
-            str(port),
-            "--idle-timeout",
-            str(idle_timeout),
-            "--state-dir",
-            str(state_dir),
-            "--vpc-cidr",
-            vpc_cidr,
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    full_env = {**os.environ, "CLOUDJHUB_DEMO_API_TOKEN": token, **(env or {})}
+    if env is None or "AWS_ENDPOINT_URL" not in env:
+        full_env.pop("AWS_ENDPOINT_URL", None)
+    with open(state_dir / "demo.out", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                str(CLI),
+                "demo",
+                "--port",
+                str(port),
+                "--idle-timeout",
+                str(idle_timeout),
+                "--state-dir",
+                str(state_dir),
+                "--vpc-cidr",
+                vpc_cidr,
+                *extra,
+            ],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     info = state_dir / "demo.json"
     deadline = time.monotonic() + 180
     while not info.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             proc.wait()
-            log.close()
             pytest.fail("demo did not start:\n" + (state_dir / "demo.out").read_text())
         time.sleep(0.2)
     facts = json.loads(info.read_text())
-    demo = Demo(proc, state_dir, facts["hub_url"], token, facts["aws_endpoint"])
-    hub_pids = {facts["hub_pid"]}
+    return Demo(proc, state_dir, facts["hub_url"], token, facts["aws_endpoint"])
+
+
+def leftovers(demo: Demo, hub_pids: set[int]) -> list[str]:
+    """What the demo started that is still alive or listening (should be nothing)."""
+    found = [f"hub {pid}" for pid in hub_pids if not zombie_or_gone(pid)]
+    for marker in (f"CLOUDJHUB_DEMO_HUB={demo.state_dir}", f"CLOUDJHUB_FLEET={demo.state_dir}"):
+        needle = marker.encode() + b"\0"
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                if (
+                    entry.name.isdigit()
+                    and needle in (entry / "environ").read_bytes()
+                    and not zombie_or_gone(int(entry.name))
+                ):
+                    found.append(f"process {entry.name} with {marker}")
+    port = int(demo.hub_url.rsplit(":", 1)[1].strip("/"))
+    if tcp_open("127.0.0.1", port, timeout=0.5):
+        found.append(f"the hub's port {port}")
+    for root in (demo.state_dir / "instances").glob("i-*"):
+        ip = _sshd_ip(root)
+        if ip:
+            if tcp_open(ip, 2222, timeout=0.5):
+                found.append(f"sshd of {root.name}")
+            if tcp_open(ip, 8888, timeout=0.5):
+                found.append(f"Jupyter of {root.name}")
+    return found
+
+
+@contextlib.contextmanager
+def running_demo(state_dir: Path, idle_timeout: int, vpc_cidr: str) -> Iterator[Demo]:
+    """`cloudjhub demo` until the block ends; then SIGTERM it and check that nothing
+    it started (hub, proxy, services, sshd, Jupyter) is left."""
+    demo = launch_demo(state_dir, idle_timeout, vpc_cidr)
+    hub_pids = {demo.facts()["hub_pid"]}
     try:
         yield demo
     finally:
         with contextlib.suppress(OSError, ValueError, KeyError):
             hub_pids.add(demo.facts()["hub_pid"])
-        proc.send_signal(signal.SIGTERM)
+        demo.proc.send_signal(signal.SIGTERM)
         try:
-            status = proc.wait(timeout=90)
+            status = demo.proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            demo.proc.kill()
+            demo.proc.wait()
             raise
-        finally:
-            log.close()
         assert status == 0, (state_dir / "demo.out").read_text()
-        for pid in hub_pids:
-            assert zombie_or_gone(pid), f"hub {pid} outlived the demo"
-        marker = f"CLOUDJHUB_DEMO_HUB={state_dir}".encode() + b"\0"
-        for entry in Path("/proc").iterdir():
-            with contextlib.suppress(OSError):
-                if entry.name.isdigit() and marker in (entry / "environ").read_bytes():
-                    assert zombie_or_gone(int(entry.name)), f"{entry.name} outlived the demo"
-        assert not tcp_open("127.0.0.1", port, timeout=0.5)
-        for root in (state_dir / "instances").glob("i-*"):
-            ip = _sshd_ip(root)
-            if ip:
-                assert not tcp_open(ip, 2222, timeout=0.5), f"sshd of {root.name} still up"
-                assert not tcp_open(ip, 8888, timeout=0.5), f"Jupyter of {root.name} still up"
+        assert leftovers(demo, hub_pids) == []
 
 
 @pytest.fixture(scope="module")

@@ -655,6 +655,56 @@ async def test_changed_host_key_of_a_known_instance_is_refused(cloud: Cloud) -> 
     assert cloud.sshd_log(instance_id).read_text().count("Accepted") == accepted_before
 
 
+async def test_known_hosts_source_waits_for_the_new_instances_key(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    """SSH_HOST_KEY_SOURCE=known_hosts: the file (here, not there yet at all) gets the
+    new instance's key a little after it runs, as an admin's tooling would add it."""
+    user = cloud.new_user("known")
+    known_hosts = tmp_path / "admin_known_hosts"
+    spawner = make_spawner(
+        cloud, user, ssh_host_key_source="known_hosts", ssh_known_hosts=str(known_hosts)
+    )
+    events: list[dict[str, Any]] = []
+    start = asyncio.ensure_future(start_watched(spawner, events))
+
+    def published() -> bool:
+        ip = (cloud.instances(user) or [{}])[0].get("PrivateIpAddress")
+        emulated = cloud.state_dir / "known_hosts"
+        return bool(ip) and emulated.exists() and f"[{ip}]:" in emulated.read_text()
+
+    while not published():
+        assert not start.done(), start.exception()
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.0)  # the spawner is now waiting for a file that does not exist
+    assert not start.done(), start.exception()
+    known_hosts.write_text((cloud.state_dir / "known_hosts").read_text())
+
+    url = await start
+    assert http_get(url)
+    assert "Waiting for your instance's SSH host keys" in messages(events)
+    await spawner.stop()
+
+
+async def test_known_hosts_without_the_key_fails_naming_the_instance(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    user = cloud.new_user("unknown")
+    known_hosts = tmp_path / "admin_known_hosts"
+    known_hosts.write_text("")
+    spawner = make_spawner(
+        cloud,
+        user,
+        ssh_host_key_source="known_hosts",
+        ssh_known_hosts=str(known_hosts),
+        host_key_timeout=1.0,
+    )
+    with pytest.raises(SpawnError, match=r"no SSH host key in .*admin_known_hosts") as failure:
+        await start_watched(spawner, [])
+    assert spawner.instance_id and spawner.instance_id in str(failure.value)
+    await spawner.stop()
+
+
 # --------------------------------------------------------------------------- 9. poll
 
 

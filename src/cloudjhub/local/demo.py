@@ -27,6 +27,7 @@ from ..launch.hubconfig import core_lines, find_proxy, service_lines
 from . import motoserver
 from .cloud import VPC_CIDR, LocalNetwork, prepare_demo_cluster, prepare_network
 from .emulator import FleetEmulator
+from .guardian import Guardian
 from .sshd import end_pids, instance_pids
 
 DEMO_CLUSTER = "demo"
@@ -122,6 +123,7 @@ class DemoStack:
     vpc_cidr: str = VPC_CIDR
     moto: motoserver.LocalEc2 | None = None
     emulator: FleetEmulator | None = None
+    guardian: Guardian | None = None
     hub: subprocess.Popen[bytes] | None = None
     network: LocalNetwork | None = None
     hub_url: str = ""
@@ -142,6 +144,9 @@ class DemoStack:
     def start_cloud(self) -> LocalCloudEc2:
         """EC2 endpoint, prepared network and the fleet emulator."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # First, so that whatever starts next ends with the demo, even on SIGKILL.
+        self.guardian = Guardian(self.state_dir, [f"{HUB_MARKER}={self.state_dir}"])
+        self.guardian.start()
         if self.aws_endpoint:
             endpoint = self.aws_endpoint
         else:
@@ -310,6 +315,8 @@ class DemoStack:
             self.emulator.stop()
         if self.moto is not None:
             self.moto.stop()
+        if self.guardian is not None:
+            self.guardian.stop()
         with contextlib.suppress(FileNotFoundError):
             (self.state_dir / "demo.json").unlink()
 

@@ -19,13 +19,11 @@ with SIGCONT: only its sshd is ended and started afresh.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +32,11 @@ from ..aws.client import CloudError, Instance
 from ..aws.local import LocalCloudEc2
 from ..launch.units import enabled_units, run_unit_directly
 from ..remote import CONSOLE_BEGIN, CONSOLE_END
-from . import motoserver, sshd
+from . import motoserver, processes, sshd
+from .processes import INSTANCE_ENV
 
 log = logging.getLogger(__name__)
 
-INSTANCE_ENV = "CLOUDJHUB_INSTANCE_ID"
-WORKER_AGENT = Path(sys.executable).with_name("cloudjhub-worker")
 # Where, under an instance root, the worker asks for the machine to be shut down.
 SHUTDOWN_REQUEST = Path("run") / "shutdown"
 
@@ -99,9 +96,12 @@ class FleetEmulator:
                 log.exception("fleet emulator: reconcile failed")
 
     def stop(self) -> None:
+        """End every machine from our own records, without asking EC2 (which may be
+        gone already), then anything else of the fleet's that is still alive."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            # A reconcile stuck on an EC2 call that retries holds no lock; don't wait long.
+            self._thread.join(timeout=5)
         with self._lock:
             for machine in list(self.machines.values()):
                 self._halt(machine)
@@ -109,11 +109,18 @@ class FleetEmulator:
             for pids in self.suspended.values():
                 _signal(pids, signal.SIGKILL)
             self.suspended.clear()
+            sshd.end_pids(processes.fleet_pids(self.state_dir))
 
     def reconcile(self) -> None:
         with self._lock:
-            self._guest_shutdowns()
-            instances = {i.id: i for i in self.ec2.describe_all()}
+            shut_down = self._guest_shutdowns()
+        # EC2 is asked outside the lock: an endpoint that went away makes botocore
+        # retry for a while, and stop() must not wait for that.
+        self._stop_shut_down(shut_down)
+        instances = {i.id: i for i in self.ec2.describe_all()}
+        with self._lock:
+            if self._stop.is_set():
+                return
             for instance_id, machine in list(self.machines.items()):
                 inst = instances.get(instance_id)
                 rebooted = motoserver.boot_count(instance_id) != machine.boot
@@ -136,20 +143,26 @@ class FleetEmulator:
                 if inst.state == "terminated" and root.exists():
                     shutil.rmtree(root, ignore_errors=True)
 
-    def _guest_shutdowns(self) -> None:
-        """A machine that shut itself down is stopped by EC2 (InstanceInitiatedShutdownBehavior
-        is "stop" for every worker); the stop is guarded like any other."""
+    def _guest_shutdowns(self) -> list[str]:
+        """Machines that shut themselves down (their shutdown request is consumed)."""
+        down = []
         for machine in self.machines.values():
             request = machine.root / SHUTDOWN_REQUEST
-            if not request.exists():
-                continue
-            request.unlink(missing_ok=True)
+            if request.exists():
+                request.unlink(missing_ok=True)
+                down.append(machine.instance_id)
+        return down
+
+    def _stop_shut_down(self, instance_ids: list[str]) -> None:
+        """A machine that shut itself down is stopped by EC2 (InstanceInitiatedShutdownBehavior
+        is "stop" for every worker); the stop is guarded like any other."""
+        for instance_id in instance_ids:
             try:
-                self.ec2.stop(machine.instance_id)
+                self.ec2.stop(instance_id)
             except CloudError as exc:
-                log.warning("%s shut itself down, but EC2 refused: %s", machine.instance_id, exc)
+                log.warning("%s shut itself down, but EC2 refused: %s", instance_id, exc)
             else:
-                log.info("%s shut itself down; EC2 stops it", machine.instance_id)
+                log.info("%s shut itself down; EC2 stops it", instance_id)
 
     def _boot(self, inst: Instance) -> None:
         assert inst.private_ip
@@ -169,6 +182,7 @@ class FleetEmulator:
         self.volumes_dir.mkdir(parents=True, exist_ok=True)
         env = {
             INSTANCE_ENV: inst.id,
+            processes.FLEET_ENV: str(self.state_dir),
             "CLOUDJHUB_WORKER_ROOT": str(root),
             "CLOUDJHUB_VOLUMES_DIR": str(self.volumes_dir),
             **self._instance_role_env(inst),
@@ -211,22 +225,10 @@ class FleetEmulator:
         lines.append(f"{name} {host_key}")
         self.known_hosts.write_text("\n".join(lines) + "\n")
 
-    def _server_pids(self, machine: Machine) -> list[int]:
-        """The Jupyter servers the worker agent recorded on this machine."""
-        env = {**os.environ, "CLOUDJHUB_WORKER_ROOT": str(machine.root)}
-        out = subprocess.run(
-            [str(WORKER_AGENT), "pids"], env=env, capture_output=True, text=True, check=False
-        )
-        try:
-            return [int(p) for p in json.loads(out.stdout or "[]")]
-        except (ValueError, TypeError):
-            log.warning("cannot read server pids of %s: %s", machine.instance_id, out.stderr)
-            return []
-
     def _suspend(self, machine: Machine) -> None:
         """Hibernate: freeze the worker's programs (Jupyter, kernels, watchdog) in place
         and end only the machine's sshd and its sessions."""
-        frozen = sshd.with_descendants(self._server_pids(machine))
+        frozen = sshd.with_descendants(processes.agent_pids(machine.root))
         _signal(frozen, signal.SIGSTOP)
         frozen = sshd.with_descendants(frozen)  # anything forked in the meantime
         _signal(frozen, signal.SIGSTOP)
@@ -240,11 +242,9 @@ class FleetEmulator:
         log.info("hibernated %s (%d processes suspended)", machine.instance_id, len(frozen))
 
     def _halt(self, machine: Machine) -> None:
-        pids = sshd.instance_pids(f"{INSTANCE_ENV}={machine.instance_id}")
-        pids += self._server_pids(machine)
-        if machine.sshd is not None:
-            pids.append(machine.sshd.pid)
-        pids = sshd.with_descendants(pids)
+        pids = processes.machine_pids(machine.root, machine.instance_id)
+        if machine.sshd is not None and machine.sshd.pid not in pids:
+            pids = sshd.with_descendants([*pids, machine.sshd.pid])
         sshd.end_pids(pids)
         if machine.sshd is not None:
             machine.sshd.wait(timeout=10)
