@@ -524,7 +524,9 @@ class InstanceSpawner(Spawner):
                     self.ssh_port,
                 )
             else:
-                console = await blocking(self.ec2.console_output, instance.id)
+                console = await blocking(
+                    self.ec2.console_output, instance.id, instance.instance_type
+                )
                 keys = remote.parse_console_host_keys(console)
             if keys:
                 if not from_file:

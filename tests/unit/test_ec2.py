@@ -619,3 +619,26 @@ def test_other_authorize_errors_are_raised(ec2: LocalCloudEc2) -> None:
             ],
         )
     assert exc.value.code == "InvalidGroup.NotFound"
+
+
+# ---- console output ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("instance_type", "latest"), [("t3.medium", True), ("t2.micro", None)])
+def test_console_output_asks_for_the_latest_only_on_nitro(
+    ec2: LocalCloudEc2, spec: WorkerSpec, calls: ApiCalls, instance_type: str, latest: bool | None
+) -> None:
+    """Nitro types post buffered console output only around state changes, minutes
+    after boot; Latest=True (Nitro only) shows cloud-init's host keys at once."""
+    sent: list[dict[str, Any]] = []
+    ec2.client.meta.events.register(
+        "provide-client-params.ec2.GetConsoleOutput", lambda params, **_: sent.append(params)
+    )
+    inst = ec2.launch_worker(
+        "carl", WorkerSpec(**{**spec.__dict__, "instance_type": instance_type}), "t-console"
+    )
+    ec2.console_output(inst.id, inst.instance_type)
+    ec2.console_output(inst.id, inst.instance_type)
+
+    assert [p.get("Latest") for p in sent] == [latest, latest]
+    assert calls["DescribeInstanceTypes"] == 1  # the hypervisor is learned once per type

@@ -237,7 +237,7 @@ def test_hub_credentials_may_run_start_stop_and_attach_but_not_terminate(
         hub.start(bob)  # StartInstances
         volume = hub.create_home_volume("alice", 1, alice.availability_zone)  # CreateVolume
         hub.attach_volume(volume, alice.id, "/dev/sdf")  # AttachVolume
-        hub.console_output(alice.id)  # GetConsoleOutput
+        hub.console_output(alice.id, alice.instance_type)  # GetConsoleOutput
 
         with pytest.raises(hub.client.exceptions.ClientError) as modify:
             hub.client.modify_instance_attribute(

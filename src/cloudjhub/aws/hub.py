@@ -40,6 +40,7 @@ class HubEc2(Ec2Client):
     def __init__(self, cluster: str, client: Any) -> None:
         super().__init__(cluster, client)
         self._root_devices: dict[str, str] = {}
+        self._hypervisors: dict[str, str] = {}
 
     # ---- reads -------------------------------------------------------------
 
@@ -50,10 +51,23 @@ class HubEc2(Ec2Client):
     def describe_workers(self, user: str | None = None) -> list[Instance]:
         return self._tagged_instances(selector(self.cluster, Role.WORKER, user))
 
-    def console_output(self, instance_id: str) -> str:
-        # Not Latest=True: that is Nitro-only, and the boot output we need
-        # (cloud-init's host keys) is in the buffered output on every platform.
-        reply = self._call("get_console_output", InstanceId=instance_id)
+    def hypervisor(self, instance_type: str) -> str:
+        """'nitro' or 'xen', from DescribeInstanceTypes, asked once per type."""
+        if instance_type not in self._hypervisors:
+            found = self._call("describe_instance_types", InstanceTypes=[instance_type])
+            types = found.get("InstanceTypes", [])
+            self._hypervisors[instance_type] = str(types[0].get("Hypervisor", "")) if types else ""
+        return self._hypervisors[instance_type]
+
+    def console_output(self, instance_id: str, instance_type: str) -> str:
+        """The instance's console, where cloud-init prints its SSH host keys.
+
+        On Nitro types the buffered output (the default) is only posted around state
+        transitions, often minutes after boot; `Latest=True`, which only Nitro types
+        support, returns what the console shows now (EC2 GetConsoleOutput, "Latest").
+        """
+        latest = {"Latest": True} if self.hypervisor(instance_type) == "nitro" else {}
+        reply = self._call("get_console_output", InstanceId=instance_id, **latest)
         return reply.get("Output") or ""
 
     def root_device_name(self, image_id: str) -> str:

@@ -58,7 +58,9 @@ class Node:
             if self.known_hosts is not None:
                 keys = remote.read_known_hosts(self.known_hosts, self.host, self.port)
             else:
-                keys = remote.parse_console_host_keys(self.ec2.console_output(self.instance.id))
+                keys = remote.parse_console_host_keys(
+                    self.ec2.console_output(self.instance.id, self.instance.instance_type)
+                )
             if keys:
                 self._keys = tuple(keys)
                 return self._keys
