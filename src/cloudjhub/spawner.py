@@ -7,7 +7,6 @@ calls run in the shared executor; `poll()` reads the shared fleet cache only.
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import time
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from .config import ConfigError, ServerConfig, load_server_config, server_config
 from .executor import blocking
 from .fleet import Fleet
 from .tags import posix_username
+from .worker.protocol import HomeVolume, ProtocolError, StartReply, StartRequest
 
 HOME_DEVICE = "/dev/sdf"
 # What cloudjhub-worker may spend besides Jupyter's own start: waiting for the
@@ -470,7 +470,7 @@ class InstanceSpawner(Spawner):
                 )
             await asyncio.sleep(self.state_poll_interval)
 
-    async def _home_volume(self, instance: Instance) -> dict[str, str] | None:
+    async def _home_volume(self, instance: Instance) -> HomeVolume | None:
         if self.user_home_ebs_size <= 0:
             return None
         volume = await blocking(self.ec2.find_home_volume, self.user.name)
@@ -493,7 +493,7 @@ class InstanceSpawner(Spawner):
             self._emit(28, "Attaching your home volume")
             await blocking(self.ec2.attach_volume, volume["VolumeId"], instance.id, HOME_DEVICE)
         self.home_volume_id = volume["VolumeId"]
-        return {"volume_id": volume["VolumeId"], "device": HOME_DEVICE}
+        return HomeVolume(volume_id=volume["VolumeId"], device=HOME_DEVICE)
 
     async def _wait_volume(self, volume_id: str, state: str) -> dict[str, Any]:
         deadline = time.monotonic() + self.boot_timeout
@@ -547,7 +547,7 @@ class InstanceSpawner(Spawner):
                 self._emit(42, "Waiting for your instance's SSH host keys")
             await asyncio.sleep(max(self.state_poll_interval, 2.0))
 
-    async def _start_jupyter(self, instance: Instance, home: dict[str, str] | None) -> str:
+    async def _start_jupyter(self, instance: Instance, home: HomeVolume | None) -> str:
         """Connect and start Jupyter; stop and start a hung instance once."""
         restarted = False
         while True:
@@ -569,26 +569,33 @@ class InstanceSpawner(Spawner):
                 await blocking(self.ec2.start, instance.id)
                 instance = await self._wait_for(instance.id, ("running",))
 
+    def _start_request(self, ip: str, home: HomeVolume | None) -> StartRequest:
+        """What `cloudjhub-worker start` is asked to run, checked as the worker will."""
+        try:
+            return StartRequest(
+                user=self.system_user,
+                ip=ip,
+                port=self.notebook_port,
+                env=self.get_env(),
+                cmd=[*self.cmd, *self.get_args()],
+                home_volume=home,
+                timeout=self.jupyter_start_timeout,
+                idle_timeout=self.idle_timeout,
+                self_stop_grace=self.self_stop_grace,
+                # A hibernated instance still runs its server: keep it (and its kernels).
+                resume=self.hibernate,
+            )
+        except ProtocolError as exc:
+            raise SpawnError(f"cloudjhub is misconfigured: {exc.message}") from exc
+
     async def _run_worker_start(
-        self, instance: Instance, keys: list[str], home: dict[str, str] | None
+        self, instance: Instance, keys: list[str], home: HomeVolume | None
     ) -> str:
         """Run `cloudjhub-worker start`, retrying while SSH is not up yet (it boots)."""
         assert instance.private_ip
         ip = instance.private_ip
         self.ip, self.port = ip, self.notebook_port
-        request = {
-            "user": self.system_user,
-            "ip": ip,
-            "port": self.port,
-            "env": self.get_env(),
-            "cmd": [*self.cmd, *self.get_args()],
-            "home_volume": home,
-            "timeout": self.jupyter_start_timeout,
-            "idle_timeout": self.idle_timeout,
-            "self_stop_grace": self.self_stop_grace,
-            # A hibernated instance still runs its server: keep it (and its kernels).
-            "resume": self.hibernate,
-        }
+        request = self._start_request(ip, home)
         target = remote.Target(ip, self.ssh_port, self.ssh_username, self.ssh_key_file, tuple(keys))
         deadline = time.monotonic() + self.hang_grace
         while True:
@@ -601,7 +608,7 @@ class InstanceSpawner(Spawner):
                     remote.run_on,
                     target,
                     [*self.worker_command, "start"],
-                    json.dumps(request).encode(),
+                    request.to_json(),
                     self.jupyter_start_timeout + AGENT_OVERHEAD,
                 )
                 break
@@ -629,14 +636,11 @@ class InstanceSpawner(Spawner):
         discards the new one and re-keys the OAuth client with it.
         """
         try:
-            answer = json.loads(stdout)
-        except ValueError:
+            reply = StartReply.parse(stdout)
+        except ProtocolError:
             return
-        if not isinstance(answer, dict):
-            return
-        token = answer.get("api_token")
-        if answer.get("resumed") is True and isinstance(token, str) and token:
-            self.api_token = token
+        if reply.resumed and reply.api_token:
+            self.api_token = reply.api_token
             self._emit(85, "Your hibernated server resumed, with your kernels")
 
     # ---- stop and poll -----------------------------------------------------

@@ -83,6 +83,17 @@ def test_worker_imports_nothing_hub_side() -> None:
         assert _ours(path) <= {"worker"}, path
 
 
+def test_the_hub_side_shares_only_the_worker_protocol() -> None:
+    """The contract lives in worker/protocol.py; the rest of worker/ is the instance's."""
+    shared = {"cloudjhub.worker", "cloudjhub.worker.protocol"}
+    for path in PKG.rglob("*.py"):
+        if (PKG / "worker") in path.parents:
+            continue
+        for mod in _imports(path):
+            if mod.startswith("cloudjhub.worker"):
+                assert mod in shared or mod.startswith("cloudjhub.worker.protocol."), (path, mod)
+
+
 def test_one_door_per_outside_system() -> None:
     for path in PKG.rglob("*.py"):
         mods = _imports(path)

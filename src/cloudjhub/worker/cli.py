@@ -1,0 +1,159 @@
+"""``cloudjhub-worker``: start, stop and inspect a user's Jupyter server on an instance.
+
+The hub runs this command over SSH on the user's EC2 instance. It also runs in the
+local emulator, where an "instance" is a directory (the instance root) and everything
+runs as the invoking user. The worker image installs the whole cloudjhub wheel, but
+nothing in ``worker/`` imports anything hub-side; ``protocol`` is what both share.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+import click
+
+from .logs import tail_lines
+from .paths import Layout
+from .protocol import USER_RE, AgentError, read_request
+from .selfstop import run_watchdog, watch_log
+from .server import DEFAULT_STOP_TIMEOUT, running_pids, server_status, start_server, stop_server
+
+
+def emit(obj: object) -> None:
+    """Machine-readable output: one JSON document per command."""
+    click.echo(json.dumps(obj))
+
+
+def _user_option(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """Reject bad names before they reach a file path."""
+    if not USER_RE.match(value):
+        raise click.BadParameter(f"{value!r} must match {USER_RE.pattern}")
+    return value
+
+
+user_option = click.option(
+    "--user", required=True, callback=_user_option, help="JupyterHub user name."
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Run a JupyterHub user's single-user server on this instance.
+
+    Called by the cloudjhub hub over SSH. Set CLOUDJHUB_WORKER_ROOT to a directory to
+    emulate an instance there (no accounts, no mounts, runs as the current user).
+    """
+
+
+@cli.command()
+def start() -> None:
+    """Start the user's server from a JSON request on stdin.
+
+    The request holds user, ip, port, env, cmd, home_volume and timeout; secrets go in
+    env and are never printed or logged. Prints {"pid", "ip", "port"} once the server
+    accepts connections. Exit 2: bad request, 3: server exited, 4: timed out.
+
+    Optional: idle_timeout and self_stop_grace (seconds) start a watchdog that shuts
+    the machine down when the server is unused, or the hub gone, for their sum.
+    resume=true keeps a server that survived a hibernation if it is the same server;
+    the answer then adds "resumed": true and the "api_token" that server runs with.
+    """
+    layout = Layout.from_env()
+    request = read_request(sys.stdin.buffer)
+    click.echo(start_server(layout, request).to_json())
+
+
+@cli.command()
+@user_option
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_STOP_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait after SIGTERM before SIGKILL.",
+)
+def stop(user: str, timeout: float) -> None:
+    """Stop the user's server.
+
+    Sends SIGTERM to its process group, then SIGKILL after --timeout. Prints
+    {"stopped": true|false}; false means nothing was running. Always exits 0.
+    """
+    emit({"stopped": stop_server(Layout.from_env(), user, timeout)})
+
+
+@cli.command()
+@user_option
+def watch(user: str) -> None:
+    """Watch the user's server and shut the machine down when it is unused.
+
+    Started by `start` when the request sets idle_timeout. Stops the machine after
+    idle_timeout + self_stop_grace seconds without activity on the server, or without
+    an answer from the hub. Gets the server's token in its environment from `start`.
+    """
+    watch_log(f"watch ended: {run_watchdog(Layout.from_env(), user)}")
+
+
+@cli.command()
+@user_option
+def status(user: str) -> None:
+    """Show the user's server as JSON.
+
+    Prints {"running", "pid", "ip", "port", "started"}; running is checked against the
+    live process table, so a crashed server shows as not running.
+    """
+    emit(server_status(Layout.from_env(), user))
+
+
+@cli.command()
+@user_option
+@click.option(
+    "--lines",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Number of lines to print.",
+)
+def log(user: str, lines: int) -> None:
+    """Print the last lines of the user's server log."""
+    for line in tail_lines(Layout.from_env().log_file(user), lines):
+        click.echo(line)
+
+
+@cli.command()
+def pids() -> None:
+    """List running server and watchdog pids as JSON.
+
+    Covers every user recorded under the root; the local emulator uses it to end (or,
+    when hibernating, suspend) the servers of an instance it stops.
+    """
+    emit(running_pids(Layout.from_env()))
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point: every error becomes one line on stderr and a meaningful exit status."""
+    try:
+        result = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="cloudjhub-worker",
+            standalone_mode=False,
+        )
+    except AgentError as exc:
+        click.echo(f"cloudjhub-worker: {exc.message}", err=True)
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        click.echo(f"cloudjhub-worker: {exc.format_message()} (see --help)", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"cloudjhub-worker: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("cloudjhub-worker: aborted", err=True)
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""The hub-to-worker contract: the ``start`` request, its reply, exit codes and errors.
+
+Both sides import this module, so the contract is written once: the spawner builds its
+request and parses the reply with it, ``cloudjhub-worker`` validates the request and
+writes the reply with it. It lives in ``worker/`` because the worker imports nothing
+hub-side; it imports only pydantic and the standard library.
+
+Pydantic rather than dataclasses: strict fields reject what JSON makes easy to get
+wrong (``true`` or ``"8888"`` for a port, ``1.5`` for whole seconds) without a
+hand-written check per field, and every error names its field. Each error becomes one
+line from ``_PROBLEMS``, never pydantic's own multi-line text; env values (the API
+token travels in env) are never echoed, and ``hide_input_in_errors`` keeps them out of
+a ValidationError's text too. A bad message raises ProtocolError in one line whether
+the hub builds it or the agent reads it, so both report it alike.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import IO, Annotated, Any, NoReturn
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+EXIT_FAILURE = 1
+EXIT_BAD_REQUEST = 2
+EXIT_SERVER_EXITED = 3
+EXIT_SERVER_TIMEOUT = 4
+
+USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+VOLUME_ID_RE = re.compile(r"^vol-[0-9A-Za-z]{1,64}$")
+DEFAULT_START_TIMEOUT = 60.0
+# The per-spawn secrets in a start request's env; everything else describes the server.
+TOKEN_VARS = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
+
+
+class AgentError(Exception):
+    """A failure reported as a message on stderr and a specific exit status."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+class ProtocolError(AgentError):
+    """A message that breaks the contract; the agent exits 2 for a bad request."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_BAD_REQUEST)
+
+
+def bad_request(message: str) -> NoReturn:
+    """Reject the request: exit status 2, with the message as the one line on stderr."""
+    raise ProtocolError(message)
+
+
+# --------------------------------------------------------------------------- fields
+# The checks pydantic's types cannot say. Their ValueError text is never shown:
+# _PROBLEMS words every failure of a field.
+
+
+def _user(value: str) -> str:
+    """User names become account names and file names, so keep them strictly POSIX-ish."""
+    if not USER_RE.match(value):
+        raise ValueError("bad user name")
+    return value
+
+
+def _ip(value: str) -> str:
+    ipaddress.ip_address(value)
+    return value
+
+
+def _env_name(name: str) -> str:
+    if not name or "=" in name or "\0" in name:
+        raise ValueError("bad variable name")
+    return name
+
+
+def _no_nul(text: str) -> str:
+    if "\0" in text:
+        raise ValueError("NUL in string")
+    return text
+
+
+def _program(cmd: list[str]) -> list[str]:
+    if not cmd[0]:
+        raise ValueError("empty program name")
+    return cmd
+
+
+def _volume_id(value: str) -> str:
+    if not VOLUME_ID_RE.match(value):
+        raise ValueError("bad volume id")
+    return value
+
+
+def _device(value: str) -> str:
+    if not value.startswith("/dev/"):
+        raise ValueError("not a /dev/ path")
+    return value
+
+
+Text = Annotated[str, Strict(), AfterValidator(_no_nul)]
+EnvName = Annotated[str, Strict(), AfterValidator(_env_name)]
+Seconds = Annotated[int, Strict(), Field(ge=0)]
+
+_PROBLEMS: dict[str, Callable[[object], str]] = {
+    "user": lambda v: f"invalid user {v!r}: must match {USER_RE.pattern}",
+    "ip": lambda v: f"invalid ip {v!r}: not an IP address",
+    "port": lambda v: f"invalid port {v!r}: must be an integer 1..65535",
+    "env": lambda _v: "invalid env: must be an object of string to string",
+    "cmd": lambda _v: "invalid cmd: must be a non-empty list of strings",
+    "home_volume": lambda _v: "invalid home_volume: must be null or an object",
+    "home_volume.volume_id": lambda v: f"invalid home_volume.volume_id {v!r}",
+    "home_volume.device": lambda v: f"invalid home_volume.device {v!r}: must be a /dev/ path",
+    "timeout": lambda v: f"invalid timeout {v!r}: must be a positive number of seconds",
+    "idle_timeout": lambda v: (
+        f"invalid idle_timeout {v!r}: must be a whole number of seconds, 0 or more"
+    ),
+    "self_stop_grace": lambda v: (
+        f"invalid self_stop_grace {v!r}: must be a whole number of seconds, 0 or more"
+    ),
+    "resume": lambda v: f"invalid resume {v!r}: must be true or false",
+}
+
+
+def problem(error: ErrorDetails) -> str:
+    """One line for one validation error, naming the field and never an env value."""
+    loc = [str(part) for part in error["loc"]]
+    if loc[:1] == ["env"] and len(loc) > 1:
+        if loc[2:] == ["[key]"]:
+            return f"invalid env: bad variable name {loc[1]!r}"
+        return f"invalid env: value of {loc[1]} must be a string"
+    # A missing field reads as null, as the agent always put it ("invalid user None").
+    value = None if error["type"] == "missing" else error.get("input")
+    field = ".".join(loc[:2]) if loc[:1] == ["home_volume"] else ".".join(loc[:1])
+    word = _PROBLEMS.get(field)
+    if word is not None:
+        return word(value)
+    # Fields without a wording of their own (the reply's): pydantic's message, no input.
+    return f"invalid {'.'.join(loc) or 'message'}: {error['msg']}"
+
+
+# --------------------------------------------------------------------------- messages
+
+_CONFIG = ConfigDict(frozen=True, hide_input_in_errors=True)
+
+
+class _Message(BaseModel):
+    """A top-level message: a null field means its default, a bad one a ProtocolError."""
+
+    model_config = _CONFIG
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_line(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        if isinstance(data, Mapping):
+            data = {key: value for key, value in data.items() if value is not None}
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            # Not a ValueError, so pydantic lets it through; fields are checked in
+            # order, so the first error is the one the agent always reported.
+            raise ProtocolError(problem(exc.errors()[0])) from None
+
+
+class HomeVolume(BaseModel):
+    """The EBS volume holding the user's home, as attached by the hub."""
+
+    model_config = _CONFIG
+
+    volume_id: Annotated[str, Strict(), AfterValidator(_volume_id)]
+    device: Annotated[str, Strict(), AfterValidator(_device)] | None = None
+
+
+class StartRequest(_Message):
+    """What ``cloudjhub-worker start`` reads on stdin: which server to run, and how."""
+
+    user: Annotated[str, Strict(), AfterValidator(_user)]
+    ip: Annotated[str, Strict(), AfterValidator(_ip)]
+    port: Annotated[int, Strict(), Field(ge=1, le=65535)]
+    # Carries the API token: never printed, logged or written to disk (nor in repr).
+    env: Annotated[dict[EnvName, Text], Strict()] = Field(default_factory=dict, repr=False)
+    cmd: Annotated[list[Text], Strict(), Field(min_length=1), AfterValidator(_program)]
+    home_volume: HomeVolume | None = None
+    timeout: Annotated[float, Strict(), Field(gt=0)] = DEFAULT_START_TIMEOUT
+    # Self-stop after idle_timeout + self_stop_grace seconds; idle_timeout 0 disables it.
+    idle_timeout: Seconds = 0
+    self_stop_grace: Seconds = 0
+    # Keep a still-running server (the instance was hibernated) instead of replacing it.
+    resume: StrictBool = False
+
+    def to_json(self) -> bytes:
+        """The request as the hub sends it over the SSH channel."""
+        return self.model_dump_json().encode()
+
+
+class StartReply(_Message):
+    """What ``start`` prints once the server accepts connections."""
+
+    pid: StrictInt
+    ip: StrictStr
+    port: StrictInt
+    # Only for a server kept across a hibernation: the token it already runs with,
+    # which the hub adopts because the running server cannot take a new one.
+    resumed: StrictBool = False
+    api_token: StrictStr | None = Field(default=None, repr=False)
+
+    def to_json(self) -> str:
+        """One JSON line; a fresh server's reply has only pid, ip and port."""
+        return json.dumps(self.model_dump(exclude_defaults=True))
+
+    @classmethod
+    def parse(cls, text: str) -> StartReply:
+        """The agent's stdout as a reply; ProtocolError if it is not one."""
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:  # not JSON at all; bad fields raise in _one_line
+            raise ProtocolError(problem(exc.errors()[0])) from None
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_request(stream: IO[bytes]) -> StartRequest:
+    """Read and validate the one request on stdin before anything is started."""
+    return StartRequest.model_validate(read_object(stream))
+
+
+def read_object(stream: IO[bytes]) -> dict[str, Any]:
+    """Read exactly one JSON object, without needing EOF (the SSH client may keep stdin open)."""
+    decoder = json.JSONDecoder()
+    data = b""
+    while True:
+        chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
+        data += chunk
+        text = _decode_prefix(data)
+        if text is not None and text.strip():
+            try:
+                obj, _ = decoder.raw_decode(text.lstrip())
+            except json.JSONDecodeError:
+                obj = None
+            else:
+                if not isinstance(obj, dict):
+                    bad_request("request must be a JSON object")
+                return obj
+        if not chunk:
+            bad_request("expected one JSON object on stdin" if not data.strip() else "bad JSON")
+
+
+def _decode_prefix(data: bytes) -> str | None:
+    """Decode what arrived so far, tolerating a multi-byte character split across reads."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(data) - 3:
+            return None
+        bad_request("request is not valid UTF-8")
