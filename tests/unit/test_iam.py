@@ -486,14 +486,9 @@ def test_hub_credentials_may_run_start_stop_and_attach_but_not_terminate(
         alice = hub.launch_worker("alice", spec, f"t-{uuid.uuid4().hex}")  # RunInstances
         hub.stop(bob)  # StopInstances
         hub.start(bob)  # StartInstances
-        hub.stop(bob, hibernate=True)  # StopInstances with Hibernate
-        hub.start(bob)
         volume = hub.create_home_volume("alice", 1, alice.availability_zone)  # CreateVolume
-        assert hub.find_home_volume("alice")["VolumeId"] == volume  # DescribeVolumes
         hub.attach_volume(volume, alice.id, "/dev/sdf")  # AttachVolume
         hub.console_output(alice.id)  # GetConsoleOutput
-        types = hub.client.describe_instance_types(InstanceTypes=[spec.instance_type])
-        assert types["InstanceTypes"][0]["InstanceType"] == spec.instance_type  # soon the hub's
 
         with pytest.raises(hub.client.exceptions.ClientError) as modify:
             hub.client.modify_instance_attribute(
@@ -524,6 +519,24 @@ def test_hub_credentials_may_run_start_stop_and_attach_but_not_terminate(
     }
     assert mappings["/dev/sdf"]["VolumeId"] == volume
     assert mappings["/dev/sdf"]["DeleteOnTermination"] is False
+
+
+def test_hub_credentials_may_hibernate_find_home_volumes_and_read_instance_types(
+    ec2: LocalCloudEc2, cluster_parts: dict[str, Any]
+) -> None:
+    hub = LocalCloudEc2(CLUSTER, hub_client(manager_policy(CLUSTER)))
+    spec, bob = cluster_parts["spec"], cluster_parts["bob"]
+    zone = ec2.describe([bob])[0].availability_zone
+
+    with enable_iam_authentication():
+        hub.stop(bob, hibernate=True)  # StopInstances with Hibernate
+        hub.start(bob)
+        volume = hub.create_home_volume("bob", 1, zone)
+        found = hub.find_home_volume("bob")  # DescribeVolumes
+        types = hub.client.describe_instance_types(InstanceTypes=[spec.instance_type])
+
+    assert found is not None and found["VolumeId"] == volume
+    assert types["InstanceTypes"][0]["InstanceType"] == spec.instance_type
 
 
 def test_reading_user_data_and_other_describes_is_denied(
