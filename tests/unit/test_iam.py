@@ -3,14 +3,19 @@
 moto evaluates IAM at the action level only: EC2 requests are authorised
 against resource "*", and a Condition passes when the request carries no value
 for its key. So (a) asserts every statement, condition key and value exactly,
-and (b) runs the real `LocalCloudEc2` calls of a hub with credentials holding the policy's
-actions, to show what is allowed and that terminate and delete are denied.
+checks that the EC2 actions are exactly those the hub's code calls, and checks
+each option of `cloudjhub iam-policy`; (b) runs the real `LocalCloudEc2` calls of a
+hub with credentials holding the policy's actions, to show what is allowed and that
+terminate, delete and reading user data are denied. test_iam_lint.py runs two IAM
+linters on the printed policy.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -23,7 +28,8 @@ from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.cli import main
 from cloudjhub.launch.groups import ensure_security_groups
-from cloudjhub.launch.iam import manager_policy
+from cloudjhub.launch.iam import BadInput, manager_policy
+from cloudjhub.launch.options import LaunchOptions
 
 CLUSTER = "alpha"
 INSTANCE = "arn:aws:ec2:*:*:instance/*"
@@ -31,15 +37,33 @@ VOLUME = "arn:aws:ec2:*:*:volume/*"
 OURS = {"ec2:ResourceTag/cloudjhub:cluster": "alpha"}
 WORKER_TAGGED = {"StringEquals": {**OURS, "ec2:ResourceTag/cloudjhub:role": "worker"}}
 HOME_TAGGED = {"StringEquals": {**OURS, "ec2:ResourceTag/cloudjhub:role": "home"}}
+IMAGE_TAGGED = {"StringEquals": {**OURS, "ec2:ResourceTag/cloudjhub:role": "image"}}
 REQUEST_WORKER = {
     "aws:RequestTag/cloudjhub:cluster": "alpha",
     "aws:RequestTag/cloudjhub:role": "worker",
 }
 DENIED = {"AccessDenied", "UnauthorizedOperation"}
+KEY = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+SRC = Path(__file__).resolve().parents[2] / "src" / "cloudjhub"
+# Where the hub's EC2 calls are made (the hub's door) or could be (its users).
+HUB_SIDE = (
+    "aws/hub.py",
+    "aws/client.py",
+    "fleet.py",
+    "spawner.py",
+    "reaper.py",
+    "commands/reap.py",
+)
+# Not called yet: the hub will ask each type's hypervisor.
+SOON = {"ec2:DescribeInstanceTypes"}
 
 
 def as_list(value: str | list[str]) -> list[str]:
     return [value] if isinstance(value, str) else value
+
+
+def ec2_actions(policy: dict[str, Any]) -> set[str]:
+    return {a for s in policy["Statement"] for a in as_list(s["Action"]) if a.startswith("ec2:")}
 
 
 # ---- (a) structure ------------------------------------------------------------------
@@ -50,34 +74,48 @@ def test_policy_statements_exactly() -> None:
 
     assert policy["Version"] == "2012-10-17"
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
-    assert len(by_sid) == len(policy["Statement"]) == 10
+    assert len(by_sid) == len(policy["Statement"]) == 13
     assert all(s["Effect"] == "Allow" for s in policy["Statement"])
     expected: dict[str, tuple[Any, Any, Any]] = {  # Sid: (Action, Resource, Condition)
-        "ReadInstancesAndConsole": (["ec2:Describe*", "ec2:GetConsoleOutput"], "*", None),
+        "DescribeOnlyWhatTheHubReads": (
+            [
+                "ec2:DescribeImages",
+                "ec2:DescribeInstanceTypes",
+                "ec2:DescribeInstances",
+                "ec2:DescribeVolumes",
+            ],
+            "*",
+            None,
+        ),
+        "ConsoleOfClusterWorkers": ("ec2:GetConsoleOutput", INSTANCE, WORKER_TAGGED),
         "RunOnlyClusterWorkersWithImdsv2": (
             "ec2:RunInstances",
             INSTANCE,
-            {"StringEquals": {**REQUEST_WORKER, "ec2:MetadataHttpTokens": "required"}},
+            {
+                "StringEquals": {**REQUEST_WORKER, "ec2:MetadataHttpTokens": "required"},
+                "StringLike": {"ec2:InstanceType": ["t3.medium"]},
+            },
         ),
         "RunOnlyClusterWorkerVolumes": (
             "ec2:RunInstances",
             VOLUME,
             {"StringEquals": REQUEST_WORKER},
         ),
-        "RunWithImageSubnetKey": (
+        "RunOnlyTheWorkerImage": ("ec2:RunInstances", "arn:aws:ec2:*::image/*", IMAGE_TAGGED),
+        "RunOnlyWithTheWorkersKeyPair": (
             "ec2:RunInstances",
-            [
-                "arn:aws:ec2:*::image/*",
-                "arn:aws:ec2:*:*:subnet/*",
-                "arn:aws:ec2:*:*:key-pair/*",
-                "arn:aws:ec2:*:*:network-interface/*",
-            ],
+            "arn:aws:ec2:*:*:key-pair/alpha-workers",
             None,
         ),
-        "RunInClusterSecurityGroups": (
+        "RunInSubnetsWithNewInterfaces": (
+            "ec2:RunInstances",
+            ["arn:aws:ec2:*:*:subnet/*", "arn:aws:ec2:*:*:network-interface/*"],
+            None,
+        ),
+        "RunInClusterWorkerSecurityGroups": (
             "ec2:RunInstances",
             "arn:aws:ec2:*:*:security-group/*",
-            {"StringEquals": OURS},
+            WORKER_TAGGED,
         ),
         "StartStopClusterWorkers": (
             ["ec2:StartInstances", "ec2:StopInstances"],
@@ -112,21 +150,50 @@ def test_policy_statements_exactly() -> None:
         assert not allowed, f"{sid} has {allowed}"
 
 
+def hub_ec2_calls() -> set[str]:
+    """Every EC2 operation named in the hub side's code, as an IAM action."""
+    api = boto3.session.Session().client("ec2", region_name="us-east-1").meta
+    names = api.method_to_api_mapping
+    found: set[str] = set()
+    for module in HUB_SIDE:
+        for node in ast.walk(ast.parse((SRC / module).read_text())):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.add(f"ec2:{names[node.value]}")
+    return found
+
+
+def test_ec2_actions_are_exactly_what_the_hub_calls() -> None:
+    """No Describe* and nothing unused: the hub side's calls, DescribeInstanceTypes, and
+    CreateTags, which RunInstances and CreateVolume need for their TagSpecifications."""
+    calls = hub_ec2_calls()
+
+    assert "ec2:DescribeInstances" in calls and "ec2:RunInstances" in calls  # the scan works
+    assert ec2_actions(manager_policy(CLUSTER)) == calls | SOON | {"ec2:CreateTags"}
+    reads = {a for a in ec2_actions(manager_policy(CLUSTER)) if a.startswith("ec2:Describe")}
+    assert reads == {
+        "ec2:DescribeImages",
+        "ec2:DescribeInstanceTypes",
+        "ec2:DescribeInstances",
+        "ec2:DescribeVolumes",
+    }
+
+
 def test_policy_never_allows_terminating_or_deleting() -> None:
-    actions = {a for s in manager_policy(CLUSTER)["Statement"] for a in as_list(s["Action"])}
-    assert not [a for a in actions if a == "*" or a.startswith(("ec2:*", "ec2:Terminate"))]
-    assert not [a for a in actions if "Delete" in a or "Deregister" in a or "Revoke" in a]
+    for policy in (manager_policy(CLUSTER), manager_policy(CLUSTER, kms_key_arn=KEY)):
+        actions = {a for s in policy["Statement"] for a in as_list(s["Action"])}
+        assert not [a for a in actions if a == "*" or a.startswith(("ec2:*", "ec2:Terminate"))]
+        assert not [a for a in actions if "Delete" in a or "Deregister" in a or "Revoke" in a]
 
 
 def test_policy_never_allows_modify_instance_attribute_or_retagging() -> None:
     """No ModifyInstanceAttribute, and CreateTags only while creating: the role cannot
     rewrite the cloudjhub:user/role tags of an existing resource, which the guards trust."""
     for cluster in ("alpha", "beta-2"):
-        statements = manager_policy(cluster)["Statement"]
+        statements = manager_policy(cluster, kms_key_arn=KEY)["Statement"]
         for statement in statements:
             actions = as_list(statement["Action"])
             assert not [a for a in actions if a.startswith("ec2:Modify")], statement["Sid"]
-            assert not [a for a in actions if a.endswith("*") and a != "ec2:Describe*"]
+            assert not [a for a in actions if "*" in a], statement["Sid"]  # no wildcards
         tagging = [s for s in statements if "ec2:CreateTags" in as_list(s["Action"])]
         assert len(tagging) == 1
         assert tagging[0]["Condition"] == {
@@ -135,12 +202,12 @@ def test_policy_never_allows_modify_instance_attribute_or_retagging() -> None:
 
 
 def test_existing_instances_are_touched_only_if_tagged_worker() -> None:
-    """Start, stop and attach need cloudjhub:role=worker on the instance, so the hub's
-    role cannot stop or change the manager (or a builder) of its own cluster."""
+    """Start, stop, attach and console output need cloudjhub:role=worker on the instance,
+    so the hub's role cannot stop, change or read the manager (or a builder) of its own
+    cluster."""
     for cluster in ("alpha", "beta-2"):
+        touching = 0
         for statement in manager_policy(cluster)["Statement"]:
-            if statement["Sid"] == "ReadInstancesAndConsole":
-                continue
             if INSTANCE not in as_list(statement["Resource"]):
                 continue
             values = statement["Condition"]["StringEquals"]
@@ -151,36 +218,220 @@ def test_existing_instances_are_touched_only_if_tagged_worker() -> None:
             )
             assert values[f"{tag}/cloudjhub:cluster"] == cluster, statement["Sid"]
             assert values[f"{tag}/cloudjhub:role"] == "worker", statement["Sid"]
+            touching += 1
+        assert touching == 4  # run, console, start/stop, attach
 
 
 def test_every_change_needs_the_cluster_tag_of_that_cluster() -> None:
-    """Each action on instances, volumes or groups except Describe/console is tag-conditioned."""
+    """Each action on instances, volumes, images or groups except the reads is tag-conditioned;
+    the key pair and subnets are named, not tagged, and never include an instance or volume."""
+    untagged = ("DescribeOnlyWhatTheHubReads", "RunOnlyWithTheWorkersKeyPair")
     for cluster in ("alpha", "beta-2"):
         for statement in manager_policy(cluster)["Statement"]:
             resources = as_list(statement["Resource"])
-            if statement["Sid"] in ("ReadInstancesAndConsole", "RunWithImageSubnetKey"):
-                assert not {INSTANCE, VOLUME, "arn:aws:ec2:*:*:security-group/*"} & set(resources)
+            if statement["Sid"] in (*untagged, "RunInSubnetsWithNewInterfaces"):
+                assert not [r for r in resources if "instance/" in r or "volume/" in r]
+                assert not [r for r in resources if "security-group/" in r or "image/" in r]
                 continue
             values = statement["Condition"]["StringEquals"]
             assert cluster in values.values() or set(values) == {"ec2:CreateAction"}
 
 
-def test_region_scopes_the_arns() -> None:
-    policy = json.dumps(manager_policy(CLUSTER, region="eu-west-1"))
-    assert "arn:aws:ec2:eu-west-1:*:instance/*" in policy
-    assert "arn:aws:ec2:eu-west-1::image/*" in policy
-    assert "ec2:*:" not in policy
+def test_region_and_account_scope_the_arns() -> None:
+    policy = json.dumps(manager_policy(CLUSTER, region="eu-west-1", account="123456789012"))
+    assert "arn:aws:ec2:eu-west-1:123456789012:instance/*" in policy
+    assert "arn:aws:ec2:eu-west-1:123456789012:key-pair/alpha-workers" in policy
+    assert "arn:aws:ec2:eu-west-1::image/*" in policy  # images have no account in their ARN
+    assert "ec2:*:" not in policy and ":*:" not in policy
+    china = json.dumps(manager_policy(CLUSTER, region="cn-north-1"))
+    assert "arn:aws-cn:ec2:cn-north-1:*:instance/*" in china and "arn:aws:" not in china
 
 
-def test_iam_policy_command_prints_the_policy() -> None:
-    result = CliRunner().invoke(main, ["iam-policy", "alpha"])
-    scoped = CliRunner().invoke(main, ["iam-policy", "alpha", "--region", "us-west-2"])
-    bad = CliRunner().invoke(main, ["iam-policy", "Alpha_1"])
+def test_runs_only_from_the_worker_image_types_key_pair_and_groups() -> None:
+    by_sid = {
+        s["Sid"]: s
+        for s in manager_policy(
+            CLUSTER,
+            "us-east-1",
+            worker_amis=["ami-0123456789abcdef0", "ami-12345678", "ami-12345678"],
+            instance_types=["t3.large", "m5.*"],
+        )["Statement"]
+    }
+
+    # Named images instead of the tagged one (a CUSTOM_WORKER_AMI cannot carry our tags).
+    assert by_sid["RunOnlyTheWorkerImage"]["Resource"] == [
+        "arn:aws:ec2:us-east-1::image/ami-0123456789abcdef0",
+        "arn:aws:ec2:us-east-1::image/ami-12345678",
+    ]
+    assert "Condition" not in by_sid["RunOnlyTheWorkerImage"]
+    condition = by_sid["RunOnlyClusterWorkersWithImdsv2"]["Condition"]
+    assert condition["StringLike"] == {"ec2:InstanceType": ["t3.large", "m5.*"]}
+    # The key pair the launcher imports for workers, and only that one.
+    opts = LaunchOptions(
+        cluster=CLUSTER,
+        base_ami="ami-12345678",
+        private_subnet="subnet-1",
+        public_subnet="subnet-2",
+        key_name="admin",
+        key_file=Path("admin.pem"),
+    )
+    key_pair = f"arn:aws:ec2:us-east-1:*:key-pair/{opts.workers_key_name}"
+    assert by_sid["RunOnlyWithTheWorkersKeyPair"]["Resource"] == key_pair
+    assert by_sid["RunInClusterWorkerSecurityGroups"]["Condition"] == WORKER_TAGGED
+    # The default: any image the launcher built and tagged for this cluster.
+    default = {s["Sid"]: s for s in manager_policy(CLUSTER)["Statement"]}
+    assert default["RunOnlyTheWorkerImage"]["Condition"] == IMAGE_TAGGED
+
+
+def test_kms_key_adds_only_the_grants_ebs_needs() -> None:
+    plain = manager_policy(CLUSTER, "eu-west-1")["Statement"]
+    statements = manager_policy(CLUSTER, "eu-west-1", kms_key_arn=KEY)["Statement"]
+
+    assert statements[: len(plain)] == plain
+    assert statements[len(plain) :] == [
+        {
+            "Sid": "EbsKeyGrantsOnlyForAwsResources",
+            "Effect": "Allow",
+            "Action": "kms:CreateGrant",
+            "Resource": KEY,
+            "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}},
+        },
+        {
+            "Sid": "EbsKeyUse",
+            "Effect": "Allow",
+            "Action": [
+                "kms:Decrypt",
+                "kms:DescribeKey",
+                "kms:GenerateDataKeyWithoutPlaintext",
+                "kms:ReEncryptFrom",
+                "kms:ReEncryptTo",
+            ],
+            "Resource": KEY,
+        },
+    ]
+    assert not [s for s in plain if any(a.startswith("kms:") for a in as_list(s["Action"]))]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"region": ""}, "region"),
+        ({"region": "us-east-1*"}, "region"),
+        ({"account": "12345678901"}, "account"),
+        ({"worker_amis": ["ami-xyz"]}, "worker_ami"),
+        ({"instance_types": ["T3.medium"]}, "instance_type"),
+        ({"instance_types": ["*.large"]}, "instance_type"),
+        ({"instance_types": []}, "instance_type"),
+        ({"kms_key_arn": "arn:aws:kms:eu-west-1:111122223333:alias/ebs"}, "kms_key_arn"),
+        ({"region": "us-east-1", "kms_key_arn": KEY}, "kms_key_arn"),
+    ],
+)
+def test_bad_inputs_are_refused_by_name(kwargs: dict[str, Any], name: str) -> None:
+    with pytest.raises(BadInput) as bad:
+        manager_policy(CLUSTER, **kwargs)
+    assert bad.value.name == name
+
+
+def iam_policy(*args: str) -> Any:
+    return CliRunner().invoke(main, ["iam-policy", *args])
+
+
+@pytest.fixture
+def in_empty_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run where no instance_config.json is, so the defaults are the built-in ones."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_iam_policy_command_prints_the_policy(in_empty_dir: Path) -> None:
+    result = iam_policy("alpha")
+    scoped = iam_policy("alpha", "--region", "us-west-2", "--account", "123456789012")
+    every = iam_policy(
+        "alpha",
+        "--region",
+        "eu-west-1",
+        "--worker-ami",
+        "ami-12345678",
+        "--instance-type",
+        "t3.large",
+        "--instance-type",
+        "t3a.*",
+        "--kms-key-arn",
+        KEY,
+    )
+    bad = iam_policy("Alpha_1")
 
     assert result.exit_code == 0
-    assert json.loads(result.output) == manager_policy("alpha")
-    assert json.loads(scoped.output) == manager_policy("alpha", region="us-west-2")
+    assert json.loads(result.stdout) == manager_policy("alpha")
+    assert json.loads(scoped.stdout) == manager_policy(
+        "alpha", region="us-west-2", account="123456789012"
+    )
+    assert json.loads(every.stdout) == manager_policy(
+        "alpha",
+        "eu-west-1",
+        worker_amis=["ami-12345678"],
+        instance_types=["t3.large", "t3a.*"],
+        kms_key_arn=KEY,
+    )
     assert bad.exit_code == 2 and "Invalid value for 'CLUSTER'" in bad.output
+
+
+def test_defaults_come_from_the_instance_config(in_empty_dir: Path) -> None:
+    """WORKER_INSTANCE_TYPE and CUSTOM_WORKER_AMI, from ./instance_config.json or
+    --instance-config, as the launcher reads them; options override them."""
+    config = {"WORKER_INSTANCE_TYPE": "m5.large", "CUSTOM_WORKER_AMI": "ami-0123456789abcdef0"}
+    (in_empty_dir / "instance_config.json").write_text(json.dumps(config))
+    other = in_empty_dir / "other.json"
+    other.write_text(json.dumps({"WORKER_INSTANCE_TYPE": "c5.xlarge"}))
+
+    here = iam_policy("alpha")
+    named = iam_policy("alpha", "--instance-config", str(other))
+    overridden = iam_policy("alpha", "--instance-type", "t3.small", "--worker-ami", "ami-12345678")
+
+    assert json.loads(here.stdout) == manager_policy(
+        "alpha", worker_amis=["ami-0123456789abcdef0"], instance_types=["m5.large"]
+    )
+    assert json.loads(named.stdout) == manager_policy("alpha", instance_types=["c5.xlarge"])
+    assert json.loads(overridden.stdout) == manager_policy(
+        "alpha", worker_amis=["ami-12345678"], instance_types=["t3.small"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--region", ""], "--region: '' is not an AWS region such as us-east-1 (or * for any)"),
+        (["--region", "moon-1"], "--region: 'moon-1' is not an AWS region"),
+        (["--account", "1234"], "--account: '1234' is not a 12-digit AWS account id"),
+        (["--worker-ami", "ami-12345678", "--worker-ami", "ami-1"], "--worker-ami: 'ami-1'"),
+        (["--instance-type", "t3 medium"], "--instance-type: 't3 medium' is not an instance type"),
+        (["--instance-type", "*.large"], "--instance-type: '*.large' is not an instance type"),
+        (["--kms-key-arn", "alias/aws/ebs"], "--kms-key-arn: 'alias/aws/ebs' is not a KMS key ARN"),
+        (["--region", "us-east-1", "--kms-key-arn", KEY], "--kms-key-arn: the key is in eu-west-1"),
+        (["--instance-config", "missing.json"], "--instance-config: no such file: missing.json"),
+    ],
+)
+def test_bad_options_fail_with_one_line_naming_them(
+    in_empty_dir: Path, args: list[str], says: str
+) -> None:
+    result = iam_policy("alpha", *args)
+
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"error: {says}")
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)
+
+
+def test_a_bad_instance_config_fails_with_one_line(in_empty_dir: Path) -> None:
+    (in_empty_dir / "instance_config.json").write_text('{"WORKER_INSTANCE_TYPE": 3}')
+
+    result = iam_policy("alpha")
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --instance-config: instance_config.json: field ")
+    assert result.stderr.count("\n") == 1
 
 
 # ---- (b) enforcement by moto's IAM ------------------------------------------------------
@@ -268,6 +519,53 @@ def test_hub_credentials_may_run_start_stop_and_attach_but_not_terminate(
     }
     assert mappings["/dev/sdf"]["VolumeId"] == volume
     assert mappings["/dev/sdf"]["DeleteOnTermination"] is False
+
+
+def test_hub_credentials_may_hibernate_find_home_volumes_and_read_instance_types(
+    ec2: LocalCloudEc2, cluster_parts: dict[str, Any]
+) -> None:
+    hub = LocalCloudEc2(CLUSTER, hub_client(manager_policy(CLUSTER)))
+    spec, bob = cluster_parts["spec"], cluster_parts["bob"]
+    zone = ec2.describe([bob])[0].availability_zone
+
+    with enable_iam_authentication():
+        hub.stop(bob, hibernate=True)  # StopInstances with Hibernate
+        hub.start(bob)
+        volume = hub.create_home_volume("bob", 1, zone)
+        found = hub.find_home_volume("bob")  # DescribeVolumes
+        types = hub.client.describe_instance_types(InstanceTypes=[spec.instance_type])
+
+    assert found is not None and found["VolumeId"] == volume
+    assert types["InstanceTypes"][0]["InstanceType"] == spec.instance_type
+
+
+def test_reading_user_data_and_other_describes_is_denied(
+    ec2: LocalCloudEc2, cluster_parts: dict[str, Any]
+) -> None:
+    """No ec2:Describe*: an instance's user data, and reads the hub never makes, are denied."""
+    client = hub_client(manager_policy(CLUSTER))
+    bob = cluster_parts["bob"]
+    reads = {
+        "DescribeInstanceAttribute": lambda: client.describe_instance_attribute(
+            InstanceId=bob, Attribute="userData"
+        ),
+        "DescribeSecurityGroups": client.describe_security_groups,
+        "DescribeKeyPairs": client.describe_key_pairs,
+        "DescribeSubnets": client.describe_subnets,
+    }
+
+    codes = {}
+    with enable_iam_authentication():
+        for action, read in reads.items():
+            with pytest.raises(client.exceptions.ClientError) as denied:
+                read()
+            codes[action] = denied.value.response["Error"]["Code"]
+
+    assert set(codes.values()) <= DENIED, codes
+    # Control: with the old policy's ec2:Describe* the same user reads the user data.
+    old = hub_client(manager_policy(CLUSTER), ("ec2:Describe*",))
+    with enable_iam_authentication():
+        old.describe_instance_attribute(InstanceId=bob, Attribute="userData")
 
 
 def test_delete_security_group_is_denied(ec2: LocalCloudEc2, cluster_parts: dict[str, Any]) -> None:

@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
+from typing import NoReturn
 
 import click
 
-from ..launch.iam import manager_policy
+from ..config import INSTANCE_CONFIG_FILE, ConfigError, InstanceConfig, load_instance_config
+from ..launch.iam import BadInput, manager_policy
 from .cloud_options import cluster_argument
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def _launch_defaults(path: Path | None) -> InstanceConfig:
+    """instance_config.json where the launcher reads it; a file named but missing is an error."""
+    if path is not None and not path.is_file():
+        _fail(f"--instance-config: no such file: {path}")
+    try:
+        return load_instance_config(path or INSTANCE_CONFIG_FILE)
+    except ConfigError as exc:
+        _fail(f"--instance-config: {exc}")
 
 
 @click.command("iam-policy")
@@ -16,8 +35,68 @@ from .cloud_options import cluster_argument
     "--region",
     default="*",
     show_default=True,
-    help="Scope the policy's resource ARNs to this region.",
+    help="Scope the policy's ARNs to this region.",
 )
-def iam_policy(cluster: str, region: str) -> None:
+@click.option(
+    "--account",
+    metavar="ID",
+    default="*",
+    show_default=True,
+    help="Scope the policy's ARNs to this 12-digit AWS account.",
+)
+@click.option(
+    "--worker-ami",
+    "worker_amis",
+    metavar="AMI",
+    multiple=True,
+    help="Launch workers only from this image (repeatable) [default: CUSTOM_WORKER_AMI of "
+    "the instance config, else images tagged cloudjhub:cluster=CLUSTER and "
+    "cloudjhub:role=image, as the launcher tags the one it builds].",
+)
+@click.option(
+    "--instance-type",
+    "instance_types",
+    metavar="TYPE",
+    multiple=True,
+    help="Launch workers only of this type; * and ? match any characters (repeatable) "
+    "[default: WORKER_INSTANCE_TYPE of the instance config].",
+)
+@click.option(
+    "--instance-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"Launch defaults file [default: {INSTANCE_CONFIG_FILE} if present, else the "
+    "built-in defaults].",
+)
+@click.option(
+    "--kms-key-arn",
+    metavar="ARN",
+    default=None,
+    help="Customer managed KMS key that encrypts the workers' EBS volumes (the account's "
+    "default EBS key): adds the KMS permissions EBS needs to use it.",
+)
+def iam_policy(
+    cluster: str,
+    region: str,
+    account: str,
+    worker_amis: tuple[str, ...],
+    instance_types: tuple[str, ...],
+    instance_config: Path | None,
+    kms_key_arn: str | None,
+) -> None:
     """Print the IAM policy the manager's instance role needs (no terminate, no delete)."""
-    click.echo(json.dumps(manager_policy(cluster, region), indent=2))
+    defaults = _launch_defaults(instance_config)
+    if not worker_amis and defaults.CUSTOM_WORKER_AMI:
+        worker_amis = (defaults.CUSTOM_WORKER_AMI,)
+    try:
+        policy = manager_policy(
+            cluster,
+            region,
+            account=account,
+            worker_amis=worker_amis,
+            instance_types=instance_types or (defaults.WORKER_INSTANCE_TYPE,),
+            kms_key_arn=kms_key_arn,
+        )
+    except BadInput as exc:
+        _fail(f"--{exc.name.replace('_', '-')}: {exc}")
+    click.echo(json.dumps(policy, indent=2))

@@ -5,124 +5,290 @@ their home volumes; it never terminates or deletes anything (the admin's
 `terminate-workers` and `destroy` do that with the admin's credentials).
 Everything it may change must carry the cluster tag and the right role tag,
 either in the request (RunInstances, CreateVolume) or already on the resource
-(Start/Stop, Attach), so the role cannot touch the manager itself. It may tag
-only while creating: tags already on a resource (`cloudjhub:user`,
-`cloudjhub:role`, which the guards trust) cannot be rewritten, and there is no
-ModifyInstanceAttribute (a home volume attached after launch is kept on
-termination by AttachVolume's own default).
+(Start/Stop, Attach, console output), so the role cannot touch the manager
+itself. It may tag only while creating: tags already on a resource
+(`cloudjhub:user`, `cloudjhub:role`, which the guards trust) cannot be
+rewritten, and there is no ModifyInstanceAttribute (a home volume attached after
+launch is kept on termination by AttachVolume's own default).
+
+It reads only what the hub reads: DescribeInstances, DescribeImages,
+DescribeVolumes and DescribeInstanceTypes, which AWS cannot scope to resources,
+so they take Resource "*". No `ec2:Describe*`: that would include
+DescribeInstanceAttribute, the user data of every instance in the account.
+
+RunInstances is scoped resource by resource: the instance by its request tags,
+IMDSv2 and the allowed instance types; the key pair by name (`CLUSTER-workers`,
+made by the launcher); the security groups by their cluster and worker tags;
+the image either by id or by tag. By default the image is any one tagged
+`cloudjhub:cluster=CLUSTER`, `cloudjhub:role=image`, which is how the launcher
+marks the worker image it builds: a tag, not an id, so the policy can be attached
+before the image exists and still holds when a re-launch builds a new one (and
+the role cannot make an image match, since it tags only at creation). A
+CUSTOM_WORKER_AMI was not built by us and may belong to another account, so we
+cannot tag it: `worker_amis` names such images by id, and then only those.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
 
-from ..tags import CLUSTER_TAG, ROLE_TAG, Role
+from ..config import InstanceConfig
+from ..tags import CLUSTER_TAG, ROLE_TAG, Role, validate_cluster_name
+from .teardown import workers_key_name
+
+DEFAULT_INSTANCE_TYPE: str = InstanceConfig.model_fields["WORKER_INSTANCE_TYPE"].default
+
+_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+_ACCOUNT_RE = re.compile(r"^\d{12}$")
+_AMI_RE = re.compile(r"^ami-([0-9a-f]{8}|[0-9a-f]{17})$")
+# family.size (t3.medium, m7i-flex.large, u-6tb1.metal); * and ? are IAM wildcards,
+# but the family starts with a letter so that no pattern allows every type.
+_INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9*?-]*\.[a-z0-9*?-]+$")
+_KMS_KEY_RE = re.compile(
+    r"^arn:(?P<partition>aws[a-z-]*):kms:(?P<region>[a-z0-9-]+):\d{12}:"
+    r"key/(mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
+)
 
 
-def manager_policy(cluster: str, region: str = "*") -> dict[str, Any]:
-    """The policy document (a dict, ready for json.dumps) for `cluster`'s manager role."""
+class BadInput(ValueError):
+    """An input the policy cannot be scoped with; `name` is the input's name."""
 
-    def arn(kind: str, account: str = "*") -> str:
-        return f"arn:aws:ec2:{region}:{account}:{kind}/*"
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+def _check(
+    name: str, value: str, pattern: re.Pattern[str], allowed: str, any_ok: bool = False
+) -> str:
+    if any_ok and value == "*":
+        return value
+    if not pattern.fullmatch(value):
+        raise BadInput(name, f"{value!r} is not {allowed}")
+    return value
+
+
+def partition(region: str) -> str:
+    """The ARN partition of a region: China and GovCloud have their own."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def manager_policy(
+    cluster: str,
+    region: str = "*",
+    *,
+    account: str = "*",
+    worker_amis: Iterable[str] = (),
+    instance_types: Iterable[str] = (DEFAULT_INSTANCE_TYPE,),
+    kms_key_arn: str | None = None,
+) -> dict[str, Any]:
+    """The policy document (a dict, ready for json.dumps) for `cluster`'s manager role.
+
+    Raises BadInput naming the first input that is not what AWS would accept.
+    """
+    validate_cluster_name(cluster)
+    _check("region", region, _REGION_RE, "an AWS region such as us-east-1 (or * for any)", True)
+    _check("account", account, _ACCOUNT_RE, "a 12-digit AWS account id (or * for any)", True)
+    amis = [
+        _check("worker_ami", ami, _AMI_RE, "an AMI id (ami- and 8 or 17 hex digits)")
+        for ami in dict.fromkeys(worker_amis)
+    ]
+    types = [
+        _check(
+            "instance_type",
+            kind,
+            _INSTANCE_TYPE_RE,
+            "an instance type such as t3.medium (family.size; * and ? match any characters)",
+        )
+        for kind in dict.fromkeys(instance_types)
+    ]
+    if not types:
+        raise BadInput("instance_type", "at least one instance type is needed")
+    part = partition(region)
+
+    def arn(kind: str, name: str = "*", owner: str = account) -> str:
+        return f"arn:{part}:ec2:{region}:{owner}:{kind}/{name}"
 
     instance, volume = arn("instance"), arn("volume")
 
     def requested(role: Role) -> dict[str, str]:
         return {f"aws:RequestTag/{CLUSTER_TAG}": cluster, f"aws:RequestTag/{ROLE_TAG}": role.value}
 
-    def tagged(role: Role | None = None) -> dict[str, str]:
-        ours = {f"ec2:ResourceTag/{CLUSTER_TAG}": cluster}
-        return {**ours, f"ec2:ResourceTag/{ROLE_TAG}": role.value} if role else ours
+    def tagged(role: Role) -> dict[str, str]:
+        return {
+            f"ec2:ResourceTag/{CLUSTER_TAG}": cluster,
+            f"ec2:ResourceTag/{ROLE_TAG}": role.value,
+        }
 
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                # Describe calls cannot be scoped to resources; the console
-                # output carries the workers' SSH host keys.
-                "Sid": "ReadInstancesAndConsole",
-                "Effect": "Allow",
-                "Action": ["ec2:Describe*", "ec2:GetConsoleOutput"],
-                "Resource": "*",
-            },
-            {
-                # ec2:MetadataHttpTokens exists only for the instance resource,
-                # so the volume has a statement of its own.
-                "Sid": "RunOnlyClusterWorkersWithImdsv2",
-                "Effect": "Allow",
-                "Action": "ec2:RunInstances",
-                "Resource": instance,
-                "Condition": {
-                    "StringEquals": {
-                        **requested(Role.WORKER),
-                        "ec2:MetadataHttpTokens": "required",
-                    }
+    if amis:
+        image: dict[str, Any] = {"Resource": [arn("image", ami, owner="") for ami in amis]}
+    else:
+        image = {
+            "Resource": arn("image", owner=""),
+            "Condition": {"StringEquals": tagged(Role.IMAGE)},
+        }
+
+    statements: list[dict[str, Any]] = [
+        {
+            # Exactly the reads of aws/hub.py and aws/client.py, and
+            # DescribeInstanceTypes (each type's hypervisor). List actions
+            # cannot be scoped to resources.
+            "Sid": "DescribeOnlyWhatTheHubReads",
+            "Effect": "Allow",
+            "Action": [
+                "ec2:DescribeImages",
+                "ec2:DescribeInstanceTypes",
+                "ec2:DescribeInstances",
+                "ec2:DescribeVolumes",
+            ],
+            "Resource": "*",
+        },
+        {
+            # The console output carries the workers' SSH host keys.
+            "Sid": "ConsoleOfClusterWorkers",
+            "Effect": "Allow",
+            "Action": "ec2:GetConsoleOutput",
+            "Resource": instance,
+            "Condition": {"StringEquals": tagged(Role.WORKER)},
+        },
+        {
+            # ec2:MetadataHttpTokens and ec2:InstanceType exist only for the
+            # instance resource, so the volume has a statement of its own.
+            "Sid": "RunOnlyClusterWorkersWithImdsv2",
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": instance,
+            "Condition": {
+                "StringEquals": {
+                    **requested(Role.WORKER),
+                    "ec2:MetadataHttpTokens": "required",
                 },
+                "StringLike": {"ec2:InstanceType": types},
             },
-            {
-                "Sid": "RunOnlyClusterWorkerVolumes",
-                "Effect": "Allow",
-                "Action": "ec2:RunInstances",
-                "Resource": volume,
-                "Condition": {"StringEquals": requested(Role.WORKER)},
-            },
-            {
-                # What a launch uses but does not create carries no request tags.
-                "Sid": "RunWithImageSubnetKey",
-                "Effect": "Allow",
-                "Action": "ec2:RunInstances",
-                "Resource": [
-                    arn("image", account=""),
-                    arn("subnet"),
-                    arn("key-pair"),
-                    arn("network-interface"),
-                ],
-            },
-            {
-                "Sid": "RunInClusterSecurityGroups",
-                "Effect": "Allow",
-                "Action": "ec2:RunInstances",
-                "Resource": arn("security-group"),
-                "Condition": {"StringEquals": tagged()},
-            },
-            {
-                "Sid": "StartStopClusterWorkers",
-                "Effect": "Allow",
-                "Action": ["ec2:StartInstances", "ec2:StopInstances"],
-                "Resource": instance,
-                "Condition": {"StringEquals": tagged(Role.WORKER)},
-            },
-            {
-                # The only CreateTags: as part of RunInstances or CreateVolume,
-                # whose own statements require the tags.
-                "Sid": "TagAtCreation",
-                "Effect": "Allow",
-                "Action": "ec2:CreateTags",
-                "Resource": [instance, volume],
-                "Condition": {
-                    "StringEquals": {"ec2:CreateAction": ["RunInstances", "CreateVolume"]}
-                },
-            },
-            {
-                "Sid": "CreateHomeVolumes",
-                "Effect": "Allow",
-                "Action": "ec2:CreateVolume",
-                "Resource": volume,
-                "Condition": {"StringEquals": requested(Role.HOME)},
-            },
-            {
-                "Sid": "AttachToClusterWorkers",
-                "Effect": "Allow",
-                "Action": "ec2:AttachVolume",
-                "Resource": instance,
-                "Condition": {"StringEquals": tagged(Role.WORKER)},
-            },
-            {
-                "Sid": "AttachClusterHomeVolumes",
-                "Effect": "Allow",
-                "Action": "ec2:AttachVolume",
-                "Resource": volume,
-                "Condition": {"StringEquals": tagged(Role.HOME)},
-            },
-        ],
-    }
+        },
+        {
+            "Sid": "RunOnlyClusterWorkerVolumes",
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": volume,
+            "Condition": {"StringEquals": requested(Role.WORKER)},
+        },
+        {
+            "Sid": "RunOnlyTheWorkerImage",
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            **image,
+        },
+        {
+            "Sid": "RunOnlyWithTheWorkersKeyPair",
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": arn("key-pair", workers_key_name(cluster)),
+        },
+        {
+            # The admin's subnets carry no tags of ours; the interface is the
+            # launch's own.
+            "Sid": "RunInSubnetsWithNewInterfaces",
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": [arn("subnet"), arn("network-interface")],
+        },
+        {
+            "Sid": "RunInClusterWorkerSecurityGroups",
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": arn("security-group"),
+            "Condition": {"StringEquals": tagged(Role.WORKER)},
+        },
+        {
+            # Also hibernation: StopInstances with Hibernate=true.
+            "Sid": "StartStopClusterWorkers",
+            "Effect": "Allow",
+            "Action": ["ec2:StartInstances", "ec2:StopInstances"],
+            "Resource": instance,
+            "Condition": {"StringEquals": tagged(Role.WORKER)},
+        },
+        {
+            # The only CreateTags: as part of RunInstances or CreateVolume,
+            # whose own statements require the tags.
+            "Sid": "TagAtCreation",
+            "Effect": "Allow",
+            "Action": "ec2:CreateTags",
+            "Resource": [instance, volume],
+            "Condition": {"StringEquals": {"ec2:CreateAction": ["RunInstances", "CreateVolume"]}},
+        },
+        {
+            "Sid": "CreateHomeVolumes",
+            "Effect": "Allow",
+            "Action": "ec2:CreateVolume",
+            "Resource": volume,
+            "Condition": {"StringEquals": requested(Role.HOME)},
+        },
+        {
+            "Sid": "AttachToClusterWorkers",
+            "Effect": "Allow",
+            "Action": "ec2:AttachVolume",
+            "Resource": instance,
+            "Condition": {"StringEquals": tagged(Role.WORKER)},
+        },
+        {
+            "Sid": "AttachClusterHomeVolumes",
+            "Effect": "Allow",
+            "Action": "ec2:AttachVolume",
+            "Resource": volume,
+            "Condition": {"StringEquals": tagged(Role.HOME)},
+        },
+    ]
+    if kms_key_arn is not None:
+        statements += _ebs_key_statements(kms_key_arn, region)
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _ebs_key_statements(key_arn: str, region: str) -> list[dict[str, Any]]:
+    """What a caller needs to launch, start or attach volumes encrypted with a customer
+    managed key (the account's default EBS key): "Permissions for users" in
+    https://docs.aws.amazon.com/ebs/latest/userguide/ebs-encryption-requirements.html
+    lists kms:CreateGrant, Decrypt, DescribeKey, GenerateDataKeyWithoutPlaintext and
+    ReEncrypt (ReEncryptFrom and ReEncryptTo), and advises CreateGrant only with
+    kms:GrantIsForAWSResource, so that only EC2 itself, acting for the hub, gets grants.
+    The key's own policy must also let IAM policies of its account allow these."""
+    found = _KMS_KEY_RE.fullmatch(key_arn)
+    if not found:
+        raise BadInput(
+            "kms_key_arn",
+            f"{key_arn!r} is not a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/KEY-ID)",
+        )
+    if region != "*" and found["region"] != region:
+        raise BadInput(
+            "kms_key_arn",
+            f"the key is in {found['region']}, not in {region}: EBS uses keys of its own region",
+        )
+    if region != "*" and found["partition"] != partition(region):
+        raise BadInput("kms_key_arn", f"the key's partition is not {partition(region)}")
+    return [
+        {
+            "Sid": "EbsKeyGrantsOnlyForAwsResources",
+            "Effect": "Allow",
+            "Action": "kms:CreateGrant",
+            "Resource": key_arn,
+            "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}},
+        },
+        {
+            "Sid": "EbsKeyUse",
+            "Effect": "Allow",
+            "Action": [
+                "kms:Decrypt",
+                "kms:DescribeKey",
+                "kms:GenerateDataKeyWithoutPlaintext",
+                "kms:ReEncryptFrom",
+                "kms:ReEncryptTo",
+            ],
+            "Resource": key_arn,
+        },
+    ]
