@@ -1,8 +1,8 @@
 """The hub-managed services every cloudjhub hub runs, each with only the scopes it needs.
 
 jupyterhub-idle-culler stops idle servers; `cloudjhub reap` stops workers no
-server wants. Each gets only the environment built here: JupyterHub gives a
-service none of the hub's own.
+server wants. JupyterHub passes a service only a few of the hub's variables
+(PATH, LANG and the like), so whatever else each needs is given here.
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> HubSettings:
 
 def write_settings(settings: HubSettings, path: str | os.PathLike[str]) -> Path:
     """Write atomically, mode 0600: a restarting hub never reads half a file, and
-    nobody but root learns where the secrets are kept."""
+    only its owner learns where the secrets are kept."""
     target = Path(path)
     tmp = target.with_suffix(target.suffix + ".tmp")
     tmp.unlink(missing_ok=True)
