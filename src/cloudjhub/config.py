@@ -111,7 +111,9 @@ def _describe(path: Path, error: ValidationError) -> str:
     return f"{path}: field {field}: {message}"
 
 
-def _load(model: type[M], path: Path) -> M:
+def load_model(model: type[M], path: Path) -> M:
+    """Any JSON settings file into its model, failing with one message naming the
+    file and the field (the hub's settings file is read this way too)."""
     try:
         raw = path.read_text()
     except OSError as exc:
@@ -133,7 +135,7 @@ def load_instance_config(path: str | os.PathLike[str] = INSTANCE_CONFIG_FILE) ->
     p = Path(path)
     if not p.exists():
         return InstanceConfig()
-    return _load(InstanceConfig, p)
+    return load_model(InstanceConfig, p)
 
 
 def server_config_path(path: str | os.PathLike[str] | None = None) -> Path:
@@ -141,7 +143,7 @@ def server_config_path(path: str | os.PathLike[str] | None = None) -> Path:
 
 
 def load_server_config(path: str | os.PathLike[str] | None = None) -> ServerConfig:
-    return _load(ServerConfig, server_config_path(path))
+    return load_model(ServerConfig, server_config_path(path))
 
 
 def write_server_config(config: ServerConfig, path: str | os.PathLike[str]) -> Path:

@@ -32,9 +32,6 @@ from .usage import UsageEvent, append_event
 
 log = logging.getLogger("cloudjhub.reaper")
 
-# What it needs: list users with active servers (list:users, with ?state=active)
-# and see their servers (read:servers, which implies read:users:name). Nothing more.
-REAPER_SCOPES = ("list:users", "read:servers")
 PAGE_SIZE = 200
 # Stopped workers cost only storage, which the reaper does not manage.
 
@@ -65,7 +62,10 @@ def default_timing(idle_timeout: int) -> tuple[float, float]:
 
 
 class HubApi:
-    """The few read-only hub REST calls the reaper makes."""
+    """The few read-only hub REST calls the reaper makes.
+
+    Their scopes, and nothing more, are REAPER_SCOPES in hub/services.py, which
+    grants them."""
 
     def __init__(self, api_url: str, token: str, timeout: float = 30.0) -> None:
         self.api_url = api_url.rstrip("/")

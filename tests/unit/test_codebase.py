@@ -78,6 +78,13 @@ def test_lower_floors_never_import_upper_ones(module: str, allowed: set[str]) ->
     assert _ours(PKG / module) <= allowed
 
 
+def test_hub_config_imports_only_config_and_itself() -> None:
+    """What the hub's config loads at hub start: never the launcher, the local cloud,
+    the commands, or the reaper (whose metrics would join the hub's)."""
+    for path in (PKG / "hub").rglob("*.py"):
+        assert _ours(path) <= {"hub", "config"}, path
+
+
 def test_worker_imports_nothing_hub_side() -> None:
     for path in (PKG / "worker").rglob("*.py"):
         assert _ours(path) <= {"worker"}, path

@@ -23,8 +23,18 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import server_config_from, write_server_config
+from ..hub.proxy import find_proxy
+from ..hub.settings import (
+    SETTINGS_ENV,
+    HubSettings,
+    ProxySettings,
+    ServiceSettings,
+    SharedPassword,
+    SpawnerSettings,
+    Tls,
+    write_settings,
+)
 from ..keys import ensure_ed25519
-from .hubconfig import ManagerHub, find_proxy, render_manager_config
 from .units import HUB_UNIT, Unit, install_unit, run_unit_directly
 
 WORKER_KEY = "worker_key"
@@ -34,6 +44,18 @@ SECRET_FILES = {
     "user_password": lambda: secrets.token_urlsafe(12),
     "admin_password": lambda: secrets.token_urlsafe(32),
 }
+HUB_API_PORT, PROXY_API_PORT = 8081, 8001
+# What the unit runs: a stub that runs the config cloudjhub ships, so an admin
+# still has /etc/cloudjhub/jupyterhub_config.py for lines of their own (an OAuth
+# authenticator, say). exec, not load_subconfig: that one silently skips a
+# missing file, and a hub must not start on JupyterHub's defaults.
+STUB_CONFIG = """\
+# Written by `cloudjhub setup-manager`; rerunning it rewrites this file.
+# Runs the config cloudjhub ships, which applies $CLOUDJHUB_HUB_SETTINGS (hub.json).
+from cloudjhub.hub import CONFIG_FILE
+
+exec(compile(CONFIG_FILE.read_bytes(), CONFIG_FILE, "exec"))  # noqa: S102
+"""
 
 
 class TlsFiles(BaseModel):
@@ -81,6 +103,47 @@ def _stop_running_hub(state: Path) -> None:
                 time.sleep(0.1)
 
 
+def hub_settings(
+    etc: Path,
+    state: Path,
+    request: SetupRequest,
+    idle_timeout: int,
+    tls: tuple[Path, Path] | None,
+    python: str,
+) -> HubSettings:
+    """The manager's hub: on its private IP, secrets in `etc`, state in `state`."""
+    ip = str(request.bind_ip)
+    proxy_command = [find_proxy()]
+    if tls and request.public_port == 443:
+        proxy_command += ["--redirect-port", "80"]
+    return HubSettings(
+        bind_url=f"{'https' if tls else 'http'}://{ip}:{request.public_port}",
+        hub_ip=ip,
+        hub_port=HUB_API_PORT,
+        tls=Tls(cert=str(tls[0]), key=str(tls[1])) if tls else None,
+        proxy=ProxySettings(
+            api_url=f"http://{ip}:{PROXY_API_PORT}",
+            command=proxy_command,
+            pid_file=str(state / "proxy.pid"),
+            auth_token_file=str(etc / "proxy_token"),
+        ),
+        db_url="sqlite:///" + str(state / "jupyterhub.sqlite"),
+        cookie_secret_file=str(etc / "cookie_secret"),
+        pid_file=str(state / "jupyterhub.pid"),
+        authenticator=SharedPassword(
+            user_password_file=str(etc / "user_password"),
+            admin_password_file=str(etc / "admin_password"),
+        ),
+        admin_users=["admin"],
+        spawner=SpawnerSettings(
+            server_config_file=str(etc / "server_config.json"),
+            worker_command=list(request.worker_command),
+            usage_log=str(state / "usage.jsonl"),
+        ),
+        services=ServiceSettings(python=python, idle_timeout=idle_timeout),
+    )
+
+
 def setup_manager(root: Path, request: SetupRequest, start: bool = True) -> dict[str, str]:
     etc = root / "etc" / "cloudjhub"
     state = root / "var" / "lib" / "cloudjhub"
@@ -103,24 +166,16 @@ def setup_manager(root: Path, request: SetupRequest, start: bool = True) -> dict
             _private_file(path, lambda text=text: text.strip())
         tls = (ssl_dir / "hub.crt", ssl_dir / "hub.key")
     python = sys.executable
-    hub = ManagerHub(
-        etc=etc,
-        state=state,
-        bind_ip=str(request.bind_ip),
-        public_port=request.public_port,
-        python=python,
-        proxy=find_proxy(),
-        worker_command=tuple(request.worker_command),
-        idle_timeout=config.JUPYTER_NOTEBOOK_TIMEOUT,
-        tls=tls,
-    )
-    (etc / "jupyterhub_config.py").write_text(render_manager_config(hub))
+    settings = hub_settings(etc, state, request, config.JUPYTER_NOTEBOOK_TIMEOUT, tls, python)
+    write_settings(settings, etc / "hub.json")
+    (etc / "jupyterhub_config.py").write_text(STUB_CONFIG)
     unit = Unit(
         description=f"cloudjhub JupyterHub for cluster {config.CLUSTER_NAME}",
         exec_start=[python, "-m", "jupyterhub", "-f", str(etc / "jupyterhub_config.py")],
         working_directory=str(state),
         environment={
             "CLOUDJHUB_SERVER_CONFIG": str(etc / "server_config.json"),
+            SETTINGS_ENV: str(etc / "hub.json"),
             "PATH": f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin",
         },
     )
@@ -132,7 +187,11 @@ def setup_manager(root: Path, request: SetupRequest, start: bool = True) -> dict
         else:
             _stop_running_hub(state)
             run_unit_directly(path, root / "var" / "log" / "cloudjhub-hub.log")
-    return {"worker_public_key": public_key, "hub_config": str(etc / "jupyterhub_config.py")}
+    return {
+        "worker_public_key": public_key,
+        "hub_config": str(etc / "jupyterhub_config.py"),
+        "hub_settings": str(etc / "hub.json"),
+    }
 
 
 def main_json(root: Path, raw: str, start: bool) -> str:

@@ -20,10 +20,21 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..aws.local import LocalCloudEc2
 from ..config import load_server_config
-from ..launch.hubconfig import core_lines, find_proxy, service_lines
+from ..hub import CONFIG_FILE
+from ..hub.proxy import find_proxy
+from ..hub.settings import (
+    SETTINGS_ENV,
+    Dummy,
+    HubSettings,
+    ProxySettings,
+    ServiceSettings,
+    SpawnerSettings,
+    write_settings,
+)
 from . import motoserver
 from .cloud import VPC_CIDR, LocalNetwork, prepare_demo_cluster, prepare_network
 from .emulator import FleetEmulator
@@ -46,54 +57,56 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def hub_config(
+# Quick to notice changes on loopback, where nothing takes long.
+DEMO_SPAWNER_TRAITS: dict[str, float] = {
+    "state_poll_interval": 0.5,
+    "ssh_retry_interval": 0.5,
+    "fleet_refresh_interval": 5,
+    "hang_grace": 30,
+}
+
+
+def hub_settings(
     state_dir: Path,
     port: int,
     hub_port: int,
     proxy_api_port: int,
     idle_timeout: int,
-    reaper_metrics_port: int = 0,
-) -> str:
-    worker = Path(sys.executable).with_name("cloudjhub-worker")
-    usage_log = state_dir / "usage.jsonl"
-    lines = [
-        "# Written by `cloudjhub demo`; rewritten on every start.",
-        "import os",
-        "c = get_config()  # noqa: F821",
-        f"c.JupyterHub.bind_url = 'http://127.0.0.1:{port}'",
-        "c.JupyterHub.hub_ip = '127.0.0.1'",
-        f"c.JupyterHub.hub_port = {hub_port}",
-        f"c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{proxy_api_port}'",
-        f"c.ConfigurableHTTPProxy.command = [{find_proxy()!r}]",
-        f"c.ConfigurableHTTPProxy.pid_file = {str(state_dir / 'proxy.pid')!r}",
-        f"c.JupyterHub.db_url = {'sqlite:///' + str(state_dir / 'jupyterhub.sqlite')!r}",
-        f"c.JupyterHub.cookie_secret_file = {str(state_dir / 'jupyterhub_cookie_secret')!r}",
-        f"c.JupyterHub.pid_file = {str(state_dir / 'jupyterhub.pid')!r}",
-        "c.JupyterHub.authenticator_class = 'dummy'",
-        "c.Authenticator.allow_all = True",
-        "c.Authenticator.admin_users = {'admin'}",
-        *core_lines(state_dir / "server_config.json", [str(worker)], usage_log),
-        "c.InstanceSpawner.state_poll_interval = 0.5",
-        "c.InstanceSpawner.ssh_retry_interval = 0.5",
-        "c.InstanceSpawner.fleet_refresh_interval = 5",
-        "c.InstanceSpawner.hang_grace = 30",
-        "# The demo's services also carry its marker, so they end with it.",
-        f"_demo = {{k: os.environ[k] for k in ({HUB_MARKER!r},) if k in os.environ}}",
-        *service_lines(
-            sys.executable,
-            idle_timeout,
-            usage_log,
-            "os.environ['CLOUDJHUB_SERVER_CONFIG']",
-            extra_env="_demo",
-            reaper_args=("--metrics-port", str(reaper_metrics_port)),
+    reaper_metrics_port: int | None = None,
+    spawner_traits: dict[str, Any] | None = None,
+) -> HubSettings:
+    """The demo's hub: all on 127.0.0.1, any login, state in `state_dir`.
+
+    `spawner_traits` are InstanceSpawner traits on top of the demo's own."""
+    return HubSettings(
+        bind_url=f"http://127.0.0.1:{port}",
+        hub_ip="127.0.0.1",
+        hub_port=hub_port,
+        proxy=ProxySettings(
+            api_url=f"http://127.0.0.1:{proxy_api_port}",
+            command=[find_proxy()],
+            pid_file=str(state_dir / "proxy.pid"),
         ),
-        f"if os.environ.get({TOKEN_ENV!r}):",
-        "    c.JupyterHub.services.append(",
-        f"        {{'name': 'demo-admin', 'api_token': os.environ[{TOKEN_ENV!r}]}})",
-        "    c.JupyterHub.load_roles.append({'name': 'admin', 'services': ['demo-admin']})",
-        "",
-    ]
-    return "\n".join(lines)
+        db_url="sqlite:///" + str(state_dir / "jupyterhub.sqlite"),
+        cookie_secret_file=str(state_dir / "jupyterhub_cookie_secret"),
+        pid_file=str(state_dir / "jupyterhub.pid"),
+        authenticator=Dummy(),
+        admin_users=["admin"],
+        spawner=SpawnerSettings(
+            server_config_file=str(state_dir / "server_config.json"),
+            worker_command=[str(Path(sys.executable).with_name("cloudjhub-worker"))],
+            usage_log=str(state_dir / "usage.jsonl"),
+            traits={**DEMO_SPAWNER_TRAITS, **(spawner_traits or {})},
+        ),
+        services=ServiceSettings(
+            python=sys.executable,
+            idle_timeout=idle_timeout,
+            reaper_metrics_port=reaper_metrics_port,
+            # The demo's services also carry its marker, so they end with it.
+            pass_environment=[HUB_MARKER],
+        ),
+        admin_token_env=TOKEN_ENV,
+    )
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -132,8 +145,8 @@ class DemoStack:
     reaper_metrics_port: int = 0
     # HIBERNATE in server_config.json: workers hibernate instead of stopping.
     hibernate: bool = False
-    # Extra InstanceSpawner traits for the hub config, e.g. {"self_stop_grace": 5}.
-    spawner_config: dict[str, object] = field(default_factory=dict)
+    # Extra InstanceSpawner traits for the hub's settings, e.g. {"self_stop_grace": 5}.
+    spawner_config: dict[str, Any] = field(default_factory=dict)
     _log: object = field(default=None, repr=False)
     _hub_env: dict[str, str] = field(default_factory=dict, repr=False)
     _hub_starts: list[float] = field(default_factory=list, repr=False)
@@ -231,20 +244,19 @@ class DemoStack:
         # single-user servers (and their JUPYTERHUB_API_URL) expect it.
         self.hub_port, self.proxy_port = free_port(), free_port()
         self.reaper_metrics_port = free_port()
-        cfg = self.state_dir / "jupyterhub_config.py"
-        cfg.write_text(
-            hub_config(
-                self.state_dir,
-                self.port,
-                self.hub_port,
-                self.proxy_port,
-                timeout,
-                reaper_metrics_port=self.reaper_metrics_port,
-            )
-            + "".join(f"c.InstanceSpawner.{k} = {v!r}\n" for k, v in self.spawner_config.items())
+        settings = hub_settings(
+            self.state_dir,
+            self.port,
+            self.hub_port,
+            self.proxy_port,
+            timeout,
+            reaper_metrics_port=self.reaper_metrics_port,
+            spawner_traits=self.spawner_config,
         )
+        write_settings(settings, self.state_dir / "hub.json")
         env = dict(os.environ)
         env["CLOUDJHUB_SERVER_CONFIG"] = str(config)
+        env[SETTINGS_ENV] = str(self.state_dir / "hub.json")
         env[HUB_MARKER] = str(self.state_dir)
         if self.api_token:
             env[TOKEN_ENV] = self.api_token
@@ -272,8 +284,7 @@ class DemoStack:
         assert self.network is not None
         if self._log is None:
             self._log = open(self.state_dir / "jupyterhub.log", "ab")  # noqa: SIM115 - closed in stop()
-        cfg = self.state_dir / "jupyterhub_config.py"
-        cmd = [sys.executable, "-m", "jupyterhub", "-f", str(cfg)]
+        cmd = [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG_FILE)]
         self.hub = subprocess.Popen(
             cmd,
             cwd=self.state_dir,
