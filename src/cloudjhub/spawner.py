@@ -675,6 +675,7 @@ class InstanceSpawner(Spawner):
             self.fleet.remember(i)
 
     async def _stop_instance(self) -> None:
+        assert self.instance_id
         try:
             await blocking(self.ec2.stop, self.instance_id, self.hibernate)
         except CloudError as exc:

@@ -47,6 +47,13 @@ def test_ruff_check_and_format() -> None:
         assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_mypy_finds_no_type_errors_in_src() -> None:
+    """The package ships py.typed, so its types are checked (config: pyproject.toml)."""
+    mypy = Path(sys.executable).with_name("mypy")
+    done = subprocess.run([str(mypy)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_shell_scripts_pass_shellcheck() -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:

@@ -6,5 +6,5 @@
 from cloudjhub.hub.apply import apply
 from cloudjhub.hub.settings import load_settings
 
-c = get_config()  # noqa: F821 - JupyterHub's config loader provides it
+c = get_config()  # type: ignore[name-defined]  # noqa: F821 - the config loader provides it
 apply(c, load_settings())

@@ -20,7 +20,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..aws.local import LocalCloudEc2
 from ..config import load_server_config
@@ -147,7 +147,7 @@ class DemoStack:
     hibernate: bool = False
     # Extra InstanceSpawner traits for the hub's settings, e.g. {"self_stop_grace": 5}.
     spawner_config: dict[str, Any] = field(default_factory=dict)
-    _log: object = field(default=None, repr=False)
+    _log: IO[bytes] | None = field(default=None, repr=False)
     _hub_env: dict[str, str] = field(default_factory=dict, repr=False)
     _hub_starts: list[float] = field(default_factory=list, repr=False)
 
@@ -289,7 +289,7 @@ class DemoStack:
             cmd,
             cwd=self.state_dir,
             env=self._hub_env,
-            stdout=self._log,  # type: ignore[arg-type]
+            stdout=self._log,
             stderr=subprocess.STDOUT,
         )
         self._hub_starts.append(time.monotonic())
@@ -321,7 +321,7 @@ class DemoStack:
                 self.hub.wait()
         self._end_hub_leftovers()
         if self._log is not None:
-            self._log.close()  # type: ignore[attr-defined]
+            self._log.close()
         if self.emulator is not None:
             self.emulator.stop()
         if self.moto is not None:
