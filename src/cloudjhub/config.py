@@ -1,7 +1,8 @@
 """The two JSON files, `instance_config.json` and `server_config.json`.
 
 This module is their only reader and writer, so a bad file fails in one place
-with a message that names the file and the field.
+with a message that names the file and the field. `error_line` is that message,
+for every pydantic model of ours: the lowest floor that uses pydantic owns it.
 """
 
 from __future__ import annotations
@@ -99,16 +100,20 @@ class ServerConfig(_Strict):
     _check_hibernation = field_validator("WORKER_INSTANCE_TYPE")(_can_hibernate)
 
 
-M = TypeVar("M", bound=BaseModel)
+def error_line(error: ValidationError, source: str | os.PathLike[str] | None = None) -> str:
+    """The first of a pydantic error's complaints as one line a person can act on.
 
-
-def _describe(path: Path, error: ValidationError) -> str:
+    With a source (a file, "launch arguments"): "<source>: field <field>: <why>".
+    Without one, for a caller that says where itself (a line of a log, a command's
+    options): "<field>: <why>".
+    """
     first = error.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = first["msg"]
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    return f"{path}: field {field}: {message}"
+    why = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+    return f"{source}: field {field}: {why}" if source is not None else f"{field}: {why}"
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def _load(model: type[M], path: Path) -> M:
@@ -125,7 +130,7 @@ def _load(model: type[M], path: Path) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(path, exc)) from exc
+        raise ConfigError(error_line(exc, path)) from exc
 
 
 def load_instance_config(path: str | os.PathLike[str] = INSTANCE_CONFIG_FILE) -> InstanceConfig:
@@ -158,4 +163,4 @@ def server_config_from(data: dict[str, Any], source: str = "<arguments>") -> Ser
     try:
         return ServerConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(Path(source), exc)) from exc
+        raise ConfigError(error_line(exc, source)) from exc

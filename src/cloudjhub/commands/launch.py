@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 import click
 from pydantic import ValidationError
 
-from ..config import ConfigError, InstanceConfig, load_instance_config
+from ..config import ConfigError, InstanceConfig, error_line, load_instance_config
 
 # (option, instance_config.json key, click type)
 INSTANCE_OPTIONS: list[tuple[str, str, Any]] = [
@@ -219,7 +219,8 @@ def launch(
             **kw,
         )
     except (ValidationError, ConfigError, ValueError) as exc:
-        click.echo(f"error: {_first_error(exc)}", err=True)
+        message = error_line(exc) if isinstance(exc, ValidationError) else str(exc)
+        click.echo(f"error: {message}", err=True)
         sys.exit(2)
     except CloudError as exc:
         _cloud_failure(exc)
@@ -272,11 +273,3 @@ def _cloud_failure(exc: Exception) -> NoReturn:
     hint = _CLOUD_HINTS.get(getattr(exc, "code", ""), "")
     click.echo(f"error: {exc}{hint}; nothing was created", err=True)
     sys.exit(1)
-
-
-def _first_error(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        return f"{field}: {first['msg']}"
-    return str(exc)
