@@ -208,9 +208,7 @@ class Ec2Client:
     def connect(cls, cluster: str, region: str | None, endpoint_url: str | None = None) -> Any:
         return cls(cluster, make_client(region, endpoint_url))
 
-    def _call(
-        self, action: str, context: Mapping[str, str] | None = None, /, **kwargs: Any
-    ) -> Any:
+    def _call(self, action: str, context: Mapping[str, str] | None = None, /, **kwargs: Any) -> Any:
         return call(self.client, action, context, **kwargs)
 
     def _pages(self, action: str, key: str, **kwargs: Any) -> list[dict[str, Any]]:
