@@ -95,6 +95,9 @@ class ServerConfig(_SharedKeys):
     AWS_ENDPOINT_URL: str | None = None
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 def error_line(error: ValidationError, source: str | os.PathLike[str] | None = None) -> str:
     """The first of a pydantic error's complaints as one line a person can act on.
 
@@ -106,9 +109,6 @@ def error_line(error: ValidationError, source: str | os.PathLike[str] | None = N
     field = ".".join(str(part) for part in first["loc"]) or "(top level)"
     why = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
     return f"{source}: field {field}: {why}" if source is not None else f"{field}: {why}"
-
-
-M = TypeVar("M", bound=BaseModel)
 
 
 def _load(model: type[M], path: Path) -> M:
