@@ -1,7 +1,8 @@
 """The two JSON files, `instance_config.json` and `server_config.json`.
 
 This module is their only reader and writer, so a bad file fails in one place
-with a message that names the file and the field.
+with a message that names the file and the field. `error_line` is that message,
+for every pydantic model of ours: the lowest floor that uses pydantic owns it.
 """
 
 from __future__ import annotations
@@ -36,57 +37,54 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-def _can_hibernate(instance_type: str, info: ValidationInfo) -> str:
-    """HIBERNATE needs a capable instance type; the error names WORKER_INSTANCE_TYPE.
+class _SharedKeys(_Strict):
+    """The keys both files have, with one type and one check each.
 
-    HIBERNATE is declared before WORKER_INSTANCE_TYPE, so it is already in info.data.
+    Pydantic validates fields in declaration order (a subclass that redeclares one
+    keeps its place), and the hibernation check on WORKER_INSTANCE_TYPE reads
+    HIBERNATE, so HIBERNATE must come first.
     """
-    reason = unsupported_reason(instance_type) if info.data.get("HIBERNATE") else None
-    if reason:
-        raise PydanticCustomError("hibernation", reason)
-    return instance_type
 
-
-class InstanceConfig(_Strict):
-    """Launch defaults (`instance_config.json`), with the original key names."""
-
-    MANAGER_INSTANCE_TYPE: str = "t3.small"
-    # Hibernate idle workers instead of stopping them (kernels survive); see hibernation.py.
+    REGION: str
+    # Launch hibernation-capable workers and hibernate them on stop; see hibernation.py.
     HIBERNATE: bool = False
     WORKER_INSTANCE_TYPE: str = "t3.medium"
     WORKER_EBS_SIZE: EbsSize = 8
     USER_HOME_EBS_SIZE: Annotated[int, Field(ge=0, le=16384)] = 0
     JUPYTER_NOTEBOOK_TIMEOUT: Seconds = 3600
-    CUSTOM_WORKER_AMI: str | None = None
-    SERVER_USERNAME: str = "ubuntu"
     WORKER_USERNAME: str = "ubuntu"
-    REGION: str = "us-east-1"
     SERVER_OWNER: str = ""
 
-    _check_hibernation = field_validator("WORKER_INSTANCE_TYPE")(_can_hibernate)
+    @field_validator("WORKER_INSTANCE_TYPE")
+    @classmethod
+    def _check_hibernation(cls, instance_type: str, info: ValidationInfo) -> str:
+        """HIBERNATE needs a capable instance type; the error names WORKER_INSTANCE_TYPE."""
+        reason = unsupported_reason(instance_type) if info.data.get("HIBERNATE") else None
+        if reason:
+            raise PydanticCustomError("hibernation", reason)
+        return instance_type
 
 
-class ServerConfig(_Strict):
+class InstanceConfig(_SharedKeys):
+    """Launch defaults (`instance_config.json`), with the original key names."""
+
+    REGION: str = "us-east-1"  # a default here; server_config.json must say it
+    MANAGER_INSTANCE_TYPE: str = "t3.small"
+    CUSTOM_WORKER_AMI: str | None = None
+    SERVER_USERNAME: str = "ubuntu"
+
+
+class ServerConfig(_SharedKeys):
     """What the hub runs on (`server_config.json`), written by the launcher."""
 
     CLUSTER_NAME: Annotated[
         str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9][a-z0-9-]*$")
     ]
-    REGION: str
     WORKER_AMI: str = Field(pattern=r"^ami-[0-9a-f]+$")
     SUBNET_ID: str = Field(pattern=r"^subnet-[0-9a-f]+$")
     WORKER_SECURITY_GROUPS: list[str] = Field(min_length=1)
     KEY_NAME: str = Field(min_length=1)
-    # Launch hibernation-capable workers and hibernate them on stop (before
-    # WORKER_INSTANCE_TYPE, which is checked against it).
-    HIBERNATE: bool = False
-    WORKER_INSTANCE_TYPE: str = "t3.medium"
-    WORKER_EBS_SIZE: EbsSize = 8
-    USER_HOME_EBS_SIZE: Annotated[int, Field(ge=0, le=16384)] = 0
-    JUPYTER_NOTEBOOK_TIMEOUT: Seconds = 3600
     MANAGER_IP: str = ""
-    WORKER_USERNAME: str = "ubuntu"
-    SERVER_OWNER: str = ""
     # Path, on the manager, of the private key matching KEY_NAME.
     SSH_KEY_FILE: str = "/etc/cloudjhub/worker_key"
     SSH_PORT: Annotated[int, Field(ge=1, le=65535)] = 22
@@ -96,19 +94,21 @@ class ServerConfig(_Strict):
     SSH_KNOWN_HOSTS: str = ""
     AWS_ENDPOINT_URL: str | None = None
 
-    _check_hibernation = field_validator("WORKER_INSTANCE_TYPE")(_can_hibernate)
-
 
 M = TypeVar("M", bound=BaseModel)
 
 
-def _describe(path: Path, error: ValidationError) -> str:
+def error_line(error: ValidationError, source: str | os.PathLike[str] | None = None) -> str:
+    """The first of a pydantic error's complaints as one line a person can act on.
+
+    With a source (a file, "launch arguments"): "<source>: field <field>: <why>".
+    Without one, for a caller that says where itself (a line of a log, a command's
+    options): "<field>: <why>".
+    """
     first = error.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = first["msg"]
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    return f"{path}: field {field}: {message}"
+    why = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+    return f"{source}: field {field}: {why}" if source is not None else f"{field}: {why}"
 
 
 def load_model(model: type[M], path: Path) -> M:
@@ -127,7 +127,7 @@ def load_model(model: type[M], path: Path) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(path, exc)) from exc
+        raise ConfigError(error_line(exc, path)) from exc
 
 
 def load_instance_config(path: str | os.PathLike[str] = INSTANCE_CONFIG_FILE) -> InstanceConfig:
@@ -160,4 +160,4 @@ def server_config_from(data: dict[str, Any], source: str = "<arguments>") -> Ser
     try:
         return ServerConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(Path(source), exc)) from exc
+        raise ConfigError(error_line(exc, source)) from exc

@@ -15,6 +15,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .config import error_line
 from .usage import UsageEvent
 
 SHIPPED_PRICES = "prices.json"
@@ -66,9 +67,7 @@ def load_prices(path: Path | None = None) -> Prices:
     except json.JSONDecodeError as exc:
         raise CostError(f"{source}: not valid JSON: {exc.msg} (line {exc.lineno})") from exc
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise CostError(f"{source}: field {where}: {first['msg']}") from exc
+        raise CostError(error_line(exc, source)) from exc
 
 
 # --------------------------------------------------------------------------- estimate

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from jupyterhub.spawner import Spawner
 from traitlets import Bool, Float, Integer, List, TraitError, Unicode, default, validate
+from traitlets.traitlets import DefaultHandler
 
 from . import hibernation, metrics, remote, usage
 from .aws.client import STOPPED_STATES, UP_STATES, CloudError, Instance
@@ -61,13 +62,20 @@ class SpawnError(Exception):
     """A spawn failed; the message is shown to the user on the spawn page."""
 
 
-def _from_file(key: str) -> Any:
-    """A trait default read from server_config.json."""
+def from_config(trait: str, key: str) -> DefaultHandler:
+    """The default of `trait`: `key` of server_config.json, read when first asked for.
 
-    def getter(self: InstanceSpawner) -> Any:
+    A key the file cannot have fails at import, not at a user's spawn.
+    """
+    if key not in ServerConfig.model_fields:
+        raise AttributeError(f"server_config.json has no key {key} (default of {trait})")
+
+    def read(self: InstanceSpawner) -> Any:
         return getattr(self.server_config, key)
 
-    return getter
+    handler = default(trait)
+    handler(read)  # an EventHandler keeps the function it is called with
+    return handler
 
 
 class InstanceSpawner(Spawner):
@@ -147,22 +155,19 @@ class InstanceSpawner(Spawner):
                 raise TraitError(f"worker_instance_type (WORKER_INSTANCE_TYPE): {reason}")
         return proposal["value"]
 
-    for _trait, _key in {
-        "cluster_name": "CLUSTER_NAME",
-        "region": "REGION",
-        "aws_endpoint_url": "AWS_ENDPOINT_URL",
-        "worker_ami": "WORKER_AMI",
-        "subnet_id": "SUBNET_ID",
-        "security_group_ids": "WORKER_SECURITY_GROUPS",
-        "key_name": "KEY_NAME",
-        "worker_instance_type": "WORKER_INSTANCE_TYPE",
-        "worker_ebs_size": "WORKER_EBS_SIZE",
-        "user_home_ebs_size": "USER_HOME_EBS_SIZE",
-        "idle_timeout": "JUPYTER_NOTEBOOK_TIMEOUT",
-        "hibernate": "HIBERNATE",
-    }.items():
-        locals()[f"_default_{_trait}"] = default(_trait)(_from_file(_key))
-    del _trait, _key
+    # Defaults from server_config.json: trait, key.
+    _default_cluster_name = from_config("cluster_name", "CLUSTER_NAME")
+    _default_region = from_config("region", "REGION")
+    _default_aws_endpoint_url = from_config("aws_endpoint_url", "AWS_ENDPOINT_URL")
+    _default_worker_ami = from_config("worker_ami", "WORKER_AMI")
+    _default_subnet_id = from_config("subnet_id", "SUBNET_ID")
+    _default_security_group_ids = from_config("security_group_ids", "WORKER_SECURITY_GROUPS")
+    _default_key_name = from_config("key_name", "KEY_NAME")
+    _default_worker_instance_type = from_config("worker_instance_type", "WORKER_INSTANCE_TYPE")
+    _default_worker_ebs_size = from_config("worker_ebs_size", "WORKER_EBS_SIZE")
+    _default_user_home_ebs_size = from_config("user_home_ebs_size", "USER_HOME_EBS_SIZE")
+    _default_idle_timeout = from_config("idle_timeout", "JUPYTER_NOTEBOOK_TIMEOUT")
+    _default_hibernate = from_config("hibernate", "HIBERNATE")
 
     # ---- SSH ---------------------------------------------------------------
 
@@ -180,15 +185,13 @@ class InstanceSpawner(Spawner):
     ssh_known_hosts = Unicode(help="known_hosts file for ssh_host_key_source='known_hosts'.").tag(
         config=True
     )
-    for _trait, _key in {
-        "ssh_username": "WORKER_USERNAME",
-        "ssh_key_file": "SSH_KEY_FILE",
-        "ssh_port": "SSH_PORT",
-        "ssh_host_key_source": "SSH_HOST_KEY_SOURCE",
-        "ssh_known_hosts": "SSH_KNOWN_HOSTS",
-    }.items():
-        locals()[f"_default_{_trait}"] = default(_trait)(_from_file(_key))
-    del _trait, _key
+
+    # Defaults from server_config.json: trait, key.
+    _default_ssh_username = from_config("ssh_username", "WORKER_USERNAME")
+    _default_ssh_key_file = from_config("ssh_key_file", "SSH_KEY_FILE")
+    _default_ssh_port = from_config("ssh_port", "SSH_PORT")
+    _default_ssh_host_key_source = from_config("ssh_host_key_source", "SSH_HOST_KEY_SOURCE")
+    _default_ssh_known_hosts = from_config("ssh_known_hosts", "SSH_KNOWN_HOSTS")
 
     worker_command = List(
         Unicode(),

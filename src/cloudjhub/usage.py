@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .config import error_line
+
 USAGE_LOG = "/var/lib/cloudjhub/usage.jsonl"
 
 
@@ -55,8 +57,6 @@ def read_events(path: str | os.PathLike[str]) -> tuple[list[UsageEvent], list[st
             try:
                 events.append(UsageEvent.model_validate_json(raw))
             except ValidationError as exc:
-                first = exc.errors()[0]
-                field = ".".join(str(p) for p in first["loc"]) or "(line)"
-                warnings.append(f"{path}: line {number}: {field}: {first['msg']}; skipped")
+                warnings.append(f"{path}: line {number}: {error_line(exc)}; skipped")
     events.sort(key=lambda e: e.t)
     return events, warnings

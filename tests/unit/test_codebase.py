@@ -72,7 +72,7 @@ def test_shell_scripts_pass_shellcheck() -> None:
         ("tags.py", set()),
         ("executor.py", set()),
         ("metrics.py", set()),
-        ("usage.py", set()),
+        ("usage.py", {"config"}),  # error_line: one wording for every pydantic error
         ("aws/client.py", {"tags", "metrics"}),
         ("aws/hub.py", {"tags", "aws"}),
         ("aws/admin.py", {"tags", "aws"}),

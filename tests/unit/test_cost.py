@@ -124,6 +124,15 @@ def test_a_bad_price_file_names_the_file_and_field(tmp_path: Path) -> None:
         load_prices(bad)
 
 
+def test_a_price_file_with_an_unknown_key_says_so_as_the_config_files_do(
+    tmp_path: Path,
+) -> None:
+    bad = tmp_path / "prices.json"
+    bad.write_text(json.dumps({**PRICES, "gp3_gb_mnoth": 0.08}))
+    with pytest.raises(CostError, match=rf"^{bad}: field gp3_gb_mnoth: unknown key$"):
+        load_prices(bad)
+
+
 def test_usage_log_round_trip_and_bad_lines_are_named(tmp_path: Path) -> None:
     log = tmp_path / "sub" / "usage.jsonl"
     append_event(log, EVENTS[1])

@@ -811,6 +811,39 @@ def test_status_json(world: World, cli_cloud: CliCloud) -> None:
     assert cli_cloud.connects == [("us-east-1", "x")]
 
 
+def test_aws_options_come_from_cloudjhub_variables_as_for_launch(
+    world: World, cli_cloud: CliCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same aws_options as `launch` (whose tests cover AWS_ENDPOINT_URL, which the
+    recording client here would itself obey): CLOUDJHUB_<OPTION>, unless given."""
+    unset = run("status", "alpha", "--json")
+    monkeypatch.setenv("CLOUDJHUB_REGION", "us-east-1")
+    monkeypatch.setenv("CLOUDJHUB_AWS_ENDPOINT", "http://127.0.0.2:4566")
+    ours = run("destroy", "alpha", "--dry-run")
+    given = run("terminate-workers", "alpha", "--dry-run", "--aws-endpoint", "http://127.0.0.3")
+
+    for result in (unset, ours, given):
+        assert result.exit_code == 0, result.output
+    assert cli_cloud.connects == [
+        (None, None),
+        ("us-east-1", "http://127.0.0.2:4566"),
+        ("us-east-1", "http://127.0.0.3"),
+    ]
+    assert cli_cloud.mutations() == []
+
+
+def test_a_cloud_failure_is_one_error_line_and_exit_1(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+
+    result = CliRunner().invoke(main, ["destroy", "alpha", "--yes"])
+
+    assert result.exit_code == 1
+    [line] = result.output.splitlines()
+    assert line.startswith("error: ") and "(pass --region or set AWS_DEFAULT_REGION)" in line
+
+
 def test_status_with_no_workers(world: World, cli_cloud: CliCloud) -> None:
     run("terminate-workers", "alpha", "--yes")
 

@@ -1,4 +1,5 @@
-"""What the lifecycle commands share: the cluster argument, AWS options, confirmation."""
+"""What the commands that talk to AWS share: the cluster argument, the AWS options,
+connecting, confirmation and the report of what could not be deleted."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from ..aws.admin import AdminEc2
 from ..aws.client import CloudError
 from ..launch.teardown import Failure
 from ..tags import validate_cluster_name
+from .errors import CommandError, cloud_error
+from .options import env_option
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,27 +30,33 @@ def cluster_argument(f: F) -> F:
     return click.argument("cluster", callback=_cluster)(f)
 
 
-def aws_options(f: F) -> F:
-    """--region and --aws-endpoint; unset, both come from the boto3 chain."""
-    f = click.option(
-        "--aws-endpoint",
-        metavar="URL",
-        default=None,
-        help="EC2-compatible endpoint [default: AWS_ENDPOINT_URL, else AWS].",
-    )(f)
-    return click.option(
-        "--region",
-        default=None,
-        help="AWS region [default: AWS_DEFAULT_REGION or the profile's region].",
-    )(f)
+def aws_options(region_fallback: str = "") -> Callable[[F], F]:
+    """--region and --aws-endpoint; unset, both come from the boto3 chain (and
+    `region_fallback`, named in --help, is what the command uses when that has none)."""
+    fallback = f", else {region_fallback}" if region_fallback else ""
+
+    def decorate(f: F) -> F:
+        f = env_option(
+            "--aws-endpoint",
+            metavar="URL",
+            default=None,
+            also=["AWS_ENDPOINT_URL"],  # the variable boto3 itself reads
+            help="EC2-compatible endpoint [default: AWS_ENDPOINT_URL, else AWS].",
+        )(f)
+        return env_option(
+            "--region",
+            default=None,
+            help=f"AWS region [default: AWS_DEFAULT_REGION or the profile's region{fallback}].",
+        )(f)
+
+    return decorate
 
 
 def connect(cluster: str, region: str | None, aws_endpoint: str | None) -> AdminEc2:
     try:
         return AdminEc2.connect(cluster, region, aws_endpoint)
     except CloudError as exc:
-        hint = " (pass --region or set AWS_DEFAULT_REGION)" if exc.code == "NoRegionError" else ""
-        raise click.ClickException(f"{exc}{hint}") from exc
+        raise cloud_error(exc) from exc
 
 
 def stdin_is_tty() -> bool:
@@ -59,12 +68,12 @@ def confirm(question: str, yes: bool) -> None:
     if yes:
         return
     if not stdin_is_tty():
-        raise click.ClickException(
+        raise CommandError(
             "refusing to go on without confirmation: stdin is not a terminal. "
             "Nothing was changed; re-run with --yes to confirm."
         )
     if not click.confirm(question, default=False):
-        raise click.ClickException("not confirmed; nothing was changed")
+        raise CommandError("not confirmed; nothing was changed")
 
 
 def say(message: str) -> None:

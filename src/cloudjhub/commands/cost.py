@@ -15,6 +15,7 @@ from ..config import ConfigError, load_instance_config, load_server_config, serv
 from ..cost import CostError, Estimate, UsageReport, load_prices, monthly_estimate, usage_report
 from ..usage import USAGE_LOG, read_events
 from .cloud_options import cluster_argument
+from .errors import CommandError
 
 DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]
 ASSUMED_USERS = 25
@@ -37,7 +38,7 @@ def _cluster_defaults(cluster: str) -> dict[str, Any]:
                 defaults["instance_type"] = server.WORKER_INSTANCE_TYPE
                 defaults["storage_gb"] = server.WORKER_EBS_SIZE + server.USER_HOME_EBS_SIZE
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise CommandError(str(exc)) from exc
     return defaults
 
 
@@ -137,7 +138,7 @@ def cost(
             defaults["storage_gb"] if storage_gb is None else storage_gb,
         )
     except (CostError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise CommandError(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(_as_dict(cluster, table, estimate, report, warnings), indent=2))
         return

@@ -11,6 +11,8 @@ from types import FrameType
 
 import click
 
+from .errors import CommandError
+
 
 @click.command()
 @click.option("--port", default=8000, show_default=True, help="Port of the hub's public URL.")
@@ -113,7 +115,7 @@ def demo(
                 status = stack.hub.returncode
                 log = stack.state_dir / "jupyterhub.log"
                 if not stack.may_restart_hub():
-                    raise click.ClickException(
+                    raise CommandError(
                         f"JupyterHub exited with status {status} and keeps dying; see {log}"
                     )
                 click.echo(
@@ -124,7 +126,7 @@ def demo(
                 stack.restart_hub()
                 click.echo(f"JupyterHub restarted: {stack.hub_url}", err=True)
     except (RuntimeError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise CommandError(str(exc)) from exc
     finally:
         click.echo("Stopping...", err=True)
         stack.stop()

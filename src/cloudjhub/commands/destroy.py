@@ -7,6 +7,7 @@ import click
 from ..aws.client import CloudError
 from ..launch import teardown
 from .cloud_options import aws_options, cluster_argument, confirm, connect, report, say, show_plan
+from .errors import cloud_error
 
 WAIT_TIMEOUT = 900.0
 POLL_SECONDS = 5.0
@@ -23,7 +24,7 @@ POLL_SECONDS = 5.0
     is_flag=True,
     help="Also delete the users' home volumes (kept by default).",
 )
-@aws_options
+@aws_options()
 def destroy(
     cluster: str,
     yes: bool,
@@ -41,7 +42,7 @@ def destroy(
     try:
         plan = teardown.plan_destroy(ec2, delete_home_volumes)
     except CloudError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise cloud_error(exc) from exc
     if not show_plan(plan, cluster, "delete", f"nothing to delete for cluster {cluster}", dry_run):
         return
     confirm(f"Delete all of the above for cluster {cluster}?", yes)

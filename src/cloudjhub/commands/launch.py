@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 from pydantic import ValidationError
 
-from ..config import ConfigError, InstanceConfig, load_instance_config
+from ..config import ConfigError, InstanceConfig, error_line, load_instance_config
+from .cloud_options import aws_options
+from .errors import BadInput, CommandError, cloud_error
+from .options import env_argument, env_option
+
+# Every failure before the first resource is made says so.
+NOTHING_CREATED = "; nothing was created"
 
 # (option, instance_config.json key, click type)
 INSTANCE_OPTIONS: list[tuple[str, str, Any]] = [
@@ -26,148 +31,108 @@ INSTANCE_OPTIONS: list[tuple[str, str, Any]] = [
 ]
 
 
-def _env(option: str) -> str:
-    return "CLOUDJHUB_" + option.split("/")[0].lstrip("-").replace("-", "_").upper()
-
-
 def _instance_options(fn: Any) -> Any:
     for option, key, kind in reversed(INSTANCE_OPTIONS):
         if key not in InstanceConfig.model_fields:
             continue
-        fn = click.option(
+        fn = env_option(
             option,
             key.lower(),
             type=kind if kind is not bool else None,
             default=None,
-            envvar=_env(option),
-            show_envvar=True,
             help=f"{key} of instance_config.json (overrides the file).",
         )(fn)
     return fn
 
 
+def _instance_config(path: Path, given: dict[str, Any]) -> InstanceConfig:
+    """instance_config.json with the instance options that were given laid over it."""
+    overrides = {key: given[key.lower()] for _, key, _ in INSTANCE_OPTIONS}
+    chosen = {key: value for key, value in overrides.items() if value is not None}
+    return InstanceConfig.model_validate({**load_instance_config(path).model_dump(), **chosen})
+
+
 @click.command()
-@click.argument("cluster", envvar="CLOUDJHUB_CLUSTER")
-@click.argument("base_ami", metavar="BASE_AMI", envvar="CLOUDJHUB_BASE_AMI")
-@click.argument("private_subnet", metavar="PRIVATE_SUBNET", envvar="CLOUDJHUB_PRIVATE_SUBNET")
-@click.argument("public_subnet", metavar="PUBLIC_SUBNET", envvar="CLOUDJHUB_PUBLIC_SUBNET")
+@env_argument("cluster")
+@env_argument("base_ami", metavar="BASE_AMI")
+@env_argument("private_subnet", metavar="PRIVATE_SUBNET")
+@env_argument("public_subnet", metavar="PUBLIC_SUBNET")
 @_instance_options
-@click.option(
+@env_option(
     "--instance-config",
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("instance_config.json"),
     show_default=True,
-    envvar="CLOUDJHUB_INSTANCE_CONFIG",
-    show_envvar=True,
     help="Launch defaults file.",
 )
-@click.option(
+@env_option(
     "--key-name",
     required=True,
-    envvar="CLOUDJHUB_KEY_NAME",
-    show_envvar=True,
     help="EC2 key pair the builder and manager are launched with.",
 )
-@click.option(
+@env_option(
     "--key-file",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    envvar="CLOUDJHUB_KEY_FILE",
-    show_envvar=True,
     help="Private key of --key-name (mode 0600), used to reach builder and manager.",
 )
-@click.option(
+@env_option(
     "--instance-profile",
-    envvar="CLOUDJHUB_INSTANCE_PROFILE",
-    show_envvar=True,
     help="IAM instance profile of the manager (see `cloudjhub iam-policy`).",
 )
-@click.option(
+@env_option(
     "--admin-cidr",
-    envvar="CLOUDJHUB_ADMIN_CIDR",
-    show_envvar=True,
     help="Only this CIDR may SSH to the manager (none if not given).",
 )
-@click.option(
+@env_option(
     "--ssh-port",
     type=int,
     default=22,
     show_default=True,
-    envvar="CLOUDJHUB_SSH_PORT",
-    show_envvar=True,
     help="SSH port of the instances.",
 )
-@click.option(
+@env_option(
     "--hub-port",
     type=int,
     default=80,
     show_default=True,
-    envvar="CLOUDJHUB_HUB_PORT",
-    show_envvar=True,
     help="Port of the hub's public URL on the manager.",
 )
-@click.option(
+@env_option(
     "--connect-via",
     type=click.Choice(["public", "private"]),
     default="public",
     show_default=True,
-    envvar="CLOUDJHUB_CONNECT_VIA",
-    show_envvar=True,
     help="Reach builder and manager at their public IP, or private IP (from inside the VPC).",
 )
-@click.option(
+@env_option(
     "--known-hosts",
     type=click.Path(dir_okay=False, path_type=Path),
-    envvar="CLOUDJHUB_KNOWN_HOSTS",
-    show_envvar=True,
     help="Trust host keys from this known_hosts file instead of the EC2 console output.",
 )
-@click.option(
+@env_option(
     "--ssl-cert",
     type=click.Path(dir_okay=False, path_type=Path),
-    envvar="CLOUDJHUB_SSL_CERT",
-    show_envvar=True,
     help="PEM certificate (with its chain) for the hub's public name: the hub then serves "
     "HTTPS. Use --hub-port 443 to also redirect port 80 to it.",
 )
-@click.option(
+@env_option(
     "--ssl-key",
     type=click.Path(dir_okay=False, path_type=Path),
-    envvar="CLOUDJHUB_SSL_KEY",
-    show_envvar=True,
     help="Private key of --ssl-cert (mode 0600); sent to the manager over SSH only.",
 )
-@click.option(
+@env_option(
     "--output-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path(),
-    envvar="CLOUDJHUB_OUTPUT_DIR",
-    show_envvar=True,
     help="Where server_config.json and the record go.",
 )
-@click.option(
-    "--region",
-    envvar="CLOUDJHUB_REGION",
-    show_envvar=True,
-    default=None,
-    help="AWS region [default: the boto3 chain, else REGION of instance_config.json].",
-)
-@click.option(
-    "--aws-endpoint",
-    metavar="URL",
-    default=None,
-    # AWS_ENDPOINT_URL is the variable boto3 itself reads.
-    envvar=["CLOUDJHUB_AWS_ENDPOINT", "AWS_ENDPOINT_URL"],
-    show_envvar=True,
-    help="EC2-compatible endpoint [default: AWS_ENDPOINT_URL, else AWS].",
-)
-@click.option(
+@aws_options(region_fallback="REGION of instance_config.json")
+@env_option(
     "--timeout",
     type=float,
     default=1800,
     show_default=True,
-    envvar="CLOUDJHUB_TIMEOUT",
-    show_envvar=True,
     help="Seconds to wait for each long step.",
 )
 @click.option(
@@ -198,16 +163,9 @@ def launch(
     from .cloud_options import confirm
 
     say = lambda m: click.echo(m, err=True)  # noqa: E731
+    given = {key.lower(): kw.pop(key.lower(), None) for _, key, _ in INSTANCE_OPTIONS}
     try:
-        base = load_instance_config(instance_config)
-        overrides = {
-            key: kw.pop(key.lower())
-            for _, key, _ in INSTANCE_OPTIONS
-            if key.lower() in kw and kw[key.lower()] is not None
-        }
-        for _, key, _ in INSTANCE_OPTIONS:
-            kw.pop(key.lower(), None)
-        instance = InstanceConfig.model_validate({**base.model_dump(), **overrides})
+        instance = _instance_config(instance_config, given)
         opts = LaunchOptions(
             cluster=cluster,
             base_ami=base_ami,
@@ -218,22 +176,23 @@ def launch(
             endpoint_url=aws_endpoint or None,
             **kw,
         )
-    except (ValidationError, ConfigError, ValueError) as exc:
-        click.echo(f"error: {_first_error(exc)}", err=True)
-        sys.exit(2)
+    except ValidationError as exc:
+        raise BadInput(error_line(exc)) from exc
+    except (ConfigError, ValueError) as exc:
+        raise BadInput(str(exc)) from exc
     except CloudError as exc:
-        _cloud_failure(exc)
+        raise cloud_error(exc, NOTHING_CREATED) from exc
     try:
         ec2 = AdminEc2.connect(opts.cluster, opts.region, opts.endpoint_url)
         problems = preflight(ec2, opts)
-        if problems:
-            for problem in problems:
-                click.echo(f"error: {problem}", err=True)
-            click.echo("nothing was created", err=True)
-            sys.exit(2)
-        steps = plan(ec2, opts)
+        steps = [] if problems else plan(ec2, opts)
     except CloudError as exc:
-        _cloud_failure(exc)
+        raise cloud_error(exc, NOTHING_CREATED) from exc
+    if problems:  # every one of them, then the verdict
+        for problem in problems:
+            click.echo(f"error: {problem}", err=True)
+        click.echo("nothing was created", err=True)
+        raise click.exceptions.Exit(BadInput.exit_code)
     say(f"cluster {opts.cluster} in {opts.region}:")
     for line in steps:
         say(f"  {line}")
@@ -244,7 +203,7 @@ def launch(
     try:
         result = Launch(ec2, opts, say).run()
     except LaunchError as exc:
-        raise click.ClickException(f"launch of {opts.cluster} failed: {exc}") from exc
+        raise CommandError(f"launch of {opts.cluster} failed: {exc}") from exc
     say(f"launched {opts.cluster} in {result.seconds:.0f}s")
     say(f"  manager   {result.manager.id} ({result.manager.private_ip})")
     say(f"  image     {result.image_id}")
@@ -258,25 +217,3 @@ def launch(
             "in clear; relaunch with --ssl-cert/--ssl-key, or put a TLS load balancer in front"
         )
     click.echo(result.hub_url)
-
-
-_CLOUD_HINTS = {
-    "NoCredentialsError": " (set up AWS credentials: a profile, environment variables or SSO)",
-    "NoRegionError": " (pass --region or set AWS_DEFAULT_REGION)",
-    "EndpointConnectionError": " (check --aws-endpoint / AWS_ENDPOINT_URL and the network)",
-}
-
-
-def _cloud_failure(exc: Exception) -> NoReturn:
-    """One line for an AWS failure before anything was created; exit 1."""
-    hint = _CLOUD_HINTS.get(getattr(exc, "code", ""), "")
-    click.echo(f"error: {exc}{hint}; nothing was created", err=True)
-    sys.exit(1)
-
-
-def _first_error(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        return f"{field}: {first['msg']}"
-    return str(exc)

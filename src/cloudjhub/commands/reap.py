@@ -12,6 +12,7 @@ from types import FrameType
 import click
 
 from ..config import SERVER_CONFIG_ENV
+from .errors import CommandError
 
 
 @click.command()
@@ -69,7 +70,7 @@ def reap(
     api_url = os.environ.get("JUPYTERHUB_API_URL")
     token = os.environ.get("JUPYTERHUB_API_TOKEN")
     if not api_url or not token:
-        raise click.ClickException(
+        raise CommandError(
             "JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN are not set: run `cloudjhub reap` "
             "as a JupyterHub service (c.JupyterHub.services) with the scopes "
             "list:users and read:servers"
@@ -78,7 +79,7 @@ def reap(
         config = load_server_config(server_config)
         ec2 = HubEc2.connect(config.CLUSTER_NAME, config.REGION, config.AWS_ENDPOINT_URL)
     except (ConfigError, CloudError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise CommandError(str(exc)) from exc
     default_interval, default_grace = default_timing(config.JUPYTER_NOTEBOOK_TIMEOUT)
     logging.basicConfig(
         level=logging.INFO, format="[%(levelname).1s %(asctime)s cloudjhub-reaper] %(message)s"

@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
-from ..config import ConfigError
+from ..config import ConfigError, error_line
+from .errors import CommandError
 
 
 @click.command("setup-manager")
@@ -26,5 +27,7 @@ def setup_manager(root: Path, no_start: bool) -> None:
 
     try:
         click.echo(main_json(root, sys.stdin.read(), start=not no_start))
-    except (ValueError, ValidationError, ConfigError) as exc:
-        raise click.ClickException(f"bad setup request: {exc}") from exc
+    except ValidationError as exc:  # of the request itself; ConfigError names its field
+        raise CommandError(f"bad setup request: {error_line(exc)}") from exc
+    except (ValueError, ConfigError) as exc:
+        raise CommandError(f"bad setup request: {exc}") from exc

@@ -12,6 +12,7 @@ import click
 from ..aws.client import CloudError, Instance
 from ..tags import Role
 from .cloud_options import aws_options, cluster_argument, connect
+from .errors import cloud_error
 
 COLUMNS = ("USER", "INSTANCE", "STATE", "TYPE", "LAUNCHED", "UPTIME")
 
@@ -87,7 +88,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 @cluster_argument
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
 @click.option("--all", "show_all", is_flag=True, help="Include terminated instances.")
-@aws_options
+@aws_options()
 def status(
     cluster: str, as_json: bool, show_all: bool, region: str | None, aws_endpoint: str | None
 ) -> None:
@@ -96,7 +97,7 @@ def status(
     try:
         instances = ec2.describe_cluster()
     except CloudError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise cloud_error(exc) from exc
     rows = status_rows(instances, datetime.now(UTC), include_terminated=show_all)
     if as_json:
         click.echo(json.dumps({"cluster": cluster, "instances": rows}, indent=2))

@@ -8,6 +8,7 @@ from ..aws.client import CloudError
 from ..launch import teardown
 from ..tags import Role
 from .cloud_options import aws_options, cluster_argument, confirm, connect, report, say, show_plan
+from .errors import cloud_error
 
 WAIT_TIMEOUT = 900.0
 POLL_SECONDS = 5.0
@@ -22,7 +23,7 @@ POLL_SECONDS = 5.0
     is_flag=True,
     help="Also delete the users' home volumes (kept by default), once detached.",
 )
-@aws_options
+@aws_options()
 def terminate_workers(
     cluster: str,
     yes: bool,
@@ -36,7 +37,7 @@ def terminate_workers(
     try:
         plan = teardown.plan_terminate_workers(ec2, delete_home_volumes)
     except CloudError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise cloud_error(exc) from exc
     if not show_plan(plan, cluster, "terminate", f"no workers in cluster {cluster}", dry_run):
         return
     homes = f" and delete {len(plan.home_volumes)} home volume(s)" if plan.home_volumes else ""
