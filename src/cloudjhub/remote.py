@@ -132,7 +132,13 @@ def _connect(target: Target) -> paramiko.SSHClient:
             f"SSH host key of {host} does not match the pinned key; refusing to connect"
         ) from exc
     except paramiko.AuthenticationException as exc:
+        transport = client.get_transport()
+        broken = transport is None or not transport.is_active()
         client.close()
+        if broken:
+            # The connection died while we logged in (a machine going down, an sshd
+            # over its MaxStartups): that is not a refusal, and a retry may succeed.
+            raise Unreachable(f"SSH to {host}:{port} broke during login: {exc}") from exc
         raise RemoteError(f"SSH login to {target.username}@{host} was refused: {exc}") from exc
     except paramiko.SSHException as exc:
         client.close()

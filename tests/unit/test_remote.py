@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from cloudjhub import remote
@@ -291,6 +292,57 @@ def test_a_peer_that_hangs_up_is_unreachable(server: Server, banner: bytes) -> N
             )
     finally:
         thread.join(timeout=10)
+        listener.close()
+
+
+def test_a_peer_that_hangs_up_during_login_is_unreachable(server: Server) -> None:
+    """An overloaded sshd (MaxStartups) or a machine going down can drop the connection
+    after the key exchange, while we log in: paramiko says "Authentication failed:
+    transport shut down or saw EOF". That is a connection that broke, not a refused
+    login, so it must read as Unreachable (retried), not as a RemoteError (fatal)."""
+    host_key = paramiko.Ed25519Key(filename=str(server.root / "etc/ssh/ssh_host_ed25519_key"))
+    listener = socket.socket()
+    listener.bind((server.ip, 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    class DropAtLogin(paramiko.ServerInterface):
+        def __init__(self, conn: socket.socket) -> None:
+            self.conn = conn
+
+        def get_allowed_auths(self, username: str) -> str:
+            return "publickey"
+
+        def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+            self.conn.shutdown(socket.SHUT_RDWR)
+            return paramiko.AUTH_FAILED
+
+    transports: list[paramiko.Transport] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        transport = paramiko.Transport(conn)
+        transports.append(transport)
+        transport.add_server_key(host_key)
+        transport.start_server(server=DropAtLogin(conn))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(remote.Unreachable):
+            remote.run(
+                server.ip,
+                port,
+                server.user,
+                str(server.client_key),
+                host_keys=[server.host_key],
+                argv=["true"],
+                connect_timeout=5.0,
+            )
+    finally:
+        thread.join(timeout=10)
+        for transport in transports:
+            transport.close()
         listener.close()
 
 
