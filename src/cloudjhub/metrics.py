@@ -11,6 +11,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -74,3 +75,18 @@ def set_instance_counts(states: Iterable[str], known: Iterable[str] = ()) -> Non
 
 def count_ec2_call(action: str, outcome: str) -> None:
     EC2_API_CALLS.labels(action, outcome).inc()
+
+
+def stop_reason(last_activity: datetime | None, idle_timeout: int, now: datetime) -> str:
+    """Why the hub stops a server: JupyterHub's stop() carries no reason, so infer it.
+
+    The idle culler only deletes servers idle for at least the idle timeout, so such
+    a stop is 'idle'; anything else (the user, an admin) is 'request'. An admin who
+    stops a server that idle is counted as idle, which is what it was.
+    """
+    if last_activity is None or idle_timeout <= 0:
+        return "request"
+    if last_activity.tzinfo is None:  # JupyterHub stores naive UTC
+        last_activity = last_activity.replace(tzinfo=UTC)
+    idle = (now - last_activity).total_seconds()
+    return "idle" if idle >= idle_timeout else "request"

@@ -17,7 +17,8 @@ from cloudjhub import metrics
 from cloudjhub.aws.client import CloudError, Instance
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.fleet import Fleet
-from cloudjhub.spawner import InstanceSpawner, stop_reason
+from cloudjhub.metrics import stop_reason
+from cloudjhub.spawner import InstanceSpawner
 from cloudjhub.usage import read_events
 from tests.unit.conftest import CLUSTER, REGION
 

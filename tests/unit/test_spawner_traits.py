@@ -15,7 +15,8 @@ import pytest
 from jupyterhub.objects import Hub
 from traitlets import TraitType
 
-from cloudjhub.spawner import InstanceSpawner, from_config
+from cloudjhub.spawner import InstanceSpawner
+from cloudjhub.spawner_options import InstanceSpawnerOptions, from_config
 
 # Every value differs from the model's default, so a trait that ignored the file shows.
 SERVER_CONFIG: dict[str, Any] = {
@@ -82,7 +83,11 @@ def test_a_configured_trait_wins_over_the_file(tmp_path: Path) -> None:
 
 
 def test_only_real_traits_get_defaults_from_the_file() -> None:
-    generators = InstanceSpawner._trait_default_generators  # the class's own @default's
+    # The @default's of the spawner and of its options mixin (each class's own).
+    generators = {
+        **InstanceSpawnerOptions._trait_default_generators,
+        **InstanceSpawner._trait_default_generators,
+    }
     traits = InstanceSpawner.class_traits()
     assert set(TRAIT_KEYS) <= set(generators)
     for name in generators:

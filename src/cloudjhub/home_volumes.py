@@ -1,0 +1,56 @@
+"""A user's persistent home volume: found by its tags, created in their instance's
+zone on first use, and attached to their instance (never to anyone else's)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .aws.client import Instance
+from .aws.hub import HubEc2
+from .executor import blocking
+from .spawner_options import SpawnError
+from .worker.protocol import HomeVolume
+
+HOME_DEVICE = "/dev/sdf"
+
+
+async def attach_home_volume(
+    ec2: HubEc2,
+    user: str,
+    size: int,
+    instance: Instance,
+    emit: Callable[[int, str], None],
+    poll: float,
+    give_up_after: float,
+) -> HomeVolume:
+    volume = await blocking(ec2.find_home_volume, user)
+    if volume is None:
+        emit(25, f"Creating your {size} GB home volume")
+        volume_id = await blocking(ec2.create_home_volume, user, size, instance.availability_zone)
+        volume = await _wait_available(ec2, user, volume_id, poll, give_up_after)
+    attached = [a["InstanceId"] for a in volume.get("Attachments", [])]
+    if instance.id not in attached:
+        if attached:
+            raise SpawnError(
+                f"Your home volume {volume['VolumeId']} is still attached to "
+                f"{attached[0]}. Try again in a minute or tell your admin."
+            )
+        emit(28, "Attaching your home volume")
+        await blocking(ec2.attach_volume, volume["VolumeId"], instance.id, HOME_DEVICE)
+    return HomeVolume(volume_id=volume["VolumeId"], device=HOME_DEVICE)
+
+
+async def _wait_available(
+    ec2: HubEc2, user: str, volume_id: str, poll: float, give_up_after: float
+) -> dict[str, Any]:
+    deadline = time.monotonic() + give_up_after
+    while True:
+        volume = await blocking(ec2.find_home_volume, user)
+        if volume and volume["VolumeId"] == volume_id and volume["State"] == "available":
+            return volume
+        if time.monotonic() > deadline:
+            raise SpawnError(f"Your home volume {volume_id} did not become available.")
+        await asyncio.sleep(poll)
