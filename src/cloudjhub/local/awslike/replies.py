@@ -91,8 +91,8 @@ def rewrite_states(
         if only is not None and shown not in only:
             parents[item].remove(item)
         elif shown == "terminated":
-            # A terminated instance has released its private address.
-            for tag in ("privateIpAddress", "privateDnsName"):
+            # A terminated instance has released its network interface and address.
+            for tag in ("privateIpAddress", "privateDnsName", "networkInterfaceSet"):
                 el = item.find(f"{ns}{tag}")
                 if el is not None:
                     item.remove(el)
