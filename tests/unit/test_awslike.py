@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -372,3 +373,31 @@ def test_state_changes_begin_transitions_only_when_they_change_something() -> No
     layer.after("StopInstances", {}, stop)
     assert layer.lifecycle.visible("i-1", "stopped") == "stopping"
     assert layer.lifecycle.visible("i-2", "stopped") == "stopped"
+
+
+# ---- the command line -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--like-aws", "--fault", "Nope"], "unknown fault"),
+        (["--like-aws", "--fault", "DependencyViolation:7"], "RATE"),
+        (["--like-aws", "--time-scale", "zero"], "positive number"),
+        (["--fault", "DependencyViolation"], "only apply with --like-aws"),
+        (["--time-scale", "0.1"], "only apply with --like-aws"),
+    ],
+)
+def test_bad_values_are_one_line_and_exit_2_before_anything_starts(
+    args: list[str], says: str, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from cloudjhub.cli import main
+
+    state_dir = f"{tmp_path}/never"
+    result = CliRunner().invoke(main, ["demo", "--state-dir", state_dir, *args])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], result.output
+    assert not Path(state_dir).exists()
