@@ -195,10 +195,10 @@ def leftovers(demo: Demo, hub_pids: set[int]) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_demo(state_dir: Path, idle_timeout: int, vpc_cidr: str) -> Iterator[Demo]:
-    """`cloudjhub demo` until the block ends; then SIGTERM it and check that nothing
-    it started (hub, proxy, services, sshd, Jupyter) is left."""
-    demo = launch_demo(state_dir, idle_timeout, vpc_cidr)
+def running_demo(state_dir: Path, idle_timeout: int, vpc_cidr: str, *extra: str) -> Iterator[Demo]:
+    """`cloudjhub demo` (with `extra` options) until the block ends; then SIGTERM it and
+    check that nothing it started (hub, proxy, services, sshd, Jupyter) is left."""
+    demo = launch_demo(state_dir, idle_timeout, vpc_cidr, *extra)
     hub_pids = {demo.facts()["hub_pid"]}
     try:
         yield demo

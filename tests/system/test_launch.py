@@ -4,6 +4,7 @@ JupyterHub started on the emulated manager by the launcher's setup step."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -93,13 +94,22 @@ class Cloud:
         ]
 
 
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
-    state_dir = tmp_path_factory.mktemp("cloud")
+@contextlib.contextmanager
+def local_cloud(state_dir: Path, vpc_cidr: str, *extra: str) -> Iterator[Cloud]:
+    """`cloudjhub demo --cloud-only` (with `extra` options) until the block ends."""
     out = open(state_dir / "cloud.out", "w+")  # noqa: SIM115
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CLOUDJHUB_"))}
     proc = subprocess.Popen(
-        [str(CLI), "demo", "--cloud-only", "--state-dir", str(state_dir), "--vpc-cidr", VPC_CIDR],
+        [
+            str(CLI),
+            "demo",
+            "--cloud-only",
+            "--state-dir",
+            str(state_dir),
+            "--vpc-cidr",
+            vpc_cidr,
+            *extra,
+        ],
         stdout=out,
         stderr=subprocess.STDOUT,
         env=env,
@@ -122,6 +132,12 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         status = proc.wait(timeout=90)
         out.close()
         assert status == 0, (state_dir / "cloud.out").read_text()
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    with local_cloud(tmp_path_factory.mktemp("cloud"), VPC_CIDR) as running:
+        yield running
 
 
 def test_cloud_only_prints_the_promised_exports(cloud: Cloud) -> None:

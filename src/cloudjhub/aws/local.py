@@ -73,6 +73,20 @@ class LocalCloudEc2(AdminEc2):
         pairs = self._call("describe_key_pairs", IncludePublicKey=True).get("KeyPairs", [])
         return {p["KeyName"]: p.get("PublicKey", "") for p in pairs}
 
+    def instances_in_group(self, group_id: str) -> list[Instance]:
+        """Instances (in any state) that have this security group."""
+        return self._instances(Filters=[{"Name": "instance.group-id", "Values": [group_id]}])
+
+    def image_snapshots(self, image_id: str) -> list[str]:
+        """The EBS snapshots behind an image; none for an image that is gone."""
+        images = self._call("describe_images", ImageIds=[image_id]).get("Images", [])
+        return [
+            m["Ebs"]["SnapshotId"]
+            for image in images
+            for m in image.get("BlockDeviceMappings", [])
+            if m.get("Ebs", {}).get("SnapshotId")
+        ]
+
     def describe_all(self) -> list[Instance]:
         """Every instance the endpoint knows: the local fleet emulator plays all of them."""
         return self._instances(MaxResults=1000)

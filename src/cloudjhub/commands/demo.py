@@ -63,6 +63,29 @@ from .errors import CommandError
     help="Hibernate workers instead of stopping them (HIBERNATE in server_config.json): "
     "a stopped server's kernels are suspended and resume, variables and all, on restart.",
 )
+@click.option(
+    "--like-aws",
+    is_flag=True,
+    help="Put an AWS behaviour layer in front of the EC2 endpoint: states take AWS-like "
+    "time, the console shows host keys once per instance and Latest output only on Nitro "
+    "types, private IPs are reused, API calls are throttled (RequestLimitExceeded).",
+)
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="NAME[:RATE]",
+    help="With --like-aws, answer AWS error NAME where AWS would, with probability RATE "
+    "(default 1): InsufficientInstanceCapacity, DependencyViolation, InvalidSnapshot.InUse, "
+    "IdempotentParameterMismatch. Repeatable.",
+)
+@click.option(
+    "--time-scale",
+    metavar="F",
+    default=None,
+    help="With --like-aws, multiply every AWS-like delay by F (0.1 = ten times faster) "
+    "[default: 1].",
+)
 def demo(
     port: int,
     idle_timeout: int | None,
@@ -72,9 +95,21 @@ def demo(
     vpc_cidr: str,
     cloud_only: bool,
     hibernate: bool,
+    like_aws: bool,
+    faults: tuple[str, ...],
+    time_scale: str | None,
 ) -> None:
     """Run cloudjhub on this machine: EC2 emulated on loopback, a real JupyterHub."""
+    from ..local.awslike.settings import BadSetting, behaviour_from
     from ..local.demo import DemoStack
+
+    try:
+        if (faults or time_scale is not None) and not like_aws:
+            raise BadSetting("--fault and --time-scale only apply with --like-aws")
+        behaviour = behaviour_from(faults, time_scale) if like_aws else None
+    except BadSetting as exc:
+        click.echo(f"cloudjhub demo: {exc}", err=True)
+        sys.exit(2)
 
     stack = DemoStack(
         state_dir=state_dir.resolve(),
@@ -85,6 +120,7 @@ def demo(
         vpc_cidr=vpc_cidr,
         say=lambda m: click.echo(m, err=True),
         hibernate=hibernate,
+        like_aws=behaviour,
     )
     stopping = threading.Event()
 

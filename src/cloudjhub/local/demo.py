@@ -36,6 +36,9 @@ from ..hub.settings import (
     write_settings,
 )
 from . import motoserver
+from .awslike import ipreuse
+from .awslike.proxy import CONTROL_PATH, AwsLikeProxy
+from .awslike.settings import Behaviour
 from .cloud import VPC_CIDR, LocalNetwork, prepare_demo_cluster, prepare_network
 from .emulator import FleetEmulator
 from .guardian import Guardian
@@ -147,6 +150,9 @@ class DemoStack:
     hibernate: bool = False
     # Extra InstanceSpawner traits for the hub's settings, e.g. {"self_stop_grace": 5}.
     spawner_config: dict[str, Any] = field(default_factory=dict)
+    # --like-aws: the AWS behaviour layer in front of the endpoint (None: off).
+    like_aws: Behaviour | None = None
+    awslike: AwsLikeProxy | None = None
     _log: IO[bytes] | None = field(default=None, repr=False)
     _hub_env: dict[str, str] = field(default_factory=dict, repr=False)
     _hub_starts: list[float] = field(default_factory=list, repr=False)
@@ -183,14 +189,58 @@ class DemoStack:
         # The local cloud's own placeholder keys, never whatever real AWS keys
         # this shell has: they would be printed by --cloud-only.
         os.environ.update(motoserver.LOCAL_CREDENTIALS)
+        machines_endpoint = endpoint
+        if self.like_aws is not None:
+            endpoint, machines_endpoint = self._start_like_aws(endpoint, self.like_aws)
         os.environ["AWS_ENDPOINT_URL"] = endpoint
         ec2 = LocalCloudEc2.connect(DEMO_CLUSTER, self.region, endpoint)
         self.network = prepare_network(ec2, endpoint, self.region, self.state_dir, self.vpc_cidr)
         self.emulator = FleetEmulator(
-            ec2, self.state_dir, EMULATED_SSH_PORT, publish_console=self.moto is not None
+            LocalCloudEc2.connect(DEMO_CLUSTER, self.region, machines_endpoint),
+            self.state_dir,
+            EMULATED_SSH_PORT,
+            publish_console=self.console_is_ours,
+            **self._like_aws_machines(endpoint),  # type: ignore[arg-type]
         )
         self.emulator.start()
         return ec2
+
+    @property
+    def console_is_ours(self) -> bool:
+        """Whether the emulator can write the console that GetConsoleOutput serves."""
+        return self.moto is not None or self.awslike is not None
+
+    def _start_like_aws(self, upstream: str, behaviour: Behaviour) -> tuple[str, str]:
+        """The AWS behaviour layer in front of `upstream`: (clients' URL, the emulator's)."""
+        self.awslike = AwsLikeProxy(upstream, self.region, behaviour)
+        self.awslike.start()
+        faults = ", ".join(f"{k}:{v:g}" for k, v in behaviour.faults.items()) or "none"
+        self._say(
+            f"AWS behaviour layer (--like-aws, time scale {behaviour.time_scale:g}, "
+            f"faults: {faults}) on {self.awslike.url}, in front of {upstream}"
+        )
+        if self.moto is not None:
+            ipreuse.install(behaviour.shutting_down)
+        else:
+            self._say("private IP reuse after termination is not modelled with --aws-endpoint")
+        return self.awslike.url, self.awslike.internal_url
+
+    def _like_aws_facts(self) -> dict[str, str]:
+        if self.awslike is None:
+            return {}
+        return {
+            "like_aws_control_url": self.awslike.url + CONTROL_PATH,
+            "aws_upstream": self.awslike.upstream_url,
+        }
+
+    def _like_aws_machines(self, endpoint: str) -> dict[str, object]:
+        if self.awslike is None:
+            return {}
+        return {
+            "console": self.awslike.layer.console.write,
+            "host_keys_once": True,
+            "role_endpoint": endpoint,
+        }
 
     def exports(self) -> dict[str, str]:
         """Shell variables that point `cloudjhub launch` at the local cloud."""
@@ -217,7 +267,7 @@ class DemoStack:
             "CLOUDJHUB_HUB_PORT": "8000",
             "CLOUDJHUB_ADMIN_CIDR": "127.0.0.0/8",
         }
-        if self.moto is None:  # an outside endpoint: we cannot write its console output
+        if not self.console_is_ours:  # an outside endpoint: we cannot write its console
             env["CLOUDJHUB_KNOWN_HOSTS"] = str(self.state_dir / "known_hosts")
         return env
 
@@ -236,7 +286,7 @@ class DemoStack:
             self.state_dir,
             EMULATED_SSH_PORT,
             timeout,
-            host_key_source="console" if self.moto is not None else "known_hosts",
+            host_key_source="console" if self.console_is_ours else "known_hosts",
             progress=self._say,
             hibernate=self.hibernate,
         )
@@ -306,6 +356,7 @@ class DemoStack:
                     "demo_pid": os.getpid(),
                     "usage_log": str(self.state_dir / "usage.jsonl"),
                     "reaper_metrics_url": f"http://127.0.0.1:{self.reaper_metrics_port}/metrics",
+                    **self._like_aws_facts(),
                 },
                 indent=2,
             )
@@ -324,6 +375,9 @@ class DemoStack:
             self._log.close()
         if self.emulator is not None:
             self.emulator.stop()
+        if self.awslike is not None:
+            self.awslike.stop()
+            ipreuse.uninstall()
         if self.moto is not None:
             self.moto.stop()
         if self.guardian is not None:

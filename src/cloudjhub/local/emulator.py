@@ -14,6 +14,9 @@ InstanceInitiatedShutdownBehavior=stop would. And a stop with Hibernate=True
 (moto ignores the flag; `motoserver` records it) suspends the machine's
 programs with SIGSTOP instead of ending them, and the next start resumes them
 with SIGCONT: only its sshd is ended and started afresh.
+
+Under `--like-aws` the console is the AWS behaviour layer's (`console`), and
+host keys are printed on an instance's first boot only, as cloud-init does.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,12 +65,20 @@ class FleetEmulator:
         ssh_port: int,
         interval: float = 0.5,
         publish_console: bool = True,
+        console: Callable[[str, str], None] = motoserver.set_console_output,
+        host_keys_once: bool = False,
+        role_endpoint: str | None = None,
     ) -> None:
         self.ec2 = ec2
         self.state_dir = state_dir
         self.ssh_port = ssh_port
         self.interval = interval
         self.publish_console = publish_console
+        self.console = console
+        self.host_keys_once = host_keys_once
+        # Where an instance with a role sends its EC2 calls (default: where we do).
+        self.role_endpoint = role_endpoint
+        self._keys_published: set[str] = set()
         self.machines: dict[str, Machine] = {}
         # Hibernated instances: the pids suspended with SIGSTOP, resumed on the next boot.
         self.suspended: dict[str, list[int]] = {}
@@ -191,9 +203,7 @@ class FleetEmulator:
         machine.sshd = sshd.start_sshd(root, inst.private_ip, self.ssh_port, public_key, env)
         self.machines[inst.id] = machine
         if self.publish_console:
-            motoserver.set_console_output(
-                inst.id, f"cloud-init: booting\n{CONSOLE_BEGIN}\n{host_key}\n{CONSOLE_END}\n"
-            )
+            self.console(inst.id, self._console_text(inst.id, host_key))
         self._record_known_host(inst.private_ip, host_key)
         if resumed is None:
             for unit in enabled_units(root):
@@ -201,13 +211,19 @@ class FleetEmulator:
                 log.info("%s: started %s", inst.id, unit.name)
         log.info("booted %s at %s:%s", inst.id, inst.private_ip, self.ssh_port)
 
+    def _console_text(self, instance_id: str, host_key: str) -> str:
+        if self.host_keys_once and instance_id in self._keys_published:
+            return "cloud-init: booting\ncloud-init: keys-to-console already ran on this instance\n"
+        self._keys_published.add(instance_id)
+        return f"cloud-init: booting\n{CONSOLE_BEGIN}\n{host_key}\n{CONSOLE_END}\n"
+
     def _instance_role_env(self, inst: Instance) -> dict[str, str]:
         """What IMDS would hand an instance with a role: credentials for the endpoint.
         Workers have no instance profile and get nothing."""
         if not inst.instance_profile:
             return {}
         return {
-            "AWS_ENDPOINT_URL": str(self.ec2.client.meta.endpoint_url),
+            "AWS_ENDPOINT_URL": self.role_endpoint or str(self.ec2.client.meta.endpoint_url),
             "AWS_DEFAULT_REGION": str(self.ec2.client.meta.region_name),
             **motoserver.LOCAL_CREDENTIALS_FOR_ROLE,
         }

@@ -1,0 +1,197 @@
+"""The AWS behaviour layer's decisions, one EC2 request at a time (no HTTP here).
+
+`before` may answer a request itself (throttled, refused, a fault, an
+idempotent replay); `after` records what a successful request changed and
+rewrites the reply to show what AWS would. Requests from the fleet emulator
+("AWS itself") are `internal`: never throttled, never faulted, but they see the
+same states, so a machine boots only when its instance is visibly running.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ...aws.client import CloudError
+from ...aws.local import LocalCloudEc2
+from . import replies
+from .buckets import Throttle
+from .console import Console, hypervisor
+from .faults import STATUS, Faults
+from .idempotency import ClientTokens, fingerprint
+from .lifecycle import Lifecycle
+from .settings import Behaviour
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+
+
+def fail(code: str, message: str) -> Answer:
+    return Answer(STATUS.get(code, 400), replies.error(code, message))
+
+
+def listed(params: Mapping[str, str], name: str) -> list[str]:
+    """A Query API list parameter: Name.1, Name.2, ..."""
+    prefix = f"{name}."
+    return [
+        v for k, v in sorted(params.items()) if k.startswith(prefix) and k[len(prefix) :].isdigit()
+    ]
+
+
+def filter_values(params: Mapping[str, str], name: str) -> set[str] | None:
+    """The values of filter `name` in a Describe request, or None if it has none."""
+    for key, value in params.items():
+        if key.startswith("Filter.") and key.endswith(".Name") and value == name:
+            number = key.split(".")[1]
+            return set(listed(params, f"Filter.{number}.Value"))
+    return None
+
+
+class Layer:
+    def __init__(
+        self,
+        behaviour: Behaviour,
+        lookups: LocalCloudEc2,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.behaviour = behaviour
+        self.lookups = lookups
+        self.throttle = Throttle(clock)
+        self.lifecycle = Lifecycle(behaviour, clock)
+        self.console = Console(behaviour.console_post, clock)
+        self.faults = Faults(behaviour, rng, clock)
+        self.tokens = ClientTokens()
+        self._types: dict[str, str] = {}
+
+    # ---- lookups at the endpoint behind the layer ------------------------------
+
+    def _actual_state(self, instance_id: str) -> str:
+        found = self.lookups.describe([instance_id])
+        return found[0].state if found else ""
+
+    def _instance_type(self, instance_id: str) -> str:
+        if instance_id not in self._types:
+            found = self.lookups.describe([instance_id])
+            if not found:
+                return ""
+            self._types[instance_id] = found[0].instance_type
+        return self._types[instance_id]
+
+    def _group_in_use(self, group_id: str) -> bool:
+        return any(
+            self.lifecycle.visible(i.id, i.state) != "terminated"
+            for i in self.lookups.instances_in_group(group_id)
+        )
+
+    # ---- requests ----------------------------------------------------------------
+
+    def before(self, action: str, params: Mapping[str, str], internal: bool) -> Answer | None:
+        if internal:
+            return None
+        if not self.throttle.admit(action, params):
+            return fail("RequestLimitExceeded", "Request limit exceeded.")
+        try:
+            return self._refusal(action, params)
+        except CloudError as exc:
+            log.warning("like-aws: cannot look %s up at the endpoint: %s", action, exc)
+            return None
+
+    def _refusal(self, action: str, params: Mapping[str, str]) -> Answer | None:
+        faults = self.faults
+        if action == "StartInstances":
+            message = self.lifecycle.refuse_start(listed(params, "InstanceId"), self._actual_state)
+            if message:
+                return fail("IncorrectInstanceState", message)
+        if action in ("RunInstances", "StartInstances") and faults.hits(
+            "InsufficientInstanceCapacity"
+        ):
+            kind = params.get("InstanceType", "the requested instance type")
+            return fail(
+                "InsufficientInstanceCapacity",
+                f"We currently do not have sufficient {kind} capacity in the Availability "
+                "Zone you requested. (injected by --fault)",
+            )
+        if action == "RunInstances" and params.get("ClientToken"):
+            launch = self.tokens.find(params["ClientToken"])
+            if launch is not None:
+                if launch.fingerprint == fingerprint(params):
+                    return Answer(200, launch.reply)
+                if faults.hits("IdempotentParameterMismatch"):
+                    return fail(
+                        "IdempotentParameterMismatch",
+                        "The client token has already been used with different parameters. "
+                        "(injected by --fault)",
+                    )
+        if action == "DeleteSecurityGroup" and "DependencyViolation" in faults.rates:
+            group = params.get("GroupId", "")
+            if group and self._group_in_use(group) and faults.hits("DependencyViolation"):
+                return fail(
+                    "DependencyViolation",
+                    f"resource {group} has a dependent object (injected by --fault)",
+                )
+        if action == "DeleteSnapshot":
+            snapshot = params.get("SnapshotId", "")
+            if faults.snapshot_in_use(snapshot) and faults.hits("InvalidSnapshot.InUse"):
+                return fail(
+                    "InvalidSnapshot.InUse",
+                    f"The snapshot {snapshot} is currently in use by an AMI (injected by --fault)",
+                )
+        if action == "DeregisterImage" and params.get("ImageId"):
+            # Asked before the image goes: afterwards nobody can say what was behind it.
+            faults.image_deregistered(self.lookups.image_snapshots(params["ImageId"]))
+        if action == "GetConsoleOutput" and params.get("Latest", "").lower() == "true":
+            instance_type = self._instance_type(params.get("InstanceId", ""))
+            if instance_type and hypervisor(instance_type) != "nitro":
+                return fail(
+                    "UnsupportedOperation",
+                    f"Latest console output is only supported on Nitro instance types, "
+                    f"not {instance_type}.",
+                )
+        return None
+
+    def after(self, action: str, params: Mapping[str, str], body: bytes) -> bytes:
+        """The reply of a successful request, as AWS would have written it."""
+        visible = self.lifecycle.visible
+        if action == "RunInstances":
+            self.lifecycle.launched(replies.instance_ids(body))
+            if params.get("ClientToken"):
+                self.tokens.record(params["ClientToken"], params, body)
+            return body
+        if action in ("StartInstances", "StopInstances", "TerminateInstances"):
+            begin, already = {
+                "StartInstances": (self.lifecycle.started, ("pending", "running")),
+                "StopInstances": (self.lifecycle.stopped, ("stopping", "stopped")),
+                "TerminateInstances": (self.lifecycle.terminated, ("terminated",)),
+            }[action]
+            begin(replies.changed_ids(body, already))
+            return replies.rewrite_states(body, visible)
+        if action == "DescribeInstances":
+            return replies.rewrite_states(
+                body, visible, filter_values(params, "instance-state-name")
+            )
+        if action == "DescribeInstanceTypes":
+            return replies.rewrite_hypervisors(body, hypervisor)
+        if action == "GetConsoleOutput":
+            latest = params.get("Latest", "").lower() == "true"
+            return replies.with_console_output(
+                body, self.console.output(params.get("InstanceId", ""), latest)
+            )
+        return body
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "time_scale": self.behaviour.time_scale,
+            "faults": self.faults.rates,
+            "throttled": dict(self.throttle.throttled),
+            "injected": dict(self.faults.injected),
+        }

@@ -1,0 +1,136 @@
+"""The main paths under `cloudjhub demo --like-aws`: AWS's state durations, console,
+throttling, private-IP reuse and an injected capacity shortage, with a small time
+scale. One demo for the module."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+import requests
+
+from cloudjhub.aws.client import RETRY_CONFIG
+from tests.system.conftest import Demo, running_demo
+
+pytestmark = pytest.mark.system
+
+IDLE_TIMEOUT = 15
+VPC_CIDR = "127.205.0.0/16"
+# pending 3 s, stopping 4 s, shutting-down 3 s: long enough to be seen.
+TIME_SCALE = "0.1"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    with running_demo(
+        tmp_path_factory.mktemp("like-aws"),
+        IDLE_TIMEOUT,
+        VPC_CIDR,
+        "--like-aws",
+        "--time-scale",
+        TIME_SCALE,
+    ) as running:
+        yield running
+
+
+def control(demo: Demo) -> str:
+    return str(demo.facts()["like_aws_control_url"])
+
+
+def retrying_ec2(demo: Demo) -> Any:
+    """A client as the hub makes them: botocore's adaptive retries."""
+    return boto3.client(
+        "ec2",
+        region_name="us-east-1",
+        endpoint_url=demo.endpoint,
+        aws_access_key_id="local-demo",
+        aws_secret_access_key="local-demo",
+        config=RETRY_CONFIG,
+    )
+
+
+def test_first_spawn_and_a_restart_while_the_instance_is_still_stopping(demo: Demo) -> None:
+    first = demo.start("alice")
+    (instance,) = demo.instances("alice")
+    note = {"type": "file", "format": "text", "content": f"written {uuid.uuid4()}"}
+    put = demo.request("PUT", f"{demo.hub_url}user/alice/api/contents/note.txt", json=note)
+    assert put.status_code in (200, 201), put.text
+
+    demo.stop("alice")
+    # AWS takes its time to stop; a start now would be refused with IncorrectInstanceState,
+    # so the spawner waits for 'stopped' before starting again.
+    assert demo.state_of("alice") == "stopping"
+    again = demo.start("alice")
+    (restarted,) = demo.instances("alice")
+    assert restarted["InstanceId"] == instance["InstanceId"]
+    got = demo.request("GET", f"{demo.hub_url}user/alice/api/contents/note.txt").json()
+    assert got["content"] == note["content"]
+    print(f"\nlike-aws spawn-to-ready: first start {first:.1f}s, restart {again:.1f}s")
+    demo.stop("alice")
+
+
+def test_an_idle_server_is_culled_and_its_instance_stopped(demo: Demo) -> None:
+    demo.start("carol")
+    deadline = time.monotonic() + 4 * IDLE_TIMEOUT
+    while demo.server("carol") is not None:
+        assert time.monotonic() < deadline, "carol's idle server was not culled"
+        time.sleep(1)
+    demo.wait_state("carol", "stopped", timeout=30)
+
+
+def test_a_burst_is_throttled_and_retries_carry_it(demo: Demo) -> None:
+    before = requests.get(control(demo), timeout=10).json()["throttled"]
+    ec2 = retrying_ec2(demo)
+    flt = [{"Name": "tag:cloudjhub:cluster", "Values": ["demo"]}]
+
+    def call(_: int) -> int:
+        return len(ec2.describe_instances(Filters=flt)["Reservations"])
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, range(160)))
+    assert len(results) == 160
+    after = requests.get(control(demo), timeout=10).json()["throttled"]
+    assert after.get("DescribeInstances", 0) > before.get("DescribeInstances", 0)
+
+
+def test_insufficient_capacity_reaches_the_user_then_a_retry_works(demo: Demo) -> None:
+    requests.put(
+        control(demo), json={"faults": {"InsufficientInstanceCapacity": 1}}, timeout=10
+    ).raise_for_status()
+    try:
+        demo.request("POST", "/users/dave")
+        reply = demo.request("POST", "/users/dave/server")
+        assert reply.status_code in (201, 202, 500), reply.text
+        log = demo.state_dir / "jupyterhub.log"
+        deadline = time.monotonic() + 90
+        while "no spare t3.medium capacity" not in log.read_text():
+            assert time.monotonic() < deadline, "the capacity message never reached the user"
+            time.sleep(0.5)
+        while demo.server("dave") is not None:
+            assert time.monotonic() < deadline, "dave's failed spawn is still pending"
+            time.sleep(0.5)
+        assert demo.instances("dave") == []
+    finally:
+        requests.put(control(demo), json={"faults": {}}, timeout=10).raise_for_status()
+    demo.start("dave")
+    demo.stop("dave")
+
+
+def test_a_terminated_instances_private_ip_goes_to_the_next_launch(demo: Demo) -> None:
+    demo.start("erin")
+    demo.stop("erin")
+    (old,) = demo.instances("erin")
+    demo.wait_state("erin", "stopped")
+    retrying_ec2(demo).terminate_instances(InstanceIds=[old["InstanceId"]])
+    assert demo.state_of("erin") == "shutting-down"
+    demo.wait_state("erin", "terminated")
+    demo.start("erin")
+    new = [i for i in demo.instances("erin") if i["State"]["Name"] != "terminated"]
+    assert len(new) == 1 and new[0]["InstanceId"] != old["InstanceId"]
+    assert new[0]["PrivateIpAddress"] == old["PrivateIpAddress"]
+    demo.stop("erin")

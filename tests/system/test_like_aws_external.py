@@ -1,0 +1,68 @@
+"""`cloudjhub demo --aws-endpoint URL --like-aws`: the AWS behaviour layer in front of an
+EC2 endpoint the demo does not own (a plain `python -m moto.server`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from cloudjhub.remote import tcp_open
+from tests.system.conftest import Demo, free_port, running_demo
+
+pytestmark = pytest.mark.system
+
+VPC_CIDR = "127.206.0.0/16"
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not tcp_open("127.0.0.1", port, timeout=0.5):
+            assert proc.poll() is None and time.monotonic() < deadline, "moto did not start"
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory, endpoint: str) -> Iterator[Demo]:
+    state_dir = tmp_path_factory.mktemp("like-aws-external")
+    extra = ("--aws-endpoint", endpoint, "--like-aws", "--time-scale", "0.1")
+    with running_demo(state_dir, 3600, VPC_CIDR, *extra) as running:
+        yield running
+
+
+def test_spawn_stop_and_restart_through_the_layer(demo: Demo, endpoint: str) -> None:
+    facts = demo.facts()
+    assert facts["aws_upstream"] == endpoint
+    assert demo.endpoint != endpoint  # clients go through the layer
+    out = (demo.state_dir / "demo.out").read_text()
+    assert "private IP reuse after termination is not modelled" in out
+
+    demo.start("alice")
+    (instance,) = demo.instances("alice")
+    demo.stop("alice")
+    assert demo.state_of("alice") == "stopping"
+    demo.start("alice")
+    (again,) = demo.instances("alice")
+    assert again["InstanceId"] == instance["InstanceId"]
+    # Host keys came from the console the layer serves, not from a known_hosts file.
+    config = json.loads((demo.state_dir / "server_config.json").read_text())
+    assert config["SSH_HOST_KEY_SOURCE"] == "console"
+    demo.stop("alice")

@@ -1,0 +1,158 @@
+"""The AWS behaviour layer as a proxy in front of a real moto server (in this process),
+spoken to with boto3 as the hub and launcher speak to it."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+import requests
+
+from cloudjhub.aws.client import RETRY_CONFIG, CloudError
+from cloudjhub.aws.hub import HubEc2
+from cloudjhub.aws.local import LocalCloudEc2
+from cloudjhub.local import motoserver
+from cloudjhub.local.awslike import ipreuse
+from cloudjhub.local.awslike.proxy import CONTROL_PATH, AwsLikeProxy
+from cloudjhub.local.awslike.settings import Behaviour
+
+SCALE = 0.02  # pending 0.6 s, stopping 0.8 s, shutting-down 0.6 s
+
+
+@dataclass
+class Setup:
+    proxy: AwsLikeProxy
+    ec2: Any  # a boto3 client through the layer
+    ami: str
+    subnet: str
+
+
+@pytest.fixture(scope="module")
+def setup() -> Iterator[Setup]:
+    with pytest.MonkeyPatch.context() as mp:
+        for var, value in {**motoserver.LOCAL_CREDENTIALS, **motoserver.VALIDATION_FLAGS}.items():
+            mp.setenv(var, value)
+        moto = motoserver.LocalEc2()
+        upstream = moto.start()
+        proxy = AwsLikeProxy(upstream, "us-east-1", Behaviour(time_scale=SCALE))
+        proxy.start()
+        ipreuse.install(proxy.layer.behaviour.shutting_down)
+        try:
+            ec2 = boto3.client(
+                "ec2", region_name="us-east-1", endpoint_url=proxy.url, config=RETRY_CONFIG
+            )
+            vpc = ec2.create_vpc(CidrBlock="127.0.0.0/16")["Vpc"]["VpcId"]
+            subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="127.0.16.0/20")["Subnet"]["SubnetId"]
+            ami = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+            yield Setup(proxy, ec2, ami, subnet)
+        finally:
+            ipreuse.uninstall()
+            proxy.stop()
+            moto.stop()
+
+
+def _run(s: Setup, **kwargs: Any) -> dict[str, Any]:
+    reply = s.ec2.run_instances(
+        ImageId=s.ami, MinCount=1, MaxCount=1, SubnetId=s.subnet, InstanceType="t3.medium", **kwargs
+    )
+    return dict(reply["Instances"][0])
+
+
+def _state(s: Setup, instance_id: str) -> str:
+    found = s.ec2.describe_instances(Filters=[{"Name": "instance-id", "Values": [instance_id]}])
+    return str(found["Reservations"][0]["Instances"][0]["State"]["Name"])
+
+
+def _wait(s: Setup, instance_id: str, state: str) -> None:
+    deadline = time.monotonic() + 10
+    while _state(s, instance_id) != state:
+        assert time.monotonic() < deadline, f"{instance_id} never became {state}"
+        time.sleep(0.05)
+
+
+def test_a_launch_is_pending_first_and_a_stopping_instance_cannot_start(setup: Setup) -> None:
+    instance = _run(setup)
+    iid = instance["InstanceId"]
+    assert _state(setup, iid) == "pending"
+    _wait(setup, iid, "running")
+    setup.ec2.stop_instances(InstanceIds=[iid])
+    assert _state(setup, iid) == "stopping"
+    hub = HubEc2("none", setup.ec2)
+    with pytest.raises(CloudError) as err:
+        hub._call("start_instances", InstanceIds=[iid])
+    assert err.value.code == "IncorrectInstanceState"
+    _wait(setup, iid, "stopped")
+    setup.ec2.start_instances(InstanceIds=[iid])
+    assert _state(setup, iid) == "pending"
+
+
+def test_a_client_token_returns_the_same_instance(setup: Setup) -> None:
+    first = _run(setup, ClientToken="cjh-same")
+    again = _run(setup, ClientToken="cjh-same")
+    assert again["InstanceId"] == first["InstanceId"]
+    assert _run(setup, ClientToken="cjh-other")["InstanceId"] != first["InstanceId"]
+
+
+def test_private_ips_are_reused_once_terminated(setup: Setup) -> None:
+    gone = _run(setup)
+    setup.ec2.terminate_instances(InstanceIds=[gone["InstanceId"]])
+    assert _state(setup, gone["InstanceId"]) == "shutting-down"
+    _wait(setup, gone["InstanceId"], "terminated")
+    assert _run(setup)["PrivateIpAddress"] == gone["PrivateIpAddress"]
+
+
+def test_console_and_hypervisor_as_on_aws(setup: Setup) -> None:
+    hub = HubEc2("none", setup.ec2)
+    assert hub.hypervisor("t3.medium") == "nitro"
+    iid = _run(setup)["InstanceId"]
+    setup.proxy.layer.console.write(iid, "cloud-init: host keys")
+    assert hub.console_output(iid, "t3.medium") == "cloud-init: host keys"  # Latest
+    # Buffered output is posted 30 s (x SCALE) after the boot wrote it.
+    assert setup.ec2.get_console_output(InstanceId=iid).get("Output", "") == ""
+
+
+def test_a_burst_is_throttled_and_botocores_retries_carry_it(setup: Setup) -> None:
+    before = setup.proxy.layer.throttle.throttled.get("DescribeKeyPairs", 0)
+
+    def call(_: int) -> int:
+        return len(setup.ec2.describe_key_pairs()["KeyPairs"])
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, range(180)))
+    assert len(results) == 180
+    assert setup.proxy.layer.throttle.throttled["DescribeKeyPairs"] > before
+
+
+def test_other_services_pass_through_and_faults_can_be_set_while_running(setup: Setup) -> None:
+    iam = boto3.client("iam", region_name="us-east-1", endpoint_url=setup.proxy.url)
+    assert "Roles" in iam.list_roles()
+    control = setup.proxy.url + CONTROL_PATH
+    assert requests.put(control, json={"faults": {"Nope": 1}}, timeout=5).status_code == 400
+    reply = requests.put(control, json={"faults": {"InsufficientInstanceCapacity": 1}}, timeout=5)
+    assert reply.json()["faults"] == {"InsufficientInstanceCapacity": 1.0}
+    try:
+        with pytest.raises(CloudError) as err:
+            HubEc2("none", setup.ec2)._call("run_instances", {"instance_type": "t3.medium"},
+                ImageId=setup.ami, MinCount=1, MaxCount=1, SubnetId=setup.subnet,
+                InstanceType="t3.medium")  # fmt: skip
+        assert err.value.code == "InsufficientInstanceCapacity"
+        assert "no spare t3.medium capacity" in str(err.value)
+        assert (
+            requests.get(control, timeout=5).json()["injected"]["InsufficientInstanceCapacity"] > 1
+        )
+    finally:
+        requests.put(control, json={"faults": {}}, timeout=5)
+
+
+def test_the_internal_port_is_never_throttled(setup: Setup) -> None:
+    internal = LocalCloudEc2.connect("none", "us-east-1", setup.proxy.internal_url)
+    layer = setup.proxy.layer
+    before = dict(layer.throttle.throttled)
+    for _ in range(105):  # more than a full non-mutating bucket
+        internal.public_keys()
+    assert layer.throttle.throttled == before
