@@ -22,6 +22,7 @@ from .aws.hub import HubEc2, WorkerSpec, launch_token
 from .config import ConfigError, ServerConfig, load_server_config, server_config_path
 from .executor import blocking
 from .fleet import Fleet
+from .install_paths import INSTALL_BIN
 from .tags import posix_username
 
 HOME_DEVICE = "/dev/sdf"
@@ -192,7 +193,7 @@ class InstanceSpawner(Spawner):
 
     worker_command = List(
         Unicode(),
-        ["sudo", "-n", "/opt/cloudjhub/venv/bin/cloudjhub-worker"],
+        ["sudo", "-n", f"{INSTALL_BIN}/cloudjhub-worker"],
         help="Command prefix that runs cloudjhub-worker on an instance.",
     ).tag(config=True)
     notebook_port = Integer(

@@ -18,11 +18,12 @@ from typing import Any
 from ..aws.admin import AdminEc2, image_snapshots
 from ..aws.client import CloudError, Instance
 from ..config import ServerConfig, server_config_from, write_server_config
-from ..tags import Role, tags_for
+from ..install_paths import INSTALL_BIN
+from ..tags import Group, Role, group_name, image_name, tags_for
 from .groups import ClusterGroups, ensure_security_groups
 from .image import build_worker_image, find_worker_image
 from .options import LaunchOptions
-from .provision import Node, install_os_packages
+from .provision import Node, install_os_packages, sudo_for
 
 Say = Callable[[str], None]
 PREINSTALLED_TAG = "cloudjhub:preinstalled"
@@ -54,7 +55,7 @@ class LaunchResult:
 def plan(ec2: AdminEc2, opts: LaunchOptions) -> list[str]:
     """What a launch would create (or reuse), for --dry-run."""
     c = opts.cluster
-    lines = [f"security group {c}-{g}" for g in ("manager", "manager2", "worker")]
+    lines = [f"security group {group_name(c, g)}" for g in Group]
     if opts.instance.CUSTOM_WORKER_AMI:
         lines.append(f"worker image: use {opts.instance.CUSTOM_WORKER_AMI} (custom)")
     elif (existing := find_worker_image(ec2)) is not None:
@@ -63,7 +64,7 @@ def plan(ec2: AdminEc2, opts: LaunchOptions) -> list[str]:
         lines += [
             f"builder instance ({opts.instance.WORKER_INSTANCE_TYPE}) from {opts.base_ami}, "
             "terminated after imaging",
-            f"worker image {c}-worker-<date> and its snapshot",
+            f"worker image {image_name(c, '<date>')} and its snapshot",
         ]
     managers = ec2.cluster_instances(Role.MANAGER)
     if managers:
@@ -310,10 +311,14 @@ class Launch:
             "launch options",
         )
 
+    @property
+    def _bin_dir(self) -> str:
+        """Where cloudjhub's commands are on the images this launch uses."""
+        return self._preinstalled or INSTALL_BIN
+
     def _worker_command(self) -> list[str]:
-        sudo = [] if self.opts.instance.WORKER_USERNAME == "root" else ["sudo", "-n"]
-        bin_dir = self._preinstalled or "/opt/cloudjhub/venv/bin"
-        return [*sudo, f"{bin_dir}/cloudjhub-worker"]
+        sudo = sudo_for(self.opts.instance.WORKER_USERNAME)
+        return [*sudo, f"{self._bin_dir}/cloudjhub-worker"]
 
     def setup_manager(self, manager: Instance, image_id: str, groups: ClusterGroups) -> str:
         """OS packages (unless preinstalled), then cloudjhub's own setup; returns the
@@ -335,10 +340,9 @@ class Launch:
                 "cert": self.opts.ssl_cert.read_text(),
                 "key": self.opts.ssl_key.read_text(),
             }
-        bin_dir = self._preinstalled or "/opt/cloudjhub/venv/bin"
-        sudo = [] if node.login == "root" else ["sudo", "-n"]
         self.say(f"  setting up the hub on {manager.id}")
-        result = node.run([*sudo, f"{bin_dir}/cloudjhub", "setup-manager"], json.dumps(request))
+        setup = [*node.sudo, f"{self._bin_dir}/cloudjhub", "setup-manager"]
+        result = node.run(setup, json.dumps(request))
         if result.status != 0:
             raise CloudError(
                 f"manager setup failed on {manager.id}: {result.stderr.strip()[-2000:]}"

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from ..aws.admin import AdminEc2
 from ..aws.client import CloudError, Instance
-from ..tags import Role, tags_for
+from ..tags import Role, image_name, tags_for
 
 Progress = Callable[[str], None]
 
@@ -52,7 +52,7 @@ def build_worker_image(
         builder = _wait_instance(ec2, builder.id, "running", timeout, poll, progress)
         if provision is not None:
             provision(builder)
-        name = f"{ec2.cluster}-worker-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = image_name(ec2.cluster, time.strftime("%Y%m%d-%H%M%S"))
         image_id = ec2.create_image(builder.id, name, tags_for(ec2.cluster, Role.IMAGE))
         if on_image is not None:
             on_image(image_id)

@@ -23,6 +23,11 @@ SCRIPTS = Path(__file__).resolve().parent / "scripts"
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
+def sudo_for(login: str) -> list[str]:
+    """What runs a command as root for this login user (root needs nothing)."""
+    return [] if login == "root" else ["sudo", "-n"]
+
+
 @dataclass
 class Node:
     """One instance the launcher talks to, with host keys pinned from its console."""
@@ -48,7 +53,7 @@ class Node:
 
     @property
     def sudo(self) -> list[str]:
-        return [] if self.login == "root" else ["sudo", "-n"]
+        return sudo_for(self.login)
 
     def _pin(self) -> tuple[str, ...]:
         if self._keys:

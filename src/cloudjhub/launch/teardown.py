@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 from ..aws.admin import AdminEc2, image_snapshots
 from ..aws.client import CloudError, Instance
-from ..tags import CLUSTER_TAG, USER_TAG, Role, tag_dict
+from ..tags import CLUSTER_TAG, USER_TAG, Group, Role, group_name, tag_dict, workers_key_name
 
 Progress = Callable[[str], None]
 
 # Rules point manager2 -> worker -> manager, so delete in this order.
-GROUP_ORDER = ("manager2", "worker", "manager")
+GROUP_ORDER = (Group.MANAGER2, Group.WORKER, Group.MANAGER)
 DESTROY_ROLES = (Role.WORKER, Role.MANAGER, Role.BUILDER)
 _DEPENDENCY_HINT = (
     " (still used by an instance or network interface, or referenced by a security group "
@@ -69,10 +69,6 @@ class Plan:
         )
 
 
-def workers_key_name(cluster: str) -> str:
-    return f"{cluster}-workers"
-
-
 def _live(instances: Iterable[Instance]) -> tuple[Instance, ...]:
     alive = [i for i in instances if i.state != "terminated"]
     return tuple(sorted(alive, key=lambda i: (i.role or "", i.user or "", i.id)))
@@ -98,7 +94,7 @@ def plan_terminate_workers(ec2: AdminEc2, delete_home_volumes: bool) -> Plan:
 
 
 def _groups(ec2: AdminEc2) -> tuple[tuple[Item, ...], list[str]]:
-    names = [f"{ec2.cluster}-{suffix}" for suffix in GROUP_ORDER]
+    names = [group_name(ec2.cluster, group) for group in GROUP_ORDER]
     ours: dict[str, Item] = {}
     notes = []
     for group in ec2.security_groups_named(names):
