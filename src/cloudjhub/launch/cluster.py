@@ -20,6 +20,7 @@ from ..aws.client import CloudError, Instance
 from ..config import ServerConfig, server_config_from, write_server_config
 from ..install_paths import INSTALL_BIN
 from ..tags import Group, Role, group_name, image_name, tags_for
+from ..waiting import TimedOut, poll_until
 from .groups import ClusterGroups, ensure_security_groups
 from .image import build_worker_image, find_worker_image
 from .options import LaunchOptions
@@ -28,6 +29,7 @@ from .provision import Node, install_os_packages, sudo_for
 Say = Callable[[str], None]
 PREINSTALLED_TAG = "cloudjhub:preinstalled"
 NOTEBOOK_PORT = 8888
+PROGRESS_EVERY = 10.0  # seconds between "waiting for ..." lines of one wait
 
 
 class LaunchError(Exception):
@@ -127,17 +129,17 @@ class Launch:
                 self.say(f"  could NOT roll back {what}: {undo_exc}")
 
     def _wait(self, what: str, done: Callable[[], bool]) -> None:
-        started = time.monotonic()
-        deadline = started + self.opts.timeout
-        last = 0.0
-        while not done():
-            elapsed = time.monotonic() - started
-            if time.monotonic() > deadline:
-                raise CloudError(f"timed out after {elapsed:.0f}s waiting for {what}")
-            if elapsed - last >= 10 or last == 0:
-                self.say(f"  waiting for {what} ({elapsed:.0f}s)")
-                last = elapsed or 0.001
-            time.sleep(self.opts.poll)
+        try:
+            poll_until(
+                done,
+                timeout=self.opts.timeout,
+                interval=self.opts.poll,
+                what=what,
+                progress=lambda _, elapsed: self.say(f"  waiting for {what} ({elapsed:.0f}s)"),
+                progress_every=PROGRESS_EVERY,
+            )
+        except TimedOut as late:
+            raise CloudError(str(late)) from late
 
     def _preinstalled_bin(self) -> str | None:
         """An image tagged with cloudjhub's bin dir has everything installed already

@@ -8,7 +8,6 @@ not raised, so one stuck resource does not hide what else is left.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from ..aws.admin import AdminEc2, image_snapshots
 from ..aws.client import CloudError, Instance
 from ..tags import CLUSTER_TAG, USER_TAG, Group, Role, group_name, tag_dict, workers_key_name
+from ..waiting import TimedOut, poll_until
 
 Progress = Callable[[str], None]
 
@@ -187,18 +187,26 @@ def wait_for(
     poll: float,
 ) -> dict[str, str]:
     """Poll `read` until every state is done or the deadline passes; return the last states."""
-    started = time.monotonic()
-    while True:
-        states = read()
-        elapsed = time.monotonic() - started
-        if all(done(s) for s in states.values()):
-            progress(f"{what}: done ({elapsed:.0f}s)")
-            return states
+
+    def report(states: dict[str, str], elapsed: float) -> None:
         summary = ", ".join(f"{n} {s}" for s, n in sorted(Counter(states.values()).items()))
         progress(f"waiting for {what}: {summary} ({elapsed:.0f}s)")
-        if elapsed >= timeout:
-            return states
-        time.sleep(poll)
+
+    try:
+        polled = poll_until(
+            read,
+            timeout=timeout,
+            interval=poll,
+            done=lambda states: all(done(s) for s in states.values()),
+            what=what,
+            progress=report,
+        )
+    except TimedOut as late:
+        left: dict[str, str] = late.value
+        report(left, late.elapsed)  # the caller reports what is left as failed
+        return left
+    progress(f"{what}: done ({polled.elapsed:.0f}s)")
+    return polled.value
 
 
 def terminate(
@@ -283,10 +291,11 @@ def delete_groups(
         except CloudError as exc:
             progress(f"could not revoke rules of {group.id}: {exc}")
     failures = []
-    started = time.monotonic()
-    pending, attempts = items, 0
-    while True:
-        attempts += 1
+    pending = items
+
+    def attempt() -> list[tuple[Item, CloudError]]:
+        """Delete what is pending; what DependencyViolation blocked is pending next."""
+        nonlocal pending
         blocked: list[tuple[Item, CloudError]] = []
         for group in pending:
             try:
@@ -297,22 +306,26 @@ def delete_groups(
                     blocked.append((group, exc))
                 else:
                     failures.append(Failure(f"security group {group.id} ({group.label})", str(exc)))
-        elapsed = time.monotonic() - started
-        if not blocked or elapsed >= limit:
-            break
+        pending = [g for g, _ in blocked]
+        return blocked
+
+    def report(blocked: list[tuple[Item, CloudError]], elapsed: float) -> None:
         names = ", ".join(f"{g.id} ({g.label})" for g, _ in blocked)
         progress(
             f"waiting for security group(s) {names} to lose their dependents "
             f"(DependencyViolation; network interfaces of terminated instances linger): "
             f"retrying every {poll:.0f}s ({elapsed:.0f}s of {limit:.0f}s)"
         )
-        time.sleep(max(0.0, min(poll, limit - elapsed)))
-        pending = [g for g, _ in blocked]
-    tried = f"; tried {attempts} times in {elapsed:.0f}s" if attempts > 1 else ""
-    failures += [
-        Failure(f"security group {g.id} ({g.label})", f"{exc}{_DEPENDENCY_HINT}{tried}")
-        for g, exc in blocked
-    ]
+
+    try:
+        poll_until(attempt, timeout=limit, interval=poll, done=lambda b: not b, progress=report)
+    except TimedOut as late:
+        attempts = late.last.checks
+        tried = f"; tried {attempts} times in {late.elapsed:.0f}s" if attempts > 1 else ""
+        failures += [
+            Failure(f"security group {g.id} ({g.label})", f"{exc}{_DEPENDENCY_HINT}{tried}")
+            for g, exc in late.value
+        ]
     return failures
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from ..aws.local import LocalCloudEc2
 from ..config import load_server_config
 from ..launch.hubconfig import core_lines, find_proxy, service_lines
+from ..waiting import TimedOut, poll_until
 from . import motoserver
 from .cloud import VPC_CIDR, LocalNetwork, prepare_demo_cluster, prepare_network
 from .emulator import FleetEmulator
@@ -96,18 +97,20 @@ def hub_config(
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    def answers() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback URL we built
-                return
+                return True
         except OSError:
             pass
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the hub exited with status {proc.returncode}; see its log")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
-        time.sleep(0.2)
+        return False
+
+    try:
+        poll_until(answers, timeout=timeout, interval=0.2)
+    except TimedOut as late:
+        raise RuntimeError(f"{url} did not answer within {timeout:.0f}s") from late
 
 
 @dataclass
