@@ -1,7 +1,8 @@
 """Cluster bring-up as steps with undo.
 
 Each step reuses what a previous run made (found by tags) and records what
-it creates; a failure undoes, newest first, only what this run created.
+it creates; a failure undoes, newest first, only what this run created, with
+teardown's own deletes (`undo.py`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..aws.admin import AdminEc2, image_snapshots
+from ..aws.admin import AdminEc2
 from ..aws.client import CloudError, Instance
 from ..config import ServerConfig, server_config_from, write_server_config
 from ..install_paths import INSTALL_BIN
@@ -25,6 +26,7 @@ from .groups import ClusterGroups, ensure_security_groups
 from .image import build_worker_image, find_worker_image
 from .options import LaunchOptions
 from .provision import Node, install_os_packages, sudo_for
+from .undo import UndoLog
 
 Say = Callable[[str], None]
 PREINSTALLED_TAG = "cloudjhub:preinstalled"
@@ -90,7 +92,7 @@ class Launch:
         self.opts = opts
         self.say = say
         self.created = Created()
-        self._undo: list[tuple[str, Callable[[], None]]] = []
+        self._undo = UndoLog(ec2, say, opts.timeout, opts.poll)
         self._preinstalled: str | None = None
 
     # ---- driver ----------------------------------------------------------
@@ -118,15 +120,9 @@ class Launch:
         self.say(f"launch failed: {exc}")
         if self.opts.keep_on_failure:
             self.say("--keep-on-failure: leaving what this run created:")
-            for what, _ in self._undo:
-                self.say(f"  kept {what}")
+            self._undo.keep()
             return
-        for what, undo in reversed(self._undo):
-            try:
-                undo()
-                self.say(f"  rolled back {what}")
-            except Exception as undo_exc:
-                self.say(f"  could NOT roll back {what}: {undo_exc}")
+        self._undo.roll_back()
 
     def _wait(self, what: str, done: Callable[[], bool]) -> None:
         try:
@@ -152,8 +148,8 @@ class Launch:
 
     def security_groups(self) -> ClusterGroups:
         vpc = self.ec2.subnets([self.opts.public_subnet])[self.opts.public_subnet]["VpcId"]
-        made: list[str] = []
-        self._undo.append(("security groups made by this run", lambda: self._delete_groups(made)))
+        made: dict[str, str] = {}
+        self._undo.add("security groups made by this run", lambda: self._undo.groups(made))
         groups = ensure_security_groups(
             self.ec2,
             vpc,
@@ -163,20 +159,12 @@ class Launch:
             created=made,
             public_ports=self.opts.public_ports,
         )
-        self.created.security_groups += made
+        self.created.security_groups += list(made)
         self.say(
             f"security groups: manager {groups.manager}, manager2 {groups.manager2}, "
             f"worker {groups.worker}" + (" (created)" if made else " (reused)")
         )
         return groups
-
-    def _delete_groups(self, made: list[str]) -> None:
-        """Newest first: manager2 and worker refer to the groups made before them."""
-        order = list(reversed(made))
-        for group_id in order:
-            self.ec2.revoke_group_references(group_id, order)
-        for group_id in order:
-            self.ec2.delete_security_group(group_id)
 
     def worker_image(self, groups: ClusterGroups) -> str:
         if self.opts.instance.CUSTOM_WORKER_AMI:
@@ -187,7 +175,7 @@ class Launch:
             self.say(f"worker image: {existing} (reused)")
             return existing
         made: list[str] = []
-        self._undo.append(("the worker image made by this run", lambda: self._delete_images(made)))
+        self._undo.add("the worker image made by this run", lambda: self._undo.images(made))
         image_id = build_worker_image(
             self.ec2,
             self.opts.base_ami,
@@ -204,22 +192,6 @@ class Launch:
         )
         self.created.images.append(image_id)
         return image_id
-
-    def _delete_images(self, made: list[str]) -> None:
-        for image_id in made:
-            self._delete_image(image_id)
-
-    def _delete_image(self, image_id: str) -> None:
-        """The image and its snapshots, found from its block devices (tags come later)."""
-        snapshots = set(image_snapshots(self.ec2.image(image_id) or {}))
-        snapshots |= {
-            s["SnapshotId"]
-            for s in self.ec2.cluster_snapshots()
-            if image_id in s.get("Description", "")
-        }
-        self.ec2.deregister_image(image_id)
-        for snapshot in sorted(snapshots):
-            self.ec2.delete_snapshot(snapshot)
 
     def _node(self, instance: Instance, login: str) -> Node:
         return Node(
@@ -267,9 +239,7 @@ class Launch:
                 public_ip=True,  # the hub's public face
             )
             self.created.instances.append(manager.id)
-            self._undo.append(
-                (f"manager instance {manager.id}", lambda: self._terminate(manager.id))
-            )
+            self._undo.add(f"manager instance {manager.id}", lambda: self._undo.manager(manager))
             self.say(f"manager instance: {manager.id} (launched)")
         found: list[Instance] = []
 
@@ -279,13 +249,6 @@ class Launch:
 
         self._wait(f"manager {manager.id} to run", running_now)
         return found[0]
-
-    def _terminate(self, instance_id: str) -> None:
-        self.ec2.terminate([instance_id], roles=[Role.MANAGER])
-        self._wait(
-            f"{instance_id} to terminate",
-            lambda: all(i.state == "terminated" for i in self.ec2.describe([instance_id])),
-        )
 
     def _server_config(
         self, manager: Instance, image_id: str, groups: ClusterGroups
@@ -361,7 +324,7 @@ class Launch:
             name, public_key, tags_for(self.opts.cluster, Role.MANAGER, name=name)
         )
         self.created.key_pairs.append(name)
-        self._undo.append((f"key pair {name}", lambda: self.ec2.delete_key_pair(name)))
+        self._undo.add(f"key pair {name}", lambda: self._undo.key_pair(name))
         self.say(f"key pair {name}: imported")
 
     def wait_for_hub(self, manager: Instance) -> str:

@@ -10,6 +10,7 @@ be deleted in that order.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 
 from ..aws.admin import AdminEc2
@@ -41,15 +42,15 @@ def ensure_security_groups(
     admin_cidr: str | None = None,
     notebook_port: int = 8888,
     ssh_port: int = 22,
-    created: list[str] | None = None,
+    created: MutableMapping[str, str] | None = None,
     public_ports: tuple[int, ...] = (80,),
 ) -> ClusterGroups:
-    """Find or create the groups; ids created are appended to `created` as they are
-    made, so a caller can undo them even if a later rule fails."""
+    """Find or create the groups; each one created is recorded in `created` (id ->
+    name) as it is made, so a caller can undo it even if a later rule fails."""
     cluster = ec2.cluster
     ids: dict[Group, str] = {}
     if created is None:
-        created = []
+        created = {}
     for group, text in (
         (Group.MANAGER, "cloudjhub hub: public web"),
         (Group.MANAGER2, "cloudjhub hub: API for workers"),
@@ -62,7 +63,7 @@ def ensure_security_groups(
         )
         ids[group] = group_id
         if new:
-            created.append(group_id)
+            created[group_id] = name
     manager, manager2, worker = ids[Group.MANAGER], ids[Group.MANAGER2], ids[Group.WORKER]
     manager_rules = [_tcp(port, cidr="0.0.0.0/0") for port in public_ports]
     if admin_cidr:

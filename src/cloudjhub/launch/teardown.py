@@ -3,7 +3,8 @@
 Finding and deleting are separate steps so that --dry-run and the confirmation
 prompt show exactly what the deletion will touch. Every delete goes through an
 `AdminEc2` guard that re-reads the resource's tags first. Failures are collected,
-not raised, so one stuck resource does not hide what else is left.
+not raised, so one stuck resource does not hide what else is left. A failed
+launch undoes what it made with these same deletes (`launch/undo.py`).
 """
 
 from __future__ import annotations
@@ -342,6 +343,36 @@ def _each(
     return failures
 
 
+def deregister_images(ec2: AdminEc2, images: Iterable[Item], progress: Progress) -> list[Failure]:
+    return _each("image", images, ec2.deregister_image, progress)
+
+
+def delete_snapshots(ec2: AdminEc2, snapshots: Iterable[Item], progress: Progress) -> list[Failure]:
+    return _each("snapshot", snapshots, ec2.delete_snapshot, progress)
+
+
+def delete_key_pair(ec2: AdminEc2, name: str, progress: Progress) -> list[Failure]:
+    return _each("key pair", [Item(name)], ec2.delete_key_pair, progress)
+
+
+def snapshots_of(ec2: AdminEc2, image_id: str) -> tuple[Item, ...]:
+    """An image's snapshots, from its block devices and from the cluster's snapshots
+    that name it (an image that never became available may list none yet)."""
+    ids = set(image_snapshots(ec2.image(image_id) or {}))
+    ids |= {
+        s["SnapshotId"] for s in ec2.cluster_snapshots() if image_id in s.get("Description", "")
+    }
+    return tuple(Item(sid) for sid in sorted(ids))
+
+
+def delete_image(ec2: AdminEc2, image_id: str, progress: Progress) -> list[Failure]:
+    """One image, then its snapshots (found first: a deregistered image lists none);
+    snapshots of an image that could not be deregistered are still in use, so kept."""
+    snapshots = snapshots_of(ec2, image_id)
+    failures = deregister_images(ec2, [Item(image_id)], progress)
+    return failures or delete_snapshots(ec2, snapshots, progress)
+
+
 def destroy(
     ec2: AdminEc2,
     plan: Plan,
@@ -358,8 +389,8 @@ def destroy(
     failures = terminate(ec2, plan.instances, DESTROY_ROLES, progress, timeout, poll)
     failures += delete_home_volumes(ec2, plan.home_volumes, progress, timeout, poll)
     failures += delete_groups(ec2, plan.groups, progress, group_timeout, poll)
-    failures += _each("image", plan.images, ec2.deregister_image, progress)
-    failures += _each("snapshot", plan.snapshots, ec2.delete_snapshot, progress)
+    failures += deregister_images(ec2, plan.images, progress)
+    failures += delete_snapshots(ec2, plan.snapshots, progress)
     if plan.key_pair:
-        failures += _each("key pair", [Item(plan.key_pair)], ec2.delete_key_pair, progress)
+        failures += delete_key_pair(ec2, plan.key_pair, progress)
     return failures
