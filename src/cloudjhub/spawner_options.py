@@ -15,6 +15,7 @@ from traitlets.traitlets import DefaultHandler
 
 from . import hibernation, usage
 from .config import ConfigError, ServerConfig, load_server_config, server_config_path
+from .install_paths import INSTALL_BIN
 
 _server_configs: dict[str, ServerConfig] = {}
 
@@ -169,7 +170,7 @@ class InstanceSpawnerOptions(LoggingConfigurable):
 
     worker_command = List(
         Unicode(),
-        ["sudo", "-n", "/opt/cloudjhub/venv/bin/cloudjhub-worker"],
+        ["sudo", "-n", f"{INSTALL_BIN}/cloudjhub-worker"],
         help="Command prefix that runs cloudjhub-worker on an instance.",
     ).tag(config=True)
     notebook_port = Integer(

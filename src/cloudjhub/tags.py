@@ -98,6 +98,28 @@ def resource_name(cluster: str, role: Role, user: str | None = None) -> str:
     return f"{cluster}-{role.value}" + (f"-{user}" if user else "")
 
 
+class Group(StrEnum):
+    """A cluster's security groups, named as the original system named them."""
+
+    MANAGER = "manager"
+    MANAGER2 = "manager2"
+    WORKER = "worker"
+
+
+def group_name(cluster: str, group: Group) -> str:
+    return f"{cluster}-{group.value}"
+
+
+def workers_key_name(cluster: str) -> str:
+    """The key pair workers launch with; its private half never leaves the manager."""
+    return f"{cluster}-workers"
+
+
+def image_name(cluster: str, stamp: str) -> str:
+    """A worker image's name; `stamp` (the build time) keeps rebuilt images apart."""
+    return f"{cluster}-worker-{stamp}"
+
+
 def posix_username(hub_user: str) -> str:
     """Map a hub username (which may be an e-mail address) to a safe account name.
 

@@ -69,6 +69,8 @@ def test_shell_scripts_pass_shellcheck() -> None:
         ("hibernation.py", set()),
         ("config.py", {"hibernation"}),
         ("keys.py", set()),
+        ("waiting.py", set()),
+        ("install_paths.py", set()),
         ("tags.py", set()),
         ("executor.py", set()),
         ("metrics.py", set()),

@@ -27,6 +27,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from click.testing import CliRunner, Result
 
+from cloudjhub import waiting
 from cloudjhub.aws import client as ec2_module
 from cloudjhub.aws.client import RETRY_CONFIG, Instance, NotOurs
 from cloudjhub.aws.hub import WorkerSpec
@@ -676,7 +677,7 @@ def test_destroy_retries_a_group_until_its_dependency_clears(
 
 
 class _SleepClock:
-    """Stands in for the `time` module inside teardown."""
+    """Stands in for the `time` module inside `waiting`, where teardown's waits poll."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -697,7 +698,7 @@ def test_destroy_gives_up_on_a_group_at_the_time_limit(
     monkeypatch.setattr("cloudjhub.commands.destroy.POLL_SECONDS", 0.1)
     # A clock that only sleeping moves: the count of attempts cannot depend on load.
     clock = _SleepClock()
-    monkeypatch.setattr(teardown, "time", clock)
+    monkeypatch.setattr(waiting, "time", clock)
 
     result = run("destroy", "alpha", "--yes")
 

@@ -12,16 +12,20 @@ from cloudjhub.tags import (
     POSIX_USER_RE,
     ROLE_TAG,
     USER_TAG,
+    Group,
     Role,
     filter_value,
     filters,
+    group_name,
     has_tags,
+    image_name,
     posix_username,
     resource_name,
     tag_dict,
     tag_list,
     tags_for,
     validate_cluster_name,
+    workers_key_name,
 )
 
 POSIX = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -80,6 +84,17 @@ def test_tag_list_and_tag_dict_round_trip() -> None:
 def test_resource_name() -> None:
     assert resource_name("alpha", Role.BUILDER) == "alpha-builder"
     assert resource_name("alpha", Role.WORKER, "dave") == "alpha-worker-dave"
+
+
+def test_names_of_the_clusters_groups_key_pair_and_images() -> None:
+    """The original system's names: launch, plan and destroy all find them here."""
+    assert [group_name("alpha", g) for g in Group] == [
+        "alpha-manager",
+        "alpha-manager2",
+        "alpha-worker",
+    ]
+    assert workers_key_name("alpha") == "alpha-workers"
+    assert image_name("alpha", "20240102-030405") == "alpha-worker-20240102-030405"
 
 
 # ---- filters -----------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Cluster bring-up as steps with undo.
 
 Each step reuses what a previous run made (found by tags) and records what
-it creates; a failure undoes, newest first, only what this run created.
+it creates; a failure undoes, newest first, only what this run created, with
+teardown's own deletes (`undo.py`).
 """
 
 from __future__ import annotations
@@ -15,18 +16,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..aws.admin import AdminEc2, image_snapshots
+from ..aws.admin import AdminEc2
 from ..aws.client import CloudError, Instance
 from ..config import ServerConfig, server_config_from, write_server_config
-from ..tags import Role, tags_for
+from ..install_paths import INSTALL_BIN
+from ..tags import Group, Role, group_name, image_name, tags_for
+from ..waiting import TimedOut, poll_until
 from .groups import ClusterGroups, ensure_security_groups
 from .image import build_worker_image, find_worker_image
 from .options import LaunchOptions
-from .provision import Node, install_os_packages
+from .provision import Node, install_os_packages, sudo_for
+from .undo import UndoLog
 
 Say = Callable[[str], None]
 PREINSTALLED_TAG = "cloudjhub:preinstalled"
 NOTEBOOK_PORT = 8888
+PROGRESS_EVERY = 10.0  # seconds between "waiting for ..." lines of one wait
 
 
 class LaunchError(Exception):
@@ -54,7 +59,7 @@ class LaunchResult:
 def plan(ec2: AdminEc2, opts: LaunchOptions) -> list[str]:
     """What a launch would create (or reuse), for --dry-run."""
     c = opts.cluster
-    lines = [f"security group {c}-{g}" for g in ("manager", "manager2", "worker")]
+    lines = [f"security group {group_name(c, g)}" for g in Group]
     if opts.instance.CUSTOM_WORKER_AMI:
         lines.append(f"worker image: use {opts.instance.CUSTOM_WORKER_AMI} (custom)")
     elif (existing := find_worker_image(ec2)) is not None:
@@ -63,7 +68,7 @@ def plan(ec2: AdminEc2, opts: LaunchOptions) -> list[str]:
         lines += [
             f"builder instance ({opts.instance.WORKER_INSTANCE_TYPE}) from {opts.base_ami}, "
             "terminated after imaging",
-            f"worker image {c}-worker-<date> and its snapshot",
+            f"worker image {image_name(c, '<date>')} and its snapshot",
         ]
     managers = ec2.cluster_instances(Role.MANAGER)
     if managers:
@@ -87,7 +92,7 @@ class Launch:
         self.opts = opts
         self.say = say
         self.created = Created()
-        self._undo: list[tuple[str, Callable[[], None]]] = []
+        self._undo = UndoLog(ec2, say, opts.timeout, opts.poll)
         self._preinstalled: str | None = None
 
     # ---- driver ----------------------------------------------------------
@@ -115,28 +120,22 @@ class Launch:
         self.say(f"launch failed: {exc}")
         if self.opts.keep_on_failure:
             self.say("--keep-on-failure: leaving what this run created:")
-            for what, _ in self._undo:
-                self.say(f"  kept {what}")
+            self._undo.keep()
             return
-        for what, undo in reversed(self._undo):
-            try:
-                undo()
-                self.say(f"  rolled back {what}")
-            except Exception as undo_exc:
-                self.say(f"  could NOT roll back {what}: {undo_exc}")
+        self._undo.roll_back()
 
     def _wait(self, what: str, done: Callable[[], bool]) -> None:
-        started = time.monotonic()
-        deadline = started + self.opts.timeout
-        last = 0.0
-        while not done():
-            elapsed = time.monotonic() - started
-            if time.monotonic() > deadline:
-                raise CloudError(f"timed out after {elapsed:.0f}s waiting for {what}")
-            if elapsed - last >= 10 or last == 0:
-                self.say(f"  waiting for {what} ({elapsed:.0f}s)")
-                last = elapsed or 0.001
-            time.sleep(self.opts.poll)
+        try:
+            poll_until(
+                done,
+                timeout=self.opts.timeout,
+                interval=self.opts.poll,
+                what=what,
+                progress=lambda _, elapsed: self.say(f"  waiting for {what} ({elapsed:.0f}s)"),
+                progress_every=PROGRESS_EVERY,
+            )
+        except TimedOut as late:
+            raise CloudError(str(late)) from late
 
     def _preinstalled_bin(self) -> str | None:
         """An image tagged with cloudjhub's bin dir has everything installed already
@@ -149,8 +148,8 @@ class Launch:
 
     def security_groups(self) -> ClusterGroups:
         vpc = self.ec2.subnets([self.opts.public_subnet])[self.opts.public_subnet]["VpcId"]
-        made: list[str] = []
-        self._undo.append(("security groups made by this run", lambda: self._delete_groups(made)))
+        made: dict[str, str] = {}
+        self._undo.add("security groups made by this run", lambda: self._undo.groups(made))
         groups = ensure_security_groups(
             self.ec2,
             vpc,
@@ -160,20 +159,12 @@ class Launch:
             created=made,
             public_ports=self.opts.public_ports,
         )
-        self.created.security_groups += made
+        self.created.security_groups += list(made)
         self.say(
             f"security groups: manager {groups.manager}, manager2 {groups.manager2}, "
             f"worker {groups.worker}" + (" (created)" if made else " (reused)")
         )
         return groups
-
-    def _delete_groups(self, made: list[str]) -> None:
-        """Newest first: manager2 and worker refer to the groups made before them."""
-        order = list(reversed(made))
-        for group_id in order:
-            self.ec2.revoke_group_references(group_id, order)
-        for group_id in order:
-            self.ec2.delete_security_group(group_id)
 
     def worker_image(self, groups: ClusterGroups) -> str:
         if self.opts.instance.CUSTOM_WORKER_AMI:
@@ -184,7 +175,7 @@ class Launch:
             self.say(f"worker image: {existing} (reused)")
             return existing
         made: list[str] = []
-        self._undo.append(("the worker image made by this run", lambda: self._delete_images(made)))
+        self._undo.add("the worker image made by this run", lambda: self._undo.images(made))
         image_id = build_worker_image(
             self.ec2,
             self.opts.base_ami,
@@ -201,22 +192,6 @@ class Launch:
         )
         self.created.images.append(image_id)
         return image_id
-
-    def _delete_images(self, made: list[str]) -> None:
-        for image_id in made:
-            self._delete_image(image_id)
-
-    def _delete_image(self, image_id: str) -> None:
-        """The image and its snapshots, found from its block devices (tags come later)."""
-        snapshots = set(image_snapshots(self.ec2.image(image_id) or {}))
-        snapshots |= {
-            s["SnapshotId"]
-            for s in self.ec2.cluster_snapshots()
-            if image_id in s.get("Description", "")
-        }
-        self.ec2.deregister_image(image_id)
-        for snapshot in sorted(snapshots):
-            self.ec2.delete_snapshot(snapshot)
 
     def _node(self, instance: Instance, login: str) -> Node:
         return Node(
@@ -264,9 +239,7 @@ class Launch:
                 public_ip=True,  # the hub's public face
             )
             self.created.instances.append(manager.id)
-            self._undo.append(
-                (f"manager instance {manager.id}", lambda: self._terminate(manager.id))
-            )
+            self._undo.add(f"manager instance {manager.id}", lambda: self._undo.manager(manager))
             self.say(f"manager instance: {manager.id} (launched)")
         found: list[Instance] = []
 
@@ -276,13 +249,6 @@ class Launch:
 
         self._wait(f"manager {manager.id} to run", running_now)
         return found[0]
-
-    def _terminate(self, instance_id: str) -> None:
-        self.ec2.terminate([instance_id], roles=[Role.MANAGER])
-        self._wait(
-            f"{instance_id} to terminate",
-            lambda: all(i.state == "terminated" for i in self.ec2.describe([instance_id])),
-        )
 
     def _server_config(
         self, manager: Instance, image_id: str, groups: ClusterGroups
@@ -310,10 +276,14 @@ class Launch:
             "launch options",
         )
 
+    @property
+    def _bin_dir(self) -> str:
+        """Where cloudjhub's commands are on the images this launch uses."""
+        return self._preinstalled or INSTALL_BIN
+
     def _worker_command(self) -> list[str]:
-        sudo = [] if self.opts.instance.WORKER_USERNAME == "root" else ["sudo", "-n"]
-        bin_dir = self._preinstalled or "/opt/cloudjhub/venv/bin"
-        return [*sudo, f"{bin_dir}/cloudjhub-worker"]
+        sudo = sudo_for(self.opts.instance.WORKER_USERNAME)
+        return [*sudo, f"{self._bin_dir}/cloudjhub-worker"]
 
     def setup_manager(self, manager: Instance, image_id: str, groups: ClusterGroups) -> str:
         """OS packages (unless preinstalled), then cloudjhub's own setup; returns the
@@ -335,10 +305,9 @@ class Launch:
                 "cert": self.opts.ssl_cert.read_text(),
                 "key": self.opts.ssl_key.read_text(),
             }
-        bin_dir = self._preinstalled or "/opt/cloudjhub/venv/bin"
-        sudo = [] if node.login == "root" else ["sudo", "-n"]
         self.say(f"  setting up the hub on {manager.id}")
-        result = node.run([*sudo, f"{bin_dir}/cloudjhub", "setup-manager"], json.dumps(request))
+        setup = [*node.sudo, f"{self._bin_dir}/cloudjhub", "setup-manager"]
+        result = node.run(setup, json.dumps(request))
         if result.status != 0:
             raise CloudError(
                 f"manager setup failed on {manager.id}: {result.stderr.strip()[-2000:]}"
@@ -355,7 +324,7 @@ class Launch:
             name, public_key, tags_for(self.opts.cluster, Role.MANAGER, name=name)
         )
         self.created.key_pairs.append(name)
-        self._undo.append((f"key pair {name}", lambda: self.ec2.delete_key_pair(name)))
+        self._undo.add(f"key pair {name}", lambda: self._undo.key_pair(name))
         self.say(f"key pair {name}: imported")
 
     def wait_for_hub(self, manager: Instance) -> str:

@@ -10,10 +10,11 @@ be deleted in that order.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 
 from ..aws.admin import AdminEc2
-from ..tags import Role, tags_for
+from ..tags import Group, Role, group_name, tags_for
 
 HUB_API_PORT = 8081
 
@@ -41,37 +42,35 @@ def ensure_security_groups(
     admin_cidr: str | None = None,
     notebook_port: int = 8888,
     ssh_port: int = 22,
-    created: list[str] | None = None,
+    created: MutableMapping[str, str] | None = None,
     public_ports: tuple[int, ...] = (80,),
 ) -> ClusterGroups:
-    """Find or create the groups; ids created are appended to `created` as they are
-    made, so a caller can undo them even if a later rule fails."""
+    """Find or create the groups; each one created is recorded in `created` (id ->
+    name) as it is made, so a caller can undo it even if a later rule fails."""
     cluster = ec2.cluster
-    ids: dict[str, str] = {}
+    ids: dict[Group, str] = {}
     if created is None:
-        created = []
-    for suffix, text in (
-        ("manager", "cloudjhub hub: public web"),
-        ("manager2", "cloudjhub hub: API for workers"),
-        ("worker", "cloudjhub workers: only from the hub"),
+        created = {}
+    for group, text in (
+        (Group.MANAGER, "cloudjhub hub: public web"),
+        (Group.MANAGER2, "cloudjhub hub: API for workers"),
+        (Group.WORKER, "cloudjhub workers: only from the hub"),
     ):
-        name = f"{cluster}-{suffix}"
+        name = group_name(cluster, group)
+        role = Role.WORKER if group is Group.WORKER else Role.MANAGER
         group_id, new = ec2.ensure_security_group(
-            vpc_id,
-            name,
-            text,
-            tags_for(cluster, Role.MANAGER if suffix != "worker" else Role.WORKER, name=name),
+            vpc_id, name, text, tags_for(cluster, role, name=name)
         )
-        ids[suffix] = group_id
+        ids[group] = group_id
         if new:
-            created.append(group_id)
+            created[group_id] = name
+    manager, manager2, worker = ids[Group.MANAGER], ids[Group.MANAGER2], ids[Group.WORKER]
     manager_rules = [_tcp(port, cidr="0.0.0.0/0") for port in public_ports]
     if admin_cidr:
         manager_rules.append(_tcp(ssh_port, cidr=admin_cidr))
-    ec2.authorize_ingress(ids["manager"], manager_rules)
+    ec2.authorize_ingress(manager, manager_rules)
     ec2.authorize_ingress(
-        ids["worker"],
-        [_tcp(ssh_port, group=ids["manager"]), _tcp(notebook_port, group=ids["manager"])],
+        worker, [_tcp(ssh_port, group=manager), _tcp(notebook_port, group=manager)]
     )
-    ec2.authorize_ingress(ids["manager2"], [_tcp(HUB_API_PORT, group=ids["worker"])])
-    return ClusterGroups(ids["manager"], ids["manager2"], ids["worker"], tuple(created))
+    ec2.authorize_ingress(manager2, [_tcp(HUB_API_PORT, group=worker)])
+    return ClusterGroups(manager, manager2, worker, tuple(created))

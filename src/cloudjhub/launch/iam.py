@@ -35,8 +35,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..config import InstanceConfig
-from ..tags import CLUSTER_TAG, ROLE_TAG, Role, validate_cluster_name
-from .teardown import workers_key_name
+from ..tags import CLUSTER_TAG, ROLE_TAG, Role, validate_cluster_name, workers_key_name
 
 DEFAULT_INSTANCE_TYPE: str = InstanceConfig.model_fields["WORKER_INSTANCE_TYPE"].default
 

@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 from ..aws.admin import AdminEc2
 from ..aws.client import CloudError, Instance
-from ..tags import Role, tags_for
+from ..tags import Role, image_name, tags_for
+from ..waiting import TimedOut, poll_until
 
 Progress = Callable[[str], None]
 
@@ -52,18 +53,12 @@ def build_worker_image(
         builder = _wait_instance(ec2, builder.id, "running", timeout, poll, progress)
         if provision is not None:
             provision(builder)
-        name = f"{ec2.cluster}-worker-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = image_name(ec2.cluster, time.strftime("%Y%m%d-%H%M%S"))
         image_id = ec2.create_image(builder.id, name, tags_for(ec2.cluster, Role.IMAGE))
         if on_image is not None:
             on_image(image_id)
         progress(f"imaging {builder.id} as {image_id}")
-        deadline = time.monotonic() + timeout
-        started = time.monotonic()
-        while (state := ec2.image_state(image_id)) != "available":
-            if state in ("failed", "deregistered", "missing") or time.monotonic() > deadline:
-                raise CloudError(f"worker image {image_id} ended in state {state!r}")
-            progress(f"waiting for image {image_id}: {state} ({time.monotonic() - started:.0f}s)")
-            time.sleep(poll)
+        _wait_image(ec2, image_id, timeout, poll, progress)
         ec2.tag_image_snapshots(image_id, tags_for(ec2.cluster, Role.IMAGE))
         progress(f"worker image {image_id} is available")
         return image_id
@@ -75,12 +70,37 @@ def build_worker_image(
 def _wait_instance(
     ec2: AdminEc2, instance_id: str, state: str, timeout: float, poll: float, progress: Progress
 ) -> Instance:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = ec2.describe([instance_id])
-        if found and found[0].state == state:
-            return found[0]
-        if time.monotonic() > deadline:
-            raise CloudError(f"instance {instance_id} did not become {state}")
-        progress(f"waiting for {instance_id} to be {state}")
-        time.sleep(poll)
+    try:
+        polled = poll_until(
+            lambda: ec2.describe([instance_id]),
+            timeout=timeout,
+            interval=poll,
+            done=lambda found: bool(found) and found[0].state == state,
+            progress=lambda _found, _elapsed: progress(f"waiting for {instance_id} to be {state}"),
+        )
+    except TimedOut as late:
+        raise CloudError(f"instance {instance_id} did not become {state}") from late
+    return polled.value[0]
+
+
+def _wait_image(
+    ec2: AdminEc2, image_id: str, timeout: float, poll: float, progress: Progress
+) -> None:
+    def state() -> str:
+        now = ec2.image_state(image_id)
+        if now in ("failed", "deregistered", "missing"):
+            raise CloudError(f"worker image {image_id} ended in state {now!r}")
+        return now
+
+    try:
+        poll_until(
+            state,
+            timeout=timeout,
+            interval=poll,
+            done="available".__eq__,
+            progress=lambda now, elapsed: progress(
+                f"waiting for image {image_id}: {now} ({elapsed:.0f}s)"
+            ),
+        )
+    except TimedOut as late:
+        raise CloudError(f"worker image {image_id} ended in state {late.value!r}") from late

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..config import InstanceConfig
-from ..tags import validate_cluster_name
+from ..tags import validate_cluster_name, workers_key_name
 
 
 class LaunchOptions(BaseModel):
@@ -68,7 +68,7 @@ class LaunchOptions(BaseModel):
 
     @property
     def workers_key_name(self) -> str:
-        return f"{self.cluster}-workers"
+        return workers_key_name(self.cluster)
 
     @property
     def record_file(self) -> Path:

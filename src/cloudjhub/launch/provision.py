@@ -10,7 +10,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +17,17 @@ from pathlib import Path
 from .. import remote
 from ..aws.admin import AdminEc2
 from ..aws.client import CloudError, Instance
+from ..waiting import TimedOut, poll_until
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 REPO_ROOT = Path(__file__).resolve().parents[3]
+# SSH waits look at most once a second, however short the launch's poll.
+MIN_SSH_POLL = 1.0
+
+
+def sudo_for(login: str) -> list[str]:
+    """What runs a command as root for this login user (root needs nothing)."""
+    return [] if login == "root" else ["sudo", "-n"]
 
 
 @dataclass
@@ -48,44 +55,59 @@ class Node:
 
     @property
     def sudo(self) -> list[str]:
-        return [] if self.login == "root" else ["sudo", "-n"]
+        return sudo_for(self.login)
+
+    def _wait(self, check: Callable[[], object], waiting: str, failed: str) -> None:
+        """Poll `check` until it is truthy, saying `waiting` between looks."""
+        try:
+            poll_until(
+                check,
+                timeout=self.timeout,
+                interval=max(self.poll, MIN_SSH_POLL),
+                progress=lambda _value, _elapsed: self.say(f"  {waiting}"),
+            )
+        except TimedOut as late:
+            raise CloudError(failed) from late
 
     def _pin(self) -> tuple[str, ...]:
         if self._keys:
             return self._keys
-        deadline = time.monotonic() + self.timeout
-        while True:
+
+        def keys() -> tuple[str, ...]:
             if self.known_hosts is not None:
-                keys = remote.read_known_hosts(self.known_hosts, self.host, self.port)
+                found = remote.read_known_hosts(self.known_hosts, self.host, self.port)
             else:
-                keys = remote.parse_console_host_keys(
+                found = remote.parse_console_host_keys(
                     self.ec2.console_output(self.instance.id, self.instance.instance_type)
                 )
-            if keys:
-                self._keys = tuple(keys)
-                return self._keys
-            if time.monotonic() > deadline:
-                source = self.known_hosts or "its console output"
-                raise CloudError(f"{self.instance.id} published no SSH host key in {source}")
-            self.say(f"  waiting for {self.instance.id} to publish its SSH host key")
-            time.sleep(max(self.poll, 1.0))
+            self._keys = tuple(found)
+            return self._keys
+
+        source = self.known_hosts or "its console output"
+        self._wait(
+            keys,
+            f"waiting for {self.instance.id} to publish its SSH host key",
+            f"{self.instance.id} published no SSH host key in {source}",
+        )
+        return self._keys
 
     def target(self) -> remote.Target:
         return remote.Target(self.host, self.port, self.login, self.key_file, self._pin())
 
     def wait_for_ssh(self) -> None:
-        deadline = time.monotonic() + self.timeout
         target = self.target()
-        while True:
+
+        def answers() -> bool:
             try:
-                if remote.run_on(target, ["true"], timeout=30).status == 0:
-                    return
+                return remote.run_on(target, ["true"], timeout=30).status == 0
             except remote.Unreachable:
-                pass
-            if time.monotonic() > deadline:
-                raise CloudError(f"{self.instance.id} ({self.host}) does not answer SSH")
-            self.say(f"  waiting for SSH on {self.instance.id} ({self.host}:{self.port})")
-            time.sleep(max(self.poll, 1.0))
+                return False
+
+        self._wait(
+            answers,
+            f"waiting for SSH on {self.instance.id} ({self.host}:{self.port})",
+            f"{self.instance.id} ({self.host}) does not answer SSH",
+        )
 
     def run(self, argv: list[str], stdin: str = "", timeout: float = 1800) -> remote.CommandResult:
         return remote.run_on(self.target(), argv, stdin.encode(), timeout)

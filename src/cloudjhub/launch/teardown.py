@@ -3,24 +3,25 @@
 Finding and deleting are separate steps so that --dry-run and the confirmation
 prompt show exactly what the deletion will touch. Every delete goes through an
 `AdminEc2` guard that re-reads the resource's tags first. Failures are collected,
-not raised, so one stuck resource does not hide what else is left.
+not raised, so one stuck resource does not hide what else is left. A failed
+launch undoes what it made with these same deletes (`launch/undo.py`).
 """
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..aws.admin import AdminEc2, image_snapshots
 from ..aws.client import CloudError, Instance
-from ..tags import CLUSTER_TAG, USER_TAG, Role, tag_dict
+from ..tags import CLUSTER_TAG, USER_TAG, Group, Role, group_name, tag_dict, workers_key_name
+from ..waiting import TimedOut, poll_until
 
 Progress = Callable[[str], None]
 
 # Rules point manager2 -> worker -> manager, so delete in this order.
-GROUP_ORDER = ("manager2", "worker", "manager")
+GROUP_ORDER = (Group.MANAGER2, Group.WORKER, Group.MANAGER)
 DESTROY_ROLES = (Role.WORKER, Role.MANAGER, Role.BUILDER)
 _DEPENDENCY_HINT = (
     " (still used by an instance or network interface, or referenced by a security group "
@@ -69,10 +70,6 @@ class Plan:
         )
 
 
-def workers_key_name(cluster: str) -> str:
-    return f"{cluster}-workers"
-
-
 def _live(instances: Iterable[Instance]) -> tuple[Instance, ...]:
     alive = [i for i in instances if i.state != "terminated"]
     return tuple(sorted(alive, key=lambda i: (i.role or "", i.user or "", i.id)))
@@ -98,7 +95,7 @@ def plan_terminate_workers(ec2: AdminEc2, delete_home_volumes: bool) -> Plan:
 
 
 def _groups(ec2: AdminEc2) -> tuple[tuple[Item, ...], list[str]]:
-    names = [f"{ec2.cluster}-{suffix}" for suffix in GROUP_ORDER]
+    names = [group_name(ec2.cluster, group) for group in GROUP_ORDER]
     ours: dict[str, Item] = {}
     notes = []
     for group in ec2.security_groups_named(names):
@@ -191,18 +188,26 @@ def wait_for(
     poll: float,
 ) -> dict[str, str]:
     """Poll `read` until every state is done or the deadline passes; return the last states."""
-    started = time.monotonic()
-    while True:
-        states = read()
-        elapsed = time.monotonic() - started
-        if all(done(s) for s in states.values()):
-            progress(f"{what}: done ({elapsed:.0f}s)")
-            return states
+
+    def report(states: dict[str, str], elapsed: float) -> None:
         summary = ", ".join(f"{n} {s}" for s, n in sorted(Counter(states.values()).items()))
         progress(f"waiting for {what}: {summary} ({elapsed:.0f}s)")
-        if elapsed >= timeout:
-            return states
-        time.sleep(poll)
+
+    try:
+        polled = poll_until(
+            read,
+            timeout=timeout,
+            interval=poll,
+            done=lambda states: all(done(s) for s in states.values()),
+            what=what,
+            progress=report,
+        )
+    except TimedOut as late:
+        left: dict[str, str] = late.value
+        report(left, late.elapsed)  # the caller reports what is left as failed
+        return left
+    progress(f"{what}: done ({polled.elapsed:.0f}s)")
+    return polled.value
 
 
 def terminate(
@@ -287,10 +292,11 @@ def delete_groups(
         except CloudError as exc:
             progress(f"could not revoke rules of {group.id}: {exc}")
     failures = []
-    started = time.monotonic()
-    pending, attempts = items, 0
-    while True:
-        attempts += 1
+    pending = items
+
+    def attempt() -> list[tuple[Item, CloudError]]:
+        """Delete what is pending; what DependencyViolation blocked is pending next."""
+        nonlocal pending
         blocked: list[tuple[Item, CloudError]] = []
         for group in pending:
             try:
@@ -301,22 +307,26 @@ def delete_groups(
                     blocked.append((group, exc))
                 else:
                     failures.append(Failure(f"security group {group.id} ({group.label})", str(exc)))
-        elapsed = time.monotonic() - started
-        if not blocked or elapsed >= limit:
-            break
+        pending = [g for g, _ in blocked]
+        return blocked
+
+    def report(blocked: list[tuple[Item, CloudError]], elapsed: float) -> None:
         names = ", ".join(f"{g.id} ({g.label})" for g, _ in blocked)
         progress(
             f"waiting for security group(s) {names} to lose their dependents "
             f"(DependencyViolation; network interfaces of terminated instances linger): "
             f"retrying every {poll:.0f}s ({elapsed:.0f}s of {limit:.0f}s)"
         )
-        time.sleep(max(0.0, min(poll, limit - elapsed)))
-        pending = [g for g, _ in blocked]
-    tried = f"; tried {attempts} times in {elapsed:.0f}s" if attempts > 1 else ""
-    failures += [
-        Failure(f"security group {g.id} ({g.label})", f"{exc}{_DEPENDENCY_HINT}{tried}")
-        for g, exc in blocked
-    ]
+
+    try:
+        poll_until(attempt, timeout=limit, interval=poll, done=lambda b: not b, progress=report)
+    except TimedOut as late:
+        attempts = late.last.checks
+        tried = f"; tried {attempts} times in {late.elapsed:.0f}s" if attempts > 1 else ""
+        failures += [
+            Failure(f"security group {g.id} ({g.label})", f"{exc}{_DEPENDENCY_HINT}{tried}")
+            for g, exc in late.value
+        ]
     return failures
 
 
@@ -331,6 +341,36 @@ def _each(
         except CloudError as exc:
             failures.append(Failure(f"{kind} {item.id}", str(exc)))
     return failures
+
+
+def deregister_images(ec2: AdminEc2, images: Iterable[Item], progress: Progress) -> list[Failure]:
+    return _each("image", images, ec2.deregister_image, progress)
+
+
+def delete_snapshots(ec2: AdminEc2, snapshots: Iterable[Item], progress: Progress) -> list[Failure]:
+    return _each("snapshot", snapshots, ec2.delete_snapshot, progress)
+
+
+def delete_key_pair(ec2: AdminEc2, name: str, progress: Progress) -> list[Failure]:
+    return _each("key pair", [Item(name)], ec2.delete_key_pair, progress)
+
+
+def snapshots_of(ec2: AdminEc2, image_id: str) -> tuple[Item, ...]:
+    """An image's snapshots, from its block devices and from the cluster's snapshots
+    that name it (an image that never became available may list none yet)."""
+    ids = set(image_snapshots(ec2.image(image_id) or {}))
+    ids |= {
+        s["SnapshotId"] for s in ec2.cluster_snapshots() if image_id in s.get("Description", "")
+    }
+    return tuple(Item(sid) for sid in sorted(ids))
+
+
+def delete_image(ec2: AdminEc2, image_id: str, progress: Progress) -> list[Failure]:
+    """One image, then its snapshots (found first: a deregistered image lists none);
+    snapshots of an image that could not be deregistered are still in use, so kept."""
+    snapshots = snapshots_of(ec2, image_id)
+    failures = deregister_images(ec2, [Item(image_id)], progress)
+    return failures or delete_snapshots(ec2, snapshots, progress)
 
 
 def destroy(
@@ -349,8 +389,8 @@ def destroy(
     failures = terminate(ec2, plan.instances, DESTROY_ROLES, progress, timeout, poll)
     failures += delete_home_volumes(ec2, plan.home_volumes, progress, timeout, poll)
     failures += delete_groups(ec2, plan.groups, progress, group_timeout, poll)
-    failures += _each("image", plan.images, ec2.deregister_image, progress)
-    failures += _each("snapshot", plan.snapshots, ec2.delete_snapshot, progress)
+    failures += deregister_images(ec2, plan.images, progress)
+    failures += delete_snapshots(ec2, plan.snapshots, progress)
     if plan.key_pair:
-        failures += _each("key pair", [Item(plan.key_pair)], ec2.delete_key_pair, progress)
+        failures += delete_key_pair(ec2, plan.key_pair, progress)
     return failures

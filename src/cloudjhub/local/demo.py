@@ -35,6 +35,7 @@ from ..hub.settings import (
     SpawnerSettings,
     write_settings,
 )
+from ..waiting import TimedOut, poll_until
 from . import motoserver
 from .awslike import ipreuse
 from .awslike.proxy import CONTROL_PATH, AwsLikeProxy
@@ -113,18 +114,20 @@ def hub_settings(
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    def answers() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback URL we built
-                return
+                return True
         except OSError:
             pass
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the hub exited with status {proc.returncode}; see its log")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
-        time.sleep(0.2)
+        return False
+
+    try:
+        poll_until(answers, timeout=timeout, interval=0.2)
+    except TimedOut as late:
+        raise RuntimeError(f"{url} did not answer within {timeout:.0f}s") from late
 
 
 @dataclass

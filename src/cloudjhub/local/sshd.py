@@ -13,10 +13,10 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 from ..keys import ensure_ed25519
+from ..waiting import TimedOut, poll_until
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 
@@ -133,14 +133,17 @@ def end_pids(pids: list[int], grace: float = 5.0) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    alive = list(pids)
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.05)
-        alive = [p for p in alive if _alive(p)]
-    for pid in alive:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    try:
+        poll_until(
+            lambda: [p for p in pids if _alive(p)],
+            timeout=grace,
+            interval=0.05,
+            done=lambda alive: not alive,
+        )
+    except TimedOut as late:
+        for pid in late.value:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:
