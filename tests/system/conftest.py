@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,15 +19,11 @@ import boto3
 import pytest
 import requests
 
+from cloudjhub.local.ports import free_port
 from cloudjhub.remote import tcp_open
+from tests.helpers import alive
 
 CLI = Path(sys.executable).with_name("cloudjhub")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -105,13 +100,6 @@ class Demo:
             time.sleep(0.5)
 
 
-def zombie_or_gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
 def _sshd_ip(root: Path) -> str | None:
     cfg = root / "etc" / "ssh" / "sshd_config"
     if not cfg.exists():
@@ -170,7 +158,7 @@ def launch_demo(
 
 def leftovers(demo: Demo, hub_pids: set[int]) -> list[str]:
     """What the demo started that is still alive or listening (should be nothing)."""
-    found = [f"hub {pid}" for pid in hub_pids if not zombie_or_gone(pid)]
+    found = [f"hub {pid}" for pid in hub_pids if alive(pid)]
     for marker in (f"CLOUDJHUB_DEMO_HUB={demo.state_dir}", f"CLOUDJHUB_FLEET={demo.state_dir}"):
         needle = marker.encode() + b"\0"
         for entry in Path("/proc").iterdir():
@@ -178,7 +166,7 @@ def leftovers(demo: Demo, hub_pids: set[int]) -> list[str]:
                 if (
                     entry.name.isdigit()
                     and needle in (entry / "environ").read_bytes()
-                    and not zombie_or_gone(int(entry.name))
+                    and alive(int(entry.name))
                 ):
                     found.append(f"process {entry.name} with {marker}")
     port = int(demo.hub_url.rsplit(":", 1)[1].strip("/"))

@@ -13,7 +13,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import requests
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
+from cloudjhub.local.ports import free_port
 from cloudjhub.remote import tcp_open
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(150)]
@@ -37,12 +37,6 @@ CLI = Path(sys.executable).with_name("cloudjhub")
 # Never culled or self-stopped during the test.
 IDLE_TIMEOUT = 600
 VPC_CIDR = f"127.{random.randint(210, 249)}.0.0/16"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def proc_state(pid: int) -> str | None:

@@ -33,6 +33,7 @@ from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.config import InstanceConfig
 from cloudjhub.launch.cluster import Launch, LaunchError
 from cloudjhub.launch.options import LaunchOptions
+from tests.helpers import inventory
 
 pytestmark = pytest.mark.system
 
@@ -65,24 +66,7 @@ class Cloud:
         )
 
     def inventory(self) -> dict[str, Any]:
-        """Everything that exists (terminated instances excluded: AWS lists them for an hour)."""
-        c = self.ec2()
-        instances = sorted(
-            (i["InstanceId"], i["State"]["Name"])
-            for r in c.describe_instances()["Reservations"]
-            for i in r["Instances"]
-            if i["State"]["Name"] != "terminated"
-        )
-        return {
-            "instances": instances,
-            "groups": sorted(g["GroupId"] for g in c.describe_security_groups()["SecurityGroups"]),
-            "images": sorted(i["ImageId"] for i in c.describe_images(Owners=["self"])["Images"]),
-            "snapshots": sorted(
-                s["SnapshotId"] for s in c.describe_snapshots(OwnerIds=["self"])["Snapshots"]
-            ),
-            "keys": sorted(k["KeyName"] for k in c.describe_key_pairs()["KeyPairs"]),
-            "volumes": sorted(v["VolumeId"] for v in c.describe_volumes()["Volumes"]),
-        }
+        return inventory(self.ec2(), live_only=True)
 
     def args(self, cluster: str) -> list[str]:
         e = self.env

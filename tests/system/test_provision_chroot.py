@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from cloudjhub.launch.provision import SCRIPTS, build_wheel
+from cloudjhub.local.ports import free_port
 
 pytestmark = pytest.mark.system
 
@@ -67,12 +68,6 @@ def debian(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_install_worker_script_then_real_mode_start(debian: Path, tmp_path: Path) -> None:
     wheel = build_wheel(tmp_path)
     shutil.copy(wheel, debian / "tmp" / wheel.name)
@@ -110,7 +105,7 @@ def test_install_worker_script_then_real_mode_start(debian: Path, tmp_path: Path
     assert refused.returncode == 2 and "system account" in refused.stderr, refused.stderr
 
     # Real mode: the agent creates the account and runs the server as that user.
-    port = _free_port()
+    port = free_port()
     request = {
         "user": "alice",
         "ip": "127.0.0.1",

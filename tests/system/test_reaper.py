@@ -20,6 +20,7 @@ from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.config import load_server_config
 from cloudjhub.reaper import default_timing
+from tests.helpers import alive
 
 if TYPE_CHECKING:
     from tests.system.conftest import Demo
@@ -42,13 +43,6 @@ def children(pid: int) -> list[int]:
         if stat and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
             found.append(int(entry.name))
     return found
-
-
-def gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def launch_orphan(demo: Demo, user: str) -> str:
@@ -95,7 +89,7 @@ def test_orphan_is_reaped_and_wanted_servers_are_adopted_after_a_hub_crash(
     restarted = time.monotonic()
     out = (demo.state_dir / "demo.out").read_text()
     assert "JupyterHub exited unexpectedly with status -9; restarting it" in out
-    assert all(gone(pid) for pid in managed), "the dead hub's proxy or services live on"
+    assert all(not alive(pid) for pid in managed), "the dead hub's proxy or services live on"
 
     # Adopted: the same servers, on the same instances, reachable through the new proxy.
     for user in USERS:

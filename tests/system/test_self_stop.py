@@ -14,7 +14,6 @@ import logging
 import random
 import secrets
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -27,7 +26,9 @@ import requests
 
 from cloudjhub.local import motoserver
 from cloudjhub.local.demo import DemoStack
+from cloudjhub.local.ports import free_port
 from cloudjhub.worker.watchdog import check_interval
+from tests.helpers import alive
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(150)]
 
@@ -38,20 +39,6 @@ LIMIT = IDLE_TIMEOUT + GRACE
 REGION = "eu-west-1"
 # A loopback /16 of its own, so it never meets another local cloud on this machine.
 VPC_CIDR = f"127.{random.randint(210, 249)}.0.0/16"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 @pytest.fixture

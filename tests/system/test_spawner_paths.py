@@ -16,7 +16,6 @@ import json
 import os
 import random
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -40,10 +39,11 @@ from cloudjhub.fleet import Fleet
 from cloudjhub.local import motoserver
 from cloudjhub.local.cloud import prepare_demo_cluster, prepare_network
 from cloudjhub.local.emulator import FleetEmulator
+from cloudjhub.local.ports import free_port
 from cloudjhub.remote import CONSOLE_BEGIN, CONSOLE_END
 from cloudjhub.spawner import InstanceSpawner, SpawnError
 from cloudjhub.tags import CLUSTER_TAG, ROLE_TAG, USER_TAG, Role
-from tests.helpers import ApiCalls
+from tests.helpers import ApiCalls, alive
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
 
@@ -166,12 +166,6 @@ class Cloud:
         return name
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     """moto + a prepared cluster + the fleet emulator, for the whole module."""
@@ -289,14 +283,6 @@ def read_info(home: Path) -> dict[str, Any]:
     return json.loads((home / INFO_FILE).read_text())
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -390,13 +376,13 @@ async def test_stop_then_start_resumes_the_same_instance(cloud: Cloud) -> None:
     assert instance_id
     home = cloud.home(instance_id, user)
     server_pid = read_info(home)["pid"]
-    assert pid_alive(server_pid)
+    assert alive(server_pid)
     (home / "notes.txt").write_text("written before the stop\n")
 
     await first.stop()
 
     assert cloud.state_of(instance_id) == "stopped"
-    wait_until(lambda: not pid_alive(server_pid), 15, "the server to end with its instance")
+    wait_until(lambda: not alive(server_pid), 15, "the server to end with its instance")
     state = first.get_state()
     assert state["instance_id"] == instance_id
 

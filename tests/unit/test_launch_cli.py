@@ -26,6 +26,7 @@ from cloudjhub.cli import main
 from cloudjhub.commands import cloud_options
 from cloudjhub.commands.launch import launch
 from cloudjhub.tags import CLUSTER_TAG
+from tests.helpers import inventory as shared_inventory
 from tests.unit.conftest import REGION, Network, SshKey
 
 CREDENTIAL_VARIABLES = (
@@ -86,19 +87,7 @@ def lines(result: Result) -> list[str]:
 
 
 def inventory(ec2: LocalCloudEc2) -> dict[str, Any]:
-    c = ec2.client
-    return {
-        "instances": sorted(
-            i["InstanceId"] for r in c.describe_instances()["Reservations"] for i in r["Instances"]
-        ),
-        "groups": sorted(g["GroupId"] for g in c.describe_security_groups()["SecurityGroups"]),
-        "images": sorted(i["ImageId"] for i in c.describe_images(Owners=["self"])["Images"]),
-        "snapshots": sorted(
-            s["SnapshotId"] for s in c.describe_snapshots(OwnerIds=["self"])["Snapshots"]
-        ),
-        "keys": sorted(k["KeyName"] for k in c.describe_key_pairs()["KeyPairs"]),
-        "volumes": sorted(v["VolumeId"] for v in c.describe_volumes()["Volumes"]),
-    }
+    return shared_inventory(ec2.client)
 
 
 def recording_clients(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:

@@ -16,6 +16,7 @@ import pytest
 
 from cloudjhub import remote
 from cloudjhub.local import sshd
+from cloudjhub.local.ports import free_port
 
 SSHD_IP = "127.0.0.77"
 
@@ -28,12 +29,6 @@ def keygen(path: Path, kind: str = "ed25519") -> tuple[Path, str]:
     )
     kind_, data = path.with_suffix(".pub").read_text().split()[:2]
     return path, f"{kind_} {data}"
-
-
-def free_port(ip: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((ip, 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -29,13 +29,13 @@ from cloudjhub.worker.protocol import (
     StartRequest,
     read_request,
 )
+from tests.helpers import alive
 from tests.unit.worker_harness import (
     AGENT,
     FAKE_SERVER,
     SECRET,
     Worker,
     free_port,
-    process_running,
 )
 
 INVALID = [
@@ -255,7 +255,7 @@ def test_request_is_read_without_waiting_for_eof(worker: Worker) -> None:
         assert proc.wait(timeout=20) == 0
         out = json.loads(proc.stdout.read())
         worker.pids.add(out["pid"])
-        assert process_running(out["pid"])
+        assert alive(out["pid"])
     finally:
         proc.kill()
         proc.wait()

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.worker_harness import TOKEN, FakeHub, Instance, process_running, wait_for
+from tests.helpers import alive
+from tests.unit.worker_harness import TOKEN, FakeHub, Instance, wait_for
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def test_idle_server_shuts_its_machine_down(instance: Instance, hub: FakeHub) ->
 
     wait_for(instance.shutdown_request.exists, 30, "the shutdown request")
     assert "no activity" in instance.shutdown_request.read_text()
-    wait_for(lambda: not process_running(dog), 10, "the watchdog to end")
+    wait_for(lambda: not alive(dog), 10, "the watchdog to end")
     assert "shutting the instance down: no activity" in instance.watch_log.read_text()
     instance.assert_token_nowhere_on_disk()
 
@@ -62,7 +63,7 @@ def test_stop_ends_the_watchdog_and_zero_timeout_starts_none(
     dog = instance.record()["watchdog"]["pid"]
     stopped = instance.run("stop", "--user", "alice")
     assert json.loads(stopped.stdout) == {"stopped": True}
-    wait_for(lambda: not process_running(dog), 10, "the watchdog to end")
+    wait_for(lambda: not alive(dog), 10, "the watchdog to end")
 
     out = instance.start(instance.request("idle", hub.url, idle_timeout=0))
     assert instance.record()["watchdog"] is None

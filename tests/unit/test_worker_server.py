@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import alive
 from tests.unit.worker_harness import (
     SECRET,
     TOKEN,
     FakeHub,
     Instance,
     Worker,
-    process_running,
     wait_for,
     wait_gone,
 )
@@ -57,7 +57,7 @@ def test_start_runs_server_with_minimal_env_and_records_state(worker: Worker) ->
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out == {"pid": out["pid"], "ip": "127.0.0.1", "port": req["port"]}
-    assert process_running(out["pid"])
+    assert alive(out["pid"])
 
     info = worker.track_info("alice")
     assert info is not None and info["pid"] == out["pid"]
@@ -119,7 +119,7 @@ def test_start_replaces_running_server(worker: Worker) -> None:
     new_pid = json.loads(second.stdout)["pid"]
     assert new_pid != old_pid
     assert wait_gone(old_pid)
-    assert process_running(new_pid)
+    assert alive(new_pid)
     assert json.loads(worker.run("pids").stdout) == [new_pid]
     assert worker.log_file("alice").read_text().count("=== ") >= 2
 
@@ -206,17 +206,17 @@ def test_resume_keeps_the_same_server_and_returns_its_token(
         "resumed": True,
         "api_token": TOKEN,
     }
-    assert process_running(out["pid"])
+    assert alive(out["pid"])
     state = instance.record()
     assert state["resumed"] >= state["started"]
-    assert state["watchdog"]["pid"] != old_dog and process_running(state["watchdog"]["pid"])
-    wait_for(lambda: not process_running(old_dog), 10, "the old watchdog to end")
+    assert state["watchdog"]["pid"] != old_dog and alive(state["watchdog"]["pid"])
+    wait_for(lambda: not alive(old_dog), 10, "the old watchdog to end")
 
     # A different server (here: another setting) is started afresh, with the new token.
     changed = {**again, "env": {**again["env"], "JUPYTERHUB_ACTIVITY_INTERVAL": "7"}}
     fresh = instance.start(changed)
     assert set(fresh) == {"pid", "ip", "port"} and fresh["pid"] != out["pid"]
-    wait_for(lambda: not process_running(out["pid"]), 10, "the old server to end")
+    wait_for(lambda: not alive(out["pid"]), 10, "the old server to end")
     instance.assert_token_nowhere_on_disk()
 
 

@@ -12,7 +12,6 @@ import http.server
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cloudjhub.local.ports import free_port
+from tests.helpers import alive
 
 AGENT = [sys.executable, "-m", "cloudjhub.worker.cli"]
 SECRET = "s3cr3t-token-value-0123456789"
@@ -73,24 +75,9 @@ http.server.HTTPServer((ip, port), Handler).serve_forever()
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def process_running(pid: int) -> bool:
-    """Alive and not a zombie (our servers are reparented to init, which may not reap)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZXx"
-
-
 def wait_gone(pid: int, timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
-    while process_running(pid):
+    while alive(pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
@@ -188,7 +175,7 @@ class Worker:
         for user in self.users:
             self.run("stop", "--user", user, "--timeout", "2")
         for pid in self.pids:
-            if process_running(pid):
+            if alive(pid):
                 for kill in (os.killpg, os.kill):
                     with contextlib.suppress(OSError):
                         kill(pid, signal.SIGKILL)
@@ -311,6 +298,6 @@ class Instance:
     def cleanup(self) -> None:
         self.run("stop", "--user", "alice", "--timeout", "2")
         for pid in self.pids:
-            if process_running(pid):
+            if alive(pid):
                 with contextlib.suppress(OSError):
                     os.killpg(pid, signal.SIGKILL)

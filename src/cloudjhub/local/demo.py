@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from .awslike.settings import Behaviour
 from .cloud import VPC_CIDR, LocalNetwork, prepare_demo_cluster, prepare_network
 from .emulator import FleetEmulator
 from .guardian import Guardian
+from .ports import free_port
 from .sshd import end_pids, instance_pids
 
 DEMO_CLUSTER = "demo"
@@ -53,12 +53,6 @@ TOKEN_ENV = "CLOUDJHUB_DEMO_API_TOKEN"  # noqa: S105 - a variable name
 HUB_MARKER = "CLOUDJHUB_DEMO_HUB"
 # A hub that keeps dying is not restarted forever.
 MAX_RESTARTS, RESTART_WINDOW = 3, 300.0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 # Quick to notice changes on loopback, where nothing takes long.

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 
 from . import filters
+from .ports import free_port
 
 VALIDATION_FLAGS = {
     "MOTO_ENABLE_AMI_VALIDATION": "true",
@@ -125,18 +125,12 @@ def _patch_stop_instances() -> None:
     InstanceResponse.stop_instances = stop_instances  # type: ignore[method-assign,assignment]
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 class LocalEc2:
     """A moto server thread; `url` is its endpoint."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
-        self.port = port or _free_port(host)
+        self.port = port or free_port(host)
         self._server: object | None = None
 
     @property
