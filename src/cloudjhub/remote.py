@@ -11,6 +11,7 @@ import base64
 import shlex
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,20 +168,30 @@ def run(
     return run_on(target, argv, stdin, timeout)
 
 
-def _drain(stream: paramiko.ChannelFile, deadline: float) -> str:
-    """Read a stream to its end, keeping at most OUTPUT_CAP bytes of it.
+def _drain(channel: paramiko.Channel, recv: Callable[[int], bytes], deadline: float) -> str:
+    """Read one of a channel's streams to its end, keeping at most OUTPUT_CAP bytes.
 
     The instance is not trusted to be brief: what a user's own server writes can
     reach us (a failed spawn sends its log's tail), and a hub keeps many spawns'
     output in memory at once. Reading goes on past the cap, so the command is never
-    stalled on a full SSH window, but only until the deadline."""
+    stalled on a full SSH window, but only until the deadline: each read returns
+    what has arrived, and waits no longer than the time that is left."""
     kept = bytearray()
     total = 0
-    while chunk := stream.read(READ_CHUNK):
+    late = "the command's output did not end before its timeout"
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(late)
+        channel.settimeout(left)
+        try:
+            chunk = recv(READ_CHUNK)
+        except TimeoutError as exc:  # socket.timeout: nothing came before the deadline
+            raise TimeoutError(late) from exc
+        if not chunk:
+            break
         total += len(chunk)
         kept += chunk[: max(0, OUTPUT_CAP - len(kept))]
-        if time.monotonic() > deadline:
-            raise TimeoutError("the command's output did not end before its timeout")
     text = kept.decode(errors="replace")
     if total > OUTPUT_CAP:
         text += f"\n[cloudjhub: output cut at {OUTPUT_CAP // 1024} KB of {total} bytes]"
@@ -190,27 +201,34 @@ def _drain(stream: paramiko.ChannelFile, deadline: float) -> str:
 def run_on(
     target: Target, argv: list[str], stdin: bytes = b"", timeout: float = 120.0
 ) -> CommandResult:
-    """Run argv; each of stdout and stderr is kept up to OUTPUT_CAP bytes."""
+    """Run argv; each of stdout and stderr is kept up to OUTPUT_CAP bytes, and the
+    whole run is bounded by `timeout`."""
     client = _connect(target)
     deadline = time.monotonic() + timeout
+    # stderr is drained alongside stdout: unread stderr filling the SSH window
+    # would stall stdout until the timeout.
+    pool = ThreadPoolExecutor(max_workers=1)
     try:
-        chan_in, chan_out, chan_err = client.exec_command(shlex.join(argv), timeout=timeout)
+        chan_in, chan_out, _ = client.exec_command(shlex.join(argv), timeout=timeout)
+        channel = chan_out.channel
         if stdin:
             chan_in.write(stdin)
-        chan_in.channel.shutdown_write()
-        # Drain stderr alongside stdout: unread stderr filling the SSH window
-        # would stall stdout until the timeout.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            err_text = pool.submit(_drain, chan_err, deadline)
-            out = _drain(chan_out, deadline)
+        channel.shutdown_write()
+        err_text = pool.submit(_drain, channel, channel.recv_stderr, deadline)
+        try:
+            out = _drain(channel, channel.recv, deadline)
             err = err_text.result()
-        status = chan_out.channel.recv_exit_status()
+        finally:
+            if not err_text.done():  # stdout failed: end the stderr reader too
+                channel.close()
+        status = channel.recv_exit_status()
         if status == -1:
             raise Unreachable(f"SSH session to {target.host} closed without an exit status")
     except (paramiko.SSHException, OSError, EOFError) as exc:
         raise Unreachable(f"SSH session to {target.host} broke: {exc}") from exc
     finally:
         client.close()
+        pool.shutdown(wait=True)
     return CommandResult(status, out, err)
 
 

@@ -3,7 +3,7 @@
 The spawner is a thin state machine over `aws`, `fleet` and `remote`. Blocking
 calls run in the shared executor; `poll()` reads the shared fleet cache only.
 Its options (`spawner_options`), its progress events (`spawn_progress`) and home
-volumes (`home_volumes`) live beside it. What is left, about 480 lines, is one
+volumes (`home_volumes`) live beside it. What is left, about 510 lines, is one
 spawn's path (find, launch or start, wait, attach, pin host keys, start Jupyter)
 and stop/poll: kept together because that path reads best in one place.
 """
@@ -273,6 +273,12 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
             return self.pinned_host_keys
         assert instance.private_ip
         from_file = self.ssh_host_key_source == "known_hosts"
+        if from_file and not self.ssh_known_hosts:
+            # Waiting for keys to appear in no file at all would only delay the error.
+            raise SpawnError(
+                "cloudjhub is misconfigured: SSH_HOST_KEY_SOURCE is known_hosts but "
+                "SSH_KNOWN_HOSTS names no file. Tell your admin."
+            )
         deadline = time.monotonic() + self.host_key_timeout
         waiting = False
         while True:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
+from cloudjhub.aws.client import Instance
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.local.filters import matches
 from cloudjhub.tags import filter_value
@@ -54,3 +57,15 @@ def test_moto_tag_filters_follow_aws_semantics(ec2: LocalCloudEc2) -> None:
         assert [t["Value"] for v in found for t in v["Tags"]] == [value]
     flt = [{"Name": "tag:Name", "Values": ["x"]}]
     assert ec2.client.describe_volumes(Filters=flt)["Volumes"] == []
+
+
+def test_a_tag_written_like_an_escaped_pattern_is_not_matched_as_written(
+    ec2: LocalCloudEc2, make_worker: Callable[..., Instance]
+) -> None:
+    """AWS reads the filter value `a\\*` as the literal `a*`: an instance tagged with
+    the text `a\\*` itself does not match it (moto also compared the text as written)."""
+    plain, written = make_worker("a*"), make_worker("a\\*")
+    flt = [{"Name": "tag:cloudjhub:user", "Values": ["a\\*"]}]
+    found = ec2.client.describe_instances(Filters=flt)["Reservations"]
+    assert [i["InstanceId"] for r in found for i in r["Instances"]] == [plain.id]
+    assert written.id != plain.id

@@ -374,3 +374,11 @@ def test_output_is_capped_per_stream(server: Server, stream: str) -> None:
     text = getattr(result, stream)
     assert text == "x" * remote.OUTPUT_CAP + ("\n[cloudjhub: output cut at 64 KB of 8000000 bytes]")
     assert result.status == 4
+
+
+def test_a_command_that_never_stops_writing_ends_at_its_timeout(server: Server) -> None:
+    """A trickle of output (a line every 0.2 s, never quiet long enough for a read
+    to time out) must not keep the hub reading past the command's timeout."""
+    script = "while true; do echo tick; echo tock >&2; sleep 0.2; done"
+    with pytest.raises(remote.Unreachable, match="did not end before its timeout"):
+        run(server, ["sh", "-c", script], timeout=2.0)

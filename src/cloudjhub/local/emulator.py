@@ -131,6 +131,12 @@ class FleetEmulator:
         self._stop_shut_down(shut_down)
         instances = {i.id: i for i in self.ec2.describe_all()}
         with self._lock:
+            booting = any(
+                i.state == "running" and i.private_ip and i.id not in self.machines
+                for i in instances.values()
+            )
+        keys = self.ec2.public_keys() if booting else {}
+        with self._lock:
             if self._stop.is_set():
                 return
             for instance_id, machine in list(self.machines.items()):
@@ -145,7 +151,7 @@ class FleetEmulator:
                     del self.machines[instance_id]
             for inst in instances.values():
                 if inst.state == "running" and inst.private_ip and inst.id not in self.machines:
-                    self._boot(inst)
+                    self._boot(inst, keys.get(inst.key_name or "", ""))
             for instance_id in list(self.suspended):
                 inst = instances.get(instance_id)
                 if inst is None or inst.gone:  # terminated while hibernated
@@ -176,7 +182,7 @@ class FleetEmulator:
             else:
                 log.info("%s shut itself down; EC2 stops it", instance_id)
 
-    def _boot(self, inst: Instance) -> None:
+    def _boot(self, inst: Instance, public_key: str) -> None:
         assert inst.private_ip
         root = self.root_of(inst.id)
         resumed = self.suspended.pop(inst.id, None)
@@ -190,7 +196,6 @@ class FleetEmulator:
         (root / SHUTDOWN_REQUEST).unlink(missing_ok=True)
         etc = root / "etc" / "ssh"
         host_key = sshd.ensure_host_key(etc)
-        public_key = self.ec2.public_keys().get(inst.key_name or "", "")
         self.volumes_dir.mkdir(parents=True, exist_ok=True)
         env = {
             INSTANCE_ENV: inst.id,

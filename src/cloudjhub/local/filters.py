@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from types import SimpleNamespace
+from typing import Any
 
 
 def aws_filter_regex(filter_string: str) -> str:
@@ -38,9 +39,24 @@ def matches(text: str, value: str) -> bool:
 def install() -> None:
     """Make this process's moto match filter values as AWS does (idempotent)."""
     from moto.ec2 import utils
-    from moto.ec2.models import tags
+    from moto.ec2.models import security_groups, tags
+
+    def tag_filter_matches(obj: Any, filter_name: str, filter_values: list[str]) -> bool:
+        # moto's own also accepts a tag equal to the filter value as written, so
+        # `a\*` would match a tag `a\*`; on AWS it matches only `a*`.
+        if filter_name == "tag-key":
+            values = utils.get_obj_tag_names(obj)
+        elif filter_name == "tag-value":
+            values = utils.get_obj_tag_values(obj)
+        elif filter_name.startswith("tag:"):
+            values = utils.get_obj_tag_values(obj, key=filter_name[4:])
+        else:
+            values = {utils.get_obj_tag(obj, filter_name) or ""}
+        return any(matches(v, f) for v in values for f in filter_values)
 
     utils.simple_aws_filter_to_re = aws_filter_regex
     tags.simple_aws_filter_to_re = aws_filter_regex
+    utils.tag_filter_matches = tag_filter_matches
+    security_groups.tag_filter_matches = tag_filter_matches
     # moto's generic filters call fnmatch.fnmatch(value, pattern) through this name.
     utils.fnmatch = SimpleNamespace(fnmatch=matches)  # type: ignore[assignment]
