@@ -131,8 +131,15 @@ class FleetEmulator:
         self._stop_shut_down(shut_down)
         instances = {i.id: i for i in self.ec2.describe_all()}
         with self._lock:
+            # Any running instance may boot in this pass: a new one, or one that was
+            # stopped and started since the last look (its boot count changed).
             booting = any(
-                i.state == "running" and i.private_ip and i.id not in self.machines
+                i.state == "running"
+                and i.private_ip
+                and (
+                    i.id not in self.machines
+                    or motoserver.boot_count(i.id) != self.machines[i.id].boot
+                )
                 for i in instances.values()
             )
         keys = self.ec2.public_keys() if booting else {}
@@ -151,6 +158,8 @@ class FleetEmulator:
                     del self.machines[instance_id]
             for inst in instances.values():
                 if inst.state == "running" and inst.private_ip and inst.id not in self.machines:
+                    if inst.key_name and inst.key_name not in keys:
+                        continue  # its key was not read this pass: boot it on the next
                     self._boot(inst, keys.get(inst.key_name or "", ""))
             for instance_id in list(self.suspended):
                 inst = instances.get(instance_id)
