@@ -216,3 +216,25 @@ def demo_factory(
             return stack.enter_context(running_demo(state_dir, idle_timeout, vpc_cidr))
 
         yield start
+
+
+@contextlib.contextmanager
+def plain_moto_server(log_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A plain moto server in its own process: an EC2 endpoint no demo owns, as
+    `--aws-endpoint` would name. Yields the process and its URL; killed at the end."""
+    port = free_port()
+    with open(log_dir / "moto.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not tcp_open("127.0.0.1", port, timeout=0.5):
+            assert proc.poll() is None and time.monotonic() < deadline, "moto did not start"
+            time.sleep(0.2)
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait()

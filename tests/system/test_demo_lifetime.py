@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from cloudjhub.local.guardian import sweep
-from cloudjhub.remote import tcp_open
-from tests.system.conftest import Demo, free_port, launch_demo, leftovers
+from tests.system.conftest import Demo, launch_demo, leftovers, plain_moto_server
 
 KILLED_VPC = "127.203.0.0/16"
 ENDPOINT_VPC = "127.204.0.0/16"
@@ -60,23 +58,8 @@ def test_a_demo_killed_with_sigkill_leaves_nothing_running(tmp_path: Path) -> No
 
 @pytest.fixture
 def moto_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """A plain moto server in its own process: an EC2 endpoint the demo does not own."""
-    port = free_port()
-    with open(tmp_path / "moto.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while not tcp_open("127.0.0.1", port, timeout=0.5):
-            assert proc.poll() is None and time.monotonic() < deadline, "moto did not start"
-            time.sleep(0.2)
-        yield proc, f"http://127.0.0.1:{port}"
-    finally:
-        proc.kill()
-        proc.wait()
+    with plain_moto_server(tmp_path) as server:
+        yield server
 
 
 def test_machines_end_with_the_demo_when_its_endpoint_is_gone(

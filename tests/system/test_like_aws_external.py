@@ -4,15 +4,11 @@ EC2 endpoint the demo does not own (a plain `python -m moto.server`)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import pytest
 
-from cloudjhub.remote import tcp_open
-from tests.system.conftest import Demo, free_port, running_demo
+from tests.system.conftest import Demo, plain_moto_server, running_demo
 
 pytestmark = pytest.mark.system
 
@@ -21,23 +17,8 @@ VPC_CIDR = "127.206.0.0/16"
 
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while not tcp_open("127.0.0.1", port, timeout=0.5):
-            assert proc.poll() is None and time.monotonic() < deadline, "moto did not start"
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.kill()
-        proc.wait()
+    with plain_moto_server(tmp_path_factory.mktemp("moto")) as (_, url):
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -186,6 +186,19 @@ def run(server: Server, argv: list[str], **kwargs: object) -> remote.CommandResu
     )
 
 
+def run_true_at(server: Server, port: int) -> remote.CommandResult:
+    """`true` on the server's address at another port (where a test plays the peer)."""
+    return remote.run(
+        server.ip,
+        port,
+        server.user,
+        str(server.client_key),
+        host_keys=[server.host_key],
+        argv=["true"],
+        connect_timeout=5.0,
+    )
+
+
 def test_tcp_open(server: Server) -> None:
     assert remote.tcp_open(server.ip, server.port)
     assert not remote.tcp_open(server.ip, free_port(server.ip), timeout=1)
@@ -245,15 +258,7 @@ def test_pinned_key_among_others_is_accepted(server: Server, keys: dict[str, str
 def test_closed_port_is_unreachable(server: Server) -> None:
     closed = free_port(server.ip)
     with pytest.raises(remote.Unreachable):
-        remote.run(
-            server.ip,
-            closed,
-            server.user,
-            str(server.client_key),
-            host_keys=[server.host_key],
-            argv=["true"],
-            connect_timeout=5.0,
-        )
+        run_true_at(server, closed)
 
 
 @pytest.mark.parametrize("banner", [b"", b"SSH-2.0-OpenSSH_9.2\r\n"])
@@ -276,15 +281,7 @@ def test_a_peer_that_hangs_up_is_unreachable(server: Server, banner: bytes) -> N
     thread.start()
     try:
         with pytest.raises(remote.Unreachable):
-            remote.run(
-                server.ip,
-                port,
-                server.user,
-                str(server.client_key),
-                host_keys=[server.host_key],
-                argv=["true"],
-                connect_timeout=5.0,
-            )
+            run_true_at(server, port)
     finally:
         thread.join(timeout=10)
         listener.close()
@@ -325,15 +322,7 @@ def test_a_peer_that_hangs_up_during_login_is_unreachable(server: Server) -> Non
     thread.start()
     try:
         with pytest.raises(remote.Unreachable):
-            remote.run(
-                server.ip,
-                port,
-                server.user,
-                str(server.client_key),
-                host_keys=[server.host_key],
-                argv=["true"],
-                connect_timeout=5.0,
-            )
+            run_true_at(server, port)
     finally:
         thread.join(timeout=10)
         for transport in transports:
