@@ -320,6 +320,28 @@ def _options(cloud: Cloud, cluster: str, out: Path, timeout: float = 120) -> Lau
     )
 
 
+def rerun_reuses_everything_then_destroy_removes_it(
+    cloud: Cloud, cluster: str, cwd: Path, before: dict[str, Any]
+) -> None:
+    """A second launch of a launched cluster creates nothing; destroy then leaves the
+    account as it was `before` the first launch."""
+    after_first = cloud.inventory()
+    again = cloud.launch(*cloud.args(cluster), "--yes", cwd=cwd)
+    assert again.returncode == 0, again.stderr
+    assert "(reused)" in again.stderr
+    assert cloud.inventory() == after_first
+
+    gone = subprocess.run(
+        [str(CLI), "destroy", cluster, "--yes"],
+        env=cloud.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert gone.returncode == 0, gone.stderr
+    assert _wait_inventory(cloud, before) == before
+
+
 def _wait_inventory(cloud: Cloud, expected: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
     """Instances pass through shutting-down; give the emulator a moment."""
     deadline = time.monotonic() + timeout
@@ -440,18 +462,4 @@ def test_full_launch_then_rerun_then_destroy(cloud: Cloud, tmp_path: Path) -> No
         f"\nlaunch against the local cloud: {launch_seconds:.1f}s; first spawn {spawn_seconds:.1f}s"
     )
 
-    after_first = cloud.inventory()
-    again = cloud.launch(*cloud.args("class1"), "--yes", cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
-    assert "(reused)" in again.stderr
-    assert cloud.inventory() == after_first
-
-    gone = subprocess.run(
-        [str(CLI), "destroy", "class1", "--yes"],
-        env=cloud.env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert gone.returncode == 0, gone.stderr
-    assert _wait_inventory(cloud, before) == before
+    rerun_reuses_everything_then_destroy_removes_it(cloud, "class1", tmp_path, before)

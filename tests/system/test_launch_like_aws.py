@@ -4,7 +4,6 @@ a small time scale."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,12 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.system.test_launch import (
-    CLI,
     ROOT,
     Cloud,
     _login_and_spawn,
-    _wait_inventory,
     local_cloud,
+    rerun_reuses_everything_then_destroy_removes_it,
 )
 
 pytestmark = pytest.mark.system
@@ -48,18 +46,4 @@ def test_launch_rerun_and_destroy_like_aws(cloud: Cloud, tmp_path: Path) -> None
     seconds = _login_and_spawn(url, password_file.read_text().strip(), "hopper")
     print(f"\nlike-aws: first spawn on the launched cluster {seconds:.1f}s")
 
-    after_first = cloud.inventory()
-    again = cloud.launch(*cloud.args("class2"), "--yes", cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
-    assert "(reused)" in again.stderr
-    assert cloud.inventory() == after_first
-
-    gone = subprocess.run(
-        [str(CLI), "destroy", "class2", "--yes"],
-        env=cloud.env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert gone.returncode == 0, gone.stderr
-    assert _wait_inventory(cloud, before) == before
+    rerun_reuses_everything_then_destroy_removes_it(cloud, "class2", tmp_path, before)
