@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from typing import IO, Annotated, Any, NoReturn
@@ -44,7 +45,14 @@ EXIT_SERVER_TIMEOUT = 4
 
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 VOLUME_ID_RE = re.compile(r"^vol-[0-9A-Za-z]{1,64}$")
+DEVICE_RE = re.compile(r"^/dev/[A-Za-z0-9_/.-]{1,200}$")
 DEFAULT_START_TIMEOUT = 60.0
+# Bounds that keep every number finite and usable as a time: a start that takes over an
+# hour, or a self-stop after over a year, is a mistake (or an attack), not a setting.
+MAX_START_TIMEOUT = 3600.0
+MAX_SECONDS = 366 * 24 * 3600
+# A request is a few KB; reading more is how a caller would make the agent slow or big.
+MAX_REQUEST_BYTES = 1024 * 1024
 # The per-spawn secrets in a start request's env; everything else describes the server.
 TOKEN_VARS = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
 
@@ -112,33 +120,46 @@ def _volume_id(value: str) -> str:
 
 
 def _device(value: str) -> str:
-    if not value.startswith("/dev/"):
-        raise ValueError("not a /dev/ path")
+    # Only a first filter: the agent resolves the path and checks the device itself.
+    if not DEVICE_RE.match(value) or os.path.normpath(value) != value:
+        raise ValueError("not a plain /dev/ path")
     return value
 
 
 Text = Annotated[str, Strict(), AfterValidator(_no_nul)]
 EnvName = Annotated[str, Strict(), AfterValidator(_env_name)]
-Seconds = Annotated[int, Strict(), Field(ge=0)]
+Seconds = Annotated[int, Strict(), Field(ge=0, le=MAX_SECONDS)]
 
 _PROBLEMS: dict[str, Callable[[object], str]] = {
-    "user": lambda v: f"invalid user {v!r}: must match {USER_RE.pattern}",
-    "ip": lambda v: f"invalid ip {v!r}: not an IP address",
-    "port": lambda v: f"invalid port {v!r}: must be an integer 1..65535",
+    "user": lambda v: f"invalid user {_short(v)}: must match {USER_RE.pattern}",
+    "ip": lambda v: f"invalid ip {_short(v)}: not an IP address",
+    "port": lambda v: f"invalid port {_short(v)}: must be an integer 1..65535",
     "env": lambda _v: "invalid env: must be an object of string to string",
     "cmd": lambda _v: "invalid cmd: must be a non-empty list of strings",
     "home_volume": lambda _v: "invalid home_volume: must be null or an object",
-    "home_volume.volume_id": lambda v: f"invalid home_volume.volume_id {v!r}",
-    "home_volume.device": lambda v: f"invalid home_volume.device {v!r}: must be a /dev/ path",
-    "timeout": lambda v: f"invalid timeout {v!r}: must be a positive number of seconds",
+    "home_volume.volume_id": lambda v: f"invalid home_volume.volume_id {_short(v)}",
+    "home_volume.device": lambda v: (
+        f"invalid home_volume.device {_short(v)}: must be a plain /dev/ path"
+    ),
+    "timeout": lambda v: (
+        f"invalid timeout {_short(v)}: must be a number of seconds above 0, "
+        f"at most {MAX_START_TIMEOUT:g}"
+    ),
     "idle_timeout": lambda v: (
-        f"invalid idle_timeout {v!r}: must be a whole number of seconds, 0 or more"
+        f"invalid idle_timeout {_short(v)}: must be a whole number of seconds, 0 to {MAX_SECONDS}"
     ),
     "self_stop_grace": lambda v: (
-        f"invalid self_stop_grace {v!r}: must be a whole number of seconds, 0 or more"
+        f"invalid self_stop_grace {_short(v)}: must be a whole number of seconds, "
+        f"0 to {MAX_SECONDS}"
     ),
-    "resume": lambda v: f"invalid resume {v!r}: must be true or false",
+    "resume": lambda v: f"invalid resume {_short(v)}: must be true or false",
 }
+
+
+def _short(value: object) -> str:
+    """A value as the error shows it: a 400-digit number need not be echoed whole."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def problem(error: ErrorDetails) -> str:
@@ -200,7 +221,9 @@ class StartRequest(_Message):
     env: Annotated[dict[EnvName, Text], Strict()] = Field(default_factory=dict, repr=False)
     cmd: Annotated[list[Text], Strict(), Field(min_length=1), AfterValidator(_program)]
     home_volume: HomeVolume | None = None
-    timeout: Annotated[float, Strict(), Field(gt=0)] = DEFAULT_START_TIMEOUT
+    timeout: Annotated[float, Strict(), Field(gt=0, le=MAX_START_TIMEOUT, allow_inf_nan=False)] = (
+        DEFAULT_START_TIMEOUT
+    )
     # Self-stop after idle_timeout + self_stop_grace seconds; idle_timeout 0 disables it.
     idle_timeout: Seconds = 0
     self_stop_grace: Seconds = 0
@@ -244,19 +267,30 @@ def read_request(stream: IO[bytes]) -> StartRequest:
     return StartRequest.model_validate(read_object(stream))
 
 
-def read_object(stream: IO[bytes]) -> dict[str, Any]:
-    """Read exactly one JSON object, without needing EOF (the SSH client may keep stdin open)."""
+def read_object(stream: IO[bytes], limit: int = MAX_REQUEST_BYTES) -> dict[str, Any]:
+    """Read exactly one JSON object, without needing EOF (the SSH client may keep stdin open).
+
+    At most ``limit`` bytes are read (one more tells a request too large), before any
+    parsing of the rest: a huge request costs neither memory nor time.
+    """
     decoder = json.JSONDecoder()
     data = b""
     while True:
-        chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
+        want = limit + 1 - len(data)
+        chunk = stream.read1(want) if hasattr(stream, "read1") else stream.read(want)
         data += chunk
+        if len(data) > limit:
+            bad_request(f"request too large: more than {limit} bytes")
         text = _decode_prefix(data)
         if text is not None and text.strip():
             try:
                 obj, _ = decoder.raw_decode(text.lstrip())
             except json.JSONDecodeError:
-                obj = None
+                obj = None  # incomplete so far, or bad: EOF tells which
+            except RecursionError:
+                bad_request("request is nested too deeply")
+            except ValueError:  # an integer of more digits than Python converts
+                bad_request("request has a number too large")
             else:
                 if not isinstance(obj, dict):
                     bad_request("request must be a JSON object")
