@@ -16,6 +16,7 @@ the hub builds it or the agent reads it, so both report it alike.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -44,6 +45,11 @@ EXIT_SERVER_EXITED = 3
 EXIT_SERVER_TIMEOUT = 4
 
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+# Accounts images already have: a hub user of that name gets a mapped name.
+RESERVED_ACCOUNTS = frozenset({"root", "ubuntu", "admin", "ec2-user", "debian", "nobody"})
+# Names the agent maps to when an account of the user's name is not its own; no hub
+# name is kept as is with this prefix, so a mapped name is never someone's own name.
+MAPPED_PREFIX = "cjh-"
 VOLUME_ID_RE = re.compile(r"^vol-[0-9A-Za-z]{1,64}$")
 DEVICE_RE = re.compile(r"^/dev/[A-Za-z0-9_/.-]{1,200}$")
 DEFAULT_START_TIMEOUT = 60.0
@@ -73,6 +79,37 @@ class ProtocolError(AgentError):
         super().__init__(message, EXIT_BAD_REQUEST)
 
 
+def posix_username(hub_user: str) -> str:
+    """Map a hub username (which may be an e-mail address) to a safe account name.
+
+    Names that are already safe are kept; others are lowered, stripped of unsafe
+    characters and suffixed with a short hash (6 hex digits) so two hub users never
+    share an account.
+    """
+    if (
+        hub_user not in RESERVED_ACCOUNTS
+        and not hub_user.startswith(MAPPED_PREFIX)
+        and USER_RE.fullmatch(hub_user)
+    ):
+        return hub_user
+    safe = re.sub(r"[^a-z0-9_-]", "-", hub_user.lower()).strip("-") or "user"
+    if not re.match(r"^[a-z_]", safe):
+        safe = "u" + safe
+    digest = hashlib.sha256(hub_user.encode()).hexdigest()[:6]
+    return f"{safe[:24]}-{digest}"
+
+
+def mapped_account(user: str) -> str:
+    """The account for ``user`` when the image already has an account of that name.
+
+    Deterministic, so every instance maps a name alike; its hash has 8 hex digits
+    where posix_username's has 6, and posix_username keeps no name with its prefix,
+    so it never equals the account name of another hub user.
+    """
+    digest = hashlib.sha256(user.encode()).hexdigest()[:8]
+    return f"{MAPPED_PREFIX}{user[:19]}-{digest}"
+
+
 def bad_request(message: str) -> NoReturn:
     """Reject the request: exit status 2, with the message as the one line on stderr."""
     raise ProtocolError(message)
@@ -85,7 +122,7 @@ def bad_request(message: str) -> NoReturn:
 
 def _user(value: str) -> str:
     """User names become account names and file names, so keep them strictly POSIX-ish."""
-    if not USER_RE.match(value):
+    if not USER_RE.fullmatch(value):
         raise ValueError("bad user name")
     return value
 

@@ -111,13 +111,13 @@ def agent_bin_dir() -> str:
     return os.path.dirname(sys.executable)
 
 
-def child_environment(request: StartRequest, home: Path) -> dict[str, str]:
+def child_environment(request: StartRequest, run_as: RunAs) -> dict[str, str]:
     """A minimal environment: nothing from the SSH session leaks into the server."""
     env = {
         "PATH": f"{agent_bin_dir()}:{SYSTEM_PATH}",
-        "HOME": str(home),
-        "USER": request.user,
-        "LOGNAME": request.user,
+        "HOME": str(run_as.home),
+        "USER": run_as.name,
+        "LOGNAME": run_as.name,
         "SHELL": "/bin/bash",
         "LANG": "C.UTF-8",
     }
@@ -159,7 +159,7 @@ def launch(
             proc = spawn_detached(
                 argv,
                 cwd=run_as.home,
-                env=child_environment(request, run_as.home),
+                env=child_environment(request, run_as),
                 log=log,
                 uid=run_as.uid,
                 gid=run_as.gid,
