@@ -76,6 +76,16 @@ CASES: list[tuple[str, Any, str]] = [
         "invalid home_volume.device",
     ),
     (
+        "device ending in a newline",
+        lambda r: with_field(r, "home_volume", '{"volume_id":"vol-1","device":"/dev/sdf\\n"}'),
+        "invalid home_volume.device",
+    ),
+    (
+        "user ending in a newline",
+        lambda r: with_field(r, "user", '"alice\\n"'),
+        "invalid user",
+    ),
+    (
         "16 MB request",
         lambda r: json.dumps({**r, "env": {"X": "a" * (16 * 1024 * 1024)}}).encode(),
         "too large",

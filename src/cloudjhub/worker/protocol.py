@@ -158,7 +158,7 @@ def _volume_id(value: str) -> str:
 
 def _device(value: str) -> str:
     # Only a first filter: the agent resolves the path and checks the device itself.
-    if not DEVICE_RE.match(value) or os.path.normpath(value) != value:
+    if not DEVICE_RE.fullmatch(value) or os.path.normpath(value) != value:
         raise ValueError("not a plain /dev/ path")
     return value
 
