@@ -27,8 +27,7 @@ from .fleet import Fleet
 from .home_volumes import attach_home_volume
 from .spawn_progress import SpawnProgress
 from .spawner_options import InstanceSpawnerOptions, SpawnError
-from .tags import posix_username
-from .worker.protocol import HomeVolume, ProtocolError, StartReply, StartRequest
+from .worker.protocol import HomeVolume, ProtocolError, StartReply, StartRequest, posix_username
 
 # What cloudjhub-worker may spend besides Jupyter's own start: waiting for the
 # home volume's device (60 s), creating the account, formatting the volume.

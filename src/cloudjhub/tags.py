@@ -6,7 +6,6 @@ lookup and every guard builds its filters here.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from enum import StrEnum
 
@@ -16,10 +15,6 @@ USER_TAG = "cloudjhub:user"
 NAME_TAG = "Name"
 
 _CLUSTER_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
-_POSIX_SAFE = re.compile(r"[^a-z0-9_-]")
-# Accounts images already have: a hub user of that name gets a mapped one.
-RESERVED_ACCOUNTS = frozenset({"root", "ubuntu", "admin", "ec2-user", "debian", "nobody"})
-POSIX_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
 class Role(StrEnum):
@@ -118,19 +113,3 @@ def workers_key_name(cluster: str) -> str:
 def image_name(cluster: str, stamp: str) -> str:
     """A worker image's name; `stamp` (the build time) keeps rebuilt images apart."""
     return f"{cluster}-worker-{stamp}"
-
-
-def posix_username(hub_user: str) -> str:
-    """Map a hub username (which may be an e-mail address) to a safe account name.
-
-    Names that are already safe are kept; others are lowered, stripped of
-    unsafe characters and suffixed with a short hash so two hub users never
-    share an account.
-    """
-    if hub_user not in RESERVED_ACCOUNTS and POSIX_USER_RE.fullmatch(hub_user):
-        return hub_user
-    safe = _POSIX_SAFE.sub("-", hub_user.lower()).strip("-") or "user"
-    if not re.match(r"^[a-z_]", safe):
-        safe = "u" + safe
-    digest = hashlib.sha256(hub_user.encode()).hexdigest()[:6]
-    return f"{safe[:24]}-{digest}"

@@ -22,11 +22,13 @@ import pytest
 
 from cloudjhub.launch.provision import SCRIPTS, build_wheel
 from cloudjhub.local.ports import free_port
+from cloudjhub.worker.protocol import mapped_account
 
 pytestmark = pytest.mark.system
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
+HTTP_SERVER = ["/opt/cloudjhub/venv/bin/python", "-m", "http.server", "--bind", "127.0.0.1"]
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -95,14 +97,43 @@ def test_install_worker_script_then_real_mode_start(debian: Path, tmp_path: Path
     gitpuller = _chroot(debian, "/opt/cloudjhub/venv/bin/python", "-c", "import nbgitpuller")
     assert gitpuller.returncode == 0, gitpuller.stderr
 
-    # A hub user may never get an account the image already has (here: a daemon).
-    refused = _chroot(
+    # A hub user never gets an account the image already has (here: a daemon's):
+    # "daemon" runs as the agent's own mapped account, with no group but its own.
+    daemon_port = free_port()
+    daemon_request = {
+        "user": "daemon",
+        "ip": "127.0.0.1",
+        "port": daemon_port,
+        "cmd": [*HTTP_SERVER, str(daemon_port)],
+        "timeout": 30,
+    }
+    mapped = _chroot(
         debian,
         "/opt/cloudjhub/venv/bin/cloudjhub-worker",
         "start",
-        stdin=json.dumps({"user": "daemon", "ip": "127.0.0.1", "port": 1, "cmd": ["/bin/true"]}),
+        stdin=json.dumps(daemon_request),
+        timeout=120,
     )
-    assert refused.returncode == 2 and "system account" in refused.stderr, refused.stderr
+    assert mapped.returncode == 0, mapped.stderr
+    daemon_pid = json.loads(mapped.stdout)["pid"]
+    try:
+        account = mapped_account("daemon")
+        (entry,) = [
+            line
+            for line in (debian / "etc" / "passwd").read_text().splitlines()
+            if line.startswith(account + ":")
+        ]
+        uid, gid = int(entry.split(":")[2]), int(entry.split(":")[3])
+        assert Path(f"/proc/{daemon_pid}").stat().st_uid == uid >= 1000
+        assert _chroot(debian, "id", "-G", account).stdout.split() == [str(gid)]
+        stopped = _chroot(
+            debian, "/opt/cloudjhub/venv/bin/cloudjhub-worker", "stop", "--user", "daemon"
+        )
+        assert stopped.returncode == 0 and json.loads(stopped.stdout)["stopped"] is True
+        daemon_pid = None
+    finally:
+        if daemon_pid is not None and Path(f"/proc/{daemon_pid}").exists():
+            os.killpg(daemon_pid, signal.SIGKILL)
 
     # Real mode: the agent creates the account and runs the server as that user.
     port = free_port()
@@ -111,14 +142,7 @@ def test_install_worker_script_then_real_mode_start(debian: Path, tmp_path: Path
         "ip": "127.0.0.1",
         "port": port,
         "env": {"JUPYTERHUB_API_TOKEN": "not-a-real-token"},
-        "cmd": [
-            "/opt/cloudjhub/venv/bin/python",
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            str(port),
-        ],
+        "cmd": [*HTTP_SERVER, str(port)],
         "timeout": 30,
     }
     started = _chroot(

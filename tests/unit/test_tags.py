@@ -9,7 +9,6 @@ import pytest
 from cloudjhub.tags import (
     CLUSTER_TAG,
     NAME_TAG,
-    POSIX_USER_RE,
     ROLE_TAG,
     USER_TAG,
     Group,
@@ -19,7 +18,6 @@ from cloudjhub.tags import (
     group_name,
     has_tags,
     image_name,
-    posix_username,
     resource_name,
     tag_dict,
     tag_list,
@@ -27,6 +25,8 @@ from cloudjhub.tags import (
     validate_cluster_name,
     workers_key_name,
 )
+from cloudjhub.worker.protocol import USER_RE as POSIX_USER_RE
+from cloudjhub.worker.protocol import posix_username
 
 POSIX = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 

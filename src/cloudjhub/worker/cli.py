@@ -29,7 +29,7 @@ def emit(obj: object) -> None:
 
 def _user_option(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     """Reject bad names before they reach a file path."""
-    if not USER_RE.match(value):
+    if not USER_RE.fullmatch(value):
         raise click.BadParameter(f"{value!r} must match {USER_RE.pattern}")
     return value
 

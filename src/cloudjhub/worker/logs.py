@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 from .protocol import StartRequest
 
 TAIL_BLOCK = 8192
+# What a failed start sends back was written by the user's own server: keep it small
+# (at most ~MAX_LINE_CHARS per line) and cheap (at most MAX_SCAN_BYTES read).
+MAX_LINE_CHARS = 500
+MAX_SCAN_BYTES = 8 * 1024 * 1024
 
 
 def utc_stamp() -> str:
@@ -51,3 +56,35 @@ def tail_lines(path: Path, count: int, start: int = 0) -> list[str]:
             fh.seek(pos)
             data = fh.read(step) + data
     return data.decode("utf-8", "replace").splitlines()[-count:]
+
+
+def short_tail(path: Path, count: int, start: int = 0) -> list[str]:
+    """Last ``count`` lines after ``start``, each cut to MAX_LINE_CHARS, for a message.
+
+    Read forwards so that a line keeps its beginning, holding only one short line at a
+    time; a huge run is read from its last MAX_SCAN_BYTES only.
+    """
+    if count <= 0:
+        return []
+    lines: deque[str] = deque(maxlen=count)
+    try:
+        fh = path.open("rb")
+    except FileNotFoundError:
+        return []
+    with fh:
+        begin = max(start, fh.seek(0, os.SEEK_END) - MAX_SCAN_BYTES)
+        fh.seek(begin)
+        if begin > start:
+            _skip_line(fh)  # it began before what we read
+        while head := fh.readline(MAX_LINE_CHARS + 1):
+            cut = len(head) > MAX_LINE_CHARS and not head.endswith(b"\n")
+            if cut:
+                _skip_line(fh)
+            text = head[:MAX_LINE_CHARS].rstrip(b"\r\n").decode("utf-8", "replace")
+            lines.append(text + " [cut]" if cut else text)
+    return list(lines)
+
+
+def _skip_line(fh: BinaryIO) -> None:
+    while (chunk := fh.readline(TAIL_BLOCK)) and not chunk.endswith(b"\n"):
+        pass

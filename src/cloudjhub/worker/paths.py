@@ -53,6 +53,11 @@ class Layout:
         """Emulated machines cannot run `shutdown`; the emulator acts on this file."""
         return self.root / "run" / "shutdown"
 
+    @property
+    def accounts_dir(self) -> Path:
+        """Records of the accounts the agent made; it hands out no others."""
+        return self.root / "var" / "lib" / "cloudjhub" / "accounts"
+
     def log_file(self, user: str) -> Path:
         return self.log_dir / f"{user}.log"
 

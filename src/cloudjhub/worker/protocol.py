@@ -16,8 +16,10 @@ the hub builds it or the agent reads it, so both report it alike.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from typing import IO, Annotated, Any, NoReturn
@@ -43,8 +45,20 @@ EXIT_SERVER_EXITED = 3
 EXIT_SERVER_TIMEOUT = 4
 
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+# Accounts images already have: a hub user of that name gets a mapped name.
+RESERVED_ACCOUNTS = frozenset({"root", "ubuntu", "admin", "ec2-user", "debian", "nobody"})
+# Names the agent maps to when an account of the user's name is not its own; no hub
+# name is kept as is with this prefix, so a mapped name is never someone's own name.
+MAPPED_PREFIX = "cjh-"
 VOLUME_ID_RE = re.compile(r"^vol-[0-9A-Za-z]{1,64}$")
+DEVICE_RE = re.compile(r"^/dev/[A-Za-z0-9_/.-]{1,200}$")
 DEFAULT_START_TIMEOUT = 60.0
+# Bounds that keep every number finite and usable as a time: a start that takes over an
+# hour, or a self-stop after over a year, is a mistake (or an attack), not a setting.
+MAX_START_TIMEOUT = 3600.0
+MAX_SECONDS = 366 * 24 * 3600
+# A request is a few KB; reading more is how a caller would make the agent slow or big.
+MAX_REQUEST_BYTES = 1024 * 1024
 # The per-spawn secrets in a start request's env; everything else describes the server.
 TOKEN_VARS = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
 
@@ -65,6 +79,37 @@ class ProtocolError(AgentError):
         super().__init__(message, EXIT_BAD_REQUEST)
 
 
+def posix_username(hub_user: str) -> str:
+    """Map a hub username (which may be an e-mail address) to a safe account name.
+
+    Names that are already safe are kept; others are lowered, stripped of unsafe
+    characters and suffixed with a short hash (6 hex digits) so two hub users never
+    share an account.
+    """
+    if (
+        hub_user not in RESERVED_ACCOUNTS
+        and not hub_user.startswith(MAPPED_PREFIX)
+        and USER_RE.fullmatch(hub_user)
+    ):
+        return hub_user
+    safe = re.sub(r"[^a-z0-9_-]", "-", hub_user.lower()).strip("-") or "user"
+    if not re.match(r"^[a-z_]", safe):
+        safe = "u" + safe
+    digest = hashlib.sha256(hub_user.encode()).hexdigest()[:6]
+    return f"{safe[:24]}-{digest}"
+
+
+def mapped_account(user: str) -> str:
+    """The account for ``user`` when the image already has an account of that name.
+
+    Deterministic, so every instance maps a name alike; its hash has 8 hex digits
+    where posix_username's has 6, and posix_username keeps no name with its prefix,
+    so it never equals the account name of another hub user.
+    """
+    digest = hashlib.sha256(user.encode()).hexdigest()[:8]
+    return f"{MAPPED_PREFIX}{user[:19]}-{digest}"
+
+
 def bad_request(message: str) -> NoReturn:
     """Reject the request: exit status 2, with the message as the one line on stderr."""
     raise ProtocolError(message)
@@ -77,7 +122,7 @@ def bad_request(message: str) -> NoReturn:
 
 def _user(value: str) -> str:
     """User names become account names and file names, so keep them strictly POSIX-ish."""
-    if not USER_RE.match(value):
+    if not USER_RE.fullmatch(value):
         raise ValueError("bad user name")
     return value
 
@@ -112,33 +157,46 @@ def _volume_id(value: str) -> str:
 
 
 def _device(value: str) -> str:
-    if not value.startswith("/dev/"):
-        raise ValueError("not a /dev/ path")
+    # Only a first filter: the agent resolves the path and checks the device itself.
+    if not DEVICE_RE.fullmatch(value) or os.path.normpath(value) != value:
+        raise ValueError("not a plain /dev/ path")
     return value
 
 
 Text = Annotated[str, Strict(), AfterValidator(_no_nul)]
 EnvName = Annotated[str, Strict(), AfterValidator(_env_name)]
-Seconds = Annotated[int, Strict(), Field(ge=0)]
+Seconds = Annotated[int, Strict(), Field(ge=0, le=MAX_SECONDS)]
 
 _PROBLEMS: dict[str, Callable[[object], str]] = {
-    "user": lambda v: f"invalid user {v!r}: must match {USER_RE.pattern}",
-    "ip": lambda v: f"invalid ip {v!r}: not an IP address",
-    "port": lambda v: f"invalid port {v!r}: must be an integer 1..65535",
+    "user": lambda v: f"invalid user {_short(v)}: must match {USER_RE.pattern}",
+    "ip": lambda v: f"invalid ip {_short(v)}: not an IP address",
+    "port": lambda v: f"invalid port {_short(v)}: must be an integer 1..65535",
     "env": lambda _v: "invalid env: must be an object of string to string",
     "cmd": lambda _v: "invalid cmd: must be a non-empty list of strings",
     "home_volume": lambda _v: "invalid home_volume: must be null or an object",
-    "home_volume.volume_id": lambda v: f"invalid home_volume.volume_id {v!r}",
-    "home_volume.device": lambda v: f"invalid home_volume.device {v!r}: must be a /dev/ path",
-    "timeout": lambda v: f"invalid timeout {v!r}: must be a positive number of seconds",
+    "home_volume.volume_id": lambda v: f"invalid home_volume.volume_id {_short(v)}",
+    "home_volume.device": lambda v: (
+        f"invalid home_volume.device {_short(v)}: must be a plain /dev/ path"
+    ),
+    "timeout": lambda v: (
+        f"invalid timeout {_short(v)}: must be a number of seconds above 0, "
+        f"at most {MAX_START_TIMEOUT:g}"
+    ),
     "idle_timeout": lambda v: (
-        f"invalid idle_timeout {v!r}: must be a whole number of seconds, 0 or more"
+        f"invalid idle_timeout {_short(v)}: must be a whole number of seconds, 0 to {MAX_SECONDS}"
     ),
     "self_stop_grace": lambda v: (
-        f"invalid self_stop_grace {v!r}: must be a whole number of seconds, 0 or more"
+        f"invalid self_stop_grace {_short(v)}: must be a whole number of seconds, "
+        f"0 to {MAX_SECONDS}"
     ),
-    "resume": lambda v: f"invalid resume {v!r}: must be true or false",
+    "resume": lambda v: f"invalid resume {_short(v)}: must be true or false",
 }
+
+
+def _short(value: object) -> str:
+    """A value as the error shows it: a 400-digit number need not be echoed whole."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def problem(error: ErrorDetails) -> str:
@@ -200,7 +258,9 @@ class StartRequest(_Message):
     env: Annotated[dict[EnvName, Text], Strict()] = Field(default_factory=dict, repr=False)
     cmd: Annotated[list[Text], Strict(), Field(min_length=1), AfterValidator(_program)]
     home_volume: HomeVolume | None = None
-    timeout: Annotated[float, Strict(), Field(gt=0)] = DEFAULT_START_TIMEOUT
+    timeout: Annotated[float, Strict(), Field(gt=0, le=MAX_START_TIMEOUT, allow_inf_nan=False)] = (
+        DEFAULT_START_TIMEOUT
+    )
     # Self-stop after idle_timeout + self_stop_grace seconds; idle_timeout 0 disables it.
     idle_timeout: Seconds = 0
     self_stop_grace: Seconds = 0
@@ -244,19 +304,30 @@ def read_request(stream: IO[bytes]) -> StartRequest:
     return StartRequest.model_validate(read_object(stream))
 
 
-def read_object(stream: IO[bytes]) -> dict[str, Any]:
-    """Read exactly one JSON object, without needing EOF (the SSH client may keep stdin open)."""
+def read_object(stream: IO[bytes], limit: int = MAX_REQUEST_BYTES) -> dict[str, Any]:
+    """Read exactly one JSON object, without needing EOF (the SSH client may keep stdin open).
+
+    At most ``limit`` bytes are read (one more tells a request too large), before any
+    parsing of the rest: a huge request costs neither memory nor time.
+    """
     decoder = json.JSONDecoder()
     data = b""
     while True:
-        chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
+        want = limit + 1 - len(data)
+        chunk = stream.read1(want) if hasattr(stream, "read1") else stream.read(want)
         data += chunk
+        if len(data) > limit:
+            bad_request(f"request too large: more than {limit} bytes")
         text = _decode_prefix(data)
         if text is not None and text.strip():
             try:
                 obj, _ = decoder.raw_decode(text.lstrip())
             except json.JSONDecodeError:
-                obj = None
+                obj = None  # incomplete so far, or bad: EOF tells which
+            except RecursionError:
+                bad_request("request is nested too deeply")
+            except ValueError:  # an integer of more digits than Python converts
+                bad_request("request has a number too large")
             else:
                 if not isinstance(obj, dict):
                     bad_request("request must be a JSON object")

@@ -81,5 +81,5 @@ def all_records(layout: Layout) -> Iterator[ServerRecord]:
         return
     for path in sorted(layout.run_dir.glob("*.json")):
         record = read_record(path)
-        if record is not None and USER_RE.match(path.stem):
+        if record is not None and USER_RE.fullmatch(path.stem):
             yield record

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .accounts import RunAs, prepare_home
-from .logs import log_header, open_log, tail_lines
+from .logs import log_header, open_log, short_tail
 from .paths import SYSTEM_PATH, Layout
 from .processes import (
     POLL_SECONDS,
@@ -36,7 +36,7 @@ from .protocol import (
     bad_request,
 )
 from .record import ServerRecord, all_records, read_record, remove_record, write_record
-from .selfstop import restart_watchdog, stop_watchdog, watchdog_pid
+from .selfstop import restart_watchdog, stop_watchdog, watch_target, watchdog_pid
 
 JUPYTER_CONFIG_DIR = Path(__file__).resolve().parent / "jupyter_config"
 DEFAULT_STOP_TIMEOUT = 10.0
@@ -49,6 +49,7 @@ FAILURE_TAIL_LINES = 40
 def start_server(layout: Layout, request: StartRequest) -> StartReply:
     """Start (or restart) the user's server and wait until it accepts connections."""
     argv = resolve_command(request.cmd)
+    watch_target(request)  # what the watchdog needs is checked before anything starts
     if request.resume:
         kept = resume_server(layout, request, argv)
         if kept is not None:
@@ -71,7 +72,14 @@ def start_server(layout: Layout, request: StartRequest) -> StartReply:
     write_record(path, record)
     outcome = wait_until_listening(proc, request.ip, request.port, request.timeout)
     if outcome == "ready":
-        restart_watchdog(layout, request, record, request.env.get("JUPYTERHUB_API_TOKEN"))
+        try:
+            restart_watchdog(layout, request, record, request.env.get("JUPYTERHUB_API_TOKEN"))
+        except Exception:
+            # A server nobody watches could keep its instance running for ever.
+            signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+            remove_record(path, proc.pid)
+            raise
         return StartReply(pid=proc.pid, ip=request.ip, port=request.port)
     signal_group(proc.pid, signal.SIGKILL)
     status = proc.wait()
@@ -103,13 +111,13 @@ def agent_bin_dir() -> str:
     return os.path.dirname(sys.executable)
 
 
-def child_environment(request: StartRequest, home: Path) -> dict[str, str]:
+def child_environment(request: StartRequest, run_as: RunAs) -> dict[str, str]:
     """A minimal environment: nothing from the SSH session leaks into the server."""
     env = {
         "PATH": f"{agent_bin_dir()}:{SYSTEM_PATH}",
-        "HOME": str(home),
-        "USER": request.user,
-        "LOGNAME": request.user,
+        "HOME": str(run_as.home),
+        "USER": run_as.name,
+        "LOGNAME": run_as.name,
         "SHELL": "/bin/bash",
         "LANG": "C.UTF-8",
     }
@@ -151,7 +159,7 @@ def launch(
             proc = spawn_detached(
                 argv,
                 cwd=run_as.home,
-                env=child_environment(request, run_as.home),
+                env=child_environment(request, run_as),
                 log=log,
                 uid=run_as.uid,
                 gid=run_as.gid,
@@ -177,7 +185,7 @@ def wait_until_listening(proc: subprocess.Popen[bytes], ip: str, port: int, time
 
 def failure_message(headline: str, log: Path, offset: int) -> str:
     """The headline plus this run's last log lines, for the hub to show the user."""
-    lines = tail_lines(log, FAILURE_TAIL_LINES, start=offset)
+    lines = short_tail(log, FAILURE_TAIL_LINES, start=offset)
     return "\n".join([f"{headline}; last lines of its log:", *lines])
 
 
