@@ -44,7 +44,8 @@ SANDBOX = (
     ("RestrictNamespaces", "yes"),
     ("LockPersonality", "yes"),
     ("RemoveIPC", "yes"),
-    ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+    # AF_NETLINK: getifaddrs and glibc's getaddrinfo read interfaces through it.
+    ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX AF_NETLINK"),
     ("SystemCallArchitectures", "native"),
     ("SystemCallFilter", "@system-service"),
     ("SystemCallFilter", "~@privileged"),
