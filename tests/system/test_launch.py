@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import shlex
 import signal
 import ssl
@@ -183,7 +184,7 @@ def test_each_preflight_failure_creates_nothing(
     if "ami" in change:
         args[1] = change["ami"]
     before = cloud.inventory()
-    done = cloud.launch(*args, *change.get("opts", []), "--yes", cwd=tmp_path)
+    done = cloud.launch(*args, *change.get("opts", []), "--allow-http", "--yes", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0], done.stderr
@@ -208,7 +209,9 @@ def test_key_file_must_be_private(cloud: Cloud, tmp_path: Path) -> None:
     loose.write_bytes(Path(cloud.env["CLOUDJHUB_KEY_FILE"]).read_bytes())
     loose.chmod(0o644)
     before = cloud.inventory()
-    done = cloud.launch(*cloud.args("pre"), "--key-file", str(loose), "--yes", cwd=tmp_path)
+    done = cloud.launch(
+        *cloud.args("pre"), "--key-file", str(loose), "--allow-http", "--yes", cwd=tmp_path
+    )
     assert done.returncode == 2
     assert f"--key-file {loose}: mode is 0644" in done.stderr
     assert cloud.inventory() == before
@@ -216,7 +219,7 @@ def test_key_file_must_be_private(cloud: Cloud, tmp_path: Path) -> None:
 
 def test_dry_run_lists_everything_and_creates_nothing(cloud: Cloud, tmp_path: Path) -> None:
     before = cloud.inventory()
-    done = cloud.launch(*cloud.args("dry"), "--dry-run", cwd=tmp_path)
+    done = cloud.launch(*cloud.args("dry"), "--allow-http", "--dry-run", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     for item in (
         "security group dry-manager",
@@ -321,12 +324,12 @@ def _options(cloud: Cloud, cluster: str, out: Path, timeout: float = 120) -> Lau
 
 
 def rerun_reuses_everything_then_destroy_removes_it(
-    cloud: Cloud, cluster: str, cwd: Path, before: dict[str, Any]
+    cloud: Cloud, cluster: str, cwd: Path, before: dict[str, Any], options: tuple[str, ...]
 ) -> None:
-    """A second launch of a launched cluster creates nothing; destroy then leaves the
-    account as it was `before` the first launch."""
+    """A second launch of a launched cluster, with the first one's `options`, creates
+    nothing; destroy then leaves the account as it was `before` the first launch."""
     after_first = cloud.inventory()
-    again = cloud.launch(*cloud.args(cluster), "--yes", cwd=cwd)
+    again = cloud.launch(*cloud.args(cluster), *options, "--yes", cwd=cwd)
     assert again.returncode == 0, again.stderr
     assert "(reused)" in again.stderr
     assert cloud.inventory() == after_first
@@ -383,18 +386,46 @@ def _served_certificate(url: str) -> str:
     return ssl.get_server_certificate((host, int(port)))
 
 
-def _login_and_spawn(url: str, password: str, user: str) -> float:
+def _session() -> requests.Session:
     session = requests.Session()
     session.verify = False  # self-signed for an IP; the test compares the certificate itself
     session.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment overrides verify
-    page = session.get(url + "hub/login", timeout=30)
+    return session
+
+
+def _post_form(
+    session: requests.Session, url: str, data: dict[str, str], follow: bool = True
+) -> requests.Response:
+    """A form of the hub's, posted the way its page would (with the _xsrf token)."""
+    page = session.get(url, timeout=30)
     xsrf = session.cookies.get("_xsrf") or re.search(
         r'name="_xsrf" value="([^"]+)"', page.text
     ).group(1)  # type: ignore[union-attr]
+    return session.post(url, data={**data, "_xsrf": xsrf}, timeout=120, allow_redirects=follow)
+
+
+def _sign_up(url: str, user: str, password: str) -> None:
+    form = {
+        "username": user,
+        "signup_password": password,
+        "signup_password_confirmation": password,
+    }
+    assert _post_form(_session(), url + "hub/signup", form).status_code == 200
+
+
+def _signed_in(url: str, user: str, password: str) -> requests.Session | None:
+    """A session signed in as `user`, or None if the hub refused the password."""
+    session = _session()
+    # Not following the redirect, which would go on to spawn the user's server.
+    _post_form(session, url + "hub/login", {"username": user, "password": password}, False)
+    home = session.get(url + "hub/home", timeout=30, allow_redirects=False)
+    return session if home.status_code == 200 else None
+
+
+def _login_and_spawn(url: str, password: str, user: str) -> float:
+    session = _session()
     began = time.monotonic()
-    session.post(
-        url + "hub/login", data={"username": user, "password": password, "_xsrf": xsrf}, timeout=120
-    )
+    _post_form(session, url + "hub/login", {"username": user, "password": password})
     deadline = began + 120
     while time.monotonic() < deadline:
         session.get(url + f"user/{user}/lab", timeout=60)  # completes the OAuth handshake
@@ -408,14 +439,12 @@ def _login_and_spawn(url: str, password: str, user: str) -> float:
 def test_full_launch_then_rerun_then_destroy(cloud: Cloud, tmp_path: Path) -> None:
     before = cloud.inventory()
     cert, key = _self_signed(tmp_path)
+    tls = ("--ssl-cert", str(cert), "--ssl-key", str(key))
     began = time.monotonic()
     done = cloud.launch(
         *cloud.args("class1"),
         "--yes",
-        "--ssl-cert",
-        str(cert),
-        "--ssl-key",
-        str(key),
+        *tls,
         cwd=tmp_path,
         cmd=[sys.executable, str(ROOT / "launch_cluster" / "launch.py")],
     )
@@ -442,7 +471,6 @@ def test_full_launch_then_rerun_then_destroy(cloud: Cloud, tmp_path: Path) -> No
     assert manager["MetadataOptions"]["HttpTokens"] == "required"
     assert manager["IamInstanceProfile"]["Arn"].endswith(cloud.env["CLOUDJHUB_INSTANCE_PROFILE"])
     etc = cloud.state_dir / "instances" / manager["InstanceId"] / "etc" / "cloudjhub"
-    password = (etc / "user_password").read_text().strip()
     for secret in (
         "cookie_secret",
         "proxy_token",
@@ -454,7 +482,8 @@ def test_full_launch_then_rerun_then_destroy(cloud: Cloud, tmp_path: Path) -> No
         assert (etc / secret).stat().st_mode & 0o077 == 0, secret
         assert (etc / secret).read_text().strip() not in done.stdout + done.stderr
 
-    spawn_seconds = _login_and_spawn(url, password, "grace")
+    grace = _per_user_sign_in(url, etc, tmp_path / "cloudjhub-class1-admin-password", done)
+    spawn_seconds = _login_and_spawn(url, grace, "grace")
     workers = ec2.describe_instances(Filters=[{"Name": "tag:cloudjhub:user", "Values": ["grace"]}])
     (worker,) = [i for r in workers["Reservations"] for i in r["Instances"]]
     assert worker["Tags"] and "IamInstanceProfile" not in worker
@@ -462,4 +491,34 @@ def test_full_launch_then_rerun_then_destroy(cloud: Cloud, tmp_path: Path) -> No
         f"\nlaunch against the local cloud: {launch_seconds:.1f}s; first spawn {spawn_seconds:.1f}s"
     )
 
-    rerun_reuses_everything_then_destroy_removes_it(cloud, "class1", tmp_path, before)
+    rerun_reuses_everything_then_destroy_removes_it(cloud, "class1", tmp_path, before, tls)
+
+
+def _per_user_sign_in(
+    url: str, etc: Path, admin_file: Path, done: subprocess.CompletedProcess[str]
+) -> str:
+    """The default sign-in (NativeAuthenticator) on the launched hub, through its own
+    sign-up and login pages: nobody claims `admin`, a sign-up waits for an admin's
+    approval, nobody signs in with a password that is not theirs. Returns the
+    password of `grace`, approved."""
+    assert admin_file.stat().st_mode & 0o777 == 0o600
+    admin_password = admin_file.read_text().strip()
+    assert admin_password == (etc / "admin_password").read_text().strip()
+    assert admin_file.name in done.stderr and admin_password not in done.stdout + done.stderr
+
+    _sign_up(url, "admin", "stranger-0wns-admin")
+    assert _signed_in(url, "admin", "stranger-0wns-admin") is None
+
+    grace, mallory = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
+    _sign_up(url, "grace", grace)
+    _sign_up(url, "mallory", mallory)
+    assert _signed_in(url, "grace", grace) is None  # not approved yet
+    admin = _signed_in(url, "admin", admin_password)
+    assert admin is not None
+    for user in ("grace", "mallory"):
+        admin.get(url + f"hub/authorize/{user}", timeout=30)  # the approval page's toggle
+    assert _signed_in(url, "mallory", mallory) is not None
+    shared = (etc / "user_password").read_text().strip()
+    for not_hers in (mallory, shared, admin_password, "anything"):
+        assert _signed_in(url, "grace", not_hers) is None
+    return grace

@@ -34,8 +34,11 @@ def test_launch_rerun_and_destroy_like_aws(cloud: Cloud, tmp_path: Path) -> None
     out = (cloud.state_dir / "cloud.out").read_text()
     assert "AWS behaviour layer (--like-aws" in out
     before = cloud.inventory()
+    # The other choices: plain HTTP and a shared password, each asked for explicitly.
+    options = ("--allow-http", "--authenticator", "shared-password")
     done = cloud.launch(
         *cloud.args("class2"),
+        *options,
         "--yes",
         cwd=tmp_path,
         cmd=[sys.executable, str(ROOT / "launch_cluster" / "launch.py")],
@@ -46,4 +49,5 @@ def test_launch_rerun_and_destroy_like_aws(cloud: Cloud, tmp_path: Path) -> None
     seconds = _login_and_spawn(url, password_file.read_text().strip(), "hopper")
     print(f"\nlike-aws: first spawn on the launched cluster {seconds:.1f}s")
 
-    rerun_reuses_everything_then_destroy_removes_it(cloud, "class2", tmp_path, before)
+    assert "WARNING: the hub serves plain HTTP" in done.stderr
+    rerun_reuses_everything_then_destroy_removes_it(cloud, "class2", tmp_path, before, options)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from traitlets.config import Config
 
-from cloudjhub.hub.apply import apply
+from cloudjhub.hub.apply import NATIVE_CLASS, apply
 from cloudjhub.hub.services import CULLER_SCOPES, REAPER_SCOPES, culler_every
 from cloudjhub.hub.settings import HubSettings
 from cloudjhub.launch.manager_setup import SECRET_FILES, SetupRequest
@@ -36,7 +36,9 @@ def proxy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CLOUDJHUB_PROXY_COMMAND", str(fake))
 
 
-def manager(tmp_path: Path, port: int = 80, tls: bool = False) -> HubSettings:
+def manager(
+    tmp_path: Path, port: int = 80, tls: bool = False, authenticator: Any = "native"
+) -> HubSettings:
     etc, state = tmp_path / "etc", tmp_path / "state"
     etc.mkdir()
     for name in SECRET_FILES:
@@ -50,7 +52,7 @@ def manager(tmp_path: Path, port: int = 80, tls: bool = False) -> HubSettings:
         }
     )
     pair = (etc / "ssl" / "hub.crt", etc / "ssl" / "hub.key") if tls else None
-    return manager_settings(etc, state, request, 3600, pair, PYTHON)
+    return manager_settings(etc, state, request, 3600, pair, PYTHON, authenticator)
 
 
 def applied(settings: HubSettings, environ: dict[str, str] | None = None) -> Config:
@@ -84,11 +86,22 @@ def test_manager_hub_listens_on_its_private_ip_and_reads_secrets_from_files(
     assert hub.db_url == "sqlite:///" + str(tmp_path / "state" / "jupyterhub.sqlite")
     assert hub.cookie_secret_file == str(tmp_path / "etc" / "cookie_secret")
     assert hub.pid_file == str(tmp_path / "state" / "jupyterhub.pid")
-    assert hub.authenticator_class == "shared-password"
-    assert c.SharedPasswordAuthenticator.user_password == "user_password-value"
-    assert c.SharedPasswordAuthenticator.admin_password == "admin_password-value"
+    assert hub.authenticator_class == NATIVE_CLASS
+    native = c.SeededNativeAuthenticator
+    assert native.admin_password_file == str(tmp_path / "etc" / "admin_password")
+    assert (native.enable_signup, native.open_signup) == (True, False)
+    assert native.minimum_password_length >= 8 and native.check_common_password is True
+    assert "SharedPasswordAuthenticator" not in c
     assert c.Authenticator.admin_users == {"admin"}
     assert c.Authenticator.allow_all is True
+
+
+def test_manager_shared_password_only_when_asked(tmp_path: Path) -> None:
+    c = applied(manager(tmp_path, authenticator="shared-password"))
+    assert c.JupyterHub.authenticator_class == "shared-password"
+    assert c.SharedPasswordAuthenticator.user_password == "user_password-value"
+    assert c.SharedPasswordAuthenticator.admin_password == "admin_password-value"
+    assert "SeededNativeAuthenticator" not in c
 
 
 def test_no_secret_is_in_the_manager_settings(tmp_path: Path) -> None:

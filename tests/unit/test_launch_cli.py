@@ -73,6 +73,7 @@ def args(
         str(ssh_key.private),
         "--admin-cidr",
         "203.0.113.7/32",
+        "--allow-http",
     ]
 
 
@@ -294,6 +295,66 @@ def test_a_bad_cluster_name_exits_2_before_any_aws_call(
     assert result.exit_code == 2
     assert "cluster" in result.output and "'Alpha_1'" in result.output
     assert endpoints == []
+
+
+# ---- sign-in and transport: safe unless told otherwise -----------------------------------
+
+
+def test_plain_http_needs_allow_http(
+    args: list[str], ec2: LocalCloudEc2, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    endpoints = recording_clients(monkeypatch)
+    before = inventory(ec2)
+    without = [a for a in args if a != "--allow-http"]
+
+    refused = run(*without, "--yes")
+
+    assert refused.exit_code == 2, refused.output
+    [line] = lines(refused)
+    assert line.startswith("error: no --ssl-cert/--ssl-key: the hub would serve plain HTTP")
+    assert "--allow-http" in line and line.endswith("nothing was created")
+    assert endpoints == [] and inventory(ec2) == before
+    assert not list(tmp_path.glob("cloudjhub-*"))
+    allowed = run(*args, "--dry-run")
+    assert allowed.exit_code == 0, allowed.output
+
+
+def test_unknown_authenticator_is_one_line_and_exit_2(
+    args: list[str], ec2: LocalCloudEc2, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoints = recording_clients(monkeypatch)
+    before = inventory(ec2)
+
+    result = run(*args, "--yes", "--authenticator", "github")
+
+    assert result.exit_code == 2, result.output
+    assert lines(result) == [
+        "error: --authenticator 'github': unknown; use one of native, shared-password"
+    ]
+    assert endpoints == [] and inventory(ec2) == before
+
+
+def test_sign_in_is_per_user_unless_a_shared_password_is_asked_for(
+    args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+    from cloudjhub.launch import cluster
+
+    def plan(_ec2: Any, opts: Any) -> list[str]:
+        seen.append(opts.authenticator)
+        return ["nothing"]
+
+    monkeypatch.setattr(cluster, "plan", plan)
+    assert run(*args, "--dry-run").exit_code == 0
+    assert run(*args, "--dry-run", "--authenticator", "shared-password").exit_code == 0
+    monkeypatch.setenv("CLOUDJHUB_AUTHENTICATOR", "shared-password")
+    assert run(*args, "--dry-run").exit_code == 0
+    assert seen == ["native", "shared-password", "shared-password"]
+    helped = CliRunner().invoke(main, ["launch", "--help"], terminal_width=100).output
+    flat = " ".join(helped.split())
+    assert "native (default)" in flat and "admin approves" in flat
+    assert "whoever knows it can sign in as ANY user" in flat
+    assert "--allow-http" in flat and "in clear" in flat
 
 
 # ---- every option that takes a value can come from CLOUDJHUB_<OPTION> --------------------

@@ -45,6 +45,38 @@ def _instance_options(fn: Any) -> Any:
     return fn
 
 
+AUTHENTICATOR_HELP = (
+    "How users sign in. native (default): JupyterHub's NativeAuthenticator; each user "
+    "signs up with a password of their own and can sign in once an admin approves the "
+    "account (at /hub/authorize); `admin`'s password is generated and written to "
+    "cloudjhub-CLUSTER-admin-password here. shared-password: one class password for "
+    "everyone; whoever knows it can sign in as ANY user, other users included, and "
+    "read or change their files: only for a workshop where that does not matter."
+)
+
+
+def authenticator_option(fn: Any) -> Any:
+    """`--authenticator`, shared by `launch` and `setup-manager`; an unknown name is
+    one line and exit 2, before anything is done."""
+
+    def check(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+        from ..launch.options import authenticator_named
+
+        try:
+            return authenticator_named(value)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from exc
+
+    return env_option(
+        "--authenticator",
+        default="native",
+        show_default=True,
+        metavar="native|shared-password",
+        callback=check,
+        help=AUTHENTICATOR_HELP,
+    )(fn)
+
+
 def _instance_config(path: Path, given: dict[str, Any]) -> InstanceConfig:
     """instance_config.json with the instance options that were given laid over it."""
     overrides = {key: given[key.lower()] for _, key, _ in INSTANCE_OPTIONS}
@@ -121,6 +153,13 @@ def _instance_config(path: Path, given: dict[str, Any]) -> InstanceConfig:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Private key of --ssl-cert (mode 0600); sent to the manager over SSH only.",
 )
+@click.option(
+    "--allow-http",
+    is_flag=True,
+    help="Without --ssl-cert/--ssl-key, serve plain HTTP anyway: passwords and cookies "
+    "then cross the network in clear. Only behind a TLS load balancer, or for a rehearsal.",
+)
+@authenticator_option
 @env_option(
     "--output-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -149,6 +188,7 @@ def launch(
     region: str | None,
     aws_endpoint: str | None,
     yes: bool,
+    allow_http: bool,
     **kw: Any,
 ) -> None:
     """Create a cluster: security groups, worker image, manager running JupyterHub.
@@ -182,6 +222,11 @@ def launch(
         raise BadInput(str(exc)) from exc
     except CloudError as exc:
         raise cloud_error(exc, NOTHING_CREATED) from exc
+    if not opts.tls and not allow_http:
+        raise BadInput(
+            "no --ssl-cert/--ssl-key: the hub would serve plain HTTP, passwords and cookies "
+            "in clear; give them, or --allow-http (behind a TLS load balancer)" + NOTHING_CREATED
+        )
     try:
         ec2 = AdminEc2.connect(opts.cluster, opts.region, opts.endpoint_url)
         problems = preflight(ec2, opts)
@@ -210,7 +255,10 @@ def launch(
     say(f"  groups    {result.groups.manager} {result.groups.manager2} {result.groups.worker}")
     say(f"  config    {opts.server_config_file}")
     say(f"  record    {opts.record_file}")
-    say("  passwords are on the manager, readable by root: /etc/cloudjhub/user_password")
+    say(f"  sign-in   {opts.authenticator}")
+    say(f"  admin     user admin, password in {opts.admin_password_file} (mode 0600)")
+    if opts.authenticator == "shared-password":
+        say("  the class password is on the manager, root only: /etc/cloudjhub/user_password")
     if not opts.tls:
         say(
             "  WARNING: the hub serves plain HTTP, so passwords and cookies cross the network "

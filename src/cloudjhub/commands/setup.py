@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from pydantic import ValidationError
 
 from ..config import ConfigError, error_line
 from .errors import CommandError
+from .launch import authenticator_option
+
+if TYPE_CHECKING:
+    from ..launch.options import Authenticator
 
 
 @click.command("setup-manager")
@@ -21,12 +26,13 @@ from .errors import CommandError
     help="Root prefix to write under [default: / or $CLOUDJHUB_WORKER_ROOT].",
 )
 @click.option("--no-start", is_flag=True, help="Write everything but do not (re)start the hub.")
-def setup_manager(root: Path, no_start: bool) -> None:
+@authenticator_option
+def setup_manager(root: Path, no_start: bool, authenticator: Authenticator) -> None:
     """Write the hub's configs, keys and unit, then start it. Reads a JSON request on stdin."""
     from ..launch.manager_setup import main_json
 
     try:
-        click.echo(main_json(root, sys.stdin.read(), start=not no_start))
+        click.echo(main_json(root, sys.stdin.read(), not no_start, authenticator))
     except ValidationError as exc:  # of the request itself; ConfigError names its field
         raise CommandError(f"bad setup request: {error_line(exc)}") from exc
     except (ValueError, ConfigError) as exc:

@@ -13,7 +13,9 @@ from pathlib import Path
 from traitlets.config import Config
 
 from .services import hub_services
-from .settings import HubSettings, SharedPassword
+from .settings import HubSettings, Native, SharedPassword
+
+NATIVE_CLASS = "cloudjhub.hub.native.SeededNativeAuthenticator"
 
 
 def _secret(path: str) -> str:
@@ -48,7 +50,18 @@ def apply(c: Config, settings: HubSettings, environ: Mapping[str, str] | None = 
     if isinstance(auth, SharedPassword):
         c.SharedPasswordAuthenticator.user_password = _secret(auth.user_password_file)
         c.SharedPasswordAuthenticator.admin_password = _secret(auth.admin_password_file)
+    elif isinstance(auth, Native):
+        hub.authenticator_class = NATIVE_CLASS
+        native = c.SeededNativeAuthenticator
+        native.admin_password_file = auth.admin_password_file
+        # Anyone may ask for an account; only an admin's approval lets it in.
+        native.enable_signup = True
+        native.open_signup = False
+        native.minimum_password_length = 8
+        native.check_common_password = True
     c.Authenticator.admin_users = set(settings.admin_users)
+    # Who may sign in is the authenticator's call (NativeAuthenticator: the
+    # approved accounts); JupyterHub's own allow list is not used.
     c.Authenticator.allow_all = True
 
     # Restarting the hub must not stop every user's instance.

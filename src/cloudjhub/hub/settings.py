@@ -60,6 +60,16 @@ class SharedPassword(_Settings):
     admin_password_file: FilePath
 
 
+class Native(_Settings):
+    """JupyterHub's NativeAuthenticator: each user signs up with a password of their
+    own, and an admin approves the account before it can sign in. The admin
+    accounts are made by the hub itself, with the password in
+    `admin_password_file`, before anyone can sign up under their names."""
+
+    kind: Literal["native"] = "native"
+    admin_password_file: FilePath
+
+
 class Dummy(_Settings):
     """Any name, any password: the demo's."""
 
@@ -98,7 +108,7 @@ class HubSettings(_Settings):
     db_url: str
     cookie_secret_file: FilePath
     pid_file: FilePath
-    authenticator: SharedPassword | Dummy = Field(discriminator="kind")
+    authenticator: Native | SharedPassword | Dummy = Field(discriminator="kind")
     admin_users: list[str] = Field(default_factory=lambda: ["admin"])
     spawner: SpawnerSettings
     services: ServiceSettings

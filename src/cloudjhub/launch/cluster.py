@@ -8,6 +8,7 @@ teardown's own deletes (`undo.py`).
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import time
 import urllib.request
@@ -82,6 +83,7 @@ def plan(ec2: AdminEc2, opts: LaunchOptions) -> list[str]:
         f"key pair {opts.workers_key_name} (public half of a key generated on the manager)",
         f"file {opts.server_config_file}",
         f"file {opts.record_file}",
+        f"file {opts.admin_password_file} (admin's password, mode 0600)",
     ]
     return lines
 
@@ -94,6 +96,7 @@ class Launch:
         self.created = Created()
         self._undo = UndoLog(ec2, say, opts.timeout, opts.poll)
         self._preinstalled: str | None = None
+        self._admin_password = ""
 
     # ---- driver ----------------------------------------------------------
 
@@ -114,6 +117,7 @@ class Launch:
             url, manager, image_id, groups, self.created, time.monotonic() - began
         )
         self.write_record(result)
+        self.keep_admin_password()
         return result
 
     def _fail(self, exc: Exception) -> None:
@@ -306,14 +310,31 @@ class Launch:
                 "key": self.opts.ssl_key.read_text(),
             }
         self.say(f"  setting up the hub on {manager.id}")
-        setup = [*node.sudo, f"{self._bin_dir}/cloudjhub", "setup-manager"]
+        setup = [
+            *node.sudo,
+            f"{self._bin_dir}/cloudjhub",
+            "setup-manager",
+            "--authenticator",
+            self.opts.authenticator,
+        ]
         result = node.run(setup, json.dumps(request))
         if result.status != 0:
             raise CloudError(
                 f"manager setup failed on {manager.id}: {result.stderr.strip()[-2000:]}"
             )
         reply: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+        self._admin_password = str(reply["admin_password"])
         return str(reply["worker_public_key"])
+
+    def keep_admin_password(self) -> None:
+        """The admin's sign-in, for the person launching only: a file of mode 0600."""
+        password = self._admin_password
+        path = self.opts.admin_password_file
+        self.opts.output_dir.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
 
     def import_workers_key(self, public_key: str) -> None:
         name = self.opts.workers_key_name

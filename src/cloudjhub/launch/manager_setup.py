@@ -1,9 +1,13 @@
 """cloudjhub's own setup of a manager, run ON the manager by `cloudjhub setup-manager`.
 
 It writes configs, keys and the hub's unit under a root prefix and starts the
-hub, and nothing else: OS packages are the install script's job. Secrets
-(cookie secret, proxy token, passwords, the workers' SSH key) are generated
-here and never leave the machine; only the workers' public key is returned.
+hub, and nothing else: OS packages and the hub's system user are the install
+script's job. Secrets (cookie secret, proxy token, passwords, the workers' SSH
+key) are generated here and never leave the machine, except the admin's
+password, which goes back to the launcher over the SSH channel; the reply also
+holds the workers' public key. On a real manager (root `/`) the hub runs as
+`SERVICE_USER`, which owns its state and the secrets it reads; under a root
+prefix (the local cloud) everything belongs to whoever runs this.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import secrets
 import signal
 import subprocess
@@ -27,6 +32,7 @@ from ..hub.proxy import find_proxy
 from ..hub.settings import (
     SETTINGS_ENV,
     HubSettings,
+    Native,
     ProxySettings,
     ServiceSettings,
     SharedPassword,
@@ -35,9 +41,11 @@ from ..hub.settings import (
     write_settings,
 )
 from ..keys import ensure_ed25519
+from .options import Authenticator
 from .units import HUB_UNIT, Unit, install_unit, run_unit_directly
 
 WORKER_KEY = "worker_key"
+SERVICE_USER = "cloudjhub"
 SECRET_FILES = {
     "cookie_secret": lambda: secrets.token_hex(32),
     "proxy_token": lambda: secrets.token_hex(32),
@@ -87,6 +95,32 @@ def _private_file(path: Path, make: Any) -> None:
     path.chmod(0o600)
 
 
+def service_owner(root: Path) -> tuple[int, int] | None:
+    """uid and gid of the hub's system user on a real manager; None under a prefix."""
+    if root != Path("/"):
+        return None
+    try:
+        entry = pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        raise ValueError(
+            f"no system user {SERVICE_USER!r}: run install-manager.sh on this machine first"
+        ) from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _hand_over(etc: Path, state: Path, owner: tuple[int, int] | None) -> None:
+    """The hub's user gets its state and the files it reads (each still mode 0600);
+    /etc/cloudjhub itself stays root's, so the hub cannot add or swap files there."""
+    if owner is None:
+        return
+    uid, gid = owner
+    os.chown(etc, 0, gid)
+    etc.chmod(0o750)
+    for path in [*etc.rglob("*"), state, *state.rglob("*")]:
+        if not path.is_symlink():
+            os.chown(path, uid, gid)
+
+
 def _worker_key(etc: Path) -> str:
     return ensure_ed25519(etc / WORKER_KEY, "cloudjhub-manager")
 
@@ -110,6 +144,7 @@ def hub_settings(
     idle_timeout: int,
     tls: tuple[Path, Path] | None,
     python: str,
+    authenticator: Authenticator = "native",
 ) -> HubSettings:
     """The manager's hub: on its private IP, secrets in `etc`, state in `state`."""
     ip = str(request.bind_ip)
@@ -130,7 +165,9 @@ def hub_settings(
         db_url="sqlite:///" + str(state / "jupyterhub.sqlite"),
         cookie_secret_file=str(etc / "cookie_secret"),
         pid_file=str(state / "jupyterhub.pid"),
-        authenticator=SharedPassword(
+        authenticator=Native(admin_password_file=str(etc / "admin_password"))
+        if authenticator == "native"
+        else SharedPassword(
             user_password_file=str(etc / "user_password"),
             admin_password_file=str(etc / "admin_password"),
         ),
@@ -144,7 +181,13 @@ def hub_settings(
     )
 
 
-def setup_manager(root: Path, request: SetupRequest, start: bool = True) -> dict[str, str]:
+def setup_manager(
+    root: Path,
+    request: SetupRequest,
+    start: bool = True,
+    authenticator: Authenticator = "native",
+) -> dict[str, str]:
+    owner = service_owner(root)
     etc = root / "etc" / "cloudjhub"
     state = root / "var" / "lib" / "cloudjhub"
     etc.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -166,9 +209,12 @@ def setup_manager(root: Path, request: SetupRequest, start: bool = True) -> dict
             _private_file(path, lambda text=text: text.strip())
         tls = (ssl_dir / "hub.crt", ssl_dir / "hub.key")
     python = sys.executable
-    settings = hub_settings(etc, state, request, config.JUPYTER_NOTEBOOK_TIMEOUT, tls, python)
+    settings = hub_settings(
+        etc, state, request, config.JUPYTER_NOTEBOOK_TIMEOUT, tls, python, authenticator
+    )
     write_settings(settings, etc / "hub.json")
     (etc / "jupyterhub_config.py").write_text(STUB_CONFIG)
+    _hand_over(etc, state, owner)
     unit = Unit(
         description=f"cloudjhub JupyterHub for cluster {config.CLUSTER_NAME}",
         exec_start=[python, "-m", "jupyterhub", "-f", str(etc / "jupyterhub_config.py")],
@@ -178,6 +224,10 @@ def setup_manager(root: Path, request: SetupRequest, start: bool = True) -> dict
             SETTINGS_ENV: str(etc / "hub.json"),
             "PATH": f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin",
         },
+        user=SERVICE_USER,
+        writable_paths=(str(state),),
+        # configurable-http-proxy, the hub's child, binds the public port (80/443).
+        capabilities=("CAP_NET_BIND_SERVICE",),
     )
     path = install_unit(root, HUB_UNIT, unit)
     if start:
@@ -191,9 +241,12 @@ def setup_manager(root: Path, request: SetupRequest, start: bool = True) -> dict
         "worker_public_key": public_key,
         "hub_config": str(etc / "jupyterhub_config.py"),
         "hub_settings": str(etc / "hub.json"),
+        "authenticator": authenticator,
+        # For the launcher to keep in a file of its own: the one way in as `admin`.
+        "admin_password": (etc / "admin_password").read_text().strip(),
     }
 
 
-def main_json(root: Path, raw: str, start: bool) -> str:
+def main_json(root: Path, raw: str, start: bool, authenticator: Authenticator = "native") -> str:
     request = SetupRequest.model_validate(json.loads(raw))
-    return json.dumps(setup_manager(root, request, start))
+    return json.dumps(setup_manager(root, request, start, authenticator))

@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..config import InstanceConfig
 from ..tags import validate_cluster_name, workers_key_name
+
+# How users sign in (`--authenticator`): those implemented, the default first.
+Authenticator = Literal["native", "shared-password"]
+AUTHENTICATORS: tuple[str, ...] = get_args(Authenticator)
+
+
+def authenticator_named(value: str) -> Authenticator:
+    """`value` if it names an authenticator, else a ValueError saying which do."""
+    for name in get_args(Authenticator):
+        if value == name:
+            return name
+    raise ValueError(f"--authenticator {value!r}: unknown; use one of {', '.join(AUTHENTICATORS)}")
 
 
 class LaunchOptions(BaseModel):
@@ -31,6 +44,7 @@ class LaunchOptions(BaseModel):
     known_hosts: Path | None = None
     ssl_cert: Path | None = None
     ssl_key: Path | None = None
+    authenticator: Authenticator = "native"
     output_dir: Path = Path()
     dry_run: bool = False
     keep_on_failure: bool = False
@@ -73,6 +87,10 @@ class LaunchOptions(BaseModel):
     @property
     def record_file(self) -> Path:
         return self.output_dir / f"cloudjhub-{self.cluster}-resources.json"
+
+    @property
+    def admin_password_file(self) -> Path:
+        return self.output_dir / f"cloudjhub-{self.cluster}-admin-password"
 
     @property
     def server_config_file(self) -> Path:

@@ -1,8 +1,9 @@
 """systemd units for the manager, and running one without systemd.
 
-On AWS, systemd runs the unit. In the local cloud there is no systemd inside
-an emulated instance, so the same unit file is run directly: its
-ExecStart, Environment and WorkingDirectory, detached, as systemd would.
+On AWS, systemd runs the unit as an unprivileged service user in a sandbox
+(`SANDBOX`). In the local cloud there is no systemd inside an emulated
+instance, so the same unit file is run directly: its ExecStart, Environment
+and WorkingDirectory, detached, as the current user and without the sandbox.
 """
 
 from __future__ import annotations
@@ -16,6 +17,40 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HUB_UNIT = "cloudjhub-hub.service"
+# The hub's sandbox. It also holds configurable-http-proxy, which the hub starts
+# as its child: JupyterHub keeps the proxy's routes and restarts it, and a
+# separate unit would need the proxy token in a second place. Not set, because
+# they would break the hub: MemoryDenyWriteExecute (node's JIT needs W+X pages),
+# PrivateNetwork and IPAddressDeny (it serves users and reaches workers),
+# PrivateUsers (the port capability must hold in the host's namespace),
+# ProcSubset=pid (node reads /proc/cpuinfo and /proc/stat).
+SANDBOX = (
+    ("UMask", "0077"),
+    ("NoNewPrivileges", "yes"),
+    ("ProtectSystem", "strict"),
+    ("ProtectHome", "yes"),
+    ("PrivateTmp", "yes"),
+    ("PrivateDevices", "yes"),
+    ("PrivateMounts", "yes"),
+    ("ProtectKernelTunables", "yes"),
+    ("ProtectKernelModules", "yes"),
+    ("ProtectKernelLogs", "yes"),
+    ("ProtectControlGroups", "yes"),
+    ("ProtectClock", "yes"),
+    ("ProtectHostname", "yes"),
+    ("ProtectProc", "invisible"),
+    ("RestrictSUIDSGID", "yes"),
+    ("RestrictRealtime", "yes"),
+    ("RestrictNamespaces", "yes"),
+    ("LockPersonality", "yes"),
+    ("RemoveIPC", "yes"),
+    # AF_NETLINK: getifaddrs and glibc's getaddrinfo read interfaces through it.
+    ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX AF_NETLINK"),
+    ("SystemCallArchitectures", "native"),
+    ("SystemCallFilter", "@system-service"),
+    ("SystemCallFilter", "~@privileged"),
+    ("SystemCallErrorNumber", "EPERM"),
+)
 # systemd expands % specifiers and $ variables, and " and newlines end a value.
 _SYSTEMD_SPECIAL = re.compile(r'[%$"\\\n]')
 
@@ -26,25 +61,51 @@ class Unit:
     exec_start: list[str]
     working_directory: str
     environment: dict[str, str]
+    # Who the service runs as (None: root), and, sandboxed, what it may write.
+    user: str | None = None
+    writable_paths: tuple[str, ...] = ()
+    # Kept (ambient) and the only ones it can ever have (bounding set).
+    capabilities: tuple[str, ...] = ()
 
     def render(self) -> str:
-        for value in (*self.exec_start, self.working_directory, *self.environment.values()):
+        values = (*self.exec_start, self.working_directory, *self.environment.values())
+        for value in (*values, *self.writable_paths, self.user or ""):
             if _SYSTEMD_SPECIAL.search(value):
                 raise ValueError(
                     f"refusing to write {value!r} into a unit: systemd would expand it"
                 )
+        for path in self.writable_paths:
+            if " " in path:  # ReadWritePaths= is a space-separated list
+                raise ValueError(f"refusing to write {path!r} into a unit: it has a space")
         env = "\n".join(f'Environment="{k}={v}"' for k, v in self.environment.items())
         return (
             "[Unit]\n"
             f"Description={self.description}\n"
             "After=network-online.target\nWants=network-online.target\n\n"
             "[Service]\n"
+            f"{self._identity()}"
             f"WorkingDirectory={self.working_directory}\n"
             f"{env}\n"
             f"ExecStart={shlex.join(self.exec_start)}\n"
-            "Restart=always\nRestartSec=5\n\n"
+            "Restart=always\nRestartSec=5\n"
+            f"{self._sandbox()}\n"
             "[Install]\nWantedBy=multi-user.target\n"
         )
+
+    def _identity(self) -> str:
+        return f"User={self.user}\nGroup={self.user}\n" if self.user else ""
+
+    def _sandbox(self) -> str:
+        if self.user is None:
+            return ""
+        caps = " ".join(self.capabilities)
+        lines = [
+            f"AmbientCapabilities={caps}",
+            f"CapabilityBoundingSet={caps}",
+            *(f"{key}={value}" for key, value in SANDBOX),
+            *(f"ReadWritePaths={path}" for path in self.writable_paths),
+        ]
+        return "".join(line + "\n" for line in lines)
 
 
 def parse_unit(text: str) -> Unit:
@@ -66,6 +127,7 @@ def parse_unit(text: str) -> Unit:
         shlex.split(fields["ExecStart"]),
         fields.get("WorkingDirectory", "/"),
         env,
+        user=fields.get("User"),
     )
 
 

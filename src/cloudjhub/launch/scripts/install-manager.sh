@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # OS-level provisioning of the manager, run as root on it: system packages,
-# node and configurable-http-proxy, and a virtualenv with cloudjhub (which
-# brings JupyterHub and jupyterhub-idle-culler). cloudjhub's own setup (configs,
-# keys, the hub's unit) is `cloudjhub setup-manager`, run afterwards.
+# node and configurable-http-proxy, a virtualenv with cloudjhub (which brings
+# JupyterHub, jupyterhub-idle-culler and jupyterhub-nativeauthenticator, the
+# default sign-in), and the system user the hub runs as. cloudjhub's own setup
+# (configs, keys, the hub's unit) is `cloudjhub setup-manager`, run afterwards.
 set -euo pipefail
 
 : "${CLOUDJHUB_PACKAGE:?pip requirement or path of the cloudjhub wheel to install}"
@@ -19,6 +20,14 @@ python3 -m venv "$prefix/venv"
 "$prefix/venv/bin/pip" install -q "$CLOUDJHUB_PACKAGE"
 
 "$prefix/venv/bin/cloudjhub" --version
+"$prefix/venv/bin/python" -c "import nativeauthenticator"
+
+# The hub's user: no login shell, no password, its home is its state directory
+# (which setup-manager hands to it, with the secrets it reads).
+if ! id -u cloudjhub >/dev/null 2>&1; then
+  useradd --system --user-group --no-create-home --home-dir /var/lib/cloudjhub \
+    --shell /usr/sbin/nologin --comment "cloudjhub JupyterHub" cloudjhub
+fi
 # The wheel was copied here only for this run.
 case $CLOUDJHUB_PACKAGE in /tmp/cloudjhub-*.whl) rm -f -- "$CLOUDJHUB_PACKAGE" ;; esac
 echo "install-manager: done"
