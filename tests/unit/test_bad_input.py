@@ -18,12 +18,17 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import botocore.client
 import pytest
 from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from cloudjhub.cli import main
 from cloudjhub.local.ports import free_port
@@ -36,6 +41,33 @@ KEY_MATERIAL = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAAsEc
 SERVER_CONFIG = (
     '{"CLUSTER_NAME": "alpha", "REGION": "%s", "WORKER_AMI": "ami-12345678", '
     '"SUBNET_ID": "subnet-12345678", "WORKER_SECURITY_GROUPS": ["sg-1"], "KEY_NAME": "k"%s}'
+)
+
+
+def tls_pair() -> tuple[bytes, bytes]:
+    """A self-signed certificate and its unencrypted key, both PEM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hub.test")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+CERT, CERT_KEY = tls_pair()
+_, OTHER_KEY = tls_pair()
+DER_KEY = serialization.load_pem_private_key(CERT_KEY, None).private_bytes(
+    serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
 )
 
 
@@ -174,6 +206,27 @@ CASES: list[Case] = [
         ("--ssl-key", "not shown"),
         KEY,
         never=("sEcReT", "BEGIN"),
+    ),
+    *[
+        Case(
+            f"launch-ssl-key-{kind}",
+            (*LAUNCH, "--ssl-cert", "hub.crt", "--ssl-key", "hub.key"),
+            ("--ssl-key hub.key", "PEM private key"),
+            {**KEY, "hub.crt": CERT, "hub.key": key},
+            never=("sEcReT", "BEGIN"),
+        )
+        for kind, key in (
+            ("of-another-cert", OTHER_KEY),
+            ("der", DER_KEY),
+            ("not-a-key", b"sEcReT: this is not a key\n"),
+            ("a-certificate", CERT),
+        )
+    ],
+    Case(  # the right pair passes, and the launch goes on to the endpoint
+        "launch-ssl-pair-good-then-unreachable",
+        (*LAUNCH, "--ssl-cert", "hub.crt", "--ssl-key", "hub.key", "--aws-endpoint", UNREACHABLE),
+        ("127.0.0.1:{port}", "Could not connect"),
+        {**KEY, "hub.crt": CERT, "hub.key": CERT_KEY},
     ),
     Case(
         "launch-ssl-key-pasted-env",

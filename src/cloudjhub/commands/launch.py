@@ -18,6 +18,7 @@ from ..config import (
 from .cloud_options import aws_options
 from .errors import BadInput, CommandError, cloud_error
 from .options import ExistingFile, Number, env_argument, env_option
+from .tls_pair import tls_pair_problem
 
 # Every failure before the first resource is made says so.
 NOTHING_CREATED = "; nothing was created"
@@ -188,6 +189,12 @@ def launch(
         raise BadInput(str(exc)) from exc
     except CloudError as exc:
         raise cloud_error(exc, NOTHING_CREATED) from exc
+    if (
+        opts.ssl_cert
+        and opts.ssl_key
+        and (problem := tls_pair_problem(opts.ssl_cert, opts.ssl_key))
+    ):
+        raise BadInput(problem + NOTHING_CREATED)
     ec2 = connect(opts.cluster, opts.region, opts.endpoint_url, then=NOTHING_CREATED)
     try:
         problems = preflight(ec2, opts)
