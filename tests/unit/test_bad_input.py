@@ -80,8 +80,7 @@ def server_config(region: str = "us-east-1", endpoint: str = "") -> bytes:
 class Case:
     """A command line, what it is given, and what its one line must say.
 
-    `{port}` anywhere stands for a loopback port nobody listens on, `{dir}` for
-    the folder the command runs in."""
+    `{port}` anywhere (argv, files, env) stands for a loopback port nobody listens on."""
 
     id: str
     argv: tuple[str, ...]
@@ -438,8 +437,8 @@ def here(aws: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     yield work
 
 
-def fill(text: str, port: int, where: Path) -> str:
-    return text.replace("{port}", str(port)).replace("{dir}", str(where))
+def fill(text: str, port: int) -> str:
+    return text.replace("{port}", str(port))
 
 
 @pytest.mark.timeout(60)
@@ -452,8 +451,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_made(
         (here / name).write_bytes(content.replace(b"{port}", str(port).encode()))
         (here / name).chmod(0o600)
     for name, value in case.env.items():
-        monkeypatch.setenv(name, fill(value, port, here))
-    argv = [fill(a, port, here) for a in case.argv]
+        monkeypatch.setenv(name, fill(value, port))
+    argv = [fill(a, port) for a in case.argv]
     files, processes = files_under(here), children()
     aws_calls.clear()
 
@@ -466,7 +465,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_made(
     assert len(lines) == 1, result.output
     assert "Traceback" not in result.output
     for needed in case.says:
-        assert fill(needed, port, here) in lines[0], lines[0]
+        assert fill(needed, port) in lines[0], lines[0]
     for secret in case.never:
         assert secret not in result.output
     assert aws_calls.writes() == []
