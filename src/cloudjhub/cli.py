@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from . import __version__
 from .commands.cost import cost
 from .commands.demo import demo
 from .commands.destroy import destroy
+from .commands.errors import BadInput
 from .commands.iam_policy import iam_policy
 from .commands.launch import launch
 from .commands.reap import reap
@@ -16,7 +19,18 @@ from .commands.status import status
 from .commands.terminate_workers import terminate_workers
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """The group, with click's usage errors of a command (a bad value, a missing
+    argument) said as every other bad input is: one line, exit 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise BadInput(exc.format_message()) from exc
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cloudjhub")
 def main() -> None:
     """JupyterHub on AWS with one EC2 instance per user, stopped when idle."""

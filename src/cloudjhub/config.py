@@ -8,6 +8,7 @@ for every pydantic model of ours: the lowest floor that uses pydantic owns it.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -111,17 +112,57 @@ def error_line(error: ValidationError, source: str | os.PathLike[str] | None = N
     return f"{source}: field {field}: {why}" if source is not None else f"{field}: {why}"
 
 
+# No settings file comes near this; a bigger one is a mistake, not a config.
+MAX_FILE_BYTES = 1 << 20
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is too large a number")
+    return number
+
+
+def parse_json(raw: bytes, source: str | os.PathLike[str]) -> Any:
+    """JSON from outside, or a ConfigError naming `source`: UTF-8, at most
+    MAX_FILE_BYTES, finite numbers, and no nesting or number too deep to read."""
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"{source}: larger than {MAX_FILE_BYTES // 1024} KB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text (byte {exc.start})") from exc
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{source}: not valid JSON: {exc.msg} (line {exc.lineno})") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{source}: not valid JSON: nested too deeply") from exc
+    except ValueError as exc:  # an integer of thousands of digits, NaN, 1e400
+        why = str(exc) if "JSON allows" in str(exc) or "too large" in str(exc) else ""
+        raise ConfigError(
+            f"{source}: not valid JSON: {why or 'a number too long to read'}"
+        ) from exc
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file, read as `parse_json` reads (and never more than its limit)."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    return parse_json(raw, path)
+
+
 def load_model(model: type[M], path: Path) -> M:
     """Any JSON settings file into its model, failing with one message naming the
     file and the field (the hub's settings file is read this way too)."""
-    try:
-        raw = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    try:
-        data: Any = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON: {exc.msg} (line {exc.lineno})") from exc
+    data = read_json(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object at the top level")
     try:

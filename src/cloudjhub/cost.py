@@ -6,7 +6,6 @@ table (`prices.json`) is a dated copy of AWS list prices, overridable per run.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -15,7 +14,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .config import error_line
+from .config import ConfigError, error_line, parse_json, read_json
 from .usage import UsageEvent
 
 SHIPPED_PRICES = "prices.json"
@@ -52,20 +51,20 @@ class Prices(BaseModel):
 
 def load_prices(path: Path | None = None) -> Prices:
     """The price table at `path`, or the shipped one."""
-    if path is None:
-        source = f"shipped {SHIPPED_PRICES}"
-        raw = resources.files(__package__).joinpath(SHIPPED_PRICES).read_text()
-    else:
-        source = str(path)
-        try:
-            raw = path.read_text()
-        except OSError as exc:
-            raise CostError(f"{path}: cannot read: {exc.strerror}") from exc
     try:
-        data = json.loads(raw)
+        if path is None:
+            source = f"shipped {SHIPPED_PRICES}"
+            data = parse_json(
+                resources.files(__package__).joinpath(SHIPPED_PRICES).read_bytes(), source
+            )
+        else:
+            source = str(path)
+            data = read_json(path)
+        if not isinstance(data, dict):
+            raise CostError(f"{source}: expected a JSON object at the top level")
         return Prices.model_validate({**data, "source": source})
-    except json.JSONDecodeError as exc:
-        raise CostError(f"{source}: not valid JSON: {exc.msg} (line {exc.lineno})") from exc
+    except ConfigError as exc:
+        raise CostError(str(exc)) from exc
     except ValidationError as exc:
         raise CostError(error_line(exc, source)) from exc
 

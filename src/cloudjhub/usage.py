@@ -50,7 +50,8 @@ def read_events(path: str | os.PathLike[str]) -> tuple[list[UsageEvent], list[st
     """Every valid event, oldest first, and a warning naming each line that is not one."""
     events: list[UsageEvent] = []
     warnings: list[str] = []
-    with open(path, encoding="utf-8") as fh:
+    # A line that is not UTF-8 (a torn write, a stray edit) is one more bad line.
+    with open(path, encoding="utf-8", errors="replace") as fh:
         for number, raw in enumerate(fh, start=1):
             if not raw.strip():
                 continue

@@ -1,8 +1,8 @@
 """`cloudjhub launch` up to the point where it would create something, against moto.
 
 What a user sees when the launch cannot start: a cloud failure (no credentials,
-an endpoint that is not a URL, an EC2 error while planning) is one line and
-exit 1; bad input is exit 2 naming the option or field; without a terminal and
+an EC2 error while planning) is one line and exit 1; bad input (an endpoint
+that is not a URL too) is exit 2 naming the option or field; without a terminal and
 without --yes it refuses, and nothing is created. No test here gets past the
 confirmation: the launch itself is covered by tests/system/test_launch.py.
 """
@@ -141,7 +141,7 @@ def test_instance_profile_check_wraps_botocore_errors(
     assert "not a url" in str(bad_endpoint.value)
 
 
-def test_an_endpoint_that_is_not_a_url_is_one_line_and_exit_1(
+def test_an_endpoint_that_is_not_a_url_is_one_line_and_exit_2(
     args: list[str], ec2: LocalCloudEc2, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = inventory(ec2)
@@ -151,7 +151,7 @@ def test_an_endpoint_that_is_not_a_url_is_one_line_and_exit_1(
     from_env = run(*args, "--yes")
 
     for result, url in ((given, "not a url"), (from_env, "not a url either")):
-        assert result.exit_code == 1, result.output
+        assert result.exit_code == 2, result.output  # bad input: the user named it
         [line] = lines(result)
         assert line.startswith("error: ") and f"Invalid endpoint: {url}" in line
     assert inventory(ec2) == before
@@ -280,7 +280,7 @@ def test_bad_option_value_from_the_environment_exits_2(
 
     assert result.exit_code == 2, result.output
     [line] = lines(result)
-    assert line.startswith("error: timeout:")
+    assert line.startswith("error: ") and "'--timeout' (env var: 'CLOUDJHUB_TIMEOUT')" in line
 
 
 def test_a_bad_cluster_name_exits_2_before_any_aws_call(

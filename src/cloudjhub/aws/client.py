@@ -25,6 +25,9 @@ RETRY_CONFIG = Config(
     read_timeout=60,
 )
 
+# The code of a CloudError for an endpoint that is not a URL.
+INVALID_ENDPOINT = "InvalidEndpoint"
+
 # Instance states, named once. An instance in GONE_STATES will never run again.
 GONE_STATES = frozenset({"shutting-down", "terminated"})
 STOPPED_STATES = frozenset({"stopping", "stopped"})
@@ -152,7 +155,11 @@ def boto_client(service: str, region: str | None, endpoint_url: str | None = Non
             endpoint_url=endpoint_url,
             config=RETRY_CONFIG,
         )
-    except (BotoCoreError, ValueError) as exc:  # no region; a malformed endpoint URL
+    except ValueError as exc:  # a malformed endpoint URL
+        raise CloudError(
+            f"cannot make an {service.upper()} client: {exc}", INVALID_ENDPOINT
+        ) from exc
+    except BotoCoreError as exc:  # no region, a malformed one
         raise CloudError(
             f"cannot make an {service.upper()} client: {exc}", type(exc).__name__
         ) from exc

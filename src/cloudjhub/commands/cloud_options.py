@@ -11,6 +11,8 @@ import click
 
 from ..aws.admin import AdminEc2
 from ..aws.client import CloudError
+from ..aws.hub import HubEc2
+from ..aws.reach import check_reachable, checked
 from ..launch.teardown import Failure
 from ..tags import validate_cluster_name
 from .errors import CommandError, cloud_error
@@ -52,9 +54,30 @@ def aws_options(region_fallback: str = "") -> Callable[[F], F]:
     return decorate
 
 
-def connect(cluster: str, region: str | None, aws_endpoint: str | None) -> AdminEc2:
+E = TypeVar("E", bound=HubEc2)
+
+
+def connect(cluster: str, region: str | None, aws_endpoint: str | None, then: str = "") -> AdminEc2:
+    return connect_as(AdminEc2, cluster, region, aws_endpoint, then)
+
+
+def connect_as(
+    kind: type[E], cluster: str, region: str | None, aws_endpoint: str | None, then: str = ""
+) -> E:
+    """Every command's EC2 connection: a region AWS has (any, behind a custom endpoint)
+    and an endpoint that fails at once if it never answers; else one line, exit 2."""
     try:
-        return AdminEc2.connect(cluster, region, aws_endpoint)
+        ec2 = kind.connect(cluster, region, aws_endpoint)
+        checked(ec2.client)
+    except CloudError as exc:
+        raise cloud_error(exc, then) from exc
+    return ec2
+
+
+def require_reachable(aws_endpoint: str, region: str) -> None:
+    """For a command that starts things before its first EC2 call (the demo)."""
+    try:
+        check_reachable(aws_endpoint, region)
     except CloudError as exc:
         raise cloud_error(exc) from exc
 

@@ -15,7 +15,8 @@ from ..config import ConfigError, load_instance_config, load_server_config, serv
 from ..cost import CostError, Estimate, UsageReport, load_prices, monthly_estimate, usage_report
 from ..usage import USAGE_LOG, read_events
 from .cloud_options import cluster_argument
-from .errors import CommandError
+from .errors import BadInput, CommandError
+from .options import ExistingFile, Number
 
 DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]
 ASSUMED_USERS = 25
@@ -38,7 +39,7 @@ def _cluster_defaults(cluster: str) -> dict[str, Any]:
                 defaults["instance_type"] = server.WORKER_INSTANCE_TYPE
                 defaults["storage_gb"] = server.WORKER_EBS_SIZE + server.USER_HOME_EBS_SIZE
     except ConfigError as exc:
-        raise CommandError(str(exc)) from exc
+        raise BadInput(str(exc)) from exc
     return defaults
 
 
@@ -62,7 +63,7 @@ def _iso(t: float) -> str:
 )
 @click.option(
     "--prices",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=ExistingFile(),
     default=None,
     help="A price table with the keys of the shipped prices.json [default: shipped, us-east-1].",
 )
@@ -74,7 +75,7 @@ def _iso(t: float) -> str:
 )
 @click.option(
     "--hours-per-user",
-    type=click.FloatRange(min=0, max=744),
+    type=Number(min=0, max=744),
     default=40.0,
     show_default=True,
     help="Hours each user's instance runs per month, for the estimate.",
@@ -83,7 +84,7 @@ def _iso(t: float) -> str:
 @click.option("--manager-type", default=None, help="Manager type [default: the cluster's].")
 @click.option(
     "--storage-gb",
-    type=click.FloatRange(min=0),
+    type=Number(min=0),
     default=None,
     help="EBS GB per user, root plus home [default: the cluster's].",
 )
@@ -137,7 +138,9 @@ def cost(
             manager_type or defaults["manager_type"],
             defaults["storage_gb"] if storage_gb is None else storage_gb,
         )
-    except (CostError, OSError) as exc:
+    except CostError as exc:
+        raise BadInput(str(exc)) from exc
+    except OSError as exc:
         raise CommandError(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(_as_dict(cluster, table, estimate, report, warnings), indent=2))

@@ -11,6 +11,7 @@ from types import FrameType
 
 import click
 
+from .cloud_options import require_reachable
 from .errors import CommandError
 
 
@@ -111,6 +112,8 @@ def demo(
         click.echo(f"cloudjhub demo: {exc}", err=True)
         sys.exit(2)
 
+    if aws_endpoint:  # before anything is made or started
+        require_reachable(aws_endpoint, DemoStack.region)
     stack = DemoStack(
         state_dir=state_dir.resolve(),
         port=port,

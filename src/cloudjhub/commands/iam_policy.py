@@ -9,6 +9,8 @@ from typing import NoReturn
 
 import click
 
+from ..aws.client import CloudError
+from ..aws.reach import check_region
 from ..config import INSTANCE_CONFIG_FILE, ConfigError, InstanceConfig, load_instance_config
 from ..launch.iam import BadInput, manager_policy
 from .cloud_options import cluster_argument
@@ -99,4 +101,9 @@ def iam_policy(
         )
     except BadInput as exc:
         _fail(f"--{exc.name.replace('_', '-')}: {exc}")
+    if region != "*":  # well formed, so said; but is it one AWS has?
+        try:
+            check_region(region)
+        except CloudError as exc:
+            _fail(f"--region: {exc}")
     click.echo(json.dumps(policy, indent=2))

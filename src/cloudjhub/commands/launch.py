@@ -8,10 +8,17 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from ..config import ConfigError, InstanceConfig, error_line, load_instance_config
+from ..config import (
+    INSTANCE_CONFIG_FILE,
+    ConfigError,
+    InstanceConfig,
+    error_line,
+    load_instance_config,
+)
 from .cloud_options import aws_options
 from .errors import BadInput, CommandError, cloud_error
-from .options import env_argument, env_option
+from .options import ExistingFile, Number, env_argument, env_option
+from .tls_pair import tls_pair_problem
 
 # Every failure before the first resource is made says so.
 NOTHING_CREATED = "; nothing was created"
@@ -77,11 +84,13 @@ def authenticator_option(fn: Any) -> Any:
     )(fn)
 
 
-def _instance_config(path: Path, given: dict[str, Any]) -> InstanceConfig:
-    """instance_config.json with the instance options that were given laid over it."""
+def _instance_config(path: Path | None, given: dict[str, Any]) -> InstanceConfig:
+    """instance_config.json (the named one, else ./ if present) with the instance
+    options that were given laid over it."""
     overrides = {key: given[key.lower()] for _, key, _ in INSTANCE_OPTIONS}
     chosen = {key: value for key, value in overrides.items() if value is not None}
-    return InstanceConfig.model_validate({**load_instance_config(path).model_dump(), **chosen})
+    file = load_instance_config(path or INSTANCE_CONFIG_FILE)
+    return InstanceConfig.model_validate({**file.model_dump(), **chosen})
 
 
 @click.command()
@@ -92,10 +101,9 @@ def _instance_config(path: Path, given: dict[str, Any]) -> InstanceConfig:
 @_instance_options
 @env_option(
     "--instance-config",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("instance_config.json"),
-    show_default=True,
-    help="Launch defaults file.",
+    type=ExistingFile(),
+    default=None,
+    help=f"Launch defaults file [default: {INSTANCE_CONFIG_FILE} if present].",
 )
 @env_option(
     "--key-name",
@@ -105,7 +113,7 @@ def _instance_config(path: Path, given: dict[str, Any]) -> InstanceConfig:
 @env_option(
     "--key-file",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=ExistingFile(),
     help="Private key of --key-name (mode 0600), used to reach builder and manager.",
 )
 @env_option(
@@ -139,18 +147,18 @@ def _instance_config(path: Path, given: dict[str, Any]) -> InstanceConfig:
 )
 @env_option(
     "--known-hosts",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=ExistingFile(),
     help="Trust host keys from this known_hosts file instead of the EC2 console output.",
 )
 @env_option(
     "--ssl-cert",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=ExistingFile(),
     help="PEM certificate (with its chain) for the hub's public name: the hub then serves "
     "HTTPS. Use --hub-port 443 to also redirect port 80 to it.",
 )
 @env_option(
     "--ssl-key",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=ExistingFile(),
     help="Private key of --ssl-cert (mode 0600); sent to the manager over SSH only.",
 )
 @click.option(
@@ -169,7 +177,7 @@ def _instance_config(path: Path, given: dict[str, Any]) -> InstanceConfig:
 @aws_options(region_fallback="REGION of instance_config.json")
 @env_option(
     "--timeout",
-    type=float,
+    type=Number(min=0, min_open=True),
     default=1800,
     show_default=True,
     help="Seconds to wait for each long step.",
@@ -184,7 +192,7 @@ def launch(
     base_ami: str,
     private_subnet: str,
     public_subnet: str,
-    instance_config: Path,
+    instance_config: Path | None,
     region: str | None,
     aws_endpoint: str | None,
     yes: bool,
@@ -195,12 +203,11 @@ def launch(
 
     Re-running with the same CLUSTER reuses what exists and finishes what is missing.
     """
-    from ..aws.admin import AdminEc2
     from ..aws.client import CloudError, default_region
     from ..launch.cluster import Launch, LaunchError, plan
     from ..launch.options import LaunchOptions
     from ..launch.preflight import preflight
-    from .cloud_options import confirm
+    from .cloud_options import confirm, connect
 
     say = lambda m: click.echo(m, err=True)  # noqa: E731
     given = {key.lower(): kw.pop(key.lower(), None) for _, key, _ in INSTANCE_OPTIONS}
@@ -227,8 +234,14 @@ def launch(
             "no --ssl-cert/--ssl-key: the hub would serve plain HTTP, passwords and cookies "
             "in clear; give them, or --allow-http (behind a TLS load balancer)" + NOTHING_CREATED
         )
+    if (
+        opts.ssl_cert
+        and opts.ssl_key
+        and (problem := tls_pair_problem(opts.ssl_cert, opts.ssl_key))
+    ):
+        raise BadInput(problem + NOTHING_CREATED)
+    ec2 = connect(opts.cluster, opts.region, opts.endpoint_url, then=NOTHING_CREATED)
     try:
-        ec2 = AdminEc2.connect(opts.cluster, opts.region, opts.endpoint_url)
         problems = preflight(ec2, opts)
         steps = [] if problems else plan(ec2, opts)
     except CloudError as exc:

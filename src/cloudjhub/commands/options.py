@@ -7,7 +7,10 @@ from the option, and --help shows it.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -31,3 +34,38 @@ def env_option(*decls: str, also: Sequence[str] = (), **kwargs: Any) -> Callable
 def env_argument(name: str, **kwargs: Any) -> Callable[[F], F]:
     """click.argument that falls back to CLOUDJHUB_<NAME>."""
     return click.argument(name, envvar=env_name(name), **kwargs)
+
+
+class Number(click.FloatRange):
+    """A finite number within bounds: click's FloatRange lets nan (and, without a
+    bound, inf) through, and either would turn a report or a timer into nonsense."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number", param, ctx)
+        return number
+
+
+def looks_secret(value: str) -> bool:
+    """A value that is a key's contents rather than a path to it (pasted by mistake,
+    or `$(cat key)`): never to be echoed back."""
+    return "\n" in value or "-----BEGIN" in value or "PRIVATE KEY" in value or len(value) > 1024
+
+
+class ExistingFile(click.Path):
+    """A file that must exist; a missing one is named, unless the value looks like
+    a secret, which is never echoed."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = os.fsdecode(value)
+        if looks_secret(text):
+            self.fail(
+                "expected the path of a file, got what looks like a key (not shown)", param, ctx
+            )
+        if not Path(text).is_file():
+            self.fail(f"no such file: {text}", param, ctx)
+        return super().convert(value, param, ctx)

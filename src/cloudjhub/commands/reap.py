@@ -11,27 +11,28 @@ from types import FrameType
 
 import click
 
-from ..config import SERVER_CONFIG_ENV
-from .errors import CommandError
+from ..config import SERVER_CONFIG_ENV, server_config_path
+from .errors import BadInput, CommandError, cloud_error
+from .options import ExistingFile, Number
 
 
 @click.command()
 @click.option(
     "--interval",
-    type=click.FloatRange(min=1),
+    type=Number(min=1),
     default=None,
     help="Seconds between rounds [default: JUPYTER_NOTEBOOK_TIMEOUT / 4, within 5-300].",
 )
 @click.option(
     "--grace",
-    type=click.FloatRange(min=0),
+    type=Number(min=0),
     default=None,
     help="Seconds a running worker may go without a hub server before it is stopped "
     "[default: JUPYTER_NOTEBOOK_TIMEOUT / 2, within 10-600].",
 )
 @click.option(
     "--server-config",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=ExistingFile(),
     envvar=SERVER_CONFIG_ENV,
     default=None,
     help=f"The cluster's server_config.json [default: ${SERVER_CONFIG_ENV}, else ./].",
@@ -66,6 +67,7 @@ def reap(
     from ..config import ConfigError, load_server_config
     from ..reaper import HubApi, Reaper, default_timing, run
     from ..usage import USAGE_LOG
+    from .cloud_options import connect_as
 
     api_url = os.environ.get("JUPYTERHUB_API_URL")
     token = os.environ.get("JUPYTERHUB_API_TOKEN")
@@ -77,9 +79,14 @@ def reap(
         )
     try:
         config = load_server_config(server_config)
-        ec2 = HubEc2.connect(config.CLUSTER_NAME, config.REGION, config.AWS_ENDPOINT_URL)
-    except (ConfigError, CloudError) as exc:
-        raise CommandError(str(exc)) from exc
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from exc
+    where = f"; REGION and AWS_ENDPOINT_URL are read from {server_config_path(server_config)}"
+    ec2 = connect_as(HubEc2, config.CLUSTER_NAME, config.REGION, config.AWS_ENDPOINT_URL, where)
+    try:  # EC2 down, or the role not allowed to list: say so now, not in a log forever
+        ec2.describe_workers()
+    except CloudError as exc:
+        raise cloud_error(exc, where) from exc
     default_interval, default_grace = default_timing(config.JUPYTER_NOTEBOOK_TIMEOUT)
     logging.basicConfig(
         level=logging.INFO, format="[%(levelname).1s %(asctime)s cloudjhub-reaper] %(message)s"

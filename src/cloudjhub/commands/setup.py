@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -10,8 +11,8 @@ from typing import TYPE_CHECKING
 import click
 from pydantic import ValidationError
 
-from ..config import ConfigError, error_line
-from .errors import CommandError
+from ..config import MAX_FILE_BYTES, ConfigError, error_line, parse_json, server_config_from
+from .errors import BadInput
 from .launch import authenticator_option
 
 if TYPE_CHECKING:
@@ -29,11 +30,15 @@ if TYPE_CHECKING:
 @authenticator_option
 def setup_manager(root: Path, no_start: bool, authenticator: Authenticator) -> None:
     """Write the hub's configs, keys and unit, then start it. Reads a JSON request on stdin."""
-    from ..launch.manager_setup import main_json
+    from ..launch import manager_setup
 
     try:
-        click.echo(main_json(root, sys.stdin.read(), not no_start, authenticator))
+        data = parse_json(sys.stdin.buffer.read(MAX_FILE_BYTES + 1), "the request on stdin")
+        request = manager_setup.SetupRequest.model_validate(data)
+        # Checked before anything is written: a bad request leaves the root as it was.
+        server_config_from({**request.server_config, "SSH_KEY_FILE": "/"}, "server_config")
     except ValidationError as exc:  # of the request itself; ConfigError names its field
-        raise CommandError(f"bad setup request: {error_line(exc)}") from exc
-    except (ValueError, ConfigError) as exc:
-        raise CommandError(f"bad setup request: {exc}") from exc
+        raise BadInput(f"bad setup request: {error_line(exc)}") from exc
+    except ConfigError as exc:
+        raise BadInput(f"bad setup request: {exc}") from exc
+    click.echo(json.dumps(manager_setup.setup_manager(root, request, not no_start, authenticator)))

@@ -119,7 +119,7 @@ def test_status_region_and_endpoint_come_from_the_boto3_chain(
     assert elsewhere.output == "no workers in cluster alpha\n"
     assert nowhere.exit_code == 1
     assert "region" in nowhere.output and "--region" in nowhere.output
-    assert bad_url.exit_code == 1 and "Invalid endpoint: not a url" in bad_url.output
+    assert bad_url.exit_code == 2 and "Invalid endpoint: not a url" in bad_url.output
 
 
 def test_status_rows_uptime_only_for_running() -> None:
