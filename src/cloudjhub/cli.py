@@ -14,6 +14,7 @@ from .commands.reap import reap
 from .commands.setup import setup_manager
 from .commands.status import status
 from .commands.terminate_workers import terminate_workers
+from .commands.warm_pool import warm_pool
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,5 +33,6 @@ for command in (
     iam_policy,
     cost,
     reap,
+    warm_pool,
 ):
     main.add_command(command)
