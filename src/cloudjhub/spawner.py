@@ -226,7 +226,9 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
         if claimed is not None:
             self.log.info("%s: claimed pool worker %s", self._log_name, claimed.id)
             self._emit(8, "Taking a ready instance from the warm pool")
-            self.pinned_host_keys, self.pinned_for = [], None
+            # Its console shows host keys only after its first boot, which the keeper saw.
+            keys = warm_pool.recorded_host_keys(self.warm_pool_keys_dir, claimed.id)
+            self.pinned_host_keys, self.pinned_for = keys, claimed.id if keys else None
             self.fleet.remember(claimed)
         return claimed
 

@@ -131,6 +131,12 @@ class InstanceSpawnerOptions(LoggingConfigurable):
         "costs compute and gives the fastest first login.",
     ).tag(config=True)
 
+    warm_pool_keys_dir = Unicode(
+        "/var/lib/cloudjhub/pool-host-keys",
+        help="Directory where the warm pool's keeper records each pool worker's SSH host "
+        "keys from its first boot, so claiming a stopped one can pin them.",
+    ).tag(config=True)
+
     @validate("warm_pool_size")
     def _check_warm_pool_size(self, proposal: Any) -> Any:
         try:

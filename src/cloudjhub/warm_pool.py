@@ -17,18 +17,26 @@ The tags are the whole state, so a hub or service restart changes nothing:
   hub restart cut short: the user tag decides, and their next spawn finishes it);
 - `cloudjhub:pool=ready` and a user: tagged by hand; never handed to anyone, never
   counted (so it is replaced), never stopped by the reaper.
+
+cloud-init prints the SSH host keys to the console on an instance's first boot only,
+so a stopped pool worker, started by its claim, shows none. The keeper therefore
+records each member's keys (from its console, before it stops it) in a directory
+on the manager, and the claim pins them from there.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-from . import hibernation
+from . import hibernation, remote
 from .aws.client import CloudError, Instance
 from .aws.hub import HubEc2, WorkerSpec
 from .config import ServerConfig
@@ -39,6 +47,10 @@ log = logging.getLogger("cloudjhub.warm_pool")
 # DescribeInstances can lag a launch by seconds (as in fleet.py): a launch counts
 # as a member until it is listed, or for this long.
 LAUNCH_LAG_GRACE = 120.0
+# A running member whose console shows no host keys this long is stopped anyway
+# (its claim then waits for keys as a launch does).
+KEYS_WAIT = 600.0
+_INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,32}$")
 # Which member a claim takes first: the one that will serve soonest.
 CLAIM_ORDER = {"running": 0, "pending": 1, "stopped": 2, "stopping": 3}
 
@@ -93,6 +105,32 @@ def is_pool(instance: Instance) -> bool:
 def handed_out_by_hand(instance: Instance) -> bool:
     """Marked ready but tagged with a user by someone else: in an unknown state."""
     return instance.tags.get(POOL_TAG) == POOL_READY and instance.user is not None
+
+
+def _keys_file(keys_dir: str, instance_id: str) -> Path:
+    if not _INSTANCE_ID.fullmatch(instance_id):
+        raise ValueError(f"not an instance id: {instance_id!r}")
+    return Path(keys_dir) / f"{instance_id}.keys"
+
+
+def record_host_keys(keys_dir: str, instance_id: str, keys: list[str]) -> None:
+    """Keep a pool member's host keys (written atomically: a claim never reads half)."""
+    target = _keys_file(keys_dir, instance_id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text("".join(f"{k}\n" for k in keys))
+    os.replace(tmp, target)
+
+
+def recorded_host_keys(keys_dir: str, instance_id: str) -> list[str]:
+    """What the keeper recorded for a member; none if nothing (or no directory)."""
+    if not keys_dir:
+        return []
+    try:
+        text = _keys_file(keys_dir, instance_id).read_text()
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()]
 
 
 def _unclaimed(instance: Instance) -> Instance:
@@ -157,6 +195,9 @@ class Keeper:
     spec: WorkerSpec
     target: Callable[[float], PoolTarget]
     clock: Callable[[], float] = time.time
+    # Where members' host keys are recorded; "" when hosts are not pinned from the
+    # console (SSH_HOST_KEY_SOURCE known_hosts).
+    keys_dir: str = ""
     _reported: set[str] = field(default_factory=set)
     _launched: dict[str, float] = field(default_factory=dict)
 
@@ -181,7 +222,29 @@ class Keeper:
             self._launched.update(dict.fromkeys(launched, now))
             log.info("launched %d pool worker(s): %s", len(new), ", ".join(launched))
         stopped, started = self._to_state(members, want.state)
+        self._forget_keys({w.id for w in workers if w.live})
         return RoundResult(len(members), launched, stopped, started)
+
+    def _keys_known(self, member: Instance) -> bool:
+        """Record a running member's host keys; False while its console shows none."""
+        if not self.keys_dir or recorded_host_keys(self.keys_dir, member.id):
+            return True
+        console = self.ec2.console_output(member.id, member.instance_type)
+        keys = remote.parse_console_host_keys(console)
+        if keys:
+            record_host_keys(self.keys_dir, member.id, keys)
+            return True
+        if self.clock() - member.launched_at < KEYS_WAIT:
+            return False
+        log.warning("pool worker %s printed no host keys; stopping it anyway", member.id)
+        return True
+
+    def _forget_keys(self, keep: set[str]) -> None:
+        if not self.keys_dir or not Path(self.keys_dir).is_dir():
+            return
+        for path in Path(self.keys_dir).glob("i-*.keys"):
+            if path.stem not in keep:
+                path.unlink(missing_ok=True)
 
     def _to_state(self, members: list[Instance], state: str) -> tuple[list[str], list[str]]:
         """Stop running members of a stopped pool; start stopped members of a running one."""
@@ -190,12 +253,14 @@ class Keeper:
         for member in members:
             try:
                 if state == "stopped" and member.state == "running":
+                    if not self._keys_known(member):
+                        continue
                     self.ec2.stop(member.id)
                     stopped.append(member.id)
                 elif state == "running" and member.state == "stopped":
                     self.ec2.start(member.id)
                     started.append(member.id)
-            except CloudError as exc:
+            except (CloudError, OSError) as exc:
                 log.warning("cannot bring pool worker %s to %s: %s", member.id, state, exc)
         return stopped, started
 

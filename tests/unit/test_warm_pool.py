@@ -19,10 +19,11 @@ from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.fleet import Fleet
 from cloudjhub.reaper import Reaper
+from cloudjhub.remote import CONSOLE_BEGIN, CONSOLE_END
 from cloudjhub.spawner import InstanceSpawner
 from cloudjhub.tags import NAME_TAG, POOL_TAG, USER_TAG
 from cloudjhub.warm_pool import Keeper, constant_target, is_member
-from tests.unit.conftest import CLUSTER, REGION
+from tests.unit.conftest import CLUSTER, REGION, SshKey
 
 
 def run(coro: Any) -> Any:
@@ -218,6 +219,35 @@ def test_no_pool_no_extra_lookup(
     before = calls["DescribeInstances"]
     assert run(spawner._find_instance()) is None
     assert calls["DescribeInstances"] == before + 1
+
+
+def test_a_stopped_pool_keeps_host_keys_from_the_first_boot_for_the_claim(
+    ec2: LocalCloudEc2,
+    spec: WorkerSpec,
+    spawner_for: Callable[[str], InstanceSpawner],
+    ssh_key: SshKey,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """cloud-init prints host keys on the first boot only: after a stop and a start the
+    console has none, so the keeper records them before stopping, and the claim pins them."""
+    key = " ".join(ssh_key.public.split()[:2])
+    consoles: dict[str, str] = {}
+    monkeypatch.setattr(ec2, "console_output", lambda iid, _type: consoles.get(iid, "booting\n"))
+    pool = Keeper(ec2, spec, constant_target(1, "stopped"), keys_dir=str(tmp_path / "keys"))
+    [member] = pool.round().launched
+
+    assert pool.round().stopped == []  # no keys on the console yet: not stopped
+    consoles[member] = f"cloud-init\n{CONSOLE_BEGIN}\n{key}\n{CONSOLE_END}\n"
+    assert pool.round().stopped == [member]
+    consoles[member] = "second boot: keys-to-console already ran\n"
+
+    alice = spawner_for("alice")
+    alice.warm_pool_keys_dir = str(tmp_path / "keys")
+    claimed = run(alice._find_instance())
+
+    assert claimed is not None and claimed.id == member
+    assert (alice.pinned_for, alice.pinned_host_keys) == (member, [key])
 
 
 # ---- the reaper ---------------------------------------------------------------------

@@ -43,7 +43,16 @@ def test_the_hub_runs_the_pool_keeper_only_for_a_pool(tmp_path: Path) -> None:
     found = services(settings(tmp_path, warm_pool_size=3, warm_pool_state="running"))
 
     keeper = found["cloudjhub-warm-pool"]
-    assert keeper["command"][1:] == ["warm-pool", "--size", "3", "--state", "running"]
+    keys_dir = str(tmp_path / "pool-host-keys")  # beside the usage log
+    assert keeper["command"][1:] == [
+        "warm-pool",
+        "--size",
+        "3",
+        "--state",
+        "running",
+        "--keys-dir",
+        keys_dir,
+    ]
     assert keeper["environment"]["CLOUDJHUB_SERVER_CONFIG"] == str(tmp_path / "server_config.json")
     assert keeper["environment"]["AWS_ACCESS_KEY_ID"] == "local"
 
@@ -62,7 +71,7 @@ def test_warm_pool_size_comes_from_server_config(tmp_path: Path) -> None:
     path.write_text(json.dumps(config))
     assert load_server_config(path).WARM_POOL_SIZE == 2
     keeper = services(settings(tmp_path))["cloudjhub-warm-pool"]
-    assert keeper["command"][1:] == ["warm-pool", "--size", "2", "--state", "stopped"]
+    assert keeper["command"][1:6] == ["warm-pool", "--size", "2", "--state", "stopped"]
     assert InstanceConfig.model_validate({"WARM_POOL_SIZE": 5}).WARM_POOL_SIZE == 5
     path.write_text(json.dumps({**config, "WARM_POOL_SIZE": -1}))
     with pytest.raises(ConfigError, match="field WARM_POOL_SIZE"):

@@ -48,6 +48,12 @@ from .errors import CommandError
     default=None,
     help=f"The cluster's server_config.json [default: ${SERVER_CONFIG_ENV}, else ./].",
 )
+@click.option(
+    "--keys-dir",
+    default="/var/lib/cloudjhub/pool-host-keys",
+    show_default=True,
+    help="Record pool workers' SSH host keys here (InstanceSpawner.warm_pool_keys_dir).",
+)
 @click.option("--once", is_flag=True, help="Run one round and exit.")
 def warm_pool(
     size: int | None,
@@ -55,6 +61,7 @@ def warm_pool(
     instance_type: str | None,
     interval: float,
     server_config: Path | None,
+    keys_dir: str,
     once: bool,
 ) -> None:
     """Keep SIZE launched, unassigned workers for first logins (JupyterHub service).
@@ -75,7 +82,11 @@ def warm_pool(
         level=logging.INFO, format="[%(levelname).1s %(asctime)s cloudjhub-warm-pool] %(message)s"
     )
     target = constant_target(config.WARM_POOL_SIZE if size is None else size, state)
-    keeper = Keeper(ec2, pool_spec(config, instance_type), target)
+    # Pinned from the console: record each member's keys before it is stopped.
+    console = config.SSH_HOST_KEY_SOURCE == "console"
+    keeper = Keeper(
+        ec2, pool_spec(config, instance_type), target, keys_dir=keys_dir if console else ""
+    )
     if once:
         try:
             keeper.round()

@@ -68,8 +68,13 @@ def apply(c: Config, settings: HubSettings, environ: Mapping[str, str] | None = 
 
     hub.services, hub.load_roles = hub_services(settings, env)
     size, state = warm_pool(settings)
+    keys_dir = settings.spawner.traits.get("warm_pool_keys_dir")
+    if not isinstance(keys_dir, str):
+        # Beside the usage log: a directory the hub's services may already write.
+        keys_dir = str(Path(settings.spawner.usage_log).with_name("pool-host-keys"))
+        spawner.warm_pool_keys_dir = keys_dir
     if size:
-        hub.services = [*hub.services, warm_pool_service(settings, env, size, state)]
+        hub.services = [*hub.services, warm_pool_service(settings, env, size, state, keys_dir)]
 
 
 def warm_pool(settings: HubSettings) -> tuple[int, str]:

@@ -29,13 +29,13 @@ def culler_every(timeout: int) -> int:
 
 
 def warm_pool_service(
-    settings: HubSettings, environ: Mapping[str, str], size: int, state: str
+    settings: HubSettings, environ: Mapping[str, str], size: int, state: str, keys_dir: str
 ) -> dict[str, Any]:
     """`cloudjhub warm-pool`: EC2 only (the instance role's), no hub API scopes."""
     aws = {k: v for k, v in environ.items() if k.startswith("AWS_")}
     passed = {k: environ[k] for k in settings.services.pass_environment if k in environ}
     command = [str(Path(settings.services.python).with_name("cloudjhub")), "warm-pool"]
-    command += ["--size", str(size), "--state", state]
+    command += ["--size", str(size), "--state", state, "--keys-dir", keys_dir]
     instance_type = settings.spawner.traits.get("worker_instance_type")
     if isinstance(instance_type, str):
         command += ["--instance-type", instance_type]
