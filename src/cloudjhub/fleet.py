@@ -15,7 +15,7 @@ from .aws.client import ALL_STATES, Instance
 from .aws.hub import HubEc2
 from .executor import blocking
 from .metrics import set_instance_counts
-from .tags import POOL_READY, POOL_TAG
+from .tags import POOL_CLAIMING, POOL_TAG
 
 LAUNCH_LAG_GRACE = 120.0
 
@@ -85,7 +85,7 @@ class Fleet:
         mine = [
             i
             for i in self._by_id.values()
-            if i.user == user and i.live and i.tags.get(POOL_TAG) != POOL_READY
+            if i.user == user and i.live and i.tags.get(POOL_TAG, POOL_CLAIMING) == POOL_CLAIMING
         ]
         if not mine:
             return None

@@ -8,7 +8,8 @@ with read-only hub scopes: each round it lists the cluster's workers (one
 DescribeInstances) and the hub's users with an active or pending server, and
 stops, through the guarded `HubEc2.stop`, every running worker whose user has had
 no server for longer than the grace period. Warm-pool workers (any `cloudjhub:pool`
-tag) are not orphans: the pool keeps them, running or stopped, on purpose.
+tag but a claim's `claiming`, which makes it its user's) are not orphans: the pool
+keeps them, running or stopped, on purpose.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from prometheus_client import Counter, Gauge
 
 from .aws.client import CloudError, Instance
 from .aws.hub import HubEc2
-from .tags import POOL_TAG
+from .tags import POOL_CLAIMING, POOL_TAG
 from .usage import UsageEvent, append_event
 
 log = logging.getLogger("cloudjhub.reaper")
@@ -151,7 +152,10 @@ class Reaper:
         orphans = [
             w
             for w in workers
-            if w.user not in wanted and w.live and w.state != "stopped" and POOL_TAG not in w.tags
+            if w.user not in wanted
+            and w.live
+            and w.state != "stopped"
+            and w.tags.get(POOL_TAG, POOL_CLAIMING) == POOL_CLAIMING
         ]
         ids = {w.id for w in orphans}
         for forgotten in set(self.orphan_since) - ids:

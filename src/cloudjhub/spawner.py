@@ -208,7 +208,7 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
                 self.log.warning(
                     "%s: pool worker %s tagged by hand; ignored", self._log_name, inst.id
                 )
-            elif POOL_TAG in inst.tags and inst.live:
+            elif warm_pool.is_claim(inst) and inst.live:
                 settled.append(await blocking(warm_pool.finish_claim, self.ec2, inst))
             else:
                 settled.append(inst)

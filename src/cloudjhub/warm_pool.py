@@ -97,14 +97,16 @@ def is_member(instance: Instance, instance_type: str | None = None) -> bool:
     )
 
 
-def is_pool(instance: Instance) -> bool:
-    """Carries the pool tag at all: a member, a claim in progress, or tagged by hand."""
-    return POOL_TAG in instance.tags
+def is_claim(instance: Instance) -> bool:
+    """A claim the hub began (its user's), whether or not it finished dropping the mark."""
+    return instance.tags.get(POOL_TAG) == POOL_CLAIMING and instance.user is not None
 
 
 def handed_out_by_hand(instance: Instance) -> bool:
-    """Marked ready but tagged with a user by someone else: in an unknown state."""
-    return instance.tags.get(POOL_TAG) == POOL_READY and instance.user is not None
+    """Pool-tagged, with a user, but not by a claim (ready, or a value we never write):
+    tagged by someone else, in an unknown state."""
+    mark = instance.tags.get(POOL_TAG)
+    return mark is not None and mark != POOL_CLAIMING and instance.user is not None
 
 
 def _keys_file(keys_dir: str, instance_id: str) -> Path:

@@ -264,9 +264,10 @@ class NoServers:
 def test_the_reaper_never_stops_pool_workers(
     ec2: LocalCloudEc2, spec: WorkerSpec, make_worker: Callable[..., Instance]
 ) -> None:
-    keeper(ec2, spec, 2, "running").round()
-    member, by_hand = members(ec2)
+    keeper(ec2, spec, 3, "running").round()
+    member, by_hand, cut_short = members(ec2)
     ec2.client.create_tags(Resources=[by_hand.id], Tags=[{"Key": USER_TAG, "Value": "bob"}])
+    ec2.tag_claim(cut_short, "erin")  # a claim a hub restart cut short: erin's orphan now
     orphan = make_worker("dave")
     now = [1000.0]
     reaper = Reaper(ec2, NoServers(), grace=10, clock=lambda: now[0])  # type: ignore[arg-type]
@@ -275,7 +276,8 @@ def test_the_reaper_never_stops_pool_workers(
     now[0] += 60
     stopped = reaper.round()
 
-    assert stopped == [orphan.id]  # the control: an ordinary orphan is stopped
+    # The controls: an ordinary orphan and a user's unfinished claim are stopped.
+    assert sorted(stopped) == sorted([orphan.id, cut_short.id])
     states = {i.id: i.state for i in ec2.describe([member.id, by_hand.id])}
     assert states == {member.id: "running", by_hand.id: "running"}
 
