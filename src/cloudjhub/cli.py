@@ -17,6 +17,7 @@ from .commands.reap import reap
 from .commands.setup import setup_manager
 from .commands.status import status
 from .commands.terminate_workers import terminate_workers
+from .commands.warm_pool import warm_pool
 
 
 class Commands(click.Group):
@@ -46,5 +47,6 @@ for command in (
     iam_policy,
     cost,
     reap,
+    warm_pool,
 ):
     main.add_command(command)

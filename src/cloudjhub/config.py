@@ -28,6 +28,9 @@ MIN_EBS_SIZE = 8
 EbsSize = Annotated[int, Field(ge=MIN_EBS_SIZE, le=16384)]
 # 0 would make the culler stop every server at once; there is no "never".
 Seconds = Annotated[int, Field(ge=1)]
+# Unassigned workers kept launched for first logins (c.InstanceSpawner.warm_pool_size).
+PoolSize = Annotated[int, Field(ge=0, le=1000)]
+POOL_STATES = ("stopped", "running")
 
 
 class ConfigError(ValueError):
@@ -55,6 +58,7 @@ class _SharedKeys(_Strict):
     JUPYTER_NOTEBOOK_TIMEOUT: Seconds = 3600
     WORKER_USERNAME: str = "ubuntu"
     SERVER_OWNER: str = ""
+    WARM_POOL_SIZE: PoolSize = 0
 
     @field_validator("WORKER_INSTANCE_TYPE")
     @classmethod
@@ -157,6 +161,17 @@ def read_json(path: Path) -> Any:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
     return parse_json(raw, path)
+
+
+def check_warm_pool(size: object, state: object) -> None:
+    """The hub's warm-pool settings, refused at hub start with one line naming the
+    setting and the value (a bool is not a size, though Python counts it an int)."""
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= 1000:
+        raise ConfigError(f"warm_pool_size: {size!r} is not allowed: a whole number, 0-1000")
+    if state not in POOL_STATES:
+        raise ConfigError(
+            f"warm_pool_state: {state!r} is not allowed: one of {', '.join(POOL_STATES)}"
+        )
 
 
 def load_model(model: type[M], path: Path) -> M:

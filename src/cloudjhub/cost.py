@@ -86,6 +86,11 @@ class Estimate:
     per_user_storage: float
     total: float
     always_on_total: float
+    # The warm pool (in total): stopped members cost their root disks, running ones
+    # compute too.
+    pool_size: int = 0
+    pool_state: str = "stopped"
+    pool: float = 0.0
 
     @property
     def per_user(self) -> float:
@@ -99,13 +104,19 @@ def monthly_estimate(
     instance_type: str,
     manager_type: str,
     storage_gb: float,
+    pool_size: int = 0,
+    pool_state: str = "stopped",
+    pool_disk_gb: float = 0.0,
 ) -> Estimate:
-    """A month of the cluster; beside it, the same users with always-on workers."""
+    """A month of the cluster (and its warm pool); beside it, the same users with
+    always-on workers (which need no pool)."""
     month = prices.hours_per_month
     manager = prices.hourly(manager_type) * month
     compute = prices.hourly(instance_type) * hours_per_user
     storage = storage_gb * (prices.gp3_gb_month + prices.snapshot_gb_month)
     always_on = manager + users * (prices.hourly(instance_type) * month + storage)
+    pool_compute = prices.hourly(instance_type) * month if pool_state == "running" else 0.0
+    pool = pool_size * (pool_compute + pool_disk_gb * prices.gp3_gb_month)
     return Estimate(
         users=users,
         hours_per_user=hours_per_user,
@@ -115,8 +126,11 @@ def monthly_estimate(
         manager=manager,
         per_user_compute=compute,
         per_user_storage=storage,
-        total=manager + users * (compute + storage),
+        total=manager + users * (compute + storage) + pool,
         always_on_total=always_on,
+        pool_size=pool_size,
+        pool_state=pool_state,
+        pool=pool,
     )
 
 

@@ -15,6 +15,7 @@ from .aws.client import ALL_STATES, Instance
 from .aws.hub import HubEc2
 from .executor import blocking
 from .metrics import set_instance_counts
+from .tags import POOL_CLAIMING, POOL_TAG
 
 LAUNCH_LAG_GRACE = 120.0
 
@@ -78,8 +79,14 @@ class Fleet:
         return self._by_id.get(instance_id)
 
     def for_user(self, user: str) -> Instance | None:
-        """The user's live instance; the newest if (wrongly) there are several."""
-        mine = [i for i in self._by_id.values() if i.user == user and i.live]
+        """The user's live instance; the newest if (wrongly) there are several.
+
+        A pool worker someone tagged with the user by hand is not theirs (warm_pool.py)."""
+        mine = [
+            i
+            for i in self._by_id.values()
+            if i.user == user and i.live and i.tags.get(POOL_TAG, POOL_CLAIMING) == POOL_CLAIMING
+        ]
         if not mine:
             return None
         return max(

@@ -7,7 +7,9 @@ they would run, and bill, forever. The reaper runs as a hub-managed service
 with read-only hub scopes: each round it lists the cluster's workers (one
 DescribeInstances) and the hub's users with an active or pending server, and
 stops, through the guarded `HubEc2.stop`, every running worker whose user has had
-no server for longer than the grace period.
+no server for longer than the grace period. Warm-pool workers (any `cloudjhub:pool`
+tag but a claim's `claiming`, which makes it its user's) are not orphans: the pool
+keeps them, running or stopped, on purpose.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from prometheus_client import Counter, Gauge
 
 from .aws.client import CloudError, Instance
 from .aws.hub import HubEc2
+from .tags import POOL_CLAIMING, POOL_TAG
 from .usage import UsageEvent, append_event
 
 log = logging.getLogger("cloudjhub.reaper")
@@ -146,7 +149,14 @@ class Reaper:
 
     def _judge(self, workers: list[Instance], wanted: set[str]) -> list[str]:
         now = self.clock()
-        orphans = [w for w in workers if w.user not in wanted and w.live and w.state != "stopped"]
+        orphans = [
+            w
+            for w in workers
+            if w.user not in wanted
+            and w.live
+            and w.state != "stopped"
+            and w.tags.get(POOL_TAG, POOL_CLAIMING) == POOL_CLAIMING
+        ]
         ids = {w.id for w in orphans}
         for forgotten in set(self.orphan_since) - ids:
             del self.orphan_since[forgotten]

@@ -3,9 +3,10 @@
 The spawner is a thin state machine over `aws`, `fleet` and `remote`. Blocking
 calls run in the shared executor; `poll()` reads the shared fleet cache only.
 Its options (`spawner_options`), its progress events (`spawn_progress`) and home
-volumes (`home_volumes`) live beside it. What is left, about 510 lines, is one
-spawn's path (find, launch or start, wait, attach, pin host keys, start Jupyter)
-and stop/poll: kept together because that path reads best in one place.
+volumes (`home_volumes`) and the warm pool (`warm_pool`) live beside it. What is
+left, about 550 lines, is one spawn's path (find or claim, launch or start, wait,
+attach, pin host keys, start Jupyter) and stop/poll: kept together because that
+path reads best in one place.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, ClassVar, Literal
 from jupyterhub.spawner import Spawner
 from traitlets import default
 
-from . import hibernation, metrics, remote, usage
+from . import hibernation, metrics, remote, usage, warm_pool
 from .aws.client import STOPPED_STATES, UP_STATES, CloudError, Instance
 from .aws.hub import HubEc2, WorkerSpec, launch_token
 from .executor import blocking
@@ -27,6 +28,7 @@ from .fleet import Fleet
 from .home_volumes import attach_home_volume
 from .spawn_progress import SpawnProgress
 from .spawner_options import InstanceSpawnerOptions, SpawnError
+from .tags import POOL_TAG
 from .worker.protocol import HomeVolume, ProtocolError, StartReply, StartRequest, posix_username
 
 # What cloudjhub-worker may spend besides Jupyter's own start: waiting for the
@@ -66,6 +68,8 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
     # ---- per-process shared state -----------------------------------------
 
     _user_locks: ClassVar[dict[tuple[str, str], asyncio.Lock]] = {}
+    # One claim from a cluster's warm pool at a time in this hub (see warm_pool.claim).
+    _pool_locks: ClassVar[dict[str, asyncio.Lock]] = {}
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -178,17 +182,55 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
         """The user's instance: state is a hint, tags are the truth."""
         if self.instance_id:
             found = await blocking(self.ec2.describe, [self.instance_id])
-            if found and found[0].user == self.user.name and found[0].live:
+            mine_now = found and found[0].user == self.user.name and found[0].live
+            if mine_now and POOL_TAG not in found[0].tags:
                 self.fleet.remember(found[0])
                 return found[0]
-        mine = await blocking(self.ec2.describe_workers, self.user.name)
+        mine = await self._settle_pool_marks(
+            await blocking(self.ec2.describe_workers, self.user.name)
+        )
         for inst in mine:
             self.fleet.remember(inst)
         live = [i for i in mine if i.live]
         if live:
             return self.fleet.for_user(self.user.name)
+        if not mine:
+            return await self._claim_from_pool()
         # All terminated: the newest one is what a replacement replaces.
         return max(mine, key=lambda i: i.launched_at) if mine else None
+
+    async def _settle_pool_marks(self, mine: list[Instance]) -> list[Instance]:
+        """Of the user's tagged instances, drop pool workers tagged to them by hand
+        (never handed out) and finish a claim a hub restart cut short (theirs)."""
+        settled = []
+        for inst in mine:
+            if warm_pool.handed_out_by_hand(inst):
+                self.log.warning(
+                    "%s: pool worker %s tagged by hand; ignored", self._log_name, inst.id
+                )
+            elif warm_pool.is_claim(inst) and inst.live:
+                settled.append(await blocking(warm_pool.finish_claim, self.ec2, inst))
+            else:
+                settled.append(inst)
+        return settled
+
+    async def _claim_from_pool(self) -> Instance | None:
+        """A first login takes a ready worker from the warm pool, if there is one."""
+        if self.warm_pool_size <= 0:
+            return None
+        lock = self._pool_locks.setdefault(self.cluster_name, asyncio.Lock())
+        async with lock:
+            claimed = await blocking(
+                warm_pool.claim, self.ec2, self.user.name, self.worker_instance_type
+            )
+        if claimed is not None:
+            self.log.info("%s: claimed pool worker %s", self._log_name, claimed.id)
+            self._emit(8, "Taking a ready instance from the warm pool")
+            # Its console shows host keys only after its first boot, which the keeper saw.
+            keys = warm_pool.recorded_host_keys(self.warm_pool_keys_dir, claimed.id)
+            self.pinned_host_keys, self.pinned_for = keys, claimed.id if keys else None
+            self.fleet.remember(claimed)
+        return claimed
 
     def _spec(self) -> WorkerSpec:
         size = self.worker_ebs_size

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from traitlets import Bool, Float, Integer, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Enum, Float, Integer, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 from traitlets.traitlets import DefaultHandler
 
 from . import hibernation, usage
-from .config import ConfigError, ServerConfig, load_server_config, server_config_path
+from .config import (
+    POOL_STATES,
+    ConfigError,
+    ServerConfig,
+    check_warm_pool,
+    load_server_config,
+    server_config_path,
+)
 from .install_paths import INSTALL_BIN
 
 _server_configs: dict[str, ServerConfig] = {}
@@ -112,6 +119,32 @@ class InstanceSpawnerOptions(LoggingConfigurable):
         "idle_timeout is 0.",
     ).tag(config=True)
 
+    warm_pool_size = Integer(
+        help="Unassigned workers of worker_instance_type the hub keeps launched (tagged "
+        "cloudjhub:pool=ready) for first logins; a user's first spawn claims one and the "
+        "pool refills in the background (server_config WARM_POOL_SIZE; 0 for none).",
+    ).tag(config=True)
+    warm_pool_state = Enum(
+        list(POOL_STATES),
+        default_value="stopped",
+        help="State of warm-pool workers: 'stopped' costs only their disks; 'running' "
+        "costs compute and gives the fastest first login.",
+    ).tag(config=True)
+
+    warm_pool_keys_dir = Unicode(
+        "/var/lib/cloudjhub/pool-host-keys",
+        help="Directory where the warm pool's keeper records each pool worker's SSH host "
+        "keys from its first boot, so claiming a stopped one can pin them.",
+    ).tag(config=True)
+
+    @validate("warm_pool_size")
+    def _check_warm_pool_size(self, proposal: Any) -> Any:
+        try:
+            check_warm_pool(proposal["value"], POOL_STATES[0])
+        except ConfigError as exc:
+            raise TraitError(str(exc)) from exc
+        return proposal["value"]
+
     @default("self_stop_grace")
     def _default_self_stop_grace(self) -> int:
         return max(300, self.idle_timeout // 2)
@@ -143,6 +176,7 @@ class InstanceSpawnerOptions(LoggingConfigurable):
     _default_user_home_ebs_size = from_config("user_home_ebs_size", "USER_HOME_EBS_SIZE")
     _default_idle_timeout = from_config("idle_timeout", "JUPYTER_NOTEBOOK_TIMEOUT")
     _default_hibernate = from_config("hibernate", "HIBERNATE")
+    _default_warm_pool_size = from_config("warm_pool_size", "WARM_POOL_SIZE")
 
     # ---- SSH ---------------------------------------------------------------
 

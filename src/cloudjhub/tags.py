@@ -13,6 +13,11 @@ CLUSTER_TAG = "cloudjhub:cluster"
 ROLE_TAG = "cloudjhub:role"
 USER_TAG = "cloudjhub:user"
 NAME_TAG = "Name"
+# A warm-pool worker: launched unassigned ("ready", no USER_TAG); a claim tags it with
+# its user and "claiming", then removes this tag (see warm_pool.py).
+POOL_TAG = "cloudjhub:pool"
+POOL_READY = "ready"
+POOL_CLAIMING = "claiming"
 
 _CLUSTER_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
@@ -43,6 +48,11 @@ def tags_for(
         tags[USER_TAG] = user
     tags[NAME_TAG] = name or resource_name(cluster, role, user)
     return tags
+
+
+def pool_tags(cluster: str) -> dict[str, str]:
+    """The tags of an unassigned warm-pool worker: a worker with no user."""
+    return {**tags_for(cluster, Role.WORKER, name=f"{cluster}-worker-pool"), POOL_TAG: POOL_READY}
 
 
 def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:

@@ -74,7 +74,7 @@ def test_policy_statements_exactly() -> None:
 
     assert policy["Version"] == "2012-10-17"
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
-    assert len(by_sid) == len(policy["Statement"]) == 13
+    assert len(by_sid) == len(policy["Statement"]) == 14
     assert all(s["Effect"] == "Allow" for s in policy["Statement"])
     expected: dict[str, tuple[Any, Any, Any]] = {  # Sid: (Action, Resource, Condition)
         "DescribeOnlyWhatTheHubReads": (
@@ -126,6 +126,19 @@ def test_policy_statements_exactly() -> None:
             "ec2:CreateTags",
             [INSTANCE, VOLUME],
             {"StringEquals": {"ec2:CreateAction": ["RunInstances", "CreateVolume"]}},
+        ),
+        "ClaimPoolWorkers": (
+            ["ec2:CreateTags", "ec2:DeleteTags"],
+            [INSTANCE, VOLUME],
+            {
+                "StringEquals": {
+                    **WORKER_TAGGED["StringEquals"],
+                    "ec2:ResourceTag/cloudjhub:pool": ["ready", "claiming"],
+                },
+                "ForAllValues:StringEquals": {
+                    "aws:TagKeys": ["cloudjhub:user", "Name", "cloudjhub:pool"]
+                },
+            },
         ),
         "CreateHomeVolumes": (
             "ec2:CreateVolume",
@@ -182,12 +195,19 @@ def test_policy_never_allows_terminating_or_deleting() -> None:
     for policy in (manager_policy(CLUSTER), manager_policy(CLUSTER, kms_key_arn=KEY)):
         actions = {a for s in policy["Statement"] for a in as_list(s["Action"])}
         assert not [a for a in actions if a == "*" or a.startswith(("ec2:*", "ec2:Terminate"))]
-        assert not [a for a in actions if "Delete" in a or "Deregister" in a or "Revoke" in a]
+        # DeleteTags only drops a warm-pool worker's claim mark (ClaimPoolWorkers).
+        deleting = {a for a in actions if "Delete" in a or "Deregister" in a or "Revoke" in a}
+        assert deleting <= {"ec2:DeleteTags"}
+        untag = [s for s in policy["Statement"] if "ec2:DeleteTags" in as_list(s["Action"])]
+        assert [s["Sid"] for s in untag] == ["ClaimPoolWorkers"]
+        keys = untag[0]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]
+        assert "cloudjhub:cluster" not in keys and "cloudjhub:role" not in keys
 
 
 def test_policy_never_allows_modify_instance_attribute_or_retagging() -> None:
-    """No ModifyInstanceAttribute, and CreateTags only while creating: the role cannot
-    rewrite the cloudjhub:user/role tags of an existing resource, which the guards trust."""
+    """No ModifyInstanceAttribute, and CreateTags only while creating, or on a warm-pool
+    worker still marked as one (a claim): the role cannot rewrite the cluster/role tags
+    the guards trust, nor the user tag of a user's own instance."""
     for cluster in ("alpha", "beta-2"):
         statements = manager_policy(cluster, kms_key_arn=KEY)["Statement"]
         for statement in statements:
@@ -195,9 +215,17 @@ def test_policy_never_allows_modify_instance_attribute_or_retagging() -> None:
             assert not [a for a in actions if a.startswith("ec2:Modify")], statement["Sid"]
             assert not [a for a in actions if "*" in a], statement["Sid"]  # no wildcards
         tagging = [s for s in statements if "ec2:CreateTags" in as_list(s["Action"])]
-        assert len(tagging) == 1
+        assert len(tagging) == 2
         assert tagging[0]["Condition"] == {
             "StringEquals": {"ec2:CreateAction": ["RunInstances", "CreateVolume"]}
+        }
+        claim = tagging[1]["Condition"]
+        assert claim["StringEquals"]["ec2:ResourceTag/cloudjhub:pool"] == ["ready", "claiming"]
+        assert claim["StringEquals"]["ec2:ResourceTag/cloudjhub:role"] == "worker"
+        assert set(claim["ForAllValues:StringEquals"]["aws:TagKeys"]) == {
+            "cloudjhub:user",
+            "cloudjhub:pool",
+            "Name",
         }
 
 
@@ -219,7 +247,7 @@ def test_existing_instances_are_touched_only_if_tagged_worker() -> None:
             assert values[f"{tag}/cloudjhub:cluster"] == cluster, statement["Sid"]
             assert values[f"{tag}/cloudjhub:role"] == "worker", statement["Sid"]
             touching += 1
-        assert touching == 4  # run, console, start/stop, attach
+        assert touching == 5  # run, console, start/stop, attach, claim a pool worker
 
 
 def test_every_change_needs_the_cluster_tag_of_that_cluster() -> None:

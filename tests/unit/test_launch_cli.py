@@ -251,6 +251,7 @@ def test_dry_run_needs_no_confirmation(
         (["--admin-cidr", "203.0.113.7/99"], "admin_cidr"),
         (["--timeout", "0"], "timeout"),
         (["--worker-ebs-size", "4"], "WORKER_EBS_SIZE"),
+        (["--warm-pool-size", "-1"], "WARM_POOL_SIZE"),
         (["--worker-ebs-size", "lots"], "'--worker-ebs-size'"),
         (["--timeout", "soon"], "'--timeout'"),
         (["--connect-via", "carrier-pigeon"], "'--connect-via'"),

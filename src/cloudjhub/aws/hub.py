@@ -7,7 +7,18 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from ..tags import Role, selector, tag_list, tags_for
+from ..tags import (
+    NAME_TAG,
+    POOL_CLAIMING,
+    POOL_TAG,
+    USER_TAG,
+    Role,
+    pool_tags,
+    resource_name,
+    selector,
+    tag_list,
+    tags_for,
+)
 from .client import CloudError, Ec2Client, Instance, user_message
 
 
@@ -88,13 +99,26 @@ class HubEc2(Ec2Client):
 
     def launch_worker(self, user: str, spec: WorkerSpec, client_token: str) -> Instance:
         """Run one tagged worker: IMDSv2 only, no instance profile, stop on shutdown."""
-        tags = tag_list(tags_for(self.cluster, Role.WORKER, user))
+        tags = tags_for(self.cluster, Role.WORKER, user)
+        return self._run_workers(tags, spec, 1, client_token)[0]
+
+    def launch_pool_workers(
+        self, spec: WorkerSpec, count: int, client_token: str
+    ) -> list[Instance]:
+        """Run `count` unassigned warm-pool workers in one call."""
+        return self._run_workers(pool_tags(self.cluster), spec, count, client_token)
+
+    def _run_workers(
+        self, tag_map: dict[str, str], spec: WorkerSpec, count: int, client_token: str
+    ) -> list[Instance]:
+        tags = tag_list(tag_map)
         root = self.root_device_name(spec.image_id)
         params: dict[str, Any] = {
             "ImageId": spec.image_id,
             "InstanceType": spec.instance_type,
-            "MinCount": 1,
-            "MaxCount": 1,
+            # All or nothing (a refill retries next round); moto launches MinCount.
+            "MinCount": count,
+            "MaxCount": count,
             "SubnetId": spec.subnet_id,
             "SecurityGroupIds": list(spec.security_group_ids),
             "KeyName": spec.key_name,
@@ -125,7 +149,26 @@ class HubEc2(Ec2Client):
             params["HibernationOptions"] = {"Configured": True}
         context = {"instance_type": spec.instance_type, "image": spec.image_id}
         reply = self._call("run_instances", context, **params)
-        return Instance.from_api(reply["Instances"][0])
+        return [Instance.from_api(i) for i in reply["Instances"]]
+
+    def tag_claim(self, instance: Instance, user: str) -> None:
+        """Mark a pool worker (and its volumes) as `user`'s, claim still in progress.
+
+        One CreateTags call, so no one sees the user without the claim mark."""
+        self.guard([instance.id], [Role.WORKER])
+        tags = {
+            USER_TAG: user,
+            NAME_TAG: resource_name(self.cluster, Role.WORKER, user),
+            POOL_TAG: POOL_CLAIMING,
+        }
+        self._call("create_tags", Resources=[instance.id, *instance.volumes], Tags=tag_list(tags))
+
+    def finish_claim(self, instance: Instance) -> None:
+        """Drop the pool mark: from now on the worker is like any launched for its user."""
+        self.guard([instance.id], [Role.WORKER])
+        self._call(
+            "delete_tags", Resources=[instance.id, *instance.volumes], Tags=[{"Key": POOL_TAG}]
+        )
 
     def start(self, instance_id: str, roles: tuple[Role, ...] = (Role.WORKER,)) -> None:
         self.guard([instance_id], roles)

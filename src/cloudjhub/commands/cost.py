@@ -11,7 +11,13 @@ from typing import Any
 
 import click
 
-from ..config import ConfigError, load_instance_config, load_server_config, server_config_path
+from ..config import (
+    POOL_STATES,
+    ConfigError,
+    load_instance_config,
+    load_server_config,
+    server_config_path,
+)
 from ..cost import CostError, Estimate, UsageReport, load_prices, monthly_estimate, usage_report
 from ..usage import USAGE_LOG, read_events
 from .cloud_options import cluster_argument
@@ -31,6 +37,8 @@ def _cluster_defaults(cluster: str) -> dict[str, Any]:
             "instance_type": launch.WORKER_INSTANCE_TYPE,
             "manager_type": launch.MANAGER_INSTANCE_TYPE,
             "storage_gb": launch.WORKER_EBS_SIZE + launch.USER_HOME_EBS_SIZE,
+            "pool_size": launch.WARM_POOL_SIZE,
+            "pool_disk_gb": launch.WORKER_EBS_SIZE,
         }
         path = server_config_path()
         if path.exists():
@@ -38,6 +46,8 @@ def _cluster_defaults(cluster: str) -> dict[str, Any]:
             if cluster == server.CLUSTER_NAME:
                 defaults["instance_type"] = server.WORKER_INSTANCE_TYPE
                 defaults["storage_gb"] = server.WORKER_EBS_SIZE + server.USER_HOME_EBS_SIZE
+                defaults["pool_size"] = server.WARM_POOL_SIZE
+                defaults["pool_disk_gb"] = server.WORKER_EBS_SIZE
     except ConfigError as exc:
         raise BadInput(str(exc)) from exc
     return defaults
@@ -89,6 +99,19 @@ def _iso(t: float) -> str:
     help="EBS GB per user, root plus home [default: the cluster's].",
 )
 @click.option(
+    "--warm-pool-size",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Unassigned warm-pool workers [default: the cluster's WARM_POOL_SIZE].",
+)
+@click.option(
+    "--warm-pool-state",
+    type=click.Choice(POOL_STATES),
+    default="stopped",
+    show_default=True,
+    help="The pool's state (InstanceSpawner.warm_pool_state): stopped costs disks only.",
+)
+@click.option(
     "--since", type=click.DateTime(DATE_FORMATS), default=None, help="Report usage from (UTC)."
 )
 @click.option(
@@ -104,6 +127,8 @@ def cost(
     instance_type: str | None,
     manager_type: str | None,
     storage_gb: float | None,
+    warm_pool_size: int | None,
+    warm_pool_state: str,
     since: datetime | None,
     until: datetime | None,
     as_json: bool,
@@ -137,6 +162,9 @@ def cost(
             instance_type or defaults["instance_type"],
             manager_type or defaults["manager_type"],
             defaults["storage_gb"] if storage_gb is None else storage_gb,
+            defaults["pool_size"] if warm_pool_size is None else warm_pool_size,
+            warm_pool_state,
+            defaults["pool_disk_gb"],
         )
     except CostError as exc:
         raise BadInput(str(exc)) from exc
@@ -189,6 +217,11 @@ def _print(
             f"per user: {e.storage_gb:g} GB EBS x ({cur}{table.gp3_gb_month:g} gp3 + "
             f"{cur}{table.snapshot_gb_month:g} snapshot)",
             e.per_user_storage,
+        ),
+        *(
+            [(f"warm pool: {e.pool_size} x {e.instance_type}, {e.pool_state}", e.pool)]
+            if e.pool_size
+            else []
         ),
         (f"total for {e.users} users{' (assumed; see --users)' if assumed else ''}", e.total),
         ("the same with workers always on", e.always_on_total),

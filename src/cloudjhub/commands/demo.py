@@ -87,6 +87,14 @@ from .errors import CommandError
     help="With --like-aws, multiply every AWS-like delay by F (0.1 = ten times faster) "
     "[default: 1].",
 )
+@click.option(
+    "--warm-pool-size",
+    type=click.IntRange(min=0, max=1000),
+    default=0,
+    show_default=True,
+    help="Keep this many launched, unassigned workers for first logins "
+    "(c.InstanceSpawner.warm_pool_size).",
+)
 def demo(
     port: int,
     idle_timeout: int | None,
@@ -99,6 +107,7 @@ def demo(
     like_aws: bool,
     faults: tuple[str, ...],
     time_scale: str | None,
+    warm_pool_size: int,
 ) -> None:
     """Run cloudjhub on this machine: EC2 emulated on loopback, a real JupyterHub."""
     from ..local.awslike.settings import BadSetting, behaviour_from
@@ -124,6 +133,7 @@ def demo(
         say=lambda m: click.echo(m, err=True),
         hibernate=hibernate,
         like_aws=behaviour,
+        warm_pool_size=warm_pool_size,
     )
     stopping = threading.Event()
 

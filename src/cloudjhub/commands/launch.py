@@ -35,6 +35,7 @@ INSTANCE_OPTIONS: list[tuple[str, str, Any]] = [
     ("--worker-username", "WORKER_USERNAME", str),
     ("--server-owner", "SERVER_OWNER", str),
     ("--hibernate/--no-hibernate", "HIBERNATE", bool),
+    ("--warm-pool-size", "WARM_POOL_SIZE", int),
 ]
 
 

@@ -1,4 +1,5 @@
-"""`cloudjhub status CLUSTER`: who has an instance, in what state, for how long."""
+"""`cloudjhub status CLUSTER`: who has an instance, in what state, for how long; and the
+warm pool's unassigned workers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import click
 
 from ..aws.client import CloudError, Instance
-from ..tags import Role
+from ..tags import POOL_READY, POOL_TAG, Role
 from .cloud_options import aws_options, cluster_argument, connect
 from .errors import cloud_error
 
@@ -45,6 +46,8 @@ def status_rows(
             {
                 "role": inst.role,
                 "user": inst.user,
+                # "ready": an unassigned warm-pool worker; "claiming": being handed out.
+                "pool": inst.tags.get(POOL_TAG),
                 "instance_id": inst.id,
                 "state": inst.state,
                 "instance_type": inst.instance_type,
@@ -59,13 +62,36 @@ def status_rows(
     return rows
 
 
+def pool_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The warm pool: unassigned workers (ready, no user), by state."""
+    members = [r for r in rows if r["pool"] == POOL_READY and r["user"] is None]
+    states: dict[str, int] = {}
+    for row in members:
+        states[row["state"]] = states.get(row["state"], 0) + 1
+    live = [r for r in members if r["state"] not in ("shutting-down", "terminated")]
+    return {"ready": len(live), "states": dict(sorted(states.items()))}
+
+
+def pool_line(summary: dict[str, Any]) -> str:
+    states = ", ".join(f"{n} {state}" for state, n in summary["states"].items())
+    return f"pool: {summary['ready']} ready" + (f" ({states})" if states else "")
+
+
+def _who(row: dict[str, Any]) -> str:
+    if row["role"] == Role.MANAGER.value:
+        return "(manager)"
+    if row["pool"] == POOL_READY and row["user"] is None:
+        return "(pool)"
+    return row["user"] or "-"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     cells = [COLUMNS]
     for row in rows:
         launched = row["launch_time"]
         cells.append(
             (
-                "(manager)" if row["role"] == Role.MANAGER.value else row["user"] or "-",
+                _who(row),
                 row["instance_id"],
                 row["state"],
                 row["instance_type"],
@@ -99,10 +125,13 @@ def status(
     except CloudError as exc:
         raise cloud_error(exc) from exc
     rows = status_rows(instances, datetime.now(UTC), include_terminated=show_all)
+    pool = pool_summary(rows)
     if as_json:
-        click.echo(json.dumps({"cluster": cluster, "instances": rows}, indent=2))
+        click.echo(json.dumps({"cluster": cluster, "instances": rows, "pool": pool}, indent=2))
         return
     if rows:
         click.echo(table(rows))
     if not any(r["role"] == Role.WORKER.value for r in rows):
         click.echo(f"no workers in cluster {cluster}")
+    if any(r["pool"] for r in rows):
+        click.echo(pool_line(pool))

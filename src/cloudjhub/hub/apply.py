@@ -10,9 +10,11 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from traitlets import TraitError
 from traitlets.config import Config
 
-from .services import hub_services
+from ..config import POOL_STATES, ConfigError, check_warm_pool, load_server_config
+from .services import hub_services, warm_pool_service
 from .settings import HubSettings, Native, SharedPassword
 
 NATIVE_CLASS = "cloudjhub.hub.native.SeededNativeAuthenticator"
@@ -78,3 +80,31 @@ def apply(c: Config, settings: HubSettings, environ: Mapping[str, str] | None = 
         spawner[name] = value
 
     hub.services, hub.load_roles = hub_services(settings, env)
+    size, state = warm_pool(settings)
+    keys_dir = settings.spawner.traits.get("warm_pool_keys_dir")
+    if not isinstance(keys_dir, str):
+        # Beside the usage log: a directory the hub's services may already write.
+        keys_dir = str(Path(settings.spawner.usage_log).with_name("pool-host-keys"))
+        spawner.warm_pool_keys_dir = keys_dir
+    if size:
+        hub.services = [*hub.services, warm_pool_service(settings, env, size, state, keys_dir)]
+
+
+def warm_pool(settings: HubSettings) -> tuple[int, str]:
+    """(warm_pool_size, warm_pool_state): the traits, else WARM_POOL_SIZE of
+    server_config.json. A bad value stops the hub at start with one line (JupyterHub
+    reports a TraitError from its config as one fatal line)."""
+    traits = settings.spawner.traits
+    state = traits.get("warm_pool_state", POOL_STATES[0])
+    if "warm_pool_size" in traits:
+        size = traits["warm_pool_size"]
+    elif Path(settings.spawner.server_config_file).exists():
+        size = load_server_config(settings.spawner.server_config_file).WARM_POOL_SIZE
+    else:
+        size = 0
+    try:
+        check_warm_pool(size, state)
+    except ConfigError as exc:
+        raise TraitError(f"c.InstanceSpawner.{exc}") from None
+    assert isinstance(size, int) and isinstance(state, str)
+    return size, state

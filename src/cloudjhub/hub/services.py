@@ -1,7 +1,7 @@
 """The hub-managed services every cloudjhub hub runs, each with only the scopes it needs.
 
 jupyterhub-idle-culler stops idle servers; `cloudjhub reap` stops workers no
-server wants. JupyterHub passes a service only a few of the hub's variables
+server wants; `cloudjhub warm-pool`, if the pool has a size, keeps it filled. JupyterHub passes a service only a few of the hub's variables
 (PATH, LANG and the like), so whatever else each needs is given here.
 """
 
@@ -26,6 +26,24 @@ DEMO_ADMIN_SERVICE = "demo-admin"
 def culler_every(timeout: int) -> int:
     """Check often enough that a server is culled within ~1.25 x the timeout."""
     return max(2, min(600, timeout // 4))
+
+
+def warm_pool_service(
+    settings: HubSettings, environ: Mapping[str, str], size: int, state: str, keys_dir: str
+) -> dict[str, Any]:
+    """`cloudjhub warm-pool`: EC2 only (the instance role's), no hub API scopes."""
+    aws = {k: v for k, v in environ.items() if k.startswith("AWS_")}
+    passed = {k: environ[k] for k in settings.services.pass_environment if k in environ}
+    command = [str(Path(settings.services.python).with_name("cloudjhub")), "warm-pool"]
+    command += ["--size", str(size), "--state", state, "--keys-dir", keys_dir]
+    instance_type = settings.spawner.traits.get("worker_instance_type")
+    if isinstance(instance_type, str):
+        command += ["--instance-type", instance_type]
+    return {
+        "name": "cloudjhub-warm-pool",
+        "command": command,
+        "environment": {SERVER_CONFIG_ENV: settings.spawner.server_config_file, **aws, **passed},
+    }
 
 
 def hub_services(

@@ -271,6 +271,7 @@ class Launch:
                 "USER_HOME_EBS_SIZE": i.USER_HOME_EBS_SIZE,
                 "JUPYTER_NOTEBOOK_TIMEOUT": i.JUPYTER_NOTEBOOK_TIMEOUT,
                 "HIBERNATE": i.HIBERNATE,
+                "WARM_POOL_SIZE": i.WARM_POOL_SIZE,
                 "MANAGER_IP": manager.private_ip or "",
                 "WORKER_USERNAME": i.WORKER_USERNAME,
                 "SERVER_OWNER": i.SERVER_OWNER,

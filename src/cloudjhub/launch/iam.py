@@ -35,7 +35,18 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..config import InstanceConfig
-from ..tags import CLUSTER_TAG, ROLE_TAG, Role, validate_cluster_name, workers_key_name
+from ..tags import (
+    CLUSTER_TAG,
+    NAME_TAG,
+    POOL_CLAIMING,
+    POOL_READY,
+    POOL_TAG,
+    ROLE_TAG,
+    USER_TAG,
+    Role,
+    validate_cluster_name,
+    workers_key_name,
+)
 
 DEFAULT_INSTANCE_TYPE: str = InstanceConfig.model_fields["WORKER_INSTANCE_TYPE"].default
 
@@ -214,13 +225,29 @@ def manager_policy(
             "Condition": {"StringEquals": tagged(Role.WORKER)},
         },
         {
-            # The only CreateTags: as part of RunInstances or CreateVolume,
-            # whose own statements require the tags.
+            # CreateTags as part of RunInstances or CreateVolume, whose own
+            # statements require the tags (and ClaimPoolWorkers below).
             "Sid": "TagAtCreation",
             "Effect": "Allow",
             "Action": "ec2:CreateTags",
             "Resource": [instance, volume],
             "Condition": {"StringEquals": {"ec2:CreateAction": ["RunInstances", "CreateVolume"]}},
+        },
+        {
+            # Claiming a warm-pool worker (warm_pool.py): tag it (and its root
+            # volume) with its user, then drop the pool mark; only these keys, and
+            # only on workers that still carry the pool mark, never a user's own.
+            "Sid": "ClaimPoolWorkers",
+            "Effect": "Allow",
+            "Action": ["ec2:CreateTags", "ec2:DeleteTags"],
+            "Resource": [instance, volume],
+            "Condition": {
+                "StringEquals": {
+                    **tagged(Role.WORKER),
+                    f"ec2:ResourceTag/{POOL_TAG}": [POOL_READY, POOL_CLAIMING],
+                },
+                "ForAllValues:StringEquals": {"aws:TagKeys": [USER_TAG, NAME_TAG, POOL_TAG]},
+            },
         },
         {
             "Sid": "CreateHomeVolumes",

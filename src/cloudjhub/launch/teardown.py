@@ -15,7 +15,16 @@ from dataclasses import dataclass
 
 from ..aws.admin import AdminEc2, image_snapshots
 from ..aws.client import CloudError, Instance
-from ..tags import CLUSTER_TAG, USER_TAG, Group, Role, group_name, tag_dict, workers_key_name
+from ..tags import (
+    CLUSTER_TAG,
+    POOL_TAG,
+    USER_TAG,
+    Group,
+    Role,
+    group_name,
+    tag_dict,
+    workers_key_name,
+)
 from ..waiting import TimedOut, poll_until
 
 Progress = Callable[[str], None]
@@ -147,14 +156,17 @@ def plan_destroy(ec2: AdminEc2, delete_home_volumes: bool) -> Plan:
     )
 
 
+def _owner(instance: Instance) -> str:
+    """Whose instance: its user, or "(pool)" for an unassigned warm-pool worker."""
+    return instance.user or ("(pool)" if POOL_TAG in instance.tags else "-")
+
+
 def plan_lines(plan: Plan) -> list[str]:
     """What the plan deletes, one resource per line, for the prompt and --dry-run."""
     lines: list[str] = []
     if plan.instances:
         lines.append(f"instances ({len(plan.instances)}):")
-        lines += [
-            f"  {i.id}  {i.role or '-':<8} {i.user or '-':<20} {i.state}" for i in plan.instances
-        ]
+        lines += [f"  {i.id}  {i.role or '-':<8} {_owner(i):<20} {i.state}" for i in plan.instances]
     for title, items in (
         ("home volumes", plan.home_volumes),
         ("security groups", plan.groups),

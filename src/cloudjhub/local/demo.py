@@ -147,6 +147,8 @@ class DemoStack:
     hibernate: bool = False
     # Extra InstanceSpawner traits for the hub's settings, e.g. {"self_stop_grace": 5}.
     spawner_config: dict[str, Any] = field(default_factory=dict)
+    # c.InstanceSpawner.warm_pool_size (--warm-pool-size); 0 for no pool.
+    warm_pool_size: int = 0
     # --like-aws: the AWS behaviour layer in front of the endpoint (None: off).
     like_aws: Behaviour | None = None
     awslike: AwsLikeProxy | None = None
@@ -298,7 +300,10 @@ class DemoStack:
             self.proxy_port,
             timeout,
             reaper_metrics_port=self.reaper_metrics_port,
-            spawner_traits=self.spawner_config,
+            spawner_traits={
+                **({"warm_pool_size": self.warm_pool_size} if self.warm_pool_size else {}),
+                **self.spawner_config,
+            },
         )
         write_settings(settings, self.state_dir / "hub.json")
         env = dict(os.environ)

@@ -101,7 +101,11 @@ def test_status_with_no_workers(world: World, cli_cloud: CliCloud) -> None:
     assert empty.exit_code == 0 and empty.output == "no workers in cluster gamma\n"
     assert managed.exit_code == 0
     assert "(manager)" in managed.output and "no workers in cluster alpha" in managed.output
-    assert json.loads(as_json.output) == {"cluster": "gamma", "instances": []}
+    assert json.loads(as_json.output) == {
+        "cluster": "gamma",
+        "instances": [],
+        "pool": {"ready": 0, "states": {}},
+    }
     assert everything.output.count("terminated") == 3
 
 

@@ -1,0 +1,103 @@
+"""`cloudjhub warm-pool`: keeps the warm pool filled, run by the hub as a managed service."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from ..config import POOL_STATES, SERVER_CONFIG_ENV
+from .errors import CommandError
+
+
+@click.command("warm-pool")
+@click.option(
+    "--size",
+    type=click.IntRange(0, 1000),
+    default=None,
+    help="Unassigned workers to keep (InstanceSpawner.warm_pool_size) "
+    "[default: WARM_POOL_SIZE of server_config.json].",
+)
+@click.option(
+    "--state",
+    type=click.Choice(POOL_STATES),
+    default=POOL_STATES[0],
+    show_default=True,
+    help="Keep them stopped (disks only) or running (InstanceSpawner.warm_pool_state).",
+)
+@click.option(
+    "--instance-type",
+    default=None,
+    help="Instance type of pool workers [default: WORKER_INSTANCE_TYPE].",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=1),
+    default=10.0,
+    show_default=True,
+    help="Seconds between rounds.",
+)
+@click.option(
+    "--server-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar=SERVER_CONFIG_ENV,
+    default=None,
+    help=f"The cluster's server_config.json [default: ${SERVER_CONFIG_ENV}, else ./].",
+)
+@click.option(
+    "--keys-dir",
+    default="/var/lib/cloudjhub/pool-host-keys",
+    show_default=True,
+    help="Record pool workers' SSH host keys here (InstanceSpawner.warm_pool_keys_dir).",
+)
+@click.option("--once", is_flag=True, help="Run one round and exit.")
+def warm_pool(
+    size: int | None,
+    state: str,
+    instance_type: str | None,
+    interval: float,
+    server_config: Path | None,
+    keys_dir: str,
+    once: bool,
+) -> None:
+    """Keep SIZE launched, unassigned workers for first logins (JupyterHub service).
+
+    Uses only EC2 (the manager's instance role), never the hub's API.
+    """
+    from ..aws.client import CloudError
+    from ..aws.hub import HubEc2
+    from ..config import ConfigError, load_server_config
+    from ..warm_pool import Keeper, constant_target, pool_spec, run
+
+    try:
+        config = load_server_config(server_config)
+        ec2 = HubEc2.connect(config.CLUSTER_NAME, config.REGION, config.AWS_ENDPOINT_URL)
+    except (ConfigError, CloudError) as exc:
+        raise CommandError(str(exc)) from exc
+    logging.basicConfig(
+        level=logging.INFO, format="[%(levelname).1s %(asctime)s cloudjhub-warm-pool] %(message)s"
+    )
+    target = constant_target(config.WARM_POOL_SIZE if size is None else size, state)
+    # Pinned from the console: record each member's keys before it is stopped.
+    console = config.SSH_HOST_KEY_SOURCE == "console"
+    keeper = Keeper(
+        ec2, pool_spec(config, instance_type), target, keys_dir=keys_dir if console else ""
+    )
+    if once:
+        try:
+            keeper.round()
+        except CloudError as exc:
+            raise CommandError(str(exc)) from exc
+        return
+    stopping = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    run(keeper, interval, stopping)
