@@ -30,6 +30,10 @@ _DEPENDENCY_HINT = (
 # On AWS the network interfaces of just-terminated instances linger for a few
 # minutes, and a group they use cannot be deleted until they are gone.
 GROUP_DELETE_TIMEOUT = 300.0
+# DeleteSnapshot answers InvalidSnapshot.InUse while a snapshot's AMI is registered
+# ("Delete an Amazon EBS snapshot": deregister the AMI first), and for a while after
+# DeregisterImage, which EC2 applies eventually ("Eventual consistency in the EC2 API").
+SNAPSHOT_DELETE_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
@@ -347,8 +351,48 @@ def deregister_images(ec2: AdminEc2, images: Iterable[Item], progress: Progress)
     return _each("image", images, ec2.deregister_image, progress)
 
 
-def delete_snapshots(ec2: AdminEc2, snapshots: Iterable[Item], progress: Progress) -> list[Failure]:
-    return _each("snapshot", snapshots, ec2.delete_snapshot, progress)
+def delete_snapshots(
+    ec2: AdminEc2,
+    snapshots: Iterable[Item],
+    progress: Progress,
+    timeout: float = SNAPSHOT_DELETE_TIMEOUT,
+    poll: float = 5.0,
+) -> list[Failure]:
+    """Delete snapshots; one still InvalidSnapshot.InUse (its image deregistered moments
+    ago) is tried again every `poll` seconds until `timeout`; one already gone is fine."""
+    failures: list[Failure] = []
+    pending = list(snapshots)
+
+    def attempt() -> list[tuple[Item, CloudError]]:
+        nonlocal pending
+        in_use: list[tuple[Item, CloudError]] = []
+        for item in pending:
+            try:
+                ec2.delete_snapshot(item.id)
+                progress(f"deleted snapshot {item.id}")
+            except CloudError as exc:
+                if exc.code == "InvalidSnapshot.InUse":
+                    in_use.append((item, exc))
+                elif exc.code != "InvalidSnapshot.NotFound":
+                    failures.append(Failure(f"snapshot {item.id}", str(exc)))
+        pending = [item for item, _ in in_use]
+        return in_use
+
+    def report(in_use: list[tuple[Item, CloudError]], elapsed: float) -> None:
+        ids = ", ".join(item.id for item, _ in in_use)
+        progress(
+            f"snapshot(s) {ids} still in use by a just-deregistered image: "
+            f"retrying every {poll:.0f}s ({elapsed:.0f}s of {timeout:.0f}s)"
+        )
+
+    try:
+        poll_until(attempt, timeout=timeout, interval=poll, done=lambda b: not b, progress=report)
+    except TimedOut as late:
+        failures += [
+            Failure(f"snapshot {item.id}", f"{exc} (still in use after {late.elapsed:.0f}s)")
+            for item, exc in late.value
+        ]
+    return failures
 
 
 def delete_key_pair(ec2: AdminEc2, name: str, progress: Progress) -> list[Failure]:
@@ -365,12 +409,18 @@ def snapshots_of(ec2: AdminEc2, image_id: str) -> tuple[Item, ...]:
     return tuple(Item(sid) for sid in sorted(ids))
 
 
-def delete_image(ec2: AdminEc2, image_id: str, progress: Progress) -> list[Failure]:
+def delete_image(
+    ec2: AdminEc2,
+    image_id: str,
+    progress: Progress,
+    timeout: float = SNAPSHOT_DELETE_TIMEOUT,
+    poll: float = 5.0,
+) -> list[Failure]:
     """One image, then its snapshots (found first: a deregistered image lists none);
     snapshots of an image that could not be deregistered are still in use, so kept."""
     snapshots = snapshots_of(ec2, image_id)
     failures = deregister_images(ec2, [Item(image_id)], progress)
-    return failures or delete_snapshots(ec2, snapshots, progress)
+    return failures or delete_snapshots(ec2, snapshots, progress, timeout, poll)
 
 
 def destroy(
@@ -390,7 +440,7 @@ def destroy(
     failures += delete_home_volumes(ec2, plan.home_volumes, progress, timeout, poll)
     failures += delete_groups(ec2, plan.groups, progress, group_timeout, poll)
     failures += deregister_images(ec2, plan.images, progress)
-    failures += delete_snapshots(ec2, plan.snapshots, progress)
+    failures += delete_snapshots(ec2, plan.snapshots, progress, timeout, poll)
     if plan.key_pair:
         failures += delete_key_pair(ec2, plan.key_pair, progress)
     return failures

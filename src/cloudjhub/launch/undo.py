@@ -71,7 +71,9 @@ class UndoLog:
     def images(self, made: list[str]) -> list[Failure]:
         failures: list[Failure] = []
         for image_id in made:
-            failures += teardown.delete_image(self.ec2, image_id, self._progress)
+            failures += teardown.delete_image(
+                self.ec2, image_id, self._progress, self.timeout, self.poll
+            )
         return failures
 
     def manager(self, instance: Instance) -> list[Failure]:
