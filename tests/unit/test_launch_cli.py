@@ -20,11 +20,12 @@ from click.testing import CliRunner, Result
 
 from cloudjhub.aws import client as ec2_module
 from cloudjhub.aws.admin import instance_profile_exists
-from cloudjhub.aws.client import CloudError
+from cloudjhub.aws.client import CloudError, Instance
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.cli import main
 from cloudjhub.commands import cloud_options
 from cloudjhub.commands.launch import launch
+from cloudjhub.launch.cluster import Launch
 from cloudjhub.tags import CLUSTER_TAG
 from tests.helpers import inventory as shared_inventory
 from tests.unit.conftest import REGION, Network, SshKey
@@ -86,8 +87,8 @@ def lines(result: Result) -> list[str]:
     return [line for line in result.output.splitlines() if line.strip()]
 
 
-def inventory(ec2: LocalCloudEc2) -> dict[str, Any]:
-    return shared_inventory(ec2.client)
+def inventory(ec2: LocalCloudEc2, live_only: bool = False) -> dict[str, Any]:
+    return shared_inventory(ec2.client, live_only)
 
 
 def recording_clients(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
@@ -320,3 +321,48 @@ def test_every_value_option_has_a_cloudjhub_variable() -> None:
     helped = CliRunner().invoke(main, ["launch", "--help"], terminal_width=200)
     for variable in ("CLOUDJHUB_TIMEOUT", "CLOUDJHUB_OUTPUT_DIR", "AWS_ENDPOINT_URL"):
         assert variable in helped.output
+
+
+# ---- the builder's route out -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("connect_via", "subnet_arg", "public_ip"),
+    [("public", 4, True), ("private", 3, False)],
+)
+def test_the_builder_has_a_route_out_either_way_it_is_reached(
+    args: list[str],
+    ec2: LocalCloudEc2,
+    monkeypatch: pytest.MonkeyPatch,
+    connect_via: str,
+    subnet_arg: int,
+    public_ip: bool,
+) -> None:
+    """Reached at its public IP, the builder has one (the public subnet's internet
+    gateway carries only such traffic); reached from inside the VPC, it is in the
+    private subnet, behind its NAT gateway. The launch stops once it runs."""
+    runs: list[dict[str, Any]] = []
+    inner = ec2_module.make_client
+
+    def make_client(region: str | None, endpoint_url: str | None = None) -> Any:
+        client = inner(region, endpoint_url)
+        client.meta.events.register(
+            "provide-client-params.ec2.RunInstances", lambda params, **_: runs.append(params)
+        )
+        return client
+
+    def provision(_launch: Launch, builder: Instance) -> None:
+        raise CloudError(f"stopping at builder {builder.id}")
+
+    monkeypatch.setattr(ec2_module, "make_client", make_client)
+    monkeypatch.setattr(Launch, "_provision_builder", provision)
+    before = inventory(ec2)
+
+    result = run(*args, "--yes", "--connect-via", connect_via)
+
+    assert result.exit_code == 1 and "stopping at builder" in result.output, result.output
+    [builder] = runs
+    [interface] = builder["NetworkInterfaces"]
+    assert interface["SubnetId"] == args[subnet_arg]
+    assert interface["AssociatePublicIpAddress"] is public_ip
+    assert inventory(ec2, live_only=True) == {**before, "instances": []}
