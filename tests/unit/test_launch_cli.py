@@ -65,7 +65,7 @@ def args(
     return [
         "launch",
         "alpha",
-        worker_ami,
+        image_like(ec2, worker_ami, *UBUNTU_2404),
         network.subnet_id,
         public,
         "--key-name",
@@ -75,6 +75,22 @@ def args(
         "--admin-cidr",
         "203.0.113.7/32",
     ]
+
+
+# (Name, Description) as the publishers write them.
+UBUNTU_2404 = (
+    "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20240423",
+    "Canonical, Ubuntu, 24.04, amd64 noble image",
+)
+
+
+def image_like(ec2: LocalCloudEc2, source: str, name: str, description: str) -> str:
+    """A copy of one of moto's images (its architecture, virtualization and 15 GiB root
+    snapshot) under another name: moto has no image of a supported OS."""
+    copied = ec2.client.copy_image(
+        SourceImageId=source, SourceRegion=REGION, Name=name, Description=description
+    )
+    return str(copied["ImageId"])
 
 
 def run(*argv: str, input: str | None = None) -> Result:
