@@ -128,3 +128,17 @@ def test_hibernate_refuses_a_paravirtual_image_and_a_type_under_1_gib(
     plain = run(*args, "--worker-instance-type", "t3.nano", "--custom-worker-ami", pv,
                 "--worker-ebs-size", "20", "--dry-run")  # fmt: skip
     assert plain.exit_code == 0, plain.output
+
+
+def test_hibernate_refuses_building_on_debian_which_has_no_hibernation_agent(
+    args: list[str], ec2: LocalCloudEc2, worker_ami: str
+) -> None:
+    debian = image_like(ec2, worker_ami, *SUPPORTED_NAMES[2])
+    [line] = refused([*with_base(args, debian), "--hibernate"], ec2)
+    assert line == (
+        f"error: BASE_AMI {debian}: Debian 12 has no ec2-hibinit-agent package, which a "
+        "worker image needs with HIBERNATE; use Ubuntu 22.04 or Ubuntu 24.04 or "
+        "Amazon Linux 2023"
+    )
+    ubuntu = image_like(ec2, worker_ami, *UBUNTU_2404)
+    assert run(*with_base(args, ubuntu), "--hibernate", "--dry-run").exit_code == 0

@@ -219,7 +219,9 @@ class Launch:
         if self._preinstalled:
             self.say("  base image has cloudjhub preinstalled: no OS packages to install")
             return
-        install_os_packages(node, "install-worker.sh", {"CLOUDJHUB_LOGIN_USER": node.login})
+        hibernate = "1" if self.opts.instance.HIBERNATE else "0"
+        env = {"CLOUDJHUB_LOGIN_USER": node.login, "CLOUDJHUB_HIBERNATE": hibernate}
+        install_os_packages(node, "install-worker.sh", env)
 
     def manager(self, groups: ClusterGroups) -> Instance:
         running = self.ec2.cluster_instances(Role.MANAGER)

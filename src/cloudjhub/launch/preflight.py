@@ -141,12 +141,19 @@ def _platform(opts: LaunchOptions, base: dict[str, Any] | None) -> list[str]:
     """The install scripts run on the base image, unless it has cloudjhub already."""
     if base is None or PREINSTALLED_TAG in {t["Key"] for t in base.get("Tags", [])}:
         return []
-    if base_images.platform(base) is not None:
-        return []
-    return [
-        f"BASE_AMI {opts.base_ami}: {base_images.describe(base)} is not a supported base "
-        f"image; the OS install scripts support {base_images.SUPPORTED}"
-    ]
+    platform = base_images.platform(base)
+    if platform is None:
+        return [
+            f"BASE_AMI {opts.base_ami}: {base_images.describe(base)} is not a supported base "
+            f"image; the OS install scripts support {base_images.SUPPORTED}"
+        ]
+    building = not opts.instance.CUSTOM_WORKER_AMI
+    if opts.instance.HIBERNATE and building and platform not in base_images.HIBERNATING:
+        return [
+            f"BASE_AMI {opts.base_ami}: {platform} has no ec2-hibinit-agent package, which "
+            f"a worker image needs with HIBERNATE; use {' or '.join(base_images.HIBERNATING)}"
+        ]
+    return []
 
 
 def _architecture(
