@@ -17,8 +17,8 @@ from ..aws.admin import AdminEc2, image_snapshots
 from ..aws.client import CloudError, Instance
 from ..tags import CLUSTER_TAG, USER_TAG, Group, Role, group_name, tag_dict, workers_key_name
 from ..waiting import TimedOut, poll_until
-
-Progress = Callable[[str], None]
+from .deletes import Failure, Item, Progress, each
+from .image_deletes import SNAPSHOT_DELETE_TIMEOUT, delete_snapshots, deregister_images
 
 # Rules point manager2 -> worker -> manager, so delete in this order.
 GROUP_ORDER = (Group.MANAGER2, Group.WORKER, Group.MANAGER)
@@ -30,24 +30,6 @@ _DEPENDENCY_HINT = (
 # On AWS the network interfaces of just-terminated instances linger for a few
 # minutes, and a group they use cannot be deleted until they are gone.
 GROUP_DELETE_TIMEOUT = 300.0
-# DeleteSnapshot answers InvalidSnapshot.InUse while a snapshot's AMI is registered
-# ("Delete an Amazon EBS snapshot": deregister the AMI first), and for a while after
-# DeregisterImage, which EC2 applies eventually ("Eventual consistency in the EC2 API").
-SNAPSHOT_DELETE_TIMEOUT = 300.0
-
-
-@dataclass(frozen=True)
-class Item:
-    """A resource to delete, with a label a person can recognise."""
-
-    id: str
-    label: str = ""
-
-
-@dataclass(frozen=True)
-class Failure:
-    resource: str
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -334,93 +316,8 @@ def delete_groups(
     return failures
 
 
-def _each(
-    kind: str, items: Iterable[Item], delete: Callable[[str], None], progress: Progress
-) -> list[Failure]:
-    failures = []
-    for item in items:
-        try:
-            delete(item.id)
-            progress(f"deleted {kind} {item.id}")
-        except CloudError as exc:
-            failures.append(Failure(f"{kind} {item.id}", str(exc)))
-    return failures
-
-
-def deregister_images(ec2: AdminEc2, images: Iterable[Item], progress: Progress) -> list[Failure]:
-    return _each("image", images, ec2.deregister_image, progress)
-
-
-def delete_snapshots(
-    ec2: AdminEc2,
-    snapshots: Iterable[Item],
-    progress: Progress,
-    timeout: float = SNAPSHOT_DELETE_TIMEOUT,
-    poll: float = 5.0,
-) -> list[Failure]:
-    """Delete snapshots; one still InvalidSnapshot.InUse (its image deregistered moments
-    ago) is tried again every `poll` seconds until `timeout`; one already gone is fine."""
-    failures: list[Failure] = []
-    pending = list(snapshots)
-
-    def attempt() -> list[tuple[Item, CloudError]]:
-        nonlocal pending
-        in_use: list[tuple[Item, CloudError]] = []
-        for item in pending:
-            try:
-                ec2.delete_snapshot(item.id)
-                progress(f"deleted snapshot {item.id}")
-            except CloudError as exc:
-                if exc.code == "InvalidSnapshot.InUse":
-                    in_use.append((item, exc))
-                elif exc.code != "InvalidSnapshot.NotFound":
-                    failures.append(Failure(f"snapshot {item.id}", str(exc)))
-        pending = [item for item, _ in in_use]
-        return in_use
-
-    def report(in_use: list[tuple[Item, CloudError]], elapsed: float) -> None:
-        ids = ", ".join(item.id for item, _ in in_use)
-        progress(
-            f"snapshot(s) {ids} still in use by a just-deregistered image: "
-            f"retrying every {poll:.0f}s ({elapsed:.0f}s of {timeout:.0f}s)"
-        )
-
-    try:
-        poll_until(attempt, timeout=timeout, interval=poll, done=lambda b: not b, progress=report)
-    except TimedOut as late:
-        failures += [
-            Failure(f"snapshot {item.id}", f"{exc} (still in use after {late.elapsed:.0f}s)")
-            for item, exc in late.value
-        ]
-    return failures
-
-
 def delete_key_pair(ec2: AdminEc2, name: str, progress: Progress) -> list[Failure]:
-    return _each("key pair", [Item(name)], ec2.delete_key_pair, progress)
-
-
-def snapshots_of(ec2: AdminEc2, image_id: str) -> tuple[Item, ...]:
-    """An image's snapshots, from its block devices and from the cluster's snapshots
-    that name it (an image that never became available may list none yet)."""
-    ids = set(image_snapshots(ec2.image(image_id) or {}))
-    ids |= {
-        s["SnapshotId"] for s in ec2.cluster_snapshots() if image_id in s.get("Description", "")
-    }
-    return tuple(Item(sid) for sid in sorted(ids))
-
-
-def delete_image(
-    ec2: AdminEc2,
-    image_id: str,
-    progress: Progress,
-    timeout: float = SNAPSHOT_DELETE_TIMEOUT,
-    poll: float = 5.0,
-) -> list[Failure]:
-    """One image, then its snapshots (found first: a deregistered image lists none);
-    snapshots of an image that could not be deregistered are still in use, so kept."""
-    snapshots = snapshots_of(ec2, image_id)
-    failures = deregister_images(ec2, [Item(image_id)], progress)
-    return failures or delete_snapshots(ec2, snapshots, progress, timeout, poll)
+    return each("key pair", [Item(name)], ec2.delete_key_pair, progress)
 
 
 def destroy(
@@ -440,7 +337,7 @@ def destroy(
     failures += delete_home_volumes(ec2, plan.home_volumes, progress, timeout, poll)
     failures += delete_groups(ec2, plan.groups, progress, group_timeout, poll)
     failures += deregister_images(ec2, plan.images, progress)
-    failures += delete_snapshots(ec2, plan.snapshots, progress, timeout, poll)
+    failures += delete_snapshots(ec2, plan.snapshots, progress, SNAPSHOT_DELETE_TIMEOUT, poll)
     if plan.key_pair:
         failures += delete_key_pair(ec2, plan.key_pair, progress)
     return failures
