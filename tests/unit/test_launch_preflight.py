@@ -37,6 +37,8 @@ SUPPORTED_NAMES = [
     ),
 ]
 
+LOGINS = ["ubuntu", "ubuntu", "admin", "ec2-user"]  # cloud-init's default user on each
+
 
 def refused(argv: list[str], ec2: LocalCloudEc2) -> list[str]:
     """Run a launch that preflight must refuse; its error lines."""
@@ -63,11 +65,16 @@ def test_an_unsupported_base_image_is_refused_naming_it(
     assert line.endswith(f"the OS install scripts support {SUPPORTED}")
 
 
-@pytest.mark.parametrize(("name", "description"), SUPPORTED_NAMES)
+@pytest.mark.parametrize(
+    ("name", "description", "login"),
+    [(*names, login) for names, login in zip(SUPPORTED_NAMES, LOGINS, strict=True)],
+)
 def test_supported_base_images_pass(
-    args: list[str], ec2: LocalCloudEc2, worker_ami: str, name: str, description: str
+    args: list[str], ec2: LocalCloudEc2, worker_ami: str, name: str, description: str, login: str
 ) -> None:
-    result = run(*with_base(args, image_like(ec2, worker_ami, name, description)), "--dry-run")
+    base = image_like(ec2, worker_ami, name, description)
+    users = ["--server-username", login, "--worker-username", login]
+    result = run(*with_base(args, base), *users, "--dry-run")
     assert result.exit_code == 0, result.output
 
 
@@ -83,7 +90,8 @@ def test_an_image_of_another_architecture_than_the_types_is_refused(
     args: list[str], ec2: LocalCloudEc2
 ) -> None:
     arm = image_like(ec2, ARM64, "al2023-ami-2023.3.20240108.0-kernel-6.1-arm64", "")
-    problems = refused(with_base(args, arm), ec2)
+    users = ["--server-username", "ec2-user", "--worker-username", "ec2-user"]
+    problems = refused([*with_base(args, arm), *users], ec2)
     assert problems == [
         f"error: --manager-instance-type t3.small: runs x86_64 only, but BASE_AMI {arm} is arm64",
         f"error: --worker-instance-type t3.medium: runs x86_64 only, but BASE_AMI {arm} is arm64",
@@ -134,7 +142,8 @@ def test_hibernate_refuses_building_on_debian_which_has_no_hibernation_agent(
     args: list[str], ec2: LocalCloudEc2, worker_ami: str
 ) -> None:
     debian = image_like(ec2, worker_ami, *SUPPORTED_NAMES[2])
-    [line] = refused([*with_base(args, debian), "--hibernate"], ec2)
+    users = ["--server-username", "admin", "--worker-username", "admin"]
+    [line] = refused([*with_base(args, debian), *users, "--hibernate"], ec2)
     assert line == (
         f"error: BASE_AMI {debian}: Debian 12 has no ec2-hibinit-agent package, which a "
         "worker image needs with HIBERNATE; use Ubuntu 22.04 or Ubuntu 24.04 or "
@@ -142,3 +151,18 @@ def test_hibernate_refuses_building_on_debian_which_has_no_hibernation_agent(
     )
     ubuntu = image_like(ec2, worker_ami, *UBUNTU_2404)
     assert run(*with_base(args, ubuntu), "--hibernate", "--dry-run").exit_code == 0
+
+
+def test_the_login_users_must_be_the_base_images_own(
+    args: list[str], ec2: LocalCloudEc2, worker_ami: str
+) -> None:
+    al2023 = image_like(ec2, worker_ami, *SUPPORTED_NAMES[3])
+    problems = refused(with_base(args, al2023), ec2)  # the defaults are Ubuntu's "ubuntu"
+    assert problems == [
+        f"error: --server-username ubuntu: BASE_AMI {al2023} is Amazon Linux 2023, "
+        "whose login user is ec2-user",
+        f"error: --worker-username ubuntu: BASE_AMI {al2023} is Amazon Linux 2023, "
+        "whose login user is ec2-user",
+    ]
+    users = ["--server-username", "ec2-user", "--worker-username", "ec2-user"]
+    assert run(*with_base(args, al2023), *users, "--dry-run").exit_code == 0

@@ -22,6 +22,13 @@ _PLATFORMS = (
     ("Debian 12", re.compile(r"\bdebian[- ]12\b", re.IGNORECASE)),
     ("Amazon Linux 2023", re.compile(r"\bal2023-ami\b|\bamazon linux 2023\b", re.IGNORECASE)),
 )
+# The user cloud-init makes on each, which the EC2 key pair logs in as.
+LOGIN_USERS = {
+    "Ubuntu 22.04": "ubuntu",
+    "Ubuntu 24.04": "ubuntu",
+    "Debian 12": "admin",
+    "Amazon Linux 2023": "ec2-user",
+}
 # Those whose archives have ec2-hibinit-agent, which hibernation needs (not Debian's).
 HIBERNATING = ("Ubuntu 22.04", "Ubuntu 24.04", "Amazon Linux 2023")
 _LINUX_DETAILS = ("Linux/UNIX", "Ubuntu Pro")

@@ -153,7 +153,15 @@ def _platform(opts: LaunchOptions, base: dict[str, Any] | None) -> list[str]:
             f"BASE_AMI {opts.base_ami}: {platform} has no ec2-hibinit-agent package, which "
             f"a worker image needs with HIBERNATE; use {' or '.join(base_images.HIBERNATING)}"
         ]
-    return []
+    login = base_images.LOGIN_USERS[platform]
+    users = [("--server-username", opts.instance.SERVER_USERNAME)]
+    if building:
+        users.append(("--worker-username", opts.instance.WORKER_USERNAME))
+    return [
+        f"{flag} {user}: BASE_AMI {opts.base_ami} is {platform}, whose login user is {login}"
+        for flag, user in users
+        if user != login
+    ]
 
 
 def _architecture(
