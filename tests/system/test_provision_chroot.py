@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from cloudjhub.launch.provision import SCRIPTS, build_wheel
+from cloudjhub.launch.provision import build_wheel, script_text
 from cloudjhub.local.ports import free_port
 from cloudjhub.worker.protocol import mapped_account
 
@@ -73,7 +74,12 @@ def debian(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def test_install_worker_script_then_real_mode_start(debian: Path, tmp_path: Path) -> None:
     wheel = build_wheel(tmp_path)
     shutil.copy(wheel, debian / "tmp" / wheel.name)
-    script = (SCRIPTS / "install-worker.sh").read_text()
+    # As on a cloud image: cloud-init's config directory, and the login user in lxd.
+    (debian / "etc" / "cloud" / "cloud.cfg.d").mkdir(parents=True, exist_ok=True)
+    for argv in (["groupadd", "lxd"], ["useradd", "-m", "-G", "lxd", "admin"]):
+        made = _chroot(debian, *argv)
+        assert made.returncode == 0, made.stderr
+    script = script_text("install-worker.sh")
     done = _chroot(
         debian,
         "bash",
@@ -94,6 +100,11 @@ def test_install_worker_script_then_real_mode_start(debian: Path, tmp_path: Path
         "admin ALL=(root) NOPASSWD: /opt/cloudjhub/venv/bin/cloudjhub-worker"
     )
     assert sudoers.stat().st_mode & 0o777 == 0o440
+    cloud_config = debian / "etc" / "cloud" / "cloud.cfg.d" / "99-cloudjhub.cfg"
+    default_user = yaml.safe_load(cloud_config.read_text())["system_info"]["default_user"]
+    assert default_user == {"sudo": None, "groups": []}
+    lxd = _chroot(debian, "getent", "group", "lxd")
+    assert lxd.stdout.strip().endswith(":"), lxd.stdout  # nobody in it
     gitpuller = _chroot(debian, "/opt/cloudjhub/venv/bin/python", "-c", "import nbgitpuller")
     assert gitpuller.returncode == 0, gitpuller.stderr
 

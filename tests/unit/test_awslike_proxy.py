@@ -12,14 +12,20 @@ from typing import Any
 import boto3
 import pytest
 import requests
+from click.testing import CliRunner
 
 from cloudjhub.aws.client import RETRY_CONFIG, CloudError
 from cloudjhub.aws.hub import HubEc2
 from cloudjhub.aws.local import LocalCloudEc2
+from cloudjhub.cli import main
+from cloudjhub.commands import destroy
+from cloudjhub.launch.image import build_worker_image
 from cloudjhub.local import motoserver
 from cloudjhub.local.awslike import ipreuse
 from cloudjhub.local.awslike.proxy import CONTROL_PATH, AwsLikeProxy
 from cloudjhub.local.awslike.settings import Behaviour
+from cloudjhub.tags import CLUSTER_TAG, Role, tags_for
+from tests.unit.conftest import SshKey
 
 SCALE = 0.02  # pending 0.6 s, stopping 0.8 s, shutting-down 0.6 s
 
@@ -156,3 +162,35 @@ def test_the_internal_port_is_never_throttled(setup: Setup) -> None:
     for _ in range(105):  # more than a full non-mutating bucket
         internal.public_keys()
     assert layer.throttle.throttled == before
+
+
+def test_destroy_outlasts_invalid_snapshot_in_use_after_deregistering(
+    setup: Setup, ssh_key: SshKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--fault InvalidSnapshot.InUse`: DeleteSnapshot fails while the image's
+    deregistration is settling (20 s x SCALE); destroy retries until it is gone."""
+    ec2 = LocalCloudEc2("snapfault", setup.ec2)
+    ec2.import_key_pair("snapfault-admin", ssh_key.public, {CLUSTER_TAG: "snapfault"})
+    image = build_worker_image(
+        ec2, setup.ami, "t3.micro", setup.subnet, [], "snapfault-admin", progress=lambda _m: None,
+        poll=0.05,
+    )  # fmt: skip
+    snapshots = ec2.tag_image_snapshots(image, tags_for("snapfault", Role.IMAGE))
+    assert snapshots
+    control = setup.proxy.url + CONTROL_PATH
+    before = requests.get(control, timeout=5).json()["injected"].get("InvalidSnapshot.InUse", 0)
+    monkeypatch.setattr(destroy, "POLL_SECONDS", 0.1)
+    requests.put(control, json={"faults": {"InvalidSnapshot.InUse": 1}}, timeout=5)
+    try:
+        result = CliRunner().invoke(
+            main, ["destroy", "snapfault", "--yes", "--aws-endpoint", setup.proxy.url]
+        )
+    finally:
+        requests.put(control, json={"faults": {}}, timeout=5)
+
+    assert result.exit_code == 0, result.output
+    injected = requests.get(control, timeout=5).json()["injected"]["InvalidSnapshot.InUse"]
+    assert injected > before
+    assert "still in use" in result.output
+    left = setup.ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
+    assert not {s["SnapshotId"] for s in left} & set(snapshots)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import copy
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
+import yaml
 
 from cloudjhub.aws.client import CloudError, Instance, NotOurs, make_client
 from cloudjhub.aws.hub import WorkerSpec, launch_token
@@ -642,3 +646,27 @@ def test_console_output_asks_for_the_latest_only_on_nitro(
 
     assert [p.get("Latest") for p in sent] == [latest, latest]
     assert calls["DescribeInstanceTypes"] == 1  # the hypervisor is learned once per type
+
+
+def test_worker_launch_sends_encrypted_only_when_true_and_the_no_sudo_cloud_config(
+    ec2: LocalCloudEc2, spec: WorkerSpec
+) -> None:
+    sent: list[dict[str, Any]] = []
+    ec2.client.meta.events.register(
+        "provide-client-params.ec2.RunInstances",
+        lambda params, **_: sent.append(copy.deepcopy(params)),
+    )
+    plain = ec2.launch_worker("bob", spec, "t-plain")
+    ec2.launch_worker("carol", replace(spec, hibernate=True, ebs_size=12), "t-hibernating")
+
+    [plain_ebs, hibernating_ebs] = [p["BlockDeviceMappings"][0]["Ebs"] for p in sent]
+    assert "Encrypted" not in plain_ebs  # the account's default applies
+    assert hibernating_ebs["Encrypted"] is True
+    # cloud-init's default user (the manager's worker key logs in as it) gets no
+    # sudo rule and no groups such as lxd, on any image, custom ones too.
+    for params in sent:
+        config = yaml.safe_load(params["UserData"])
+        assert params["UserData"].startswith("#cloud-config\n")
+        assert config["system_info"]["default_user"] == {"sudo": None, "groups": []}
+    user_data = ec2.client.describe_instance_attribute(InstanceId=plain.id, Attribute="userData")
+    assert base64.b64decode(user_data["UserData"]["Value"]).decode() == sent[0]["UserData"]

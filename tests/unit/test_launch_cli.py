@@ -20,11 +20,12 @@ from click.testing import CliRunner, Result
 
 from cloudjhub.aws import client as ec2_module
 from cloudjhub.aws.admin import instance_profile_exists
-from cloudjhub.aws.client import CloudError
+from cloudjhub.aws.client import CloudError, Instance
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.cli import main
 from cloudjhub.commands import cloud_options
 from cloudjhub.commands.launch import launch
+from cloudjhub.launch.cluster import Launch
 from cloudjhub.tags import CLUSTER_TAG
 from tests.helpers import inventory as shared_inventory
 from tests.unit.conftest import REGION, Network, SshKey
@@ -64,7 +65,7 @@ def args(
     return [
         "launch",
         "alpha",
-        worker_ami,
+        image_like(ec2, worker_ami, *UBUNTU_2404),
         network.subnet_id,
         public,
         "--key-name",
@@ -77,6 +78,22 @@ def args(
     ]
 
 
+# (Name, Description) as the publishers write them.
+UBUNTU_2404 = (
+    "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20240423",
+    "Canonical, Ubuntu, 24.04, amd64 noble image",
+)
+
+
+def image_like(ec2: LocalCloudEc2, source: str, name: str, description: str) -> str:
+    """A copy of one of moto's images (its architecture, virtualization and 15 GiB root
+    snapshot) under another name: moto has no image of a supported OS."""
+    copied = ec2.client.copy_image(
+        SourceImageId=source, SourceRegion=REGION, Name=name, Description=description
+    )
+    return str(copied["ImageId"])
+
+
 def run(*argv: str, input: str | None = None) -> Result:
     # catch_exceptions=False: an exception that escapes the command fails the test
     # with its traceback instead of passing as "exit code 1".
@@ -87,8 +104,8 @@ def lines(result: Result) -> list[str]:
     return [line for line in result.output.splitlines() if line.strip()]
 
 
-def inventory(ec2: LocalCloudEc2) -> dict[str, Any]:
-    return shared_inventory(ec2.client)
+def inventory(ec2: LocalCloudEc2, live_only: bool = False) -> dict[str, Any]:
+    return shared_inventory(ec2.client, live_only)
 
 
 def recording_clients(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
@@ -382,3 +399,48 @@ def test_every_value_option_has_a_cloudjhub_variable() -> None:
     helped = CliRunner().invoke(main, ["launch", "--help"], terminal_width=200)
     for variable in ("CLOUDJHUB_TIMEOUT", "CLOUDJHUB_OUTPUT_DIR", "AWS_ENDPOINT_URL"):
         assert variable in helped.output
+
+
+# ---- the builder's route out -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("connect_via", "subnet_arg", "public_ip"),
+    [("public", 4, True), ("private", 3, False)],
+)
+def test_the_builder_has_a_route_out_either_way_it_is_reached(
+    args: list[str],
+    ec2: LocalCloudEc2,
+    monkeypatch: pytest.MonkeyPatch,
+    connect_via: str,
+    subnet_arg: int,
+    public_ip: bool,
+) -> None:
+    """Reached at its public IP, the builder has one (the public subnet's internet
+    gateway carries only such traffic); reached from inside the VPC, it is in the
+    private subnet, behind its NAT gateway. The launch stops once it runs."""
+    runs: list[dict[str, Any]] = []
+    inner = ec2_module.make_client
+
+    def make_client(region: str | None, endpoint_url: str | None = None) -> Any:
+        client = inner(region, endpoint_url)
+        client.meta.events.register(
+            "provide-client-params.ec2.RunInstances", lambda params, **_: runs.append(params)
+        )
+        return client
+
+    def provision(_launch: Launch, builder: Instance) -> None:
+        raise CloudError(f"stopping at builder {builder.id}")
+
+    monkeypatch.setattr(ec2_module, "make_client", make_client)
+    monkeypatch.setattr(Launch, "_provision_builder", provision)
+    before = inventory(ec2)
+
+    result = run(*args, "--yes", "--connect-via", connect_via)
+
+    assert result.exit_code == 1 and "stopping at builder" in result.output, result.output
+    [builder] = runs
+    [interface] = builder["NetworkInterfaces"]
+    assert interface["SubnetId"] == args[subnet_arg]
+    assert interface["AssociatePublicIpAddress"] is public_ip
+    assert inventory(ec2, live_only=True) == {**before, "instances": []}

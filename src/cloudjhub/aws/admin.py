@@ -328,11 +328,13 @@ class AdminEc2(HubEc2):
             for r in t.get("Routes", [])
         )
 
-    def instance_type_exists(self, instance_type: str) -> bool:
+    def instance_type(self, instance_type: str) -> dict[str, Any] | None:
+        """What DescribeInstanceTypes says of a type (memory, architectures), or None."""
         try:
             found = self._call("describe_instance_types", InstanceTypes=[instance_type])
         except CloudError as exc:
             if exc.code in ("InvalidInstanceType", "InvalidParameterValue"):
-                return False
+                return None
             raise
-        return bool(found.get("InstanceTypes"))
+        types = found.get("InstanceTypes", [])
+        return dict(types[0]) if types else None

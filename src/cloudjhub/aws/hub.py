@@ -7,6 +7,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from ..cloud_config import WORKER_CLOUD_CONFIG
 from ..tags import (
     NAME_TAG,
     POOL_CLAIMING,
@@ -98,7 +99,8 @@ class HubEc2(Ec2Client):
     # ---- workers -----------------------------------------------------------
 
     def launch_worker(self, user: str, spec: WorkerSpec, client_token: str) -> Instance:
-        """Run one tagged worker: IMDSv2 only, no instance profile, stop on shutdown."""
+        """Run one tagged worker: IMDSv2 only, no instance profile, stop on shutdown,
+        its login user without sudo (WORKER_CLOUD_CONFIG)."""
         tags = tags_for(self.cluster, Role.WORKER, user)
         return self._run_workers(tags, spec, 1, client_token)[0]
 
@@ -113,6 +115,16 @@ class HubEc2(Ec2Client):
     ) -> list[Instance]:
         tags = tag_list(tag_map)
         root = self.root_device_name(spec.image_id)
+        ebs: dict[str, Any] = {
+            "VolumeSize": spec.ebs_size,
+            "VolumeType": "gp3",
+            "DeleteOnTermination": True,
+        }
+        if spec.hibernate:
+            # Only when true: EBS never removes encryption (EC2 API, EbsBlockDevice
+            # "Encrypted"), so `false` fails on an image with an encrypted snapshot;
+            # left out, the account's encryption-by-default setting applies.
+            ebs["Encrypted"] = True
         params: dict[str, Any] = {
             "ImageId": spec.image_id,
             "InstanceType": spec.instance_type,
@@ -122,17 +134,8 @@ class HubEc2(Ec2Client):
             "SubnetId": spec.subnet_id,
             "SecurityGroupIds": list(spec.security_group_ids),
             "KeyName": spec.key_name,
-            "BlockDeviceMappings": [
-                {
-                    "DeviceName": root,
-                    "Ebs": {
-                        "VolumeSize": spec.ebs_size,
-                        "VolumeType": "gp3",
-                        "DeleteOnTermination": True,
-                        "Encrypted": spec.hibernate,
-                    },
-                }
-            ],
+            "BlockDeviceMappings": [{"DeviceName": root, "Ebs": ebs}],
+            "UserData": WORKER_CLOUD_CONFIG,
             "MetadataOptions": {
                 "HttpTokens": "required",
                 "HttpEndpoint": "enabled",

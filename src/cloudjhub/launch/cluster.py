@@ -180,18 +180,24 @@ class Launch:
             return existing
         made: list[str] = []
         self._undo.add("the worker image made by this run", lambda: self._undo.images(made))
+        # The builder fetches packages, so it needs a route out. Reached at a public IP,
+        # it sits in the public subnet with one; reached from inside the VPC
+        # (--connect-via private), in the private subnet, whose NAT gateway is its way
+        # out: in the public subnet without a public IP the internet gateway would not
+        # carry its traffic, and with one it would be open to the internet for nothing.
+        private = self.opts.connect_via == "private"
         image_id = build_worker_image(
             self.ec2,
             self.opts.base_ami,
             self.opts.instance.WORKER_INSTANCE_TYPE,
-            self.opts.public_subnet,
+            self.opts.private_subnet if private else self.opts.public_subnet,
             [groups.manager],
             self.opts.key_name,
             provision=self._provision_builder,
             progress=lambda m: self.say(f"  {m}"),
             timeout=self.opts.timeout,
             poll=self.opts.poll,
-            public_ip=self.opts.connect_via == "public",
+            public_ip=not private,
             on_image=made.append,
         )
         self.created.images.append(image_id)
@@ -217,7 +223,9 @@ class Launch:
         if self._preinstalled:
             self.say("  base image has cloudjhub preinstalled: no OS packages to install")
             return
-        install_os_packages(node, "install-worker.sh", {"CLOUDJHUB_LOGIN_USER": node.login})
+        hibernate = "1" if self.opts.instance.HIBERNATE else "0"
+        env = {"CLOUDJHUB_LOGIN_USER": node.login, "CLOUDJHUB_HIBERNATE": hibernate}
+        install_os_packages(node, "install-worker.sh", env)
 
     def manager(self, groups: ClusterGroups) -> Instance:
         running = self.ec2.cluster_instances(Role.MANAGER)

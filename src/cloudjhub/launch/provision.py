@@ -20,6 +20,7 @@ from ..aws.client import CloudError, Instance
 from ..waiting import TimedOut, poll_until
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
+OS_PACKAGES = "os-packages.sh"
 REPO_ROOT = Path(__file__).resolve().parents[3]
 # SSH waits look at most once a second, however short the launch's poll.
 MIN_SSH_POLL = 1.0
@@ -155,11 +156,17 @@ def package_for(node: Node) -> str:
     return remote_path
 
 
+def script_text(script: str) -> str:
+    """An install script as it is run: after OS_PACKAGES, the functions that know
+    each supported OS's package manager and package names."""
+    return (SCRIPTS / OS_PACKAGES).read_text() + "\n" + (SCRIPTS / script).read_text()
+
+
 def install_os_packages(node: Node, script: str, env: dict[str, str]) -> None:
     node.say(f"  installing OS packages on {node.instance.id} ({script}); this takes minutes")
     variables = {"CLOUDJHUB_PACKAGE": package_for(node), **env}
     argv = [*node.sudo, "env", *(f"{k}={v}" for k, v in variables.items()), "bash", "-s"]
-    result = node.run(argv, (SCRIPTS / script).read_text())
+    result = node.run(argv, script_text(script))
     if result.status != 0:
         tail = (result.stderr or result.stdout).strip()[-2000:]
         raise CloudError(f"{script} failed on {node.instance.id} (status {result.status}):\n{tail}")

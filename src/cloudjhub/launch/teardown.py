@@ -26,8 +26,8 @@ from ..tags import (
     workers_key_name,
 )
 from ..waiting import TimedOut, poll_until
-
-Progress = Callable[[str], None]
+from .deletes import Failure, Item, Progress, each
+from .image_deletes import SNAPSHOT_DELETE_TIMEOUT, delete_snapshots, deregister_images
 
 # Rules point manager2 -> worker -> manager, so delete in this order.
 GROUP_ORDER = (Group.MANAGER2, Group.WORKER, Group.MANAGER)
@@ -39,20 +39,6 @@ _DEPENDENCY_HINT = (
 # On AWS the network interfaces of just-terminated instances linger for a few
 # minutes, and a group they use cannot be deleted until they are gone.
 GROUP_DELETE_TIMEOUT = 300.0
-
-
-@dataclass(frozen=True)
-class Item:
-    """A resource to delete, with a label a person can recognise."""
-
-    id: str
-    label: str = ""
-
-
-@dataclass(frozen=True)
-class Failure:
-    resource: str
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -342,47 +328,8 @@ def delete_groups(
     return failures
 
 
-def _each(
-    kind: str, items: Iterable[Item], delete: Callable[[str], None], progress: Progress
-) -> list[Failure]:
-    failures = []
-    for item in items:
-        try:
-            delete(item.id)
-            progress(f"deleted {kind} {item.id}")
-        except CloudError as exc:
-            failures.append(Failure(f"{kind} {item.id}", str(exc)))
-    return failures
-
-
-def deregister_images(ec2: AdminEc2, images: Iterable[Item], progress: Progress) -> list[Failure]:
-    return _each("image", images, ec2.deregister_image, progress)
-
-
-def delete_snapshots(ec2: AdminEc2, snapshots: Iterable[Item], progress: Progress) -> list[Failure]:
-    return _each("snapshot", snapshots, ec2.delete_snapshot, progress)
-
-
 def delete_key_pair(ec2: AdminEc2, name: str, progress: Progress) -> list[Failure]:
-    return _each("key pair", [Item(name)], ec2.delete_key_pair, progress)
-
-
-def snapshots_of(ec2: AdminEc2, image_id: str) -> tuple[Item, ...]:
-    """An image's snapshots, from its block devices and from the cluster's snapshots
-    that name it (an image that never became available may list none yet)."""
-    ids = set(image_snapshots(ec2.image(image_id) or {}))
-    ids |= {
-        s["SnapshotId"] for s in ec2.cluster_snapshots() if image_id in s.get("Description", "")
-    }
-    return tuple(Item(sid) for sid in sorted(ids))
-
-
-def delete_image(ec2: AdminEc2, image_id: str, progress: Progress) -> list[Failure]:
-    """One image, then its snapshots (found first: a deregistered image lists none);
-    snapshots of an image that could not be deregistered are still in use, so kept."""
-    snapshots = snapshots_of(ec2, image_id)
-    failures = deregister_images(ec2, [Item(image_id)], progress)
-    return failures or delete_snapshots(ec2, snapshots, progress)
+    return each("key pair", [Item(name)], ec2.delete_key_pair, progress)
 
 
 def destroy(
@@ -402,7 +349,7 @@ def destroy(
     failures += delete_home_volumes(ec2, plan.home_volumes, progress, timeout, poll)
     failures += delete_groups(ec2, plan.groups, progress, group_timeout, poll)
     failures += deregister_images(ec2, plan.images, progress)
-    failures += delete_snapshots(ec2, plan.snapshots, progress)
+    failures += delete_snapshots(ec2, plan.snapshots, progress, SNAPSHOT_DELETE_TIMEOUT, poll)
     if plan.key_pair:
         failures += delete_key_pair(ec2, plan.key_pair, progress)
     return failures

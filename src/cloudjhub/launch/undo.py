@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from ..aws.admin import AdminEc2
 from ..aws.client import Instance
 from ..tags import Role
-from . import teardown
-from .teardown import Failure, Item
+from . import image_deletes, teardown
+from .deletes import Failure, Item
 
 Say = Callable[[str], None]
 Undo = Callable[[], list[Failure]]
@@ -71,7 +71,9 @@ class UndoLog:
     def images(self, made: list[str]) -> list[Failure]:
         failures: list[Failure] = []
         for image_id in made:
-            failures += teardown.delete_image(self.ec2, image_id, self._progress)
+            failures += image_deletes.delete_image(
+                self.ec2, image_id, self._progress, self.timeout, self.poll
+            )
         return failures
 
     def manager(self, instance: Instance) -> list[Failure]:

@@ -69,8 +69,14 @@ def prepare_network(
     key_file = ensure_key_file(state_dir)
     public_key = key_file.with_suffix(".pub").read_text().strip()
     ec2.import_key_pair(KEY_NAME, public_key, LOCAL_TAG)
+    # x86_64, as the instance types the local cloud launches (t3) run: on AWS those
+    # cannot boot an arm64 image, and the launcher's preflight says so.
     images = sorted(
-        (i for i in ec2.public_images() if i.get("State") == "available"),
+        (
+            i
+            for i in ec2.public_images()
+            if i.get("State") == "available" and i.get("Architecture") == "x86_64"
+        ),
         key=lambda i: i["ImageId"],
     )
     if not images:

@@ -9,13 +9,15 @@ set -euo pipefail
 : "${CLOUDJHUB_PACKAGE:?pip requirement or path of the cloudjhub wheel to install}"
 prefix=${CLOUDJHUB_PREFIX:-/opt/cloudjhub}
 
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends \
-  python3 python3-venv python3-pip nodejs npm openssh-client ca-certificates
+# os-packages.sh (sent ahead of this script) knows each supported OS's names.
+python=$(os_python)
+os_install python node ssh-client ca-certificates
 
-npm install -g --no-audit --no-fund configurable-http-proxy
-python3 -m venv "$prefix/venv"
+# A configurable-http-proxy release this OS's node runs (its `engines`), pinned.
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+npm install -g --no-audit --no-fund "configurable-http-proxy@$(chp_version "$node_major")"
+configurable-http-proxy --version
+"$python" -m venv "$prefix/venv"
 "$prefix/venv/bin/pip" install -q --upgrade pip
 "$prefix/venv/bin/pip" install -q "$CLOUDJHUB_PACKAGE"
 

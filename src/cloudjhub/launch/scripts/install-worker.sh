@@ -16,12 +16,15 @@ echo "install-worker: invalid login user: $CLOUDJHUB_LOGIN_USER" >&2
   exit 2
 fi
 
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends \
-  python3 python3-venv python3-pip sudo ca-certificates e2fsprogs util-linux
+# os-packages.sh (sent ahead of this script) knows each supported OS's names.
+packages=(python sudo ca-certificates e2fsprogs util-linux)
+if [ "${CLOUDJHUB_HIBERNATE:-0}" = 1 ]; then
+  packages+=(hibernation-agent) # writes RAM to swap on hibernation (ec2-hibinit-agent)
+fi
+python=$(os_python)
+os_install "${packages[@]}"
 
-python3 -m venv "$prefix/venv"
+"$python" -m venv "$prefix/venv"
 "$prefix/venv/bin/pip" install -q --upgrade pip
 "$prefix/venv/bin/pip" install -q "$CLOUDJHUB_PACKAGE" jupyterlab nbgitpuller ipykernel
 
@@ -35,12 +38,16 @@ rm -f "$tmp"
 "$prefix/venv/bin/cloudjhub-worker" --help >/dev/null
 
 # The rule above must be the login user's only privilege: cloud-init gives the
-# default user passwordless sudo for everything, which would make the manager's
-# worker key root on every worker. Take that away, for this boot and every
-# instance made from the image.
+# default user passwordless sudo for everything (and on Ubuntu the lxd group),
+# which would make the manager's worker key root on every worker. Take that away,
+# for this boot and every instance made from the image (the hub sends the same
+# cloud-config as user data: cloudjhub.cloud_config).
 rm -f /etc/sudoers.d/90-cloud-init-users
 if [ -d /etc/cloud/cloud.cfg.d ]; then
-  printf 'system_info:\n  default_user:\n    sudo: false\n' >/etc/cloud/cloud.cfg.d/99-cloudjhub.cfg
+  "$prefix/venv/bin/python" -m cloudjhub.cloud_config >/etc/cloud/cloud.cfg.d/99-cloudjhub.cfg
+fi
+if getent group lxd >/dev/null; then
+  gpasswd -d "$CLOUDJHUB_LOGIN_USER" lxd >/dev/null 2>&1 || true
 fi
 
 # Nothing of this builder may reach the image: its SSH host keys and the
