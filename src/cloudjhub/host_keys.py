@@ -135,11 +135,3 @@ class HostKeyStore:
             if pins != store.instances:
                 self._write(StoreFile(instances=pins))
         return list(kept.keys)
-
-    def forget(self, instance_ids: Collection[str]) -> None:
-        """Drop the pins of instances that will never run again (terminated)."""
-        with self._lock:
-            store = self._read()
-            pins = {i: p for i, p in store.instances.items() if i not in instance_ids}
-            if pins != store.instances:
-                self._write(StoreFile(instances=pins))
