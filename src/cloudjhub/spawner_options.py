@@ -174,7 +174,8 @@ class InstanceSpawnerOptions(LoggingConfigurable):
         "id (never by IP), learned once from ssh_host_key_source. It outlives the hub's "
         "database, so neither a lost database nor a stop/start (cloud-init prints the keys "
         "to the console only on an instance's first boot) locks a user out. Written "
-        "atomically, mode 0600; pins of terminated instances are dropped as they are seen.",
+        "atomically, mode 0600; pins of terminated instances are dropped as they are seen, "
+        "and of instances this cluster no longer lists after an hour, so give each hub its own.",
     ).tag(config=True)
 
     # Defaults from server_config.json: trait, key.
