@@ -2,8 +2,9 @@
 
 The spawner is a thin state machine over `aws`, `fleet` and `remote`. Blocking
 calls run in the shared executor; `poll()` reads the shared fleet cache only.
-Its options (`spawner_options`), its progress events (`spawn_progress`) and home
-volumes (`home_volumes`) live beside it. What is left, about 510 lines, is one
+Its options (`spawner_options`), its progress events (`spawn_progress`), home
+volumes (`home_volumes`) and the host-key store (`host_keys`) live beside it.
+What is left, about 570 lines, is one
 spawn's path (find, launch or start, wait, attach, pin host keys, start Jupyter)
 and stop/poll: kept together because that path reads best in one place.
 """
