@@ -2,11 +2,11 @@
 
 The spawner is a thin state machine over `aws`, `fleet` and `remote`. Blocking
 calls run in the shared executor; `poll()` reads the shared fleet cache only.
-Its options (`spawner_options`), its progress events (`spawn_progress`) and home
-volumes (`home_volumes`) and the warm pool (`warm_pool`) live beside it. What is
-left, about 550 lines, is one spawn's path (find or claim, launch or start, wait,
-attach, pin host keys, start Jupyter) and stop/poll: kept together because that
-path reads best in one place.
+Its options (`spawner_options`), its progress events (`spawn_progress`), home
+volumes (`home_volumes`), the host-key store (`host_keys`) and the warm pool
+(`warm_pool`) live beside it. What is left, about 600 lines, is one spawn's path
+(find or claim, launch or start, wait, attach, pin host keys, start Jupyter) and
+stop/poll: kept together because that path reads best in one place.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ from traitlets import default
 from . import hibernation, metrics, remote, usage, warm_pool
 from .aws.client import STOPPED_STATES, UP_STATES, CloudError, Instance
 from .aws.hub import HubEc2, WorkerSpec, launch_token
+from .config import ConfigError
 from .executor import blocking
 from .fleet import Fleet
 from .home_volumes import attach_home_volume
+from .host_keys import HostKeyStore
 from .spawn_progress import SpawnProgress
 from .spawner_options import InstanceSpawnerOptions, SpawnError
 from .tags import POOL_TAG
@@ -127,6 +129,18 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
     def _emit(self, percent: int, message: str) -> None:
         self._progress.emit(percent, message)
 
+    def _unexpected(self, exc: Exception) -> str:
+        """One line naming what failed, where the spawn was, and who can help."""
+        events = self._progress.events
+        step = f" at '{events[-1]['message']}'" if events else ""
+        where = f" (instance {self.instance_id})" if self.instance_id else ""
+        detail = " ".join(str(exc).split())[:200]
+        what = type(exc).__name__ + (f": {detail}" if detail else "")
+        return (
+            f"Your server failed to start{step}{where}: unexpected {what}. "
+            "Tell your admin; the hub's log has the details."
+        )
+
     async def progress(self) -> Any:
         async for event in self._progress.stream():
             yield event
@@ -143,8 +157,14 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
                 url = await self._start()
             self._emit(100, "Your server is ready")
             return url
+        except SpawnError:
+            raise
         except (CloudError, remote.RemoteError) as exc:
             raise SpawnError(str(exc)) from exc
+        except Exception as exc:
+            # A bug or a surprise: the user gets a sentence, the admin the traceback.
+            self.log.exception("%s: spawn failed unexpectedly", self._log_name)
+            raise SpawnError(self._unexpected(exc)) from exc
         finally:
             self._starting = False
             self._progress.finish()
@@ -308,10 +328,46 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
         self.home_volume_id = home.volume_id
         return home
 
+    @property
+    def _store(self) -> HostKeyStore:
+        return HostKeyStore(self.host_key_store)
+
     async def _host_keys(self, instance: Instance) -> list[str]:
-        """Pin the instance's host keys once, from a source we can justify."""
-        if self.pinned_for == instance.id and self.pinned_host_keys:
-            return self.pinned_host_keys
+        """The instance's pinned host keys: from the store, else learned once and pinned."""
+        try:
+            keys = await blocking(self._store.keys_for, instance.id)
+            if not keys and self.pinned_for == instance.id and self.pinned_host_keys:
+                keys = self.pinned_host_keys  # pinned by a hub that kept them in its database
+            if not keys:
+                keys = await self._learn_host_keys(instance)
+            keys = await self._save_pin(instance.id, keys)
+        except ConfigError as exc:
+            raise SpawnError(
+                f"cloudjhub cannot read its host key store: {exc}. Tell your admin."
+            ) from exc
+        self.pinned_host_keys, self.pinned_for = keys, instance.id
+        return keys
+
+    async def _save_pin(self, instance_id: str, keys: list[str]) -> list[str]:
+        """Pin in the store (unless pinned there already); prune the pins of instances
+        the fleet no longer has. Returns the pin in force."""
+        known = self.fleet.instances()
+        gone = [i.id for i in known if i.gone]
+        listed = {i.id for i in known} if self.fleet.age != float("inf") else None
+        try:
+            return await blocking(self._store.pin, instance_id, keys, gone, listed)
+        except OSError as exc:
+            self.log.warning(
+                "%s: cannot save the host keys of %s in %s (%s); only the hub's database has them",
+                self._log_name,
+                instance_id,
+                self.host_key_store,
+                exc,
+            )
+            return keys
+
+    async def _learn_host_keys(self, instance: Instance) -> list[str]:
+        """Read a new instance's keys from a source we can justify, waiting for them."""
         assert instance.private_ip
         from_file = self.ssh_host_key_source == "known_hosts"
         if from_file and not self.ssh_known_hosts:
@@ -338,8 +394,6 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
                 )
                 keys = remote.parse_console_host_keys(console)
             if keys:
-                if not from_file:
-                    self.pinned_host_keys, self.pinned_for = keys, instance.id
                 return keys
             if time.monotonic() > deadline:
                 where = (

@@ -13,7 +13,7 @@ from traitlets import Bool, Enum, Float, Integer, List, TraitError, Unicode, def
 from traitlets.config import LoggingConfigurable
 from traitlets.traitlets import DefaultHandler
 
-from . import hibernation, usage
+from . import hibernation, host_keys, usage
 from .config import (
     POOL_STATES,
     ConfigError,
@@ -36,7 +36,15 @@ def _cached_server_config(path: str) -> ServerConfig:
 
 
 class SpawnError(Exception):
-    """A spawn failed; the message is shown to the user on the spawn page."""
+    """A spawn failed; the message is shown to the user.
+
+    JupyterHub shows an exception's `jupyterhub_message` on the spawn page and as the
+    `message` of the REST API's error; for any other exception the API says only
+    "Internal Server Error"."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.jupyterhub_message = message
 
 
 def from_config(trait: str, key: str) -> DefaultHandler:
@@ -194,6 +202,15 @@ class InstanceSpawnerOptions(LoggingConfigurable):
     ssh_known_hosts = Unicode(help="known_hosts file for ssh_host_key_source='known_hosts'.").tag(
         config=True
     )
+    host_key_store = Unicode(
+        host_keys.HOST_KEY_STORE,
+        help="File where the hub keeps each instance's pinned SSH host keys, by instance "
+        "id (never by IP), learned once from ssh_host_key_source. It outlives the hub's "
+        "database, so neither a lost database nor a stop/start (cloud-init prints the keys "
+        "to the console only on an instance's first boot) locks a user out. Written "
+        "atomically, mode 0600; pins of terminated instances are dropped as they are seen, "
+        "and of instances this cluster no longer lists after an hour, so give each hub its own.",
+    ).tag(config=True)
 
     # Defaults from server_config.json: trait, key.
     _default_ssh_username = from_config("ssh_username", "WORKER_USERNAME")

@@ -175,3 +175,28 @@ async def test_idle_server_is_culled_and_busy_kernel_is_not(demo: Demo) -> None:
     print(f"\nidle servers (one with an open tab) culled within {culled_after:.1f}s")
     demo.stop("dave")
     demo.wait_state("dave", "stopped")
+
+
+def test_a_failed_spawn_answers_the_api_with_a_sentence(demo: Demo) -> None:
+    """JupyterHub answers a spawn that fails within slow_spawn_timeout with a 500 whose
+    `message` is the exception's jupyterhub_message, else 'Internal Server Error'.
+    Here the instance's host key changed while it was stopped: refused, in words."""
+    demo.start("mallory")
+    (instance,) = demo.instances("mallory")
+    demo.stop("mallory")
+    demo.wait_state("mallory", "stopped")
+    root = demo.state_dir / "instances" / instance["InstanceId"]
+    for key in (root / "etc" / "ssh").glob("ssh_host_*"):
+        key.unlink()
+
+    reply = demo.request("POST", "/users/mallory/server")
+    if reply.status_code == 202:  # slower than slow_spawn_timeout: the spawn page's words
+        with demo.request("GET", "/users/mallory/server/progress", stream=True) as events:
+            lines = [line for line in events.iter_lines(decode_unicode=True) if line]
+        message = json.loads(lines[-1].removeprefix("data:"))["message"]
+    else:
+        assert reply.status_code == 500, reply.text
+        message = reply.json()["message"]
+    assert "does not match the pinned key" in message, message
+    assert "Internal Server Error" not in message
+    assert demo.state_of("mallory") in ("running", "stopping", "stopped")

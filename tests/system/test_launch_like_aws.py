@@ -4,6 +4,7 @@ a small time scale."""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,4 +51,27 @@ def test_launch_rerun_and_destroy_like_aws(cloud: Cloud, tmp_path: Path) -> None
     print(f"\nlike-aws: first spawn on the launched cluster {seconds:.1f}s")
 
     assert "WARNING: the hub serves plain HTTP" in done.stderr
+    # Stopped and started, the manager's console no longer shows its host keys
+    # (keys-to-console runs once per instance): a re-run verifies it with the keys
+    # the first run recorded.
+    ec2 = cloud.ec2()
+    (manager,) = [
+        i["InstanceId"]
+        for r in ec2.describe_instances(
+            Filters=[
+                {"Name": "tag:cloudjhub:cluster", "Values": ["class2"]},
+                {"Name": "tag:cloudjhub:role", "Values": ["manager"]},
+                {"Name": "instance-state-name", "Values": ["running"]},
+            ]
+        )["Reservations"]
+        for i in r["Instances"]
+    ]
+    ec2.stop_instances(InstanceIds=[manager])
+    again = cloud.launch(*cloud.args("class2"), *options, "--yes", "--timeout", "90", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f"manager instance: {manager} (reused, stopp" in again.stderr
+    assert "publish its SSH host key" not in again.stderr
+    recorded = json.loads((tmp_path / "cloudjhub-class2-resources.json").read_text())
+    assert list(recorded["host_keys"]) == [manager]
+
     rerun_reuses_everything_then_destroy_removes_it(cloud, "class2", tmp_path, before, options)

@@ -5,6 +5,9 @@ scale. One demo for the module."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -133,4 +136,31 @@ def test_a_terminated_instances_private_ip_goes_to_the_next_launch(demo: Demo) -
     new = [i for i in demo.instances("erin") if i["State"]["Name"] != "terminated"]
     assert len(new) == 1 and new[0]["InstanceId"] != old["InstanceId"]
     assert new[0]["PrivateIpAddress"] == old["PrivateIpAddress"]
+    # The hub's pins are by instance id: the new instance has its own, and the
+    # terminated one's is gone, so its key can never be held against the address.
+    pins = json.loads((demo.state_dir / "host_keys.json").read_text())["instances"]
+    assert new[0]["InstanceId"] in pins and old["InstanceId"] not in pins
     demo.stop("erin")
+
+
+def test_a_lost_hub_database_does_not_lock_a_user_out(demo: Demo) -> None:
+    """The hub loses its database; the user's instance, stopped and started, no longer
+    shows its host keys on the console (AWS prints them on the first boot only). The
+    new hub finds the instance by its tags and verifies it with the store's pin."""
+    demo.start("frank")
+    (instance,) = demo.instances("frank")
+    demo.stop("frank")
+    demo.wait_state("frank", "stopped")
+    old_hub = demo.facts()["hub_pid"]
+    (demo.state_dir / "jupyterhub.sqlite").unlink()
+    os.kill(old_hub, signal.SIGKILL)
+    deadline = time.monotonic() + 90
+    while demo.facts().get("hub_pid") == old_hub:
+        assert time.monotonic() < deadline, "the demo did not restart its hub"
+        time.sleep(0.2)
+    assert demo.request("GET", "/users/frank").status_code == 404  # a hub that knows nobody
+
+    demo.start("frank")
+    (again,) = demo.instances("frank")
+    assert again["InstanceId"] == instance["InstanceId"]
+    demo.stop("frank")

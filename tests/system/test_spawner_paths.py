@@ -159,6 +159,15 @@ class Cloud:
     def sshd_log(self, instance_id: str) -> Path:
         return self.root(instance_id) / "var" / "log" / "sshd.log"
 
+    @property
+    def host_key_store(self) -> Path:
+        return self.state_dir / "host_keys.json"
+
+    def pins(self) -> dict[str, list[str]]:
+        """The hub's host-key store as it is on disk now."""
+        data = json.loads(self.host_key_store.read_text())
+        return {i: p["keys"] for i, p in data["instances"].items()}
+
     def new_user(self, prefix: str) -> str:
         """A user name no earlier test used, so tests never share instances."""
         name = f"{prefix}{len(self.users)}"
@@ -244,6 +253,7 @@ def make_spawner(cloud: Cloud, user: str, **traits: Any) -> InstanceSpawner:
         "hang_grace": 3.0,
         "fleet_refresh_interval": 1.0,
         "jupyter_start_timeout": 20.0,
+        "host_key_store": str(cloud.host_key_store),
         **traits,
     }
     spawner = InstanceSpawner(user=hub_user, hub=Hub(), oauth_client_id=f"jupyterhub-user-{user}")
@@ -502,6 +512,9 @@ async def test_terminated_instance_is_replaced_and_keeps_the_home_volume(cloud: 
         ]
     )["Volumes"]
     assert [v["VolumeId"] for v in again] == [volume_id]
+    # The new instance has its own pin; the terminated one's was dropped with it.
+    pins = cloud.pins()
+    assert new_id in pins and old_id not in pins
 
 
 # --------------------------------------------------------------------------- 6. Jupyter fails
@@ -639,6 +652,73 @@ async def test_changed_host_key_of_a_known_instance_is_refused(cloud: Cloud) -> 
 
     assert log.read_text().count("cloudjhub-worker: starting server") == starts_before
     assert cloud.sshd_log(instance_id).read_text().count("Accepted") == accepted_before
+
+
+@contextlib.contextmanager
+def keys_on_console_once(cloud: Cloud) -> Iterator[None]:
+    """As on AWS: cloud-init prints the host keys on an instance's first boot only."""
+    cloud.emulator.host_keys_once = True
+    try:
+        yield
+    finally:
+        cloud.emulator.host_keys_once = False
+
+
+async def started_then_stopped(cloud: Cloud, user: str) -> InstanceSpawner:
+    first = make_spawner(cloud, user)
+    await start_watched(first, [])
+    instance_id = first.instance_id
+    assert instance_id
+    await first.stop()
+    wait_until(lambda: instance_id not in cloud.emulator.machines, 15, "the machine to halt")
+    # What the latest console shows of a stopped instance: nothing of its last boot.
+    motoserver.set_console_output(instance_id, "")
+    return first
+
+
+async def test_a_lost_hub_database_does_not_lock_the_user_out(cloud: Cloud) -> None:
+    """A new spawner with no state, an instance whose console no longer shows its keys
+    (a stop/start on AWS): the keys come from the hub's store, not the console."""
+    user = cloud.new_user("amnesia")
+    with keys_on_console_once(cloud):
+        first = await started_then_stopped(cloud, user)
+        instance_id = first.instance_id
+        assert instance_id
+
+        fresh = make_spawner(cloud, user, host_key_timeout=2.0)
+        fresh.load_state({})
+        url = await start_watched(fresh, [])
+
+    console = cloud.ec2.console_output(instance_id, INSTANCE_TYPE)
+    assert "keys-to-console already ran" in console
+    assert remote.parse_console_host_keys(console) == []
+    assert fresh.instance_id == instance_id
+    assert http_get(url + "/") == "fake jupyter"
+    assert fresh.pinned_host_keys == first.pinned_host_keys == cloud.pins()[instance_id]
+    await fresh.stop()
+
+
+async def test_a_lost_hub_database_does_not_turn_a_key_change_into_a_new_pin(
+    cloud: Cloud,
+) -> None:
+    """Without its state, the spawner would learn whatever key the console shows now;
+    the store still knows the instance's first key, so the changed one is refused."""
+    user = cloud.new_user("rekeyedlost")
+    first = await started_then_stopped(cloud, user)
+    instance_id = first.instance_id
+    assert instance_id
+    for key in (cloud.root(instance_id) / "etc" / "ssh").glob("ssh_host_*"):
+        key.unlink()
+    accepted_before = cloud.sshd_log(instance_id).read_text().count("Accepted")
+
+    fresh = make_spawner(cloud, user)
+    fresh.load_state({})
+    with pytest.raises(SpawnError, match="host key"):
+        await start_watched(fresh, [])
+
+    assert cloud.sshd_log(instance_id).read_text().count("Accepted") == accepted_before
+    assert cloud.pins()[instance_id] == first.pinned_host_keys
+    await fresh.stop()
 
 
 async def test_known_hosts_source_waits_for_the_new_instances_key(

@@ -135,6 +135,14 @@ def test_every_hub_keeps_servers_across_restarts_and_ignores_proxy_traffic(
     assert c.InstanceSpawner.usage_log == str(tmp_path / "state" / "usage.jsonl")
 
 
+def test_manager_and_demo_keep_pinned_host_keys_beside_their_state(tmp_path: Path) -> None:
+    """Not in the hub's database, which may be lost; not in /etc, which is config."""
+    c = applied(manager(tmp_path))
+    assert c.InstanceSpawner.host_key_store == str(tmp_path / "state" / "host_keys.json")
+    c = applied(demo(tmp_path))
+    assert c.InstanceSpawner.host_key_store == str(tmp_path / "host_keys.json")
+
+
 def test_culler_and_reaper_run_with_only_their_scopes(tmp_path: Path) -> None:
     environ = {"AWS_REGION": "eu-west-1", "AWS_ENDPOINT_URL": "http://x", "HOME": "/root"}
     c = applied(manager(tmp_path), environ)

@@ -76,6 +76,8 @@ def apply(c: Config, settings: HubSettings, environ: Mapping[str, str] | None = 
     spawner.server_config_file = settings.spawner.server_config_file
     spawner.worker_command = list(settings.spawner.worker_command)
     spawner.usage_log = settings.spawner.usage_log
+    if settings.spawner.host_key_store is not None:
+        spawner.host_key_store = settings.spawner.host_key_store
     for name, value in settings.spawner.traits.items():
         spawner[name] = value
 

@@ -82,6 +82,8 @@ class SpawnerSettings(_Settings):
     server_config_file: FilePath
     worker_command: Command
     usage_log: FilePath
+    # The pinned host keys, kept apart from the hub's database (None: the trait's default).
+    host_key_store: FilePath | None = None
     traits: dict[TraitName, JsonValue] = Field(default_factory=dict)
 
 

@@ -27,6 +27,7 @@ from .groups import ClusterGroups, ensure_security_groups
 from .image import build_worker_image, find_worker_image
 from .options import LaunchOptions
 from .provision import Node, install_os_packages, sudo_for
+from .record import recorded_pins
 from .undo import UndoLog
 
 Say = Callable[[str], None]
@@ -97,6 +98,8 @@ class Launch:
         self._undo = UndoLog(ec2, say, opts.timeout, opts.poll)
         self._preinstalled: str | None = None
         self._admin_password = ""
+        # Host keys pinned by instance id: the last run's record, then this run's pins.
+        self.pins: dict[str, tuple[str, ...]] = recorded_pins(opts.record_file, opts.cluster, say)
 
     # ---- driver ----------------------------------------------------------
 
@@ -204,6 +207,8 @@ class Launch:
         return image_id
 
     def _node(self, instance: Instance, login: str) -> Node:
+        # A pin from an earlier run is used as is: cloud-init prints the keys to the
+        # console on an instance's first boot only, so a restarted manager has none there.
         return Node(
             instance=instance,
             ec2=self.ec2,
@@ -215,6 +220,7 @@ class Launch:
             timeout=self.opts.timeout,
             poll=self.opts.poll,
             say=self.say,
+            _keys=self.pins.get(instance.id, ()),
         )
 
     def _provision_builder(self, builder: Instance) -> None:
@@ -303,6 +309,7 @@ class Launch:
         workers' public key, generated on the manager."""
         node = self._node(manager, self.opts.instance.SERVER_USERNAME)
         node.wait_for_ssh()
+        self.pins[manager.id] = node.target().host_keys
         if not self._preinstalled:
             install_os_packages(node, "install-manager.sh", {})
         config = self._server_config(manager, image_id, groups)
@@ -403,6 +410,8 @@ class Launch:
                 "worker": result.groups.worker,
             },
             "created_by_this_run": result.created.__dict__,
+            # What a re-run verifies the manager with (launch/record.py reads it back).
+            "host_keys": {i: list(keys) for i, keys in self.pins.items() if i == result.manager.id},
             "launched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         path: Path = self.opts.record_file

@@ -176,6 +176,7 @@ def hub_settings(
             server_config_file=str(etc / "server_config.json"),
             worker_command=list(request.worker_command),
             usage_log=str(state / "usage.jsonl"),
+            host_key_store=str(state / "host_keys.json"),
         ),
         services=ServiceSettings(python=python, idle_timeout=idle_timeout),
     )

@@ -94,6 +94,7 @@ def hub_settings(
             server_config_file=str(state_dir / "server_config.json"),
             worker_command=[str(Path(sys.executable).with_name("cloudjhub-worker"))],
             usage_log=str(state_dir / "usage.jsonl"),
+            host_key_store=str(state_dir / "host_keys.json"),
             traits={**DEMO_SPAWNER_TRAITS, **(spawner_traits or {})},
         ),
         services=ServiceSettings(
@@ -176,6 +177,7 @@ class DemoStack:
                 "jupyterhub.sqlite",
                 "known_hosts",
                 "usage.jsonl",
+                "host_keys.json",
             ):
                 path = self.state_dir / stale
                 if path.is_dir():

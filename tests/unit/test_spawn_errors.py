@@ -1,0 +1,101 @@
+"""No exception from start() reaches JupyterHub as a bare 500: whatever fails, the
+user reads a sentence (JupyterHub renders `jupyterhub_message` on the spawn page and
+in the REST API's error) and the admin finds the traceback in the hub's log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyterhub.utils import format_exception
+
+from cloudjhub import remote
+from cloudjhub.aws.client import CloudError
+from cloudjhub.spawner import InstanceSpawner, SpawnError
+from tests.unit.test_spawner_traits import spawner as make_spawner
+
+
+def failing_start(monkeypatch: pytest.MonkeyPatch, exc: BaseException, at: str = "") -> None:
+    async def _start(self: InstanceSpawner) -> str:
+        self.instance_id = "i-0123456789abcdef0"
+        if at:
+            self._emit(40, at)
+        raise exc
+
+    monkeypatch.setattr(InstanceSpawner, "_start", _start)
+
+
+def start(spawner: InstanceSpawner) -> SpawnError:
+    with pytest.raises(SpawnError) as failure:
+        asyncio.run(spawner.start())
+    return failure.value
+
+
+def shown(exc: Exception) -> Any:
+    """What JupyterHub shows: the spawn page's message (only an exception's
+    jupyterhub_message; the REST API's 500 says the same, else 'Internal Server Error')."""
+    message, _html = format_exception(exc, only_jupyterhub=True)
+    return message
+
+
+@pytest.mark.parametrize(
+    ("exc", "names"),
+    [
+        (FileNotFoundError(2, "No such file or directory"), "FileNotFoundError: [Errno 2]"),
+        (ValueError("bad\nvalue"), "ValueError: bad value"),
+        (KeyError(), "unexpected KeyError."),
+        (AssertionError(), "unexpected AssertionError."),
+    ],
+    ids=["oserror", "valueerror", "empty-keyerror", "bug"],
+)
+def test_an_unexpected_error_becomes_one_sentence_for_the_user(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    exc: Exception,
+    names: str,
+) -> None:
+    failing_start(monkeypatch, exc, at="Connecting")
+    spawner = make_spawner(tmp_path)
+    spawner.log = logging.getLogger("hub-under-test")
+
+    with caplog.at_level(logging.ERROR, logger="hub-under-test"):
+        failure = start(spawner)
+
+    message = shown(failure)
+    assert message == str(failure)
+    assert "\n" not in message and names in message, message
+    assert message.startswith("Your server failed to start at 'Connecting'")
+    assert "instance i-0123456789abcdef0" in message
+    assert message.endswith("Tell your admin; the hub's log has the details.")
+    assert failure.__cause__ is exc
+    # The traceback goes to the hub's log, not to the user.
+    (record,) = [r for r in caplog.records if r.name == "hub-under-test"]
+    assert record.exc_info is not None and record.exc_info[1] is exc
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        CloudError("There is no spare t3.medium capacity; try again in a few minutes."),
+        remote.HostKeyError("SSH host key of 10.0.0.5 does not match the pinned key"),
+        SpawnError("Your instance i-1 is still 'pending' after 600s. Tell your admin."),
+    ],
+    ids=["cloud", "remote", "spawn"],
+)
+def test_known_failures_keep_their_own_words_and_jupyterhub_shows_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exc: Exception
+) -> None:
+    failing_start(monkeypatch, exc)
+    failure = start(make_spawner(tmp_path))
+    assert shown(failure) == str(exc)
+
+
+def test_cancellation_is_not_a_spawn_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """JupyterHub cancels a start that overran start_timeout; that must stay a cancel."""
+    failing_start(monkeypatch, asyncio.CancelledError())
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(make_spawner(tmp_path).start())
