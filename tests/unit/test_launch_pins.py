@@ -52,7 +52,9 @@ def pinned_to(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
 
     def run_on(target: remote.Target, argv: list[str], *_: Any, **__: Any) -> Any:
         seen.append(target.host_keys)
-        reply = json.dumps({"worker_public_key": "ssh-ed25519 AAAA workers"})
+        reply = json.dumps(
+            {"worker_public_key": "ssh-ed25519 AAAA workers", "admin_password": "x" * 32}
+        )
         return remote.CommandResult(0, reply if "setup-manager" in argv else "", "")
 
     def no_network(target: remote.Target) -> None:
