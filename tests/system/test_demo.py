@@ -175,3 +175,31 @@ async def test_idle_server_is_culled_and_busy_kernel_is_not(demo: Demo) -> None:
     print(f"\nidle servers (one with an open tab) culled within {culled_after:.1f}s")
     demo.stop("dave")
     demo.wait_state("dave", "stopped")
+
+
+def test_a_deleted_users_name_reused_gets_a_new_instance_and_home(demo: Demo) -> None:
+    """DELETE /hub/api/users/NAME terminates the user's instance (delete_forever); a new
+    user of the same name gets a new instance with empty files, never the old one."""
+    demo.start("dora")
+    (old,) = demo.instances("dora")
+    note = {"type": "file", "format": "text", "content": "the old dora's"}
+    put = demo.request("PUT", f"{demo.hub_url}user/dora/api/contents/note.txt", json=note)
+    assert put.status_code in (200, 201), put.text
+    old_id = old["InstanceId"]
+    old_tags = {t["Key"]: t["Value"] for t in old["Tags"]}
+    assert old_tags["cloudjhub:user-id"]
+    demo.stop("dora")
+
+    deleted = demo.request("DELETE", "/users/dora")
+    assert deleted.status_code == 204, deleted.text
+    states = {i["InstanceId"]: i["State"]["Name"] for i in demo.instances("dora")}
+    assert states[old_id] in ("shutting-down", "terminated")
+
+    demo.start("dora")
+    live = [i for i in demo.instances("dora") if i["State"]["Name"] == "running"]
+    assert [i["InstanceId"] for i in live] != [old_id] and len(live) == 1
+    new_tags = {t["Key"]: t["Value"] for t in live[0]["Tags"]}
+    assert new_tags["cloudjhub:user-id"] != old_tags["cloudjhub:user-id"]
+    got = demo.request("GET", f"{demo.hub_url}user/dora/api/contents/note.txt")
+    assert got.status_code == 404, got.text
+    demo.stop("dora")
