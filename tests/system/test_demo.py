@@ -4,14 +4,17 @@ single-user servers, with EC2 played by moto and the fleet emulator."""
 from __future__ import annotations
 
 import json
+import stat
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 
+import boto3
 import pytest
 import requests
 import websocket
+from botocore.exceptions import ClientError
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
@@ -203,3 +206,60 @@ def test_a_deleted_users_name_reused_gets_a_new_instance_and_home(demo: Demo) ->
     got = demo.request("GET", f"{demo.hub_url}user/dora/api/contents/note.txt")
     assert got.status_code == 404, got.text
     demo.stop("dora")
+
+
+def _login(demo: Demo, user: str, password: str) -> requests.Response:
+    session = requests.Session()
+    page = session.get(demo.hub_url + "hub/login", timeout=30)
+    xsrf = session.cookies.get("_xsrf") or ""
+    assert page.status_code == 200
+    return session.post(
+        demo.hub_url + "hub/login",
+        data={"username": user, "password": password, "_xsrf": xsrf},
+        allow_redirects=False,
+        timeout=30,
+    )
+
+
+def test_sign_in_takes_only_the_demos_own_passwords(demo: Demo) -> None:
+    """Not any password: admin's is the printed admin password, other names the user
+    password; the two are not interchangeable."""
+    admin, user = demo.password("admin"), demo.password("user")
+    assert len(admin) >= 32 and len(user) >= 12
+
+    for name, password in (
+        ("admin", "wrong"),
+        ("admin", user),
+        ("admin", ""),
+        ("eve", "anything"),
+        ("eve", admin),
+    ):
+        refused = _login(demo, name, password)
+        assert refused.status_code == 403, (name, refused.status_code)
+        assert "jupyterhub-hub-login" not in refused.headers.get("Set-Cookie", "")
+    assert _login(demo, "admin", admin).status_code == 302
+    assert _login(demo, "eve", user).status_code == 302
+
+
+def test_state_folder_is_its_owners_and_the_endpoint_wants_its_credentials(
+    demo: Demo,
+) -> None:
+    assert stat.S_IMODE(demo.state_dir.stat().st_mode) == 0o700
+    for name in ("admin_password", "user_password", "aws-credentials", "hub.json"):
+        assert stat.S_IMODE((demo.state_dir / name).stat().st_mode) == 0o600, name
+    # What the demo itself writes (the folder's mode guards the instances' own files).
+    own = [*demo.state_dir.glob("*"), *(demo.state_dir / "keys").glob("*")]
+    world_readable = [p.name for p in own if p.is_file() and p.stat().st_mode & stat.S_IROTH]
+    assert world_readable in ([], ["demo.out"]), world_readable  # demo.out: the test's own
+
+    assert demo.ec2().describe_instances()["ResponseMetadata"]["HTTPStatusCode"] == 200
+    stranger = boto3.client(
+        "ec2",
+        region_name="us-east-1",
+        endpoint_url=demo.endpoint,
+        aws_access_key_id="local-demo",
+        aws_secret_access_key="local-demo",
+    )
+    with pytest.raises(ClientError) as refused:
+        stranger.describe_instances()
+    assert refused.value.response["Error"]["Code"] in {"AuthFailure", "InvalidClientTokenId"}

@@ -11,6 +11,7 @@ import contextlib
 import getpass
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -27,10 +28,10 @@ from ..hub import CONFIG_FILE
 from ..hub.proxy import find_proxy
 from ..hub.settings import (
     SETTINGS_ENV,
-    Dummy,
     HubSettings,
     ProxySettings,
     ServiceSettings,
+    SharedPassword,
     SpawnerSettings,
     write_settings,
 )
@@ -43,6 +44,7 @@ from .cloud import VPC_CIDR, LocalNetwork, prepare_demo_cluster, prepare_network
 from .emulator import FleetEmulator
 from .guardian import Guardian
 from .ports import free_port
+from .secrets_files import write_private
 from .sshd import end_pids, instance_pids
 
 DEMO_CLUSTER = "demo"
@@ -51,6 +53,11 @@ TOKEN_ENV = "CLOUDJHUB_DEMO_API_TOKEN"  # noqa: S105 - a variable name
 # In the environment of the hub and everything it starts (proxy, services), so
 # what a killed hub leaves behind can be found and ended by pid.
 HUB_MARKER = "CLOUDJHUB_DEMO_HUB"
+# The demo's sign-in secrets, made afresh at every start (files mode 0600).
+ADMIN_PASSWORD_FILE = "admin_password"  # noqa: S105 - a file name
+USER_PASSWORD_FILE = "user_password"  # noqa: S105 - a file name
+# The embedded EC2 endpoint's credentials, in the AWS CLI's format (mode 0600).
+CREDENTIALS_FILE = "aws-credentials"
 # A hub that keeps dying is not restarted forever.
 MAX_RESTARTS, RESTART_WINDOW = 3, 300.0
 
@@ -73,7 +80,9 @@ def hub_settings(
     reaper_metrics_port: int | None = None,
     spawner_traits: dict[str, Any] | None = None,
 ) -> HubSettings:
-    """The demo's hub: all on 127.0.0.1, any login, state in `state_dir`.
+    """The demo's hub: all on 127.0.0.1, state in `state_dir`. `admin` signs in with the
+    admin password, any other name with the user password (JupyterHub's
+    shared-password authenticator): a single-person tool, not a shared service.
 
     `spawner_traits` are InstanceSpawner traits on top of the demo's own."""
     return HubSettings(
@@ -88,7 +97,10 @@ def hub_settings(
         db_url="sqlite:///" + str(state_dir / "jupyterhub.sqlite"),
         cookie_secret_file=str(state_dir / "jupyterhub_cookie_secret"),
         pid_file=str(state_dir / "jupyterhub.pid"),
-        authenticator=Dummy(),
+        authenticator=SharedPassword(
+            user_password_file=str(state_dir / USER_PASSWORD_FILE),
+            admin_password_file=str(state_dir / ADMIN_PASSWORD_FILE),
+        ),
         admin_users=["admin"],
         spawner=SpawnerSettings(
             server_config_file=str(state_dir / "server_config.json"),
@@ -150,6 +162,8 @@ class DemoStack:
     # --like-aws: the AWS behaviour layer in front of the endpoint (None: off).
     like_aws: Behaviour | None = None
     awslike: AwsLikeProxy | None = None
+    # (admin, user): the sign-in passwords of this start.
+    passwords: tuple[str, str] = field(default=("", ""), repr=False)
     _log: IO[bytes] | None = field(default=None, repr=False)
     _hub_env: dict[str, str] = field(default_factory=dict, repr=False)
     _hub_starts: list[float] = field(default_factory=list, repr=False)
@@ -159,7 +173,9 @@ class DemoStack:
 
     def start_cloud(self) -> LocalCloudEc2:
         """EC2 endpoint, prepared network and the fleet emulator."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # Only its owner may look inside: keys, secrets, instance roots, the database.
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.state_dir.chmod(0o700)
         # First, so that whatever starts next ends with the demo, even on SIGKILL.
         self.guardian = Guardian(self.state_dir, [f"{HUB_MARKER}={self.state_dir}"])
         self.guardian.start()
@@ -183,9 +199,18 @@ class DemoStack:
             self.moto = motoserver.LocalEc2()
             endpoint = self.moto.start()
             self._say(f"EC2 (moto) listening on {endpoint}")
-        # The local cloud's own placeholder keys, never whatever real AWS keys
-        # this shell has: they would be printed by --cloud-only.
+        # The local cloud's own keys, never whatever real AWS keys this shell has:
+        # they would be printed by --cloud-only. Our moto issues real ones, which
+        # the hub inherits through its environment, and scripts read from a 0600 file.
         os.environ.update(motoserver.LOCAL_CREDENTIALS)
+        if self.moto is not None:
+            os.environ.update(self.moto.credentials)
+            write_private(
+                self.state_dir / CREDENTIALS_FILE,
+                "[default]\n"
+                f"aws_access_key_id = {self.moto.credentials['AWS_ACCESS_KEY_ID']}\n"
+                f"aws_secret_access_key = {self.moto.credentials['AWS_SECRET_ACCESS_KEY']}\n",
+            )
         machines_endpoint = endpoint
         if self.like_aws is not None:
             endpoint, machines_endpoint = self._start_like_aws(endpoint, self.like_aws)
@@ -198,6 +223,7 @@ class DemoStack:
             EMULATED_SSH_PORT,
             publish_console=self.console_is_ours,
             **self._like_aws_machines(endpoint),  # type: ignore[arg-type]
+            **self._own_moto_machines(),  # type: ignore[arg-type]
         )
         self.emulator.start()
         return ec2
@@ -239,6 +265,15 @@ class DemoStack:
             "role_endpoint": endpoint,
         }
 
+    def _own_moto_machines(self) -> dict[str, object]:
+        """With our moto: instance roles get its credentials, machines trust its keys."""
+        if self.moto is None:
+            return {}
+        return {
+            "role_credentials": self.moto.role_credentials,
+            "trusts_key": motoserver.trusts_key,
+        }
+
     def exports(self) -> dict[str, str]:
         """Shell variables that point `cloudjhub launch` at the local cloud."""
         net = self.network
@@ -268,8 +303,17 @@ class DemoStack:
             env["CLOUDJHUB_KNOWN_HOSTS"] = str(self.state_dir / "known_hosts")
         return env
 
+    def make_passwords(self) -> tuple[str, str]:
+        """(admin password, user password), new for this start, kept in 0600 files
+        for the hub to read; JupyterHub wants the admin's at least 32 characters."""
+        admin, user = secrets.token_urlsafe(32), secrets.token_urlsafe(12)
+        write_private(self.state_dir / ADMIN_PASSWORD_FILE, admin + "\n")
+        write_private(self.state_dir / USER_PASSWORD_FILE, user + "\n")
+        return admin, user
+
     def start(self) -> None:
         ec2 = self.start_cloud()
+        self.passwords = self.make_passwords()
         assert self.network is not None
         timeout = self.idle_timeout
         if timeout is None:
