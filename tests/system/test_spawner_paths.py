@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,7 +247,10 @@ def fresh_caches() -> Iterator[None]:
 
 def make_spawner(cloud: Cloud, user: str, **traits: Any) -> InstanceSpawner:
     """An InstanceSpawner as the hub would configure it, without a hub or database."""
-    hub_user = SimpleNamespace(name=user, escaped_name=user, url=f"/user/{user}/")
+    # JupyterHub ids its users; a stable one per name here (no user is deleted).
+    hub_user = SimpleNamespace(
+        name=user, escaped_name=user, url=f"/user/{user}/", id=zlib.crc32(user.encode())
+    )
     settings: dict[str, Any] = {
         "server_config_file": str(cloud.server_config),
         "cmd": [sys.executable, str(cloud.fake_server)],
