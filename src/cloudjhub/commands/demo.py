@@ -18,7 +18,7 @@ from .errors import CommandError
 def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
     """The sign-in passwords go to a terminal only, never into a log that captures
     the demo's output; then only the 0600 files that hold them are named."""
-    from ..local.demo import ADMIN_PASSWORD_FILE, USER_PASSWORD_FILE
+    from ..local.demo_secrets import ADMIN_PASSWORD_FILE, USER_PASSWORD_FILE
 
     admin, user = passwords
     if sys.stderr.isatty():

@@ -3,6 +3,8 @@
 moto (or another EC2-compatible endpoint), the fleet emulator, and a real
 JupyterHub with configurable-http-proxy, the InstanceSpawner and
 jupyterhub-idle-culler. Everything started here is ended here, by pid.
+About 430 lines: one stack's start, hub restart and stop, kept together
+because they share its state; its secrets are `demo_secrets`'.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import contextlib
 import getpass
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -41,10 +42,15 @@ from .awslike import ipreuse
 from .awslike.proxy import CONTROL_PATH, AwsLikeProxy
 from .awslike.settings import Behaviour
 from .cloud import VPC_CIDR, LocalNetwork, prepare_demo_cluster, prepare_network
+from .demo_secrets import (
+    ADMIN_PASSWORD_FILE,
+    USER_PASSWORD_FILE,
+    make_passwords,
+    write_credentials,
+)
 from .emulator import FleetEmulator
 from .guardian import Guardian
 from .ports import free_port
-from .secrets_files import write_private
 from .sshd import end_pids, instance_pids
 
 DEMO_CLUSTER = "demo"
@@ -53,11 +59,6 @@ TOKEN_ENV = "CLOUDJHUB_DEMO_API_TOKEN"  # noqa: S105 - a variable name
 # In the environment of the hub and everything it starts (proxy, services), so
 # what a killed hub leaves behind can be found and ended by pid.
 HUB_MARKER = "CLOUDJHUB_DEMO_HUB"
-# The demo's sign-in secrets, made afresh at every start (files mode 0600).
-ADMIN_PASSWORD_FILE = "admin_password"  # noqa: S105 - a file name
-USER_PASSWORD_FILE = "user_password"  # noqa: S105 - a file name
-# The embedded EC2 endpoint's credentials, in the AWS CLI's format (mode 0600).
-CREDENTIALS_FILE = "aws-credentials"
 # A hub that keeps dying is not restarted forever.
 MAX_RESTARTS, RESTART_WINDOW = 3, 300.0
 
@@ -205,12 +206,7 @@ class DemoStack:
         os.environ.update(motoserver.LOCAL_CREDENTIALS)
         if self.moto is not None:
             os.environ.update(self.moto.credentials)
-            write_private(
-                self.state_dir / CREDENTIALS_FILE,
-                "[default]\n"
-                f"aws_access_key_id = {self.moto.credentials['AWS_ACCESS_KEY_ID']}\n"
-                f"aws_secret_access_key = {self.moto.credentials['AWS_SECRET_ACCESS_KEY']}\n",
-            )
+            write_credentials(self.state_dir, self.moto.credentials)
         machines_endpoint = endpoint
         if self.like_aws is not None:
             endpoint, machines_endpoint = self._start_like_aws(endpoint, self.like_aws)
@@ -303,17 +299,9 @@ class DemoStack:
             env["CLOUDJHUB_KNOWN_HOSTS"] = str(self.state_dir / "known_hosts")
         return env
 
-    def make_passwords(self) -> tuple[str, str]:
-        """(admin password, user password), new for this start, kept in 0600 files
-        for the hub to read; JupyterHub wants the admin's at least 32 characters."""
-        admin, user = secrets.token_urlsafe(32), secrets.token_urlsafe(12)
-        write_private(self.state_dir / ADMIN_PASSWORD_FILE, admin + "\n")
-        write_private(self.state_dir / USER_PASSWORD_FILE, user + "\n")
-        return admin, user
-
     def start(self) -> None:
         ec2 = self.start_cloud()
-        self.passwords = self.make_passwords()
+        self.passwords = make_passwords(self.state_dir)
         assert self.network is not None
         timeout = self.idle_timeout
         if timeout is None:
