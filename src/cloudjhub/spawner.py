@@ -3,10 +3,11 @@
 The spawner is a thin state machine over `aws`, `fleet` and `remote`. Blocking
 calls run in the shared executor; `poll()` reads the shared fleet cache only.
 Its options (`spawner_options`), its progress events (`spawn_progress`), home
-volumes (`home_volumes`), the host-key store (`host_keys`) and the warm pool
-(`warm_pool`) live beside it. What is left, about 600 lines, is one spawn's path
-(find or claim, launch or start, wait, attach, pin host keys, start Jupyter) and
-stop/poll: kept together because that path reads best in one place.
+volumes (`home_volumes`), the host-key store (`host_keys`), the warm pool
+(`warm_pool`) and the user's stable id (`user_identity`) live beside it. What is
+left, about 620 lines, is one spawn's path (find or claim, launch or start, wait,
+attach, pin host keys, start Jupyter) and stop/poll: kept together because that
+path reads best in one place.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, ClassVar, Literal
 from jupyterhub.spawner import Spawner
 from traitlets import default
 
-from . import hibernation, metrics, remote, usage, warm_pool
+from . import hibernation, metrics, remote, usage, user_identity, warm_pool
 from .aws.client import STOPPED_STATES, UP_STATES, CloudError, Instance
 from .aws.hub import HubEc2, WorkerSpec, launch_token
 from .config import ConfigError
@@ -30,7 +31,7 @@ from .home_volumes import attach_home_volume
 from .host_keys import HostKeyStore
 from .spawn_progress import SpawnProgress
 from .spawner_options import InstanceSpawnerOptions, SpawnError
-from .tags import POOL_TAG
+from .tags import POOL_TAG, belongs_to, is_legacy
 from .worker.protocol import HomeVolume, ProtocolError, StartReply, StartRequest, posix_username
 
 # What cloudjhub-worker may spend besides Jupyter's own start: waiting for the
@@ -199,25 +200,34 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
         return url
 
     async def _find_instance(self) -> Instance | None:
-        """The user's instance: state is a hint, tags are the truth."""
+        """The user's instance: state is a hint, tags (name and id) are the truth."""
         if self.instance_id:
             found = await blocking(self.ec2.describe, [self.instance_id])
-            mine_now = found and found[0].user == self.user.name and found[0].live
-            if mine_now and POOL_TAG not in found[0].tags:
-                self.fleet.remember(found[0])
-                return found[0]
+            known = found[0] if found else None
+            if (
+                known
+                and known.user == self.user.name
+                and belongs_to(known.tags, self.user_id)
+                and known.live
+                and POOL_TAG not in known.tags
+            ):
+                self.fleet.remember(known)
+                await self._adopt(known)
+                return known
         mine = await self._settle_pool_marks(
-            await blocking(self.ec2.describe_workers, self.user.name)
+            await blocking(self.ec2.user_workers, self.user.name, self.user_id)
         )
         for inst in mine:
             self.fleet.remember(inst)
         live = [i for i in mine if i.live]
         if live:
-            return self.fleet.for_user(self.user.name)
+            newest = max(live, key=lambda i: (i.state == "running", i.launched_at, i.id))
+            await self._adopt(newest)
+            return newest
         if not mine:
             return await self._claim_from_pool()
         # All terminated: the newest one is what a replacement replaces.
-        return max(mine, key=lambda i: i.launched_at) if mine else None
+        return max(mine, key=lambda i: i.launched_at)
 
     async def _settle_pool_marks(self, mine: list[Instance]) -> list[Instance]:
         """Of the user's tagged instances, drop pool workers tagged to them by hand
@@ -241,7 +251,11 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
         lock = self._pool_locks.setdefault(self.cluster_name, asyncio.Lock())
         async with lock:
             claimed = await blocking(
-                warm_pool.claim, self.ec2, self.user.name, self.worker_instance_type
+                warm_pool.claim,
+                self.ec2,
+                self.user.name,
+                self.user_id,
+                self.worker_instance_type,
             )
         if claimed is not None:
             self.log.info("%s: claimed pool worker %s", self._log_name, claimed.id)
@@ -251,6 +265,32 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
             self.pinned_host_keys, self.pinned_for = keys, claimed.id if keys else None
             self.fleet.remember(claimed)
         return claimed
+
+    # ---- the user's stable id ----------------------------------------------
+
+    @property
+    def user_id(self) -> str:
+        return user_identity.user_id_of(self.user)
+
+    async def _adopt(self, instance: Instance) -> None:
+        """A worker made before instances carried the user's id becomes this user's."""
+        if is_legacy(instance.tags):
+            self.log.info("%s: adopting legacy instance %s", self._log_name, instance.id)
+            await blocking(self.ec2.adopt, instance.id, instance.tags, self.user_id)
+
+    async def delete_forever(self) -> None:
+        """JupyterHub deleted the user: their workers go, their homes as configured."""
+        await user_identity.delete_user_resources(
+            self.ec2,
+            self.user.name,
+            self.user_id,
+            delete_homes=self.delete_home_on_user_delete,
+            poll=self.state_poll_interval,
+            give_up_after=self.boot_timeout,
+            log=lambda m: self.log.info("%s: %s", self._log_name, m),
+        )
+        self.instance_id, self.home_volume_id = None, None
+        self.pinned_host_keys, self.pinned_for = [], None
 
     def _spec(self) -> WorkerSpec:
         size = self.worker_ebs_size
@@ -272,18 +312,24 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
 
     async def _launch(self, previous: str | None) -> Instance:
         self._emit(10, f"Launching your instance ({self.worker_instance_type})")
-        token = launch_token(self.cluster_name, self.user.name, previous)
+        token = launch_token(self.cluster_name, self.user.name, previous, self.user_id)
         spec = self._spec()
         with metrics.spawn_phase("launch"):
             try:
-                instance = await blocking(self.ec2.launch_worker, self.user.name, spec, token)
+                instance = await blocking(
+                    self.ec2.launch_worker, self.user.name, spec, token, self.user_id
+                )
             except CloudError as exc:
                 if exc.code not in IDEMPOTENCY_CONFLICTS:
                     raise
                 # The token names a launch AWS remembers (its instance is gone, or the
                 # old id was lost with the hub's state): this is a new request.
-                token = launch_token(self.cluster_name, self.user.name, secrets.token_hex(8))
-                instance = await blocking(self.ec2.launch_worker, self.user.name, spec, token)
+                token = launch_token(
+                    self.cluster_name, self.user.name, secrets.token_hex(8), self.user_id
+                )
+                instance = await blocking(
+                    self.ec2.launch_worker, self.user.name, spec, token, self.user_id
+                )
         self.instance_id = instance.id
         self.pinned_host_keys, self.pinned_for = [], None
         self.fleet.remember(instance)
@@ -319,6 +365,7 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
         home = await attach_home_volume(
             self.ec2,
             self.user.name,
+            self.user_id,
             self.user_home_ebs_size,
             instance,
             self._emit,

@@ -111,6 +111,14 @@ class InstanceSpawnerOptions(LoggingConfigurable):
     user_home_ebs_size = Integer(
         help="Size in GB of a separate, persistent /home/<user> volume; 0 for none."
     ).tag(config=True)
+    delete_home_on_user_delete = Bool(
+        False,
+        help="When a user is deleted in JupyterHub, also delete their home volumes (their "
+        "instances are always terminated). False keeps the volumes, still tagged with the "
+        "deleted user's id, so no new user of the same name gets them and an admin can "
+        "recover the files. True needs ec2:DeleteVolume in the hub's IAM policy "
+        "(`cloudjhub iam-policy --delete-home-volumes`).",
+    ).tag(config=True)
     idle_timeout = Integer(
         help="Seconds of inactivity after which the culler stops a server "
         "(server_config JUPYTER_NOTEBOOK_TIMEOUT); sets how often servers report activity.",

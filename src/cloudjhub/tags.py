@@ -12,6 +12,9 @@ from enum import StrEnum
 CLUSTER_TAG = "cloudjhub:cluster"
 ROLE_TAG = "cloudjhub:role"
 USER_TAG = "cloudjhub:user"
+# JupyterHub's id of the user (with when it was made): a name can be reused
+# after its user is deleted, the id tag tells the two users apart.
+USER_ID_TAG = "cloudjhub:user-id"
 NAME_TAG = "Name"
 # A warm-pool worker: launched unassigned ("ready", no USER_TAG); a claim tags it with
 # its user and "claiming", then removes this tag (see warm_pool.py).
@@ -41,11 +44,17 @@ def validate_cluster_name(name: str) -> str:
 
 
 def tags_for(
-    cluster: str, role: Role, user: str | None = None, name: str | None = None
+    cluster: str,
+    role: Role,
+    user: str | None = None,
+    name: str | None = None,
+    user_id: str | None = None,
 ) -> dict[str, str]:
     tags = {CLUSTER_TAG: cluster, ROLE_TAG: role.value}
     if user is not None:
         tags[USER_TAG] = user
+    if user_id is not None:
+        tags[USER_ID_TAG] = user_id
     tags[NAME_TAG] = name or resource_name(cluster, role, user)
     return tags
 
@@ -97,6 +106,17 @@ def filters(
 def has_tags(tags: dict[str, str], wanted: dict[str, str]) -> bool:
     """The exact check after a filtered lookup: EC2 filters match patterns, not values."""
     return all(tags.get(k) == v for k, v in wanted.items())
+
+
+def belongs_to(tags: dict[str, str], user_id: str) -> bool:
+    """Whether a resource found by its user name may be claimed by the user with this id:
+    its id tag names this user, or it has none (made before ids were tagged)."""
+    return tags.get(USER_ID_TAG, user_id) == user_id
+
+
+def is_legacy(tags: dict[str, str]) -> bool:
+    """A user's resource made before the id tag existed: adopted (and tagged) on use."""
+    return USER_ID_TAG not in tags
 
 
 def resource_name(cluster: str, role: Role, user: str | None = None) -> str:

@@ -146,8 +146,9 @@ def finish_claim(ec2: HubEc2, instance: Instance) -> Instance:
     return _unclaimed(instance)
 
 
-def claim(ec2: HubEc2, user: str, instance_type: str) -> Instance | None:
-    """Tag a pool member to `user` and return it, or None if none could be had.
+def claim(ec2: HubEc2, user: str, user_id: str, instance_type: str) -> Instance | None:
+    """Tag a pool member to `user` (and their stable id) and return it, or None if
+    none could be had.
 
     Blocking. Callers in one process hold one lock around it, so two spawns never
     pick the same member; the check after tagging (re-read: still live, still
@@ -161,7 +162,7 @@ def claim(ec2: HubEc2, user: str, instance_type: str) -> Instance | None:
             fresh = ec2.describe([member.id])
             if not fresh or not is_member(fresh[0], instance_type):
                 continue  # claimed, terminated or retagged since the list was read
-            ec2.tag_claim(fresh[0], user)
+            ec2.tag_claim(fresh[0], user, user_id)
             after = ec2.describe([member.id])
         except CloudError as exc:
             log.warning("cannot claim pool worker %s for %r: %s", member.id, user, exc)

@@ -3,6 +3,7 @@ hub's REST API, and ended (with everything it started) by pid."""
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import json
 import os
@@ -47,14 +48,22 @@ class Demo:
         headers = {"Authorization": f"token {self.token}"}
         return requests.request(method, url, headers=headers, timeout=60, **kwargs)
 
-    def ec2(self) -> Any:
+    def credentials(self) -> dict[str, str]:
+        """The embedded endpoint's credentials, from the demo's 0600 file."""
+        return demo_credentials(self.state_dir)
+
+    def ec2(self, **kwargs: Any) -> Any:
         return boto3.client(
             "ec2",
             region_name="us-east-1",
             endpoint_url=self.endpoint,
-            aws_access_key_id="local-demo",
-            aws_secret_access_key="local-demo",
+            **self.credentials(),
+            **kwargs,
         )
+
+    def password(self, who: str = "user") -> str:
+        """The sign-in password of `admin` (who="admin") or of everyone else."""
+        return (self.state_dir / f"{who}_password").read_text().strip()
 
     def instances(self, user: str) -> list[dict[str, Any]]:
         reply = self.ec2().describe_instances(
@@ -98,6 +107,17 @@ class Demo:
         while self.state_of(user) != state:
             assert time.monotonic() < deadline, f"{user}'s instance is {self.state_of(user)}"
             time.sleep(0.5)
+
+
+def demo_credentials(state_dir: Path) -> dict[str, str]:
+    """boto3 keyword arguments for the demo's own EC2 endpoint (its aws-credentials file)."""
+    parser = configparser.ConfigParser()
+    parser.read(state_dir / "aws-credentials")
+    section = parser["default"]
+    return {
+        "aws_access_key_id": section["aws_access_key_id"],
+        "aws_secret_access_key": section["aws_secret_access_key"],
+    }
 
 
 def _sshd_ip(root: Path) -> str | None:

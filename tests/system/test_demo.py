@@ -4,14 +4,17 @@ single-user servers, with EC2 played by moto and the fleet emulator."""
 from __future__ import annotations
 
 import json
+import stat
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 
+import boto3
 import pytest
 import requests
 import websocket
+from botocore.exceptions import ClientError
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
@@ -200,3 +203,88 @@ def test_a_failed_spawn_answers_the_api_with_a_sentence(demo: Demo) -> None:
     assert "does not match the pinned key" in message, message
     assert "Internal Server Error" not in message
     assert demo.state_of("mallory") in ("running", "stopping", "stopped")
+
+
+def test_a_deleted_users_name_reused_gets_a_new_instance_and_home(demo: Demo) -> None:
+    """DELETE /hub/api/users/NAME terminates the user's instance (delete_forever); a new
+    user of the same name gets a new instance with empty files, never the old one."""
+    demo.start("dora")
+    (old,) = demo.instances("dora")
+    note = {"type": "file", "format": "text", "content": "the old dora's"}
+    put = demo.request("PUT", f"{demo.hub_url}user/dora/api/contents/note.txt", json=note)
+    assert put.status_code in (200, 201), put.text
+    old_id = old["InstanceId"]
+    old_tags = {t["Key"]: t["Value"] for t in old["Tags"]}
+    assert old_tags["cloudjhub:user-id"]
+    demo.stop("dora")
+
+    deleted = demo.request("DELETE", "/users/dora")
+    assert deleted.status_code == 204, deleted.text
+    states = {i["InstanceId"]: i["State"]["Name"] for i in demo.instances("dora")}
+    assert states[old_id] in ("shutting-down", "terminated")
+
+    demo.start("dora")
+    live = [i for i in demo.instances("dora") if i["State"]["Name"] == "running"]
+    assert [i["InstanceId"] for i in live] != [old_id] and len(live) == 1
+    new_tags = {t["Key"]: t["Value"] for t in live[0]["Tags"]}
+    assert new_tags["cloudjhub:user-id"] != old_tags["cloudjhub:user-id"]
+    got = demo.request("GET", f"{demo.hub_url}user/dora/api/contents/note.txt")
+    assert got.status_code == 404, got.text
+    demo.stop("dora")
+
+
+def _login(demo: Demo, user: str, password: str) -> requests.Response:
+    session = requests.Session()
+    page = session.get(demo.hub_url + "hub/login", timeout=30)
+    xsrf = session.cookies.get("_xsrf") or ""
+    assert page.status_code == 200
+    return session.post(
+        demo.hub_url + "hub/login",
+        data={"username": user, "password": password, "_xsrf": xsrf},
+        allow_redirects=False,
+        timeout=30,
+    )
+
+
+def test_sign_in_takes_only_the_demos_own_passwords(demo: Demo) -> None:
+    """Not any password: admin's is the printed admin password, other names the user
+    password; the two are not interchangeable."""
+    admin, user = demo.password("admin"), demo.password("user")
+    assert len(admin) >= 32 and len(user) >= 12
+
+    for name, password in (
+        ("admin", "wrong"),
+        ("admin", user),
+        ("admin", ""),
+        ("eve", "anything"),
+        ("eve", admin),
+    ):
+        refused = _login(demo, name, password)
+        assert refused.status_code == 403, (name, refused.status_code)
+        assert "jupyterhub-hub-login" not in refused.headers.get("Set-Cookie", "")
+    assert _login(demo, "admin", admin).status_code == 302
+    assert _login(demo, "eve", user).status_code == 302
+
+
+def test_state_folder_is_its_owners_and_the_endpoint_wants_its_credentials(
+    demo: Demo,
+) -> None:
+    assert stat.S_IMODE(demo.state_dir.stat().st_mode) == 0o700
+    for name in ("admin_password", "user_password", "aws-credentials", "hub.json"):
+        assert stat.S_IMODE((demo.state_dir / name).stat().st_mode) == 0o600, name
+    # What the demo itself writes (the folder's mode guards the instances' own files).
+    own = [*demo.state_dir.glob("*"), *(demo.state_dir / "keys").glob("*")]
+    world_readable = [p.name for p in own if p.is_file() and p.stat().st_mode & stat.S_IROTH]
+    assert world_readable in ([], ["demo.out"]), world_readable  # demo.out: the test's own
+
+    assert demo.ec2().describe_instances()["ResponseMetadata"]["HTTPStatusCode"] == 200
+    stranger = boto3.client(
+        "ec2",
+        region_name="us-east-1",
+        endpoint_url=demo.endpoint,
+        aws_access_key_id="local-demo",
+        aws_secret_access_key="local-demo",
+    )
+    with pytest.raises(ClientError) as refused:
+        stranger.describe_instances()
+    assert refused.value.response["Error"]["Code"] in {"AuthFailure", "InvalidClientTokenId"}

@@ -30,6 +30,7 @@ from tornado.websocket import websocket_connect
 
 from cloudjhub.local.ports import free_port
 from cloudjhub.remote import tcp_open
+from tests.system.conftest import demo_credentials
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(150)]
 
@@ -105,8 +106,7 @@ class Demo:
             "ec2",
             region_name="us-east-1",
             endpoint_url=self.endpoint,
-            aws_access_key_id="local-demo",
-            aws_secret_access_key="local-demo",
+            **demo_credentials(self.state_dir),
         )
         reply = ec2.describe_instances(Filters=[{"Name": "tag:cloudjhub:user", "Values": [user]}])
         (found,) = [i for r in reply["Reservations"] for i in r["Instances"]]

@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 import requests
 
@@ -47,14 +46,7 @@ def control(demo: Demo) -> str:
 
 def retrying_ec2(demo: Demo) -> Any:
     """A client as the hub makes them: botocore's adaptive retries."""
-    return boto3.client(
-        "ec2",
-        region_name="us-east-1",
-        endpoint_url=demo.endpoint,
-        aws_access_key_id="local-demo",
-        aws_secret_access_key="local-demo",
-        config=RETRY_CONFIG,
-    )
+    return demo.ec2(config=RETRY_CONFIG)
 
 
 def test_first_spawn_and_a_restart_while_the_instance_is_still_stopping(demo: Demo) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import getpass
 import hashlib
 import json
 import os
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +34,8 @@ import paramiko
 import pytest
 from botocore.exceptions import ClientError
 from jupyterhub.objects import Hub, Server
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.ec2.models import ec2_backends
 
 from cloudjhub import remote
 from cloudjhub.aws.hub import WorkerSpec, launch_token
@@ -40,7 +45,7 @@ from cloudjhub.local import motoserver
 from cloudjhub.local.cloud import prepare_demo_cluster, prepare_network
 from cloudjhub.local.emulator import FleetEmulator
 from cloudjhub.local.ports import free_port
-from cloudjhub.remote import CONSOLE_BEGIN, CONSOLE_END
+from cloudjhub.remote import CONSOLE_BEGIN, CONSOLE_END, tcp_open
 from cloudjhub.spawner import InstanceSpawner, SpawnError
 from cloudjhub.tags import CLUSTER_TAG, ROLE_TAG, USER_TAG, Role
 from tests.helpers import ApiCalls, alive
@@ -194,6 +199,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
             mp.setenv(var, os.environ.get(var, ""))
         moto = motoserver.LocalEc2()
         endpoint = moto.start()
+        for key, value in moto.credentials.items():
+            mp.setenv(key, value)
         emulator: FleetEmulator | None = None
         try:
             mp.setenv("AWS_ENDPOINT_URL", endpoint)
@@ -203,7 +210,13 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
             vpc_cidr = f"127.{random.randint(100, 199)}.0.0/16"
             net = prepare_network(ec2, endpoint, REGION, state_dir, vpc_cidr)
             ssh_port = free_port()
-            emulator = FleetEmulator(ec2, state_dir, ssh_port)
+            emulator = FleetEmulator(
+                ec2,
+                state_dir,
+                ssh_port,
+                role_credentials=moto.role_credentials,
+                trusts_key=motoserver.trusts_key,
+            )
             emulator.start()
             config = prepare_demo_cluster(
                 ec2, net, state_dir, ssh_port, 3600, "console", progress=lambda _m: None
@@ -243,7 +256,10 @@ def fresh_caches() -> Iterator[None]:
 
 def make_spawner(cloud: Cloud, user: str, **traits: Any) -> InstanceSpawner:
     """An InstanceSpawner as the hub would configure it, without a hub or database."""
-    hub_user = SimpleNamespace(name=user, escaped_name=user, url=f"/user/{user}/")
+    # JupyterHub ids its users; a stable one per name here (no user is deleted).
+    hub_user = SimpleNamespace(
+        name=user, escaped_name=user, url=f"/user/{user}/", id=zlib.crc32(user.encode())
+    )
     settings: dict[str, Any] = {
         "server_config_file": str(cloud.server_config),
         "cmd": [sys.executable, str(cloud.fake_server)],
@@ -628,6 +644,53 @@ async def test_wrong_console_host_key_is_refused(cloud: Cloud, tmp_path: Path) -
     assert not cloud.worker_log(inst.id, user).exists()
     assert not (cloud.home(inst.id, user) / INFO_FILE).exists()
     assert [i["InstanceId"] for i in cloud.instances(user)] == [inst.id]
+
+
+def _ssh(cloud: Cloud, ip: str, key: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            "ssh",
+            *("-i", str(key), "-p", str(cloud.ssh_port)),
+            *("-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"),
+            *("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"),
+            f"{getpass.getuser()}@{ip}",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_a_key_pair_the_local_cloud_did_not_make_is_not_trusted(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    """An instance launched with a key pair that reached EC2 without the local cloud's
+    credentials runs, but its machine does not let that key in."""
+    key = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    backend = ec2_backends[DEFAULT_ACCOUNT_ID][REGION]
+    backend.import_key_pair("stranger", key.with_suffix(".pub").read_bytes(), {})
+    user = cloud.new_user("stranger")
+    spec = dataclasses.replace(cloud.spec, key_name="stranger")
+    inst = cloud.ec2.launch_worker(user, spec, launch_token(CLUSTER, user, None))
+    try:
+        wait_until(lambda: inst.id in cloud.emulator.machines, 15, "the emulator to boot it")
+        ip = cloud.emulator.machines[inst.id].ip
+        wait_until(lambda: tcp_open(ip, cloud.ssh_port), 15, "its sshd")
+
+        refused = _ssh(cloud, ip, key)
+
+        assert refused.returncode == 255 and "Permission denied" in refused.stderr
+        # Control: the same machine would let in the key the local cloud imported.
+        trusted = cloud.state_dir / "keys" / "worker_key"
+        (cloud.root(inst.id) / "etc" / "ssh" / "authorized_keys").write_text(
+            trusted.with_suffix(".pub").read_text()
+        )
+        assert _ssh(cloud, ip, trusted).returncode == 0
+    finally:
+        cloud.ec2.terminate([inst.id])
 
 
 async def test_changed_host_key_of_a_known_instance_is_refused(cloud: Cloud) -> None:

@@ -45,6 +45,8 @@ def setup() -> Iterator[Setup]:
             mp.setenv(var, value)
         moto = motoserver.LocalEc2()
         upstream = moto.start()
+        for var, value in moto.credentials.items():
+            mp.setenv(var, value)
         proxy = AwsLikeProxy(upstream, "us-east-1", Behaviour(time_scale=SCALE))
         proxy.start()
         ipreuse.install(proxy.layer.behaviour.shutting_down)

@@ -15,7 +15,7 @@ from cloudjhub.aws.client import CloudError, Instance, NotOurs, make_client
 from cloudjhub.aws.hub import WorkerSpec, launch_token
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.launch.groups import HUB_API_PORT, ensure_security_groups
-from cloudjhub.tags import Role, tags_for
+from cloudjhub.tags import Role, tag_dict, tags_for
 from tests.helpers import ApiCalls
 
 CLUSTER = "alpha"  # the `ec2` fixture's cluster; `other_ec2` is "beta"
@@ -670,3 +670,52 @@ def test_worker_launch_sends_encrypted_only_when_true_and_the_no_sudo_cloud_conf
         assert config["system_info"]["default_user"] == {"sudo": None, "groups": []}
     user_data = ec2.client.describe_instance_attribute(InstanceId=plain.id, Attribute="userData")
     assert base64.b64decode(user_data["UserData"]["Value"]).decode() == sent[0]["UserData"]
+
+
+# ---- users bound to a stable id ----------------------------------------------------------
+
+
+def test_a_reused_name_never_claims_a_deleted_users_worker_or_home(
+    ec2: LocalCloudEc2, spec: WorkerSpec
+) -> None:
+    """A worker or home volume tagged with another user id is invisible to a new user
+    of the same name; legacy ones (no id tag) are found, and adopting tags them."""
+    old = ec2.launch_worker("bob", spec, "t-old", user_id="1-old")
+    old_home = ec2.create_home_volume("bob", 5, old.availability_zone, user_id="1-old")
+    assert old.tags["cloudjhub:user-id"] == "1-old"
+
+    assert ec2.user_workers("bob", "1-new") == []
+    assert ec2.find_home_volume("bob", "1-new") is None
+    assert [i.id for i in ec2.user_workers("bob", "1-old")] == [old.id]
+    assert ec2.find_home_volume("bob", "1-old")["VolumeId"] == old_home  # type: ignore[index]
+
+    legacy = ec2.launch_worker("carol", spec, "t-legacy")
+    legacy_home = ec2.create_home_volume("carol", 5, legacy.availability_zone)
+    assert [i.id for i in ec2.user_workers("carol", "7-x")] == [legacy.id]
+    found = ec2.find_home_volume("carol", "7-x")
+    assert found is not None and found["VolumeId"] == legacy_home
+    ec2.adopt(legacy.id, legacy.tags, "7-x")
+    ec2.adopt(legacy_home, tag_dict(found.get("Tags")), "7-x")
+    assert ec2.user_workers("carol", "8-y") == []
+    assert ec2.find_home_volume("carol", "8-y") is None
+    assert ec2.describe([legacy.id])[0].tags["cloudjhub:user-id"] == "7-x"
+    # Adopting never rewrites an id that is there already.
+    ec2.adopt(old.id, old.tags, "1-new")
+    assert ec2.describe([old.id])[0].tags["cloudjhub:user-id"] == "1-old"
+
+
+def test_launch_token_differs_for_a_new_user_of_the_same_name() -> None:
+    assert launch_token("alpha", "bob", None, "1-a") != launch_token("alpha", "bob", None, "1-b")
+    assert launch_token("alpha", "bob", None, "") == launch_token("alpha", "bob", None)
+
+
+def test_terminate_workers_and_delete_home_volume_are_guarded(
+    ec2: LocalCloudEc2, other_ec2: LocalCloudEc2, spec: WorkerSpec, calls: ApiCalls
+) -> None:
+    theirs = other_ec2.launch_worker("dana", spec, "t-theirs")
+    their_home = other_ec2.create_home_volume("dana", 5, theirs.availability_zone)
+    with pytest.raises(NotOurs):
+        ec2.terminate_workers([theirs.id])
+    with pytest.raises(NotOurs):
+        ec2.delete_home_volume(their_home)
+    assert calls["TerminateInstances"] == 0 and calls["DeleteVolume"] == 0

@@ -195,10 +195,13 @@ def test_culler_checks_a_quarter_of_the_timeout_within_bounds(timeout: int, ever
 
 
 def demo(tmp_path: Path, **traits: Any) -> HubSettings:
+    """The demo's settings, with the password files DemoStack.start writes."""
+    (tmp_path / "admin_password").write_text("a" * 43 + "\n")
+    (tmp_path / "user_password").write_text("u" * 16 + "\n")
     return demo_settings(tmp_path, 8000, 45001, 45002, 30, 45003, traits)
 
 
-def test_demo_hub_is_on_loopback_with_any_login(tmp_path: Path) -> None:
+def test_demo_hub_is_on_loopback_with_its_own_passwords(tmp_path: Path) -> None:
     c = applied(demo(tmp_path))
     hub = c.JupyterHub
     assert hub.bind_url == "http://127.0.0.1:8000"
@@ -210,8 +213,10 @@ def test_demo_hub_is_on_loopback_with_any_login(tmp_path: Path) -> None:
     assert hub.db_url == "sqlite:///" + str(tmp_path / "jupyterhub.sqlite")
     assert hub.cookie_secret_file == str(tmp_path / "jupyterhub_cookie_secret")
     assert hub.pid_file == str(tmp_path / "jupyterhub.pid")
-    assert hub.authenticator_class == "dummy"
-    assert "SharedPasswordAuthenticator" not in c
+    # Not any password: admin's own, and one for every other name.
+    assert hub.authenticator_class == "shared-password"
+    assert c.SharedPasswordAuthenticator.admin_password == "a" * 43
+    assert c.SharedPasswordAuthenticator.user_password == "u" * 16
     assert c.Authenticator.admin_users == {"admin"}
     assert c.Authenticator.allow_all is True
     assert hub.cleanup_servers is False

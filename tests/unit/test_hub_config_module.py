@@ -25,6 +25,8 @@ from cloudjhub.local.demo import hub_settings as demo_settings
 def settings_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CLOUDJHUB_PROXY_COMMAND", sys.executable)  # any executable will do
     settings = demo_settings(tmp_path, 8123, 45001, 45002, 60, 45003, {"self_stop_grace": 5})
+    (tmp_path / "admin_password").write_text("a" * 32 + "\n")
+    (tmp_path / "user_password").write_text("u" * 12 + "\n")
     path = write_settings(settings, tmp_path / "hub.json")
     monkeypatch.setenv(SETTINGS_ENV, str(path))
     monkeypatch.delenv(TOKEN_ENV, raising=False)
@@ -49,7 +51,7 @@ def test_module_applies_the_settings_file_from_the_environment(
     c = load(CONFIG_FILE)
     assert c.JupyterHub.bind_url == "http://127.0.0.1:8123"
     assert c.JupyterHub.hub_port == 45001
-    assert c.JupyterHub.authenticator_class == "dummy"
+    assert c.JupyterHub.authenticator_class == "shared-password"
     assert c.JupyterHub.spawner_class == "cloudjhub"
     assert c.JupyterHub.cleanup_servers is False
     assert c.InstanceSpawner.server_config_file == str(tmp_path / "server_config.json")

@@ -43,6 +43,11 @@ REQUEST_WORKER = {
     "aws:RequestTag/cloudjhub:role": "worker",
 }
 DENIED = {"AccessDenied", "UnauthorizedOperation"}
+ADD_USER_ID = {
+    "StringEquals": {**OURS, "ec2:ResourceTag/cloudjhub:role": ["worker", "home"]},
+    "ForAllValues:StringEquals": {"aws:TagKeys": ["cloudjhub:user-id"]},
+    "Null": {"ec2:ResourceTag/cloudjhub:user-id": "true", "aws:TagKeys": "false"},
+}
 KEY = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 SRC = Path(__file__).resolve().parents[2] / "src" / "cloudjhub"
 # Where the hub's EC2 calls are made (the hub's door) or could be (its users).
@@ -74,7 +79,7 @@ def test_policy_statements_exactly() -> None:
 
     assert policy["Version"] == "2012-10-17"
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
-    assert len(by_sid) == len(policy["Statement"]) == 14
+    assert len(by_sid) == len(policy["Statement"]) == 16
     assert all(s["Effect"] == "Allow" for s in policy["Statement"])
     expected: dict[str, tuple[Any, Any, Any]] = {  # Sid: (Action, Resource, Condition)
         "DescribeOnlyWhatTheHubReads": (
@@ -122,6 +127,11 @@ def test_policy_statements_exactly() -> None:
             INSTANCE,
             WORKER_TAGGED,
         ),
+        "TerminateClusterWorkersOfDeletedUsers": (
+            "ec2:TerminateInstances",
+            INSTANCE,
+            WORKER_TAGGED,
+        ),
         "TagAtCreation": (
             "ec2:CreateTags",
             [INSTANCE, VOLUME],
@@ -136,10 +146,16 @@ def test_policy_statements_exactly() -> None:
                     "ec2:ResourceTag/cloudjhub:pool": ["ready", "claiming"],
                 },
                 "ForAllValues:StringEquals": {
-                    "aws:TagKeys": ["cloudjhub:user", "Name", "cloudjhub:pool"]
+                    "aws:TagKeys": [
+                        "cloudjhub:user",
+                        "cloudjhub:user-id",
+                        "Name",
+                        "cloudjhub:pool",
+                    ]
                 },
             },
         ),
+        "AddMissingUserIdTag": ("ec2:CreateTags", [INSTANCE, VOLUME], ADD_USER_ID),
         "CreateHomeVolumes": (
             "ec2:CreateVolume",
             VOLUME,
@@ -181,7 +197,8 @@ def test_ec2_actions_are_exactly_what_the_hub_calls() -> None:
     calls = hub_ec2_calls()
 
     assert "ec2:DescribeInstances" in calls and "ec2:RunInstances" in calls  # the scan works
-    assert ec2_actions(manager_policy(CLUSTER)) == calls | SOON | {"ec2:CreateTags"}
+    assert ec2_actions(manager_policy(CLUSTER, delete_home_volumes=True)) == calls | SOON
+    assert ec2_actions(manager_policy(CLUSTER)) == (calls | SOON) - {"ec2:DeleteVolume"}
     reads = {a for a in ec2_actions(manager_policy(CLUSTER)) if a.startswith("ec2:Describe")}
     assert reads == {
         "ec2:DescribeImages",
@@ -191,10 +208,12 @@ def test_ec2_actions_are_exactly_what_the_hub_calls() -> None:
     }
 
 
-def test_policy_never_allows_terminating_or_deleting() -> None:
+def test_policy_terminates_only_workers_and_deletes_homes_only_when_asked() -> None:
+    """TerminateInstances only on the cluster's workers (delete_forever); DeleteVolume only
+    with delete_home_volumes, and only on the cluster's home volumes; nothing else."""
     for policy in (manager_policy(CLUSTER), manager_policy(CLUSTER, kms_key_arn=KEY)):
         actions = {a for s in policy["Statement"] for a in as_list(s["Action"])}
-        assert not [a for a in actions if a == "*" or a.startswith(("ec2:*", "ec2:Terminate"))]
+        assert not [a for a in actions if a == "*" or a.startswith("ec2:*")]
         # DeleteTags only drops a warm-pool worker's claim mark (ClaimPoolWorkers).
         deleting = {a for a in actions if "Delete" in a or "Deregister" in a or "Revoke" in a}
         assert deleting <= {"ec2:DeleteTags"}
@@ -202,12 +221,25 @@ def test_policy_never_allows_terminating_or_deleting() -> None:
         assert [s["Sid"] for s in untag] == ["ClaimPoolWorkers"]
         keys = untag[0]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]
         assert "cloudjhub:cluster" not in keys and "cloudjhub:role" not in keys
+        terminating = [s for s in policy["Statement"] if "Terminate" in str(s["Action"])]
+        assert [(s["Action"], s["Resource"], s["Condition"]) for s in terminating] == [
+            ("ec2:TerminateInstances", INSTANCE, WORKER_TAGGED)
+        ]
+    deleting_statements = [
+        s
+        for s in manager_policy(CLUSTER, delete_home_volumes=True)["Statement"]
+        if "ec2:DeleteVolume" in as_list(s["Action"])
+    ]
+    assert [(s["Action"], s["Resource"], s["Condition"]) for s in deleting_statements] == [
+        ("ec2:DeleteVolume", VOLUME, HOME_TAGGED)
+    ]
 
 
 def test_policy_never_allows_modify_instance_attribute_or_retagging() -> None:
-    """No ModifyInstanceAttribute, and CreateTags only while creating, or on a warm-pool
-    worker still marked as one (a claim): the role cannot rewrite the cluster/role tags
-    the guards trust, nor the user tag of a user's own instance."""
+    """No ModifyInstanceAttribute, and CreateTags only while creating, to add a missing
+    cloudjhub:user-id, or on a warm-pool worker still marked as one (a claim): the role
+    cannot rewrite the cluster/role tags the guards trust, nor the user tags of a user's
+    own instance."""
     for cluster in ("alpha", "beta-2"):
         statements = manager_policy(cluster, kms_key_arn=KEY)["Statement"]
         for statement in statements:
@@ -215,15 +247,27 @@ def test_policy_never_allows_modify_instance_attribute_or_retagging() -> None:
             assert not [a for a in actions if a.startswith("ec2:Modify")], statement["Sid"]
             assert not [a for a in actions if "*" in a], statement["Sid"]  # no wildcards
         tagging = [s for s in statements if "ec2:CreateTags" in as_list(s["Action"])]
-        assert len(tagging) == 2
+        assert [s["Sid"] for s in tagging] == [
+            "AddMissingUserIdTag",
+            "TagAtCreation",
+            "ClaimPoolWorkers",
+        ]
         assert tagging[0]["Condition"] == {
+            **ADD_USER_ID,
+            "StringEquals": {
+                "ec2:ResourceTag/cloudjhub:cluster": cluster,
+                "ec2:ResourceTag/cloudjhub:role": ["worker", "home"],
+            },
+        }
+        assert tagging[1]["Condition"] == {
             "StringEquals": {"ec2:CreateAction": ["RunInstances", "CreateVolume"]}
         }
-        claim = tagging[1]["Condition"]
+        claim = tagging[2]["Condition"]
         assert claim["StringEquals"]["ec2:ResourceTag/cloudjhub:pool"] == ["ready", "claiming"]
         assert claim["StringEquals"]["ec2:ResourceTag/cloudjhub:role"] == "worker"
         assert set(claim["ForAllValues:StringEquals"]["aws:TagKeys"]) == {
             "cloudjhub:user",
+            "cloudjhub:user-id",
             "cloudjhub:pool",
             "Name",
         }
@@ -245,9 +289,9 @@ def test_existing_instances_are_touched_only_if_tagged_worker() -> None:
                 "aws:RequestTag" if statement["Action"] == "ec2:RunInstances" else "ec2:ResourceTag"
             )
             assert values[f"{tag}/cloudjhub:cluster"] == cluster, statement["Sid"]
-            assert values[f"{tag}/cloudjhub:role"] == "worker", statement["Sid"]
+            assert values[f"{tag}/cloudjhub:role"] in ("worker", ["worker", "home"])
             touching += 1
-        assert touching == 5  # run, console, start/stop, attach, claim a pool worker
+        assert touching == 7  # run, console, start/stop, terminate, attach, add user-id, claim
 
 
 def test_every_change_needs_the_cluster_tag_of_that_cluster() -> None:
@@ -503,7 +547,7 @@ def cluster_parts(
     }
 
 
-def test_hub_credentials_may_run_start_stop_and_attach_but_not_terminate(
+def test_hub_credentials_may_run_start_stop_attach_terminate_but_not_delete(
     ec2: LocalCloudEc2, cluster_parts: dict[str, Any]
 ) -> None:
     hub = LocalCloudEc2(CLUSTER, hub_client(manager_policy(CLUSTER)))
@@ -526,17 +570,17 @@ def test_hub_credentials_may_run_start_stop_and_attach_but_not_terminate(
                 ],
             )
 
-        with pytest.raises(CloudError) as terminate:
-            hub.terminate([alice.id])  # the guard's describe passes; TerminateInstances does not
+        with pytest.raises(hub.client.exceptions.ClientError) as delete:
+            hub.client.delete_volume(VolumeId=volume)
 
-    assert terminate.value.code in DENIED, terminate.value
+    assert delete.value.response["Error"]["Code"] in DENIED
     assert modify.value.response["Error"]["Code"] in DENIED
     # moto cannot evaluate the ResourceTag condition; the guard in LocalCloudEc2 refuses first.
     for foreign in cluster_parts["foreign"]:
         with pytest.raises(NotOurs):
             hub.stop(foreign)
     assert {i.state for i in ec2.describe(cluster_parts["foreign"])} == {"running"}
-    assert "ec2:TerminateInstances" in str(terminate.value)
+    assert "ec2:DeleteVolume" in str(delete.value)
     states = {i.id: i.state for i in ec2.describe([alice.id, bob])}
     assert states == {alice.id: "running", bob: "running"}
     assert ec2.find_home_volume("alice")["Attachments"][0]["InstanceId"] == alice.id
@@ -610,13 +654,18 @@ def test_delete_security_group_is_denied(ec2: LocalCloudEc2, cluster_parts: dict
 def test_the_denials_come_from_the_policy(
     ec2: LocalCloudEc2, cluster_parts: dict[str, Any]
 ) -> None:
-    """Control: the same user with TerminateInstances added may terminate."""
-    hub = LocalCloudEc2(CLUSTER, hub_client(manager_policy(CLUSTER), ("ec2:TerminateInstances",)))
+    """Control: the same user may terminate workers (delete_forever), and with
+    delete_home_volumes also delete a home volume."""
+    hub = LocalCloudEc2(CLUSTER, hub_client(manager_policy(CLUSTER, delete_home_volumes=True)))
+    zone = ec2.describe([cluster_parts["bob"]])[0].availability_zone
+    volume = ec2.create_home_volume("bob", 1, zone)
 
     with enable_iam_authentication():
-        hub.terminate([cluster_parts["bob"]])
+        hub.terminate_workers([cluster_parts["bob"]])
+        hub.delete_home_volume(volume)
 
     assert ec2.describe([cluster_parts["bob"]])[0].state == "terminated"
+    assert ec2.find_home_volume("bob") is None
 
 
 def test_unknown_credentials_are_refused(ec2: LocalCloudEc2, cluster_parts: dict[str, Any]) -> None:

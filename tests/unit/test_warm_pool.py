@@ -21,7 +21,7 @@ from cloudjhub.fleet import Fleet
 from cloudjhub.reaper import Reaper
 from cloudjhub.remote import CONSOLE_BEGIN, CONSOLE_END
 from cloudjhub.spawner import InstanceSpawner
-from cloudjhub.tags import NAME_TAG, POOL_TAG, USER_TAG
+from cloudjhub.tags import NAME_TAG, POOL_TAG, USER_ID_TAG, USER_TAG
 from cloudjhub.warm_pool import Keeper, constant_target, is_member
 from tests.unit.conftest import CLUSTER, REGION, SshKey
 
@@ -51,8 +51,11 @@ def spawner_for(
     monkeypatch.setitem(Fleet._shared, (CLUSTER, REGION, ""), Fleet(ec2, max_age=0))
     monkeypatch.setattr(InstanceSpawner, "_pool_locks", {})
 
+    ids: dict[str, int] = {}
+
     def make(user: str) -> InstanceSpawner:
-        hub_user = SimpleNamespace(name=user, escaped_name=user, url=f"/user/{user}/")
+        user_id = ids.setdefault(user, len(ids) + 1)  # JupyterHub's id: one per user
+        hub_user = SimpleNamespace(id=user_id, name=user, escaped_name=user, url=f"/user/{user}/")
         spawner = InstanceSpawner(user=hub_user, hub=Hub(), oauth_client_id=f"jupyterhub-{user}")
         spawner.cluster_name, spawner.region, spawner.aws_endpoint_url = CLUSTER, REGION, None
         spawner.worker_instance_type = "t3.medium"
@@ -132,13 +135,16 @@ def test_first_spawn_claims_the_pool_worker_and_the_pool_refills(
     assert claimed.state == "running"  # the spawn started it
     assert claimed.user == "alice" and POOL_TAG not in claimed.tags
     # Like a worker launched for a user: the same tags, on the instance and its volume.
-    launched = make_worker("bob")
+    launched = ec2.launch_worker("bob", spec, "t-bob", user_id="9")
     assert set(claimed.tags) == set(launched.tags) | {NAME_TAG}
+    assert claimed.tags[USER_ID_TAG] == alice.user_id
     assert claimed.tags[NAME_TAG] == f"{CLUSTER}-worker-alice"
-    assert {k: v for k, v in claimed.tags.items() if k not in (USER_TAG, NAME_TAG)} == {
+    assert {
+        k: v for k, v in claimed.tags.items() if k not in (USER_TAG, USER_ID_TAG, NAME_TAG)
+    } == {
         k: v
         for k, v in ec2.describe([launched.id])[0].tags.items()
-        if k not in (USER_TAG, NAME_TAG)
+        if k not in (USER_TAG, USER_ID_TAG, NAME_TAG)
     }
     for volume in claimed.volumes:
         assert tags_of(ec2, volume)[USER_TAG] == "alice"
@@ -159,9 +165,9 @@ def test_two_first_logins_race_for_the_last_pool_worker(
     [member] = members(ec2)
     tag_claim = ec2.tag_claim
 
-    def slow_tag_claim(instance: Instance, user: str) -> None:
+    def slow_tag_claim(instance: Instance, user: str, user_id: str) -> None:
         time.sleep(0.3)  # wide open, if anything but the lock kept them apart
-        tag_claim(instance, user)
+        tag_claim(instance, user, user_id)
 
     monkeypatch.setattr(ec2, "tag_claim", slow_tag_claim)
     alice, bob = spawner_for("alice"), spawner_for("bob")
@@ -182,10 +188,12 @@ def test_a_claim_cut_short_by_a_hub_restart_is_the_tagged_users(
 ) -> None:
     keeper(ec2, spec, 1).round()
     [member] = members(ec2)
-    ec2.tag_claim(member, "alice")  # the hub died before it dropped the pool mark
+    alice = spawner_for("alice")
+    # The hub died before it dropped the pool mark.
+    ec2.tag_claim(member, "alice", alice.user_id)
 
     assert run(spawner_for("bob")._find_instance()) is None  # not bob's, not in the pool
-    found = run(spawner_for("alice")._find_instance())
+    found = run(alice._find_instance())
 
     assert found is not None and found.id == member.id
     [now] = ec2.describe([member.id])
@@ -267,7 +275,7 @@ def test_the_reaper_never_stops_pool_workers(
     keeper(ec2, spec, 3, "running").round()
     member, by_hand, cut_short = members(ec2)
     ec2.client.create_tags(Resources=[by_hand.id], Tags=[{"Key": USER_TAG, "Value": "bob"}])
-    ec2.tag_claim(cut_short, "erin")  # a claim a hub restart cut short: erin's orphan now
+    ec2.tag_claim(cut_short, "erin", "5")  # a claim a hub restart cut short: erin's orphan now
     orphan = make_worker("dave")
     now = [1000.0]
     reaper = Reaper(ec2, NoServers(), grace=10, clock=lambda: now[0])  # type: ignore[arg-type]

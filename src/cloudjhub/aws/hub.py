@@ -1,5 +1,7 @@
 """What the hub may do in EC2: read the cluster, launch, start and stop workers, and
-attach home volumes. Nothing here deletes anything, as the hub's IAM policy allows."""
+attach home volumes. It deletes only what belonged to a user JupyterHub deleted
+(their workers and, if configured, their home volumes), and tags an existing
+resource only to add a missing user-id tag: as the hub's IAM policy allows."""
 
 from __future__ import annotations
 
@@ -12,15 +14,19 @@ from ..tags import (
     NAME_TAG,
     POOL_CLAIMING,
     POOL_TAG,
+    USER_ID_TAG,
     USER_TAG,
     Role,
+    belongs_to,
+    is_legacy,
     pool_tags,
     resource_name,
     selector,
+    tag_dict,
     tag_list,
     tags_for,
 )
-from .client import CloudError, Ec2Client, Instance, user_message
+from .client import CloudError, Ec2Client, Instance, NotOurs, user_message
 
 
 @dataclass(frozen=True)
@@ -36,13 +42,16 @@ class WorkerSpec:
     hibernate: bool = False
 
 
-def launch_token(cluster: str, user: str, previous: str | None) -> str:
+def launch_token(cluster: str, user: str, previous: str | None, user_id: str = "") -> str:
     """ClientToken that makes a retried RunInstances return the same instance.
 
     The previous instance id is part of it so that replacing a terminated
-    instance is a new request, not a replay of the old one.
+    instance is a new request, not a replay of the old one; the user's id, so
+    that a new user with a deleted user's name does not replay that user's launch.
     """
     raw = f"{cluster}\0{user}\0{previous or ''}".encode()
+    if user_id:
+        raw += f"\0{user_id}".encode()
     return "cjh-" + hashlib.sha256(raw).hexdigest()[:60]
 
 
@@ -62,6 +71,13 @@ class HubEc2(Ec2Client):
 
     def describe_workers(self, user: str | None = None) -> list[Instance]:
         return self._tagged_instances(selector(self.cluster, Role.WORKER, user))
+
+    def user_workers(self, user: str, user_id: str) -> list[Instance]:
+        """The workers of this user: their name, and their id or none (legacy).
+
+        A worker whose id tag names another id belonged to a deleted user of the
+        same name: it is never handed to this one."""
+        return [i for i in self.describe_workers(user) if belongs_to(i.tags, user_id)]
 
     def hypervisor(self, instance_type: str) -> str:
         """'nitro' or 'xen', from DescribeInstanceTypes, asked once per type."""
@@ -98,10 +114,12 @@ class HubEc2(Ec2Client):
 
     # ---- workers -----------------------------------------------------------
 
-    def launch_worker(self, user: str, spec: WorkerSpec, client_token: str) -> Instance:
+    def launch_worker(
+        self, user: str, spec: WorkerSpec, client_token: str, user_id: str | None = None
+    ) -> Instance:
         """Run one tagged worker: IMDSv2 only, no instance profile, stop on shutdown,
         its login user without sudo (WORKER_CLOUD_CONFIG)."""
-        tags = tags_for(self.cluster, Role.WORKER, user)
+        tags = tags_for(self.cluster, Role.WORKER, user, user_id=user_id)
         return self._run_workers(tags, spec, 1, client_token)[0]
 
     def launch_pool_workers(
@@ -154,13 +172,14 @@ class HubEc2(Ec2Client):
         reply = self._call("run_instances", context, **params)
         return [Instance.from_api(i) for i in reply["Instances"]]
 
-    def tag_claim(self, instance: Instance, user: str) -> None:
+    def tag_claim(self, instance: Instance, user: str, user_id: str) -> None:
         """Mark a pool worker (and its volumes) as `user`'s, claim still in progress.
 
         One CreateTags call, so no one sees the user without the claim mark."""
         self.guard([instance.id], [Role.WORKER])
         tags = {
             USER_TAG: user,
+            USER_ID_TAG: user_id,
             NAME_TAG: resource_name(self.cluster, Role.WORKER, user),
             POOL_TAG: POOL_CLAIMING,
         }
@@ -181,15 +200,48 @@ class HubEc2(Ec2Client):
         self.guard([instance_id], [Role.WORKER])
         self._call("stop_instances", InstanceIds=[instance_id], Hibernate=hibernate)
 
+    def terminate_workers(self, instance_ids: list[str]) -> None:
+        """Terminate workers of a user JupyterHub deleted (guarded: workers only)."""
+        if not instance_ids:
+            return
+        self.guard(instance_ids, [Role.WORKER])
+        self._call("terminate_instances", InstanceIds=instance_ids)
+
+    def adopt(self, resource_id: str, tags: dict[str, str], user_id: str) -> None:
+        """Give a legacy resource (no id tag yet) its user's id; the policy allows
+        adding that one tag, and only where it is missing."""
+        if is_legacy(tags):
+            tag = tag_list({USER_ID_TAG: user_id})
+            self._call("create_tags", Resources=[resource_id], Tags=tag)
+
     # ---- home volumes ------------------------------------------------------
 
-    def find_home_volume(self, user: str) -> dict[str, Any] | None:
+    def home_volumes(self, user: str, user_id: str | None = None) -> list[dict[str, Any]]:
+        """The user's home volumes, oldest first; with `user_id`, only those whose
+        id tag names that id or is missing (legacy)."""
         wanted = selector(self.cluster, Role.HOME, user)
         volumes = self._tagged("describe_volumes", "Volumes", wanted)
+        if user_id is not None:
+            volumes = [v for v in volumes if belongs_to(tag_dict(v.get("Tags")), user_id)]
+        return sorted(volumes, key=lambda v: (str(v.get("CreateTime", "")), v["VolumeId"]))
+
+    def find_home_volume(self, user: str, user_id: str | None = None) -> dict[str, Any] | None:
+        volumes = self.home_volumes(user, user_id)
         return volumes[0] if volumes else None
 
-    def create_home_volume(self, user: str, size: int, zone: str) -> str:
-        tags = tag_list(tags_for(self.cluster, Role.HOME, user))
+    def delete_home_volume(self, volume_id: str) -> None:
+        """Delete a deleted user's home volume (guarded: this cluster's home volumes)."""
+        found = self._tagged(
+            "describe_volumes", "Volumes", selector(self.cluster, Role.HOME), VolumeIds=[volume_id]
+        )
+        if not found:
+            raise NotOurs(f"refusing to delete {volume_id}: not a home volume of this cluster")
+        self._call("delete_volume", VolumeId=volume_id)
+
+    def create_home_volume(
+        self, user: str, size: int, zone: str, user_id: str | None = None
+    ) -> str:
+        tags = tag_list(tags_for(self.cluster, Role.HOME, user, user_id=user_id))
         reply = self._call(
             "create_volume",
             AvailabilityZone=zone,

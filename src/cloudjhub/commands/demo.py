@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import sys
@@ -13,6 +14,23 @@ import click
 
 from .cloud_options import require_reachable
 from .errors import CommandError
+
+
+def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
+    """The sign-in passwords go to a terminal only, never into a log that captures
+    the demo's output; then only the 0600 files that hold them are named."""
+    from ..local.demo_secrets import ADMIN_PASSWORD_FILE, USER_PASSWORD_FILE
+
+    admin, user = passwords
+    if sys.stderr.isatty():
+        click.echo(f"Sign in as admin with the password {admin}", err=True)
+        click.echo(f"Sign in with any other name with the password {user}", err=True)
+    else:
+        click.echo(
+            f"Sign in as admin with the password in {state_dir / ADMIN_PASSWORD_FILE}, "
+            f"any other name with the one in {state_dir / USER_PASSWORD_FILE}",
+            err=True,
+        )
 
 
 @click.command()
@@ -121,6 +139,8 @@ def demo(
         click.echo(f"cloudjhub demo: {exc}", err=True)
         sys.exit(2)
 
+    # Whatever the demo and what it starts write is its owner's alone.
+    os.umask(0o077)
     if aws_endpoint:  # before anything is made or started
         require_reachable(aws_endpoint, DemoStack.region)
     stack = DemoStack(
@@ -155,7 +175,8 @@ def demo(
         click.echo("Starting the local cloud and JupyterHub...", err=True)
         stack.start()
         click.echo(f"cloudjhub demo is running: {stack.hub_url}")
-        click.echo("Log in with any username and password; Ctrl-C stops everything.", err=True)
+        _tell_passwords(stack.passwords, stack.state_dir)
+        click.echo("Ctrl-C stops everything.", err=True)
         sys.stdout.flush()
         while not stopping.wait(0.5):
             if stack.hub is not None and stack.hub.poll() is not None:

@@ -77,6 +77,13 @@ def _launch_defaults(path: Path | None) -> InstanceConfig:
     help="Customer managed KMS key that encrypts the workers' EBS volumes (the account's "
     "default EBS key): adds the KMS permissions EBS needs to use it.",
 )
+@click.option(
+    "--delete-home-volumes",
+    is_flag=True,
+    help="Allow deleting the cluster's home volumes, for a hub whose "
+    "InstanceSpawner.delete_home_on_user_delete is True (deleting a user then deletes "
+    "their files).",
+)
 def iam_policy(
     cluster: str,
     region: str,
@@ -85,8 +92,10 @@ def iam_policy(
     instance_types: tuple[str, ...],
     instance_config: Path | None,
     kms_key_arn: str | None,
+    delete_home_volumes: bool,
 ) -> None:
-    """Print the IAM policy the manager's instance role needs (no terminate, no delete)."""
+    """Print the IAM policy the manager's instance role needs (terminating only the
+    workers of deleted users; deleting home volumes only with --delete-home-volumes)."""
     defaults = _launch_defaults(instance_config)
     if not worker_amis and defaults.CUSTOM_WORKER_AMI:
         worker_amis = (defaults.CUSTOM_WORKER_AMI,)
@@ -98,6 +107,7 @@ def iam_policy(
             worker_amis=worker_amis,
             instance_types=instance_types or (defaults.WORKER_INSTANCE_TYPE,),
             kms_key_arn=kms_key_arn,
+            delete_home_volumes=delete_home_volumes,
         )
     except BadInput as exc:
         _fail(f"--{exc.name.replace('_', '-')}: {exc}")

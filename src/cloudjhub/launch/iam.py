@@ -1,15 +1,19 @@
 """The least-privilege IAM policy of the manager (hub) instance role.
 
 The hub launches, starts and stops its own workers and creates and attaches
-their home volumes; it never terminates or deletes anything (the admin's
-`terminate-workers` and `destroy` do that with the admin's credentials).
-Everything it may change must carry the cluster tag and the right role tag,
-either in the request (RunInstances, CreateVolume) or already on the resource
-(Start/Stop, Attach, console output), so the role cannot touch the manager
-itself. It may tag only while creating: tags already on a resource
-(`cloudjhub:user`, `cloudjhub:role`, which the guards trust) cannot be
-rewritten, and there is no ModifyInstanceAttribute (a home volume attached after
-launch is kept on termination by AttachVolume's own default).
+their home volumes. It terminates workers only when JupyterHub deletes their
+user (the spawner's delete_forever), and deletes home volumes then only if the
+policy is made with `delete_home_volumes` (the admin's `terminate-workers` and
+`destroy` do the rest with the admin's credentials). Everything it may change
+must carry the cluster tag and the right role tag, either in the request
+(RunInstances, CreateVolume) or already on the resource (Start/Stop/Terminate,
+Attach, Delete, console output), so the role cannot touch the manager itself.
+It may tag while creating, and otherwise only add `cloudjhub:user-id` to a
+worker or home volume that has none (a legacy one its user adopts): tags
+already on a resource (`cloudjhub:user`, `cloudjhub:role`, the user id, which
+the guards trust) cannot be rewritten, and there is no ModifyInstanceAttribute
+(a home volume attached after launch is kept on termination by AttachVolume's
+own default).
 
 It reads only what the hub reads: DescribeInstances, DescribeImages,
 DescribeVolumes and DescribeInstanceTypes, which AWS cannot scope to resources,
@@ -42,6 +46,7 @@ from ..tags import (
     POOL_READY,
     POOL_TAG,
     ROLE_TAG,
+    USER_ID_TAG,
     USER_TAG,
     Role,
     validate_cluster_name,
@@ -97,8 +102,11 @@ def manager_policy(
     worker_amis: Iterable[str] = (),
     instance_types: Iterable[str] = (DEFAULT_INSTANCE_TYPE,),
     kms_key_arn: str | None = None,
+    delete_home_volumes: bool = False,
 ) -> dict[str, Any]:
     """The policy document (a dict, ready for json.dumps) for `cluster`'s manager role.
+
+    `delete_home_volumes`: for a hub with InstanceSpawner.delete_home_on_user_delete.
 
     Raises BadInput naming the first input that is not what AWS would accept.
     """
@@ -225,8 +233,32 @@ def manager_policy(
             "Condition": {"StringEquals": tagged(Role.WORKER)},
         },
         {
+            # Only the workers of a user JupyterHub deleted (delete_forever).
+            "Sid": "TerminateClusterWorkersOfDeletedUsers",
+            "Effect": "Allow",
+            "Action": "ec2:TerminateInstances",
+            "Resource": instance,
+            "Condition": {"StringEquals": tagged(Role.WORKER)},
+        },
+        {
+            # A legacy worker or home volume gets its user's id, once: only that
+            # key, only where it is missing, only on the cluster's workers and homes.
+            "Sid": "AddMissingUserIdTag",
+            "Effect": "Allow",
+            "Action": "ec2:CreateTags",
+            "Resource": [instance, volume],
+            "Condition": {
+                "StringEquals": {
+                    f"ec2:ResourceTag/{CLUSTER_TAG}": cluster,
+                    f"ec2:ResourceTag/{ROLE_TAG}": [Role.WORKER.value, Role.HOME.value],
+                },
+                "ForAllValues:StringEquals": {"aws:TagKeys": [USER_ID_TAG]},
+                "Null": {f"ec2:ResourceTag/{USER_ID_TAG}": "true", "aws:TagKeys": "false"},
+            },
+        },
+        {
             # CreateTags as part of RunInstances or CreateVolume, whose own
-            # statements require the tags (and ClaimPoolWorkers below).
+            # statements require the tags (and ClaimPoolWorkers, AddMissingUserIdTag).
             "Sid": "TagAtCreation",
             "Effect": "Allow",
             "Action": "ec2:CreateTags",
@@ -235,7 +267,7 @@ def manager_policy(
         },
         {
             # Claiming a warm-pool worker (warm_pool.py): tag it (and its root
-            # volume) with its user, then drop the pool mark; only these keys, and
+            # volume) with its user and their id, then drop the pool mark; only these keys, and
             # only on workers that still carry the pool mark, never a user's own.
             "Sid": "ClaimPoolWorkers",
             "Effect": "Allow",
@@ -246,7 +278,9 @@ def manager_policy(
                     **tagged(Role.WORKER),
                     f"ec2:ResourceTag/{POOL_TAG}": [POOL_READY, POOL_CLAIMING],
                 },
-                "ForAllValues:StringEquals": {"aws:TagKeys": [USER_TAG, NAME_TAG, POOL_TAG]},
+                "ForAllValues:StringEquals": {
+                    "aws:TagKeys": [USER_TAG, USER_ID_TAG, NAME_TAG, POOL_TAG]
+                },
             },
         },
         {
@@ -271,6 +305,16 @@ def manager_policy(
             "Condition": {"StringEquals": tagged(Role.HOME)},
         },
     ]
+    if delete_home_volumes:
+        statements.append(
+            {
+                "Sid": "DeleteClusterHomeVolumesOfDeletedUsers",
+                "Effect": "Allow",
+                "Action": "ec2:DeleteVolume",
+                "Resource": volume,
+                "Condition": {"StringEquals": tagged(Role.HOME)},
+            }
+        )
     if kms_key_arn is not None:
         statements += _ebs_key_statements(kms_key_arn, region)
     return {"Version": "2012-10-17", "Statement": statements}

@@ -3,6 +3,8 @@
 moto (or another EC2-compatible endpoint), the fleet emulator, and a real
 JupyterHub with configurable-http-proxy, the InstanceSpawner and
 jupyterhub-idle-culler. Everything started here is ended here, by pid.
+About 430 lines: one stack's start, hub restart and stop, kept together
+because they share its state; its secrets are `demo_secrets`'.
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ from ..hub import CONFIG_FILE
 from ..hub.proxy import find_proxy
 from ..hub.settings import (
     SETTINGS_ENV,
-    Dummy,
     HubSettings,
     ProxySettings,
     ServiceSettings,
+    SharedPassword,
     SpawnerSettings,
     write_settings,
 )
@@ -40,6 +42,12 @@ from .awslike import ipreuse
 from .awslike.proxy import CONTROL_PATH, AwsLikeProxy
 from .awslike.settings import Behaviour
 from .cloud import VPC_CIDR, LocalNetwork, prepare_demo_cluster, prepare_network
+from .demo_secrets import (
+    ADMIN_PASSWORD_FILE,
+    USER_PASSWORD_FILE,
+    make_passwords,
+    write_credentials,
+)
 from .emulator import FleetEmulator
 from .guardian import Guardian
 from .ports import free_port
@@ -73,7 +81,9 @@ def hub_settings(
     reaper_metrics_port: int | None = None,
     spawner_traits: dict[str, Any] | None = None,
 ) -> HubSettings:
-    """The demo's hub: all on 127.0.0.1, any login, state in `state_dir`.
+    """The demo's hub: all on 127.0.0.1, state in `state_dir`. `admin` signs in with the
+    admin password, any other name with the user password (JupyterHub's
+    shared-password authenticator): a single-person tool, not a shared service.
 
     `spawner_traits` are InstanceSpawner traits on top of the demo's own."""
     return HubSettings(
@@ -88,7 +98,10 @@ def hub_settings(
         db_url="sqlite:///" + str(state_dir / "jupyterhub.sqlite"),
         cookie_secret_file=str(state_dir / "jupyterhub_cookie_secret"),
         pid_file=str(state_dir / "jupyterhub.pid"),
-        authenticator=Dummy(),
+        authenticator=SharedPassword(
+            user_password_file=str(state_dir / USER_PASSWORD_FILE),
+            admin_password_file=str(state_dir / ADMIN_PASSWORD_FILE),
+        ),
         admin_users=["admin"],
         spawner=SpawnerSettings(
             server_config_file=str(state_dir / "server_config.json"),
@@ -153,6 +166,8 @@ class DemoStack:
     # --like-aws: the AWS behaviour layer in front of the endpoint (None: off).
     like_aws: Behaviour | None = None
     awslike: AwsLikeProxy | None = None
+    # (admin, user): the sign-in passwords of this start.
+    passwords: tuple[str, str] = field(default=("", ""), repr=False)
     _log: IO[bytes] | None = field(default=None, repr=False)
     _hub_env: dict[str, str] = field(default_factory=dict, repr=False)
     _hub_starts: list[float] = field(default_factory=list, repr=False)
@@ -162,7 +177,9 @@ class DemoStack:
 
     def start_cloud(self) -> LocalCloudEc2:
         """EC2 endpoint, prepared network and the fleet emulator."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # Only its owner may look inside: keys, secrets, instance roots, the database.
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.state_dir.chmod(0o700)
         # First, so that whatever starts next ends with the demo, even on SIGKILL.
         self.guardian = Guardian(self.state_dir, [f"{HUB_MARKER}={self.state_dir}"])
         self.guardian.start()
@@ -187,9 +204,13 @@ class DemoStack:
             self.moto = motoserver.LocalEc2()
             endpoint = self.moto.start()
             self._say(f"EC2 (moto) listening on {endpoint}")
-        # The local cloud's own placeholder keys, never whatever real AWS keys
-        # this shell has: they would be printed by --cloud-only.
+        # The local cloud's own keys, never whatever real AWS keys this shell has:
+        # they would be printed by --cloud-only. Our moto issues real ones, which
+        # the hub inherits through its environment, and scripts read from a 0600 file.
         os.environ.update(motoserver.LOCAL_CREDENTIALS)
+        if self.moto is not None:
+            os.environ.update(self.moto.credentials)
+            write_credentials(self.state_dir, self.moto.credentials)
         machines_endpoint = endpoint
         if self.like_aws is not None:
             endpoint, machines_endpoint = self._start_like_aws(endpoint, self.like_aws)
@@ -202,6 +223,7 @@ class DemoStack:
             EMULATED_SSH_PORT,
             publish_console=self.console_is_ours,
             **self._like_aws_machines(endpoint),  # type: ignore[arg-type]
+            **self._own_moto_machines(),  # type: ignore[arg-type]
         )
         self.emulator.start()
         return ec2
@@ -243,6 +265,15 @@ class DemoStack:
             "role_endpoint": endpoint,
         }
 
+    def _own_moto_machines(self) -> dict[str, object]:
+        """With our moto: instance roles get its credentials, machines trust its keys."""
+        if self.moto is None:
+            return {}
+        return {
+            "role_credentials": self.moto.role_credentials,
+            "trusts_key": motoserver.trusts_key,
+        }
+
     def exports(self) -> dict[str, str]:
         """Shell variables that point `cloudjhub launch` at the local cloud."""
         net = self.network
@@ -274,6 +305,7 @@ class DemoStack:
 
     def start(self) -> None:
         ec2 = self.start_cloud()
+        self.passwords = make_passwords(self.state_dir)
         assert self.network is not None
         timeout = self.idle_timeout
         if timeout is None:

@@ -68,6 +68,8 @@ class FleetEmulator:
         console: Callable[[str, str], None] = motoserver.set_console_output,
         host_keys_once: bool = False,
         role_endpoint: str | None = None,
+        role_credentials: dict[str, str] | None = None,
+        trusts_key: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.ec2 = ec2
         self.state_dir = state_dir
@@ -78,6 +80,12 @@ class FleetEmulator:
         self.host_keys_once = host_keys_once
         # Where an instance with a role sends its EC2 calls (default: where we do).
         self.role_endpoint = role_endpoint
+        # What IMDS would hand an instance with a role (default: an outside endpoint's
+        # placeholders).
+        self.role_credentials = role_credentials or motoserver.LOCAL_CREDENTIALS_FOR_ROLE
+        # Which key pairs a machine lets in (None: any the endpoint reports, for an
+        # outside endpoint we cannot watch).
+        self.trusts_key = trusts_key
         self._keys_published: set[str] = set()
         self.machines: dict[str, Machine] = {}
         # Hibernated instances: the pids suspended with SIGSTOP, resumed on the next boot.
@@ -160,7 +168,7 @@ class FleetEmulator:
                 if inst.state == "running" and inst.private_ip and inst.id not in self.machines:
                     if inst.key_name and inst.key_name not in keys:
                         continue  # its key was not read this pass: boot it on the next
-                    self._boot(inst, keys.get(inst.key_name or "", ""))
+                    self._boot(inst, self._authorized_key(inst, keys))
             for instance_id in list(self.suspended):
                 inst = instances.get(instance_id)
                 if inst is None or inst.gone:  # terminated while hibernated
@@ -190,6 +198,19 @@ class FleetEmulator:
                 log.warning("%s shut itself down, but EC2 refused: %s", instance_id, exc)
             else:
                 log.info("%s shut itself down; EC2 stops it", instance_id)
+
+    def _authorized_key(self, inst: Instance, keys: dict[str, str]) -> str:
+        """The key the machine lets in: its key pair's, if the local cloud made or
+        imported it with its own credentials. Any other boots a machine that trusts
+        no key, so SSH with it is refused (the instance itself runs, as EC2 says)."""
+        name = inst.key_name or ""
+        public_key = keys.get(name, "")
+        if public_key and self.trusts_key is not None and not self.trusts_key(name, public_key):
+            log.warning(
+                "%s: key pair %r was not made by the local cloud; not trusted", inst.id, name
+            )
+            return ""
+        return public_key
 
     def _boot(self, inst: Instance, public_key: str) -> None:
         assert inst.private_ip
@@ -239,7 +260,7 @@ class FleetEmulator:
         return {
             "AWS_ENDPOINT_URL": self.role_endpoint or str(self.ec2.client.meta.endpoint_url),
             "AWS_DEFAULT_REGION": str(self.ec2.client.meta.region_name),
-            **motoserver.LOCAL_CREDENTIALS_FOR_ROLE,
+            **self.role_credentials,
         }
 
     def _record_known_host(self, ip: str, host_key: str) -> None:

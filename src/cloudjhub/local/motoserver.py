@@ -3,13 +3,27 @@
 Real instances print their SSH host keys to the EC2 console (cloud-init);
 moto prints a fixed sample. The fleet emulator plays cloud-init, so this
 module lets it set each instance's console text, served by GetConsoleOutput.
+
+The endpoint requires credentials, as AWS does: any local user can reach a
+loopback port. moto checks SigV4 signatures and IAM policies once its
+INITIAL_NO_AUTH_ACTION_COUNT is reached (0 here); the credentials are keys of
+IAM users made in moto's own backend, with secrets from `secrets`, new for
+every server: one for the demo (and whoever it exports them to) and one that
+emulated instances with an instance profile get, as IMDS would hand them out.
+moto's control API (/moto-api/: reset, seed, turning authentication off) is
+refused. Key pairs created or imported with these credentials are recorded, so
+the fleet emulator trusts only those (`trusts_key`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import secrets
 import threading
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from . import filters
 from .ports import free_port
@@ -20,7 +34,8 @@ VALIDATION_FLAGS = {
     "MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION": "true",
 }
 
-# Placeholder credentials: moto accepts any, and boto3 insists on some.
+# Placeholder credentials for an outside endpoint (--aws-endpoint), which may accept
+# any; our own server makes real ones (LocalEc2.credentials).
 LOCAL_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "local-demo",
     "AWS_SECRET_ACCESS_KEY": "local-demo",
@@ -125,13 +140,88 @@ def _patch_stop_instances() -> None:
     InstanceResponse.stop_instances = stop_instances  # type: ignore[method-assign,assignment]
 
 
+ALLOW_ALL = json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+)
+# Key pair name -> public key material, as created or imported with our credentials.
+_trusted_keys: dict[str, str] = {}
+_issued_key_ids: set[str] = set()
+
+
+def trusts_key(name: str, public_key: str) -> bool:
+    """Whether this key pair was made through the endpoint with credentials it issued,
+    and still has the public key it was made with."""
+    with _lock:
+        recorded = _trusted_keys.get(name)
+    return recorded is not None and recorded.split()[:2] == public_key.split()[:2]
+
+
+def _signer(headers: Any) -> str:
+    auth = str(headers.get("Authorization", ""))
+    return auth.partition("Credential=")[2].partition("/")[0]
+
+
+def _patch_key_pairs() -> None:
+    from moto.ec2.responses.key_pairs import KeyPairs
+
+    if getattr(KeyPairs.import_key_pair, "_cloudjhub", False):
+        return
+
+    def recording(original: Callable[[KeyPairs], Any]) -> Callable[[KeyPairs], Any]:
+        def handler(self: KeyPairs) -> Any:
+            result = original(self)
+            name = self._get_param("KeyName")
+            if _signer(self.headers) in _issued_key_ids:
+                pair = self.ec2_backend.describe_key_pairs([name])[0]
+                with _lock:
+                    _trusted_keys[name] = pair.public_key
+            return result
+
+        handler._cloudjhub = True  # type: ignore[attr-defined]
+        return handler
+
+    KeyPairs.import_key_pair = recording(KeyPairs.import_key_pair)  # type: ignore[method-assign,assignment]
+    KeyPairs.create_key_pair = recording(KeyPairs.create_key_pair)  # type: ignore[method-assign,assignment]
+
+
+def _issue_credentials(user_name: str) -> dict[str, str]:
+    """A key of a new IAM user in moto's backend that may do anything; its secret from
+    `secrets` (moto's own generator is not meant for secrets and can be seeded)."""
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.iam.models import iam_backends
+
+    iam = iam_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    iam.create_user("us-east-1", user_name)
+    iam.put_user_policy(user_name, "local-cloud", ALLOW_ALL)
+    key = iam.create_access_key(user_name)
+    key.secret_access_key = secrets.token_urlsafe(30)
+    with _lock:
+        _issued_key_ids.add(key.access_key_id)
+    return {"AWS_ACCESS_KEY_ID": key.access_key_id, "AWS_SECRET_ACCESS_KEY": key.secret_access_key}
+
+
+def _refuse_control_api(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """moto's /moto-api/ resets state and can turn authentication off: not for anyone."""
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if str(environ.get("PATH_INFO", "")).startswith("/moto-api"):
+            start_response("403 Forbidden", [("Content-Type", "text/plain")])
+            return [b"moto's control API is disabled in the local cloud\n"]
+        return app(environ, start_response)
+
+    return guarded
+
+
 class LocalEc2:
-    """A moto server thread; `url` is its endpoint."""
+    """A moto server thread; `url` is its endpoint, `credentials` what it accepts."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
         self.port = port or free_port(host)
         self._server: object | None = None
+        self.credentials: dict[str, str] = {}
+        self.role_credentials: dict[str, str] = {}
+        self._no_auth_count: float | None = None
 
     @property
     def url(self) -> str:
@@ -143,10 +233,33 @@ class LocalEc2:
         _patch_console_output()
         _patch_instance_start()
         _patch_stop_instances()
+        _patch_key_pairs()
         filters.install()
-        from moto.server import ThreadedMotoServer
+        from moto import settings
+        from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
 
-        server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
+        self.credentials = _issue_credentials(f"local-demo-{secrets.token_hex(4)}")
+        self.role_credentials = _issue_credentials(f"local-instance-role-{secrets.token_hex(4)}")
+        self._no_auth_count = settings.INITIAL_NO_AUTH_ACTION_COUNT
+        settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+        host, port = self.host, self.port
+
+        class Server(ThreadedMotoServer):
+            def _server_entry(self) -> None:
+                app = _refuse_control_api(DomainDispatcherApplication(create_backend_app))
+                self._server = make_server(
+                    host, port, app, True, request_handler=MotoRequestHandler
+                )
+                self._server_ready_event.set()
+                self._server.serve_forever()
+
+        server = Server(ip_address=host, port=port, verbose=False)
         server.start()
         self._server = server
         return self.url
@@ -155,3 +268,8 @@ class LocalEc2:
         if self._server is not None:
             self._server.stop()  # type: ignore[attr-defined]
             self._server = None
+        if self._no_auth_count is not None:
+            from moto import settings
+
+            settings.INITIAL_NO_AUTH_ACTION_COUNT = self._no_auth_count
+            self._no_auth_count = None

@@ -163,7 +163,8 @@ class AwsLikeProxy:
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         conn = http.client.HTTPConnection(*self._upstream, timeout=120)
         try:
-            sent = {k: v for k, v in headers.items() if k not in _HOP}
+            # Host stays as the client signed it (SigV4 signs it; the endpoint checks).
+            sent = {k: v for k, v in headers.items() if k not in _HOP or k == "host"}
             sent["Content-Length"] = str(len(body))
             conn.request(method, path, body, sent)
             response = conn.getresponse()
