@@ -19,6 +19,7 @@ from cloudjhub.hub import CONFIG_FILE
 from cloudjhub.hub.apply import apply
 from cloudjhub.hub.settings import SETTINGS_ENV, HubSettings, write_settings
 from cloudjhub.local.demo import hub_settings as demo_settings
+from cloudjhub.local.demo_secrets import make_passwords
 from cloudjhub.spawner import InstanceSpawner
 
 
@@ -28,6 +29,7 @@ def proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def settings(tmp_path: Path, **traits: Any) -> HubSettings:
+    make_passwords(tmp_path)  # the demo's sign-in, as DemoStack.start writes it
     return demo_settings(tmp_path, 8123, 45001, 45002, 60, 45003, traits)
 
 
