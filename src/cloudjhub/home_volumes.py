@@ -28,15 +28,15 @@ async def attach_home_volume(
     poll: float,
     give_up_after: float,
 ) -> HomeVolume:
-    volume = await blocking(ec2.find_home_volume, user, user_id)
+    volume = await blocking(ec2.find_home_volume, user)
     if volume is None:
         emit(25, f"Creating your {size} GB home volume")
         volume_id = await blocking(
             ec2.create_home_volume, user, size, instance.availability_zone, user_id
         )
-        volume = await _wait_available(ec2, user, user_id, volume_id, poll, give_up_after)
+        volume = await _wait_available(ec2, user, volume_id, poll, give_up_after)
     else:
-        # Made before volumes carried the user's id: this user adopts it.
+        # Made before volumes carried ids, or before the hub lost its database.
         await blocking(ec2.adopt, volume["VolumeId"], tag_dict(volume.get("Tags")), user_id)
     attached = [a["InstanceId"] for a in volume.get("Attachments", [])]
     if instance.id not in attached:
@@ -51,11 +51,11 @@ async def attach_home_volume(
 
 
 async def _wait_available(
-    ec2: HubEc2, user: str, user_id: str, volume_id: str, poll: float, give_up_after: float
+    ec2: HubEc2, user: str, volume_id: str, poll: float, give_up_after: float
 ) -> dict[str, Any]:
     deadline = time.monotonic() + give_up_after
     while True:
-        volume = await blocking(ec2.find_home_volume, user, user_id)
+        volume = await blocking(ec2.find_home_volume, user)
         if volume and volume["VolumeId"] == volume_id and volume["State"] == "available":
             return volume
         if time.monotonic() > deadline:

@@ -5,7 +5,7 @@ calls run in the shared executor; `poll()` reads the shared fleet cache only.
 Its options (`spawner_options`), its progress events (`spawn_progress`), home
 volumes (`home_volumes`), the host-key store (`host_keys`), the warm pool
 (`warm_pool`) and the user's stable id (`user_identity`) live beside it. What is
-left, about 620 lines, is one spawn's path (find or claim, launch or start, wait,
+left, about 660 lines, is one spawn's path (find or claim, launch or start, wait,
 attach, pin host keys, start Jupyter) and stop/poll: kept together because that
 path reads best in one place.
 """
@@ -31,7 +31,7 @@ from .home_volumes import attach_home_volume
 from .host_keys import HostKeyStore
 from .spawn_progress import SpawnProgress
 from .spawner_options import InstanceSpawnerOptions, SpawnError
-from .tags import POOL_TAG, belongs_to, is_legacy
+from .tags import POOL_TAG, belongs_to, needs_binding
 from .worker.protocol import HomeVolume, ProtocolError, StartReply, StartRequest, posix_username
 
 # What cloudjhub-worker may spend besides Jupyter's own start: waiting for the
@@ -207,16 +207,14 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
             if (
                 known
                 and known.user == self.user.name
-                and belongs_to(known.tags, self.user_id)
+                and belongs_to(known.tags)
                 and known.live
                 and POOL_TAG not in known.tags
             ):
                 self.fleet.remember(known)
                 await self._adopt(known)
                 return known
-        mine = await self._settle_pool_marks(
-            await blocking(self.ec2.user_workers, self.user.name, self.user_id)
-        )
+        mine = await self._settle_pool_marks(await blocking(self.ec2.user_workers, self.user.name))
         for inst in mine:
             self.fleet.remember(inst)
         live = [i for i in mine if i.live]
@@ -274,8 +272,9 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
 
     async def _adopt(self, instance: Instance) -> None:
         """A worker made before instances carried the user's id becomes this user's."""
-        if is_legacy(instance.tags):
-            self.log.info("%s: adopting legacy instance %s", self._log_name, instance.id)
+        if needs_binding(instance.tags, self.user_id):
+            # No id yet (made before ids), or the id before the hub lost its database.
+            self.log.info("%s: binding instance %s to this user's id", self._log_name, instance.id)
             await blocking(self.ec2.adopt, instance.id, instance.tags, self.user_id)
 
     async def delete_forever(self) -> None:

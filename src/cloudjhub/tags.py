@@ -15,6 +15,8 @@ USER_TAG = "cloudjhub:user"
 # JupyterHub's id of the user (with when it was made): a name can be reused
 # after its user is deleted, the id tag tells the two users apart.
 USER_ID_TAG = "cloudjhub:user-id"
+# On a home volume kept after its user was deleted (delete_forever): never handed out.
+DELETED_TAG = "cloudjhub:user-deleted"
 NAME_TAG = "Name"
 # A warm-pool worker: launched unassigned ("ready", no USER_TAG); a claim tags it with
 # its user and "claiming", then removes this tag (see warm_pool.py).
@@ -108,15 +110,18 @@ def has_tags(tags: dict[str, str], wanted: dict[str, str]) -> bool:
     return all(tags.get(k) == v for k, v in wanted.items())
 
 
-def belongs_to(tags: dict[str, str], user_id: str) -> bool:
-    """Whether a resource found by its user name may be claimed by the user with this id:
-    its id tag names this user, or it has none (made before ids were tagged)."""
-    return tags.get(USER_ID_TAG, user_id) == user_id
+def belongs_to(tags: dict[str, str]) -> bool:
+    """Whether a resource found by its user name may go to the user of that name: not
+    when it was kept from a deleted user. An id tag naming another id, without that
+    mark, means the hub lost its database (JupyterHub then gives the same person a new
+    id): still theirs, and re-bound to the new id (`needs_binding`)."""
+    return DELETED_TAG not in tags
 
 
-def is_legacy(tags: dict[str, str]) -> bool:
-    """A user's resource made before the id tag existed: adopted (and tagged) on use."""
-    return USER_ID_TAG not in tags
+def needs_binding(tags: dict[str, str], user_id: str) -> bool:
+    """A user's resource whose id tag is missing (made before ids were tagged) or names
+    the id the user had before the hub lost its database."""
+    return tags.get(USER_ID_TAG) != user_id
 
 
 def resource_name(cluster: str, role: Role, user: str | None = None) -> str:

@@ -1,8 +1,11 @@
 """Users bound to a stable id: a name can be reused after its user is deleted.
 
-Workers and home volumes carry `cloudjhub:user-id` beside `cloudjhub:user`; a
-lookup by name never claims a resource whose id tag names someone else. This
-module says what that id is, and what deleting a user does to their resources.
+Workers and home volumes carry `cloudjhub:user-id` beside `cloudjhub:user`.
+Deleting a user marks what it keeps of theirs (`cloudjhub:user-deleted`), and a
+lookup by name never hands out a marked resource. An id tag naming another id
+without the mark is the same person after the hub lost its database (JupyterHub
+then gives them a new id): they keep their instance and home, re-bound to the new
+id. This module says what the id is, and what deleting a user does.
 """
 
 from __future__ import annotations
@@ -10,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from .aws.hub import HubEc2
 from .executor import blocking
 from .spawner_options import SpawnError
-from .tags import tag_dict
 
 
 def user_id_of(user: Any) -> str:
@@ -36,17 +39,19 @@ async def delete_user_resources(
     give_up_after: float,
     log: Callable[[str], None],
 ) -> None:
-    """Terminate the user's workers; delete their home volumes, or keep them tagged
-    with this id so that nobody who takes the name later gets them."""
-    workers = await blocking(ec2.user_workers, user, user_id)
+    """Terminate the user's workers; delete their home volumes, or keep them marked
+    as a deleted user's so that nobody who takes the name later gets them."""
+    when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    workers = await blocking(ec2.user_workers, user)
     doomed = [i.id for i in workers if not i.gone]
     if doomed:
         log(f"user deleted; terminating {', '.join(doomed)}")
+        await blocking(ec2.mark_deleted, doomed, user_id, when)
         await blocking(ec2.terminate_workers, doomed)
-    for volume in await blocking(ec2.home_volumes, user, user_id):
+    for volume in await blocking(ec2.home_volumes, user):
         volume_id = volume["VolumeId"]
         if not delete_homes:
-            await blocking(ec2.adopt, volume_id, tag_dict(volume.get("Tags")), user_id)
+            await blocking(ec2.mark_deleted, [volume_id], user_id, when)
             log(f"user deleted; keeping home volume {volume_id}")
             continue
         await _wait_detached(ec2, user, volume_id, poll, give_up_after)
@@ -60,7 +65,7 @@ async def _wait_detached(
     """A home volume detaches when its worker terminates; only then can it be deleted."""
     deadline = time.monotonic() + give_up_after
     while True:
-        volumes = await blocking(ec2.home_volumes, user)
+        volumes = await blocking(ec2.home_volumes, user, True)
         volume = next((v for v in volumes if v["VolumeId"] == volume_id), None)
         if volume is None or volume.get("State") == "available":
             return

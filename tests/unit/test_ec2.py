@@ -678,30 +678,34 @@ def test_worker_launch_sends_encrypted_only_when_true_and_the_no_sudo_cloud_conf
 def test_a_reused_name_never_claims_a_deleted_users_worker_or_home(
     ec2: LocalCloudEc2, spec: WorkerSpec
 ) -> None:
-    """A worker or home volume tagged with another user id is invisible to a new user
-    of the same name; legacy ones (no id tag) are found, and adopting tags them."""
+    """What is marked as a deleted user's is invisible to a new user of the same name;
+    a resource with no id tag (legacy) or another id without the mark (the hub lost
+    its database) is the name's user's, and binding retags it with their id."""
     old = ec2.launch_worker("bob", spec, "t-old", user_id="1-old")
     old_home = ec2.create_home_volume("bob", 5, old.availability_zone, user_id="1-old")
     assert old.tags["cloudjhub:user-id"] == "1-old"
+    ec2.mark_deleted([old.id, old_home], "1-old", "2026-11-30T04:00:00Z")
 
-    assert ec2.user_workers("bob", "1-new") == []
-    assert ec2.find_home_volume("bob", "1-new") is None
-    assert [i.id for i in ec2.user_workers("bob", "1-old")] == [old.id]
-    assert ec2.find_home_volume("bob", "1-old")["VolumeId"] == old_home  # type: ignore[index]
+    assert ec2.user_workers("bob") == []
+    assert ec2.find_home_volume("bob") is None
+    assert [v["VolumeId"] for v in ec2.home_volumes("bob", include_deleted=True)] == [old_home]
 
     legacy = ec2.launch_worker("carol", spec, "t-legacy")
     legacy_home = ec2.create_home_volume("carol", 5, legacy.availability_zone)
-    assert [i.id for i in ec2.user_workers("carol", "7-x")] == [legacy.id]
-    found = ec2.find_home_volume("carol", "7-x")
+    assert [i.id for i in ec2.user_workers("carol")] == [legacy.id]
+    found = ec2.find_home_volume("carol")
     assert found is not None and found["VolumeId"] == legacy_home
     ec2.adopt(legacy.id, legacy.tags, "7-x")
     ec2.adopt(legacy_home, tag_dict(found.get("Tags")), "7-x")
-    assert ec2.user_workers("carol", "8-y") == []
-    assert ec2.find_home_volume("carol", "8-y") is None
     assert ec2.describe([legacy.id])[0].tags["cloudjhub:user-id"] == "7-x"
-    # Adopting never rewrites an id that is there already.
-    ec2.adopt(old.id, old.tags, "1-new")
-    assert ec2.describe([old.id])[0].tags["cloudjhub:user-id"] == "1-old"
+    # A lost database: the same name under a new id keeps its worker, re-bound.
+    [again] = ec2.user_workers("carol")
+    ec2.adopt(again.id, again.tags, "8-y")
+    assert ec2.describe([legacy.id])[0].tags["cloudjhub:user-id"] == "8-y"
+    # Binding to the id already there makes no call.
+    before = ec2.describe([legacy.id])[0]
+    ec2.adopt(before.id, before.tags, "8-y")
+    assert ec2.describe([legacy.id])[0].tags == before.tags
 
 
 def test_launch_token_differs_for_a_new_user_of_the_same_name() -> None:

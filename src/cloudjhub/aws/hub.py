@@ -1,7 +1,8 @@
 """What the hub may do in EC2: read the cluster, launch, start and stop workers, and
 attach home volumes. It deletes only what belonged to a user JupyterHub deleted
 (their workers and, if configured, their home volumes), and tags an existing
-resource only to add a missing user-id tag: as the hub's IAM policy allows."""
+resource only to bind it to its user's id, to mark a deleted user's, or to claim
+a warm-pool worker: as the hub's IAM policy allows."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from ..cloud_config import WORKER_CLOUD_CONFIG
 from ..tags import (
+    DELETED_TAG,
     NAME_TAG,
     POOL_CLAIMING,
     POOL_TAG,
@@ -18,7 +20,7 @@ from ..tags import (
     USER_TAG,
     Role,
     belongs_to,
-    is_legacy,
+    needs_binding,
     pool_tags,
     resource_name,
     selector,
@@ -72,12 +74,10 @@ class HubEc2(Ec2Client):
     def describe_workers(self, user: str | None = None) -> list[Instance]:
         return self._tagged_instances(selector(self.cluster, Role.WORKER, user))
 
-    def user_workers(self, user: str, user_id: str) -> list[Instance]:
-        """The workers of this user: their name, and their id or none (legacy).
-
-        A worker whose id tag names another id belonged to a deleted user of the
-        same name: it is never handed to this one."""
-        return [i for i in self.describe_workers(user) if belongs_to(i.tags, user_id)]
+    def user_workers(self, user: str) -> list[Instance]:
+        """The workers of the user of this name, but never a deleted user's (see
+        tags.belongs_to): a name reused after its user was deleted gets nothing of theirs."""
+        return [i for i in self.describe_workers(user) if belongs_to(i.tags)]
 
     def hypervisor(self, instance_type: str) -> str:
         """'nitro' or 'xen', from DescribeInstanceTypes, asked once per type."""
@@ -208,25 +208,33 @@ class HubEc2(Ec2Client):
         self._call("terminate_instances", InstanceIds=instance_ids)
 
     def adopt(self, resource_id: str, tags: dict[str, str], user_id: str) -> None:
-        """Give a legacy resource (no id tag yet) its user's id; the policy allows
-        adding that one tag, and only where it is missing."""
-        if is_legacy(tags):
+        """Bind a user's resource to their current id (it had none, or the one they had
+        before the hub lost its database); the policy allows that one tag, and only on
+        resources not kept from a deleted user."""
+        if needs_binding(tags, user_id):
             tag = tag_list({USER_ID_TAG: user_id})
             self._call("create_tags", Resources=[resource_id], Tags=tag)
 
+    def mark_deleted(self, resource_ids: list[str], user_id: str, when: str) -> None:
+        """A deleted user's workers (before they are terminated) and kept home volumes:
+        bound to their id and marked, so no later user of the same name gets them."""
+        if resource_ids:
+            tags = tag_list({USER_ID_TAG: user_id, DELETED_TAG: when})
+            self._call("create_tags", Resources=resource_ids, Tags=tags)
+
     # ---- home volumes ------------------------------------------------------
 
-    def home_volumes(self, user: str, user_id: str | None = None) -> list[dict[str, Any]]:
-        """The user's home volumes, oldest first; with `user_id`, only those whose
-        id tag names that id or is missing (legacy)."""
+    def home_volumes(self, user: str, include_deleted: bool = False) -> list[dict[str, Any]]:
+        """The user's home volumes, oldest first; those kept from a deleted user of the
+        same name only with `include_deleted`."""
         wanted = selector(self.cluster, Role.HOME, user)
         volumes = self._tagged("describe_volumes", "Volumes", wanted)
-        if user_id is not None:
-            volumes = [v for v in volumes if belongs_to(tag_dict(v.get("Tags")), user_id)]
+        if not include_deleted:
+            volumes = [v for v in volumes if belongs_to(tag_dict(v.get("Tags")))]
         return sorted(volumes, key=lambda v: (str(v.get("CreateTime", "")), v["VolumeId"]))
 
-    def find_home_volume(self, user: str, user_id: str | None = None) -> dict[str, Any] | None:
-        volumes = self.home_volumes(user, user_id)
+    def find_home_volume(self, user: str) -> dict[str, Any] | None:
+        volumes = self.home_volumes(user)
         return volumes[0] if volumes else None
 
     def delete_home_volume(self, volume_id: str) -> None:
