@@ -45,8 +45,8 @@ REQUEST_WORKER = {
 DENIED = {"AccessDenied", "UnauthorizedOperation"}
 ADD_USER_ID = {
     "StringEquals": {**OURS, "ec2:ResourceTag/cloudjhub:role": ["worker", "home"]},
-    "ForAllValues:StringEquals": {"aws:TagKeys": ["cloudjhub:user-id"]},
-    "Null": {"ec2:ResourceTag/cloudjhub:user-id": "true", "aws:TagKeys": "false"},
+    "ForAllValues:StringEquals": {"aws:TagKeys": ["cloudjhub:user-id", "cloudjhub:user-deleted"]},
+    "Null": {"ec2:ResourceTag/cloudjhub:user-deleted": "true", "aws:TagKeys": "false"},
 }
 KEY = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 SRC = Path(__file__).resolve().parents[2] / "src" / "cloudjhub"
@@ -153,9 +153,10 @@ def test_policy_statements_exactly() -> None:
                         "cloudjhub:pool",
                     ]
                 },
+                "Null": {"aws:TagKeys": "false"},  # DeleteTags with no keys deletes all
             },
         ),
-        "AddMissingUserIdTag": ("ec2:CreateTags", [INSTANCE, VOLUME], ADD_USER_ID),
+        "BindUserIds": ("ec2:CreateTags", [INSTANCE, VOLUME], ADD_USER_ID),
         "CreateHomeVolumes": (
             "ec2:CreateVolume",
             VOLUME,
@@ -236,10 +237,10 @@ def test_policy_terminates_only_workers_and_deletes_homes_only_when_asked() -> N
 
 
 def test_policy_never_allows_modify_instance_attribute_or_retagging() -> None:
-    """No ModifyInstanceAttribute, and CreateTags only while creating, to add a missing
-    cloudjhub:user-id, or on a warm-pool worker still marked as one (a claim): the role
-    cannot rewrite the cluster/role tags the guards trust, nor the user tags of a user's
-    own instance."""
+    """No ModifyInstanceAttribute, and CreateTags only while creating, to bind a
+    cloudjhub:user-id or mark a deleted user's (never on one already marked), or on a
+    warm-pool worker still marked as one (a claim): the role cannot rewrite the
+    cluster/role tags the guards trust, nor the user tag of a user's own instance."""
     for cluster in ("alpha", "beta-2"):
         statements = manager_policy(cluster, kms_key_arn=KEY)["Statement"]
         for statement in statements:
@@ -248,7 +249,7 @@ def test_policy_never_allows_modify_instance_attribute_or_retagging() -> None:
             assert not [a for a in actions if "*" in a], statement["Sid"]  # no wildcards
         tagging = [s for s in statements if "ec2:CreateTags" in as_list(s["Action"])]
         assert [s["Sid"] for s in tagging] == [
-            "AddMissingUserIdTag",
+            "BindUserIds",
             "TagAtCreation",
             "ClaimPoolWorkers",
         ]

@@ -8,10 +8,12 @@ policy is made with `delete_home_volumes` (the admin's `terminate-workers` and
 must carry the cluster tag and the right role tag, either in the request
 (RunInstances, CreateVolume) or already on the resource (Start/Stop/Terminate,
 Attach, Delete, console output), so the role cannot touch the manager itself.
-It may tag while creating, and otherwise only add `cloudjhub:user-id` to a
-worker or home volume that has none (a legacy one its user adopts): tags
-already on a resource (`cloudjhub:user`, `cloudjhub:role`, the user id, which
-the guards trust) cannot be rewritten, and there is no ModifyInstanceAttribute
+It may tag while creating; otherwise it may only set `cloudjhub:user-id` and
+`cloudjhub:user-deleted` on the cluster's workers and home volumes not yet
+marked deleted (binding them to their user's id, marking a deleted user's), and
+`cloudjhub:user`, `cloudjhub:user-id`, `cloudjhub:pool` and `Name` on warm-pool
+workers still marked as such (a claim). The cluster and role tags, which the
+guards trust, cannot be rewritten, and there is no ModifyInstanceAttribute
 (a home volume attached after launch is kept on termination by AttachVolume's
 own default).
 
@@ -41,6 +43,7 @@ from typing import Any
 from ..config import InstanceConfig
 from ..tags import (
     CLUSTER_TAG,
+    DELETED_TAG,
     NAME_TAG,
     POOL_CLAIMING,
     POOL_READY,
@@ -241,9 +244,11 @@ def manager_policy(
             "Condition": {"StringEquals": tagged(Role.WORKER)},
         },
         {
-            # A legacy worker or home volume gets its user's id, once: only that
-            # key, only where it is missing, only on the cluster's workers and homes.
-            "Sid": "AddMissingUserIdTag",
+            # A worker or home volume is bound to its user's id (none yet, or the one
+            # before the hub lost its database) or marked as a deleted user's: only
+            # those two keys, only on the cluster's workers and homes, and never on
+            # one already marked (a deleted user's stays theirs).
+            "Sid": "BindUserIds",
             "Effect": "Allow",
             "Action": "ec2:CreateTags",
             "Resource": [instance, volume],
@@ -252,13 +257,13 @@ def manager_policy(
                     f"ec2:ResourceTag/{CLUSTER_TAG}": cluster,
                     f"ec2:ResourceTag/{ROLE_TAG}": [Role.WORKER.value, Role.HOME.value],
                 },
-                "ForAllValues:StringEquals": {"aws:TagKeys": [USER_ID_TAG]},
-                "Null": {f"ec2:ResourceTag/{USER_ID_TAG}": "true", "aws:TagKeys": "false"},
+                "ForAllValues:StringEquals": {"aws:TagKeys": [USER_ID_TAG, DELETED_TAG]},
+                "Null": {f"ec2:ResourceTag/{DELETED_TAG}": "true", "aws:TagKeys": "false"},
             },
         },
         {
             # CreateTags as part of RunInstances or CreateVolume, whose own
-            # statements require the tags (and ClaimPoolWorkers, AddMissingUserIdTag).
+            # statements require the tags (and ClaimPoolWorkers, BindUserIds).
             "Sid": "TagAtCreation",
             "Effect": "Allow",
             "Action": "ec2:CreateTags",
@@ -281,6 +286,9 @@ def manager_policy(
                 "ForAllValues:StringEquals": {
                     "aws:TagKeys": [USER_TAG, USER_ID_TAG, NAME_TAG, POOL_TAG]
                 },
+                # ForAllValues holds for a request with no keys at all, and DeleteTags
+                # without Tags deletes every tag: the keys must be named.
+                "Null": {"aws:TagKeys": "false"},
             },
         },
         {
