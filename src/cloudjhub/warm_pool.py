@@ -239,8 +239,11 @@ class Keeper:
             return True
         if self.clock() - member.launched_at < KEYS_WAIT:
             return False
-        log.warning("pool worker %s printed no host keys; stopping it anyway", member.id)
-        return True
+        # Stopped, it could never be verified: cloud-init prints keys on the first boot
+        # only. Terminated instead, and replaced on the next round.
+        log.warning("pool worker %s printed no host keys; terminating it", member.id)
+        self.ec2.terminate_workers([member.id])
+        return False
 
     def _forget_keys(self, keep: set[str]) -> None:
         if not self.keys_dir or not Path(self.keys_dir).is_dir():
@@ -256,16 +259,24 @@ class Keeper:
         for member in members:
             try:
                 if state == "stopped" and member.state == "running":
-                    if not self._keys_known(member):
+                    if not self._keys_known(member) or not self._still_member(member):
                         continue
                     self.ec2.stop(member.id)
                     stopped.append(member.id)
                 elif state == "running" and member.state == "stopped":
+                    if not self._still_member(member):
+                        continue
                     self.ec2.start(member.id)
                     started.append(member.id)
             except (CloudError, OSError) as exc:
                 log.warning("cannot bring pool worker %s to %s: %s", member.id, state, exc)
         return stopped, started
+
+    def _still_member(self, member: Instance) -> bool:
+        """Read again just before acting: the hub may have claimed it since the list
+        (its claim lock is the hub's, not ours), and a claimed worker is a user's."""
+        fresh = self.ec2.describe([member.id])
+        return bool(fresh) and is_member(fresh[0], self.spec.instance_type)
 
     def _report_strays(self, workers: Iterable[Instance]) -> None:
         for worker in workers:

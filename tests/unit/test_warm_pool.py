@@ -258,6 +258,44 @@ def test_a_stopped_pool_keeps_host_keys_from_the_first_boot_for_the_claim(
     assert (alice.pinned_for, alice.pinned_host_keys) == (member, [key])
 
 
+def test_a_member_that_never_prints_host_keys_is_terminated_not_stopped(
+    ec2: LocalCloudEc2, spec: WorkerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped, it could never be verified again (keys on the first boot only)."""
+    monkeypatch.setattr(ec2, "console_output", lambda iid, _type: "no keys\n")
+    now = [time.time()]
+    pool = Keeper(
+        ec2,
+        spec,
+        constant_target(1, "stopped"),
+        clock=lambda: now[0],
+        keys_dir=str(tmp_path / "keys"),
+    )
+    [member] = pool.round().launched
+    now[0] += 3600  # long past the wait for keys
+
+    assert pool.round().stopped == []
+    [state] = [i.state for i in ec2.describe([member])]
+    assert state in ("shutting-down", "terminated")
+    assert pool.round().launched  # replaced
+
+
+def test_the_keeper_never_stops_a_member_claimed_after_its_listing(
+    ec2: LocalCloudEc2, spec: WorkerSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim's lock is the hub's: a claim between the keeper's listing and its
+    stop must win, or a user's worker is stopped under their spawn."""
+    pool = keeper(ec2, spec, 1)
+    [member] = pool.round().launched
+    listed = ec2.describe_workers()
+
+    ec2.tag_claim(ec2.describe([member])[0], "alice", "1")  # the hub claims it now
+    monkeypatch.setattr(ec2, "describe_workers", lambda *_: listed)  # keeper's old list
+
+    assert pool.round().stopped == []
+    assert ec2.describe([member])[0].state == "running"
+
+
 # ---- the reaper ---------------------------------------------------------------------
 
 
