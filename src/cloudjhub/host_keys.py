@@ -21,7 +21,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .config import ConfigError, error_line
+from .config import ConfigError, error_line, read_json
 
 HOST_KEY_STORE = "/var/lib/cloudjhub/host_keys.json"
 # An entry whose instance a full listing no longer shows is dropped only after this
@@ -70,16 +70,11 @@ class HostKeyStore:
             self._lock = self._locks.setdefault(str(self.path.absolute()), threading.Lock())
 
     def _read(self) -> StoreFile:
-        try:
-            raw = self.path.read_text()
-        except FileNotFoundError:
+        if not self.path.exists():
             return StoreFile()
-        except OSError as exc:
-            raise ConfigError(f"{self.path}: cannot read: {exc.strerror}") from exc
+        data = read_json(self.path)  # a ConfigError naming the file, whatever is wrong
         try:
-            return StoreFile.model_validate(json.loads(raw))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{self.path}: not valid JSON: {exc.msg}") from exc
+            return StoreFile.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(error_line(exc, self.path)) from exc
 

@@ -110,21 +110,22 @@ def test_unlisted_pins_are_dropped_only_after_the_grace(
     ("content", "says"),
     [
         ("{not json", "not valid JSON"),
+        (b'{"instances": {}}\xff'.decode("latin-1"), "not UTF-8"),
         ('{"instances": {"10.0.0.5": {"keys": ["ssh-ed25519 AAAA"]}}}', "10.0.0.5"),
         ('{"instances": {"i-0123456789abcdef0": {"keys": ["ssh-ed25519 $(reboot)"]}}}', "keys"),
     ],
-    ids=["json", "ip-not-id", "bad-key"],
+    ids=["json", "not-utf8", "ip-not-id", "bad-key"],
 )
 def test_a_damaged_file_is_refused_naming_it(tmp_path: Path, content: str, says: str) -> None:
     """Never read as 'no pins': that would re-learn keys a pin exists to check."""
     path = tmp_path / "host_keys.json"
-    path.write_text(content)
+    path.write_bytes(content.encode("latin-1"))
     with pytest.raises(ConfigError, match=str(path)) as failure:
         HostKeyStore(path).keys_for(A)
     assert says in str(failure.value)
     with pytest.raises(ConfigError):
         HostKeyStore(path).pin(A, KEY_A)
-    assert path.read_text() == content
+    assert path.read_bytes() == content.encode("latin-1")
 
 
 def test_valid_keys_checks_the_shape_of_other_records() -> None:

@@ -210,7 +210,12 @@ class DemoStack:
         os.environ.update(motoserver.LOCAL_CREDENTIALS)
         if self.moto is not None:
             os.environ.update(self.moto.credentials)
-            write_credentials(self.state_dir, self.moto.credentials)
+        # What the demo's clients sign with, for scripts: the embedded endpoint's own
+        # credentials, or the placeholder ones an --aws-endpoint is given.
+        write_credentials(
+            self.state_dir,
+            self.moto.credentials if self.moto is not None else motoserver.LOCAL_CREDENTIALS,
+        )
         machines_endpoint = endpoint
         if self.like_aws is not None:
             endpoint, machines_endpoint = self._start_like_aws(endpoint, self.like_aws)
