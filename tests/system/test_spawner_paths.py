@@ -136,7 +136,9 @@ class Cloud:
     users: list[str] = field(default_factory=list)
 
     def client(self) -> Any:
-        return boto3.client("ec2", region_name=REGION, endpoint_url=self.endpoint)
+        # A new session: boto3's default one keeps the first credentials it resolved,
+        # which may be another module's moto user.
+        return boto3.session.Session().client("ec2", region_name=REGION, endpoint_url=self.endpoint)
 
     def instances(self, user: str) -> list[dict[str, Any]]:
         """Every instance ever launched for the user in this cluster, in any state."""
@@ -441,6 +443,9 @@ async def test_lost_state_finds_the_instance_by_tags(cloud: Cloud) -> None:
     instance_id = first.instance_id
     await first.stop()
     assert cloud.state_of(instance_id) == "stopped"
+    # moto's stop is instant; the machine halts on the emulator's next look (AWS's own
+    # stop takes longer than that), so a start before it would meet the old Jupyter.
+    wait_until(lambda: instance_id not in cloud.emulator.machines, 15, "the machine to halt")
 
     fresh = make_spawner(cloud, user)
     fresh.load_state({})

@@ -51,8 +51,15 @@ def setup() -> Iterator[Setup]:
         proxy.start()
         ipreuse.install(proxy.layer.behaviour.shutting_down)
         try:
-            ec2 = boto3.client(
-                "ec2", region_name="us-east-1", endpoint_url=proxy.url, config=RETRY_CONFIG
+            # A session of its own: boto3's default one keeps the first credentials it
+            # resolved, which may be another test's moto user, gone by now.
+            ec2 = boto3.session.Session().client(
+                "ec2",
+                region_name="us-east-1",
+                endpoint_url=proxy.url,
+                config=RETRY_CONFIG,
+                aws_access_key_id=moto.credentials["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=moto.credentials["AWS_SECRET_ACCESS_KEY"],
             )
             vpc = ec2.create_vpc(CidrBlock="127.0.0.0/16")["Vpc"]["VpcId"]
             subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="127.0.16.0/20")["Subnet"]["SubnetId"]
@@ -137,7 +144,10 @@ def test_a_burst_is_throttled_and_botocores_retries_carry_it(setup: Setup) -> No
 
 
 def test_other_services_pass_through_and_faults_can_be_set_while_running(setup: Setup) -> None:
-    iam = boto3.client("iam", region_name="us-east-1", endpoint_url=setup.proxy.url)
+    # A new session: it reads this module's moto credentials from the environment now.
+    iam = boto3.session.Session().client(
+        "iam", region_name="us-east-1", endpoint_url=setup.proxy.url
+    )
     assert "Roles" in iam.list_roles()
     control = setup.proxy.url + CONTROL_PATH
     assert requests.put(control, json={"faults": {"Nope": 1}}, timeout=5).status_code == 400
