@@ -50,3 +50,30 @@ def inventory(client: Any, live_only: bool = False) -> dict[str, list[Any]]:
         "keys": sorted(k["KeyName"] for k in client.describe_key_pairs()["KeyPairs"]),
         "volumes": sorted(v["VolumeId"] for v in client.describe_volumes()["Volumes"]),
     }
+
+
+def self_signed_pair(common_name: str) -> tuple[bytes, bytes]:
+    """A self-signed certificate and its unencrypted PKCS#8 key, both PEM."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )

@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +23,13 @@ import boto3
 import pytest
 import requests
 from botocore.exceptions import ClientError
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from cloudjhub.aws.client import Instance
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.config import InstanceConfig
 from cloudjhub.launch.cluster import Launch, LaunchError
 from cloudjhub.launch.options import LaunchOptions
-from tests.helpers import inventory
+from tests.helpers import inventory, self_signed_pair
 
 pytestmark = pytest.mark.system
 
@@ -355,28 +350,10 @@ def _wait_inventory(cloud: Cloud, expected: dict[str, Any], timeout: float = 30)
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     """A certificate and key for the hub; the test pins the certificate itself."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hub.class1.test")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    cert, key = self_signed_pair("hub.class1.test")
     cert_file, key_file = tmp_path / "hub.crt", tmp_path / "hub.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_file.write_bytes(cert)
+    key_file.write_bytes(key)
     key_file.chmod(0o600)
     return cert_file, key_file
 

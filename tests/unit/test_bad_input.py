@@ -18,20 +18,17 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import botocore.client
 import pytest
 from click.testing import CliRunner
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from cloudjhub.cli import main
 from cloudjhub.local.ports import free_port
+from tests.helpers import self_signed_pair
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 NOT_UTF8 = b'{"REGION": "us-east-1", "SERVER_OWNER": "\xff\xfe"}'
@@ -45,23 +42,7 @@ SERVER_CONFIG = (
 
 
 def tls_pair() -> tuple[bytes, bytes]:
-    """A self-signed certificate and its unencrypted key, both PEM."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hub.test")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    return self_signed_pair("hub.test")
 
 
 CERT, CERT_KEY = tls_pair()
