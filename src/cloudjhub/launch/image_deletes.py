@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..aws.admin import AdminEc2, image_snapshots
-from ..aws.client import CloudError
-from ..waiting import TimedOut, poll_until
-from .deletes import Failure, Item, Progress, each
+from .deletes import Failure, Item, Progress, Retry, each, retried
 
 SNAPSHOT_DELETE_TIMEOUT = 300.0
 
@@ -31,39 +29,24 @@ def delete_snapshots(
 ) -> list[Failure]:
     """Delete snapshots; one still InvalidSnapshot.InUse (its image deregistered moments
     ago) is tried again every `poll` seconds until `timeout`; one already gone is fine."""
-    failures: list[Failure] = []
-    pending = list(snapshots)
-
-    def attempt() -> list[tuple[Item, CloudError]]:
-        nonlocal pending
-        in_use: list[tuple[Item, CloudError]] = []
-        for item in pending:
-            try:
-                ec2.delete_snapshot(item.id)
-                progress(f"deleted snapshot {item.id}")
-            except CloudError as exc:
-                if exc.code == "InvalidSnapshot.InUse":
-                    in_use.append((item, exc))
-                elif exc.code != "InvalidSnapshot.NotFound":
-                    failures.append(Failure(f"snapshot {item.id}", str(exc)))
-        pending = [item for item, _ in in_use]
-        return in_use
-
-    def report(in_use: list[tuple[Item, CloudError]], elapsed: float) -> None:
-        ids = ", ".join(item.id for item, _ in in_use)
-        progress(
-            f"snapshot(s) {ids} still in use by a just-deregistered image: "
+    retry = Retry(
+        "InvalidSnapshot.InUse",
+        waiting=lambda names, elapsed: (
+            f"{names} still in use by a just-deregistered image: "
             f"retrying every {poll:.0f}s ({elapsed:.0f}s of {timeout:.0f}s)"
-        )
-
-    try:
-        poll_until(attempt, timeout=timeout, interval=poll, done=lambda b: not b, progress=report)
-    except TimedOut as late:
-        failures += [
-            Failure(f"snapshot {item.id}", f"{exc} (still in use after {late.elapsed:.0f}s)")
-            for item, exc in late.value
-        ]
-    return failures
+        ),
+        late=lambda exc, late: f"{exc} (still in use after {late.elapsed:.0f}s)",
+        gone="InvalidSnapshot.NotFound",
+    )
+    return retried(
+        snapshots,
+        lambda item: ec2.delete_snapshot(item.id),
+        lambda item: f"snapshot {item.id}",
+        retry,
+        progress,
+        timeout,
+        poll,
+    )
 
 
 def snapshots_of(ec2: AdminEc2, image_id: str) -> tuple[Item, ...]:

@@ -26,7 +26,7 @@ from ..tags import (
     workers_key_name,
 )
 from ..waiting import TimedOut, poll_until
-from .deletes import Failure, Item, Progress, each
+from .deletes import Failure, Item, Progress, Retry, each, retried
 from .image_deletes import SNAPSHOT_DELETE_TIMEOUT, delete_snapshots, deregister_images
 
 # Rules point manager2 -> worker -> manager, so delete in this order.
@@ -289,43 +289,30 @@ def delete_groups(
                 progress(f"revoked rules of {group.id} ({group.label}) naming the cluster's groups")
         except CloudError as exc:
             progress(f"could not revoke rules of {group.id}: {exc}")
-    failures = []
-    pending = items
 
-    def attempt() -> list[tuple[Item, CloudError]]:
-        """Delete what is pending; what DependencyViolation blocked is pending next."""
-        nonlocal pending
-        blocked: list[tuple[Item, CloudError]] = []
-        for group in pending:
-            try:
-                ec2.delete_security_group(group.id)
-                progress(f"deleted security group {group.id} ({group.label})")
-            except CloudError as exc:
-                if exc.code == "DependencyViolation":
-                    blocked.append((group, exc))
-                else:
-                    failures.append(Failure(f"security group {group.id} ({group.label})", str(exc)))
-        pending = [g for g, _ in blocked]
-        return blocked
+    def late(exc: CloudError, timed_out: TimedOut) -> str:
+        attempts = timed_out.last.checks
+        tried = f"; tried {attempts} times in {timed_out.elapsed:.0f}s" if attempts > 1 else ""
+        return f"{exc}{_DEPENDENCY_HINT}{tried}"
 
-    def report(blocked: list[tuple[Item, CloudError]], elapsed: float) -> None:
-        names = ", ".join(f"{g.id} ({g.label})" for g, _ in blocked)
-        progress(
-            f"waiting for security group(s) {names} to lose their dependents "
+    retry = Retry(
+        "DependencyViolation",
+        waiting=lambda names, elapsed: (
+            f"waiting for {names} to lose their dependents "
             f"(DependencyViolation; network interfaces of terminated instances linger): "
             f"retrying every {poll:.0f}s ({elapsed:.0f}s of {limit:.0f}s)"
-        )
-
-    try:
-        poll_until(attempt, timeout=limit, interval=poll, done=lambda b: not b, progress=report)
-    except TimedOut as late:
-        attempts = late.last.checks
-        tried = f"; tried {attempts} times in {late.elapsed:.0f}s" if attempts > 1 else ""
-        failures += [
-            Failure(f"security group {g.id} ({g.label})", f"{exc}{_DEPENDENCY_HINT}{tried}")
-            for g, exc in late.value
-        ]
-    return failures
+        ),
+        late=late,
+    )
+    return retried(
+        items,
+        lambda group: ec2.delete_security_group(group.id),
+        lambda group: f"security group {group.id} ({group.label})",
+        retry,
+        progress,
+        limit,
+        poll,
+    )
 
 
 def delete_key_pair(ec2: AdminEc2, name: str, progress: Progress) -> list[Failure]:
