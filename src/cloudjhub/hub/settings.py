@@ -135,7 +135,7 @@ def read_jupyterhub_config(path: Path) -> JupyterHubConfig:
     except ValidationError as exc:
         where = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "the top level"
         raise ValueError(
-            f"{path}: at {where}: expected {{\"ClassName\": {{\"trait_name\": value}}}}"
+            f'{path}: at {where}: expected {{"ClassName": {{"trait_name": value}}}}'
         ) from None
 
 
