@@ -254,6 +254,11 @@ def test_demo_hub_config_is_merged_last(tmp_path: Path) -> None:
     assert c.InstanceSpawner.hang_grace == 9  # beats the demo's own 30
     assert c.InstanceSpawner.state_poll_interval == 0.5  # the rest is kept
     assert c.JupyterHub.hub_port == 45001
+    # The warm pool's service is started from the spawner's traits: it sees them.
+    pooled = {"InstanceSpawner": {"warm_pool_size": 3, "warm_pool_state": "running"}}
+    settings = demo_settings(tmp_path, 8000, 45001, 45002, 30, 45003, jupyterhub_config=pooled)
+    (keeper,) = [s for s in applied(settings).JupyterHub.services if "warm" in s["name"]]
+    assert "running" in keeper["command"]
 
 
 def test_demo_services_carry_its_marker_and_serve_reaper_metrics(tmp_path: Path) -> None:

@@ -88,7 +88,10 @@ def hub_settings(
     shared-password authenticator): a single-person tool, not a shared service.
 
     `spawner_traits` are InstanceSpawner traits on top of the demo's own;
-    `jupyterhub_config` (--hub-config) is merged after everything."""
+    `jupyterhub_config` (--hub-config) is merged after everything; its InstanceSpawner
+    part joins the spawner's traits, so the warm pool's service sees them too."""
+    extra = dict(jupyterhub_config or {})
+    spawner_extra = extra.pop("InstanceSpawner", {})
     return HubSettings(
         bind_url=f"http://127.0.0.1:{port}",
         hub_ip="127.0.0.1",
@@ -111,7 +114,7 @@ def hub_settings(
             worker_command=[str(Path(sys.executable).with_name("cloudjhub-worker"))],
             usage_log=str(state_dir / "usage.jsonl"),
             host_key_store=str(state_dir / "host_keys.json"),
-            traits={**DEMO_SPAWNER_TRAITS, **(spawner_traits or {})},
+            traits={**DEMO_SPAWNER_TRAITS, **(spawner_traits or {}), **spawner_extra},
         ),
         services=ServiceSettings(
             python=sys.executable,
@@ -121,7 +124,7 @@ def hub_settings(
             pass_environment=[HUB_MARKER],
         ),
         admin_token_env=TOKEN_ENV,
-        jupyterhub_config=jupyterhub_config or {},
+        jupyterhub_config=extra,
     )
 
 
