@@ -82,7 +82,7 @@ ROWS = [
     "loop_lag_p99_ms",
 ]
 # Below this much available memory the run gives up: the machine is shared.
-MIN_AVAILABLE_GIB = 2.0
+MIN_AVAILABLE_GIB = 4.0
 LOW_MEMORY = threading.Event()
 
 
