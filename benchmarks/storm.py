@@ -91,7 +91,11 @@ def say(message: str) -> None:
 
 
 def hub_config(strategy: str, n: int, light: bool) -> dict[str, dict[str, Any]]:
-    spawner: dict[str, Any] = {"cmd": LIGHT_CMD} if light else {}
+    # AWS's pace, not the demo's quick loopback one: with the demo's 30 s, a machine
+    # that boots late in a storm is taken for hung and stopped and started again.
+    spawner: dict[str, Any] = {"hang_grace": InstanceSpawner.class_traits()["hang_grace"].default()}
+    if light:
+        spawner["cmd"] = LIGHT_CMD
     if strategy == "naive":
         spawner |= {"ec2_coalesce_window": 0, "ec2_client_throttle": False}
     else:
