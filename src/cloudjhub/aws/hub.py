@@ -200,6 +200,18 @@ class HubEc2(Ec2Client):
         self.guard([instance_id], [Role.WORKER])
         self._call("stop_instances", InstanceIds=[instance_id], Hibernate=hibernate)
 
+    def set_instance_type(self, instance_id: str, instance_type: str) -> None:
+        """Change a stopped worker's type (its disks and id stay): a user picked a
+        profile of another type. The IAM policy allows only the profiles' types."""
+        self.guard([instance_id], [Role.WORKER])
+        context = {"instance_type": instance_type}
+        self._call(
+            "modify_instance_attribute",
+            context,
+            InstanceId=instance_id,
+            InstanceType={"Value": instance_type},
+        )
+
     def terminate_workers(self, instance_ids: list[str]) -> None:
         """Terminate workers of a user JupyterHub deleted (guarded: workers only)."""
         if not instance_ids:

@@ -1,0 +1,237 @@
+"""profile_list: kubespawner's shape, checked at load; user_options checked against it;
+overrides recomputed from the configured traits on every start."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tornado import web
+from traitlets import TraitError
+
+from cloudjhub import profile_form
+from cloudjhub.profiles import ProfileError, from_form, parse, select
+from cloudjhub.spawner import InstanceSpawner
+from tests.unit.test_spawner_traits import spawner as make_spawner
+
+# Carried over from kubespawner's documented example, with our overrides.
+PROFILES: list[dict[str, Any]] = [
+    {
+        "display_name": "Small (t3.micro)",
+        "description": "For the intro course.",
+        "default": True,
+    },
+    {
+        "display_name": "Large",
+        "slug": "large",
+        "spawner_override": {"worker_instance_type": "t3.large", "worker_ebs_size": 40},
+        "profile_options": {
+            "disk": {
+                "display_name": "Home disk",
+                "choices": {
+                    "small": {"display_name": "10 GB", "spawner_override": {}},
+                    "big": {
+                        "display_name": "100 GB",
+                        "default": True,
+                        "spawner_override": {"user_home_ebs_size": 100},
+                    },
+                },
+            },
+            "size": {
+                "display_name": "Instance type",
+                "choices": {"same": {"display_name": "As the profile"}},
+                "unlisted_choice": {
+                    "enabled": True,
+                    "display_name": "Another t3 type",
+                    "validation_regex": r"t3\.(medium|xlarge)",
+                    "spawner_override": {
+                        "worker_instance_type": "{value}",
+                        "extra_tags": {"size": "{value}"},
+                    },
+                },
+            },
+        },
+    },
+    {
+        "display_name": "Spot",
+        "slug": "spot",
+        "spawner_override": {"market": "spot", "idle_timeout": 600},
+    },
+]
+
+
+def test_a_kubespawner_shaped_list_loads_and_a_missing_slug_comes_from_the_name() -> None:
+    profiles = parse(PROFILES)
+    assert [p.key for p in profiles] == ["small-t3-micro", "large", "spot"]
+    assert select(profiles, {}).profile.key == "small-t3-micro"  # the default one
+
+
+@pytest.mark.parametrize(
+    ("change", "line"),
+    [
+        (
+            {"spawner_override": {"worker_instance_type": "huge"}},
+            "profile_list: profile 'large' (#2): field spawner_override.worker_instance_type:",
+        ),
+        (
+            {"spawner_override": {"cpu_limit": 2}},
+            "profile_list: profile 'large' (#2): field spawner_override.cpu_limit: unknown key",
+        ),
+        (
+            {"kubespawner_override": {}},
+            "profile_list: profile 'large' (#2): field kubespawner_override: unknown key",
+        ),
+        (
+            {"spawner_override": {"market": "cheap"}},
+            "profile_list: profile 'large' (#2): field spawner_override.market:",
+        ),
+        (
+            {"profile_options": {"x": {"display_name": "X"}}},
+            "profile_list: profile 'large' (#2): field profile_options.x:",
+        ),
+        (
+            {"slug": "spot"},
+            "profile_list: profile 'spot' (#3): field slug: 'spot' is used by another profile",
+        ),
+        (
+            {"spawner_override": {"extra_tags": {"aws:owner": "x"}}},
+            "profile_list: profile 'large' (#2): field spawner_override.extra_tags.aws:owner",
+        ),
+    ],
+    ids=["type", "unknown-override", "kubespawner-key", "market", "no-choices", "dup", "tag"],
+)
+def test_a_malformed_profile_fails_with_one_line_naming_it_and_the_field(
+    change: dict[str, Any], line: str
+) -> None:
+    bad = [dict(p) for p in PROFILES]
+    bad[1] = {**bad[1], **change}
+    with pytest.raises(ValueError) as failure:
+        parse(bad)
+    assert str(failure.value).startswith(line), failure.value
+    assert "\n" not in str(failure.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "names"),
+    [
+        ({"profile": "gpu"}, "option 'profile': no profile 'gpu'; allowed: 'small-t3-micro'"),
+        ({"profile": "large", "disk": "huge"}, "option 'disk': no choice 'huge'; allowed:"),
+        (
+            {"profile": "large", "size--unlisted-choice": "m5.24xlarge"},
+            "option 'size': 'm5.24xlarge' is not allowed: must match",
+        ),
+        ({"profile": ["large"]}, "option 'profile' must be a string, not list"),
+        ({"profile": "large", "disk": 3}, "option 'disk' must be a string, not int"),
+        ({"profile": "x" * 64}, "option 'profile' is longer than 63 characters"),
+        ({"profile": "spot", "disk": "big"}, "option 'disk' is not an option of profile 'spot'"),
+        ({"profile": "spot", "replace_instance": "yes"}, "option 'replace_instance' must be"),
+        ({"profile": "large", "disk--unlisted-choice": "5"}, "option 'disk' takes only"),
+    ],
+    ids=["slug", "choice", "regex", "list", "int", "long", "foreign", "replace", "unlisted"],
+)
+def test_bad_user_options_name_the_option_and_what_is_allowed(
+    options: dict[str, Any], names: str
+) -> None:
+    with pytest.raises(ProfileError) as failure:
+        select(parse(PROFILES), options)
+    assert names in str(failure.value), failure.value
+
+
+def test_choices_and_an_unlisted_value_become_overrides() -> None:
+    profiles = parse(PROFILES)
+    chosen = select(profiles, {"profile": "large", "size--unlisted-choice": "t3.xlarge"})
+    assert chosen.overrides == {
+        "worker_instance_type": "t3.xlarge",
+        "worker_ebs_size": 40,
+        "user_home_ebs_size": 100,
+        "extra_tags": {"size": "t3.xlarge"},
+    }
+    assert chosen.user_options() == {
+        "profile": "large",
+        "disk": "big",
+        "size--unlisted-choice": "t3.xlarge",
+    }
+
+
+def test_the_form_posts_what_the_rest_api_takes() -> None:
+    form = {
+        "profile": ["large"],
+        "profile-option-large--disk": ["small"],
+        "profile-option-large--size": ["unlisted_choice"],
+        "profile-option-large--size--unlisted-choice": ["t3.medium"],
+        "profile-option-spot--ignored": ["x"],
+        "replace_instance": ["on"],
+    }
+    assert from_form(form) == {
+        "profile": "large",
+        "disk": "small",
+        "size--unlisted-choice": "t3.medium",
+        "replace_instance": True,
+    }
+
+
+def test_the_form_escapes_what_the_admin_wrote() -> None:
+    profiles = parse([{"display_name": "<script>alert(1)</script>", "slug": "a"}])
+    html = profile_form.render(profiles, "a", notice="<b>note</b>")
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "<b>" not in html
+    assert 'name="profile" id="profile-a"' in html and "checked" in html
+
+
+def start_options(spawner: InstanceSpawner, options: dict[str, Any]) -> None:
+    asyncio.run(spawner.apply_profile(options))
+
+
+def test_overrides_start_from_the_configured_traits_on_every_start(tmp_path: Path) -> None:
+    spawner = make_spawner(tmp_path, profile_list=PROFILES, worker_ebs_size=12)
+    configured = (spawner.worker_instance_type, spawner.user_home_ebs_size)
+    start_options(spawner, {"profile": "large", "disk": "big"})
+    assert (spawner.worker_instance_type, spawner.worker_ebs_size) == ("t3.large", 40)
+    assert spawner.user_home_ebs_size == 100
+
+    start_options(spawner, {"profile": "spot"})
+    assert (spawner.worker_instance_type, spawner.user_home_ebs_size) == configured
+    assert (spawner.worker_ebs_size, spawner.market, spawner.idle_timeout) == (12, "spot", 600)
+
+
+def test_the_pick_is_kept_in_the_state_and_reused_when_a_start_gives_none(
+    tmp_path: Path,
+) -> None:
+    first = make_spawner(tmp_path, profile_list=PROFILES)
+    start_options(first, {"profile": "large", "disk": "small"})
+    state = first.get_state()
+
+    later = make_spawner(tmp_path, profile_list=PROFILES)
+    later.load_state(state)
+    start_options(later, {})
+    assert later.profile_slug == "large" and later.worker_instance_type == "t3.large"
+    assert later.user_home_ebs_size == make_spawner(tmp_path).user_home_ebs_size
+
+
+def test_bad_options_are_an_http_400_and_stop_does_nothing(tmp_path: Path) -> None:
+    spawner = make_spawner(tmp_path, profile_list=PROFILES)
+    spawner.instance_id = "i-0123456789abcdef0"
+    with pytest.raises(web.HTTPError) as failure:
+        start_options(spawner, {"profile": "gpu"})
+    assert failure.value.status_code == 400
+    assert "option 'profile'" in str(failure.value.log_message)
+    # JupyterHub stops a server whose start failed; that must not reach EC2 either.
+    asyncio.run(spawner.stop())
+
+
+def test_a_callable_profile_list_sees_the_spawner(tmp_path: Path) -> None:
+    async def by_user(spawner: InstanceSpawner) -> list[dict[str, Any]]:
+        return PROFILES if spawner.user.name == "ann" else PROFILES[:1]
+
+    spawner = make_spawner(tmp_path, profile_list=by_user)
+    start_options(spawner, {"profile": "spot"})
+    assert spawner.market == "spot"
+    form = asyncio.run(spawner.get_options_form())
+    assert 'value="spot"' in form
+
+
+def test_a_malformed_profile_list_trait_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(TraitError, match=r"profile_list: profile 'a' \(#1\): field display_name"):
+        make_spawner(tmp_path, profile_list=[{"slug": "a"}])
