@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -25,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from .config import error_line
+from .config import MAX_FILE_BYTES, error_line, parse_json
 
 # What a profile may change; everything else stays the cluster's.
 OVERRIDABLE = (
@@ -346,3 +348,33 @@ def from_form(form_data: dict[str, list[str]]) -> dict[str, Any]:
     if form_data.get(REPLACE_OPTION, [""])[0] in ("on", "true"):
         options[REPLACE_OPTION] = True
     return options
+
+
+def load_file(path: Path) -> list[dict[str, Any]]:
+    """A `--profiles FILE` (YAML or JSON, the profile_list's shape), checked: ValueError
+    with one line naming the file and the profile's field. Returns the plain data, which
+    the hub's settings carry as the profile_list trait."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_FILE_BYTES} bytes")
+    if path.suffix.lower() == ".json":
+        data = parse_json(raw, path)
+    else:
+        try:
+            # The safe loader: plain data only, never a Python object.
+            data = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            line = f" (line {where.line + 1})" if where is not None else ""
+            raise ValueError(f"{path}: not YAML{line}") from None
+    if not isinstance(data, list) or not data:
+        raise ValueError(f"{path}: must be a non-empty list of profiles")
+    try:
+        parse(data)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return data

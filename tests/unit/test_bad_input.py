@@ -360,6 +360,32 @@ CASES: list[Case] = [
         ("-1",),
     ),
     Case(
+        "demo-profiles-field",
+        ("demo", "--state-dir", "state", "--profiles", "p.yaml"),
+        ("p.yaml", "profile 'big' (#1)", "spawner_override.market"),
+        files={
+            "p.yaml": b"- display_name: Big\n  slug: big\n  spawner_override:\n    market: cheap\n"
+        },
+    ),
+    Case(
+        "demo-profiles-not-yaml",
+        ("demo", "--state-dir", "state", "--profiles", "p.yaml"),
+        ("p.yaml", "not YAML (line 2)"),
+        files={"p.yaml": b"- [unclosed\n"},
+    ),
+    Case(
+        "demo-profiles-python-object",
+        ("demo", "--state-dir", "state", "--profiles", "p.yaml"),
+        ("p.yaml", "not YAML"),
+        files={"p.yaml": b"- !!python/object/apply:os.system ['true']\n"},
+    ),
+    Case(
+        "demo-profiles-json",
+        ("demo", "--state-dir", "state", "--profiles", "p.json"),
+        ("p.json", "field display_name"),
+        files={"p.json": b'[{"slug": "a"}]'},
+    ),
+    Case(
         "demo-fault-without-like-aws",
         ("demo", "--state-dir", "state", "--fault", "Bogus"),
         ("--like-aws",),

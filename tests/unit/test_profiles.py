@@ -4,14 +4,19 @@ overrides recomputed from the configured traits on every start."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tornado import web
 from traitlets import TraitError
+from traitlets.config import Config
 
 from cloudjhub import profile_form
+from cloudjhub.hub.apply import apply
+from cloudjhub.local.demo import hub_settings as demo_settings
+from cloudjhub.local.demo_secrets import make_passwords
 from cloudjhub.profiles import ProfileError, from_form, parse, select
 from cloudjhub.spawner import InstanceSpawner
 from tests.unit.test_spawner_traits import spawner as make_spawner
@@ -235,3 +240,24 @@ def test_a_callable_profile_list_sees_the_spawner(tmp_path: Path) -> None:
 def test_a_malformed_profile_list_trait_is_refused(tmp_path: Path) -> None:
     with pytest.raises(TraitError, match=r"profile_list: profile 'a' \(#1\): field display_name"):
         make_spawner(tmp_path, profile_list=[{"slug": "a"}])
+
+
+def test_the_hub_refuses_to_start_with_a_malformed_profile_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """apply() raises the TraitError JupyterHub reports as one fatal line at start
+    (shown with a real jupyterhub for the warm pool's, test_warm_pool_settings)."""
+    monkeypatch.setenv("CLOUDJHUB_PROXY_COMMAND", sys.executable)
+    bad = [PROFILES[0], {**PROFILES[1], "spawner_override": {"worker_ebs_size": 2}}]
+    make_passwords(tmp_path)
+    settings = demo_settings(tmp_path, 8123, 45001, 45002, 60, 45003, {"profile_list": bad})
+    with pytest.raises(TraitError) as failure:
+        apply(Config(), settings, {})
+    assert str(failure.value) == (
+        "c.InstanceSpawner.profile_list: profile 'large' (#2): "
+        "field spawner_override.worker_ebs_size: Input should be greater than or equal to 8"
+    )
+    good = demo_settings(tmp_path, 8123, 45001, 45002, 60, 45003, {"profile_list": PROFILES})
+    c = Config()
+    apply(c, good, {})
+    assert c.InstanceSpawner.profile_list == PROFILES

@@ -14,6 +14,7 @@ from traitlets import TraitError
 from traitlets.config import Config
 
 from ..config import POOL_STATES, ConfigError, check_warm_pool, load_server_config
+from ..profiles import parse as parse_profiles
 from .services import hub_services, warm_pool_service
 from .settings import HubSettings, Native, SharedPassword
 
@@ -80,6 +81,7 @@ def apply(c: Config, settings: HubSettings, environ: Mapping[str, str] | None = 
         spawner.host_key_store = settings.spawner.host_key_store
     for name, value in settings.spawner.traits.items():
         spawner[name] = value
+    check_profiles(settings)
 
     hub.services, hub.load_roles = hub_services(settings, env)
     size, state = warm_pool(settings)
@@ -110,3 +112,14 @@ def warm_pool(settings: HubSettings) -> tuple[int, str]:
         raise TraitError(f"c.InstanceSpawner.{exc}") from None
     assert isinstance(size, int) and isinstance(state, str)
     return size, state
+
+
+def check_profiles(settings: HubSettings) -> None:
+    """A malformed profile_list stops the hub at start with one line naming the profile
+    and the field, not the first user who opens the spawn page."""
+    raw = settings.spawner.traits.get("profile_list")
+    if raw is not None:
+        try:
+            parse_profiles(raw)
+        except ValueError as exc:
+            raise TraitError(f"c.InstanceSpawner.{exc}") from None
