@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,15 @@ from traitlets import TraitError
 from traitlets.config import Config
 
 from cloudjhub import profile_form
+from cloudjhub.aws.client import Instance
+from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.hub.apply import apply
 from cloudjhub.local.demo import hub_settings as demo_settings
 from cloudjhub.local.demo_secrets import make_passwords
 from cloudjhub.profiles import ProfileError, from_form, parse, select
 from cloudjhub.spawner import InstanceSpawner
+from cloudjhub.spawner_options import SpawnError
+from tests.helpers import ApiCalls
 from tests.unit.test_spawner_traits import spawner as make_spawner
 
 # Carried over from kubespawner's documented example, with our overrides.
@@ -261,3 +266,78 @@ def test_the_hub_refuses_to_start_with_a_malformed_profile_list(
     c = Config()
     apply(c, good, {})
     assert c.InstanceSpawner.profile_list == PROFILES
+
+
+def stopped(ec2: LocalCloudEc2, make_worker: Callable[..., Instance]) -> Instance:
+    worker = make_worker("ann")
+    ec2.stop(worker.id)
+    (instance,) = ec2.describe([worker.id])
+    assert instance.state == "stopped"
+    return instance
+
+
+def profiled_spawner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ec2: LocalCloudEc2, **traits: Any
+) -> InstanceSpawner:
+    monkeypatch.setattr(InstanceSpawner, "ec2", property(lambda self: ec2))
+    return make_spawner(tmp_path, **traits)
+
+
+def test_a_stopped_instance_takes_the_picked_profiles_type_in_place(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ec2: LocalCloudEc2,
+    make_worker: Callable[..., Instance],
+    calls: ApiCalls,
+) -> None:
+    instance = stopped(ec2, make_worker)
+    spawner = profiled_spawner(
+        tmp_path, monkeypatch, ec2, profile_list=PROFILES, worker_ami=instance.image_id
+    )
+    start_options(spawner, {"profile": "large"})
+    calls.clear()
+
+    assert asyncio.run(spawner.fit_to_profile(instance)) is False
+    (after,) = ec2.describe([instance.id])
+    assert (after.id, after.instance_type, after.volumes) == (
+        instance.id,
+        "t3.large",
+        instance.volumes,
+    )
+    assert calls["ModifyInstanceAttribute"] == 1
+
+
+def test_another_image_needs_the_users_confirmation_to_replace_the_instance(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ec2: LocalCloudEc2,
+    make_worker: Callable[..., Instance],
+) -> None:
+    instance = stopped(ec2, make_worker)
+    other_image = [
+        {"display_name": "Standard", "slug": "std"},
+        {
+            "display_name": "GPU",
+            "slug": "gpu",
+            "spawner_override": {"worker_ami": "ami-0123456789abcdef0"},
+        },
+    ]
+    spawner = profiled_spawner(tmp_path, monkeypatch, ec2, profile_list=other_image)
+    spawner._emit = lambda percent, message: None  # type: ignore[method-assign]
+    start_options(spawner, {"profile": "gpu"})
+    with pytest.raises(SpawnError, match=r"AWS cannot change in place.*replace_instance"):
+        asyncio.run(spawner.fit_to_profile(instance))
+    assert ec2.describe([instance.id])[0].state == "stopped"  # untouched
+
+    start_options(spawner, {"profile": "gpu", "replace_instance": True})
+
+    async def terminated(instance_id: str, states: tuple[str, ...]) -> Instance:
+        return ec2.describe([instance_id])[0]
+
+    spawner._wait_for = terminated  # type: ignore[method-assign]
+    assert asyncio.run(spawner.fit_to_profile(instance)) is True
+    assert ec2.describe([instance.id])[0].gone
+    # Without a profile's image, a rebuilt image never forces a replacement.
+    start_options(spawner, {"profile": "std"})
+    assert spawner.worker_ami != instance.image_id
+    assert spawner.replacement_needed(instance) == ""
