@@ -7,6 +7,7 @@ any profile was applied, so nothing of an earlier spawn's pick carries over.
 
 from __future__ import annotations
 
+import dataclasses
 from inspect import isawaitable
 from typing import Any
 
@@ -14,9 +15,10 @@ from tornado import web
 from traitlets import Callable, Dict, Enum, List, TraitError, Unicode, Union, validate
 
 from . import profile_form
-from .aws.client import Instance
-from .aws.hub import HubEc2
+from .aws.client import CloudError, Instance
+from .aws.hub import HubEc2, WorkerSpec
 from .executor import blocking
+from .fleet import Fleet
 from .profiles import (
     MARKETS,
     OVERRIDABLE,
@@ -32,6 +34,12 @@ from .spawner_options import InstanceSpawnerOptions, SpawnError
 
 # StateReason.Code of a spot instance AWS interrupted (EC2 API, StateReason).
 SPOT_RECLAIMED = "Server.SpotInstanceTermination"
+# RunInstances errors of a spot request AWS cannot fill now (EC2 API, error codes).
+SPOT_UNFILLABLE = (
+    "InsufficientInstanceCapacity",
+    "SpotMaxPriceTooLow",
+    "MaxSpotInstanceCountExceeded",
+)
 
 
 class ProfileSpawnerMixin(InstanceSpawnerOptions):
@@ -206,10 +214,41 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
             self.profile_notice = note
             self._emit(6, note)
 
+    async def run_worker(self, user: str, user_id: str, spec: WorkerSpec, token: str) -> Instance:
+        """Launch; a spot request AWS cannot fill falls back to on-demand, and says so."""
+        try:
+            return await blocking(self.ec2.launch_worker, user, spec, token, user_id)
+        except CloudError as exc:
+            if spec.market != "spot" or exc.code not in SPOT_UNFILLABLE:
+                raise
+            note = (
+                f"AWS cannot give you a spot {spec.instance_type} now ({exc.code}); "
+                "launching an on-demand one instead"
+            )
+        self.log.warning("%s: %s", user, note)
+        self.profile_notice = note
+        self._emit(12, note)
+        on_demand = dataclasses.replace(spec, market="on-demand")
+        # Another request, with parameters of its own: its own token.
+        return await blocking(self.ec2.launch_worker, user, on_demand, "cjo-" + token[4:], user_id)
+
+    async def end_if_spot(self, instance_id: str) -> bool:
+        """A spot worker cannot be stopped (one-time request): it is terminated instead,
+        its home volume kept; the next start launches a new one. True if it was."""
+        known = self.fleet.get(instance_id)  # launched or found by this hub: remembered
+        if known is None or not known.spot:
+            return False
+        await blocking(self.ec2.terminate_workers, [instance_id])
+        return True
+
     # ---- what InstanceSpawner provides -----------------------------------------
 
     @property
     def ec2(self) -> HubEc2:
+        raise NotImplementedError
+
+    @property
+    def fleet(self) -> Fleet:
         raise NotImplementedError
 
     def _emit(self, percent: int, message: str) -> None:

@@ -315,6 +315,7 @@ class InstanceSpawner(ProfileSpawnerMixin, Spawner):
             key_name=self.key_name,
             ebs_size=size,
             hibernate=self.hibernate,
+            market=self.market,
         )
 
     async def _launch(self, previous: str | None) -> Instance:
@@ -323,9 +324,7 @@ class InstanceSpawner(ProfileSpawnerMixin, Spawner):
         spec = self._spec()
         with metrics.spawn_phase("launch"):
             try:
-                instance = await blocking(
-                    self.ec2.launch_worker, self.user.name, spec, token, self.user_id
-                )
+                instance = await self.run_worker(self.user.name, self.user_id, spec, token)
             except CloudError as exc:
                 if exc.code not in IDEMPOTENCY_CONFLICTS:
                     raise
@@ -334,9 +333,7 @@ class InstanceSpawner(ProfileSpawnerMixin, Spawner):
                 token = launch_token(
                     self.cluster_name, self.user.name, secrets.token_hex(8), self.user_id
                 )
-                instance = await blocking(
-                    self.ec2.launch_worker, self.user.name, spec, token, self.user_id
-                )
+                instance = await self.run_worker(self.user.name, self.user_id, spec, token)
         self.instance_id = instance.id
         self.pinned_host_keys, self.pinned_for = [], None
         self.fleet.remember(instance)
@@ -593,6 +590,8 @@ class InstanceSpawner(ProfileSpawnerMixin, Spawner):
 
     async def _stop_instance(self) -> None:
         assert self.instance_id
+        if await self.end_if_spot(self.instance_id):
+            return
         try:
             await blocking(self.ec2.stop, self.instance_id, self.hibernate)
         except CloudError as exc:

@@ -4,6 +4,7 @@ overrides recomputed from the configured traits on every start."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,8 @@ from traitlets import TraitError
 from traitlets.config import Config
 
 from cloudjhub import profile_form
-from cloudjhub.aws.client import Instance
+from cloudjhub.aws.client import CloudError, Instance
+from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.hub.apply import apply
 from cloudjhub.local.demo import hub_settings as demo_settings
@@ -341,3 +343,62 @@ def test_another_image_needs_the_users_confirmation_to_replace_the_instance(
     start_options(spawner, {"profile": "std"})
     assert spawner.worker_ami != instance.image_id
     assert spawner.replacement_needed(instance) == ""
+
+
+def test_a_spot_profile_launches_spot_and_falls_back_to_on_demand_when_aws_cannot(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ec2: LocalCloudEc2,
+    spec: WorkerSpec,
+) -> None:
+    spawner = profiled_spawner(tmp_path, monkeypatch, ec2, profile_list=PROFILES)
+    notes: list[str] = []
+    spawner._emit = lambda percent, message: notes.append(message)  # type: ignore[method-assign]
+    start_options(spawner, {"profile": "spot"})
+    spot_spec = dataclasses.replace(spec, market=spawner.market)
+
+    spot = asyncio.run(spawner.run_worker("ann", "id-1", spot_spec, "cjh-" + "a" * 60))
+    assert ec2.describe([spot.id])[0].spot and notes == []
+
+    real = ec2.launch_worker
+
+    def no_spot_capacity(user: str, spec: WorkerSpec, token: str, user_id: str) -> Instance:
+        if spec.market == "spot":
+            raise CloudError("no spot capacity", "MaxSpotInstanceCountExceeded")
+        return real(user, spec, token, user_id)
+
+    monkeypatch.setattr(ec2, "launch_worker", no_spot_capacity)
+    fallback = asyncio.run(spawner.run_worker("ann", "id-1", spot_spec, "cjh-" + "b" * 60))
+    assert not ec2.describe([fallback.id])[0].spot
+    assert notes == [
+        "AWS cannot give you a spot t3.medium now (MaxSpotInstanceCountExceeded); "
+        "launching an on-demand one instead"
+    ]
+    assert notes[0] in asyncio.run(spawner.get_options_form())  # said again on the form
+
+    # A spot worker is ended, not stopped (AWS stops only persistent requests' ones).
+    spawner.fleet.remember(ec2.describe([spot.id])[0])
+    assert asyncio.run(spawner.end_if_spot(spot.id)) is True
+    assert ec2.describe([spot.id])[0].state in ("shutting-down", "terminated")
+    spawner.fleet.remember(ec2.describe([fallback.id])[0])
+    assert asyncio.run(spawner.end_if_spot(fallback.id)) is False
+
+
+def test_a_reclaimed_spot_instance_is_told_to_the_user() -> None:
+    reclaimed = Instance.from_api(
+        {
+            "InstanceId": "i-0123456789abcdef0",
+            "State": {"Name": "terminated"},
+            "StateReason": {"Code": "Server.SpotInstanceTermination"},
+            "InstanceLifecycle": "spot",
+        }
+    )
+    spawner = InstanceSpawner()
+    notes: list[str] = []
+    spawner._emit = lambda percent, message: notes.append(message)  # type: ignore[method-assign]
+    spawner.tell_if_reclaimed(reclaimed)
+    assert notes == [
+        "AWS reclaimed your spot instance i-0123456789abcdef0; you get a new one, "
+        "with your home volume."
+    ]
+    assert spawner.profile_notice == notes[0]

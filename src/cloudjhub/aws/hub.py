@@ -42,6 +42,8 @@ class WorkerSpec:
     key_name: str
     ebs_size: int
     hibernate: bool = False
+    # "spot": a one-time spot request that AWS ends (terminates) when it reclaims it.
+    market: str = "on-demand"
 
 
 def launch_token(cluster: str, user: str, previous: str | None, user_id: str = "") -> str:
@@ -168,6 +170,17 @@ class HubEc2(Ec2Client):
         }
         if spec.hibernate:
             params["HibernationOptions"] = {"Configured": True}
+        if spec.market == "spot":
+            # One-time and terminated on interruption: AWS stops only instances of
+            # persistent requests, whose request outlives the instance (EC2 User Guide,
+            # "Spot Instance interruptions"); the home volume keeps the user's files.
+            params["InstanceMarketOptions"] = {
+                "MarketType": "spot",
+                "SpotOptions": {
+                    "SpotInstanceType": "one-time",
+                    "InstanceInterruptionBehavior": "terminate",
+                },
+            }
         context = {"instance_type": spec.instance_type, "image": spec.image_id}
         reply = self._call("run_instances", context, **params)
         return [Instance.from_api(i) for i in reply["Instances"]]
