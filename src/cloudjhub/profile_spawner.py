@@ -11,12 +11,14 @@ import dataclasses
 from inspect import isawaitable
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
 from tornado import web
 from traitlets import Callable, Dict, Enum, List, TraitError, Unicode, Union, validate
 
 from . import profile_form
 from .aws.client import CloudError, Instance
 from .aws.hub import HubEc2, WorkerSpec
+from .config import TagKey, TagValue, error_line
 from .executor import blocking
 from .fleet import Fleet
 from .profiles import (
@@ -26,6 +28,7 @@ from .profiles import (
     Profile,
     ProfileError,
     default_profile,
+    fill_tags,
     from_form,
     parse,
     select,
@@ -33,6 +36,7 @@ from .profiles import (
 from .spawner_options import InstanceSpawnerOptions, SpawnError
 
 # StateReason.Code of a spot instance AWS interrupted (EC2 API, StateReason).
+_EXTRA_TAGS = TypeAdapter(dict[TagKey, TagValue])
 SPOT_RECLAIMED = "Server.SpotInstanceTermination"
 # RunInstances errors of a spot request AWS cannot fill now (EC2 API, error codes).
 SPOT_UNFILLABLE = (
@@ -86,6 +90,13 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
             except ValueError as exc:
                 raise TraitError(str(exc)) from None
         return proposal["value"]
+
+    @validate("extra_tags")
+    def _check_extra_tags(self, proposal: Any) -> Any:
+        try:
+            return dict(_EXTRA_TAGS.validate_python(proposal["value"]))
+        except ValidationError as exc:
+            raise TraitError(f"extra_tags: {error_line(exc)}") from None
 
     async def profiles(self) -> list[Profile]:
         """The profiles for this user (a callable profile_list is asked each time)."""
@@ -213,6 +224,11 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
             )
             self.profile_notice = note
             self._emit(6, note)
+
+    def launch_tags(self, username: str, servername: str) -> dict[str, str]:
+        """EXTRA_TAGS of the cluster, then the profile's extra_tags, filled in."""
+        templates = {**self.server_config.EXTRA_TAGS, **self.extra_tags}
+        return fill_tags(templates, username, servername, self.profile_slug)
 
     async def run_worker(self, user: str, user_id: str, spec: WorkerSpec, token: str) -> Instance:
         """Launch; a spot request AWS cannot fill falls back to on-demand, and says so."""

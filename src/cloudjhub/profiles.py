@@ -16,7 +16,6 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -27,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from .config import MAX_FILE_BYTES, error_line, parse_json
+from .config import MAX_FILE_BYTES, TAG_CHARS, TagKey, TagValue, error_line, parse_json
 
 # What a profile may change; everything else stays the cluster's.
 OVERRIDABLE = (
@@ -51,23 +50,6 @@ MAX_UNLISTED = 255
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9_-]{0,62})$")]
 OptionName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_]{1,40}$")]
-# AWS tag limits: key 1-128, value 0-256 characters, letters, digits, spaces and
-# + - = . _ : / @ (EC2 User Guide, "Tag restrictions"); "aws:" is reserved.
-TAG_CHARS = r"[\w .:+=@/-]"
-
-
-def _not_reserved(key: str) -> str:
-    if key.lower().startswith("aws:"):
-        raise ValueError("tag keys starting with aws: are AWS's own")
-    return key
-
-
-TagKey = Annotated[
-    str,
-    Field(min_length=1, max_length=128, pattern=rf"^{TAG_CHARS}*$"),
-    AfterValidator(_not_reserved),
-]
-TagValue = Annotated[str, Field(max_length=256, pattern=rf"^{TAG_CHARS}*$")]
 
 
 class ProfileError(ValueError):
@@ -378,3 +360,19 @@ def load_file(path: Path) -> list[dict[str, Any]]:
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     return data
+
+
+def fill_tags(
+    templates: dict[str, str], username: str, servername: str, profile: str
+) -> dict[str, str]:
+    """Extra tags for one launch: {username}, {servername} and {profile} filled in, and
+    any character AWS does not allow in a tag value (a user name may have them)
+    replaced by "_", cut to AWS's 256 characters."""
+    values = {"username": username, "servername": servername, "profile": profile}
+    filled = {}
+    for key, template in templates.items():
+        value = template
+        for name, given in values.items():
+            value = value.replace("{" + name + "}", re.sub(rf"(?!{TAG_CHARS}).", "_", given))
+        filled[key] = value[:256]
+    return filled

@@ -316,6 +316,7 @@ class InstanceSpawner(ProfileSpawnerMixin, Spawner):
             ebs_size=size,
             hibernate=self.hibernate,
             market=self.market,
+            extra_tags=tuple(self.launch_tags(self.user.name, self.name).items()),
         )
 
     async def _launch(self, previous: str | None) -> Instance:
@@ -375,6 +376,7 @@ class InstanceSpawner(ProfileSpawnerMixin, Spawner):
             self._emit,
             self.state_poll_interval,
             self.boot_timeout,
+            self.launch_tags(self.user.name, self.name),
         )
         self.home_volume_id = home.volume_id
         return home

@@ -402,3 +402,52 @@ def test_a_reclaimed_spot_instance_is_told_to_the_user() -> None:
         "with your home volume."
     ]
     assert spawner.profile_notice == notes[0]
+
+
+def test_extra_tags_are_filled_in_and_go_on_the_worker_and_its_volumes(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ec2: LocalCloudEc2,
+    spec: WorkerSpec,
+) -> None:
+    tagged = [
+        {
+            "display_name": "Course",
+            "slug": "course",
+            "spawner_override": {"extra_tags": {"course": "intro", "cost": "{profile}"}},
+        }
+    ]
+    spawner = profiled_spawner(tmp_path, monkeypatch, ec2, profile_list=tagged)
+    cluster_wide = {"EXTRA_TAGS": {"who": "{username}/{servername}"}}
+    spawner._server_config = spawner.server_config.model_copy(update=cluster_wide)
+    start_options(spawner, {"profile": "course"})
+    tags = spawner.launch_tags("ann!x", "")
+    assert tags == {"who": "ann_x/", "course": "intro", "cost": "course"}
+
+    extra = dataclasses.replace(spec, extra_tags=tuple(tags.items()))
+    worker = ec2.launch_worker("ann", extra, "cjh-" + "c" * 60, "id-1")
+    (instance,) = ec2.describe([worker.id])
+    assert {k: instance.tags[k] for k in tags} == tags
+    assert instance.user == "ann"  # ours are still ours
+    volumes = ec2.client.describe_volumes(VolumeIds=list(instance.volumes))["Volumes"]
+    for volume in volumes:
+        assert {t["Key"]: t["Value"] for t in volume["Tags"]}["cost"] == "course"
+    home = ec2.create_home_volume("ann", 1, instance.availability_zone, "id-1", tags)
+    (made,) = ec2.client.describe_volumes(VolumeIds=[home])["Volumes"]
+    assert {t["Key"]: t["Value"] for t in made["Tags"]}["who"] == "ann_x/"
+
+
+@pytest.mark.parametrize(
+    ("tags", "says"),
+    [
+        ({"cloudjhub:user": "x"}, "is reserved"),
+        ({"Name": "x"}, "is reserved"),
+        ({"course": "{user}"}, "only {username}, {servername} and {profile}"),
+        ({"course": "a;b"}, "String should match pattern"),
+    ],
+)
+def test_extra_tags_that_aws_or_cloudjhub_would_not_take_are_refused(
+    tmp_path: Path, tags: dict[str, str], says: str
+) -> None:
+    with pytest.raises(TraitError, match=says):
+        make_spawner(tmp_path, extra_tags=tags)

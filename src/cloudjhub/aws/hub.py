@@ -44,6 +44,8 @@ class WorkerSpec:
     hibernate: bool = False
     # "spot": a one-time spot request that AWS ends (terminates) when it reclaims it.
     market: str = "on-demand"
+    # Added to the worker and its volumes (EXTRA_TAGS, a profile's extra_tags), filled in.
+    extra_tags: tuple[tuple[str, str], ...] = ()
 
 
 def launch_token(cluster: str, user: str, previous: str | None, user_id: str = "") -> str:
@@ -122,7 +124,8 @@ class HubEc2(Ec2Client):
         """Run one tagged worker: IMDSv2 only, no instance profile, stop on shutdown,
         its login user without sudo (WORKER_CLOUD_CONFIG)."""
         tags = tags_for(self.cluster, Role.WORKER, user, user_id=user_id)
-        return self._run_workers(tags, spec, 1, client_token)[0]
+        # Ours last: an extra tag never replaces what marks a worker as ours.
+        return self._run_workers({**dict(spec.extra_tags), **tags}, spec, 1, client_token)[0]
 
     def launch_pool_workers(
         self, spec: WorkerSpec, count: int, client_token: str
@@ -272,9 +275,15 @@ class HubEc2(Ec2Client):
         self._call("delete_volume", VolumeId=volume_id)
 
     def create_home_volume(
-        self, user: str, size: int, zone: str, user_id: str | None = None
+        self,
+        user: str,
+        size: int,
+        zone: str,
+        user_id: str | None = None,
+        extra_tags: dict[str, str] | None = None,
     ) -> str:
-        tags = tag_list(tags_for(self.cluster, Role.HOME, user, user_id=user_id))
+        ours = tags_for(self.cluster, Role.HOME, user, user_id=user_id)
+        tags = tag_list({**(extra_tags or {}), **ours})
         reply = self._call(
             "create_volume",
             AvailabilityZone=zone,

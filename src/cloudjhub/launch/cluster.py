@@ -286,6 +286,7 @@ class Launch:
                 "JUPYTER_NOTEBOOK_TIMEOUT": i.JUPYTER_NOTEBOOK_TIMEOUT,
                 "HIBERNATE": i.HIBERNATE,
                 "WARM_POOL_SIZE": i.WARM_POOL_SIZE,
+                "EXTRA_TAGS": dict(i.EXTRA_TAGS),
                 "MANAGER_IP": manager.private_ip or "",
                 "WORKER_USERNAME": i.WORKER_USERNAME,
                 "SERVER_OWNER": i.SERVER_OWNER,
