@@ -659,6 +659,7 @@ class InstanceSpawner(ProfileSpawnerMixin, Spawner):
             instance_type=instance_type,
             reason=reason,
             cluster=self.cluster_name,
+            tags=self.launch_tags(self.user.name, self.name),
         )
         try:
             await blocking(usage.append_event, self.usage_log, entry)
