@@ -14,12 +14,15 @@ import pytest
 from tornado import web
 from traitlets import TraitError
 from traitlets.config import Config
+from traitlets.config.loader import PyFileConfigLoader
 
 from cloudjhub import profile_form
 from cloudjhub.aws.client import CloudError, Instance
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.hub.apply import apply
+from cloudjhub.hub.settings import SETTINGS_ENV, write_settings
+from cloudjhub.local.demo import DemoStack
 from cloudjhub.local.demo import hub_settings as demo_settings
 from cloudjhub.local.demo_secrets import make_passwords
 from cloudjhub.profiles import ProfileError, from_form, parse, select
@@ -451,3 +454,24 @@ def test_extra_tags_that_aws_or_cloudjhub_would_not_take_are_refused(
 ) -> None:
     with pytest.raises(TraitError, match=says):
         make_spawner(tmp_path, extra_tags=tags)
+
+
+def test_demo_config_file_is_loaded_after_the_demos_and_its_profiles_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLOUDJHUB_PROXY_COMMAND", sys.executable)
+    make_passwords(tmp_path)
+    settings = demo_settings(tmp_path, 8123, 45001, 45002, 60, 45003, {})
+    monkeypatch.setenv(SETTINGS_ENV, str(write_settings(settings, tmp_path / "hub.json")))
+    mine = tmp_path / "mine.py"
+    mine.write_text(f"c.InstanceSpawner.profile_list = {PROFILES!r}\nc.JupyterHub.port = 9\n")
+    stub = DemoStack(state_dir=tmp_path, extra_config=mine)._config_file()
+
+    loaded = PyFileConfigLoader(stub.name, path=str(stub.parent)).load_config()
+    assert loaded.InstanceSpawner.profile_list == PROFILES
+    assert loaded.JupyterHub.port == 9
+    assert loaded.JupyterHub.spawner_class == "cloudjhub"  # the demo's own, underneath
+
+    mine.write_text("c.InstanceSpawner.profile_list = [{'slug': 'x'}]\n")
+    with pytest.raises(TraitError, match=r"profile_list: profile 'x' \(#1\): field display_name"):
+        PyFileConfigLoader(stub.name, path=str(stub.parent)).load_config()

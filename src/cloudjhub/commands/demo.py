@@ -122,6 +122,15 @@ def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
     help="Profiles users pick from on the spawn page (c.InstanceSpawner.profile_list): a "
     "YAML or JSON file holding kubespawner's profile_list shape.",
 )
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Your own JupyterHub config (Python), loaded after the demo's: it can set any "
+    "trait, e.g. c.InstanceSpawner.profile_list as a callable. It runs as the hub, so "
+    "give only a file you wrote.",
+)
 def demo(
     port: int,
     idle_timeout: int | None,
@@ -136,6 +145,7 @@ def demo(
     time_scale: str | None,
     warm_pool_size: int,
     profiles_file: Path | None,
+    config_file: Path | None,
 ) -> None:
     """Run cloudjhub on this machine: EC2 emulated on loopback, a real JupyterHub."""
     from ..local.awslike.settings import BadSetting, behaviour_from
@@ -170,6 +180,7 @@ def demo(
         like_aws=behaviour,
         warm_pool_size=warm_pool_size,
         spawner_config={"profile_list": profiles} if profiles else {},
+        extra_config=config_file,
     )
     stopping = threading.Event()
 

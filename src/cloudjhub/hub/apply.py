@@ -117,8 +117,13 @@ def warm_pool(settings: HubSettings) -> tuple[int, str]:
 def check_profiles(settings: HubSettings) -> None:
     """A malformed profile_list stops the hub at start with one line naming the profile
     and the field, not the first user who opens the spawn page."""
-    raw = settings.spawner.traits.get("profile_list")
-    if raw is not None:
+    check_profile_list(settings.spawner.traits.get("profile_list"))
+
+
+def check_profile_list(raw: object) -> None:
+    """A static profile_list (a callable is asked at each spawn), or a TraitError whose
+    one line JupyterHub prints as it refuses to start."""
+    if raw is not None and not callable(raw):
         try:
             parse_profiles(raw)
         except ValueError as exc:
