@@ -173,6 +173,15 @@ CASES: list[Case] = [
     ),
     Case("launch-key-file-missing", LAUNCH, ("--key-file", "admin.pem")),
     Case(
+        "launch-profiles-field",
+        (*LAUNCH, "--profiles", "p.json"),
+        ("--profiles", "p.json", "profile 'a' (#1)", "spawner_override.worker_ami"),
+        {
+            **KEY,
+            "p.json": b'[{"display_name": "A", "slug": "a", "spawner_override": {"worker_ami": "x"}}]',
+        },
+    ),
+    Case(
         "launch-known-hosts-missing", (*LAUNCH, "--known-hosts", "kh"), ("--known-hosts", "kh"), KEY
     ),
     Case(

@@ -22,6 +22,8 @@ from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.hub.apply import apply
 from cloudjhub.hub.settings import SETTINGS_ENV, write_settings
+from cloudjhub.launch.manager_setup import SetupRequest
+from cloudjhub.launch.manager_setup import hub_settings as manager_settings
 from cloudjhub.local.demo import DemoStack
 from cloudjhub.local.demo import hub_settings as demo_settings
 from cloudjhub.local.demo_secrets import make_passwords
@@ -475,3 +477,15 @@ def test_demo_config_file_is_loaded_after_the_demos_and_its_profiles_checked(
     mine.write_text("c.InstanceSpawner.profile_list = [{'slug': 'x'}]\n")
     with pytest.raises(TraitError, match=r"profile_list: profile 'x' \(#1\): field display_name"):
         PyFileConfigLoader(stub.name, path=str(stub.parent)).load_config()
+
+
+def test_launch_profiles_reach_the_managers_hub_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLOUDJHUB_PROXY_COMMAND", sys.executable)
+    base = {"server_config": {}, "bind_ip": "10.0.1.5", "worker_command": ["w"]}
+    request = SetupRequest.model_validate({**base, "profile_list": PROFILES})
+    settings = manager_settings(tmp_path, tmp_path, request, 3600, None, sys.executable)
+    assert settings.spawner.traits["profile_list"] == PROFILES
+    with pytest.raises(ValueError, match=r"profile_list: profile 'large' \(#2\)"):
+        SetupRequest.model_validate({**base, "profile_list": [PROFILES[0], {"slug": "large"}]})
