@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from traitlets import TraitError
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
-from cloudjhub import profile_form
+from cloudjhub import profile_form, profile_types
 from cloudjhub.aws.client import CloudError, Instance
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
@@ -31,6 +32,7 @@ from cloudjhub.profiles import ProfileError, from_form, parse, select
 from cloudjhub.spawner import InstanceSpawner
 from cloudjhub.spawner_options import SpawnError
 from tests.helpers import ApiCalls
+from tests.unit.test_spawner_traits import SERVER_CONFIG
 from tests.unit.test_spawner_traits import spawner as make_spawner
 
 # Carried over from kubespawner's documented example, with our overrides.
@@ -489,3 +491,51 @@ def test_launch_profiles_reach_the_managers_hub_settings(
     assert settings.spawner.traits["profile_list"] == PROFILES
     with pytest.raises(ValueError, match=r"profile_list: profile 'large' \(#2\)"):
         SetupRequest.model_validate({**base, "profile_list": [PROFILES[0], {"slug": "large"}]})
+
+
+@pytest.mark.parametrize(
+    ("override", "hibernate", "says"),
+    [
+        ({"worker_instance_type": "t3.huge"}, False, "us-east-1 has no instance type t3.huge"),
+        ({"worker_instance_type": "g4dn.xlarge"}, False, "g4dn.xlarge has GPUs"),
+        ({"worker_instance_type": "g4dn.xlarge", "worker_ami": "ami-0123456789abcdef0"}, False, ""),
+        ({"worker_instance_type": "g4dn.xlarge", "worker_ami": "ami-0123456789abcdef0"},
+         True, "g4dn.xlarge cannot hibernate"),
+        ({"worker_instance_type": "t3.large", "hibernate": True}, False, ""),
+    ],
+    ids=["unknown", "gpu-no-image", "gpu-image", "gpu-hibernate", "t3-hibernate"],
+)  # fmt: skip
+def test_profiles_types_are_checked_against_the_region(
+    ec2: LocalCloudEc2, override: dict[str, Any], hibernate: bool, says: str
+) -> None:
+    profiles = parse(
+        [PROFILES[0], {"display_name": "X", "slug": "x", "spawner_override": override}]
+    )
+    found = profile_types.problems(profiles, ec2.instance_type_info, "us-east-1", hibernate)
+    if not says:
+        assert found == []
+        return
+    (line,) = found
+    assert line.startswith(
+        "profile_list: profile 'x': field spawner_override.worker_instance_type: "
+    )
+    assert says in line
+    with pytest.raises(ValueError, match=says):
+        profile_types.check(profiles, ec2.instance_type_info, "us-east-1", hibernate)
+
+
+def test_the_hub_start_checks_profiles_types_in_its_region(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aws: None
+) -> None:
+    monkeypatch.setenv("CLOUDJHUB_PROXY_COMMAND", sys.executable)
+    make_passwords(tmp_path)
+    here = {**SERVER_CONFIG, "AWS_ENDPOINT_URL": None, "REGION": "us-east-1"}  # moto's
+    (tmp_path / "server_config.json").write_text(json.dumps(here))
+    bad = [
+        {"display_name": "X", "slug": "x", "spawner_override": {"worker_instance_type": "t3.huge"}}
+    ]
+    settings = demo_settings(tmp_path, 8123, 45001, 45002, 60, 45003, {"profile_list": bad})
+    with pytest.raises(
+        TraitError, match=r"^c.InstanceSpawner.profile_list: profile 'x': .* t3.huge"
+    ):
+        apply(Config(), settings, {})

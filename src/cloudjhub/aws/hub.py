@@ -91,6 +91,17 @@ class HubEc2(Ec2Client):
             self._hypervisors[instance_type] = str(types[0].get("Hypervisor", "")) if types else ""
         return self._hypervisors[instance_type]
 
+    def instance_type_info(self, instance_type: str) -> dict[str, Any] | None:
+        """DescribeInstanceTypes of one type; None if the region has no such type."""
+        try:
+            found = self._call("describe_instance_types", InstanceTypes=[instance_type])
+        except CloudError as exc:
+            if exc.code == "InvalidInstanceType":
+                return None
+            raise
+        types = found.get("InstanceTypes", [])
+        return dict(types[0]) if types else None
+
     def console_output(self, instance_id: str, instance_type: str) -> str:
         """The instance's console, where cloud-init prints its SSH host keys.
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from traitlets import TraitError
 from traitlets.config import Config
 
+from .. import profile_types
+from ..aws.hub import HubEc2
 from ..config import POOL_STATES, ConfigError, check_warm_pool, load_server_config
 from ..profiles import parse as parse_profiles
 from .services import hub_services, warm_pool_service
@@ -117,7 +119,18 @@ def warm_pool(settings: HubSettings) -> tuple[int, str]:
 def check_profiles(settings: HubSettings) -> None:
     """A malformed profile_list stops the hub at start with one line naming the profile
     and the field, not the first user who opens the spawn page."""
-    check_profile_list(settings.spawner.traits.get("profile_list"))
+    raw = settings.spawner.traits.get("profile_list")
+    check_profile_list(raw)
+    config_file = Path(settings.spawner.server_config_file)
+    if raw and config_file.exists():
+        config = load_server_config(config_file)
+        ec2 = HubEc2.connect(config.CLUSTER_NAME, config.REGION, config.AWS_ENDPOINT_URL)
+        try:
+            profile_types.check(
+                parse_profiles(raw), ec2.instance_type_info, config.REGION, config.HIBERNATE
+            )
+        except ValueError as exc:
+            raise TraitError(f"c.InstanceSpawner.{exc}") from None
 
 
 def check_profile_list(raw: object) -> None:
