@@ -166,6 +166,12 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
         self.replace_instance = chosen.replace_instance
         self.profile_notice = ""
 
+    @property
+    def pool_fits(self) -> bool:
+        """Whether a warm-pool worker (the cluster's image, hibernation and market; the
+        claim matches the type) can be this profile's."""
+        return not self.profile_overrides & {"worker_ami", "hibernate", "market", "extra_tags"}
+
     def profile_state(self) -> dict[str, Any]:
         return {"profile_choice": self.profile_choice} if self.profile_choice else {}
 

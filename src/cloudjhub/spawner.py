@@ -252,7 +252,7 @@ class InstanceSpawner(ProfileSpawnerMixin, Spawner):
 
     async def _claim_from_pool(self) -> Instance | None:
         """A first login takes a ready worker from the warm pool, if there is one."""
-        if self.warm_pool_size <= 0:
+        if self.warm_pool_size <= 0 or not self.pool_fits:
             return None
         lock = self._pool_locks.setdefault(self.cluster_name, asyncio.Lock())
         async with lock:

@@ -539,3 +539,11 @@ def test_the_hub_start_checks_profiles_types_in_its_region(
         TraitError, match=r"^c.InstanceSpawner.profile_list: profile 'x': .* t3.huge"
     ):
         apply(Config(), settings, {})
+
+
+def test_only_a_profile_like_the_clusters_takes_a_warm_pool_worker(tmp_path: Path) -> None:
+    spawner = make_spawner(tmp_path, profile_list=PROFILES)
+    start_options(spawner, {"profile": "large"})
+    assert spawner.pool_fits  # the claim itself matches the type
+    start_options(spawner, {"profile": "spot"})
+    assert not spawner.pool_fits
