@@ -35,8 +35,8 @@ from .profiles import (
 )
 from .spawner_options import InstanceSpawnerOptions, SpawnError
 
-# StateReason.Code of a spot instance AWS interrupted (EC2 API, StateReason).
 _EXTRA_TAGS = TypeAdapter(dict[TagKey, TagValue])
+# StateReason.Code of a spot instance AWS interrupted (EC2 API, StateReason).
 SPOT_RECLAIMED = "Server.SpotInstanceTermination"
 # RunInstances errors of a spot request AWS cannot fill now (EC2 API, error codes).
 SPOT_UNFILLABLE = (
