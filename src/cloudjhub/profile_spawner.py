@@ -79,6 +79,8 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
     # Said on the spawn page's form next time (a spot fallback, a reclaimed instance).
     profile_notice: str = ""
     options_refused: bool = False
+    # This start's extra tags, filled in (launch_tags): on its worker, volumes, usage log.
+    current_tags: dict[str, str] = {}
     # The traits the picked profile set: only those make a stopped instance unfit.
     profile_overrides: frozenset[str] = frozenset()
 

@@ -154,6 +154,7 @@ class InstanceSpawner(ProfileSpawnerMixin, Spawner):
     async def start(self) -> str:
         # Bad user_options: an HTTP 400 before any EC2 call.
         await self.apply_profile(self.user_options)
+        self.current_tags = self.launch_tags(self.user.name, self.name)
         self._progress.restart()
         self._starting = True
         self._stop_requested, self._stop_recorded = False, None
@@ -316,7 +317,7 @@ class InstanceSpawner(ProfileSpawnerMixin, Spawner):
             ebs_size=size,
             hibernate=self.hibernate,
             market=self.market,
-            extra_tags=tuple(self.launch_tags(self.user.name, self.name).items()),
+            extra_tags=tuple(self.current_tags.items()),
         )
 
     async def _launch(self, previous: str | None) -> Instance:
@@ -376,7 +377,7 @@ class InstanceSpawner(ProfileSpawnerMixin, Spawner):
             self._emit,
             self.state_poll_interval,
             self.boot_timeout,
-            self.launch_tags(self.user.name, self.name),
+            self.current_tags,
         )
         self.home_volume_id = home.volume_id
         return home
@@ -659,7 +660,7 @@ class InstanceSpawner(ProfileSpawnerMixin, Spawner):
             instance_type=instance_type,
             reason=reason,
             cluster=self.cluster_name,
-            tags=self.launch_tags(self.user.name, self.name),
+            tags=self.current_tags,
         )
         try:
             await blocking(usage.append_event, self.usage_log, entry)

@@ -186,7 +186,7 @@ def _instance_config(path: Path | None, given: dict[str, Any]) -> InstanceConfig
 @click.option(
     "--dry-run", is_flag=True, help="Check everything, print what would be created, exit."
 )
-@click.option(
+@env_option(
     "--profiles",
     type=ExistingFile(),
     default=None,
