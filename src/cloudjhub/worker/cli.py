@@ -16,10 +16,10 @@ from typing import NoReturn
 
 import click
 
-from .logs import MAX_LOG_LINES, tail_lines
 from .logs import follow as follow_log
+from .logs import tail_lines
 from .paths import Layout
-from .protocol import USER_RE, AgentError, read_request
+from .protocol import MAX_LOG_LINES, USER_RE, AgentError, read_request
 from .selfstop import run_watchdog, watch_log
 from .server import DEFAULT_STOP_TIMEOUT, running_pids, server_status, start_server, stop_server
 
@@ -133,7 +133,7 @@ def log(user: str, lines: int, follow: bool, agent: bool) -> None:
     for line in tail_lines(path, lines, end=end):
         click.echo(line)
     if follow:
-        out = click.get_binary_stream("stdout")
+        out = sys.stdout.buffer
 
         def write(chunk: bytes) -> None:
             out.write(chunk)

@@ -23,8 +23,6 @@ MAX_SCAN_BYTES = 8 * 1024 * 1024
 # the one before: a user's chatty server fills at most about twice this, plus one run.
 ROTATE_BYTES = 10 * 1024 * 1024
 FOLLOW_POLL = 0.5
-# What `cloudjhub-worker log --lines` (and so `cloudjhub logs`) prints at most.
-MAX_LOG_LINES = 10000
 
 
 def utc_stamp() -> str:
