@@ -108,21 +108,19 @@ def test_two_users_get_their_own_instances_and_files_survive_stop(demo: Demo) ->
     note = {"type": "file", "format": "text", "content": f"written {uuid.uuid4()}"}
     put = demo.request("PUT", f"{demo.hub_url}user/alice/api/contents/note.txt", json=note)
     assert put.status_code in (200, 201), put.text
-    # A line alice's server writes to its log (it logs a 404 with its path), read back
-    # by `cloudjhub logs` from her instance over the hub's pinned SSH.
+    # A line alice's server writes to its log (it logs a 404 with its path).
     marker = f"no-such-file-{uuid.uuid4().hex}"
     missing = demo.request("GET", f"{demo.hub_url}user/alice/api/contents/{marker}")
     assert missing.status_code == 404
-    live = cloudjhub(demo, "logs", "demo", "alice", "--lines", "20")
-    assert live.returncode == 0 and marker in live.stdout, live.stderr
 
     demo.stop("alice")
     demo.wait_state("alice", "stopped")
-    # Stopped: nobody to ask; the tail the hub kept before it stopped the instance.
+    assert demo.state_of("bob") == "running"
+    # Stopped: nobody to ask; `cloudjhub logs` prints the tail the hub kept before it
+    # stopped the instance.
     kept = cloudjhub(demo, "logs", "demo", "alice")
     assert kept.returncode == 0 and marker in kept.stdout, kept.stderr
     assert f"{alice_instance['InstanceId']} is stopped; last" in kept.stderr
-    assert demo.state_of("bob") == "running"
     deadline = time.monotonic() + 15
     while tcp_open(alice_instance["PrivateIpAddress"], 8888, timeout=0.5):
         assert time.monotonic() < deadline, "Jupyter still answers on a stopped instance"
@@ -133,6 +131,9 @@ def test_two_users_get_their_own_instances_and_files_survive_stop(demo: Demo) ->
     assert restarted["InstanceId"] == alice_instance["InstanceId"]
     got = demo.request("GET", f"{demo.hub_url}user/alice/api/contents/note.txt").json()
     assert got["content"] == note["content"]
+    # Running: read from her instance over the hub's pinned SSH (the log outlives a stop).
+    live = cloudjhub(demo, "logs", "demo", "alice", "--lines", "500")
+    assert live.returncode == 0 and marker in live.stdout, live.stderr
     print(f"\nspawn-to-ready: first start {first:.1f}s, restart {again:.1f}s")
     demo.stop("alice")
     demo.stop("bob")
