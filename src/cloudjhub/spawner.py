@@ -319,7 +319,8 @@ class InstanceSpawner(KeptLogTails, ProfileSpawnerMixin, Spawner):
             security_group_ids=tuple(self.security_group_ids),
             key_name=self.key_name,
             ebs_size=size,
-            hibernate=self.hibernate,
+            # AWS refuses hibernation with a one-time spot request (HibernationOptions).
+            hibernate=self.hibernate and self.market != "spot",
             market=self.market,
             extra_tags=tuple(self.current_tags.items()),
         )
