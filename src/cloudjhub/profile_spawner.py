@@ -159,9 +159,7 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
                 self.options_refused = True
                 raise web.HTTPError(400, f"Bad user_options: {exc}") from None
             # A kept pick the admin has since removed is not the user's mistake.
-            self.log.warning(
-                "%s: kept pick no longer offered (%s); default profile", self._log_name, exc
-            )
+            self.log.warning("kept pick no longer offered (%s); default profile", exc)
             chosen = select(profiles, {})
         if chosen.replace_instance:
             self._forget_confirmation()
@@ -222,7 +220,7 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
     def _forget_confirmation(self) -> None:
         """JupyterHub keeps the last user_options and reuses them on a start that gives
         none; a confirmation to replace an instance must count for this start only."""
-        orm = getattr(self, "orm_spawner", None)
+        orm: Any = getattr(self, "orm_spawner", None)
         kept = getattr(orm, "user_options", None)
         if isinstance(kept, dict) and REPLACE_OPTION in kept:
             # Committed with the state JupyterHub saves once the start is over.
