@@ -113,6 +113,13 @@ def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
     help="Keep this many launched, unassigned workers for first logins "
     "(c.InstanceSpawner.warm_pool_size).",
 )
+@click.option(
+    "--ta-group",
+    metavar="NAME",
+    default=None,
+    help="Teaching assistants' group: its members see, start, stop and open the servers "
+    "of the students group (see README, Sign-in).",
+)
 def demo(
     port: int,
     idle_timeout: int | None,
@@ -126,6 +133,7 @@ def demo(
     faults: tuple[str, ...],
     time_scale: str | None,
     warm_pool_size: int,
+    ta_group: str | None,
 ) -> None:
     """Run cloudjhub on this machine: EC2 emulated on loopback, a real JupyterHub."""
     from ..local.awslike.settings import BadSetting, behaviour_from
@@ -135,6 +143,13 @@ def demo(
         if (faults or time_scale is not None) and not like_aws:
             raise BadSetting("--fault and --time-scale only apply with --like-aws")
         behaviour = behaviour_from(faults, time_scale) if like_aws else None
+        if ta_group is not None:
+            from ..hub.signin_settings import check_name
+
+            try:
+                check_name(ta_group, "--ta-group")
+            except ValueError as exc:
+                raise BadSetting(str(exc)) from None
     except BadSetting as exc:
         click.echo(f"cloudjhub demo: {exc}", err=True)
         sys.exit(2)
@@ -154,6 +169,7 @@ def demo(
         hibernate=hibernate,
         like_aws=behaviour,
         warm_pool_size=warm_pool_size,
+        ta_group=ta_group,
     )
     stopping = threading.Event()
 

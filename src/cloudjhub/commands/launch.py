@@ -15,9 +15,11 @@ from ..config import (
     error_line,
     load_instance_config,
 )
+from ..launch.signin import AUTHENTICATORS
 from .cloud_options import aws_options
 from .errors import BadInput, CommandError, cloud_error
 from .options import ExistingFile, Number, env_argument, env_option
+from .signin_options import signin_from, signin_options
 from .tls_pair import tls_pair_problem
 
 # Every failure before the first resource is made says so.
@@ -59,7 +61,10 @@ AUTHENTICATOR_HELP = (
     "account (at /hub/authorize); `admin`'s password is generated and written to "
     "cloudjhub-CLUSTER-admin-password here. shared-password: one class password for "
     "everyone; whoever knows it can sign in as ANY user, other users included, and "
-    "read or change their files: only for a workshop where that does not matter."
+    "read or change their files: only for a workshop where that does not matter. "
+    "github, google, generic-oauth (any OpenID Connect provider), lti13 (a course in an "
+    "LMS): the school's accounts, with --client-id and --client-secret-file (see README, "
+    "Sign-in)."
 )
 
 
@@ -79,7 +84,7 @@ def authenticator_option(fn: Any) -> Any:
         "--authenticator",
         default="native",
         show_default=True,
-        metavar="native|shared-password",
+        metavar="|".join(AUTHENTICATORS),
         callback=check,
         help=AUTHENTICATOR_HELP,
     )(fn)
@@ -169,6 +174,7 @@ def _instance_config(path: Path | None, given: dict[str, Any]) -> InstanceConfig
     "then cross the network in clear. Only behind a TLS load balancer, or for a rehearsal.",
 )
 @authenticator_option
+@signin_options
 @env_option(
     "--output-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -212,9 +218,11 @@ def launch(
 
     say = lambda m: click.echo(m, err=True)  # noqa: E731
     given = {key.lower(): kw.pop(key.lower(), None) for _, key, _ in INSTANCE_OPTIONS}
+    signin = signin_from(kw["authenticator"], kw)
     try:
         instance = _instance_config(instance_config, given)
         opts = LaunchOptions(
+            signin=signin,
             cluster=cluster,
             base_ami=base_ami,
             private_subnet=private_subnet,
@@ -270,7 +278,16 @@ def launch(
     say(f"  config    {opts.server_config_file}")
     say(f"  record    {opts.record_file}")
     say(f"  sign-in   {opts.authenticator}")
-    say(f"  admin     user admin, password in {opts.admin_password_file} (mode 0600)")
+    if result.callback_url:
+        say(f"  callback  {result.callback_url} (register it with the provider)")
+    if not opts.signin.external:
+        say(f"  admin     user admin, password in {opts.admin_password_file} (mode 0600)")
+    if opts.signin.admin_users:
+        say(f"  admins    {', '.join(opts.signin.admin_users)}")
+    if opts.signin.external and not (opts.signin.allowed_users or opts.signin.allowed_groups):
+        say(
+            "  WARNING: no --allowed-users or --allowed-groups: every account of the provider may sign in"
+        )
     if opts.authenticator == "shared-password":
         say("  the class password is on the manager, root only: /etc/cloudjhub/user_password")
     if not opts.tls:

@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..config import InstanceConfig
 from ..tags import validate_cluster_name, workers_key_name
+from .signin import AUTHENTICATORS, Authenticator, SignIn, authenticator_named
 
-# How users sign in (`--authenticator`): those implemented, the default first.
-Authenticator = Literal["native", "shared-password"]
-AUTHENTICATORS: tuple[str, ...] = get_args(Authenticator)
-
-
-def authenticator_named(value: str) -> Authenticator:
-    """`value` if it names an authenticator, else a ValueError saying which do."""
-    for name in get_args(Authenticator):
-        if value == name:
-            return name
-    raise ValueError(f"--authenticator {value!r}: unknown; use one of {', '.join(AUTHENTICATORS)}")
+__all__ = ["AUTHENTICATORS", "Authenticator", "LaunchOptions", "authenticator_named"]
 
 
 class LaunchOptions(BaseModel):
@@ -45,6 +35,7 @@ class LaunchOptions(BaseModel):
     ssl_cert: Path | None = None
     ssl_key: Path | None = None
     authenticator: Authenticator = "native"
+    signin: SignIn = SignIn()
     output_dir: Path = Path()
     dry_run: bool = False
     keep_on_failure: bool = False
@@ -60,6 +51,16 @@ class LaunchOptions(BaseModel):
     def _tls_pair(self) -> LaunchOptions:
         if (self.ssl_cert is None) != (self.ssl_key is None):
             raise ValueError("--ssl-cert and --ssl-key go together")
+        return self
+
+    @model_validator(mode="after")
+    def _one_authenticator(self) -> LaunchOptions:
+        if self.signin.authenticator != self.authenticator:
+            return self.model_copy(
+                update={
+                    "signin": self.signin.model_copy(update={"authenticator": self.authenticator})
+                }
+            )
         return self
 
     @field_validator("admin_cidr")

@@ -163,6 +163,8 @@ class DemoStack:
     spawner_config: dict[str, Any] = field(default_factory=dict)
     # c.InstanceSpawner.warm_pool_size (--warm-pool-size); 0 for no pool.
     warm_pool_size: int = 0
+    # --ta-group: the teaching assistants' group (None: no TA role).
+    ta_group: str | None = None
     # --like-aws: the AWS behaviour layer in front of the endpoint (None: off).
     like_aws: Behaviour | None = None
     awslike: AwsLikeProxy | None = None
@@ -344,6 +346,9 @@ class DemoStack:
                 **self.spawner_config,
             },
         )
+        if self.ta_group:
+            access = settings.access.model_copy(update={"ta_group": self.ta_group})
+            settings = settings.model_copy(update={"access": access})
         write_settings(settings, self.state_dir / "hub.json")
         env = dict(os.environ)
         env["CLOUDJHUB_SERVER_CONFIG"] = str(config)
