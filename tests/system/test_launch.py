@@ -30,6 +30,7 @@ from cloudjhub.config import InstanceConfig
 from cloudjhub.launch.cluster import Launch, LaunchError
 from cloudjhub.launch.options import LaunchOptions
 from tests.helpers import inventory, self_signed_pair
+from tests.system.school_signin import school_sign_in
 
 pytestmark = pytest.mark.system
 
@@ -466,6 +467,14 @@ def test_full_launch_then_rerun_then_destroy(cloud: Cloud, tmp_path: Path) -> No
     assert worker["Tags"] and "IamInstanceProfile" not in worker
     print(
         f"\nlaunch against the local cloud: {launch_seconds:.1f}s; first spawn {spawn_seconds:.1f}s"
+    )
+    school_sign_in(
+        lambda *a: cloud.launch(*cloud.args("class1"), *a, "--yes", cwd=tmp_path),
+        tls,
+        tmp_path,
+        url,
+        etc,
+        "grace",
     )
 
     rerun_reuses_everything_then_destroy_removes_it(cloud, "class1", tmp_path, before, tls)

@@ -5,7 +5,10 @@ it runs (no restart).
 It speaks as the hub's `cloudjhub-users` service, whose token the manager's
 setup keeps in /etc/cloudjhub/users_token (mode 0600, root and the hub only), so
 it runs on the manager (`sudo cloudjhub users ...`); from elsewhere, give
-`--hub-url` (e.g. through `ssh -L`) and `--token-file`.
+`--hub-url` (e.g. through `ssh -L`), `--token-file` and `--ta-group`.
+
+Admins are not its business: JupyterHub lets only an admin make one, and this
+service is deliberately not an admin; they come from `launch --admin-users`.
 """
 
 from __future__ import annotations
@@ -101,45 +104,47 @@ def _names(names: tuple[str, ...]) -> list[str]:
         raise BadInput(str(exc)) from None
 
 
-def _target(ctx: click.Context) -> tuple[Hub, str | None]:
-    hub: Hub
-    hub, ta = ctx.obj
-    return hub, ta
+def _reach(fn: Any) -> Any:
+    """--settings, --hub-url, --token-file on each subcommand (after CLUSTER ACTION)."""
+    fn = env_option(
+        "--token-file",
+        type=ExistingFile(),
+        default=None,
+        help="The users service's token [default: from hub.json].",
+    )(fn)
+    fn = env_option(
+        "--hub-url",
+        default=None,
+        help="The hub's API, e.g. http://127.0.0.1:8081/hub/api [default: from hub.json].",
+    )(fn)
+    fn = env_option(
+        "--ta-group",
+        default=None,
+        help="The hub's TA group when not on the manager [default: from hub.json].",
+    )(fn)
+    return env_option(
+        "--settings",
+        type=ExistingFile(),
+        default=None,
+        help="The hub's hub.json [default: /etc/cloudjhub/hub.json or $CLOUDJHUB_HUB_SETTINGS].",
+    )(fn)
+
+
+def _target(ctx: click.Context, kw: dict[str, Any]) -> tuple[Hub, str | None]:
+    hub, ta_group = _connect(ctx.obj, kw.pop("settings"), kw.pop("hub_url"), kw.pop("token_file"))
+    return hub, kw.pop("ta_group") or ta_group
 
 
 @click.group()
 @click.argument("cluster")
-@env_option(
-    "--settings",
-    type=ExistingFile(),
-    default=None,
-    help="The hub's hub.json [default: /etc/cloudjhub/hub.json or $CLOUDJHUB_HUB_SETTINGS].",
-)
-@env_option(
-    "--hub-url",
-    default=None,
-    help="The hub's API, e.g. http://127.0.0.1:8081/hub/api [default: from hub.json].",
-)
-@env_option(
-    "--token-file",
-    type=ExistingFile(),
-    default=None,
-    help="The users service's token [default: from hub.json].",
-)
 @click.pass_context
-def users(
-    ctx: click.Context,
-    cluster: str,
-    settings: Path | None,
-    hub_url: str | None,
-    token_file: Path | None,
-) -> None:
+def users(ctx: click.Context, cluster: str) -> None:
     """Who may sign in, who is admin, teaching assistant or student: changed on the
     running hub through its REST API, no restart."""
-    ctx.obj = _connect(cluster, settings, hub_url, token_file)
+    ctx.obj = cluster
 
 
-def _roles(ta: bool, admin: bool, student: bool, ta_group: str | None) -> None:
+def _roles(ta: bool, student: bool, ta_group: str | None) -> None:
     if ta and not ta_group:
         raise BadInput("--ta: this hub has no TA group (launch with --ta-group NAME)")
     if ta and student:
@@ -148,27 +153,23 @@ def _roles(ta: bool, admin: bool, student: bool, ta_group: str | None) -> None:
 
 @users.command()
 @click.argument("names", nargs=-1, required=True)
-@click.option("--admin", is_flag=True, help="Make them hub admins.")
 @click.option("--ta", is_flag=True, help="Put them in the TA group (and out of students).")
 @click.option("--student", is_flag=True, help="Put them in the students group.")
+@_reach
 @click.pass_context
-def add(ctx: click.Context, names: tuple[str, ...], admin: bool, ta: bool, student: bool) -> None:
+def add(ctx: click.Context, names: tuple[str, ...], ta: bool, student: bool, **kw: Any) -> None:
     """Allow NAMES to sign in (the hub makes them users), with a role if given."""
     from ..hub.signin_settings import STUDENTS_GROUP
 
-    hub, ta_group = _target(ctx)
-    _roles(ta, admin, student, ta_group)
+    hub, ta_group = _target(ctx, kw)
+    _roles(ta, student, ta_group)
     chosen = _names(names)
     for name in chosen:
         if hub.user(name) is None:
             hub.call("POST", f"/users/{quote(name, safe='')}")
             click.echo(f"added {name}")
-        if admin:
-            hub.call("PATCH", f"/users/{quote(name, safe='')}", json={"admin": True})
     if ta and ta_group:
         hub.group_members(ta_group, chosen, add=True)
-        hub.group_members(STUDENTS_GROUP, chosen, add=False)
-    if admin:
         hub.group_members(STUDENTS_GROUP, chosen, add=False)
     if student:
         hub.group_members(STUDENTS_GROUP, chosen, add=True)
@@ -176,38 +177,35 @@ def add(ctx: click.Context, names: tuple[str, ...], admin: bool, ta: bool, stude
 
 @users.command()
 @click.argument("names", nargs=-1, required=True)
-@click.option("--admin", is_flag=True, help="Only take away admin.")
 @click.option("--ta", is_flag=True, help="Only take them out of the TA group.")
 @click.option("--student", is_flag=True, help="Only take them out of the students group.")
+@_reach
 @click.pass_context
-def remove(
-    ctx: click.Context, names: tuple[str, ...], admin: bool, ta: bool, student: bool
-) -> None:
+def remove(ctx: click.Context, names: tuple[str, ...], ta: bool, student: bool, **kw: Any) -> None:
     """Without a flag: delete NAMES from the hub, so they may no longer sign in (their
     workers are terminated; home volumes are kept). With one: only that role."""
     from ..hub.signin_settings import STUDENTS_GROUP
 
-    hub, ta_group = _target(ctx)
-    _roles(ta, admin, False, ta_group)
+    hub, ta_group = _target(ctx, kw)
+    _roles(ta, False, ta_group)
     chosen = _names(names)
     if ta and ta_group:
         hub.group_members(ta_group, chosen, add=False)
     if student:
         hub.group_members(STUDENTS_GROUP, chosen, add=False)
     for name in chosen:
-        if admin:
-            hub.call("PATCH", f"/users/{quote(name, safe='')}", json={"admin": False})
-        elif not (ta or student):
+        if not (ta or student):
             hub.call("DELETE", f"/users/{quote(name, safe='')}", ok=(404,))
             click.echo(f"removed {name}")
 
 
 @users.command("list")
 @click.option("--json", "as_json", is_flag=True, help="JSON: one object per user.")
+@_reach
 @click.pass_context
-def list_users(ctx: click.Context, as_json: bool) -> None:
+def list_users(ctx: click.Context, as_json: bool, **kw: Any) -> None:
     """Every user: admin or not, groups, server state."""
-    hub, _ = _target(ctx)
+    hub, _ = _target(ctx, kw)
     rows = [
         {
             "name": u["name"],

@@ -15,8 +15,9 @@ from typing import Any
 
 from jupyterhub import orm
 from jupyterhub.utils import maybe_future
+from sqlalchemy.orm import object_session
 from traitlets import Unicode
-from traitlets.config import Config
+from traitlets.config import Config, LoggingConfigurable
 from traitlets.utils.importstring import import_item
 
 from .settings import HubSettings
@@ -34,8 +35,9 @@ AUTHENTICATOR_CLASSES = {
 }
 TA_ROLE = "teaching-assistant"
 USERS_SERVICE = "cloudjhub-users"
-# `cloudjhub users`: make and delete users (the allow list), set the admin flag
-# (admin:users), add and remove group members (groups). Nothing about servers or tokens.
+# `cloudjhub users`: make and delete users (the allow list: admin:users), add and
+# remove group members (groups), see servers' state (read:servers). Not an admin, so
+# it cannot make one (JupyterHub lets only admins grant admin).
 USERS_SCOPES = ("admin:users", "groups", "read:servers")
 
 
@@ -52,7 +54,7 @@ def ta_scopes(students: str = STUDENTS_GROUP) -> list[str]:
     ]
 
 
-class StudentsMixin:
+class StudentsMixin(LoggingConfigurable):
     """Puts each user the hub adds (at first sign-in, through the API, at start)
     into the students' group, unless they are an admin or a teaching assistant."""
 
@@ -60,17 +62,21 @@ class StudentsMixin:
 
     async def add_user(self, user: Any) -> None:
         await maybe_future(super().add_user(user))  # type: ignore[misc]
+        # The hub passes its User wrapper, or at start the database row itself.
+        row = getattr(user, "orm_user", user)
         admins: set[str] = getattr(self, "admin_users", set())
-        groups = {g.name for g in user.groups}
-        if user.admin or user.name in admins or self.ta_group in groups:
+        groups = {g.name for g in row.groups}
+        if row.admin or row.name in admins or self.ta_group in groups:
             return
         if STUDENTS_GROUP not in groups:
-            group = orm.Group.find(user.db, STUDENTS_GROUP)
+            db = object_session(row)
+            assert db is not None
+            group = orm.Group.find(db, STUDENTS_GROUP)
             if group is None:
                 group = orm.Group(name=STUDENTS_GROUP)
-                user.db.add(group)
-            user.groups.append(group)
-            user.db.commit()
+                db.add(group)
+            row.groups.append(group)
+            db.commit()
 
 
 def with_students(base: type) -> type:
