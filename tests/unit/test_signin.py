@@ -291,3 +291,38 @@ def test_a_loopback_provider_may_be_http_nothing_else_may() -> None:
     SignIn.model_validate({**oauth_signin().model_dump(), "authorize_url": loop})
     with pytest.raises(ValueError, match="https"):
         SignIn.model_validate({**oauth_signin().model_dump(), "authorize_url": "http://10.0.0.1/a"})
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (("add", "bad/name"), "user name 'bad/name'"),
+        (("add", "tina", "--ta"), "--ta: this hub has no TA group"),
+        (("add", "tina", "--ta", "--student"), "one or the other"),
+    ],
+)
+def test_users_refuses_bad_input_before_calling_the_hub(
+    tmp_path: Path, argv: tuple[str, ...], says: str
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("t\n")
+    # Nobody listens there: a call would fail with "does not answer", not exit 2.
+    hub = ("--hub-url", "http://127.0.0.1:9/hub/api", "--token-file", str(token))
+    if "--student" in argv:
+        hub += ("--ta-group", "tas")
+    result = CliRunner().invoke(main, ["users", "alpha", *argv, *hub], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [f"error: {result.output.strip()[7:]}"]
+    assert says in result.output
+
+
+def test_users_elsewhere_needs_the_hub_url_and_token(tmp_path: Path) -> None:
+    missing = tmp_path / "hub.json"
+    result = CliRunner().invoke(
+        main,
+        ["users", "alpha", "list"],
+        env={"CLOUDJHUB_HUB_SETTINGS": str(missing)},
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 2, result.output
+    assert "--hub-url" in result.output and len(result.output.strip().splitlines()) == 1
