@@ -326,3 +326,13 @@ def test_users_elsewhere_needs_the_hub_url_and_token(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2, result.output
     assert "--hub-url" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_demo_refuses_a_bad_ta_group_before_starting_anything(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    result = CliRunner().invoke(
+        main, ["demo", "--state-dir", str(state), "--ta-group", "tas/x"], catch_exceptions=False
+    )
+    assert result.exit_code == 2, result.output
+    assert "--ta-group 'tas/x'" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not state.exists()

@@ -280,11 +280,11 @@ def launch(
     say(f"  sign-in   {opts.authenticator}")
     if result.callback_url:
         say(f"  callback  {result.callback_url} (register it with the provider)")
-    if not opts.signin.external:
+    if not opts.sign_in.external:
         say(f"  admin     user admin, password in {opts.admin_password_file} (mode 0600)")
-    if opts.signin.admin_users:
-        say(f"  admins    {', '.join(opts.signin.admin_users)}")
-    if opts.signin.external and not (opts.signin.allowed_users or opts.signin.allowed_groups):
+    if opts.sign_in.admin_users:
+        say(f"  admins    {', '.join(opts.sign_in.admin_users)}")
+    if opts.sign_in.external and not (opts.sign_in.allowed_users or opts.sign_in.allowed_groups):
         say(
             "  WARNING: no --allowed-users or --allowed-groups: every account of the provider may sign in"
         )

@@ -327,8 +327,8 @@ class Launch:
             "public_port": self.opts.hub_port,
             "worker_command": self._worker_command(),
             # The sign-in, its client secret included: over the SSH channel only.
-            "signin": self.opts.signin.model_copy(
-                update={"public_url": self.opts.signin.public_url or self.hub_url(manager)}
+            "signin": self.opts.sign_in.model_copy(
+                update={"public_url": self.opts.sign_in.public_url or self.hub_url(manager)}
             ).model_dump(),
         }
         if self.opts.ssl_cert and self.opts.ssl_key:

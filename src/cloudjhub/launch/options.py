@@ -35,7 +35,7 @@ class LaunchOptions(BaseModel):
     ssl_cert: Path | None = None
     ssl_key: Path | None = None
     authenticator: Authenticator = "native"
-    signin: SignIn = SignIn()
+    signin: SignIn | None = None
     output_dir: Path = Path()
     dry_run: bool = False
     keep_on_failure: bool = False
@@ -55,12 +55,8 @@ class LaunchOptions(BaseModel):
 
     @model_validator(mode="after")
     def _one_authenticator(self) -> LaunchOptions:
-        if self.signin.authenticator != self.authenticator:
-            return self.model_copy(
-                update={
-                    "signin": self.signin.model_copy(update={"authenticator": self.authenticator})
-                }
-            )
+        if self.signin is not None and self.signin.authenticator != self.authenticator:
+            raise ValueError("--authenticator and the sign-in options disagree")
         return self
 
     @field_validator("admin_cidr")
@@ -69,6 +65,11 @@ class LaunchOptions(BaseModel):
         if value is not None:
             ipaddress.ip_network(value, strict=False)
         return value
+
+    @property
+    def sign_in(self) -> SignIn:
+        """The sign-in options (just --authenticator unless more were given)."""
+        return self.signin or SignIn(authenticator=self.authenticator)
 
     @property
     def tls(self) -> bool:
