@@ -78,7 +78,7 @@ def provider_sign_in(url: str, who: str) -> tuple[requests.Session, requests.Res
 def users(etc: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`cloudjhub users` as on the manager (its hub.json, its service token)."""
     return subprocess.run(
-        [str(CLI), "users", "class1", "--settings", str(etc / "hub.json"), *args],
+        [str(CLI), "users", "class1", *args, "--settings", str(etc / "hub.json")],
         capture_output=True,
         text=True,
         timeout=60,
