@@ -2,8 +2,8 @@
 OpenID Connect provider on loopback (oidc-provider-mock), driven from
 test_launch.py's full launch so that no second cluster is launched.
 
-What it shows (issue 12): re-running `launch` with other sign-in options restarts
-the hub without stopping a running server; the secret is kept 0600 on the
+What it shows (issue 12): re-running `launch` with other sign-in options reuses
+every resource and restarts the hub without stopping a running server; the secret is kept 0600 on the
 manager and shown nowhere; a person signs in through the provider in Chromium
 and lands in JupyterLab; a user not on the allow list is refused; a TA opens a
 student's server and not an admin's; `cloudjhub users add` lets a new user in
@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -101,6 +102,7 @@ def opens(s: requests.Session, url: str, owner: str) -> bool:
 
 def school_sign_in(
     launch: Callable[..., subprocess.CompletedProcess[str]],
+    inventory: Callable[[], Any],
     tls: tuple[str, ...],
     tmp_path: Path,
     url: str,
@@ -112,6 +114,7 @@ def school_sign_in(
     (tmp_path / "oidc-secret").write_text(SECRET + "\n")
     (tmp_path / "allowed").write_text("sam\ntina  # a TA, made one below\n")
     with oidc_provider(tmp_path / "oidc.log") as provider:
+        resources = inventory()
         began = time.monotonic()
         done = launch(
             *tls,
@@ -137,6 +140,7 @@ def school_sign_in(
             "tas",
         )
         assert done.returncode == 0, done.stderr
+        assert "(reused)" in done.stderr and inventory() == resources  # nothing new made
         print(f"\nre-launch with generic-oauth: {time.monotonic() - began:.1f}s")
         assert f"callback  {url}hub/oauth_callback" in done.stderr
         assert SECRET not in done.stdout + done.stderr
