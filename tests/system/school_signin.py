@@ -186,7 +186,7 @@ def school_sign_in(
         added = users(etc, "add", "walt")
         assert added.returncode == 0 and "added walt" in added.stdout
         walt, after = provider_sign_in(url, "walt")
-        assert (after.ok and "/hub/" in after.url) or "/user/walt" in after.url, after.url
+        assert after.status_code == 302, after.status_code
         assert (
             etc.parent.parent / "var/lib/cloudjhub/jupyterhub.pid"
         ).read_text().strip() == new_pid
