@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -77,6 +78,7 @@ def test_shell_scripts_pass_shellcheck() -> None:
         ("metrics.py", set()),
         ("usage.py", {"config"}),  # error_line: one wording for every pydantic error
         ("host_keys.py", {"config"}),  # likewise
+        ("profiles.py", {"config"}),  # likewise; the hub's config checks profiles with it
         ("aws/client.py", {"tags", "metrics"}),
         ("aws/hub.py", {"tags", "aws", "cloud_config"}),
         ("aws/admin.py", {"tags", "aws"}),
@@ -91,9 +93,11 @@ def test_lower_floors_never_import_upper_ones(module: str, allowed: set[str]) ->
 
 def test_hub_config_imports_only_config_and_itself() -> None:
     """What the hub's config loads at hub start: never the launcher, the local cloud,
-    the commands, or the reaper (whose metrics would join the hub's)."""
+    the commands, or the reaper (whose metrics would join the hub's). `profiles`
+    (the profile_list model, itself importing only `config`) checks profiles at start,
+    and `profile_types` with `aws` their instance types against the region."""
     for path in (PKG / "hub").rglob("*.py"):
-        assert _ours(path) <= {"hub", "config"}, path
+        assert _ours(path) <= {"hub", "config", "profiles", "profile_types", "aws"}, path
 
 
 def test_worker_imports_nothing_hub_side() -> None:
@@ -119,3 +123,15 @@ def test_one_door_per_outside_system() -> None:
             assert path.parent.name == "aws", f"{path} talks to boto3"
         if any(m == "paramiko" or m.startswith("paramiko.") for m in mods):
             assert path.name == "remote.py", f"{path} talks to paramiko"
+
+
+def test_each_local_cloud_in_tests_and_benchmarks_has_its_own_loopback_range() -> None:
+    """System test files run side by side (pytest -n), so two local clouds on one /16
+    would hand out each other's addresses."""
+    owners: dict[str, set[str]] = {}
+    for path in [*(ROOT / "tests" / "system").glob("*.py"), *(ROOT / "benchmarks").glob("*.py")]:
+        for cidr in re.findall(r"\"(127\.\d+\.0\.0/16)\"", path.read_text()):
+            owners.setdefault(cidr, set()).add(path.name)
+    assert len(owners) >= 10, owners
+    shared = {cidr: files for cidr, files in owners.items() if len(files) > 1}
+    assert not shared, shared

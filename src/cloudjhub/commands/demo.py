@@ -13,7 +13,7 @@ from types import FrameType
 import click
 
 from .cloud_options import require_reachable
-from .errors import CommandError
+from .errors import BadInput, CommandError
 
 
 def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
@@ -96,7 +96,8 @@ def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
     metavar="NAME[:RATE]",
     help="With --like-aws, answer AWS error NAME where AWS would, with probability RATE "
     "(default 1): InsufficientInstanceCapacity, DependencyViolation, InvalidSnapshot.InUse, "
-    "IdempotentParameterMismatch. Repeatable.",
+    "IdempotentParameterMismatch, SpotMaxPriceTooLow, MaxSpotInstanceCountExceeded (spot "
+    "launches only). Repeatable.",
 )
 @click.option(
     "--time-scale",
@@ -120,6 +121,23 @@ def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
     help="Teaching assistants' group: its members see, start, stop and open the servers "
     "of the students group (see README, Sign-in).",
 )
+@click.option(
+    "--profiles",
+    "profiles_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Profiles users pick from on the spawn page (c.InstanceSpawner.profile_list): a "
+    "YAML or JSON file holding kubespawner's profile_list shape.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Your own JupyterHub config (Python), loaded after the demo's: it can set any "
+    "trait, e.g. c.InstanceSpawner.profile_list as a callable. It runs as the hub, so "
+    "give only a file you wrote.",
+)
 def demo(
     port: int,
     idle_timeout: int | None,
@@ -134,11 +152,18 @@ def demo(
     time_scale: str | None,
     warm_pool_size: int,
     ta_group: str | None,
+    profiles_file: Path | None,
+    config_file: Path | None,
 ) -> None:
     """Run cloudjhub on this machine: EC2 emulated on loopback, a real JupyterHub."""
     from ..local.awslike.settings import BadSetting, behaviour_from
     from ..local.demo import DemoStack
+    from ..profiles import load_file
 
+    try:
+        profiles = load_file(profiles_file) if profiles_file else None
+    except ValueError as exc:
+        raise BadInput(f"--profiles: {exc}") from None
     try:
         if (faults or time_scale is not None) and not like_aws:
             raise BadSetting("--fault and --time-scale only apply with --like-aws")
@@ -170,6 +195,8 @@ def demo(
         like_aws=behaviour,
         warm_pool_size=warm_pool_size,
         ta_group=ta_group,
+        spawner_config={"profile_list": profiles} if profiles else {},
+        extra_config=config_file,
     )
     stopping = threading.Event()
 

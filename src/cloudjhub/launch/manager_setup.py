@@ -25,7 +25,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from ..config import server_config_from, write_server_config
 from ..hub.proxy import find_proxy
@@ -42,6 +42,7 @@ from ..hub.settings import (
 )
 from ..hub.signin_settings import OAuth
 from ..keys import ensure_ed25519
+from ..profiles import parse as parse_profiles
 from .options import Authenticator
 from .signin import CLIENT_SECRET_FILE, SignIn
 from .units import HUB_UNIT, Unit, install_unit, run_unit_directly
@@ -90,6 +91,15 @@ class SetupRequest(BaseModel):
     tls: TlsFiles | None = None
     # Who signs in and how (the client secret included); None: --authenticator alone.
     signin: SignIn | None = None
+    # c.InstanceSpawner.profile_list (launch --profiles); checked again at hub start.
+    profile_list: list[JsonValue] | None = None
+
+    @field_validator("profile_list")
+    @classmethod
+    def _profiles(cls, value: list[JsonValue] | None) -> list[JsonValue] | None:
+        if value is not None:
+            parse_profiles(value)  # its ValueError names the profile and field
+        return value
 
 
 def _private_file(path: Path, make: Any) -> None:
@@ -189,6 +199,7 @@ def hub_settings(
             worker_command=list(request.worker_command),
             usage_log=str(state / "usage.jsonl"),
             host_key_store=str(state / "host_keys.json"),
+            traits={"profile_list": request.profile_list} if request.profile_list else {},
         ),
         services=ServiceSettings(python=python, idle_timeout=idle_timeout),
     )

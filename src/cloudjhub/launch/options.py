@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -36,6 +37,8 @@ class LaunchOptions(BaseModel):
     ssl_key: Path | None = None
     authenticator: Authenticator = "native"
     signin: SignIn | None = None
+    # --profiles FILE, checked: the hub's c.InstanceSpawner.profile_list.
+    profiles: list[dict[str, Any]] | None = None
     output_dir: Path = Path()
     dry_run: bool = False
     keep_on_failure: bool = False
