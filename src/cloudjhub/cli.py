@@ -18,6 +18,7 @@ from .commands.reap import reap
 from .commands.setup import setup_manager
 from .commands.status import status
 from .commands.terminate_workers import terminate_workers
+from .commands.users import users
 from .commands.warm_pool import warm_pool
 
 
@@ -50,5 +51,6 @@ for command in (
     cost,
     reap,
     warm_pool,
+    users,
 ):
     main.add_command(command)

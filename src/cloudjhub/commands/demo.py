@@ -124,6 +124,13 @@ def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
     "the hub's log and ignored.",
 )
 @click.option(
+    "--ta-group",
+    metavar="NAME",
+    default=None,
+    help="Teaching assistants' group: its members see, start, stop and open the servers "
+    "of the students group (see README, Sign-in).",
+)
+@click.option(
     "--profiles",
     "profiles_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -154,6 +161,7 @@ def demo(
     time_scale: str | None,
     warm_pool_size: int,
     hub_config: Path | None,
+    ta_group: str | None,
     profiles_file: Path | None,
     config_file: Path | None,
 ) -> None:
@@ -171,6 +179,13 @@ def demo(
         if (faults or time_scale is not None) and not like_aws:
             raise BadSetting("--fault and --time-scale only apply with --like-aws")
         behaviour = behaviour_from(faults, time_scale) if like_aws else None
+        if ta_group is not None:
+            from ..hub.signin_settings import check_name
+
+            try:
+                check_name(ta_group, "--ta-group")
+            except ValueError as exc:
+                raise BadSetting(str(exc)) from None
         extra_config = read_jupyterhub_config(hub_config) if hub_config else {}
     except ValueError as exc:  # BadSetting too
         message = str(exc) if isinstance(exc, BadSetting) else f"--hub-config {exc}"
@@ -193,6 +208,7 @@ def demo(
         like_aws=behaviour,
         warm_pool_size=warm_pool_size,
         hub_config=extra_config,
+        ta_group=ta_group,
         spawner_config={"profile_list": profiles} if profiles else {},
         extra_config=config_file,
     )

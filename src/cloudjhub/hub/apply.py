@@ -19,8 +19,7 @@ from ..config import POOL_STATES, ConfigError, check_warm_pool, load_server_conf
 from ..profiles import parse as parse_profiles
 from .services import hub_services, warm_pool_service
 from .settings import HubSettings, Native, SharedPassword
-
-NATIVE_CLASS = "cloudjhub.hub.native.SeededNativeAuthenticator"
+from .signin import NATIVE_CLASS, apply_signin
 
 
 def _secret(path: str) -> str:
@@ -86,6 +85,7 @@ def apply(c: Config, settings: HubSettings, environ: Mapping[str, str] | None = 
     check_profiles(settings)
 
     hub.services, hub.load_roles = hub_services(settings, env)
+    apply_signin(c, settings)
     size, state = warm_pool(settings)
     keys_dir = settings.spawner.traits.get("warm_pool_keys_dir")
     if not isinstance(keys_dir, str):

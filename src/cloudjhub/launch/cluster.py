@@ -56,6 +56,7 @@ class LaunchResult:
     groups: ClusterGroups
     created: Created
     seconds: float
+    callback_url: str = ""  # where the sign-in provider sends browsers back, if any
 
 
 def plan(ec2: AdminEc2, opts: LaunchOptions) -> list[str]:
@@ -98,6 +99,7 @@ class Launch:
         self._undo = UndoLog(ec2, say, opts.timeout, opts.poll)
         self._preinstalled: str | None = None
         self._admin_password = ""
+        self._callback_url = ""
         # Host keys pinned by instance id: the last run's record, then this run's pins.
         self.pins: dict[str, tuple[str, ...]] = recorded_pins(opts.record_file, opts.cluster, say)
 
@@ -117,7 +119,13 @@ class Launch:
             self._fail(exc)
             raise LaunchError(str(exc)) from exc
         result = LaunchResult(
-            url, manager, image_id, groups, self.created, time.monotonic() - began
+            url,
+            manager,
+            image_id,
+            groups,
+            self.created,
+            time.monotonic() - began,
+            self._callback_url,
         )
         self.write_record(result)
         self.keep_admin_password()
@@ -319,6 +327,10 @@ class Launch:
             "bind_ip": manager.private_ip,
             "public_port": self.opts.hub_port,
             "worker_command": self._worker_command(),
+            # The sign-in, its client secret included: over the SSH channel only.
+            "signin": self.opts.sign_in.model_copy(
+                update={"public_url": self.opts.sign_in.public_url or self.hub_url(manager)}
+            ).model_dump(),
         }
         if self.opts.profiles:
             request["profile_list"] = self.opts.profiles
@@ -343,6 +355,7 @@ class Launch:
             )
         reply: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
         self._admin_password = str(reply["admin_password"])
+        self._callback_url = str(reply.get("callback_url") or "")
         return str(reply["worker_public_key"])
 
     def keep_admin_password(self) -> None:
@@ -367,14 +380,17 @@ class Launch:
         self._undo.add(f"key pair {name}", lambda: self._undo.key_pair(name))
         self.say(f"key pair {name}: imported")
 
-    def wait_for_hub(self, manager: Instance) -> str:
+    def hub_url(self, manager: Instance) -> str:
         host = manager.private_ip if self.opts.connect_via == "private" else manager.public_ip
         if not host:
             raise CloudError(f"manager {manager.id} has no {self.opts.connect_via} IP address")
         scheme = "https" if self.opts.tls else "http"
         default = 443 if self.opts.tls else 80
         port = "" if self.opts.hub_port == default else f":{self.opts.hub_port}"
-        url = f"{scheme}://{host}{port}/"
+        return f"{scheme}://{host}{port}/"
+
+    def wait_for_hub(self, manager: Instance) -> str:
+        url = self.hub_url(manager)
         context = (
             ssl.create_default_context(cafile=str(self.opts.ssl_cert)) if self.opts.tls else None
         )

@@ -172,6 +172,8 @@ class DemoStack:
     warm_pool_size: int = 0
     # --hub-config: more JupyterHub config (class -> trait -> value), merged last.
     hub_config: JupyterHubConfig = field(default_factory=dict)
+    # --ta-group: the teaching assistants' group (None: no TA role).
+    ta_group: str | None = None
     # --config FILE: the admin's own JupyterHub config, loaded after the demo's.
     extra_config: Path | None = None
     # --like-aws: the AWS behaviour layer in front of the endpoint (None: off).
@@ -356,6 +358,9 @@ class DemoStack:
             },
             jupyterhub_config=self.hub_config,
         )
+        if self.ta_group:
+            access = settings.access.model_copy(update={"ta_group": self.ta_group})
+            settings = settings.model_copy(update={"access": access})
         write_settings(settings, self.state_dir / "hub.json")
         env = dict(os.environ)
         env["CLOUDJHUB_SERVER_CONFIG"] = str(config)
