@@ -13,6 +13,7 @@ from .commands.destroy import destroy
 from .commands.errors import BadInput
 from .commands.iam_policy import iam_policy
 from .commands.launch import launch
+from .commands.prewarm import prewarm
 from .commands.reap import reap
 from .commands.setup import setup_manager
 from .commands.status import status
@@ -48,5 +49,6 @@ for command in (
     cost,
     reap,
     warm_pool,
+    prewarm,
 ):
     main.add_command(command)

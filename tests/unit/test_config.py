@@ -93,6 +93,8 @@ def test_instance_config_uses_the_original_key_names(tmp_path: Path) -> None:
     assert set(InstanceConfig.model_fields) == ORIGINAL_INSTANCE_KEYS | {
         "HIBERNATE",
         "WARM_POOL_SIZE",
+        "WARM_POOL_SCHEDULE",
+        "WARM_POOL_TIME_ZONE",
     }
     original = {
         "MANAGER_INSTANCE_TYPE": "t3.large",
@@ -107,7 +109,13 @@ def test_instance_config_uses_the_original_key_names(tmp_path: Path) -> None:
         "SERVER_OWNER": "ops@example.com",
     }
     cfg = load_instance_config(write_json(tmp_path / "instance_config.json", original))
-    assert cfg.model_dump() == {**original, "HIBERNATE": False, "WARM_POOL_SIZE": 0}
+    assert cfg.model_dump() == {
+        **original,
+        "HIBERNATE": False,
+        "WARM_POOL_SIZE": 0,
+        "WARM_POOL_SCHEDULE": [],
+        "WARM_POOL_TIME_ZONE": "UTC",
+    }
 
 
 def test_partial_instance_config_keeps_other_defaults(tmp_path: Path) -> None:

@@ -96,6 +96,7 @@ class Instance:
     public_ip: str | None = None
     instance_profile: str | None = None
     key_name: str | None = None
+    image_id: str | None = None
 
     @property
     def user(self) -> str | None:
@@ -135,6 +136,7 @@ class Instance:
             public_ip=data.get("PublicIpAddress") or None,
             instance_profile=(data.get("IamInstanceProfile") or {}).get("Arn"),
             key_name=data.get("KeyName"),
+            image_id=data.get("ImageId"),
             volumes=tuple(
                 m["Ebs"]["VolumeId"] for m in data.get("BlockDeviceMappings", []) if "Ebs" in m
             ),
