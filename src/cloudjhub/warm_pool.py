@@ -1,8 +1,10 @@
 """The warm pool: unassigned workers kept launched, so a first login skips RunInstances.
 
-`Keeper` keeps the pool at its target (one round: count, launch what is missing in
-one RunInstances, stop or start members to the target state); `cloudjhub warm-pool`
-runs it as a hub-managed service. The spawner claims from the pool in the hub
+`Keeper` keeps the pool at its target (one round: count, retire members of an old
+type or image, launch what is missing in one RunInstances or terminate what is beyond
+the target, stop or start members to the target state); the target at a time is
+pool_schedule.PoolPlan's (base size, schedule, `cloudjhub prewarm`'s one-off window).
+`cloudjhub warm-pool` runs it as a hub-managed service. The spawner claims from the pool in the hub
 process (`claim`), under an in-process lock, when a user has no instance yet.
 
 Why a service and not a task in the hub: JupyterHub has no hook that runs code in
@@ -234,9 +236,9 @@ class RoundResult:
     retired: list[str] = field(default_factory=list)
 
 
-# Which members go first when the pool shrinks: those furthest from serving a claim
-# (stopping, stopped, pending, then running), and of those the newest, so the members
-# that booted long ago (host keys recorded, settled) stay.
+# Which members go first when the pool shrinks: stopped first, i.e. those furthest from
+# serving a claim (stopping, stopped, pending, then running); among equals the newest
+# LaunchTime (EC2 resets it on every start: the most recently launched or started).
 SHRINK_ORDER = {state: -rank for state, rank in CLAIM_ORDER.items()}
 
 

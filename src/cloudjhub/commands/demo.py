@@ -113,6 +113,20 @@ def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
     help="Keep this many launched, unassigned workers for first logins "
     "(c.InstanceSpawner.warm_pool_size).",
 )
+@click.option(
+    "--warm-pool-schedule",
+    metavar="JSON",
+    default=None,
+    help="Windows when the pool has another size, as a JSON list of "
+    '{"cron", "duration", "size", "state"} (c.InstanceSpawner.warm_pool_schedule).',
+)
+@click.option(
+    "--warm-pool-time-zone",
+    metavar="ZONE",
+    default="UTC",
+    show_default=True,
+    help="IANA time zone of the schedule (c.InstanceSpawner.warm_pool_time_zone).",
+)
 def demo(
     port: int,
     idle_timeout: int | None,
@@ -126,8 +140,11 @@ def demo(
     faults: tuple[str, ...],
     time_scale: str | None,
     warm_pool_size: int,
+    warm_pool_schedule: str | None,
+    warm_pool_time_zone: str,
 ) -> None:
     """Run cloudjhub on this machine: EC2 emulated on loopback, a real JupyterHub."""
+    from ..config import ConfigError, check_warm_pool_schedule, parse_json
     from ..local.awslike.settings import BadSetting, behaviour_from
     from ..local.demo import DemoStack
 
@@ -135,9 +152,16 @@ def demo(
         if (faults or time_scale is not None) and not like_aws:
             raise BadSetting("--fault and --time-scale only apply with --like-aws")
         behaviour = behaviour_from(faults, time_scale) if like_aws else None
-    except BadSetting as exc:
+        schedule = (
+            parse_json(warm_pool_schedule.encode(), "--warm-pool-schedule")
+            if warm_pool_schedule
+            else []
+        )
+        check_warm_pool_schedule(schedule, warm_pool_time_zone)
+    except (BadSetting, ConfigError) as exc:
         click.echo(f"cloudjhub demo: {exc}", err=True)
         sys.exit(2)
+    pool_traits = {"warm_pool_schedule": schedule, "warm_pool_time_zone": warm_pool_time_zone}
 
     # Whatever the demo and what it starts write is its owner's alone.
     os.umask(0o077)
@@ -154,6 +178,7 @@ def demo(
         hibernate=hibernate,
         like_aws=behaviour,
         warm_pool_size=warm_pool_size,
+        spawner_config=pool_traits if schedule else {},
     )
     stopping = threading.Event()
 
