@@ -79,7 +79,7 @@ def test_policy_statements_exactly() -> None:
 
     assert policy["Version"] == "2012-10-17"
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
-    assert len(by_sid) == len(policy["Statement"]) == 17
+    assert len(by_sid) == len(policy["Statement"]) == 18
     assert all(s["Effect"] == "Allow" for s in policy["Statement"])
     expected: dict[str, tuple[Any, Any, Any]] = {  # Sid: (Action, Resource, Condition)
         "DescribeOnlyWhatTheHubReads": (
