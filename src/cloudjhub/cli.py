@@ -14,6 +14,7 @@ from .commands.errors import BadInput
 from .commands.iam_policy import iam_policy
 from .commands.launch import launch
 from .commands.logs import logs
+from .commands.prewarm import prewarm
 from .commands.reap import reap
 from .commands.setup import setup_manager
 from .commands.status import status
@@ -52,5 +53,6 @@ for command in (
     reap,
     warm_pool,
     users,
+    prewarm,
 ):
     main.add_command(command)

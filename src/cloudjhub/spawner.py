@@ -257,7 +257,8 @@ class InstanceSpawner(KeptLogTails, ProfileSpawnerMixin, Spawner):
 
     async def _claim_from_pool(self) -> Instance | None:
         """A first login takes a ready worker from the warm pool, if there is one."""
-        if self.warm_pool_size <= 0 or not self.pool_fits:
+        pool = (self.warm_pool_size, self.warm_pool_schedule, self.fleet.instances())
+        if not self.pool_fits or not warm_pool.may_have_members(*pool):
             return None
         lock = self._pool_locks.setdefault(self.cluster_name, asyncio.Lock())
         async with lock:
@@ -267,6 +268,7 @@ class InstanceSpawner(KeptLogTails, ProfileSpawnerMixin, Spawner):
                 self.user.name,
                 self.user_id,
                 self.worker_instance_type,
+                self.worker_ami,
             )
         if claimed is not None:
             self.log.info("%s: claimed pool worker %s", self._log_name, claimed.id)
@@ -347,7 +349,7 @@ class InstanceSpawner(KeptLogTails, ProfileSpawnerMixin, Spawner):
         return instance
 
     async def _wait_for(self, instance_id: str, states: tuple[str, ...]) -> Instance:
-        deadline = time.monotonic() + self.boot_timeout
+        deadline, restarted = time.monotonic() + self.boot_timeout, False
         while True:
             await self.fleet.refresh(max_age=self.state_poll_interval)
             inst = self.fleet.get(instance_id)
@@ -357,6 +359,10 @@ class InstanceSpawner(KeptLogTails, ProfileSpawnerMixin, Spawner):
                 and (inst.state != "running" or inst.private_ip)
             ):
                 return inst
+            if warm_pool.stopped_under_claim(inst, states, restarted):
+                # The pool's keeper stopped it just before our claim: start it again.
+                await blocking(self.ec2.start, instance_id)
+                restarted = True
             if inst is not None and inst.gone:
                 raise SpawnError(
                     f"Your instance {instance_id} was terminated while starting. "

@@ -23,6 +23,9 @@ NAME_TAG = "Name"
 POOL_TAG = "cloudjhub:pool"
 POOL_READY = "ready"
 POOL_CLAIMING = "claiming"
+# On the cluster's manager: a one-off warm-pool window (`cloudjhub prewarm`), as
+# `size=N,state=S,until=<ISO UTC>` (pool_schedule.OneOff); the keeper reads it each round.
+PREWARM_TAG = "cloudjhub:prewarm"
 
 _CLUSTER_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 

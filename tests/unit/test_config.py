@@ -93,6 +93,8 @@ def test_instance_config_uses_the_original_key_names(tmp_path: Path) -> None:
     assert set(InstanceConfig.model_fields) == ORIGINAL_INSTANCE_KEYS | {
         "HIBERNATE",
         "WARM_POOL_SIZE",
+        "WARM_POOL_SCHEDULE",
+        "WARM_POOL_TIME_ZONE",
         "EXTRA_TAGS",
     }
     original = {
@@ -112,6 +114,8 @@ def test_instance_config_uses_the_original_key_names(tmp_path: Path) -> None:
         **original,
         "HIBERNATE": False,
         "WARM_POOL_SIZE": 0,
+        "WARM_POOL_SCHEDULE": [],
+        "WARM_POOL_TIME_ZONE": "UTC",
         "EXTRA_TAGS": {},
     }
     tagged = {**original, "EXTRA_TAGS": {"cloudjhub:user": "x"}}

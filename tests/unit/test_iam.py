@@ -79,7 +79,7 @@ def test_policy_statements_exactly() -> None:
 
     assert policy["Version"] == "2012-10-17"
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
-    assert len(by_sid) == len(policy["Statement"]) == 17
+    assert len(by_sid) == len(policy["Statement"]) == 18
     assert all(s["Effect"] == "Allow" for s in policy["Statement"])
     expected: dict[str, tuple[Any, Any, Any]] = {  # Sid: (Action, Resource, Condition)
         "DescribeOnlyWhatTheHubReads": (
@@ -162,6 +162,18 @@ def test_policy_statements_exactly() -> None:
             },
         ),
         "BindUserIds": ("ec2:CreateTags", [INSTANCE, VOLUME], ADD_USER_ID),
+        "PrewarmTagOnClusterManager": (
+            ["ec2:CreateTags", "ec2:DeleteTags"],
+            INSTANCE,
+            {
+                "StringEquals": {
+                    "ec2:ResourceTag/cloudjhub:cluster": "alpha",
+                    "ec2:ResourceTag/cloudjhub:role": "manager",
+                },
+                "ForAllValues:StringEquals": {"aws:TagKeys": ["cloudjhub:prewarm"]},
+                "Null": {"aws:TagKeys": "false"},
+            },
+        ),
         "CreateHomeVolumes": (
             "ec2:CreateVolume",
             VOLUME,
@@ -220,13 +232,16 @@ def test_policy_terminates_only_workers_and_deletes_homes_only_when_asked() -> N
     for policy in (manager_policy(CLUSTER), manager_policy(CLUSTER, kms_key_arn=KEY)):
         actions = {a for s in policy["Statement"] for a in as_list(s["Action"])}
         assert not [a for a in actions if a == "*" or a.startswith("ec2:*")]
-        # DeleteTags only drops a warm-pool worker's claim mark (ClaimPoolWorkers).
+        # DeleteTags only drops a warm-pool worker's claim mark (ClaimPoolWorkers) and
+        # the manager's one-off pool window (PrewarmTagOnClusterManager).
         deleting = {a for a in actions if "Delete" in a or "Deregister" in a or "Revoke" in a}
         assert deleting <= {"ec2:DeleteTags"}
         untag = [s for s in policy["Statement"] if "ec2:DeleteTags" in as_list(s["Action"])]
-        assert [s["Sid"] for s in untag] == ["ClaimPoolWorkers"]
-        keys = untag[0]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]
-        assert "cloudjhub:cluster" not in keys and "cloudjhub:role" not in keys
+        assert [s["Sid"] for s in untag] == ["ClaimPoolWorkers", "PrewarmTagOnClusterManager"]
+        for statement in untag:
+            keys = statement["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]
+            assert "cloudjhub:cluster" not in keys and "cloudjhub:role" not in keys
+            assert statement["Condition"]["Null"] == {"aws:TagKeys": "false"}
         terminating = [s for s in policy["Statement"] if "Terminate" in str(s["Action"])]
         assert [(s["Action"], s["Resource"], s["Condition"]) for s in terminating] == [
             ("ec2:TerminateInstances", INSTANCE, WORKER_TAGGED)
@@ -270,7 +285,17 @@ def test_policy_modifies_only_a_workers_type_and_never_retags() -> None:
             "BindUserIds",
             "TagAtCreation",
             "ClaimPoolWorkers",
+            "PrewarmTagOnClusterManager",
         ]
+        # The manager itself: only the one-off pool window's key, only this cluster's.
+        assert tagging[3]["Condition"] == {
+            "StringEquals": {
+                "ec2:ResourceTag/cloudjhub:cluster": cluster,
+                "ec2:ResourceTag/cloudjhub:role": "manager",
+            },
+            "ForAllValues:StringEquals": {"aws:TagKeys": ["cloudjhub:prewarm"]},
+            "Null": {"aws:TagKeys": "false"},
+        }
         assert tagging[0]["Condition"] == {
             **ADD_USER_ID,
             "StringEquals": {
@@ -295,7 +320,7 @@ def test_policy_modifies_only_a_workers_type_and_never_retags() -> None:
 def test_existing_instances_are_touched_only_if_tagged_worker() -> None:
     """Start, stop, attach and console output need cloudjhub:role=worker on the instance,
     so the hub's role cannot stop, change or read the manager (or a builder) of its own
-    cluster."""
+    cluster; on the manager it may only set or drop `cloudjhub:prewarm`."""
     for cluster in ("alpha", "beta-2"):
         touching = 0
         for statement in manager_policy(cluster)["Statement"]:
@@ -308,6 +333,12 @@ def test_existing_instances_are_touched_only_if_tagged_worker() -> None:
                 "aws:RequestTag" if statement["Action"] == "ec2:RunInstances" else "ec2:ResourceTag"
             )
             assert values[f"{tag}/cloudjhub:cluster"] == cluster, statement["Sid"]
+            if values[f"{tag}/cloudjhub:role"] == "manager":
+                assert statement["Sid"] == "PrewarmTagOnClusterManager"
+                assert statement["Condition"]["ForAllValues:StringEquals"] == {
+                    "aws:TagKeys": ["cloudjhub:prewarm"]
+                }
+                continue
             assert values[f"{tag}/cloudjhub:role"] in ("worker", ["worker", "home"])
             touching += 1
         # run, console, start/stop, resize, terminate, attach, add user-id, claim

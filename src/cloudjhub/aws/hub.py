@@ -2,7 +2,8 @@
 attach home volumes. It deletes only what belonged to a user JupyterHub deleted
 (their workers and, if configured, their home volumes), and tags an existing
 resource only to bind it to its user's id, to mark a deleted user's, or to claim
-a warm-pool worker: as the hub's IAM policy allows."""
+a warm-pool worker, and it sets or drops the one-off pool window on its manager
+(`cloudjhub prewarm`): as the hub's IAM policy allows."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from ..tags import (
     NAME_TAG,
     POOL_CLAIMING,
     POOL_TAG,
+    PREWARM_TAG,
     USER_ID_TAG,
     USER_TAG,
     Role,
@@ -314,3 +316,22 @@ class HubEc2(Ec2Client):
         """
         self.guard([instance_id], [Role.WORKER])
         self._call("attach_volume", VolumeId=volume_id, InstanceId=instance_id, Device=device)
+
+    # ---- the one-off pool window on the manager (`cloudjhub prewarm`) ----------
+
+    def managers(self) -> list[Instance]:
+        """The cluster's live manager instances (one, unless a relaunch overlaps)."""
+        return [i for i in self.describe_cluster(Role.MANAGER) if i.live]
+
+    def prewarm_tags(self) -> list[str]:
+        """The one-off window's tag values on the cluster's live managers."""
+        return [m.tags[PREWARM_TAG] for m in self.managers() if PREWARM_TAG in m.tags]
+
+    def set_prewarm(self, manager_id: str, value: str | None) -> None:
+        """Write the one-off window on a manager, or drop it (None); that one key only."""
+        self.guard([manager_id], [Role.MANAGER])
+        if value is None:
+            self._call("delete_tags", Resources=[manager_id], Tags=[{"Key": PREWARM_TAG}])
+        else:
+            tags = tag_list({PREWARM_TAG: value})
+            self._call("create_tags", Resources=[manager_id], Tags=tags)

@@ -131,6 +131,20 @@ def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
     "of the students group (see README, Sign-in).",
 )
 @click.option(
+    "--warm-pool-schedule",
+    metavar="JSON",
+    default=None,
+    help="Windows when the pool has another size, as a JSON list of "
+    '{"cron", "duration", "size", "state"} (c.InstanceSpawner.warm_pool_schedule).',
+)
+@click.option(
+    "--warm-pool-time-zone",
+    metavar="ZONE",
+    default="UTC",
+    show_default=True,
+    help="IANA time zone of the schedule (c.InstanceSpawner.warm_pool_time_zone).",
+)
+@click.option(
     "--profiles",
     "profiles_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -162,10 +176,13 @@ def demo(
     warm_pool_size: int,
     hub_config: Path | None,
     ta_group: str | None,
+    warm_pool_schedule: str | None,
+    warm_pool_time_zone: str,
     profiles_file: Path | None,
     config_file: Path | None,
 ) -> None:
     """Run cloudjhub on this machine: EC2 emulated on loopback, a real JupyterHub."""
+    from ..config import ConfigError, check_warm_pool_schedule, parse_json
     from ..hub.settings import read_jupyterhub_config
     from ..local.awslike.settings import BadSetting, behaviour_from
     from ..local.demo import DemoStack
@@ -187,10 +204,18 @@ def demo(
             except ValueError as exc:
                 raise BadSetting(str(exc)) from None
         extra_config = read_jupyterhub_config(hub_config) if hub_config else {}
-    except ValueError as exc:  # BadSetting too
-        message = str(exc) if isinstance(exc, BadSetting) else f"--hub-config {exc}"
+        schedule = (
+            parse_json(warm_pool_schedule.encode(), "--warm-pool-schedule")
+            if warm_pool_schedule
+            else []
+        )
+        check_warm_pool_schedule(schedule, warm_pool_time_zone)
+    except ValueError as exc:  # BadSetting and ConfigError too
+        known = isinstance(exc, (BadSetting, ConfigError))
+        message = str(exc) if known else f"--hub-config {exc}"
         click.echo(f"cloudjhub demo: {message}", err=True)
         sys.exit(2)
+    pool_traits = {"warm_pool_schedule": schedule, "warm_pool_time_zone": warm_pool_time_zone}
 
     # Whatever the demo and what it starts write is its owner's alone.
     os.umask(0o077)
@@ -209,7 +234,10 @@ def demo(
         warm_pool_size=warm_pool_size,
         hub_config=extra_config,
         ta_group=ta_group,
-        spawner_config={"profile_list": profiles} if profiles else {},
+        spawner_config={
+            **({"profile_list": profiles} if profiles else {}),
+            **(pool_traits if schedule else {}),
+        },
         extra_config=config_file,
     )
     stopping = threading.Event()

@@ -15,7 +15,13 @@ from traitlets.config import Config
 
 from .. import profile_types
 from ..aws.hub import HubEc2
-from ..config import POOL_STATES, ConfigError, check_warm_pool, load_server_config
+from ..config import (
+    POOL_STATES,
+    ConfigError,
+    check_warm_pool,
+    check_warm_pool_schedule,
+    load_server_config,
+)
 from ..profiles import parse as parse_profiles
 from .services import hub_services, warm_pool_service
 from .settings import HubSettings, Native, SharedPassword
@@ -92,16 +98,17 @@ def apply(c: Config, settings: HubSettings, environ: Mapping[str, str] | None = 
         # Beside the usage log: a directory the hub's services may already write.
         keys_dir = str(Path(settings.spawner.usage_log).with_name("pool-host-keys"))
         spawner.warm_pool_keys_dir = keys_dir
-    if size:
-        hub.services = [*hub.services, warm_pool_service(settings, env, size, state, keys_dir)]
+    # Always: a schedule's window or `cloudjhub prewarm` may fill a pool of size 0.
+    hub.services = [*hub.services, warm_pool_service(settings, env, size, state, keys_dir)]
     # Last, so it can change any of the above (traitlets warns of unknown traits).
     c.merge(Config(settings.jupyterhub_config))
 
 
 def warm_pool(settings: HubSettings) -> tuple[int, str]:
     """(warm_pool_size, warm_pool_state): the traits, else WARM_POOL_SIZE of
-    server_config.json. A bad value stops the hub at start with one line (JupyterHub
-    reports a TraitError from its config as one fatal line)."""
+    server_config.json; the schedule's traits are checked too. A bad value stops the
+    hub at start with one line (JupyterHub reports a TraitError from its config as one
+    fatal line)."""
     traits = settings.spawner.traits
     state = traits.get("warm_pool_state", POOL_STATES[0])
     if "warm_pool_size" in traits:
@@ -112,6 +119,9 @@ def warm_pool(settings: HubSettings) -> tuple[int, str]:
         size = 0
     try:
         check_warm_pool(size, state)
+        check_warm_pool_schedule(
+            traits.get("warm_pool_schedule", []), traits.get("warm_pool_time_zone", "UTC")
+        )
     except ConfigError as exc:
         raise TraitError(f"c.InstanceSpawner.{exc}") from None
     assert isinstance(size, int) and isinstance(state, str)

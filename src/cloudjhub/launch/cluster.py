@@ -294,6 +294,8 @@ class Launch:
                 "JUPYTER_NOTEBOOK_TIMEOUT": i.JUPYTER_NOTEBOOK_TIMEOUT,
                 "HIBERNATE": i.HIBERNATE,
                 "WARM_POOL_SIZE": i.WARM_POOL_SIZE,
+                "WARM_POOL_SCHEDULE": list(i.WARM_POOL_SCHEDULE),
+                "WARM_POOL_TIME_ZONE": i.WARM_POOL_TIME_ZONE,
                 "EXTRA_TAGS": dict(i.EXTRA_TAGS),
                 "MANAGER_IP": manager.private_ip or "",
                 "WORKER_USERNAME": i.WORKER_USERNAME,
