@@ -30,7 +30,8 @@ from .fleet import Fleet
 from .home_volumes import attach_home_volume
 from .host_keys import HostKeyStore
 from .spawn_progress import SpawnProgress
-from .spawner_options import InstanceSpawnerOptions, SpawnError
+from .spawner_ec2 import Ec2Calls
+from .spawner_options import SpawnError
 from .tags import POOL_TAG, belongs_to, needs_binding
 from .worker.protocol import HomeVolume, ProtocolError, StartReply, StartRequest, posix_username
 
@@ -40,7 +41,7 @@ AGENT_OVERHEAD = 180.0
 IDEMPOTENCY_CONFLICTS = ("IdempotentInstanceTerminated", "IdempotentParameterMismatch")
 
 
-class InstanceSpawner(InstanceSpawnerOptions, Spawner):
+class InstanceSpawner(Ec2Calls, Spawner):
     """Give each user their own EC2 instance; stop (never terminate) it when they leave."""
 
     @default("start_timeout")
@@ -184,7 +185,7 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
                 instance = await self._wait_for(instance.id, ("stopped",))
             self._emit(10, "Starting your stopped instance")
             with metrics.spawn_phase("start"):
-                await blocking(self.ec2.start, instance.id)
+                await self._queued_start(instance.id)
             await self._record("start", instance.id, instance.instance_type, "resume")
         else:  # already pending or running; the usage report ignores a repeated start
             await self._record("start", instance.id, instance.instance_type, "running")
@@ -315,8 +316,8 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
         spec = self._spec()
         with metrics.spawn_phase("launch"):
             try:
-                instance = await blocking(
-                    self.ec2.launch_worker, self.user.name, spec, token, self.user_id
+                instance = await self._launch_with_fallbacks(
+                    self.user.name, self.user_id, spec, token
                 )
             except CloudError as exc:
                 if exc.code not in IDEMPOTENCY_CONFLICTS:
@@ -326,8 +327,8 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
                 token = launch_token(
                     self.cluster_name, self.user.name, secrets.token_hex(8), self.user_id
                 )
-                instance = await blocking(
-                    self.ec2.launch_worker, self.user.name, spec, token, self.user_id
+                instance = await self._launch_with_fallbacks(
+                    self.user.name, self.user_id, spec, token
                 )
         self.instance_id = instance.id
         self.pinned_host_keys, self.pinned_for = [], None
@@ -586,7 +587,7 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
     async def _stop_instance(self) -> None:
         assert self.instance_id
         try:
-            await blocking(self.ec2.stop, self.instance_id, self.hibernate)
+            await self._queued_stop(self.instance_id, self.hibernate)
         except CloudError as exc:
             if not (self.hibernate and exc.code == "UnsupportedHibernationConfiguration"):
                 raise
@@ -594,7 +595,7 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
             self.log.warning(
                 "%s: %s cannot hibernate; stopping it", self._log_name, self.instance_id
             )
-            await blocking(self.ec2.stop, self.instance_id, False)
+            await self._queued_stop(self.instance_id, False)
 
     async def poll(self) -> int | None:
         """Cheap: the shared fleet cache only, never SSH or a per-user EC2 call."""

@@ -160,9 +160,9 @@ def test_other_services_pass_through_and_faults_can_be_set_while_running(setup: 
                 InstanceType="t3.medium")  # fmt: skip
         assert err.value.code == "InsufficientInstanceCapacity"
         assert "no spare t3.medium capacity" in str(err.value)
-        assert (
-            requests.get(control, timeout=5).json()["injected"]["InsufficientInstanceCapacity"] > 1
-        )
+        # Not retried: the hub tries the next type or subnet at once (AWS's advice).
+        injected = requests.get(control, timeout=5).json()["injected"]
+        assert injected["InsufficientInstanceCapacity"] == 1
     finally:
         requests.put(control, json={"faults": {}}, timeout=5)
 

@@ -96,6 +96,8 @@ class Instance:
     public_ip: str | None = None
     instance_profile: str | None = None
     key_name: str | None = None
+    # Its place in the RunInstances that launched it (AmiLaunchIndex).
+    launch_index: int = 0
 
     @property
     def user(self) -> str | None:
@@ -135,6 +137,7 @@ class Instance:
             public_ip=data.get("PublicIpAddress") or None,
             instance_profile=(data.get("IamInstanceProfile") or {}).get("Arn"),
             key_name=data.get("KeyName"),
+            launch_index=int(data.get("AmiLaunchIndex") or 0),
             volumes=tuple(
                 m["Ebs"]["VolumeId"] for m in data.get("BlockDeviceMappings", []) if "Ebs" in m
             ),

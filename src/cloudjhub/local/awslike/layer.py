@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from .console import Console, hypervisor
 from .faults import STATUS, Faults
 from .idempotency import ClientTokens, fingerprint
 from .lifecycle import Lifecycle
-from .settings import Behaviour
+from .settings import CAPACITY, Behaviour
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ class Layer:
         self.faults = Faults(behaviour, rng, clock)
         self.tokens = ClientTokens()
         self._types: dict[str, str] = {}
+        # Requests from clients (not AWS itself), by action, whatever they were answered.
+        self.requests: dict[str, int] = {}
+        self._count_lock = threading.Lock()
 
     # ---- lookups at the endpoint behind the layer ------------------------------
 
@@ -98,6 +102,8 @@ class Layer:
     def before(self, action: str, params: Mapping[str, str], internal: bool) -> Answer | None:
         if internal:
             return None
+        with self._count_lock:
+            self.requests[action] = self.requests.get(action, 0) + 1
         if not self.throttle.admit(action, params):
             return fail("RequestLimitExceeded", "Request limit exceeded.")
         try:
@@ -112,15 +118,10 @@ class Layer:
             message = self.lifecycle.refuse_start(listed(params, "InstanceId"), self._actual_state)
             if message:
                 return fail("IncorrectInstanceState", message)
-        if action in ("RunInstances", "StartInstances") and faults.hits(
-            "InsufficientInstanceCapacity"
-        ):
-            kind = params.get("InstanceType", "the requested instance type")
-            return fail(
-                "InsufficientInstanceCapacity",
-                f"We currently do not have sufficient {kind} capacity in the Availability "
-                "Zone you requested. (injected by --fault)",
-            )
+        if action in ("RunInstances", "StartInstances"):
+            refusal = self._no_capacity(action, params)
+            if refusal is not None:
+                return refusal
         if action == "RunInstances" and params.get("ClientToken"):
             launch = self.tokens.find(params["ClientToken"])
             if launch is not None:
@@ -159,6 +160,30 @@ class Layer:
                 )
         return None
 
+    def _no_capacity(self, action: str, params: Mapping[str, str]) -> Answer | None:
+        """InsufficientInstanceCapacity, for every request or one type/subnet's.
+
+        Its shape: EC2 API "Error codes" (a server error, HTTP 500) and "Troubleshoot
+        instance launch issues: Insufficient instance capacity", whose message names
+        the type and says to try another zone or type."""
+        kind = params.get("InstanceType", "")
+        if action == "StartInstances":
+            ids = listed(params, "InstanceId")
+            kind = self._instance_type(ids[0]) if ids else ""
+        subnet = params.get("SubnetId", "")
+        scopes = [CAPACITY, f"{CAPACITY}={kind}", f"{CAPACITY}={subnet}"]
+        scopes.append(f"{CAPACITY}={kind}@{subnet}")
+        if not any(self.faults.hits(s) for s in scopes if s in self.faults.rates):
+            return None
+        return fail(
+            CAPACITY,
+            f"We currently do not have sufficient {kind or 'the requested instance type'} "
+            "capacity in the Availability Zone you requested. Our system will be working on "
+            "provisioning additional capacity. You can currently get capacity by not "
+            "specifying an Availability Zone in your request or choosing another zone. "
+            "(injected by --fault)",
+        )
+
     def after(self, action: str, params: Mapping[str, str], body: bytes) -> bytes:
         """The reply of a successful request, as AWS would have written it."""
         visible = self.lifecycle.visible
@@ -194,4 +219,5 @@ class Layer:
             "faults": self.faults.rates,
             "throttled": dict(self.throttle.throttled),
             "injected": dict(self.faults.injected),
+            "requests": dict(self.requests),
         }
