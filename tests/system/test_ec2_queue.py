@@ -54,7 +54,7 @@ def stack(tmp_path: Path) -> Iterator[DemoStack]:
             like_aws=Behaviour(time_scale=0.05),
             # Wide enough that both spawns reach their launch within it on a busy machine.
             spawner_config={
-                "ec2_coalesce_window": 3.0,
+                "ec2_coalesce_window": 1.5,
                 "worker_instance_type_fallbacks": ["t3.large"],
             },
         )
