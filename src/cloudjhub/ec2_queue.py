@@ -49,6 +49,9 @@ PER_ID_ERRORS = frozenset(
     }
 )
 
+# Ids (or instances) in one call at most: a storm becomes a few calls, none huge.
+MAX_BATCH = 100
+
 # (place in the queue, 1 = next; seconds until the call goes)
 OnWait = Callable[[int, float], None]
 
@@ -122,14 +125,18 @@ class Ec2Queue:
             batch = self._open.get(kind)
             if batch is None:
                 batch = self._open[kind] = []
-                asyncio.get_running_loop().call_later(self.window, self._close, kind)
+                loop = asyncio.get_running_loop()
+                loop.call_later(self.window, self._close, kind, batch)
             batch.append(item)
+            if len(batch) >= MAX_BATCH:
+                self._close(kind, batch)
         return await item.done
 
-    def _close(self, kind: tuple[Any, ...]) -> None:
-        items = self._open.pop(kind, [])
-        if items:
-            self._spawn(kind, items)
+    def _close(self, kind: tuple[Any, ...], batch: list[_Item]) -> None:
+        """Send `batch` (once: closed when full, and again when its window ends)."""
+        if self._open.get(kind) is batch:
+            del self._open[kind]
+            self._spawn(kind, batch)
 
     def _spawn(self, kind: tuple[Any, ...], items: list[_Item]) -> None:
         task = asyncio.ensure_future(self._dispatch(kind, items))
@@ -161,10 +168,10 @@ class Ec2Queue:
         await self._wait_turn(action[kind[0]], len(items), items)
         paid = self.pacer
         if kind[0] == "start":
-            await blocking(self.ec2.start_workers, keys, paid)
+            await blocking(self.ec2.start_workers, list(dict.fromkeys(keys)), paid)
             return [None] * len(items)
         if kind[0] == "stop":
-            await blocking(self.ec2.stop_workers, keys, kind[1], paid)
+            await blocking(self.ec2.stop_workers, list(dict.fromkeys(keys)), kind[1], paid)
             return [None] * len(items)
         spec: WorkerSpec = kind[1]
         if len(keys) == 1:
