@@ -211,6 +211,17 @@ def test_a_paced_burst_is_never_refused_by_awss_buckets(action: str, per_request
     assert refused_unpaced > 0  # the same burst, unpaced, is refused
 
 
+def test_each_action_has_a_bucket_of_its_own_sized_by_its_family() -> None:
+    clock = Clock()
+    pacer = Pacer({"non-mutating": (2.0, 1.0)}, clock=clock)
+    now = clock.now
+    went = [pacer.reserve(a).ready_at for a in ("DescribeInstances", "DescribeVolumes") * 2]
+    assert went == [now] * 4
+    assert pacer.reserve("DescribeInstances").ready_at == pytest.approx(now + 1, abs=0.01)
+    # Unfiltered describes spend a smaller bucket of their own (AWS's 50 + 10/s).
+    assert pacer.reserve("DescribeInstances", filtered=False).ready_at == now
+
+
 def test_the_pacer_paces_every_call_of_a_client(
     ec2: LocalCloudEc2, layer: Layer, make_worker: Callable[..., Instance]
 ) -> None:

@@ -68,10 +68,10 @@ class Pacer:
     ) -> None:
         self.clock = clock
         self.sleep = sleep
-        sizes = {k: (v[0], v[1]) for k, v in default_buckets().items()}
-        sizes.update(buckets or {})
-        now = clock()
-        self._buckets = {k: _Bucket(c, r, c, now) for k, (c, r) in sizes.items()}
+        self._sizes = {k: (v[0], v[1]) for k, v in default_buckets().items()}
+        self._sizes.update(buckets or {})
+        # AWS gives each action a bucket of its own, of its family's size.
+        self._buckets: dict[str, _Bucket] = {}
         self._lock = threading.Lock()
         self._seq = 0
         self._waiting: list[Ticket] = []
@@ -83,10 +83,12 @@ class Pacer:
         """Take the tokens `action` needs, as of the time they will be there."""
         with self._lock:
             now = self.clock()
-            needs = [(self._buckets[request_family(action, filtered)], 1.0)]
-            family = resource_family(action)
-            if family is not None and resources > 0:
-                needs.append((self._buckets[family], float(resources)))
+            family = request_family(action, filtered)
+            own = action if family == action else f"{action} ({family})"
+            needs = [(self._bucket(own, family, now), 1.0)]
+            per_instance = resource_family(action)
+            if per_instance is not None and resources > 0:
+                needs.append((self._bucket(per_instance, per_instance, now), float(resources)))
             ready = max(b.ready_at(now, n) for b, n in needs)
             for bucket, count in needs:
                 bucket.tokens -= count
@@ -95,6 +97,13 @@ class Pacer:
             if ready > now:
                 self._waiting.append(ticket)
             return ticket
+
+    def _bucket(self, name: str, family: str, now: float) -> _Bucket:
+        bucket = self._buckets.get(name)
+        if bucket is None:
+            capacity, refill = self._sizes[family]
+            bucket = self._buckets[name] = _Bucket(capacity, refill, capacity, now)
+        return bucket
 
     def done_waiting(self, ticket: Ticket) -> None:
         with self._lock:
