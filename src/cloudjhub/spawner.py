@@ -2,7 +2,8 @@
 
 The spawner is a thin state machine over `aws`, `fleet` and `remote`. Blocking
 calls run in the shared executor; `poll()` reads the shared fleet cache only.
-Its options (`spawner_options`), its progress events (`spawn_progress`), home
+Its options (`spawner_options`), its EC2 calls through the hub's queue and the
+launch's capacity fallback (`spawner_ec2`), its progress events (`spawn_progress`), home
 volumes (`home_volumes`), the host-key store (`host_keys`), the warm pool
 (`warm_pool`) and the user's stable id (`user_identity`) live beside it. What is
 left, about 660 lines, is one spawn's path (find or claim, launch or start, wait,
