@@ -19,7 +19,7 @@ from cloudjhub.aws.client import Instance
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.aws.pacing import Pacer
-from cloudjhub.ec2_queue import Ec2Queue
+from cloudjhub.ec2_queue import MAX_BATCH, Ec2Queue
 from cloudjhub.fleet import Fleet
 from cloudjhub.local.awslike.buckets import Throttle
 from cloudjhub.local.awslike.layer import Layer
@@ -348,3 +348,19 @@ def test_a_fallback_type_the_region_does_not_have_refuses_to_launch(
         asyncio.run(alice.start())
     assert "worker_instance_type_fallbacks: 'x9.nonsense'" in str(caught.value)
     assert calls["RunInstances"] == 0
+
+
+def test_a_storm_is_cut_into_calls_of_at_most_max_batch_ids() -> None:
+    sent: list[list[str]] = []
+
+    class Recording:
+        def start_workers(self, ids: list[str], paid: Any = None) -> None:
+            sent.append(ids)
+
+    queue = Ec2Queue(Recording(), window=0.2, pacer=None)  # type: ignore[arg-type]
+
+    async def storm() -> None:
+        await asyncio.gather(*(queue.start(f"i-{n:08x}") for n in range(MAX_BATCH + 50)))
+
+    asyncio.run(storm())
+    assert [len(ids) for ids in sent] == [MAX_BATCH, 50]
