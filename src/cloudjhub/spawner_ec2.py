@@ -191,9 +191,10 @@ class Ec2Calls(InstanceSpawnerOptions):
                     tried.append(f"{kind} in {subnet}")
                     self.log.warning("no %s capacity for %s in %s", kind, user, subnet)
         raise SpawnError(
-            "AWS has no spare capacity for your instance right now; tried "
+            f"AWS has no spare {' or '.join(kinds)} capacity right now; tried "
             + ", ".join(tried)
-            + ". Try again in a few minutes, or tell your admin."
+            + ". Try again in a few minutes; if it persists, ask your admin for another "
+            "instance type or zone."
         )
 
 

@@ -335,6 +335,7 @@ def test_no_capacity_anywhere_names_everything_tried(
     with pytest.raises(SpawnError) as caught:
         asyncio.run(alice.start())
     message = str(caught.value)
+    assert message.startswith("AWS has no spare t3.medium or t3.large capacity right now; tried")
     for kind in ("t3.medium", "t3.large"):
         for subnet in (network.subnet_id, second_subnet):
             assert f"{kind} in {subnet}" in message
