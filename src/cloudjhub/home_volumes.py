@@ -27,12 +27,13 @@ async def attach_home_volume(
     emit: Callable[[int, str], None],
     poll: float,
     give_up_after: float,
+    extra_tags: dict[str, str] | None = None,
 ) -> HomeVolume:
     volume = await blocking(ec2.find_home_volume, user)
     if volume is None:
         emit(25, f"Creating your {size} GB home volume")
         volume_id = await blocking(
-            ec2.create_home_volume, user, size, instance.availability_zone, user_id
+            ec2.create_home_volume, user, size, instance.availability_zone, user_id, extra_tags
         )
         volume = await _wait_available(ec2, user, volume_id, poll, give_up_after)
     else:

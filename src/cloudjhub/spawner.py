@@ -30,6 +30,7 @@ from .executor import blocking
 from .fleet import Fleet
 from .home_volumes import attach_home_volume
 from .host_keys import HostKeyStore
+from .profile_spawner import ProfileSpawnerMixin
 from .spawn_progress import SpawnProgress
 from .spawner_ec2 import Ec2Calls
 from .spawner_options import SpawnError
@@ -42,7 +43,7 @@ AGENT_OVERHEAD = 180.0
 IDEMPOTENCY_CONFLICTS = ("IdempotentInstanceTerminated", "IdempotentParameterMismatch")
 
 
-class InstanceSpawner(Ec2Calls, Spawner):
+class InstanceSpawner(Ec2Calls, ProfileSpawnerMixin, Spawner):
     """Give each user their own EC2 instance; stop (never terminate) it when they leave."""
 
     @default("start_timeout")
@@ -117,6 +118,7 @@ class InstanceSpawner(Ec2Calls, Spawner):
             state["host_keys"] = {"instance_id": self.pinned_for, "keys": self.pinned_host_keys}
         if self.home_volume_id:
             state["home_volume_id"] = self.home_volume_id
+        state.update(self.profile_state())
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -126,6 +128,7 @@ class InstanceSpawner(Ec2Calls, Spawner):
         self.pinned_for = pinned.get("instance_id")
         self.pinned_host_keys = list(pinned.get("keys", []))
         self.home_volume_id = state.get("home_volume_id")
+        self.load_profile_state(state)
 
     # ---- progress ----------------------------------------------------------
 
@@ -151,6 +154,9 @@ class InstanceSpawner(Ec2Calls, Spawner):
     # ---- start -------------------------------------------------------------
 
     async def start(self) -> str:
+        # Bad user_options: an HTTP 400 before any EC2 call.
+        await self.apply_profile(self.user_options)
+        self.current_tags = self.launch_tags(self.user.name, self.name)
         self._progress.restart()
         self._starting = True
         self._stop_requested, self._stop_recorded = False, None
@@ -178,12 +184,15 @@ class InstanceSpawner(Ec2Calls, Spawner):
         if instance is None or instance.gone:
             if instance is not None:
                 self.log.warning("%s: instance %s was terminated", self._log_name, instance.id)
+            self.tell_if_reclaimed(instance)
             instance = await self._launch(previous=instance.id if instance else None)
             await self._record("start", instance.id, instance.instance_type, "launch")
         elif instance.state in STOPPED_STATES:
             if instance.state == "stopping":
                 self._emit(5, "Waiting for your instance to finish stopping")
                 instance = await self._wait_for(instance.id, ("stopped",))
+            if await self.fit_to_profile(instance):  # replaced, as the user confirmed
+                return await self._start()
             self._emit(10, "Starting your stopped instance")
             with metrics.spawn_phase("start"):
                 await self._queued_start(instance.id)
@@ -246,7 +255,7 @@ class InstanceSpawner(Ec2Calls, Spawner):
 
     async def _claim_from_pool(self) -> Instance | None:
         """A first login takes a ready worker from the warm pool, if there is one."""
-        if self.warm_pool_size <= 0:
+        if self.warm_pool_size <= 0 or not self.pool_fits:
             return None
         lock = self._pool_locks.setdefault(self.cluster_name, asyncio.Lock())
         async with lock:
@@ -309,6 +318,8 @@ class InstanceSpawner(Ec2Calls, Spawner):
             key_name=self.key_name,
             ebs_size=size,
             hibernate=self.hibernate,
+            market=self.market,
+            extra_tags=tuple(self.current_tags.items()),
         )
 
     async def _launch(self, previous: str | None) -> Instance:
@@ -317,9 +328,7 @@ class InstanceSpawner(Ec2Calls, Spawner):
         spec = self._spec()
         with metrics.spawn_phase("launch"):
             try:
-                instance = await self._launch_with_fallbacks(
-                    self.user.name, self.user_id, spec, token
-                )
+                instance = await self.run_worker(self.user.name, self.user_id, spec, token)
             except CloudError as exc:
                 if exc.code not in IDEMPOTENCY_CONFLICTS:
                     raise
@@ -328,9 +337,7 @@ class InstanceSpawner(Ec2Calls, Spawner):
                 token = launch_token(
                     self.cluster_name, self.user.name, secrets.token_hex(8), self.user_id
                 )
-                instance = await self._launch_with_fallbacks(
-                    self.user.name, self.user_id, spec, token
-                )
+                instance = await self.run_worker(self.user.name, self.user_id, spec, token)
         self.instance_id = instance.id
         self.pinned_host_keys, self.pinned_for = [], None
         self.fleet.remember(instance)
@@ -372,6 +379,7 @@ class InstanceSpawner(Ec2Calls, Spawner):
             self._emit,
             self.state_poll_interval,
             self.boot_timeout,
+            self.current_tags,
         )
         self.home_volume_id = home.volume_id
         return home
@@ -558,7 +566,7 @@ class InstanceSpawner(Ec2Calls, Spawner):
 
     async def stop(self, now: bool = False) -> None:
         """Stop (never terminate) the instance, so the user's files survive."""
-        if not self.instance_id:
+        if not self.instance_id or self.options_refused:
             return
         inst = self.fleet.get(self.instance_id)
         if inst is not None and (inst.gone or inst.state in STOPPED_STATES):
@@ -587,6 +595,8 @@ class InstanceSpawner(Ec2Calls, Spawner):
 
     async def _stop_instance(self) -> None:
         assert self.instance_id
+        if await self.end_if_spot(self.instance_id):
+            return
         try:
             await self._queued_stop(self.instance_id, self.hibernate)
         except CloudError as exc:
@@ -652,6 +662,7 @@ class InstanceSpawner(Ec2Calls, Spawner):
             instance_type=instance_type,
             reason=reason,
             cluster=self.cluster_name,
+            tags=self.current_tags,
         )
         try:
             await blocking(usage.append_event, self.usage_log, entry)

@@ -89,10 +89,11 @@ def test_server_config_defaults(tmp_path: Path) -> None:
 
 
 def test_instance_config_uses_the_original_key_names(tmp_path: Path) -> None:
-    # Plus keys of features the original lacked (hibernation, the warm pool, subnets).
+    # Plus keys of features the original lacked (hibernation, the warm pool, tags, subnets).
     assert set(InstanceConfig.model_fields) == ORIGINAL_INSTANCE_KEYS | {
         "HIBERNATE",
         "WARM_POOL_SIZE",
+        "EXTRA_TAGS",
         "SUBNET_IDS",
     }
     original = {
@@ -112,8 +113,12 @@ def test_instance_config_uses_the_original_key_names(tmp_path: Path) -> None:
         **original,
         "HIBERNATE": False,
         "WARM_POOL_SIZE": 0,
+        "EXTRA_TAGS": {},
         "SUBNET_IDS": [],
     }
+    tagged = {**original, "EXTRA_TAGS": {"cloudjhub:user": "x"}}
+    with pytest.raises(ConfigError, match=r"field EXTRA_TAGS\.cloudjhub:user"):
+        load_instance_config(write_json(tmp_path / "instance_config.json", tagged))
 
 
 def test_partial_instance_config_keeps_other_defaults(tmp_path: Path) -> None:

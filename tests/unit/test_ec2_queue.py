@@ -89,6 +89,7 @@ def spawner_for(
         for name, value in traits.items():
             setattr(spawner, name, value)
         monkeypatch.setattr(spawner, "_start_jupyter", no_jupyter)
+        monkeypatch.setattr(spawner, "launch_tags", lambda _user, _server: {})  # no EXTRA_TAGS
         return spawner
 
     return make

@@ -98,6 +98,11 @@ class Instance:
     key_name: str | None = None
     # Its place in the RunInstances that launched it (AmiLaunchIndex).
     launch_index: int = 0
+    image_id: str = ""
+    hibernation: bool = False
+    # StateReason.Code, e.g. "Server.SpotInstanceTermination" when AWS reclaimed a spot one.
+    state_reason: str = ""
+    spot: bool = False
 
     @property
     def user(self) -> str | None:
@@ -138,6 +143,10 @@ class Instance:
             instance_profile=(data.get("IamInstanceProfile") or {}).get("Arn"),
             key_name=data.get("KeyName"),
             launch_index=int(data.get("AmiLaunchIndex") or 0),
+            image_id=data.get("ImageId", ""),
+            hibernation=bool((data.get("HibernationOptions") or {}).get("Configured")),
+            state_reason=(data.get("StateReason") or {}).get("Code", ""),
+            spot=data.get("InstanceLifecycle") == "spot",
             volumes=tuple(
                 m["Ebs"]["VolumeId"] for m in data.get("BlockDeviceMappings", []) if "Ebs" in m
             ),

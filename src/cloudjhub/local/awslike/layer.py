@@ -122,6 +122,12 @@ class Layer:
             refusal = self._no_capacity(action, params)
             if refusal is not None:
                 return refusal
+        spot = params.get("InstanceMarketOptions.MarketType") == "spot"
+        for code in ("SpotMaxPriceTooLow", "MaxSpotInstanceCountExceeded"):
+            if action == "RunInstances" and spot and faults.hits(code):
+                return fail(
+                    code, f"Your spot request cannot be filled now. (injected by --fault {code})"
+                )
         if action == "RunInstances" and params.get("ClientToken"):
             launch = self.tokens.find(params["ClientToken"])
             if launch is not None:
