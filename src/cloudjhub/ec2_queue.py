@@ -87,7 +87,7 @@ class Ec2Queue:
     ) -> Ec2Queue:
         """The queue for `key`; `buckets` None: no client-side pacing."""
         queue = cls._shared.get(key)
-        if queue is None:
+        if queue is None or queue.ec2 is not ec2:  # one per connection (Fleet's)
             pacer = Pacer(buckets) if buckets is not None else None
             if pacer is not None:
                 pacer.attach(ec2.client)
