@@ -103,6 +103,9 @@ class _SharedKeys(_Strict):
     WORKER_USERNAME: str = "ubuntu"
     SERVER_OWNER: str = ""
     WARM_POOL_SIZE: PoolSize = 0
+    # Private subnets (in different zones) for workers, in order; a launch AWS has
+    # no capacity for in one is tried in the next. Empty: SUBNET_ID (server_config) alone.
+    SUBNET_IDS: list[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]+$")]] = []
     # Added to every worker and volume, e.g. {"course": "intro", "who": "{username}"}.
     EXTRA_TAGS: dict[TagKey, TagValue] = Field(default_factory=dict)
     # Windows when the pool has another size (see pool_schedule.py), in this time zone.
@@ -164,6 +167,13 @@ class ServerConfig(_SharedKeys):
     SSH_HOST_KEY_SOURCE: str = Field("console", pattern=r"^(console|known_hosts)$")
     SSH_KNOWN_HOSTS: str = ""
     AWS_ENDPOINT_URL: str | None = None
+
+
+def worker_subnets(subnet_id: str, subnet_ids: list[str]) -> list[str]:
+    """SUBNET_IDS as the launcher writes it: SUBNET_ID first, then the others;
+    empty when there is no other (SUBNET_ID alone says it all)."""
+    subnets = list(dict.fromkeys([subnet_id, *subnet_ids]))
+    return subnets if len(subnets) > 1 else []
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -271,7 +271,7 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
     async def run_worker(self, user: str, user_id: str, spec: WorkerSpec, token: str) -> Instance:
         """Launch; a spot request AWS cannot fill falls back to on-demand, and says so."""
         try:
-            return await blocking(self.ec2.launch_worker, user, spec, token, user_id)
+            return await self._launch_with_fallbacks(user, user_id, spec, token)
         except CloudError as exc:
             if spec.market != "spot" or exc.code not in SPOT_UNFILLABLE:
                 raise
@@ -284,7 +284,7 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
         self._emit(12, note)
         on_demand = dataclasses.replace(spec, market="on-demand")
         # Another request, with parameters of its own: its own token.
-        return await blocking(self.ec2.launch_worker, user, on_demand, "cjo-" + token[4:], user_id)
+        return await self._launch_with_fallbacks(user, user_id, on_demand, "cjo-" + token[4:])
 
     async def end_if_spot(self, instance_id: str) -> bool:
         """A spot worker cannot be stopped (one-time request): it is terminated instead,
@@ -296,6 +296,11 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
         return True
 
     # ---- what InstanceSpawner provides -----------------------------------------
+
+    async def _launch_with_fallbacks(
+        self, user: str, user_id: str, spec: WorkerSpec, token: str
+    ) -> Instance:
+        raise NotImplementedError  # spawner_ec2.Ec2Calls: the queue, capacity fallback
 
     @property
     def ec2(self) -> HubEc2:

@@ -2,7 +2,8 @@
 
 The spawner is a thin state machine over `aws`, `fleet` and `remote`. Blocking
 calls run in the shared executor; `poll()` reads the shared fleet cache only.
-Its options (`spawner_options`), its progress events (`spawn_progress`), home
+Its options (`spawner_options`), its EC2 calls through the hub's queue and the
+launch's capacity fallback (`spawner_ec2`), its progress events (`spawn_progress`), home
 volumes (`home_volumes`), the host-key store (`host_keys`), the warm pool
 (`warm_pool`), the user's stable id (`user_identity`) and the log tails it keeps
 (`spawner_logs`) live beside it. What is left, about 660 lines, is one spawn's path (find or claim, launch or start, wait,
@@ -31,6 +32,7 @@ from .home_volumes import attach_home_volume
 from .host_keys import HostKeyStore
 from .profile_spawner import ProfileSpawnerMixin
 from .spawn_progress import SpawnProgress
+from .spawner_ec2 import Ec2Calls
 from .spawner_logs import KeptLogTails
 from .spawner_options import SpawnError
 from .tags import POOL_TAG, belongs_to, needs_binding
@@ -42,7 +44,7 @@ AGENT_OVERHEAD = 180.0
 IDEMPOTENCY_CONFLICTS = ("IdempotentInstanceTerminated", "IdempotentParameterMismatch")
 
 
-class InstanceSpawner(KeptLogTails, ProfileSpawnerMixin, Spawner):
+class InstanceSpawner(Ec2Calls, KeptLogTails, ProfileSpawnerMixin, Spawner):
     """Give each user their own EC2 instance; stop (never terminate) it when they leave."""
 
     @default("start_timeout")
@@ -197,7 +199,7 @@ class InstanceSpawner(KeptLogTails, ProfileSpawnerMixin, Spawner):
                 return await self._start()
             self._emit(10, "Starting your stopped instance")
             with metrics.spawn_phase("start"):
-                await blocking(self.ec2.start, instance.id)
+                await self._queued_start(instance.id)
             await self._record("start", instance.id, instance.instance_type, "resume")
         else:  # already pending or running; the usage report ignores a repeated start
             await self._record("start", instance.id, instance.instance_type, "running")
@@ -609,7 +611,7 @@ class InstanceSpawner(KeptLogTails, ProfileSpawnerMixin, Spawner):
         if await self.end_if_spot(self.instance_id):
             return
         try:
-            await blocking(self.ec2.stop, self.instance_id, self.hibernate)
+            await self._queued_stop(self.instance_id, self.hibernate)
         except CloudError as exc:
             if not (self.hibernate and exc.code == "UnsupportedHibernationConfiguration"):
                 raise
@@ -617,7 +619,7 @@ class InstanceSpawner(KeptLogTails, ProfileSpawnerMixin, Spawner):
             self.log.warning(
                 "%s: %s cannot hibernate; stopping it", self._log_name, self.instance_id
             )
-            await blocking(self.ec2.stop, self.instance_id, False)
+            await self._queued_stop(self.instance_id, False)
 
     async def poll(self) -> int | None:
         """Cheap: the shared fleet cache only, never SSH or a per-user EC2 call."""

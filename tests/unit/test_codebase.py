@@ -86,6 +86,9 @@ def test_shell_scripts_pass_shellcheck() -> None:
         ("aws/local.py", {"tags", "aws"}),
         ("remote.py", {"tags", "config"}),
         ("fleet.py", {"aws", "executor", "tags", "config", "metrics"}),
+        ("ec2_limits.py", set()),
+        ("aws/pacing.py", {"ec2_limits"}),
+        ("ec2_queue.py", {"aws", "executor"}),
     ],
 )
 def test_lower_floors_never_import_upper_ones(module: str, allowed: set[str]) -> None:

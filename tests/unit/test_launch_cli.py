@@ -269,6 +269,7 @@ def test_dry_run_needs_no_confirmation(
         (["--timeout", "0"], "timeout"),
         (["--worker-ebs-size", "4"], "WORKER_EBS_SIZE"),
         (["--warm-pool-size", "-1"], "WARM_POOL_SIZE"),
+        (["--private-subnets", "subnet-0abc,sub$(id)"], "SUBNET_IDS"),
         (["--worker-ebs-size", "lots"], "'--worker-ebs-size'"),
         (["--timeout", "soon"], "'--timeout'"),
         (["--connect-via", "carrier-pigeon"], "'--connect-via'"),

@@ -96,6 +96,8 @@ class Instance:
     public_ip: str | None = None
     instance_profile: str | None = None
     key_name: str | None = None
+    # Its place in the RunInstances that launched it (AmiLaunchIndex).
+    launch_index: int = 0
     image_id: str = ""
     hibernation: bool = False
     # StateReason.Code, e.g. "Server.SpotInstanceTermination" when AWS reclaimed a spot one.
@@ -140,6 +142,7 @@ class Instance:
             public_ip=data.get("PublicIpAddress") or None,
             instance_profile=(data.get("IamInstanceProfile") or {}).get("Arn"),
             key_name=data.get("KeyName"),
+            launch_index=int(data.get("AmiLaunchIndex") or 0),
             image_id=data.get("ImageId", ""),
             hibernation=bool((data.get("HibernationOptions") or {}).get("Configured")),
             state_reason=(data.get("StateReason") or {}).get("Code", ""),

@@ -7,9 +7,12 @@ a warm-pool worker, and it sets or drops the one-off pool window on its manager
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from ..cloud_config import WORKER_CLOUD_CONFIG
 from ..tags import (
@@ -31,6 +34,7 @@ from ..tags import (
     tags_for,
 )
 from .client import CloudError, Ec2Client, Instance, NotOurs, user_message
+from .pacing import Pacer
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,23 @@ def launch_token(cluster: str, user: str, previous: str | None, user_id: str = "
     return "cjh-" + hashlib.sha256(raw).hexdigest()[:60]
 
 
+_NO_RETRY = "cloudjhub-no-retry-without-capacity"
+
+
+def _no_retry_without_capacity(response: Any = None, operation: Any = None, **_: Any) -> None:
+    """End a RunInstances that AWS has no capacity for at once.
+
+    InsufficientInstanceCapacity is an HTTP 500, which botocore retries for tens of
+    seconds; AWS's advice is another zone or type, which the spawner tries next
+    (`worker_instance_type_fallbacks`, SUBNET_IDS). Raising from botocore's retry
+    check ends the call with the error as its ClientError."""
+    if response is None or operation is None:
+        return
+    parsed = response[1]
+    if (parsed.get("Error") or {}).get("Code") == "InsufficientInstanceCapacity":
+        raise ClientError(parsed, operation.name)
+
+
 class HubEc2(Ec2Client):
     """The hub's door: every action is on this cluster's workers and their volumes."""
 
@@ -70,6 +91,9 @@ class HubEc2(Ec2Client):
         super().__init__(cluster, client)
         self._root_devices: dict[str, str] = {}
         self._hypervisors: dict[str, str] = {}
+        client.meta.events.register_first(
+            "needs-retry.ec2.RunInstances", _no_retry_without_capacity, unique_id=_NO_RETRY
+        )
 
     # ---- reads -------------------------------------------------------------
 
@@ -92,6 +116,20 @@ class HubEc2(Ec2Client):
             types = found.get("InstanceTypes", [])
             self._hypervisors[instance_type] = str(types[0].get("Hypervisor", "")) if types else ""
         return self._hypervisors[instance_type]
+
+    def unknown_instance_types(self, instance_types: list[str]) -> list[str]:
+        """Of these types, those DescribeInstanceTypes does not know in this region."""
+        unknown = []
+        for kind in instance_types:
+            try:
+                reply = self._call("describe_instance_types", InstanceTypes=[kind])
+            except CloudError as exc:
+                if not exc.code.startswith("InvalidInstanceType"):
+                    raise
+                reply = {}
+            if not reply.get("InstanceTypes"):
+                unknown.append(kind)
+        return unknown
 
     def instance_type_info(self, instance_type: str) -> dict[str, Any] | None:
         """DescribeInstanceTypes of one type; None if the region has no such type."""
@@ -132,13 +170,63 @@ class HubEc2(Ec2Client):
     # ---- workers -----------------------------------------------------------
 
     def launch_worker(
-        self, user: str, spec: WorkerSpec, client_token: str, user_id: str | None = None
+        self,
+        user: str,
+        spec: WorkerSpec,
+        client_token: str,
+        user_id: str | None = None,
+        paid: Pacer | None = None,
     ) -> Instance:
         """Run one tagged worker: IMDSv2 only, no instance profile, stop on shutdown,
         its login user without sudo (WORKER_CLOUD_CONFIG)."""
         tags = tags_for(self.cluster, Role.WORKER, user, user_id=user_id)
         # Ours last: an extra tag never replaces what marks a worker as ours.
-        return self._run_workers({**dict(spec.extra_tags), **tags}, spec, 1, client_token)[0]
+        return self._run_workers({**dict(spec.extra_tags), **tags}, spec, 1, client_token, paid)[0]
+
+    def launch_for_users(
+        self,
+        users: list[tuple[str, str]],
+        spec: WorkerSpec,
+        client_token: str,
+        paid: Pacer | None = None,
+    ) -> list[Instance]:
+        """One RunInstances for several users' first logins, then each instance tagged
+        to one of them; the instances in the order of `users` (name, id).
+
+        They are launched marked as a claim in progress with no user (neither a pool
+        member nor anyone's), then each is tagged to its user and unmarked as a warm-pool
+        claim is (`tag_claim`, `finish_claim`, without their guard: we just made them),
+        so a restart between the two steps is finished by the user's next spawn.
+        """
+        tags = {
+            **dict(spec.extra_tags),
+            **tags_for(self.cluster, Role.WORKER, name=f"{self.cluster}-worker-launching"),
+            POOL_TAG: POOL_CLAIMING,
+        }
+        launched = self._run_workers(tags, spec, len(users), client_token, paid)
+        if len(launched) != len(users):
+            raise CloudError(
+                f"EC2 RunInstances launched {len(launched)} workers for {len(users)} users",
+                "LaunchCountMismatch",
+            )
+        # AmiLaunchIndex orders a launch's instances the same way on every replay.
+        launched.sort(key=lambda i: (i.launch_index, i.id))
+        # A launch's reply may not list its volumes yet; a describe does.
+        seen = {i.id: i for i in self.describe([i.id for i in launched])}
+        out = []
+        for (user, user_id), instance in zip(users, launched, strict=True):
+            instance = seen.get(instance.id, instance)
+            mine = {
+                USER_TAG: user,
+                USER_ID_TAG: user_id,
+                NAME_TAG: resource_name(self.cluster, Role.WORKER, user),
+            }
+            resources = [instance.id, *instance.volumes]
+            self._call("create_tags", Resources=resources, Tags=tag_list(mine))
+            self._call("delete_tags", Resources=resources, Tags=[{"Key": POOL_TAG}])
+            tags_now = {k: v for k, v in {**instance.tags, **mine}.items() if k != POOL_TAG}
+            out.append(replace(instance, tags=tags_now))
+        return out
 
     def launch_pool_workers(
         self, spec: WorkerSpec, count: int, client_token: str
@@ -147,7 +235,12 @@ class HubEc2(Ec2Client):
         return self._run_workers(pool_tags(self.cluster), spec, count, client_token)
 
     def _run_workers(
-        self, tag_map: dict[str, str], spec: WorkerSpec, count: int, client_token: str
+        self,
+        tag_map: dict[str, str],
+        spec: WorkerSpec,
+        count: int,
+        client_token: str,
+        paid: Pacer | None = None,
     ) -> list[Instance]:
         tags = tag_list(tag_map)
         root = self.root_device_name(spec.image_id)
@@ -198,7 +291,8 @@ class HubEc2(Ec2Client):
                 },
             }
         context = {"instance_type": spec.instance_type, "image": spec.image_id}
-        reply = self._call("run_instances", context, **params)
+        with paid.prepaid() if paid else contextlib.nullcontext():
+            reply = self._call("run_instances", context, **params)
         return [Instance.from_api(i) for i in reply["Instances"]]
 
     def tag_claim(self, instance: Instance, user: str, user_id: str) -> None:
@@ -228,6 +322,21 @@ class HubEc2(Ec2Client):
     def stop(self, instance_id: str, hibernate: bool = False) -> None:
         self.guard([instance_id], [Role.WORKER])
         self._call("stop_instances", InstanceIds=[instance_id], Hibernate=hibernate)
+
+    def start_workers(self, instance_ids: list[str], paid: Pacer | None = None) -> None:
+        """One StartInstances for many workers (guarded together); `paid`: the call's
+        tokens were reserved on that pacer already."""
+        self.guard(instance_ids, [Role.WORKER])
+        with paid.prepaid() if paid else contextlib.nullcontext():
+            self._call("start_instances", InstanceIds=instance_ids)
+
+    def stop_workers(
+        self, instance_ids: list[str], hibernate: bool, paid: Pacer | None = None
+    ) -> None:
+        """One StopInstances for many workers, all hibernated or all not."""
+        self.guard(instance_ids, [Role.WORKER])
+        with paid.prepaid() if paid else contextlib.nullcontext():
+            self._call("stop_instances", InstanceIds=instance_ids, Hibernate=hibernate)
 
     def set_instance_type(self, instance_id: str, instance_type: str) -> None:
         """Change a stopped worker's type (its disks and id stay): a user picked a

@@ -97,7 +97,8 @@ def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
     help="With --like-aws, answer AWS error NAME where AWS would, with probability RATE "
     "(default 1): InsufficientInstanceCapacity, DependencyViolation, InvalidSnapshot.InUse, "
     "IdempotentParameterMismatch, SpotMaxPriceTooLow, MaxSpotInstanceCountExceeded (spot "
-    "launches only). Repeatable.",
+    "launches only). InsufficientInstanceCapacity=TYPE, =SUBNET or =TYPE@SUBNET limits "
+    "it to one type or subnet. Repeatable.",
 )
 @click.option(
     "--time-scale",

@@ -25,7 +25,19 @@ from .tls_pair import tls_pair_problem
 # Every failure before the first resource is made says so.
 NOTHING_CREATED = "; nothing was created"
 
+
 # (option, instance_config.json key, click type)
+class SubnetList(click.ParamType):
+    """Comma-separated subnet ids (the workers' private subnets, in order)."""
+
+    name = "SUBNET[,SUBNET...]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, list):
+            return value
+        return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
 INSTANCE_OPTIONS: list[tuple[str, str, Any]] = [
     ("--manager-instance-type", "MANAGER_INSTANCE_TYPE", str),
     ("--worker-instance-type", "WORKER_INSTANCE_TYPE", str),
@@ -38,6 +50,7 @@ INSTANCE_OPTIONS: list[tuple[str, str, Any]] = [
     ("--server-owner", "SERVER_OWNER", str),
     ("--hibernate/--no-hibernate", "HIBERNATE", bool),
     ("--warm-pool-size", "WARM_POOL_SIZE", int),
+    ("--private-subnets", "SUBNET_IDS", SubnetList()),
 ]
 
 

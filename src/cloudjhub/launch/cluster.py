@@ -19,7 +19,7 @@ from typing import Any
 
 from ..aws.admin import AdminEc2
 from ..aws.client import CloudError, Instance
-from ..config import ServerConfig, server_config_from, write_server_config
+from ..config import ServerConfig, server_config_from, worker_subnets, write_server_config
 from ..install_paths import INSTALL_BIN
 from ..tags import Group, Role, group_name, image_name, tags_for
 from ..waiting import TimedOut, poll_until
@@ -286,6 +286,7 @@ class Launch:
                 "REGION": self.opts.region,
                 "WORKER_AMI": image_id,
                 "SUBNET_ID": self.opts.private_subnet,
+                "SUBNET_IDS": worker_subnets(self.opts.private_subnet, i.SUBNET_IDS),
                 "WORKER_SECURITY_GROUPS": [groups.worker],
                 "KEY_NAME": self.opts.workers_key_name,
                 "WORKER_INSTANCE_TYPE": i.WORKER_INSTANCE_TYPE,
