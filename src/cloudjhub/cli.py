@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .commands.backups import backups, restore
 from .commands.cost import cost
 from .commands.demo import demo
 from .commands.destroy import destroy
@@ -14,6 +15,7 @@ from .commands.errors import BadInput
 from .commands.iam_policy import iam_policy
 from .commands.launch import launch
 from .commands.reap import reap
+from .commands.resize_home import resize_home
 from .commands.setup import setup_manager
 from .commands.status import status
 from .commands.terminate_workers import terminate_workers
@@ -48,5 +50,8 @@ for command in (
     cost,
     reap,
     warm_pool,
+    backups,
+    restore,
+    resize_home,
 ):
     main.add_command(command)

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..cloud_config import WORKER_CLOUD_CONFIG
 from ..tags import (
+    BACKUP_TAG,
     DELETED_TAG,
     NAME_TAG,
     POOL_CLAIMING,
@@ -19,6 +20,7 @@ from ..tags import (
     USER_ID_TAG,
     USER_TAG,
     Role,
+    backup_target,
     belongs_to,
     needs_binding,
     pool_tags,
@@ -162,7 +164,7 @@ class HubEc2(Ec2Client):
             "InstanceInitiatedShutdownBehavior": "stop",
             "TagSpecifications": [
                 {"ResourceType": "instance", "Tags": tags},
-                {"ResourceType": "volume", "Tags": tags},
+                {"ResourceType": "volume", "Tags": tags + self._backup_tag(home=False)},
             ],
             "ClientToken": client_token,
         }
@@ -250,6 +252,7 @@ class HubEc2(Ec2Client):
         self, user: str, size: int, zone: str, user_id: str | None = None
     ) -> str:
         tags = tag_list(tags_for(self.cluster, Role.HOME, user, user_id=user_id))
+        tags += self._backup_tag(home=True)
         reply = self._call(
             "create_volume",
             AvailabilityZone=zone,
@@ -259,6 +262,11 @@ class HubEc2(Ec2Client):
             TagSpecifications=[{"ResourceType": "volume", "Tags": tags}],
         )
         return str(reply["VolumeId"])
+
+    def _backup_tag(self, home: bool) -> list[dict[str, str]]:
+        """What a backup policy targets (aws/backups.py): home volumes, or root volumes
+        in a cluster without them; tagged whether or not a policy exists yet."""
+        return tag_list({BACKUP_TAG: backup_target(self.cluster, home)})
 
     def attach_volume(self, volume_id: str, instance_id: str, device: str) -> None:
         """Attach a home volume to one of this cluster's workers.

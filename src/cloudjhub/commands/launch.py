@@ -15,6 +15,7 @@ from ..config import (
     error_line,
     load_instance_config,
 )
+from .backup_options import backup_options
 from .cloud_options import aws_options
 from .errors import BadInput, CommandError, cloud_error
 from .options import ExistingFile, Number, env_argument, env_option
@@ -169,6 +170,15 @@ def _instance_config(path: Path | None, given: dict[str, Any]) -> InstanceConfig
     "then cross the network in clear. Only behind a TLS load balancer, or for a rehearsal.",
 )
 @authenticator_option
+@backup_options
+@env_option(
+    "--backup-role",
+    metavar="ARN",
+    default=None,
+    help="The IAM role DLM takes snapshots with [default: the account's "
+    "AWSDataLifecycleManagerDefaultRole]; `cloudjhub iam-policy CLUSTER --backup-role` "
+    "prints a least-privilege policy for one of your own.",
+)
 @env_option(
     "--output-dir",
     type=click.Path(file_okay=False, path_type=Path),
