@@ -26,6 +26,8 @@ BACKUP_TAG = "cloudjhub:backup"
 # when, so it is never handed out again and the admin can delete it.
 RESTORE_TAG = "cloudjhub:restore"
 REPLACED_TAG = "cloudjhub:replaced"
+# On a volume made from a backup for `restore --as-folder`: the folder's name.
+RESTORED_FOLDER_TAG = "cloudjhub:restored-folder"
 # On a worker: the user's home usage as the agent last reported it ("<used> <size>" bytes).
 HOME_USAGE_TAG = "cloudjhub:home-usage"
 # A warm-pool worker: launched unassigned ("ready", no USER_TAG); a claim tags it with
@@ -128,10 +130,10 @@ def backup_target(cluster: str, home_volumes: bool) -> str:
 
 def belongs_to(tags: dict[str, str]) -> bool:
     """Whether a resource found by its user name may go to the user of that name: not
-    when it was kept from a deleted user. An id tag naming another id, without that
+    when it was kept from a deleted user, replaced by a restore or is a restored folder. An id tag naming another id, without that
     mark, means the hub lost its database (JupyterHub then gives the same person a new
     id): still theirs, and re-bound to the new id (`needs_binding`)."""
-    return DELETED_TAG not in tags and REPLACED_TAG not in tags
+    return not {DELETED_TAG, REPLACED_TAG, RESTORED_FOLDER_TAG} & tags.keys()
 
 
 def needs_binding(tags: dict[str, str], user_id: str) -> bool:

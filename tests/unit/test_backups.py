@@ -41,8 +41,16 @@ def test_unix_and_dlm_cron_become_dlms_form(given: str, dlm: str) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["* * * * *", "*/30 * * * *", "0 3 1 * 1", "0 3 * *", "0 25 * * *", "cron(0 3 * * * *)",
-     "cron(0 3 ? * MON 2027)", "0 3 ? * *"],
+    [
+        "* * * * *",
+        "*/30 * * * *",
+        "0 3 1 * 1",
+        "0 3 * *",
+        "0 25 * * *",
+        "cron(0 3 * * * *)",
+        "cron(0 3 ? * MON 2027)",
+        "0 3 ? * *",
+    ],
 )
 def test_schedules_dlm_would_refuse_are_refused(bad: str) -> None:
     with pytest.raises(BadSchedule):
@@ -93,9 +101,10 @@ def test_the_engine_snapshots_home_volumes_on_schedule_and_keeps_n(
     assert all(tag_dict(s["Tags"])["cloudjhub:user"] == "alice" for s in mine)
     assert [s["VolumeId"] for s in backups.snapshots("bob")] == [homes["bob"]] * 2
     assert Backups.connect(other_ec2, REGION, None).snapshots("alice") == []
-    assert tag_dict(ec2.client.describe_volumes(VolumeIds=[other])["Volumes"][0]["Tags"])[
-        BACKUP_TAG
-    ] == "beta/home"
+    assert (
+        tag_dict(ec2.client.describe_volumes(VolumeIds=[other])["Volumes"][0]["Tags"])[BACKUP_TAG]
+        == "beta/home"
+    )
 
     listed = CliRunner().invoke(main, ["backups", "alpha", "alice", "--json"])
     assert listed.exit_code == 0, listed.output
@@ -180,7 +189,9 @@ def test_destroy_removes_the_policy_and_keeps_backups_unless_asked(
     api, _ = dlm_url
     homes = _homes(ec2, "alice")
     backups = Backups.connect(ec2, REGION, None)
-    backups.ensure_policy("arn:aws:iam::1:role/r", policy_details("alpha", True, "cron(0 3 * * ? *)", 3))
+    backups.ensure_policy(
+        "arn:aws:iam::1:role/r", policy_details("alpha", True, "cron(0 3 * * ? *)", 3)
+    )
     snap = _snapshot(ec2, homes["alice"])
     kept = CliRunner().invoke(main, ["destroy", "alpha", "--yes"])
     assert kept.exit_code == 0, kept.output
@@ -189,3 +200,49 @@ def test_destroy_removes_the_policy_and_keeps_backups_unless_asked(
     gone = CliRunner().invoke(main, ["destroy", "alpha", "--yes", "--delete-backups"])
     assert gone.exit_code == 0, gone.output
     assert backups.snapshots("alice") == []
+
+
+def _attach(ec2: LocalCloudEc2, user: str, instance: Any) -> tuple[Any, Any]:
+    import asyncio
+
+    from cloudjhub.home_volumes import attach_home_volume
+
+    return asyncio.run(
+        attach_home_volume(ec2, user, f"{user}-id", 2, instance, lambda *_: None, 0.01, 10)
+    )
+
+
+def test_the_next_start_replaces_the_home_or_adds_a_restored_folder(
+    ec2: LocalCloudEc2, make_worker: Any
+) -> None:
+    from cloudjhub.spawner_options import SpawnError
+
+    worker = make_worker("alice")
+    home, folder = _attach(ec2, "alice", worker)
+    assert folder is None and home.size_gb == 2
+    old = home.volume_id
+    snap = _snapshot(ec2, old)
+    bobs = _snapshot(ec2, _homes(ec2, "bob")["bob"])
+
+    # A restore someone tagged by hand with another user's snapshot is refused.
+    ec2.client.create_tags(Resources=[old], Tags=[{"Key": RESTORE_TAG, "Value": f"{bobs} volume"}])
+    with pytest.raises(SpawnError, match="not a backup of alice"):
+        _attach(ec2, "alice", worker)
+
+    ec2.client.create_tags(Resources=[old], Tags=[{"Key": RESTORE_TAG, "Value": f"{snap} folder"}])
+    home, folder = _attach(ec2, "alice", worker)
+    assert home.volume_id == old and RESTORE_TAG not in _tags(ec2, old)
+    assert folder is not None and folder.from_snapshot == snap
+    assert folder.name.startswith("restored-") and folder.device == "/dev/sdg"
+    attached = ec2.client.describe_volumes(VolumeIds=[folder.volume_id])["Volumes"][0]
+    assert attached["Attachments"][0]["InstanceId"] == worker.id
+
+    ec2.client.create_tags(Resources=[old], Tags=[{"Key": RESTORE_TAG, "Value": f"{snap} volume"}])
+    home, folder = _attach(ec2, "alice", worker)
+    assert folder is None and home.volume_id not in {old, attached["VolumeId"]}
+    assert home.from_snapshot == snap
+    assert REPLACED_TAG in _tags(ec2, old) and RESTORE_TAG not in _tags(ec2, old)
+    assert ec2.client.describe_volumes(VolumeIds=[old])["Volumes"][0]["State"] == "available"
+    assert ec2.find_home_volume("alice")["VolumeId"] == home.volume_id
+    again, _ = _attach(ec2, "alice", worker)  # the request is done: nothing more happens
+    assert again.volume_id == home.volume_id
