@@ -4,14 +4,11 @@ admin's `backups`, `restore`, `resize-home` and `destroy` through the CLI."""
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from werkzeug.serving import make_server
 
 from cloudjhub.aws.backups import Backups, policy_details
 from cloudjhub.aws.client import boto_client
@@ -58,18 +55,9 @@ def test_schedules_dlm_would_refuse_are_refused(bad: str) -> None:
 
 
 @pytest.fixture
-def dlm_url(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[DlmApi, str]]:
-    """The local cloud's DLM API on loopback (moto has none); boto3 finds it through
-    AWS_ENDPOINT_URL_DLM, EC2 stays moto in-process."""
-    api = DlmApi()
-    server = make_server("127.0.0.1", 0, api)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_port}"
-    monkeypatch.setenv("AWS_ENDPOINT_URL_DLM", url)
-    yield api, url
-    server.shutdown()
-    thread.join()
+def dlm_url(aws: None, local_dlm: tuple[DlmApi, str]) -> tuple[DlmApi, str]:
+    """The local cloud's DLM API (conftest: boto3 finds it via AWS_ENDPOINT_URL_DLM)."""
+    return local_dlm
 
 
 def _homes(ec2: LocalCloudEc2, *users: str, size: int = 2) -> dict[str, str]:
@@ -246,3 +234,21 @@ def test_the_next_start_replaces_the_home_or_adds_a_restored_folder(
     assert ec2.find_home_volume("alice")["VolumeId"] == home.volume_id
     again, _ = _attach(ec2, "alice", worker)  # the request is done: nothing more happens
     assert again.volume_id == home.volume_id
+
+
+def test_status_shows_each_users_home_usage_as_last_reported(
+    ec2: LocalCloudEc2, make_worker: Any
+) -> None:
+    from cloudjhub.aws.hub_restores import tag_usage
+
+    alice, bob = make_worker("alice"), make_worker("bob")
+    tag_usage(ec2, alice.id, 3 << 30, 4 << 30)
+    shown = CliRunner().invoke(main, ["status", "alpha"])
+    assert shown.exit_code == 0, shown.output
+    line = next(x for x in shown.output.splitlines() if alice.id in x)
+    assert "t3.medium  3.0/4.0 GB (75%)  " in line
+    assert "t3.medium  -  " in next(x for x in shown.output.splitlines() if bob.id in x)
+    rows = json.loads(CliRunner().invoke(main, ["status", "alpha", "--json"]).output)["instances"]
+    by_id = {r["instance_id"]: r for r in rows}
+    assert by_id[alice.id]["home_usage"] == {"used_bytes": 3 << 30, "size_bytes": 4 << 30}
+    assert by_id[bob.id]["home_usage"] is None

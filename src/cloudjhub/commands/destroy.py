@@ -50,10 +50,14 @@ def destroy(
     try:
         plan = teardown.plan_destroy(ec2, delete_home_volumes)
         backups = Backups.connect(ec2, region, aws_endpoint)
-        policies = backups.policies()
         snapshots = [s["SnapshotId"] for s in backups.snapshots()]
     except CloudError as exc:
         raise cloud_error(exc) from exc
+    try:
+        policies = backups.policies()
+    except CloudError as exc:  # an endpoint without DLM (an outside emulator)
+        click.echo(f"backup policies not checked: {exc}", err=True)
+        policies = []
     doomed = snapshots if delete_backups else []
     extra = [f"backup policy {p}" for p in policies] + [f"backup snapshot {s}" for s in doomed]
     if plan.empty and extra:
