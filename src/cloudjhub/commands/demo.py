@@ -12,6 +12,7 @@ from types import FrameType
 
 import click
 
+from .backup_options import backup_options
 from .cloud_options import require_reachable
 from .errors import CommandError
 
@@ -113,6 +114,14 @@ def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
     help="Keep this many launched, unassigned workers for first logins "
     "(c.InstanceSpawner.warm_pool_size).",
 )
+@click.option(
+    "--user-home-ebs-size",
+    type=click.IntRange(min=0, max=16384),
+    default=0,
+    show_default=True,
+    help="A persistent home volume per user, GB (USER_HOME_EBS_SIZE); 0 for none.",
+)
+@backup_options
 def demo(
     port: int,
     idle_timeout: int | None,
@@ -126,6 +135,9 @@ def demo(
     faults: tuple[str, ...],
     time_scale: str | None,
     warm_pool_size: int,
+    user_home_ebs_size: int,
+    backup_schedule: str | None,
+    backup_retain: int,
 ) -> None:
     """Run cloudjhub on this machine: EC2 emulated on loopback, a real JupyterHub."""
     from ..local.awslike.settings import BadSetting, behaviour_from
@@ -154,6 +166,9 @@ def demo(
         hibernate=hibernate,
         like_aws=behaviour,
         warm_pool_size=warm_pool_size,
+        user_home_ebs_size=user_home_ebs_size,
+        backup_schedule=backup_schedule,
+        backup_retain=backup_retain,
     )
     stopping = threading.Event()
 

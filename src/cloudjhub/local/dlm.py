@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import threading
 from collections.abc import Callable, Container, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -148,9 +150,13 @@ def _reply(start_response: Callable[..., Any], status: int, body: dict[str, Any]
 class DlmEngine:
     """What AWS runs behind DLM: due snapshots taken, old ones pruned, at a given time."""
 
-    def __init__(self, dlm: Any, ec2: Any) -> None:
+    def __init__(self, dlm: Any, ec2: Any, volumes_dir: Path | None = None) -> None:
         self.dlm = dlm
         self.ec2 = ec2
+        # The fleet emulator's volumes (directories named by volume id): a snapshot
+        # copies one to <volumes_dir>/../snapshots/<snapshot id>, which the agent reads
+        # back into a volume made from it (worker/home_space.py).
+        self.volumes_dir = volumes_dir
         self._last: dict[tuple[str, str], datetime] = {}
         self._lock = threading.Lock()
 
@@ -215,7 +221,13 @@ class DlmEngine:
             f"({due.isoformat()})",
             TagSpecifications=[{"ResourceType": "snapshot", "Tags": tags}],
         )
-        return str(reply["SnapshotId"])
+        snapshot_id = str(reply["SnapshotId"])
+        if self.volumes_dir is not None:
+            source = self.volumes_dir / volume["VolumeId"]
+            if source.is_dir():
+                target = self.volumes_dir.parent / "snapshots" / snapshot_id
+                shutil.copytree(source, target, symlinks=True)
+        return snapshot_id
 
     def _prune(self, policy_id: str, schedule: dict[str, Any], volume_id: str) -> None:
         keep = int(schedule.get("RetainRule", {}).get("Count", 0))

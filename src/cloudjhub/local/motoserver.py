@@ -229,6 +229,7 @@ class LocalEc2:
         self.role_credentials: dict[str, str] = {}
         self._no_auth_count: float | None = None
         self.dlm = DlmApi(_issued_key_ids)
+        self.dlm_engine: DlmEngine | None = None
 
     @property
     def url(self) -> str:
@@ -283,7 +284,8 @@ class LocalEc2:
             "aws_secret_access_key": self.credentials["AWS_SECRET_ACCESS_KEY"],
         }
         clients = [boto_client(s, "us-east-1", self.url, **env) for s in ("dlm", "ec2")]
-        self.dlm.run = DlmEngine(*clients).run
+        self.dlm_engine = DlmEngine(*clients)
+        self.dlm.run = self.dlm_engine.run
         self.dlm.run_key = self.credentials["AWS_SECRET_ACCESS_KEY"]
 
     def stop(self) -> None:
