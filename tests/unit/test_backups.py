@@ -252,3 +252,13 @@ def test_status_shows_each_users_home_usage_as_last_reported(
     by_id = {r["instance_id"]: r for r in rows}
     assert by_id[alice.id]["home_usage"] == {"used_bytes": 3 << 30, "size_bytes": 4 << 30}
     assert by_id[bob.id]["home_usage"] is None
+
+
+def test_restore_and_resize_of_a_user_without_a_home_volume_are_bad_input(
+    ec2: LocalCloudEc2, dlm_url: tuple[DlmApi, str], writes: AwsCalls
+) -> None:
+    _homes(ec2, "bob")
+    _bad(["resize-home", "alpha", "carol", "5"], writes, "USER carol", "no home volume")
+    snap = _snapshot(ec2, _homes(ec2, "carol")["carol"])
+    ec2.client.delete_volume(VolumeId=ec2.find_home_volume("carol")["VolumeId"])
+    _bad(["restore", "alpha", "carol", snap], writes, "USER carol", "no home volume")

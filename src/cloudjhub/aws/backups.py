@@ -29,6 +29,8 @@ from .client import CloudError, NotOurs, boto_client, call
 
 DEFAULT_BACKUP_ROLE = "AWSDataLifecycleManagerDefaultRole"
 SCHEDULE_NAME = "cloudjhub"
+# The CloudError code of a user without a home volume (restore and resize need one).
+NO_HOME = "NoHomeVolume"
 BACKED_UP_ROLES = frozenset({Role.HOME.value, Role.WORKER.value})
 
 
@@ -176,7 +178,11 @@ class Backups:
     def home_volume(self, user: str) -> dict[str, Any]:
         volume = self.ec2.find_home_volume(user)
         if volume is None:
-            raise CloudError(f"{user} has no home volume in cluster {self.cluster}", "NoHome")
+            raise CloudError(
+                f"{user} has no home volume in cluster {self.cluster} (restore and "
+                "resize-home need USER_HOME_EBS_SIZE above 0)",
+                NO_HOME,
+            )
         return volume
 
     def request_restore(self, volume_id: str, snapshot_id: str, as_folder: bool) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..aws.backups import Backups
+from ..aws.backups import NO_HOME, Backups
 from ..aws.client import CloudError, NotOurs
 from ..tags import RESTORE_TAG, tag_dict
 from .cloud_options import aws_options, cluster_argument, connect
@@ -95,6 +95,8 @@ def restore(
     except NotOurs as exc:
         raise BadInput(f"SNAPSHOT {snapshot}: {exc}") from exc
     except CloudError as exc:
+        if exc.code == NO_HOME:
+            raise BadInput(f"USER {user}: {exc}") from exc
         raise cloud_error(exc) from exc
     pending = tag_dict(volume.get("Tags")).get(RESTORE_TAG)
     how = "as a read-only folder" if as_folder else "replacing the home volume"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..aws.backups import NO_HOME
 from ..aws.client import CloudError
 from .backups import connect_backups
 from .cloud_options import aws_options, cluster_argument
@@ -35,6 +36,8 @@ def resize_home(
     try:
         volume = store.home_volume(user)
     except CloudError as exc:
+        if exc.code == NO_HOME:
+            raise BadInput(f"USER {user}: {exc}") from exc
         raise cloud_error(exc) from exc
     now = int(volume["Size"])
     if size_gb <= now:
