@@ -17,7 +17,7 @@ import requests
 from cloudjhub.local.dlm import RUN_PATH
 from tests.system.conftest import CLI, Demo, running_demo
 
-VPC_CIDR = "127.187.0.0/16"
+VPC_CIDR = "127.197.0.0/16"
 GB = 1 << 30
 
 
