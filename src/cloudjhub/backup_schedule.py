@@ -1,10 +1,10 @@
 """A backup schedule and retention, checked and said in Data Lifecycle Manager's terms.
 
 Admins write Unix cron (`0 3 * * *`) or DLM's own form (`cron(0 3 * * ? *)`). The
-two differ (Amazon DLM User Guide, "Cron expressions": six fields, minutes hours
+two differ (EventBridge's cron reference, which DLM uses: six fields, minutes hours
 day-of-month month day-of-week year; one of the two day fields must be `?`; days
-of the week are 1-7 with SUN=1) and DLM accepts a schedule only if it runs at
-most once an hour and at least once a year. Parsing and the interval check are
+of the week are 1-7 with SUN=1), and "the schedule interval must be between 1 hour
+and 1 year" (DLM API Reference, CreateRule.CronExpression). Parsing and the interval check are
 croniter's.
 """
 
