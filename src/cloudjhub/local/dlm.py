@@ -243,6 +243,13 @@ class DlmEngine:
                 {"Name": f"tag:{SCHEDULE_TAG}", "Values": [schedule["Name"]]},
             ],
         )
-        mine = sorted(reply["Snapshots"], key=lambda s: (s["StartTime"], s["SnapshotId"]))
+        # Oldest first by the time each was due (in its description): taken at an
+        # injected clock, several can share a StartTime second.
+        mine = sorted(reply["Snapshots"], key=lambda s: (_due(s), s["StartTime"]))
         for old in mine[: max(0, len(mine) - keep)]:
             call(self.ec2, "delete_snapshot", SnapshotId=old["SnapshotId"])
+
+
+def _due(snapshot: dict[str, Any]) -> str:
+    """The due time `_snapshot` wrote at the end of the description, as ISO text."""
+    return str(snapshot.get("Description", "")).rpartition("(")[2].rstrip(")")
