@@ -147,6 +147,13 @@ class Interval:
     start: float
     end: float
     still_running: bool = False
+    tags: tuple[tuple[str, str], ...] = ()
+
+    def group(self, tag: str | None) -> str:
+        """What the report adds this interval to: its user, or its value of `tag`."""
+        if tag is None:
+            return self.user
+        return dict(self.tags).get(tag, "(untagged)")
 
 
 def intervals(events: Iterable[UsageEvent], until: float) -> tuple[list[Interval], list[str]]:
@@ -172,9 +179,15 @@ def intervals(events: Iterable[UsageEvent], until: float) -> tuple[list[Interval
                 f"t={ev.t:.0f} has no start before it; ignored"
             )
             continue
-        out.append(Interval(begun.user, ev.instance_id, begun.instance_type, begun.t, ev.t))
+        tags = tuple(sorted(begun.tags.items()))
+        out.append(
+            Interval(begun.user, ev.instance_id, begun.instance_type, begun.t, ev.t, tags=tags)
+        )
     for instance_id, begun in opened.items():
-        out.append(Interval(begun.user, instance_id, begun.instance_type, begun.t, until, True))
+        tags = tuple(sorted(begun.tags.items()))
+        out.append(
+            Interval(begun.user, instance_id, begun.instance_type, begun.t, until, True, tags)
+        )
     out.sort(key=lambda i: (i.start, i.instance_id))
     return out, warnings
 
@@ -216,8 +229,10 @@ def usage_report(
     until: float,
     since: float | None = None,
     default_type: str = "",
+    group_by: str | None = None,
 ) -> UsageReport:
-    """Instance-hours and cost per user in [since, until], beside always-on.
+    """Instance-hours and cost per user (or per value of the tag `group_by`) in
+    [since, until], beside always-on.
 
     `since` defaults to the first event. Always-on is each user's (latest) instance
     type running for the whole period. An event without a type counts as `default_type`.
@@ -235,12 +250,13 @@ def usage_report(
         if overlap <= 0 and not (span.still_running and span.start <= until):
             continue
         kind = span.instance_type or default_type
-        hours[span.user] = hours.get(span.user, 0.0) + overlap
-        cost[span.user] = cost.get(span.user, 0.0) + overlap * prices.hourly(kind)
-        if span.user not in latest or span.start >= latest[span.user].start:
-            latest[span.user] = span
+        key = span.group(group_by)
+        hours[key] = hours.get(key, 0.0) + overlap
+        cost[key] = cost.get(key, 0.0) + overlap * prices.hourly(kind)
+        if key not in latest or span.start >= latest[key].start:
+            latest[key] = span
         if span.still_running:
-            running.add(span.user)
+            running.add(key)
     users = [
         UserUsage(
             user=name,

@@ -28,6 +28,7 @@ async def attach_home_volume(
     emit: Callable[[int, str], None],
     poll: float,
     give_up_after: float,
+    extra_tags: dict[str, str] | None = None,
 ) -> tuple[HomeVolume, RestoredFolder | None]:
     """The user's home volume attached to `instance` (after a pending restore), and the
     restored folder to mount, if the restore was `--as-folder`."""
@@ -36,7 +37,7 @@ async def attach_home_volume(
     if volume is None:
         emit(25, f"Creating your {size} GB home volume")
         volume_id = await blocking(
-            ec2.create_home_volume, user, size, instance.availability_zone, user_id
+            ec2.create_home_volume, user, size, instance.availability_zone, user_id, extra_tags
         )
         volume = await _wait_available(ec2, user, volume_id, poll, give_up_after)
     else:

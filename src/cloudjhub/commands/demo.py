@@ -14,7 +14,7 @@ import click
 
 from .backup_options import backup_options
 from .cloud_options import require_reachable
-from .errors import CommandError
+from .errors import BadInput, CommandError
 
 
 def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
@@ -97,7 +97,8 @@ def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
     metavar="NAME[:RATE]",
     help="With --like-aws, answer AWS error NAME where AWS would, with probability RATE "
     "(default 1): InsufficientInstanceCapacity, DependencyViolation, InvalidSnapshot.InUse, "
-    "IdempotentParameterMismatch. Repeatable.",
+    "IdempotentParameterMismatch, SpotMaxPriceTooLow, MaxSpotInstanceCountExceeded (spot "
+    "launches only). Repeatable.",
 )
 @click.option(
     "--time-scale",
@@ -122,6 +123,23 @@ def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
     help="A persistent home volume per user, GB (USER_HOME_EBS_SIZE); 0 for none.",
 )
 @backup_options
+@click.option(
+    "--profiles",
+    "profiles_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Profiles users pick from on the spawn page (c.InstanceSpawner.profile_list): a "
+    "YAML or JSON file holding kubespawner's profile_list shape.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Your own JupyterHub config (Python), loaded after the demo's: it can set any "
+    "trait, e.g. c.InstanceSpawner.profile_list as a callable. It runs as the hub, so "
+    "give only a file you wrote.",
+)
 def demo(
     port: int,
     idle_timeout: int | None,
@@ -138,11 +156,18 @@ def demo(
     user_home_ebs_size: int,
     backup_schedule: str | None,
     backup_retain: int,
+    profiles_file: Path | None,
+    config_file: Path | None,
 ) -> None:
     """Run cloudjhub on this machine: EC2 emulated on loopback, a real JupyterHub."""
     from ..local.awslike.settings import BadSetting, behaviour_from
     from ..local.demo import DemoStack
+    from ..profiles import load_file
 
+    try:
+        profiles = load_file(profiles_file) if profiles_file else None
+    except ValueError as exc:
+        raise BadInput(f"--profiles: {exc}") from None
     try:
         if (faults or time_scale is not None) and not like_aws:
             raise BadSetting("--fault and --time-scale only apply with --like-aws")
@@ -169,6 +194,8 @@ def demo(
         user_home_ebs_size=user_home_ebs_size,
         backup_schedule=backup_schedule,
         backup_retain=backup_retain,
+        spawner_config={"profile_list": profiles} if profiles else {},
+        extra_config=config_file,
     )
     stopping = threading.Event()
 
