@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .commands.backups import backups, restore
 from .commands.cost import cost
 from .commands.demo import demo
 from .commands.destroy import destroy
@@ -16,6 +17,7 @@ from .commands.launch import launch
 from .commands.logs import logs
 from .commands.prewarm import prewarm
 from .commands.reap import reap
+from .commands.resize_home import resize_home
 from .commands.setup import setup_manager
 from .commands.status import status
 from .commands.terminate_workers import terminate_workers
@@ -54,5 +56,8 @@ for command in (
     warm_pool,
     users,
     prewarm,
+    backups,
+    restore,
+    resize_home,
 ):
     main.add_command(command)

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 from jupyterhub.spawner import Spawner
 from traitlets import default
 
-from . import hibernation, metrics, remote, usage, user_identity, warm_pool
+from . import hibernation, home_usage, metrics, remote, usage, user_identity, warm_pool
 from .aws.client import STOPPED_STATES, UP_STATES, CloudError, Instance
 from .aws.hub import HubEc2, WorkerSpec, launch_token
 from .config import ConfigError
@@ -36,7 +36,14 @@ from .spawner_ec2 import Ec2Calls
 from .spawner_logs import KeptLogTails
 from .spawner_options import SpawnError
 from .tags import POOL_TAG, belongs_to, needs_binding
-from .worker.protocol import HomeVolume, ProtocolError, StartReply, StartRequest, posix_username
+from .worker.protocol import (
+    HomeVolume,
+    ProtocolError,
+    RestoredFolder,
+    StartReply,
+    StartRequest,
+    posix_username,
+)
 
 # What cloudjhub-worker may spend besides Jupyter's own start: waiting for the
 # home volume's device (60 s), creating the account, formatting the volume.
@@ -84,6 +91,7 @@ class InstanceSpawner(Ec2Calls, KeptLogTails, ProfileSpawnerMixin, Spawner):
         self.pinned_host_keys: list[str] = []
         self.pinned_for: str | None = None
         self.home_volume_id: str | None = None
+        self._restored_folder: RestoredFolder | None = None
         self._starting = False
         self._progress = SpawnProgress(lambda m: self.log.info("%s: %s", self._log_name, m))
         self._stop_requested = False
@@ -381,7 +389,7 @@ class InstanceSpawner(Ec2Calls, KeptLogTails, ProfileSpawnerMixin, Spawner):
     async def _home_volume(self, instance: Instance) -> HomeVolume | None:
         if self.user_home_ebs_size <= 0:
             return None
-        home = await attach_home_volume(
+        home, self._restored_folder = await attach_home_volume(
             self.ec2,
             self.user.name,
             self.user_id,
@@ -509,6 +517,7 @@ class InstanceSpawner(Ec2Calls, KeptLogTails, ProfileSpawnerMixin, Spawner):
                 env=self.get_env(),
                 cmd=[*self.cmd, *self.get_args()],
                 home_volume=home,
+                restored_folder=self._restored_folder,
                 timeout=self.jupyter_start_timeout,
                 idle_timeout=self.idle_timeout,
                 self_stop_grace=self.self_stop_grace,
@@ -549,12 +558,15 @@ class InstanceSpawner(Ec2Calls, KeptLogTails, ProfileSpawnerMixin, Spawner):
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(self.ssh_retry_interval)
+        if full := home_usage.home_full(result.status, result.stderr):
+            raise full
         if result.status != 0:
             detail = (result.stderr.strip() or result.stdout.strip())[-3000:]
             raise SpawnError(f"Jupyter failed to start on your instance {instance.id}:\n{detail}")
         metrics.observe_phase("connect", jupyter_started - self._connect_started)
         metrics.observe_phase("jupyter", time.monotonic() - jupyter_started)
         self._adopt_resumed_server(result.stdout)
+        await home_usage.report(self.ec2, instance.id, result.stdout, self._emit)
         self._emit(90, "Jupyter is up; connecting you")
         return f"http://{ip}:{self.port}"
 

@@ -153,8 +153,11 @@ class Instance:
         )
 
 
-def boto_client(service: str, region: str | None, endpoint_url: str | None = None) -> Any:
-    """A client from the standard credential chain, with adaptive retries.
+def boto_client(
+    service: str, region: str | None, endpoint_url: str | None = None, **keys: str
+) -> Any:
+    """A client from the standard credential chain (or `keys`: aws_access_key_id and
+    aws_secret_access_key, for the local cloud's own clients), with adaptive retries.
 
     A None region or endpoint falls back to the chain (AWS_DEFAULT_REGION,
     AWS_ENDPOINT_URL, profiles); a missing region is a CloudError, not a traceback.
@@ -166,6 +169,7 @@ def boto_client(service: str, region: str | None, endpoint_url: str | None = Non
             region_name=region,
             endpoint_url=endpoint_url,
             config=RETRY_CONFIG,
+            **keys,
         )
     except ValueError as exc:  # a malformed endpoint URL
         raise CloudError(

@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 
 from ..cloud_config import WORKER_CLOUD_CONFIG
 from ..tags import (
+    BACKUP_TAG,
     DELETED_TAG,
     NAME_TAG,
     POOL_CLAIMING,
@@ -24,6 +25,7 @@ from ..tags import (
     USER_ID_TAG,
     USER_TAG,
     Role,
+    backup_target,
     belongs_to,
     needs_binding,
     pool_tags,
@@ -273,7 +275,7 @@ class HubEc2(Ec2Client):
             "InstanceInitiatedShutdownBehavior": "stop",
             "TagSpecifications": [
                 {"ResourceType": "instance", "Tags": tags},
-                {"ResourceType": "volume", "Tags": tags},
+                {"ResourceType": "volume", "Tags": tags + self._backup_tag(home=False)},
             ],
             "ClientToken": client_token,
         }
@@ -405,7 +407,7 @@ class HubEc2(Ec2Client):
         extra_tags: dict[str, str] | None = None,
     ) -> str:
         ours = tags_for(self.cluster, Role.HOME, user, user_id=user_id)
-        tags = tag_list({**(extra_tags or {}), **ours})
+        tags = tag_list({**(extra_tags or {}), **ours}) + self._backup_tag(home=True)
         reply = self._call(
             "create_volume",
             AvailabilityZone=zone,
@@ -415,6 +417,11 @@ class HubEc2(Ec2Client):
             TagSpecifications=[{"ResourceType": "volume", "Tags": tags}],
         )
         return str(reply["VolumeId"])
+
+    def _backup_tag(self, home: bool) -> list[dict[str, str]]:
+        """What a backup policy targets (aws/backups.py): home volumes, or root volumes
+        in a cluster without them; tagged whether or not a policy exists yet."""
+        return tag_list({BACKUP_TAG: backup_target(self.cluster, home)})
 
     def attach_volume(self, volume_id: str, instance_id: str, device: str) -> None:
         """Attach a home volume to one of this cluster's workers.

@@ -12,6 +12,7 @@ from types import FrameType
 
 import click
 
+from .backup_options import backup_options
 from .cloud_options import require_reachable
 from .errors import BadInput, CommandError
 
@@ -116,6 +117,14 @@ def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
     "(c.InstanceSpawner.warm_pool_size).",
 )
 @click.option(
+    "--user-home-ebs-size",
+    type=click.IntRange(min=0, max=16384),
+    default=0,
+    show_default=True,
+    help="A persistent home volume per user, GB (USER_HOME_EBS_SIZE); 0 for none.",
+)
+@backup_options
+@click.option(
     "--hub-config",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
@@ -175,6 +184,9 @@ def demo(
     faults: tuple[str, ...],
     time_scale: str | None,
     warm_pool_size: int,
+    user_home_ebs_size: int,
+    backup_schedule: str | None,
+    backup_retain: int,
     hub_config: Path | None,
     ta_group: str | None,
     warm_pool_schedule: str | None,
@@ -233,6 +245,9 @@ def demo(
         hibernate=hibernate,
         like_aws=behaviour,
         warm_pool_size=warm_pool_size,
+        user_home_ebs_size=user_home_ebs_size,
+        backup_schedule=backup_schedule,
+        backup_retain=backup_retain,
         hub_config=extra_config,
         ta_group=ta_group,
         spawner_config={

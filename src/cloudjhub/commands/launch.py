@@ -16,6 +16,7 @@ from ..config import (
     load_instance_config,
 )
 from ..launch.signin import AUTHENTICATORS
+from .backup_options import backup_options
 from .cloud_options import aws_options
 from .errors import BadInput, CommandError, cloud_error
 from .options import ExistingFile, Number, env_argument, env_option
@@ -188,6 +189,15 @@ def _instance_config(path: Path | None, given: dict[str, Any]) -> InstanceConfig
 )
 @authenticator_option
 @signin_options
+@backup_options
+@env_option(
+    "--backup-role",
+    metavar="ARN",
+    default=None,
+    help="The IAM role DLM takes snapshots with [default: the account's "
+    "AWSDataLifecycleManagerDefaultRole]; `cloudjhub iam-policy CLUSTER --backup-role` "
+    "prints a least-privilege policy for one of your own.",
+)
 @env_option(
     "--output-dir",
     type=click.Path(file_okay=False, path_type=Path),

@@ -23,6 +23,8 @@ from ..config import ServerConfig, server_config_from, worker_subnets, write_ser
 from ..install_paths import INSTALL_BIN
 from ..tags import Group, Role, group_name, image_name, tags_for
 from ..waiting import TimedOut, poll_until
+from .backup_policy import ensure_backup_policy
+from .backup_policy import plan_line as backup_plan_line
 from .groups import ClusterGroups, ensure_security_groups
 from .image import build_worker_image, find_worker_image
 from .options import LaunchOptions
@@ -86,6 +88,7 @@ def plan(ec2: AdminEc2, opts: LaunchOptions) -> list[str]:
         f"file {opts.server_config_file}",
         f"file {opts.record_file}",
         f"file {opts.admin_password_file} (admin's password, mode 0600)",
+        *backup_plan_line(opts),
     ]
     return lines
 
@@ -115,6 +118,8 @@ class Launch:
             public_key = self.setup_manager(manager, image_id, groups)
             self.import_workers_key(public_key)
             url = self.wait_for_hub(manager)
+            if made := ensure_backup_policy(self.ec2, self.opts, self.say):
+                self._undo.add(f"backup policy {made[0]}", made[1])
         except Exception as exc:
             self._fail(exc)
             raise LaunchError(str(exc)) from exc

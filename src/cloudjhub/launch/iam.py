@@ -58,6 +58,7 @@ from ..tags import (
     validate_cluster_name,
     workers_key_name,
 )
+from .iam_backups import hub_statements
 
 DEFAULT_INSTANCE_TYPE: str = InstanceConfig.model_fields["WORKER_INSTANCE_TYPE"].default
 
@@ -344,6 +345,7 @@ def manager_policy(
             "Condition": {"StringEquals": tagged(Role.HOME)},
         },
     ]
+    statements += hub_statements(cluster, part, region, account)
     if delete_home_volumes:
         statements.append(
             {

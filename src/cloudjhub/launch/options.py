@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..backup_schedule import BadSchedule, to_dlm, validate_retain
 from ..config import InstanceConfig
 from ..tags import validate_cluster_name, workers_key_name
 from .signin import AUTHENTICATORS, Authenticator, SignIn, authenticator_named
@@ -42,6 +43,10 @@ class LaunchOptions(BaseModel):
     output_dir: Path = Path()
     dry_run: bool = False
     keep_on_failure: bool = False
+    # Backups (Data Lifecycle Manager): the schedule as DLM's cron(...), checked.
+    backup_schedule: str | None = None
+    backup_retain: int = 7
+    backup_role: str | None = None
     timeout: float = Field(1800.0, gt=0)
     poll: float = Field(5.0, ge=0)
 
@@ -61,6 +66,21 @@ class LaunchOptions(BaseModel):
         if self.signin is not None and self.signin.authenticator != self.authenticator:
             raise ValueError("--authenticator and the sign-in options disagree")
         return self
+
+    @field_validator("backup_schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return to_dlm(value)
+        except BadSchedule as exc:
+            raise ValueError(f"--backup-schedule {value!r}: {exc}") from exc
+
+    @field_validator("backup_retain")
+    @classmethod
+    def _retain(cls, value: int) -> int:
+        return validate_retain(value)
 
     @field_validator("admin_cidr")
     @classmethod
