@@ -147,6 +147,7 @@ class Interval:
     start: float
     end: float
     still_running: bool = False
+    server: str = ""
 
 
 def intervals(events: Iterable[UsageEvent], until: float) -> tuple[list[Interval], list[str]]:
@@ -172,21 +173,47 @@ def intervals(events: Iterable[UsageEvent], until: float) -> tuple[list[Interval
                 f"t={ev.t:.0f} has no start before it; ignored"
             )
             continue
-        out.append(Interval(begun.user, ev.instance_id, begun.instance_type, begun.t, ev.t))
+        out.append(
+            Interval(
+                begun.user,
+                ev.instance_id,
+                begun.instance_type,
+                begun.t,
+                ev.t,
+                server=begun.server,
+            )
+        )
     for instance_id, begun in opened.items():
-        out.append(Interval(begun.user, instance_id, begun.instance_type, begun.t, until, True))
+        out.append(
+            Interval(
+                begun.user,
+                instance_id,
+                begun.instance_type,
+                begun.t,
+                until,
+                True,
+                server=begun.server,
+            )
+        )
     out.sort(key=lambda i: (i.start, i.instance_id))
     return out, warnings
 
 
 @dataclass(frozen=True)
 class UserUsage:
+    """One user's server (`server` "" for the default; each named server is a row)."""
+
     user: str
     instance_type: str
     instance_hours: float
     cost: float
     always_on_cost: float
     still_running: bool
+    server: str = ""
+
+    @property
+    def who(self) -> str:
+        return f"{self.user}/{self.server}" if self.server else self.user
 
 
 @dataclass(frozen=True)
@@ -217,39 +244,41 @@ def usage_report(
     since: float | None = None,
     default_type: str = "",
 ) -> UsageReport:
-    """Instance-hours and cost per user in [since, until], beside always-on.
+    """Instance-hours and cost per user and server in [since, until], beside always-on.
 
-    `since` defaults to the first event. Always-on is each user's (latest) instance
+    `since` defaults to the first event. Always-on is each server's (latest) instance
     type running for the whole period. An event without a type counts as `default_type`.
     """
     events = list(events)
     pairs, warnings = intervals(events, until)
     start = since if since is not None else min((e.t for e in events), default=until)
     period = max(0.0, until - start) / 3600
-    hours: dict[str, float] = {}
-    cost: dict[str, float] = {}
-    latest: dict[str, Interval] = {}
-    running: set[str] = set()
+    hours: dict[tuple[str, str], float] = {}
+    cost: dict[tuple[str, str], float] = {}
+    latest: dict[tuple[str, str], Interval] = {}
+    running: set[tuple[str, str]] = set()
     for span in pairs:
         overlap = max(0.0, min(span.end, until) - max(span.start, start)) / 3600
         if overlap <= 0 and not (span.still_running and span.start <= until):
             continue
         kind = span.instance_type or default_type
-        hours[span.user] = hours.get(span.user, 0.0) + overlap
-        cost[span.user] = cost.get(span.user, 0.0) + overlap * prices.hourly(kind)
-        if span.user not in latest or span.start >= latest[span.user].start:
-            latest[span.user] = span
+        key = (span.user, span.server)
+        hours[key] = hours.get(key, 0.0) + overlap
+        cost[key] = cost.get(key, 0.0) + overlap * prices.hourly(kind)
+        if key not in latest or span.start >= latest[key].start:
+            latest[key] = span
         if span.still_running:
-            running.add(span.user)
+            running.add(key)
     users = [
         UserUsage(
-            user=name,
-            instance_type=latest[name].instance_type or default_type,
-            instance_hours=hours[name],
-            cost=cost[name],
-            always_on_cost=period * prices.hourly(latest[name].instance_type or default_type),
-            still_running=name in running,
+            user=key[0],
+            server=key[1],
+            instance_type=latest[key].instance_type or default_type,
+            instance_hours=hours[key],
+            cost=cost[key],
+            always_on_cost=period * prices.hourly(latest[key].instance_type or default_type),
+            still_running=key in running,
         )
-        for name in sorted(hours)
+        for key in sorted(hours)
     ]
     return UsageReport(start, until, period, users, warnings)

@@ -27,14 +27,16 @@ async def attach_home_volume(
     emit: Callable[[int, str], None],
     poll: float,
     give_up_after: float,
+    server: str = "",
 ) -> HomeVolume:
-    volume = await blocking(ec2.find_home_volume, user)
+    """The home of the user's `server` ("" the default): each named server has its own."""
+    volume = await blocking(ec2.find_home_volume, user, server)
     if volume is None:
         emit(25, f"Creating your {size} GB home volume")
         volume_id = await blocking(
-            ec2.create_home_volume, user, size, instance.availability_zone, user_id
+            ec2.create_home_volume, user, size, instance.availability_zone, user_id, server
         )
-        volume = await _wait_available(ec2, user, volume_id, poll, give_up_after)
+        volume = await _wait_available(ec2, user, server, volume_id, poll, give_up_after)
     else:
         # Made before volumes carried ids, or before the hub lost its database.
         await blocking(ec2.adopt, volume["VolumeId"], tag_dict(volume.get("Tags")), user_id)
@@ -51,11 +53,11 @@ async def attach_home_volume(
 
 
 async def _wait_available(
-    ec2: HubEc2, user: str, volume_id: str, poll: float, give_up_after: float
+    ec2: HubEc2, user: str, server: str, volume_id: str, poll: float, give_up_after: float
 ) -> dict[str, Any]:
     deadline = time.monotonic() + give_up_after
     while True:
-        volume = await blocking(ec2.find_home_volume, user)
+        volume = await blocking(ec2.find_home_volume, user, server)
         if volume and volume["VolumeId"] == volume_id and volume["State"] == "available":
             return volume
         if time.monotonic() > deadline:

@@ -19,9 +19,10 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 from jupyterhub.spawner import Spawner
+from tornado import web
 from traitlets import default
 
-from . import hibernation, metrics, remote, usage, user_identity, warm_pool
+from . import hibernation, metrics, named_servers, remote, usage, user_identity, warm_pool
 from .aws.client import STOPPED_STATES, UP_STATES, CloudError, Instance
 from .aws.hub import HubEc2, WorkerSpec, launch_token
 from .config import ConfigError
@@ -70,7 +71,7 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
 
     # ---- per-process shared state -----------------------------------------
 
-    _user_locks: ClassVar[dict[tuple[str, str], asyncio.Lock]] = {}
+    _user_locks: ClassVar[dict[tuple[str, str, str], asyncio.Lock]] = {}
     # One claim from a cluster's warm pool at a time in this hub (see warm_pool.claim).
     _pool_locks: ClassVar[dict[str, asyncio.Lock]] = {}
 
@@ -98,6 +99,11 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
     @property
     def ec2(self) -> HubEc2:
         return self.fleet.ec2
+
+    @property
+    def server_name(self) -> str:
+        """This spawner's named server ("" the default), checked: it comes from users."""
+        return named_servers.checked_server_name(self.name)
 
     @property
     def system_user(self) -> str:
@@ -152,7 +158,8 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
         self._progress.restart()
         self._starting = True
         self._stop_requested, self._stop_recorded = False, None
-        lock = self._user_locks.setdefault((self.cluster_name, self.user.name), asyncio.Lock())
+        key = (self.cluster_name, self.user.name, self.name)
+        lock = self._user_locks.setdefault(key, asyncio.Lock())
         try:
             async with lock:
                 url = await self._start()
@@ -207,6 +214,7 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
             if (
                 known
                 and known.user == self.user.name
+                and known.server == self.server_name
                 and belongs_to(known.tags)
                 and known.live
                 and POOL_TAG not in known.tags
@@ -214,7 +222,8 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
                 self.fleet.remember(known)
                 await self._adopt(known)
                 return known
-        mine = await self._settle_pool_marks(await blocking(self.ec2.user_workers, self.user.name))
+        found = await blocking(self.ec2.user_workers, self.user.name, self.server_name)
+        mine = await self._settle_pool_marks(found)
         for inst in mine:
             self.fleet.remember(inst)
         live = [i for i in mine if i.live]
@@ -254,6 +263,7 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
                 self.user.name,
                 self.user_id,
                 self.worker_instance_type,
+                self.server_name,
             )
         if claimed is not None:
             self.log.info("%s: claimed pool worker %s", self._log_name, claimed.id)
@@ -278,7 +288,20 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
             await blocking(self.ec2.adopt, instance.id, instance.tags, self.user_id)
 
     async def delete_forever(self) -> None:
-        """JupyterHub deleted the user: their workers go, their homes as configured."""
+        """JupyterHub deleted the user (every server of theirs: the default's call does
+        it all) or removed a named server (its own worker and, if configured, home)."""
+        if self.name:
+            await named_servers.remove_server(
+                self.ec2,
+                self.user.name,
+                self.server_name,
+                delete_home=self.delete_home_on_remove,
+                poll=self.state_poll_interval,
+                give_up_after=self.boot_timeout,
+                log=lambda m: self.log.info("%s: %s", self._log_name, m),
+            )
+            self.instance_id, self.home_volume_id = None, None
+            return
         await user_identity.delete_user_resources(
             self.ec2,
             self.user.name,
@@ -290,6 +313,13 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
         )
         self.instance_id, self.home_volume_id = None, None
         self.pinned_host_keys, self.pinned_for = [], None
+
+    async def rename(self, old_name: str, new_name: str) -> None:
+        """JupyterHub renames a (stopped) named server: its worker and home follow."""
+        try:
+            await named_servers.rename_server(self.ec2, self.user.name, old_name, new_name)
+        except ValueError as exc:
+            raise web.HTTPError(400, f"Cannot rename server {old_name!r}: {exc}") from exc
 
     def _spec(self) -> WorkerSpec:
         size = self.worker_ebs_size
@@ -311,12 +341,13 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
 
     async def _launch(self, previous: str | None) -> Instance:
         self._emit(10, f"Launching your instance ({self.worker_instance_type})")
-        token = launch_token(self.cluster_name, self.user.name, previous, self.user_id)
+        server = self.server_name
+        token = launch_token(self.cluster_name, self.user.name, previous, self.user_id, server)
         spec = self._spec()
         with metrics.spawn_phase("launch"):
             try:
                 instance = await blocking(
-                    self.ec2.launch_worker, self.user.name, spec, token, self.user_id
+                    self.ec2.launch_worker, self.user.name, spec, token, self.user_id, server
                 )
             except CloudError as exc:
                 if exc.code not in IDEMPOTENCY_CONFLICTS:
@@ -324,10 +355,10 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
                 # The token names a launch AWS remembers (its instance is gone, or the
                 # old id was lost with the hub's state): this is a new request.
                 token = launch_token(
-                    self.cluster_name, self.user.name, secrets.token_hex(8), self.user_id
+                    self.cluster_name, self.user.name, secrets.token_hex(8), self.user_id, server
                 )
                 instance = await blocking(
-                    self.ec2.launch_worker, self.user.name, spec, token, self.user_id
+                    self.ec2.launch_worker, self.user.name, spec, token, self.user_id, server
                 )
         self.instance_id = instance.id
         self.pinned_host_keys, self.pinned_for = [], None
@@ -370,6 +401,7 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
             self._emit,
             self.state_poll_interval,
             self.boot_timeout,
+            self.server_name,
         )
         self.home_volume_id = home.volume_id
         return home
@@ -646,6 +678,7 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
             t=time.time(),
             event=event,
             user=self.user.name,
+            server=self.name,
             instance_id=instance_id,
             instance_type=instance_type,
             reason=reason,

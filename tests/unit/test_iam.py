@@ -79,7 +79,7 @@ def test_policy_statements_exactly() -> None:
 
     assert policy["Version"] == "2012-10-17"
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
-    assert len(by_sid) == len(policy["Statement"]) == 16
+    assert len(by_sid) == len(policy["Statement"]) == 17
     assert all(s["Effect"] == "Allow" for s in policy["Statement"])
     expected: dict[str, tuple[Any, Any, Any]] = {  # Sid: (Action, Resource, Condition)
         "DescribeOnlyWhatTheHubReads": (
@@ -151,9 +151,26 @@ def test_policy_statements_exactly() -> None:
                         "cloudjhub:user-id",
                         "Name",
                         "cloudjhub:pool",
+                        "cloudjhub:server",
                     ]
                 },
                 "Null": {"aws:TagKeys": "false"},  # DeleteTags with no keys deletes all
+            },
+        ),
+        "RenameNamedServers": (
+            "ec2:CreateTags",
+            [INSTANCE, VOLUME],
+            {
+                "StringEquals": {
+                    "ec2:ResourceTag/cloudjhub:cluster": "alpha",
+                    "ec2:ResourceTag/cloudjhub:role": ["worker", "home"],
+                },
+                "ForAllValues:StringEquals": {"aws:TagKeys": ["cloudjhub:server", "Name"]},
+                "Null": {
+                    "ec2:ResourceTag/cloudjhub:server": "false",  # a named server's only
+                    "ec2:ResourceTag/cloudjhub:user-deleted": "true",
+                    "aws:TagKeys": "false",
+                },
             },
         ),
         "BindUserIds": ("ec2:CreateTags", [INSTANCE, VOLUME], ADD_USER_ID),
@@ -252,6 +269,7 @@ def test_policy_never_allows_modify_instance_attribute_or_retagging() -> None:
             "BindUserIds",
             "TagAtCreation",
             "ClaimPoolWorkers",
+            "RenameNamedServers",
         ]
         assert tagging[0]["Condition"] == {
             **ADD_USER_ID,
@@ -270,8 +288,12 @@ def test_policy_never_allows_modify_instance_attribute_or_retagging() -> None:
             "cloudjhub:user",
             "cloudjhub:user-id",
             "cloudjhub:pool",
+            "cloudjhub:server",
             "Name",
         }
+        rename = tagging[3]["Condition"]
+        assert rename["Null"]["ec2:ResourceTag/cloudjhub:server"] == "false"
+        assert rename["ForAllValues:StringEquals"]["aws:TagKeys"] == ["cloudjhub:server", "Name"]
 
 
 def test_existing_instances_are_touched_only_if_tagged_worker() -> None:
@@ -292,7 +314,8 @@ def test_existing_instances_are_touched_only_if_tagged_worker() -> None:
             assert values[f"{tag}/cloudjhub:cluster"] == cluster, statement["Sid"]
             assert values[f"{tag}/cloudjhub:role"] in ("worker", ["worker", "home"])
             touching += 1
-        assert touching == 7  # run, console, start/stop, terminate, attach, add user-id, claim
+        # run, console, start/stop, terminate, attach, add user-id, claim, rename
+        assert touching == 8
 
 
 def test_every_change_needs_the_cluster_tag_of_that_cluster() -> None:

@@ -15,7 +15,7 @@ from ..tags import POOL_READY, POOL_TAG, Role
 from .cloud_options import aws_options, cluster_argument, connect
 from .errors import cloud_error
 
-COLUMNS = ("USER", "INSTANCE", "STATE", "TYPE", "LAUNCHED", "UPTIME")
+COLUMNS = ("USER", "SERVER", "INSTANCE", "STATE", "TYPE", "LAUNCHED", "UPTIME")
 
 
 def duration(seconds: int) -> str:
@@ -38,7 +38,7 @@ def status_rows(
     chosen = [
         i for i in instances if i.role in wanted and (include_terminated or i.state != "terminated")
     ]
-    chosen.sort(key=lambda i: (wanted[i.role or ""], i.user or "", i.id))
+    chosen.sort(key=lambda i: (wanted[i.role or ""], i.user or "", i.server, i.id))
     rows = []
     for inst in chosen:
         running = inst.state == "running" and inst.launch_time is not None
@@ -46,6 +46,8 @@ def status_rows(
             {
                 "role": inst.role,
                 "user": inst.user,
+                # The user's named server; "" for the default server.
+                "server": inst.server,
                 # "ready": an unassigned warm-pool worker; "claiming": being handed out.
                 "pool": inst.tags.get(POOL_TAG),
                 "instance_id": inst.id,
@@ -92,6 +94,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         cells.append(
             (
                 _who(row),
+                row["server"] or "-",
                 row["instance_id"],
                 row["state"],
                 row["instance_type"],
