@@ -364,6 +364,16 @@ CASES: list[Case] = [
         ("demo", "--state-dir", "state", "--fault", "Bogus"),
         ("--like-aws",),
     ),
+    Case(
+        "demo-named-servers-negative",
+        ("demo", "--state-dir", "state", "--named-servers", "-1"),
+        ("--named-servers", "-1"),
+    ),
+    Case(
+        "demo-home-volume-size-word",
+        ("demo", "--state-dir", "state", "--home-volume-size", "big"),
+        ("--home-volume-size", "big"),
+    ),
 ]
 
 

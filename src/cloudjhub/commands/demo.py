@@ -113,6 +113,23 @@ def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
     help="Keep this many launched, unassigned workers for first logins "
     "(c.InstanceSpawner.warm_pool_size).",
 )
+@click.option(
+    "--named-servers",
+    metavar="LIMIT",
+    type=click.IntRange(min=0, max=1000),
+    default=None,
+    help="Let each user have named servers, each its own instance, at most LIMIT "
+    "(0: no limit) (c.JupyterHub.allow_named_servers, named_server_limit_per_user).",
+)
+@click.option(
+    "--home-volume-size",
+    metavar="GB",
+    type=click.IntRange(min=0, max=16384),
+    default=0,
+    show_default=True,
+    help="Give each user (each named server) a persistent home volume of GB "
+    "(c.InstanceSpawner.user_home_ebs_size); 0 for none.",
+)
 def demo(
     port: int,
     idle_timeout: int | None,
@@ -126,6 +143,8 @@ def demo(
     faults: tuple[str, ...],
     time_scale: str | None,
     warm_pool_size: int,
+    named_servers: int | None,
+    home_volume_size: int,
 ) -> None:
     """Run cloudjhub on this machine: EC2 emulated on loopback, a real JupyterHub."""
     from ..local.awslike.settings import BadSetting, behaviour_from
@@ -154,6 +173,8 @@ def demo(
         hibernate=hibernate,
         like_aws=behaviour,
         warm_pool_size=warm_pool_size,
+        named_servers=named_servers,
+        spawner_config={"user_home_ebs_size": home_volume_size} if home_volume_size else {},
     )
     stopping = threading.Event()
 

@@ -80,6 +80,7 @@ def hub_settings(
     idle_timeout: int,
     reaper_metrics_port: int | None = None,
     spawner_traits: dict[str, Any] | None = None,
+    named_server_limit: int | None = None,
 ) -> HubSettings:
     """The demo's hub: all on 127.0.0.1, state in `state_dir`. `admin` signs in with the
     admin password, any other name with the user password (JupyterHub's
@@ -118,6 +119,7 @@ def hub_settings(
             pass_environment=[HUB_MARKER],
         ),
         admin_token_env=TOKEN_ENV,
+        named_server_limit=named_server_limit,
     )
 
 
@@ -163,6 +165,8 @@ class DemoStack:
     spawner_config: dict[str, Any] = field(default_factory=dict)
     # c.InstanceSpawner.warm_pool_size (--warm-pool-size); 0 for no pool.
     warm_pool_size: int = 0
+    # --named-servers: named servers on, at most this many per user (0: no limit).
+    named_servers: int | None = None
     # --like-aws: the AWS behaviour layer in front of the endpoint (None: off).
     like_aws: Behaviour | None = None
     awslike: AwsLikeProxy | None = None
@@ -343,6 +347,7 @@ class DemoStack:
                 **({"warm_pool_size": self.warm_pool_size} if self.warm_pool_size else {}),
                 **self.spawner_config,
             },
+            named_server_limit=self.named_servers,
         )
         write_settings(settings, self.state_dir / "hub.json")
         env = dict(os.environ)
