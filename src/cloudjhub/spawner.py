@@ -1,11 +1,12 @@
-"""InstanceSpawner: one EC2 instance per user, started on login, stopped when idle.
+"""InstanceSpawner: one EC2 instance per user (and per named server), started on
+login, stopped when idle.
 
 The spawner is a thin state machine over `aws`, `fleet` and `remote`. Blocking
 calls run in the shared executor; `poll()` reads the shared fleet cache only.
 Its options (`spawner_options`), its progress events (`spawn_progress`), home
 volumes (`home_volumes`), the host-key store (`host_keys`), the warm pool
-(`warm_pool`) and the user's stable id (`user_identity`) live beside it. What is
-left, about 660 lines, is one spawn's path (find or claim, launch or start, wait,
+(`warm_pool`), the user's stable id (`user_identity`) and named servers
+(`named_servers`) live beside it. What is left, about 690 lines, is one spawn's path (find or claim, launch or start, wait,
 attach, pin host keys, start Jupyter) and stop/poll: kept together because that
 path reads best in one place.
 """

@@ -323,7 +323,7 @@ def wait_ready(demo: Demo, user: str, names: list[str], timeout: float = 180) ->
         time.sleep(0.3)
 
 
-def test_two_named_servers_are_two_instances_and_removing_one_keeps_its_home(
+def test_two_named_servers_are_two_instances_removed_and_renamed_alone(
     demo: Demo,
 ) -> None:
     demo.request("POST", "/users/nora")
@@ -373,4 +373,16 @@ def test_two_named_servers_are_two_instances_and_removing_one_keeps_its_home(
     kept = ec2.describe_volumes(VolumeIds=[home_of["one"]])["Volumes"][0]
     assert tags(kept)["cloudjhub:server"] == "one"
     assert "cloudjhub:user-deleted" not in tags(kept)
-    demo.request("DELETE", "/users/nora/servers/two")
+
+    # Renaming the (stopped) server through the REST API renames its tags.
+    stopped = demo.request("DELETE", "/users/nora/servers/two")
+    assert stopped.status_code in (202, 204), stopped.text
+    while "two" in demo.request("GET", "/users/nora").json()["servers"]:
+        assert time.monotonic() < deadline + 60, "server two did not stop"
+        time.sleep(0.5)
+    renamed = demo.request("PATCH", "/users/nora/servers/two", json={"name": "deux"})
+    assert renamed.status_code == 200, renamed.text
+    (two,) = ec2.describe_instances(InstanceIds=[mine["two"]["InstanceId"]])["Reservations"]
+    assert tags(two["Instances"][0])["cloudjhub:server"] == "deux"
+    home = ec2.describe_volumes(VolumeIds=[home_of["two"]])["Volumes"][0]
+    assert tags(home)["cloudjhub:server"] == "deux"
