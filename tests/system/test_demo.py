@@ -21,6 +21,7 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from cloudjhub.remote import tcp_open
+from tests.system.browser import chromium, sign_in
 from tests.system.conftest import Demo, running_demo
 
 pytestmark = pytest.mark.system
@@ -293,6 +294,17 @@ def test_state_folder_is_its_owners_and_the_endpoint_wants_its_credentials(
     with pytest.raises(ClientError) as refused:
         stranger.describe_instances()
     assert refused.value.response["Error"]["Code"] in {"AuthFailure", "InvalidClientTokenId"}
+
+
+def test_a_person_signs_in_in_chromium_and_lands_in_jupyterlab(demo: Demo) -> None:
+    """What a student sees: the login page, the spawn wait, then JupyterLab's own UI."""
+    with chromium() as browser:
+        page = browser.new_page()
+        sign_in(page, demo.hub_url, "ruth", demo.password("user"))
+        page.wait_for_url("**/user/ruth/lab**", timeout=120_000)
+        page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
+        assert "JupyterLab" in page.title()
+    assert demo.state_of("ruth") == "running"
 
 
 # ---- named servers: each its own instance ------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import secrets
 import signal
 import subprocess
@@ -37,7 +36,7 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(150)]
 CLI = Path(sys.executable).with_name("cloudjhub")
 # Never culled or self-stopped during the test.
 IDLE_TIMEOUT = 600
-VPC_CIDR = f"127.{random.randint(210, 249)}.0.0/16"
+VPC_CIDR = "127.188.0.0/16"
 
 
 def proc_state(pid: int) -> str | None:

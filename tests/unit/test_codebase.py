@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -119,3 +120,15 @@ def test_one_door_per_outside_system() -> None:
             assert path.parent.name == "aws", f"{path} talks to boto3"
         if any(m == "paramiko" or m.startswith("paramiko.") for m in mods):
             assert path.name == "remote.py", f"{path} talks to paramiko"
+
+
+def test_each_local_cloud_in_tests_and_benchmarks_has_its_own_loopback_range() -> None:
+    """System test files run side by side (pytest -n), so two local clouds on one /16
+    would hand out each other's addresses."""
+    owners: dict[str, set[str]] = {}
+    for path in [*(ROOT / "tests" / "system").glob("*.py"), *(ROOT / "benchmarks").glob("*.py")]:
+        for cidr in re.findall(r"\"(127\.\d+\.0\.0/16)\"", path.read_text()):
+            owners.setdefault(cidr, set()).add(path.name)
+    assert len(owners) >= 10, owners
+    shared = {cidr: files for cidr, files in owners.items() if len(files) > 1}
+    assert not shared, shared
