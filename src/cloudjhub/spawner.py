@@ -6,9 +6,9 @@ calls run in the shared executor; `poll()` reads the shared fleet cache only.
 Its options (`spawner_options`), its progress events (`spawn_progress`), home
 volumes (`home_volumes`), the host-key store (`host_keys`), the warm pool
 (`warm_pool`), the user's stable id (`user_identity`) and named servers
-(`named_servers`) live beside it. What is left, about 690 lines, is one spawn's path (find or claim, launch or start, wait,
-attach, pin host keys, start Jupyter) and stop/poll: kept together because that
-path reads best in one place.
+(`named_servers`) live beside it. What is left, about 690 lines, is one spawn's
+path (find or claim, launch or start, wait, attach, pin host keys, start
+Jupyter) and stop/poll: kept together because that path reads best in one place.
 """
 
 from __future__ import annotations
