@@ -13,7 +13,15 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from .hibernation import unsupported_reason
@@ -31,6 +39,41 @@ Seconds = Annotated[int, Field(ge=1)]
 # Unassigned workers kept launched for first logins (c.InstanceSpawner.warm_pool_size).
 PoolSize = Annotated[int, Field(ge=0, le=1000)]
 POOL_STATES = ("stopped", "running")
+
+# AWS tag limits: key 1-128, value 0-256 characters of letters, digits, spaces and
+# + - = . _ : / @ (EC2 User Guide, "Tag restrictions"); aws: is AWS's own, and
+# cloudjhub: and Name are what marks a resource as ours.
+TAG_CHARS = r"[\w .:+=@/-]"
+
+
+def _free_tag_key(key: str) -> str:
+    if key.lower().startswith(("aws:", "cloudjhub:")) or key == "Name":
+        raise ValueError(f"tag key {key!r} is reserved (aws:, cloudjhub:, Name)")
+    return key
+
+
+TagKey = Annotated[
+    str,
+    Field(min_length=1, max_length=128, pattern=rf"^{TAG_CHARS}*$"),
+    AfterValidator(_free_tag_key),
+]
+# A template: {username}, {servername} and {profile} are filled in per launch.
+
+
+def _known_placeholders(value: str) -> str:
+    rest = value
+    for name in ("{username}", "{servername}", "{profile}"):
+        rest = rest.replace(name, "")
+    if "{" in rest or "}" in rest:
+        raise ValueError("only {username}, {servername} and {profile} may be in braces")
+    return value
+
+
+TagValue = Annotated[
+    str,
+    Field(max_length=256, pattern=r"^[\w .:+=@/{}-]*$"),
+    AfterValidator(_known_placeholders),
+]
 
 
 class ConfigError(ValueError):
@@ -59,6 +102,8 @@ class _SharedKeys(_Strict):
     WORKER_USERNAME: str = "ubuntu"
     SERVER_OWNER: str = ""
     WARM_POOL_SIZE: PoolSize = 0
+    # Added to every worker and volume, e.g. {"course": "intro", "who": "{username}"}.
+    EXTRA_TAGS: dict[TagKey, TagValue] = Field(default_factory=dict)
 
     @field_validator("WORKER_INSTANCE_TYPE")
     @classmethod

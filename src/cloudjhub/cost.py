@@ -147,7 +147,15 @@ class Interval:
     start: float
     end: float
     still_running: bool = False
+    tags: tuple[tuple[str, str], ...] = ()
     server: str = ""
+
+    def group(self, tag: str | None) -> tuple[str, str]:
+        """What the report adds this interval to: its user and server, or its value of
+        `tag` (and no server)."""
+        if tag is None:
+            return (self.user, self.server)
+        return (dict(self.tags).get(tag, "(untagged)"), "")
 
 
 def intervals(events: Iterable[UsageEvent], until: float) -> tuple[list[Interval], list[str]]:
@@ -173,6 +181,7 @@ def intervals(events: Iterable[UsageEvent], until: float) -> tuple[list[Interval
                 f"t={ev.t:.0f} has no start before it; ignored"
             )
             continue
+        tags = tuple(sorted(begun.tags.items()))
         out.append(
             Interval(
                 begun.user,
@@ -180,10 +189,12 @@ def intervals(events: Iterable[UsageEvent], until: float) -> tuple[list[Interval
                 begun.instance_type,
                 begun.t,
                 ev.t,
+                tags=tags,
                 server=begun.server,
             )
         )
     for instance_id, begun in opened.items():
+        tags = tuple(sorted(begun.tags.items()))
         out.append(
             Interval(
                 begun.user,
@@ -192,6 +203,7 @@ def intervals(events: Iterable[UsageEvent], until: float) -> tuple[list[Interval
                 begun.t,
                 until,
                 True,
+                tags,
                 server=begun.server,
             )
         )
@@ -243,8 +255,10 @@ def usage_report(
     until: float,
     since: float | None = None,
     default_type: str = "",
+    group_by: str | None = None,
 ) -> UsageReport:
-    """Instance-hours and cost per user and server in [since, until], beside always-on.
+    """Instance-hours and cost per user and server (or per value of the tag
+    `group_by`) in [since, until], beside always-on.
 
     `since` defaults to the first event. Always-on is each server's (latest) instance
     type running for the whole period. An event without a type counts as `default_type`.
@@ -262,7 +276,7 @@ def usage_report(
         if overlap <= 0 and not (span.still_running and span.start <= until):
             continue
         kind = span.instance_type or default_type
-        key = (span.user, span.server)
+        key = span.group(group_by)
         hours[key] = hours.get(key, 0.0) + overlap
         cost[key] = cost.get(key, 0.0) + overlap * prices.hourly(kind)
         if key not in latest or span.start >= latest[key].start:

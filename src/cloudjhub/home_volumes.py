@@ -27,6 +27,7 @@ async def attach_home_volume(
     emit: Callable[[int, str], None],
     poll: float,
     give_up_after: float,
+    extra_tags: dict[str, str] | None = None,
     server: str = "",
 ) -> HomeVolume:
     """The home of the user's `server` ("" the default): each named server has its own."""
@@ -34,7 +35,13 @@ async def attach_home_volume(
     if volume is None:
         emit(25, f"Creating your {size} GB home volume")
         volume_id = await blocking(
-            ec2.create_home_volume, user, size, instance.availability_zone, user_id, server
+            ec2.create_home_volume,
+            user,
+            size,
+            instance.availability_zone,
+            user_id,
+            extra_tags,
+            server,
         )
         volume = await _wait_available(ec2, user, server, volume_id, poll, give_up_after)
     else:

@@ -31,8 +31,9 @@ from .executor import blocking
 from .fleet import Fleet
 from .home_volumes import attach_home_volume
 from .host_keys import HostKeyStore
+from .profile_spawner import ProfileSpawnerMixin
 from .spawn_progress import SpawnProgress
-from .spawner_options import InstanceSpawnerOptions, SpawnError
+from .spawner_options import SpawnError
 from .tags import POOL_TAG, belongs_to, needs_binding
 from .worker.protocol import HomeVolume, ProtocolError, StartReply, StartRequest, posix_username
 
@@ -42,7 +43,7 @@ AGENT_OVERHEAD = 180.0
 IDEMPOTENCY_CONFLICTS = ("IdempotentInstanceTerminated", "IdempotentParameterMismatch")
 
 
-class InstanceSpawner(InstanceSpawnerOptions, Spawner):
+class InstanceSpawner(ProfileSpawnerMixin, Spawner):
     """Give each user their own EC2 instance; stop (never terminate) it when they leave."""
 
     @default("start_timeout")
@@ -122,6 +123,7 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
             state["host_keys"] = {"instance_id": self.pinned_for, "keys": self.pinned_host_keys}
         if self.home_volume_id:
             state["home_volume_id"] = self.home_volume_id
+        state.update(self.profile_state())
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -131,6 +133,7 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
         self.pinned_for = pinned.get("instance_id")
         self.pinned_host_keys = list(pinned.get("keys", []))
         self.home_volume_id = state.get("home_volume_id")
+        self.load_profile_state(state)
 
     # ---- progress ----------------------------------------------------------
 
@@ -156,6 +159,9 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
     # ---- start -------------------------------------------------------------
 
     async def start(self) -> str:
+        # Bad user_options: an HTTP 400 before any EC2 call.
+        await self.apply_profile(self.user_options)
+        self.current_tags = self.launch_tags(self.user.name, self.name)
         self._progress.restart()
         self._starting = True
         self._stop_requested, self._stop_recorded = False, None
@@ -184,12 +190,15 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
         if instance is None or instance.gone:
             if instance is not None:
                 self.log.warning("%s: instance %s was terminated", self._log_name, instance.id)
+            self.tell_if_reclaimed(instance)
             instance = await self._launch(previous=instance.id if instance else None)
             await self._record("start", instance.id, instance.instance_type, "launch")
         elif instance.state in STOPPED_STATES:
             if instance.state == "stopping":
                 self._emit(5, "Waiting for your instance to finish stopping")
                 instance = await self._wait_for(instance.id, ("stopped",))
+            if await self.fit_to_profile(instance):  # replaced, as the user confirmed
+                return await self._start()
             self._emit(10, "Starting your stopped instance")
             with metrics.spawn_phase("start"):
                 await blocking(self.ec2.start, instance.id)
@@ -254,7 +263,7 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
 
     async def _claim_from_pool(self) -> Instance | None:
         """A first login takes a ready worker from the warm pool, if there is one."""
-        if self.warm_pool_size <= 0:
+        if self.warm_pool_size <= 0 or not self.pool_fits:
             return None
         lock = self._pool_locks.setdefault(self.cluster_name, asyncio.Lock())
         async with lock:
@@ -338,6 +347,8 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
             key_name=self.key_name,
             ebs_size=size,
             hibernate=self.hibernate,
+            market=self.market,
+            extra_tags=tuple(self.current_tags.items()),
         )
 
     async def _launch(self, previous: str | None) -> Instance:
@@ -347,9 +358,7 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
         spec = self._spec()
         with metrics.spawn_phase("launch"):
             try:
-                instance = await blocking(
-                    self.ec2.launch_worker, self.user.name, spec, token, self.user_id, server
-                )
+                instance = await self.run_worker(self.user.name, self.user_id, spec, token, server)
             except CloudError as exc:
                 if exc.code not in IDEMPOTENCY_CONFLICTS:
                     raise
@@ -358,9 +367,7 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
                 token = launch_token(
                     self.cluster_name, self.user.name, secrets.token_hex(8), self.user_id, server
                 )
-                instance = await blocking(
-                    self.ec2.launch_worker, self.user.name, spec, token, self.user_id, server
-                )
+                instance = await self.run_worker(self.user.name, self.user_id, spec, token, server)
         self.instance_id = instance.id
         self.pinned_host_keys, self.pinned_for = [], None
         self.fleet.remember(instance)
@@ -402,6 +409,7 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
             self._emit,
             self.state_poll_interval,
             self.boot_timeout,
+            self.current_tags,
             self.server_name,
         )
         self.home_volume_id = home.volume_id
@@ -589,7 +597,7 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
 
     async def stop(self, now: bool = False) -> None:
         """Stop (never terminate) the instance, so the user's files survive."""
-        if not self.instance_id:
+        if not self.instance_id or self.options_refused:
             return
         inst = self.fleet.get(self.instance_id)
         if inst is not None and (inst.gone or inst.state in STOPPED_STATES):
@@ -618,6 +626,8 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
 
     async def _stop_instance(self) -> None:
         assert self.instance_id
+        if await self.end_if_spot(self.instance_id):
+            return
         try:
             await blocking(self.ec2.stop, self.instance_id, self.hibernate)
         except CloudError as exc:
@@ -684,6 +694,7 @@ class InstanceSpawner(InstanceSpawnerOptions, Spawner):
             instance_type=instance_type,
             reason=reason,
             cluster=self.cluster_name,
+            tags=self.current_tags,
         )
         try:
             await blocking(usage.append_event, self.usage_log, entry)

@@ -33,6 +33,8 @@ class UsageEvent(BaseModel):
     instance_type: str = ""
     reason: str = ""
     cluster: str = ""
+    # The worker's extra tags (EXTRA_TAGS, its profile's), for `cost --group-by TAG`.
+    tags: dict[str, str] = Field(default_factory=dict)
 
 
 def append_event(path: str | os.PathLike[str], event: UsageEvent) -> None:

@@ -31,12 +31,51 @@ IDLE_TIMEOUT = 15
 VPC_CIDR = "127.201.0.0/16"
 
 
+# `--config`: profiles, for users whose name starts with "picks-" only (a callable
+# profile_list), so everyone else spawns without a form.
+HUB_CONFIG = """
+PROFILES = [
+    {"display_name": "Standard", "slug": "standard", "default": True},
+    {
+        "display_name": "Large <b>not bold</b>",
+        "slug": "large",
+        "description": "For big data & more",
+        "spawner_override": {
+            "worker_instance_type": "t3.large",
+            "extra_tags": {"course": "{profile}-{username}"},
+        },
+        "profile_options": {
+            "size": {
+                "display_name": "Size",
+                "choices": {"same": {"display_name": "As the profile"}},
+                "unlisted_choice": {
+                    "enabled": True,
+                    "validation_regex": "t3\\\\.(small|xlarge)",
+                    "spawner_override": {"worker_instance_type": "{value}"},
+                },
+            },
+        },
+    },
+]
+
+
+async def profiles_for(spawner):
+    return PROFILES if spawner.user.name.startswith("picks-") else []
+
+
+c.InstanceSpawner.profile_list = profiles_for
+"""
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     # Named servers (at most 2 a user) with their own home volumes, for the
     # named-server test; every other test uses default servers only.
-    extra = ("--named-servers", "2", "--home-volume-size", "1")
-    with running_demo(tmp_path_factory.mktemp("demo"), IDLE_TIMEOUT, VPC_CIDR, *extra) as running:
+    state = tmp_path_factory.mktemp("demo")
+    config = state.parent / f"{state.name}-hub-config.py"
+    config.write_text(HUB_CONFIG)
+    extra = ("--config", str(config), "--named-servers", "2", "--home-volume-size", "1")
+    with running_demo(state, IDLE_TIMEOUT, VPC_CIDR, *extra) as running:
         yield running
 
 
@@ -305,6 +344,62 @@ def test_a_person_signs_in_in_chromium_and_lands_in_jupyterlab(demo: Demo) -> No
         page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
         assert "JupyterLab" in page.title()
     assert demo.state_of("ruth") == "running"
+
+
+def test_bad_user_options_answer_400_and_launch_nothing(demo: Demo) -> None:
+    demo.request("POST", "/users/picks-pat")
+    for options, names in [
+        ({"profile": "gpu"}, "option 'profile': no profile 'gpu'; allowed: 'standard', 'large'"),
+        ({"profile": "large", "size": "huge"}, "option 'size': no choice 'huge'"),
+        ({"profile": "large", "size--unlisted-choice": "p4d.24xlarge"}, "must match"),
+        ({"profile": 7}, "option 'profile' must be a string"),
+        ({"profile": "x" * 500}, "option 'profile' is longer than 63 characters"),
+        ({"profile": "standard", "size": "same"}, "not an option of profile 'standard'"),
+    ]:
+        reply = demo.request("POST", "/users/picks-pat/server", json={"user_options": options})
+        assert reply.status_code == 400, (options, reply.status_code, reply.text)
+        assert names in reply.json()["message"], reply.text
+    assert demo.instances("picks-pat") == []
+
+
+def test_a_person_picks_a_profile_then_switches_it_through_the_api(demo: Demo) -> None:
+    """On the options form in Chromium, then with the REST API: the stopped instance
+    takes the new type in place, and keeps a file written before."""
+    user = "picks-lee"
+    with chromium() as browser:
+        page = browser.new_page()
+        sign_in(page, demo.hub_url, user, demo.password("user"))
+        page.wait_for_selector("#profile-large", timeout=60_000)
+        # The admin's text is shown as text, never as markup.
+        assert "Large <b>not bold</b>" in page.inner_text("label[for=profile-large]")
+        page.check("#profile-large")
+        page.select_option("#profile-option-large--size", "unlisted_choice")
+        page.fill("#profile-option-large--size--unlisted-choice", "t3.xlarge")
+        page.click("#spawn_form button[type=submit]")
+        page.wait_for_url(f"**/user/{user}/lab**", timeout=120_000)
+    (first,) = demo.instances(user)
+    assert first["InstanceType"] == "t3.xlarge"
+    assert {t["Key"]: t["Value"] for t in first["Tags"]}["course"] == f"large-{user}"
+    note = {"type": "file", "format": "text", "content": f"written {uuid.uuid4()}"}
+    put = demo.request("PUT", f"{demo.hub_url}user/{user}/api/contents/note.txt", json=note)
+    assert put.status_code in (200, 201), put.text
+    demo.stop(user)
+    demo.wait_state(user, "stopped")
+
+    started = demo.request(
+        "POST", f"/users/{user}/server", json={"user_options": {"profile": "standard"}}
+    )
+    assert started.status_code in (201, 202), started.text
+    deadline = time.monotonic() + 120
+    while not (demo.server(user) or {}).get("ready"):
+        assert demo.server(user) is not None, f"see {demo.state_dir}/jupyterhub.log"
+        assert time.monotonic() < deadline, f"{user}'s server was not ready within 120 s"
+        time.sleep(0.2)
+    (again,) = demo.instances(user)
+    assert (again["InstanceId"], again["InstanceType"]) == (first["InstanceId"], "t3.medium")
+    got = demo.request("GET", f"{demo.hub_url}user/{user}/api/contents/note.txt").json()
+    assert got["content"] == note["content"]
+    demo.stop(user)
 
 
 # ---- named servers: each its own instance ------------------------------------------

@@ -401,3 +401,11 @@ def test_bad_values_are_one_line_and_exit_2_before_anything_starts(
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and says in lines[0], result.output
     assert not Path(state_dir).exists()
+
+
+def test_spot_faults_hit_only_spot_launches() -> None:
+    layer = _layer({"MaxSpotInstanceCountExceeded": 1.0}, FakeLookups(), Clock())
+    on_demand = {"InstanceType": "t3.large"}
+    assert layer.before("RunInstances", on_demand, False) is None
+    spot = {**on_demand, "InstanceMarketOptions.MarketType": "spot"}
+    assert _code(layer.before("RunInstances", spot, False)) == "MaxSpotInstanceCountExceeded"

@@ -173,6 +173,15 @@ CASES: list[Case] = [
     ),
     Case("launch-key-file-missing", LAUNCH, ("--key-file", "admin.pem")),
     Case(
+        "launch-profiles-field",
+        (*LAUNCH, "--profiles", "p.json"),
+        ("--profiles", "p.json", "profile 'a' (#1)", "spawner_override.worker_ami"),
+        {
+            **KEY,
+            "p.json": b'[{"display_name": "A", "slug": "a", "spawner_override": {"worker_ami": "x"}}]',
+        },
+    ),
+    Case(
         "launch-known-hosts-missing", (*LAUNCH, "--known-hosts", "kh"), ("--known-hosts", "kh"), KEY
     ),
     Case(
@@ -358,6 +367,32 @@ CASES: list[Case] = [
         "demo-time-scale-negative",
         ("demo", "--state-dir", "state", "--like-aws", "--time-scale", "-1"),
         ("-1",),
+    ),
+    Case(
+        "demo-profiles-field",
+        ("demo", "--state-dir", "state", "--profiles", "p.yaml"),
+        ("p.yaml", "profile 'big' (#1)", "spawner_override.market"),
+        files={
+            "p.yaml": b"- display_name: Big\n  slug: big\n  spawner_override:\n    market: cheap\n"
+        },
+    ),
+    Case(
+        "demo-profiles-not-yaml",
+        ("demo", "--state-dir", "state", "--profiles", "p.yaml"),
+        ("p.yaml", "not YAML (line 2)"),
+        files={"p.yaml": b"- [unclosed\n"},
+    ),
+    Case(
+        "demo-profiles-python-object",
+        ("demo", "--state-dir", "state", "--profiles", "p.yaml"),
+        ("p.yaml", "not YAML"),
+        files={"p.yaml": b"- !!python/object/apply:os.system ['true']\n"},
+    ),
+    Case(
+        "demo-profiles-json",
+        ("demo", "--state-dir", "state", "--profiles", "p.json"),
+        ("p.json", "field display_name"),
+        files={"p.json": b'[{"slug": "a"}]'},
     ),
     Case(
         "demo-fault-without-like-aws",

@@ -78,6 +78,7 @@ def test_shell_scripts_pass_shellcheck() -> None:
         ("metrics.py", set()),
         ("usage.py", {"config"}),  # error_line: one wording for every pydantic error
         ("host_keys.py", {"config"}),  # likewise
+        ("profiles.py", {"config"}),  # likewise; the hub's config checks profiles with it
         ("aws/client.py", {"tags", "metrics"}),
         ("aws/hub.py", {"tags", "aws", "cloud_config"}),
         ("aws/admin.py", {"tags", "aws"}),
@@ -92,9 +93,11 @@ def test_lower_floors_never_import_upper_ones(module: str, allowed: set[str]) ->
 
 def test_hub_config_imports_only_config_and_itself() -> None:
     """What the hub's config loads at hub start: never the launcher, the local cloud,
-    the commands, or the reaper (whose metrics would join the hub's)."""
+    the commands, or the reaper (whose metrics would join the hub's). `profiles`
+    (the profile_list model, itself importing only `config`) checks profiles at start,
+    and `profile_types` with `aws` their instance types against the region."""
     for path in (PKG / "hub").rglob("*.py"):
-        assert _ours(path) <= {"hub", "config"}, path
+        assert _ours(path) <= {"hub", "config", "profiles", "profile_types", "aws"}, path
 
 
 def test_worker_imports_nothing_hub_side() -> None:

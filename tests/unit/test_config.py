@@ -89,10 +89,11 @@ def test_server_config_defaults(tmp_path: Path) -> None:
 
 
 def test_instance_config_uses_the_original_key_names(tmp_path: Path) -> None:
-    # Plus keys of features the original lacked (hibernation, the warm pool).
+    # Plus keys of features the original lacked (hibernation, the warm pool, tags).
     assert set(InstanceConfig.model_fields) == ORIGINAL_INSTANCE_KEYS | {
         "HIBERNATE",
         "WARM_POOL_SIZE",
+        "EXTRA_TAGS",
     }
     original = {
         "MANAGER_INSTANCE_TYPE": "t3.large",
@@ -107,7 +108,15 @@ def test_instance_config_uses_the_original_key_names(tmp_path: Path) -> None:
         "SERVER_OWNER": "ops@example.com",
     }
     cfg = load_instance_config(write_json(tmp_path / "instance_config.json", original))
-    assert cfg.model_dump() == {**original, "HIBERNATE": False, "WARM_POOL_SIZE": 0}
+    assert cfg.model_dump() == {
+        **original,
+        "HIBERNATE": False,
+        "WARM_POOL_SIZE": 0,
+        "EXTRA_TAGS": {},
+    }
+    tagged = {**original, "EXTRA_TAGS": {"cloudjhub:user": "x"}}
+    with pytest.raises(ConfigError, match=r"field EXTRA_TAGS\.cloudjhub:user"):
+        load_instance_config(write_json(tmp_path / "instance_config.json", tagged))
 
 
 def test_partial_instance_config_keeps_other_defaults(tmp_path: Path) -> None:

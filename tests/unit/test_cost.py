@@ -229,6 +229,28 @@ def test_cost_rejects_a_bad_cluster_name(files: tuple[Path, Path]) -> None:
         assert "Monthly estimate" not in result.output
 
 
+def test_cost_groups_actual_use_by_any_tag(files: tuple[Path, Path]) -> None:
+    table, log = files
+    for event in EVENTS:
+        course = "intro" if event.user == "alice" else "ml"
+        tagged = event.model_copy(update={"cluster": "c1", "tags": {"course": course}})
+        append_event(log, tagged.model_copy(update={"instance_id": event.instance_id + "x"}))
+    args = ["cost", "c1", "--usage-log", str(log), "--prices", str(table), "--until", UNTIL]
+    result = CliRunner().invoke(main, [*args, "--json", "--group-by", "course"])
+    assert result.exit_code == 0, result.output
+    groups = {u["user"]: u["instance_hours"] for u in json.loads(result.output)["usage"]["users"]}
+    by_user = CliRunner().invoke(main, [*args, "--json"])
+    users = {u["user"]: u["instance_hours"] for u in json.loads(by_user.output)["usage"]["users"]}
+    # The untagged copies of the events, then the tagged ones, split by course.
+    assert groups == {
+        "(untagged)": pytest.approx(users["alice"] / 2 + users["bob"] / 2),
+        "intro": pytest.approx(users["alice"] / 2),
+        "ml": pytest.approx(users["bob"] / 2),
+    }
+    table_out = CliRunner().invoke(main, [*args, "--group-by", "course"]).output
+    assert "  course " in table_out and "intro" in table_out, table_out
+
+
 def test_cost_is_per_user_and_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """alice's default server 2 h on t3.medium, her named server "gpu" 3 h on m5.large:
     two rows, and one user for the estimate."""

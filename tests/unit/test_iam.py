@@ -79,7 +79,7 @@ def test_policy_statements_exactly() -> None:
 
     assert policy["Version"] == "2012-10-17"
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
-    assert len(by_sid) == len(policy["Statement"]) == 17
+    assert len(by_sid) == len(policy["Statement"]) == 18
     assert all(s["Effect"] == "Allow" for s in policy["Statement"])
     expected: dict[str, tuple[Any, Any, Any]] = {  # Sid: (Action, Resource, Condition)
         "DescribeOnlyWhatTheHubReads": (
@@ -126,6 +126,11 @@ def test_policy_statements_exactly() -> None:
             ["ec2:StartInstances", "ec2:StopInstances"],
             INSTANCE,
             WORKER_TAGGED,
+        ),
+        "ResizeClusterWorkersToAllowedTypes": (
+            "ec2:ModifyInstanceAttribute",
+            INSTANCE,
+            {**WORKER_TAGGED, "StringLike": {"ec2:Attribute/InstanceType": ["t3.medium"]}},
         ),
         "TerminateClusterWorkersOfDeletedUsers": (
             "ec2:TerminateInstances",
@@ -253,8 +258,10 @@ def test_policy_terminates_only_workers_and_deletes_homes_only_when_asked() -> N
     ]
 
 
-def test_policy_never_allows_modify_instance_attribute_or_retagging() -> None:
-    """No ModifyInstanceAttribute, and CreateTags only while creating, to bind a
+def test_policy_modifies_only_a_workers_type_and_never_retags() -> None:
+    """ModifyInstanceAttribute only to set a worker's type to one workers may run as
+    (no user data, no DeleteOnTermination, no security groups), and CreateTags only
+    while creating, to bind a
     cloudjhub:user-id or mark a deleted user's (never on one already marked), or on a
     warm-pool worker still marked as one (a claim): the role cannot rewrite the
     cluster/role tags the guards trust, nor the user tag of a user's own instance."""
@@ -262,7 +269,18 @@ def test_policy_never_allows_modify_instance_attribute_or_retagging() -> None:
         statements = manager_policy(cluster, kms_key_arn=KEY)["Statement"]
         for statement in statements:
             actions = as_list(statement["Action"])
-            assert not [a for a in actions if a.startswith("ec2:Modify")], statement["Sid"]
+            modifies = [a for a in actions if a.startswith("ec2:Modify")]
+            if statement["Sid"] == "ResizeClusterWorkersToAllowedTypes":
+                assert modifies == ["ec2:ModifyInstanceAttribute"]
+                assert statement["Condition"]["StringLike"] == {
+                    "ec2:Attribute/InstanceType": ["t3.medium"]
+                }
+                assert statement["Condition"]["StringEquals"] == {
+                    "ec2:ResourceTag/cloudjhub:cluster": cluster,
+                    "ec2:ResourceTag/cloudjhub:role": "worker",
+                }
+            else:
+                assert not modifies, statement["Sid"]
             assert not [a for a in actions if "*" in a], statement["Sid"]  # no wildcards
         tagging = [s for s in statements if "ec2:CreateTags" in as_list(s["Action"])]
         assert [s["Sid"] for s in tagging] == [
@@ -314,8 +332,8 @@ def test_existing_instances_are_touched_only_if_tagged_worker() -> None:
             assert values[f"{tag}/cloudjhub:cluster"] == cluster, statement["Sid"]
             assert values[f"{tag}/cloudjhub:role"] in ("worker", ["worker", "home"])
             touching += 1
-        # run, console, start/stop, terminate, attach, add user-id, claim, rename
-        assert touching == 8
+        # run, console, start/stop, resize, terminate, attach, add user-id, claim, rename
+        assert touching == 9
 
 
 def test_every_change_needs_the_cluster_tag_of_that_cluster() -> None:
@@ -586,19 +604,14 @@ def test_hub_credentials_may_run_start_stop_attach_terminate_but_not_delete(
         hub.attach_volume(volume, alice.id, "/dev/sdf")  # AttachVolume
         hub.console_output(alice.id, alice.instance_type)  # GetConsoleOutput
 
-        with pytest.raises(hub.client.exceptions.ClientError) as modify:
-            hub.client.modify_instance_attribute(
-                InstanceId=alice.id,
-                BlockDeviceMappings=[
-                    {"DeviceName": "/dev/sdf", "Ebs": {"DeleteOnTermination": True}}
-                ],
-            )
+        # ModifyInstanceAttribute is allowed for a worker's type only; moto checks
+        # actions, not the ec2:Attribute/InstanceType condition that says so (see
+        # test_policy_modifies_only_a_workers_type_and_never_retags).
 
         with pytest.raises(hub.client.exceptions.ClientError) as delete:
             hub.client.delete_volume(VolumeId=volume)
 
     assert delete.value.response["Error"]["Code"] in DENIED
-    assert modify.value.response["Error"]["Code"] in DENIED
     # moto cannot evaluate the ResourceTag condition; the guard in LocalCloudEc2 refuses first.
     for foreign in cluster_parts["foreign"]:
         with pytest.raises(NotOurs):

@@ -105,6 +105,11 @@ class Instance:
     public_ip: str | None = None
     instance_profile: str | None = None
     key_name: str | None = None
+    image_id: str = ""
+    hibernation: bool = False
+    # StateReason.Code, e.g. "Server.SpotInstanceTermination" when AWS reclaimed a spot one.
+    state_reason: str = ""
+    spot: bool = False
 
     @property
     def user(self) -> str | None:
@@ -149,6 +154,10 @@ class Instance:
             public_ip=data.get("PublicIpAddress") or None,
             instance_profile=(data.get("IamInstanceProfile") or {}).get("Arn"),
             key_name=data.get("KeyName"),
+            image_id=data.get("ImageId", ""),
+            hibernation=bool((data.get("HibernationOptions") or {}).get("Configured")),
+            state_reason=(data.get("StateReason") or {}).get("Code", ""),
+            spot=data.get("InstanceLifecycle") == "spot",
             volumes=tuple(
                 m["Ebs"]["VolumeId"] for m in data.get("BlockDeviceMappings", []) if "Ebs" in m
             ),

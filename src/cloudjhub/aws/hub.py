@@ -44,6 +44,10 @@ class WorkerSpec:
     key_name: str
     ebs_size: int
     hibernate: bool = False
+    # "spot": a one-time spot request that AWS ends (terminates) when it reclaims it.
+    market: str = "on-demand"
+    # Added to the worker and its volumes (EXTRA_TAGS, a profile's extra_tags), filled in.
+    extra_tags: tuple[tuple[str, str], ...] = ()
 
 
 def launch_token(
@@ -96,6 +100,17 @@ class HubEc2(Ec2Client):
             self._hypervisors[instance_type] = str(types[0].get("Hypervisor", "")) if types else ""
         return self._hypervisors[instance_type]
 
+    def instance_type_info(self, instance_type: str) -> dict[str, Any] | None:
+        """DescribeInstanceTypes of one type; None if the region has no such type."""
+        try:
+            found = self._call("describe_instance_types", InstanceTypes=[instance_type])
+        except CloudError as exc:
+            if exc.code == "InvalidInstanceType":
+                return None
+            raise
+        types = found.get("InstanceTypes", [])
+        return dict(types[0]) if types else None
+
     def console_output(self, instance_id: str, instance_type: str) -> str:
         """The instance's console, where cloud-init prints its SSH host keys.
 
@@ -134,7 +149,8 @@ class HubEc2(Ec2Client):
         """Run one tagged worker: IMDSv2 only, no instance profile, stop on shutdown,
         its login user without sudo (WORKER_CLOUD_CONFIG)."""
         tags = tags_for(self.cluster, Role.WORKER, user, user_id=user_id, server=server)
-        return self._run_workers(tags, spec, 1, client_token)[0]
+        # Ours last: an extra tag never replaces what marks a worker as ours.
+        return self._run_workers({**dict(spec.extra_tags), **tags}, spec, 1, client_token)[0]
 
     def launch_pool_workers(
         self, spec: WorkerSpec, count: int, client_token: str
@@ -182,6 +198,17 @@ class HubEc2(Ec2Client):
         }
         if spec.hibernate:
             params["HibernationOptions"] = {"Configured": True}
+        if spec.market == "spot":
+            # One-time and terminated on interruption: AWS stops only instances of
+            # persistent requests, whose request outlives the instance (EC2 User Guide,
+            # "Spot Instance interruptions"); the home volume keeps the user's files.
+            params["InstanceMarketOptions"] = {
+                "MarketType": "spot",
+                "SpotOptions": {
+                    "SpotInstanceType": "one-time",
+                    "InstanceInterruptionBehavior": "terminate",
+                },
+            }
         context = {"instance_type": spec.instance_type, "image": spec.image_id}
         reply = self._call("run_instances", context, **params)
         return [Instance.from_api(i) for i in reply["Instances"]]
@@ -216,6 +243,18 @@ class HubEc2(Ec2Client):
     def stop(self, instance_id: str, hibernate: bool = False) -> None:
         self.guard([instance_id], [Role.WORKER])
         self._call("stop_instances", InstanceIds=[instance_id], Hibernate=hibernate)
+
+    def set_instance_type(self, instance_id: str, instance_type: str) -> None:
+        """Change a stopped worker's type (its disks and id stay): a user picked a
+        profile of another type. The IAM policy allows only the profiles' types."""
+        self.guard([instance_id], [Role.WORKER])
+        context = {"instance_type": instance_type}
+        self._call(
+            "modify_instance_attribute",
+            context,
+            InstanceId=instance_id,
+            InstanceType={"Value": instance_type},
+        )
 
     def terminate_workers(self, instance_ids: list[str]) -> None:
         """Terminate workers of a user JupyterHub deleted (guarded: workers only)."""
@@ -286,9 +325,16 @@ class HubEc2(Ec2Client):
         self._call("delete_volume", VolumeId=volume_id)
 
     def create_home_volume(
-        self, user: str, size: int, zone: str, user_id: str | None = None, server: str = ""
+        self,
+        user: str,
+        size: int,
+        zone: str,
+        user_id: str | None = None,
+        extra_tags: dict[str, str] | None = None,
+        server: str = "",
     ) -> str:
-        tags = tag_list(tags_for(self.cluster, Role.HOME, user, user_id=user_id, server=server))
+        ours = tags_for(self.cluster, Role.HOME, user, user_id=user_id, server=server)
+        tags = tag_list({**(extra_tags or {}), **ours})
         reply = self._call(
             "create_volume",
             AvailabilityZone=zone,

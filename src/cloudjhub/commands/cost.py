@@ -117,6 +117,13 @@ def _iso(t: float) -> str:
 @click.option(
     "--until", type=click.DateTime(DATE_FORMATS), default=None, help="Report usage to (UTC) [now]."
 )
+@click.option(
+    "--group-by",
+    metavar="TAG",
+    default=None,
+    help="Sum actual use by the value of this worker tag (EXTRA_TAGS, a profile's "
+    "extra_tags), not by user.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def cost(
     cluster: str,
@@ -131,6 +138,7 @@ def cost(
     warm_pool_state: str,
     since: datetime | None,
     until: datetime | None,
+    group_by: str | None,
     as_json: bool,
 ) -> None:
     """What CLUSTER costs per month, and what its users actually used."""
@@ -147,7 +155,12 @@ def cost(
             events, warnings = read_events(usage_log)
             mine = [e for e in events if e.cluster in ("", cluster)]
             report = usage_report(
-                mine, table, until_t, since_t, default_type=defaults["instance_type"]
+                mine,
+                table,
+                until_t,
+                since_t,
+                default_type=defaults["instance_type"],
+                group_by=group_by,
             )
             warnings += report.warnings
         else:
@@ -174,7 +187,7 @@ def cost(
     if as_json:
         click.echo(json.dumps(_as_dict(cluster, table, estimate, report, warnings), indent=2))
         return
-    _print(cluster, table, estimate, report, assumed)
+    _print(cluster, table, estimate, report, assumed, group_by or "user")
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
 
@@ -204,7 +217,12 @@ def _as_dict(
 
 
 def _print(
-    cluster: str, table: Any, e: Estimate, report: UsageReport | None, assumed: bool
+    cluster: str,
+    table: Any,
+    e: Estimate,
+    report: UsageReport | None,
+    assumed: bool,
+    group: str = "user",
 ) -> None:
     cur = "$" if table.currency == "USD" else table.currency + " "
     out = click.echo
@@ -240,8 +258,8 @@ def _print(
     if not report.users:
         out("  no instance ran in this period")
         return
-    name_w = max(4, *(len(u.who) for u in report.users))
-    out(f"  {'user':<{name_w}}  {'type':<11} {'inst-hours':>10} {'cost':>11} {'always on':>11}")
+    name_w = max(len(group), *(len(u.who) for u in report.users))
+    out(f"  {group:<{name_w}}  {'type':<11} {'inst-hours':>10} {'cost':>11} {'always on':>11}")
     for u in report.users:
         mark = " *" if u.still_running else ""
         out(

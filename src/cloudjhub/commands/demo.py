@@ -13,7 +13,7 @@ from types import FrameType
 import click
 
 from .cloud_options import require_reachable
-from .errors import CommandError
+from .errors import BadInput, CommandError
 
 
 def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
@@ -96,7 +96,8 @@ def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
     metavar="NAME[:RATE]",
     help="With --like-aws, answer AWS error NAME where AWS would, with probability RATE "
     "(default 1): InsufficientInstanceCapacity, DependencyViolation, InvalidSnapshot.InUse, "
-    "IdempotentParameterMismatch. Repeatable.",
+    "IdempotentParameterMismatch, SpotMaxPriceTooLow, MaxSpotInstanceCountExceeded (spot "
+    "launches only). Repeatable.",
 )
 @click.option(
     "--time-scale",
@@ -112,6 +113,23 @@ def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
     show_default=True,
     help="Keep this many launched, unassigned workers for first logins "
     "(c.InstanceSpawner.warm_pool_size).",
+)
+@click.option(
+    "--profiles",
+    "profiles_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Profiles users pick from on the spawn page (c.InstanceSpawner.profile_list): a "
+    "YAML or JSON file holding kubespawner's profile_list shape.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Your own JupyterHub config (Python), loaded after the demo's: it can set any "
+    "trait, e.g. c.InstanceSpawner.profile_list as a callable. It runs as the hub, so "
+    "give only a file you wrote.",
 )
 @click.option(
     "--named-servers",
@@ -143,13 +161,20 @@ def demo(
     faults: tuple[str, ...],
     time_scale: str | None,
     warm_pool_size: int,
+    profiles_file: Path | None,
+    config_file: Path | None,
     named_servers: int | None,
     home_volume_size: int,
 ) -> None:
     """Run cloudjhub on this machine: EC2 emulated on loopback, a real JupyterHub."""
     from ..local.awslike.settings import BadSetting, behaviour_from
     from ..local.demo import DemoStack
+    from ..profiles import load_file
 
+    try:
+        profiles = load_file(profiles_file) if profiles_file else None
+    except ValueError as exc:
+        raise BadInput(f"--profiles: {exc}") from None
     try:
         if (faults or time_scale is not None) and not like_aws:
             raise BadSetting("--fault and --time-scale only apply with --like-aws")
@@ -174,7 +199,11 @@ def demo(
         like_aws=behaviour,
         warm_pool_size=warm_pool_size,
         named_servers=named_servers,
-        spawner_config={"user_home_ebs_size": home_volume_size} if home_volume_size else {},
+        spawner_config={
+            **({"profile_list": profiles} if profiles else {}),
+            **({"user_home_ebs_size": home_volume_size} if home_volume_size else {}),
+        },
+        extra_config=config_file,
     )
     stopping = threading.Event()
 

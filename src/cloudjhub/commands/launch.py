@@ -186,6 +186,14 @@ def _instance_config(path: Path | None, given: dict[str, Any]) -> InstanceConfig
 @click.option(
     "--dry-run", is_flag=True, help="Check everything, print what would be created, exit."
 )
+@env_option(
+    "--profiles",
+    type=ExistingFile(),
+    default=None,
+    help="Profiles users pick from on the spawn page (c.InstanceSpawner.profile_list): a "
+    "YAML or JSON file in kubespawner's profile_list shape. Allow their types in the hub's "
+    "IAM policy (cloudjhub iam-policy --instance-type).",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--keep-on-failure", is_flag=True, help="On failure, keep what this run created.")
 def launch(
@@ -208,10 +216,16 @@ def launch(
     from ..launch.cluster import Launch, LaunchError, plan
     from ..launch.options import LaunchOptions
     from ..launch.preflight import preflight
+    from ..profiles import load_file as load_profiles
     from .cloud_options import confirm, connect
 
     say = lambda m: click.echo(m, err=True)  # noqa: E731
     given = {key.lower(): kw.pop(key.lower(), None) for _, key, _ in INSTANCE_OPTIONS}
+    profiles_file = kw.pop("profiles")
+    try:
+        kw["profiles"] = load_profiles(profiles_file) if profiles_file else None
+    except ValueError as exc:
+        raise BadInput(f"--profiles: {exc}") from None
     try:
         instance = _instance_config(instance_config, given)
         opts = LaunchOptions(

@@ -13,7 +13,10 @@ from pathlib import Path
 from traitlets import TraitError
 from traitlets.config import Config
 
+from .. import profile_types
+from ..aws.hub import HubEc2
 from ..config import POOL_STATES, ConfigError, check_warm_pool, load_server_config
+from ..profiles import parse as parse_profiles
 from .services import hub_services, warm_pool_service
 from .settings import HubSettings, Native, SharedPassword
 
@@ -83,6 +86,7 @@ def apply(c: Config, settings: HubSettings, environ: Mapping[str, str] | None = 
         spawner.host_key_store = settings.spawner.host_key_store
     for name, value in settings.spawner.traits.items():
         spawner[name] = value
+    check_profiles(settings)
 
     hub.services, hub.load_roles = hub_services(settings, env)
     size, state = warm_pool(settings)
@@ -113,3 +117,30 @@ def warm_pool(settings: HubSettings) -> tuple[int, str]:
         raise TraitError(f"c.InstanceSpawner.{exc}") from None
     assert isinstance(size, int) and isinstance(state, str)
     return size, state
+
+
+def check_profiles(settings: HubSettings) -> None:
+    """A malformed profile_list stops the hub at start with one line naming the profile
+    and the field, not the first user who opens the spawn page."""
+    raw = settings.spawner.traits.get("profile_list")
+    check_profile_list(raw)
+    config_file = Path(settings.spawner.server_config_file)
+    if raw and config_file.exists():
+        config = load_server_config(config_file)
+        ec2 = HubEc2.connect(config.CLUSTER_NAME, config.REGION, config.AWS_ENDPOINT_URL)
+        try:
+            profile_types.check(
+                parse_profiles(raw), ec2.instance_type_info, config.REGION, config.HIBERNATE
+            )
+        except ValueError as exc:
+            raise TraitError(f"c.InstanceSpawner.{exc}") from None
+
+
+def check_profile_list(raw: object) -> None:
+    """A static profile_list (a callable is asked at each spawn), or a TraitError whose
+    one line JupyterHub prints as it refuses to start."""
+    if raw is not None and not callable(raw):
+        try:
+            parse_profiles(raw)
+        except ValueError as exc:
+            raise TraitError(f"c.InstanceSpawner.{exc}") from None

@@ -286,6 +286,7 @@ class Launch:
                 "JUPYTER_NOTEBOOK_TIMEOUT": i.JUPYTER_NOTEBOOK_TIMEOUT,
                 "HIBERNATE": i.HIBERNATE,
                 "WARM_POOL_SIZE": i.WARM_POOL_SIZE,
+                "EXTRA_TAGS": dict(i.EXTRA_TAGS),
                 "MANAGER_IP": manager.private_ip or "",
                 "WORKER_USERNAME": i.WORKER_USERNAME,
                 "SERVER_OWNER": i.SERVER_OWNER,
@@ -313,12 +314,14 @@ class Launch:
         if not self._preinstalled:
             install_os_packages(node, "install-manager.sh", {})
         config = self._server_config(manager, image_id, groups)
-        request = {
+        request: dict[str, Any] = {
             "server_config": config.model_dump(),
             "bind_ip": manager.private_ip,
             "public_port": self.opts.hub_port,
             "worker_command": self._worker_command(),
         }
+        if self.opts.profiles:
+            request["profile_list"] = self.opts.profiles
         if self.opts.ssl_cert and self.opts.ssl_key:
             # Over the SSH channel, like every secret: never a command line or a copy in /tmp.
             request["tls"] = {

@@ -240,6 +240,21 @@ def manager_policy(
             "Condition": {"StringEquals": tagged(Role.WORKER)},
         },
         {
+            # A stopped worker takes the type of the profile its user picked
+            # (ModifyInstanceAttribute). ec2:Attribute/InstanceType is the type asked
+            # for (Service Authorization Reference, ModifyInstanceAttribute), so only
+            # the types workers may run as, and no other attribute: a request that sets
+            # another has no such key, and StringLike on a missing key does not match.
+            "Sid": "ResizeClusterWorkersToAllowedTypes",
+            "Effect": "Allow",
+            "Action": "ec2:ModifyInstanceAttribute",
+            "Resource": instance,
+            "Condition": {
+                "StringEquals": tagged(Role.WORKER),
+                "StringLike": {"ec2:Attribute/InstanceType": types},
+            },
+        },
+        {
             # Only the workers of a user JupyterHub deleted (delete_forever).
             "Sid": "TerminateClusterWorkersOfDeletedUsers",
             "Effect": "Allow",

@@ -25,7 +25,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from ..config import server_config_from, write_server_config
 from ..hub.proxy import find_proxy
@@ -41,6 +41,7 @@ from ..hub.settings import (
     write_settings,
 )
 from ..keys import ensure_ed25519
+from ..profiles import parse as parse_profiles
 from .options import Authenticator
 from .units import HUB_UNIT, Unit, install_unit, run_unit_directly
 
@@ -85,6 +86,15 @@ class SetupRequest(BaseModel):
     public_port: int = Field(80, ge=1, le=65535)
     worker_command: list[str] = Field(min_length=1)
     tls: TlsFiles | None = None
+    # c.InstanceSpawner.profile_list (launch --profiles); checked again at hub start.
+    profile_list: list[JsonValue] | None = None
+
+    @field_validator("profile_list")
+    @classmethod
+    def _profiles(cls, value: list[JsonValue] | None) -> list[JsonValue] | None:
+        if value is not None:
+            parse_profiles(value)  # its ValueError names the profile and field
+        return value
 
 
 def _private_file(path: Path, make: Any) -> None:
@@ -177,6 +187,7 @@ def hub_settings(
             worker_command=list(request.worker_command),
             usage_log=str(state / "usage.jsonl"),
             host_key_store=str(state / "host_keys.json"),
+            traits={"profile_list": request.profile_list} if request.profile_list else {},
         ),
         services=ServiceSettings(python=python, idle_timeout=idle_timeout),
     )

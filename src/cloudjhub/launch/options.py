@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -45,6 +45,8 @@ class LaunchOptions(BaseModel):
     ssl_cert: Path | None = None
     ssl_key: Path | None = None
     authenticator: Authenticator = "native"
+    # --profiles FILE, checked: the hub's c.InstanceSpawner.profile_list.
+    profiles: list[dict[str, Any]] | None = None
     output_dir: Path = Path()
     dry_run: bool = False
     keep_on_failure: bool = False

@@ -167,6 +167,8 @@ class DemoStack:
     warm_pool_size: int = 0
     # --named-servers: named servers on, at most this many per user (0: no limit).
     named_servers: int | None = None
+    # --config FILE: the admin's own JupyterHub config, loaded after the demo's.
+    extra_config: Path | None = None
     # --like-aws: the AWS behaviour layer in front of the endpoint (None: off).
     like_aws: Behaviour | None = None
     awslike: AwsLikeProxy | None = None
@@ -376,11 +378,27 @@ class DemoStack:
         self._end_hub_leftovers()
         self._start_hub()
 
+    def _config_file(self) -> Path:
+        """The demo's hub config; with --config, a stub that loads it, then the admin's
+        file (theirs, so trusted like any JupyterHub config), then checks profile_list
+        as the hub's settings are checked at start."""
+        if self.extra_config is None:
+            return CONFIG_FILE
+        stub = self.state_dir / "jupyterhub_config.py"
+        stub.write_text(
+            "c = get_config()  # noqa: F821\n"
+            f"load_subconfig({str(CONFIG_FILE)!r})  # noqa: F821\n"
+            f"load_subconfig({str(self.extra_config.resolve())!r})  # noqa: F821\n"
+            "from cloudjhub.hub.apply import check_profile_list\n"
+            "check_profile_list(c.InstanceSpawner.get('profile_list'))\n"
+        )
+        return stub
+
     def _start_hub(self) -> None:
         assert self.network is not None
         if self._log is None:
             self._log = open(self.state_dir / "jupyterhub.log", "ab")  # noqa: SIM115 - closed in stop()
-        cmd = [sys.executable, "-m", "jupyterhub", "-f", str(CONFIG_FILE)]
+        cmd = [sys.executable, "-m", "jupyterhub", "-f", str(self._config_file())]
         self.hub = subprocess.Popen(
             cmd,
             cwd=self.state_dir,

@@ -14,6 +14,10 @@ probability RATE (default 1, every time):
   deleted; deregistration takes a while to be seen).
 - IdempotentParameterMismatch: RunInstances with a ClientToken already used with
   other parameters ("Ensuring idempotency in Amazon EC2 API requests").
+- SpotMaxPriceTooLow, MaxSpotInstanceCountExceeded: RunInstances of a spot
+  instance (InstanceMarketOptions MarketType spot) that AWS will not fill: the
+  price asked is below the spot price, or the account's spot limit is reached
+  (EC2 API error codes); on-demand requests never get them.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ STATUS = {
     "DependencyViolation": 400,
     "InvalidSnapshot.InUse": 400,
     "IdempotentParameterMismatch": 400,
+    "SpotMaxPriceTooLow": 400,
+    "MaxSpotInstanceCountExceeded": 400,
     "IncorrectInstanceState": 400,
     "UnsupportedOperation": 400,
     "RequestLimitExceeded": 503,

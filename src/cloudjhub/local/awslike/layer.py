@@ -121,6 +121,12 @@ class Layer:
                 f"We currently do not have sufficient {kind} capacity in the Availability "
                 "Zone you requested. (injected by --fault)",
             )
+        spot = params.get("InstanceMarketOptions.MarketType") == "spot"
+        for code in ("SpotMaxPriceTooLow", "MaxSpotInstanceCountExceeded"):
+            if action == "RunInstances" and spot and faults.hits(code):
+                return fail(
+                    code, f"Your spot request cannot be filled now. (injected by --fault {code})"
+                )
         if action == "RunInstances" and params.get("ClientToken"):
             launch = self.tokens.find(params["ClientToken"])
             if launch is not None:

@@ -19,6 +19,8 @@ FAULTS = (
     "DependencyViolation",
     "InvalidSnapshot.InUse",
     "IdempotentParameterMismatch",
+    "SpotMaxPriceTooLow",
+    "MaxSpotInstanceCountExceeded",
 )
 
 # Seconds at time scale 1.

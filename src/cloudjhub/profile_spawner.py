@@ -1,0 +1,286 @@
+"""InstanceSpawner's profiles: the `profile_list` trait, the options form, and
+applying a user's pick before a spawn touches EC2.
+
+Overrides are recomputed on every start from the values the spawner had before
+any profile was applied, so nothing of an earlier spawn's pick carries over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from inspect import isawaitable
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from tornado import web
+from traitlets import Callable, Dict, Enum, List, TraitError, Unicode, Union, validate
+
+from . import profile_form
+from .aws.client import CloudError, Instance
+from .aws.hub import HubEc2, WorkerSpec
+from .config import TagKey, TagValue, error_line
+from .executor import blocking
+from .fleet import Fleet
+from .profiles import (
+    MARKETS,
+    OVERRIDABLE,
+    REPLACE_OPTION,
+    Profile,
+    ProfileError,
+    default_profile,
+    fill_tags,
+    from_form,
+    parse,
+    select,
+)
+from .spawner_options import InstanceSpawnerOptions, SpawnError
+
+_EXTRA_TAGS = TypeAdapter(dict[TagKey, TagValue])
+# StateReason.Code of a spot instance AWS interrupted (EC2 API, StateReason).
+SPOT_RECLAIMED = "Server.SpotInstanceTermination"
+# RunInstances errors of a spot request AWS cannot fill now (EC2 API, error codes).
+SPOT_UNFILLABLE = (
+    "InsufficientInstanceCapacity",
+    "SpotMaxPriceTooLow",
+    "MaxSpotInstanceCountExceeded",
+)
+
+
+class ProfileSpawnerMixin(InstanceSpawnerOptions):
+    """Profiles for InstanceSpawner (`c.InstanceSpawner.profile_list`)."""
+
+    profile_list = Union(
+        [List(), Callable()],
+        default_value=[],
+        help="Profiles a user picks from on the spawn page, in kubespawner's shape: a list "
+        "of {display_name, slug, description, default, spawner_override, profile_options}, "
+        "or a callable (sync or async) taking the spawner and returning one. "
+        "spawner_override may set: " + ", ".join(OVERRIDABLE) + ". Empty: no form.",
+    ).tag(config=True)
+    market = Enum(
+        list(MARKETS),
+        default_value="on-demand",
+        help="'spot' launches workers as spot instances; when AWS cannot fill the request "
+        "the worker is launched on-demand, and the user is told.",
+    ).tag(config=True)
+    extra_tags = Dict(
+        value_trait=Unicode(),
+        help="Tags added to each worker and its volumes; values may use {username}, "
+        "{servername} and {profile}.",
+    ).tag(config=True)
+
+    # The traits before any profile: what every start's overrides start from.
+    _baseline: dict[str, Any] | None = None
+    # The last accepted pick ({"profile": slug, option: choice}): reused when a start
+    # gives none; kept in the spawner's state.
+    profile_choice: dict[str, Any] = {}
+    profile_slug: str = ""
+    replace_instance: bool = False
+    # Said on the spawn page's form next time (a spot fallback, a reclaimed instance).
+    profile_notice: str = ""
+    options_refused: bool = False
+    # This start's extra tags, filled in (launch_tags): on its worker, volumes, usage log.
+    current_tags: dict[str, str] = {}
+    # The traits the picked profile set: only those make a stopped instance unfit.
+    profile_overrides: frozenset[str] = frozenset()
+
+    @validate("profile_list")
+    def _check_profile_list(self, proposal: Any) -> Any:
+        if not callable(proposal["value"]):
+            try:
+                parse(proposal["value"])
+            except ValueError as exc:
+                raise TraitError(str(exc)) from None
+        return proposal["value"]
+
+    @validate("extra_tags")
+    def _check_extra_tags(self, proposal: Any) -> Any:
+        try:
+            return dict(_EXTRA_TAGS.validate_python(proposal["value"]))
+        except ValidationError as exc:
+            raise TraitError(f"extra_tags: {error_line(exc)}") from None
+
+    async def profiles(self) -> list[Profile]:
+        """The profiles for this user (a callable profile_list is asked each time)."""
+        raw: Any = self.profile_list
+        if callable(raw):
+            raw = raw(self)
+            if isawaitable(raw):
+                raw = await raw
+        try:
+            return parse(raw) if raw else []
+        except ValueError as exc:
+            raise SpawnError(f"cloudjhub is misconfigured: {exc}. Tell your admin.") from None
+
+    # ---- the form ------------------------------------------------------------
+
+    async def get_options_form(self) -> str:
+        if getattr(self, "options_form", ""):
+            form: str = await super().get_options_form()  # type: ignore[misc]
+            return form
+        profiles = await self.profiles()
+        if not profiles:
+            return ""
+        picked = self.profile_choice.get("profile") or default_profile(profiles).key
+        return profile_form.render(profiles, picked, self.profile_notice)
+
+    def run_options_from_form(self, form_data: dict[str, list[str]]) -> Any:
+        if self.profile_list and not getattr(self, "options_form", ""):
+            return from_form(form_data)
+        return super().run_options_from_form(form_data)  # type: ignore[misc]
+
+    def options_from_query(self, query_data: dict[str, list[str]]) -> Any:
+        return self.run_options_from_form(query_data)
+
+    # ---- a start -------------------------------------------------------------
+
+    async def apply_profile(self, user_options: dict[str, Any] | None) -> None:
+        """Set the traits of the picked profile, or refuse the options with an HTTP 400
+        before any EC2 call."""
+        self.options_refused = False
+        if self._baseline is None:
+            self._baseline = {name: getattr(self, name) for name in OVERRIDABLE}
+        with self.hold_trait_notifications():
+            for name, value in self._baseline.items():
+                setattr(self, name, value)
+        self.replace_instance = False
+        self.profile_overrides = frozenset()
+        profiles = await self.profiles()
+        if not profiles:
+            return
+        try:
+            chosen = select(profiles, user_options or self.profile_choice)
+        except ProfileError as exc:
+            self.options_refused = True
+            raise web.HTTPError(400, f"Bad user_options: {exc}") from None
+        try:
+            with self.hold_trait_notifications():
+                for name, value in chosen.overrides.items():
+                    setattr(self, name, value)
+        except TraitError as exc:
+            raise SpawnError(
+                f"cloudjhub is misconfigured: profile {chosen.profile.key!r}: {exc}. "
+                "Tell your admin."
+            ) from None
+        self.profile_overrides = frozenset(chosen.overrides)
+        self.profile_choice = chosen.user_options()
+        self.profile_slug = chosen.profile.key
+        self.replace_instance = chosen.replace_instance
+        self.profile_notice = ""
+
+    @property
+    def pool_fits(self) -> bool:
+        """Whether a warm-pool worker (the cluster's image, hibernation and market; the
+        claim matches the type) can be this profile's."""
+        return not self.profile_overrides & {"worker_ami", "hibernate", "market", "extra_tags"}
+
+    def profile_state(self) -> dict[str, Any]:
+        return {"profile_choice": self.profile_choice} if self.profile_choice else {}
+
+    def load_profile_state(self, state: dict[str, Any]) -> None:
+        choice = state.get("profile_choice")
+        self.profile_choice = dict(choice) if isinstance(choice, dict) else {}
+
+    def replacement_needed(self, instance: Instance) -> str:
+        """Why the stopped `instance` cannot become the picked profile in place ("" if it can):
+        AWS changes an instance's type while stopped, never its image or hibernation."""
+        reasons = []
+        # Only what the profile sets: an image rebuilt by a relaunch, or HIBERNATE turned
+        # on later, never forces anyone off their instance.
+        picked = self.profile_overrides
+        if "worker_ami" in picked and instance.image_id not in ("", self.worker_ami):
+            reasons.append(
+                f"another image ({instance.image_id}, the profile's is {self.worker_ami})"
+            )
+        if "hibernate" in picked and instance.hibernation != self.hibernate:
+            reasons.append("another hibernation setting")
+        return " and ".join(reasons)
+
+    async def fit_to_profile(self, instance: Instance) -> bool:
+        """Make the user's stopped instance the picked profile's: its type is changed in
+        place; for another image or hibernation setting it is terminated, but only when
+        the user confirmed (then True: launch anew; the home volume moves with them)."""
+        why = self.replacement_needed(instance)
+        if why:
+            if not self.replace_instance:
+                raise SpawnError(
+                    f"Your stopped instance {instance.id} has {why} than profile "
+                    f"{self.profile_slug!r} needs, which AWS cannot change in place. To replace "
+                    f"it, start again with 'Replace my instance' checked (REST API: "
+                    f'"{REPLACE_OPTION}": true). Your home volume moves with you; anything '
+                    "else on the old instance's disk is lost."
+                )
+            self._emit(8, f"Replacing your instance {instance.id}, as you confirmed")
+            await blocking(self.ec2.terminate_workers, [instance.id])
+            await self._wait_for(instance.id, ("terminated",))
+            return True
+        if instance.instance_type != self.worker_instance_type:
+            self._emit(
+                8,
+                f"Changing your instance's type from {instance.instance_type} to "
+                f"{self.worker_instance_type}",
+            )
+            await blocking(self.ec2.set_instance_type, instance.id, self.worker_instance_type)
+        return False
+
+    def tell_if_reclaimed(self, instance: Instance | None) -> None:
+        """A spot instance AWS took back: say so, on the progress and the next form."""
+        if instance is not None and instance.state_reason == SPOT_RECLAIMED:
+            note = (
+                f"AWS reclaimed your spot instance {instance.id}; you get a new one, "
+                "with your home volume."
+            )
+            self.profile_notice = note
+            self._emit(6, note)
+
+    def launch_tags(self, username: str, servername: str) -> dict[str, str]:
+        """EXTRA_TAGS of the cluster, then the profile's extra_tags, filled in."""
+        templates = {**self.server_config.EXTRA_TAGS, **self.extra_tags}
+        return fill_tags(templates, username, servername, self.profile_slug)
+
+    async def run_worker(
+        self, user: str, user_id: str, spec: WorkerSpec, token: str, server: str = ""
+    ) -> Instance:
+        """Launch (for the user's named `server`, "" the default); a spot request AWS
+        cannot fill falls back to on-demand, and says so."""
+        try:
+            return await blocking(self.ec2.launch_worker, user, spec, token, user_id, server)
+        except CloudError as exc:
+            if spec.market != "spot" or exc.code not in SPOT_UNFILLABLE:
+                raise
+            note = (
+                f"AWS cannot give you a spot {spec.instance_type} now ({exc.code}); "
+                "launching an on-demand one instead"
+            )
+        self.log.warning("%s: %s", user, note)
+        self.profile_notice = note
+        self._emit(12, note)
+        on_demand = dataclasses.replace(spec, market="on-demand")
+        # Another request, with parameters of its own: its own token.
+        retry = "cjo-" + token[4:]
+        return await blocking(self.ec2.launch_worker, user, on_demand, retry, user_id, server)
+
+    async def end_if_spot(self, instance_id: str) -> bool:
+        """A spot worker cannot be stopped (one-time request): it is terminated instead,
+        its home volume kept; the next start launches a new one. True if it was."""
+        known = self.fleet.get(instance_id)  # launched or found by this hub: remembered
+        if known is None or not known.spot:
+            return False
+        await blocking(self.ec2.terminate_workers, [instance_id])
+        return True
+
+    # ---- what InstanceSpawner provides -----------------------------------------
+
+    @property
+    def ec2(self) -> HubEc2:
+        raise NotImplementedError
+
+    @property
+    def fleet(self) -> Fleet:
+        raise NotImplementedError
+
+    def _emit(self, percent: int, message: str) -> None:
+        raise NotImplementedError
+
+    async def _wait_for(self, instance_id: str, states: tuple[str, ...]) -> Instance:
+        raise NotImplementedError
