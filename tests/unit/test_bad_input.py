@@ -400,6 +400,18 @@ CASES: list[Case] = [
         ("--like-aws",),
     ),
     Case(
+        "demo-hub-config-not-json",
+        ("demo", "--state-dir", "state", "--hub-config", "extra.json"),
+        ("--hub-config", "extra.json", "JSON"),
+        {"extra.json": b"c.JupyterHub.concurrent_spawn_limit = 300\n"},
+    ),
+    Case(
+        "demo-hub-config-not-by-class",
+        ("demo", "--state-dir", "state", "--hub-config", "extra.json"),
+        ("--hub-config", "extra.json", "concurrent_spawn_limit"),
+        {"extra.json": b'{"concurrent_spawn_limit": 300}'},
+    ),
+    Case(
         "demo-named-servers-negative",
         ("demo", "--state-dir", "state", "--named-servers", "-1"),
         ("--named-servers", "-1"),
