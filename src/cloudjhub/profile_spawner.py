@@ -211,11 +211,17 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
             )
         if "hibernate" in picked and instance.hibernation != self.hibernate:
             reasons.append("another hibernation setting")
-        elif instance.hibernation and instance.instance_type != self.worker_instance_type:
+        elif instance.hibernation and not self._type_fits(instance):
             # EC2 User Guide, hibernation limitations: the type of an instance enabled
             # for hibernation cannot be changed.
             reasons.append(f"hibernation enabled, so its type ({instance.instance_type}) is fixed")
         return " and ".join(reasons)
+
+    def _type_fits(self, instance: Instance) -> bool:
+        """The picked type, or one of worker_instance_type_fallbacks (what a launch
+        without capacity got): changing it back would only meet the shortage again."""
+        fallbacks: list[str] = getattr(self, "worker_instance_type_fallbacks", [])
+        return instance.instance_type in (self.worker_instance_type, *fallbacks)
 
     def _forget_confirmation(self) -> None:
         """JupyterHub keeps the last user_options and reuses them on a start that gives
@@ -244,7 +250,7 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
             await blocking(self.ec2.terminate_workers, [instance.id])
             await self._wait_for(instance.id, ("terminated",))
             return True
-        if instance.instance_type != self.worker_instance_type:
+        if not self._type_fits(instance):
             self._emit(
                 8,
                 f"Changing your instance's type from {instance.instance_type} to "

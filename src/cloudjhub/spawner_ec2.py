@@ -162,6 +162,10 @@ class Ec2Calls(InstanceSpawnerOptions):
     ) -> Instance:
         """Launch as `spec`; on InsufficientInstanceCapacity the next subnet, then the
         next type in every subnet; fail naming everything tried."""
+        if spec.market == "spot":
+            # A spot request AWS cannot fill goes on-demand at once (run_worker), which
+            # then takes this path with the fallbacks.
+            return await self.ec2_queue.launch(user, user_id, spec, token, self._queue_wait, server)
         await self._check_fallback_types()
         tried: list[str] = []
         kinds = list(dict.fromkeys([spec.instance_type, *self.worker_instance_type_fallbacks]))

@@ -353,7 +353,9 @@ def test_another_image_needs_the_users_confirmation_to_replace_the_instance(
     assert spawner.replacement_needed(instance) == ""
 
 
+@pytest.mark.parametrize("code", ["MaxSpotInstanceCountExceeded", "InsufficientInstanceCapacity"])
 def test_a_spot_profile_launches_spot_and_falls_back_to_on_demand_when_aws_cannot(
+    code: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     ec2: LocalCloudEc2,
@@ -379,15 +381,14 @@ def test_a_spot_profile_launches_spot_and_falls_back_to_on_demand_when_aws_canno
         server: str = "",
     ) -> Instance:
         if spec.market == "spot":
-            raise CloudError("no spot capacity", "MaxSpotInstanceCountExceeded")
+            raise CloudError("no spot capacity", code)
         return real(user, spec, token, user_id, paid, server)
 
     monkeypatch.setattr(ec2, "launch_worker", no_spot_capacity)
     fallback = asyncio.run(spawner.run_worker("ann", "id-1", spot_spec, "cjh-" + "b" * 60))
     assert not ec2.describe([fallback.id])[0].spot
     assert notes == [
-        "AWS cannot give you a spot t3.medium now (MaxSpotInstanceCountExceeded); "
-        "launching an on-demand one instead"
+        f"AWS cannot give you a spot t3.medium now ({code}); launching an on-demand one instead"
     ]
     assert notes[0] in asyncio.run(spawner.get_options_form())  # said again on the form
 
@@ -600,3 +601,18 @@ def test_a_hibernation_enabled_instance_keeps_its_type(
     worker = dataclasses.replace(make_worker("ann"), hibernation=True)
     assert "its type (t3.medium) is fixed" in spawner.replacement_needed(worker)
     assert spawner.replacement_needed(dataclasses.replace(worker, hibernation=False)) == ""
+
+
+def test_an_instance_of_a_fallback_type_restarts_as_it_is(
+    tmp_path: Path, make_worker: Callable[..., Instance]
+) -> None:
+    """A launch without capacity got a fallback type: a restart neither changes it back
+    into the shortage nor, with hibernation, asks the user to replace it."""
+    spawner = make_spawner(
+        tmp_path, worker_instance_type="t3.medium", worker_instance_type_fallbacks=["t3.large"]
+    )
+    start_options(spawner, {})
+    worker = dataclasses.replace(make_worker("ann"), instance_type="t3.large", hibernation=True)
+    assert spawner.replacement_needed(worker) == ""
+    assert spawner._type_fits(worker)
+    assert not spawner._type_fits(dataclasses.replace(worker, instance_type="t3.xlarge"))

@@ -72,3 +72,26 @@ def test_a_home_made_from_a_snapshot_starts_with_its_files(worker: Worker) -> No
     started = worker.start(worker.request(home_volume=home))
     assert started.returncode == 0, started.stderr
     assert (worker.volumes / "vol-0c3" / "notes.ipynb").read_text() == "{}"
+
+
+def test_a_restored_folder_never_lands_where_a_planted_symlink_points(
+    worker: Worker, tmp_path: Path
+) -> None:
+    """~/restored-<date> is in the student's own home: root must not follow a link
+    they put there."""
+    snap = worker.volumes.parent / "snapshots" / "snap-0123456789abcdef1"
+    snap.mkdir(parents=True)
+    (snap / "essay.txt").write_text("the deleted draft\n")
+    elsewhere = tmp_path / "profile.d"
+    elsewhere.mkdir()
+    home = worker.volumes / "vol-0a2"
+    home.mkdir(parents=True)
+    (home / "restored-2026-11-29").symlink_to(elsewhere)
+    folder = _home(
+        worker, "vol-0b3", 1, from_snapshot="snap-0123456789abcdef1", name="restored-2026-11-29"
+    )
+    folder["device"] = "/dev/sdg"
+    req = worker.request(home_volume=_home(worker, "vol-0a2", 1), restored_folder=folder)
+    started = worker.start(req)
+    assert list(elsewhere.iterdir()) == []
+    assert started.returncode != 0 and "is not a plain folder" in started.stderr

@@ -13,6 +13,7 @@ In the emulated local cloud a volume is a directory: its size is what EBS says
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
@@ -105,25 +106,48 @@ def fill_from_snapshot(layout: Layout, volume: HomeVolume, target: Path) -> None
         shutil.copytree(source, target, symlinks=True)
 
 
+def _plain_folder(target: Path) -> None:
+    """~/<name> is in the user's own home: a symlink they planted there must never
+    make root copy or mount onto its target (say /etc/profile.d)."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(target, 0o755)
+    if not stat.S_ISDIR(os.lstat(target).st_mode):
+        raise AgentError(
+            f"~/{target.name} is not a plain folder; move it away to get the restored files"
+        )
+
+
 def restore_folder(layout: Layout, home: Path, folder: RestoredFolder) -> Path:
     """Put the restored volume at ~/<name>, read-only."""
     target = home / folder.name
     if layout.emulated:
         staged = layout.volumes_dir / folder.volume_id
         fill_from_snapshot(layout, folder, staged)
-        if not target.exists() and staged.is_dir():
-            shutil.copytree(staged, target, symlinks=True)
+        if staged.is_dir() and not os.path.lexists(target):
+            _plain_folder(target)
+            shutil.copytree(staged, target, symlinks=True, dirs_exist_ok=True)
             _read_only(target)
+        elif os.path.lexists(target):
+            _plain_folder(target)
         return target
     from .accounts import run_checked
 
+    _plain_folder(target)
     if mounted_on(target) is not None:
         return target
     found = wait_for_device(device_candidates(folder))
     device = verify_device(folder, found, target)
-    target.mkdir(mode=0o755, exist_ok=True)
-    argv = ["mount", "-t", "ext4", "-o", ",".join(RESTORED_OPTIONS), str(device.path), str(target)]
-    run_checked(argv, f"mounting the restored {found} on {target}")
+    # Mounted through a descriptor opened without following links, so swapping the
+    # folder for a symlink after the check changes nothing (--no-canonicalize keeps
+    # mount(8) from resolving the path itself).
+    fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY)
+    try:
+        options = ",".join(RESTORED_OPTIONS)
+        pinned = f"/proc/{os.getpid()}/fd/{fd}"
+        argv = ["mount", "--no-canonicalize", "-t", "ext4", "-o", options, str(device.path), pinned]
+        run_checked(argv, f"mounting the restored {found} on {target}")
+    finally:
+        os.close(fd)
     return target
 
 
