@@ -76,9 +76,10 @@ class KeptLogs:
 
     def path(self, user: str, server: str = "") -> Path:
         """Names are the hub's (any characters): quoted, so no name leaves the directory."""
-        name = quote(user, safe="").replace(".", "%2E")
+        # "~" separates the server and quote() leaves it as it is: encoded in names.
+        name = quote(user, safe="").replace(".", "%2E").replace("~", "%7E")
         if server:
-            name += "~" + quote(server, safe="").replace(".", "%2E")
+            name += "~" + quote(server, safe="").replace(".", "%2E").replace("~", "%7E")
         return self.directory / f"{name}.json"
 
     def keep(

@@ -293,7 +293,7 @@ def test_via_manager_runs_the_managers_cloudjhub_logs(site: Site) -> None:
         str(record),
     )
     assert result.exit_code == 2, result.output
-    assert result.stdout == f"logs {CLUSTER} alice --lines 5 --server gpu\n"
+    assert result.stdout == f"logs {CLUSTER} --lines 5 --server gpu -- alice\n"
     assert result.stderr == "error: from the manager\n"
 
     record.write_text(

@@ -27,18 +27,16 @@ from ..config import ConfigError, load_server_config
 from ..host_keys import HOST_KEY_STORE, HostKeyStore
 from ..hub.settings import HubSettings, load_settings, settings_path
 from ..kept_logs import KeptLogs, KeptTail, default_dir
+from ..tags import SERVER_TAG, validate_server_name
 from ..worker.protocol import MAX_LOG_LINES, posix_username
 from .cloud_options import aws_options, cluster_argument, connect_as, say
 from .errors import BadInput, CommandError, cloud_error
 from .options import ExistingFile, env_option
 from .via_manager import logs_via_manager, manager_options
 
-# A named server's tag (named servers add it; a user's default server has none).
-SERVER_TAG = "cloudjhub:server"
 # JupyterHub's names are the hub's, not ours to narrow much: no control characters,
 # no whitespace, no "/", bounded.
 USER_NAME_RE = re.compile(r"^[^\s/\x00-\x1f\x7f]{1,255}$")
-SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 WORKER_LOG_TIMEOUT = 60.0
 
 
@@ -66,10 +64,13 @@ hub_settings_option = env_option(
 
 
 def check_server(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and not SERVER_NAME_RE.fullmatch(value):
-        raise click.BadParameter(
-            "a server name: letters, digits, '.', '_' and '-', starting with a letter or digit"
-        )
+    if value is not None:
+        try:
+            validate_server_name(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+        if not value:
+            raise click.BadParameter("a server name, not empty (omit --server for the default)")
     return value
 
 
@@ -296,10 +297,12 @@ def logs(
     unknown user, a terminated instance); 1: nothing to show, or it cannot be read.
     """
     if via_manager:
-        forwarded = [user, "--lines", str(lines)]
+        forwarded = ["--lines", str(lines)]
         forwarded += ["--server", server] if server else []
         forwarded += ["--follow"] if follow else []
         forwarded += ["--agent"] if agent else []
+        # After "--", a user name starting with "-" is never read as an option there.
+        forwarded += ["--", user]
         logs_via_manager(cluster, forwarded, follow, region, aws_endpoint, manager)
         return
     show_logs(
