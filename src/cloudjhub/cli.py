@@ -14,6 +14,7 @@ from .commands.errors import BadInput
 from .commands.iam_policy import iam_policy
 from .commands.launch import launch
 from .commands.reap import reap
+from .commands.release import release
 from .commands.setup import setup_manager
 from .commands.status import status
 from .commands.terminate_workers import terminate_workers
@@ -48,5 +49,6 @@ for command in (
     cost,
     reap,
     warm_pool,
+    release,
 ):
     main.add_command(command)

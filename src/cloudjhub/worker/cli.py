@@ -17,7 +17,8 @@ import click
 
 from .logs import tail_lines
 from .paths import Layout
-from .protocol import USER_RE, AgentError, read_request
+from .protocol import USER_RE, AgentError, check_release_name, read_request
+from .releases import stage, staged
 from .selfstop import run_watchdog, watch_log
 from .server import DEFAULT_STOP_TIMEOUT, running_pids, server_status, start_server, stop_server
 
@@ -120,6 +121,30 @@ def log(user: str, lines: int) -> None:
     """Print the last lines of the user's server log."""
     for line in tail_lines(Layout.from_env().log_file(user), lines):
         click.echo(line)
+
+
+def _release_name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        return check_release_name(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a release name") from None
+
+
+@cli.command("stage-release")
+@click.option("--name", required=True, callback=_release_name, help="The release's name.")
+def stage_release(name: str) -> None:
+    """Keep the release tarball on stdin (gzip tar) for users' next starts.
+
+    Refused (exit 2) if any member would land outside its folder (absolute paths, ..,
+    links leaving it, devices). Prints {"name", "sha256"}.
+    """
+    emit({"name": name, "sha256": stage(Layout.from_env(), name, sys.stdin.buffer)})
+
+
+@cli.command()
+def releases() -> None:
+    """List the staged releases as JSON: {name: sha256}."""
+    emit(staged(Layout.from_env()))
 
 
 @cli.command()

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import releases
 from .accounts import RunAs, prepare_home
 from .logs import log_header, open_log, short_tail
 from .paths import SYSTEM_PATH, Layout
@@ -57,6 +58,7 @@ def start_server(layout: Layout, request: StartRequest) -> StartReply:
     # Each spawn carries a fresh API token, so an old server is otherwise replaced.
     stop_server(layout, request.user, DEFAULT_STOP_TIMEOUT)
     run_as = prepare_home(layout, request)
+    releases.deliver(layout, request, run_as)
     if port_open(request.ip, request.port, 1.0):
         raise AgentError(f"port {request.port} on {request.ip} is already in use")
     proc, offset = launch(layout, request, server_argv(layout, argv), run_as)
