@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
 
 import boto3
 import pytest
@@ -18,9 +22,10 @@ from botocore.exceptions import ClientError
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
+from cloudjhub.local.ports import free_port
 from cloudjhub.remote import tcp_open
 from tests.system.browser import chromium, sign_in
-from tests.system.conftest import Demo, running_demo
+from tests.system.conftest import CLI, Demo, running_demo
 
 pytestmark = pytest.mark.system
 
@@ -395,3 +400,78 @@ def test_a_person_picks_a_profile_then_switches_it_through_the_api(demo: Demo) -
     got = demo.request("GET", f"{demo.hub_url}user/{user}/api/contents/note.txt").json()
     assert got["content"] == note["content"]
     demo.stop(user)
+
+
+def _served_git_repo(tmp: Path) -> tuple[Path, str]:
+    """A repository with one notebook, as a bare repo for git's dumb-HTTP transport."""
+    work = tmp / "course-src"
+    work.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-C", str(work)]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    (work / "lesson1.ipynb").write_text(
+        '{"cells": [], "nbformat": 4, "nbformat_minor": 5, "metadata": {}}'
+    )
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "lesson 1"], check=True)
+    served = tmp / "served"
+    served.mkdir()
+    bare = served / "course.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+    subprocess.run(["git", "-C", str(bare), "update-server-info"], check=True)
+    return served, "course.git"
+
+
+def test_a_release_and_an_nbgitpuller_link_reach_a_students_home(
+    demo: Demo, tmp_path: Path
+) -> None:
+    """`cloudjhub release` lands in the home at the next start, without overwriting;
+    an nbgitpuller link clones a repository served on loopback into the home."""
+    course = tmp_path / "week1"
+    course.mkdir()
+    (course / "intro.ipynb").write_text("{}")
+    (course / "notes.txt").write_text("from the teacher")
+    released = subprocess.run(
+        [CLI, "release", "demo", str(course), "--releases-dir", str(demo.state_dir / "releases")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert released.returncode == 0, released.stderr
+    demo.request("POST", "/users/erin")
+    demo.start("erin")
+    contents = f"{demo.hub_url}user/erin/api/contents/"
+    assert demo.request("GET", contents + "week1/intro.ipynb").status_code == 200
+    mine = {"type": "file", "format": "text", "content": "my own notes"}
+    assert demo.request("PUT", contents + "week1/notes.txt", json=mine).status_code == 200
+
+    served, name = _served_git_repo(tmp_path)
+    port = free_port()
+    http = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+        cwd=served,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port = time.monotonic() + 10
+        while not tcp_open("127.0.0.1", port, timeout=0.5):
+            assert time.monotonic() < wait_for_port, "the git server did not listen"
+            time.sleep(0.1)
+        query = urlencode(
+            {"repo": f"http://127.0.0.1:{port}/{name}", "branch": "main", "urlpath": "lab"}
+        )
+        link = demo.request("GET", f"{demo.hub_url}hub/user-redirect/git-pull?{query}")
+        assert link.status_code == 200 and "/user/erin/git-pull" in link.url, link.url
+        # What the link's page does in the browser: pull, reading the event stream.
+        pull = demo.request("GET", f"{demo.hub_url}user/erin/git-pull/api?{query}")
+        assert '"phase": "finished"' in pull.text, pull.text[-2000:]
+    finally:
+        http.terminate()
+        http.wait(10)
+    assert demo.request("GET", contents + "course/lesson1.ipynb").status_code == 200
+
+    demo.stop("erin")
+    demo.start("erin")  # a restart brings nothing back over the user's own files
+    got = demo.request("GET", contents + "week1/notes.txt").json()
+    assert got["content"] == "my own notes"
+    demo.stop("erin")
