@@ -13,6 +13,7 @@ from .commands.destroy import destroy
 from .commands.errors import BadInput
 from .commands.iam_policy import iam_policy
 from .commands.launch import launch
+from .commands.logs import logs
 from .commands.reap import reap
 from .commands.release import release
 from .commands.setup import setup_manager
@@ -43,6 +44,7 @@ for command in (
     launch,
     setup_manager,
     status,
+    logs,
     terminate_workers,
     destroy,
     iam_policy,

@@ -130,7 +130,11 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
         return super().run_options_from_form(form_data)  # type: ignore[misc]
 
     def options_from_query(self, query_data: dict[str, list[str]]) -> Any:
-        return self.run_options_from_form(query_data)
+        options = self.run_options_from_form(query_data)
+        # A GET has no XSRF check, so a link must never confirm losing an instance.
+        if isinstance(options, dict):
+            options.pop(REPLACE_OPTION, None)
+        return options
 
     # ---- a start -------------------------------------------------------------
 
@@ -151,8 +155,16 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
         try:
             chosen = select(profiles, user_options or self.profile_choice)
         except ProfileError as exc:
-            self.options_refused = True
-            raise web.HTTPError(400, f"Bad user_options: {exc}") from None
+            if user_options or not self.profile_choice:
+                self.options_refused = True
+                raise web.HTTPError(400, f"Bad user_options: {exc}") from None
+            # A kept pick the admin has since removed is not the user's mistake.
+            self.log.warning(
+                "%s: kept pick no longer offered (%s); default profile", self._log_name, exc
+            )
+            chosen = select(profiles, {})
+        if chosen.replace_instance:
+            self._forget_confirmation()
         try:
             with self.hold_trait_notifications():
                 for name, value in chosen.overrides.items():
@@ -163,6 +175,13 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
                 "Tell your admin."
             ) from None
         self.profile_overrides = frozenset(chosen.overrides)
+        if self.market == "spot" and not self.user_home_ebs_size:
+            # A spot worker is terminated, not stopped: without a home volume every
+            # stop would delete the user's files.
+            raise SpawnError(
+                f"cloudjhub is misconfigured: profile {chosen.profile.key!r}: market spot "
+                "needs a home volume (user_home_ebs_size > 0). Tell your admin."
+            )
         self.profile_choice = chosen.user_options()
         self.profile_slug = chosen.profile.key
         self.replace_instance = chosen.replace_instance
@@ -194,7 +213,20 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
             )
         if "hibernate" in picked and instance.hibernation != self.hibernate:
             reasons.append("another hibernation setting")
+        elif instance.hibernation and instance.instance_type != self.worker_instance_type:
+            # EC2 User Guide, hibernation limitations: the type of an instance enabled
+            # for hibernation cannot be changed.
+            reasons.append(f"hibernation enabled, so its type ({instance.instance_type}) is fixed")
         return " and ".join(reasons)
+
+    def _forget_confirmation(self) -> None:
+        """JupyterHub keeps the last user_options and reuses them on a start that gives
+        none; a confirmation to replace an instance must count for this start only."""
+        orm = getattr(self, "orm_spawner", None)
+        kept = getattr(orm, "user_options", None)
+        if isinstance(kept, dict) and REPLACE_OPTION in kept:
+            # Committed with the state JupyterHub saves once the start is over.
+            orm.user_options = {k: v for k, v in kept.items() if k != REPLACE_OPTION}
 
     async def fit_to_profile(self, instance: Instance) -> bool:
         """Make the user's stopped instance the picked profile's: its type is changed in

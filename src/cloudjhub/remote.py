@@ -232,6 +232,36 @@ def run_on(
     return CommandResult(status, out, err)
 
 
+def stream_on(
+    target: Target, argv: list[str], write: Callable[[bytes], None], err: Callable[[bytes], None]
+) -> int:
+    """Run argv and hand its output to `write` (stderr to `err`) as it comes, until it
+    exits; returns its status. For a command that runs until told (a log followed):
+    its stdin stays open, and ends when we go (Ctrl-C here closes the connection)."""
+    client = _connect(target)
+    try:
+        channel = client.get_transport().open_session()  # type: ignore[union-attr]
+        channel.exec_command(shlex.join(argv))
+        channel.settimeout(1.0)
+        while True:
+            while channel.recv_stderr_ready():
+                err(channel.recv_stderr(READ_CHUNK))
+            try:
+                chunk = channel.recv(READ_CHUNK)
+            except TimeoutError:
+                continue
+            if not chunk:
+                break
+            write(chunk)
+        while channel.recv_stderr_ready():
+            err(channel.recv_stderr(READ_CHUNK))
+        return channel.recv_exit_status()
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise Unreachable(f"SSH session to {target.host} broke: {exc}") from exc
+    finally:
+        client.close()
+
+
 def put_file(target: Target, local: Path, remote_path: str, mode: int = 0o644) -> None:
     """Copy a file to the instance over SFTP."""
     client = _connect(target)

@@ -4,8 +4,8 @@ The spawner is a thin state machine over `aws`, `fleet` and `remote`. Blocking
 calls run in the shared executor; `poll()` reads the shared fleet cache only.
 Its options (`spawner_options`), its progress events (`spawn_progress`), home
 volumes (`home_volumes`), the host-key store (`host_keys`), the warm pool
-(`warm_pool`) and the user's stable id (`user_identity`) live beside it. What is
-left, about 660 lines, is one spawn's path (find or claim, launch or start, wait,
+(`warm_pool`), the user's stable id (`user_identity`) and the log tails it keeps
+(`spawner_logs`) live beside it. What is left, about 660 lines, is one spawn's path (find or claim, launch or start, wait,
 attach, pin host keys, start Jupyter) and stop/poll: kept together because that
 path reads best in one place.
 """
@@ -32,6 +32,7 @@ from .host_keys import HostKeyStore
 from .profile_spawner import ProfileSpawnerMixin
 from .release_spawner import ReleaseSpawnerMixin
 from .spawn_progress import SpawnProgress
+from .spawner_logs import KeptLogTails
 from .spawner_options import SpawnError
 from .tags import POOL_TAG, belongs_to, needs_binding
 from .worker.protocol import HomeVolume, ProtocolError, StartReply, StartRequest, posix_username
@@ -42,7 +43,7 @@ AGENT_OVERHEAD = 180.0
 IDEMPOTENCY_CONFLICTS = ("IdempotentInstanceTerminated", "IdempotentParameterMismatch")
 
 
-class InstanceSpawner(ReleaseSpawnerMixin, ProfileSpawnerMixin, Spawner):
+class InstanceSpawner(ReleaseSpawnerMixin, KeptLogTails, ProfileSpawnerMixin, Spawner):
     """Give each user their own EC2 instance; stop (never terminate) it when they leave."""
 
     @default("start_timeout")
@@ -165,13 +166,16 @@ class InstanceSpawner(ReleaseSpawnerMixin, ProfileSpawnerMixin, Spawner):
                 url = await self._start()
             self._emit(100, "Your server is ready")
             return url
-        except SpawnError:
+        except SpawnError as exc:
+            await self._keep_failed_spawn(exc.jupyterhub_message)
             raise
         except (CloudError, remote.RemoteError) as exc:
+            await self._keep_failed_spawn(str(exc))
             raise SpawnError(str(exc)) from exc
         except Exception as exc:
             # A bug or a surprise: the user gets a sentence, the admin the traceback.
             self.log.exception("%s: spawn failed unexpectedly", self._log_name)
+            await self._keep_failed_spawn(self._unexpected(exc))
             raise SpawnError(self._unexpected(exc)) from exc
         finally:
             self._starting = False
@@ -316,7 +320,8 @@ class InstanceSpawner(ReleaseSpawnerMixin, ProfileSpawnerMixin, Spawner):
             security_group_ids=tuple(self.security_group_ids),
             key_name=self.key_name,
             ebs_size=size,
-            hibernate=self.hibernate,
+            # AWS refuses hibernation with a one-time spot request (HibernationOptions).
+            hibernate=self.hibernate and self.market != "spot",
             market=self.market,
             extra_tags=tuple(self.current_tags.items()),
         )
@@ -576,7 +581,9 @@ class InstanceSpawner(ReleaseSpawnerMixin, ProfileSpawnerMixin, Spawner):
             found = await blocking(self.ec2.describe, [self.instance_id])
             if not found or found[0].gone:
                 return  # nothing left to stop
+            inst = found[0]
         self._stop_requested = True
+        await self._keep_stop_tail(inst)
         try:
             await self._stop_instance()
         except CloudError as exc:

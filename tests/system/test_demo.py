@@ -4,6 +4,7 @@ single-user servers, with EC2 played by moto and the fleet emulator."""
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -79,6 +80,20 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         yield running
 
 
+def cloudjhub(demo: Demo, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI as an admin runs it on the hub's machine (the demo's hub.json)."""
+    env = {
+        **os.environ,
+        "CLOUDJHUB_HUB_SETTINGS": str(demo.state_dir / "hub.json"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(demo.state_dir / "aws-credentials"),
+        "AWS_ENDPOINT_URL": demo.endpoint,
+    }
+    cli = Path(sys.executable).with_name("cloudjhub")
+    return subprocess.run(
+        [str(cli), *args], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+
+
 def test_two_users_get_their_own_instances_and_files_survive_stop(demo: Demo) -> None:
     first = demo.start("alice")
     demo.start("bob")
@@ -95,10 +110,19 @@ def test_two_users_get_their_own_instances_and_files_survive_stop(demo: Demo) ->
     note = {"type": "file", "format": "text", "content": f"written {uuid.uuid4()}"}
     put = demo.request("PUT", f"{demo.hub_url}user/alice/api/contents/note.txt", json=note)
     assert put.status_code in (200, 201), put.text
+    # A line alice's server writes to its log (it logs a 404 with its path).
+    marker = f"no-such-file-{uuid.uuid4().hex}"
+    missing = demo.request("GET", f"{demo.hub_url}user/alice/api/contents/{marker}")
+    assert missing.status_code == 404
 
     demo.stop("alice")
     demo.wait_state("alice", "stopped")
     assert demo.state_of("bob") == "running"
+    # Stopped: nobody to ask; `cloudjhub logs` prints the tail the hub kept before it
+    # stopped the instance.
+    kept = cloudjhub(demo, "logs", "demo", "alice")
+    assert kept.returncode == 0 and marker in kept.stdout, kept.stderr
+    assert f"{alice_instance['InstanceId']} is stopped; last" in kept.stderr
     deadline = time.monotonic() + 15
     while tcp_open(alice_instance["PrivateIpAddress"], 8888, timeout=0.5):
         assert time.monotonic() < deadline, "Jupyter still answers on a stopped instance"
@@ -109,6 +133,9 @@ def test_two_users_get_their_own_instances_and_files_survive_stop(demo: Demo) ->
     assert restarted["InstanceId"] == alice_instance["InstanceId"]
     got = demo.request("GET", f"{demo.hub_url}user/alice/api/contents/note.txt").json()
     assert got["content"] == note["content"]
+    # Running: read from her instance over the hub's pinned SSH (the log outlives a stop).
+    live = cloudjhub(demo, "logs", "demo", "alice", "--lines", "500")
+    assert live.returncode == 0 and marker in live.stdout, live.stderr
     print(f"\nspawn-to-ready: first start {first:.1f}s, restart {again:.1f}s")
     demo.stop("alice")
     demo.stop("bob")
@@ -247,6 +274,9 @@ def test_a_failed_spawn_answers_the_api_with_a_sentence(demo: Demo) -> None:
         message = reply.json()["message"]
     assert "does not match the pinned key" in message, message
     assert "Internal Server Error" not in message
+    status = cloudjhub(demo, "status", "demo", "mallory")
+    assert status.returncode == 0, status.stderr
+    assert "failed to spawn" in status.stdout and "does not match the pinned key" in status.stdout
     assert demo.state_of("mallory") in ("running", "stopping", "stopped")
 
 

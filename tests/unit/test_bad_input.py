@@ -399,6 +399,18 @@ CASES: list[Case] = [
         ("demo", "--state-dir", "state", "--fault", "Bogus"),
         ("--like-aws",),
     ),
+    Case(
+        "demo-hub-config-not-json",
+        ("demo", "--state-dir", "state", "--hub-config", "extra.json"),
+        ("--hub-config", "extra.json", "JSON"),
+        {"extra.json": b"c.JupyterHub.concurrent_spawn_limit = 300\n"},
+    ),
+    Case(
+        "demo-hub-config-not-by-class",
+        ("demo", "--state-dir", "state", "--hub-config", "extra.json"),
+        ("--hub-config", "extra.json", "concurrent_spawn_limit"),
+        {"extra.json": b'{"concurrent_spawn_limit": 300}'},
+    ),
 ]
 
 

@@ -239,6 +239,28 @@ def test_demo_spawner_is_quick_and_takes_extra_traits_last(tmp_path: Path) -> No
     assert applied(demo(tmp_path)).InstanceSpawner.hang_grace == 30
 
 
+def test_demo_hub_config_is_merged_last(tmp_path: Path) -> None:
+    """`cloudjhub demo --hub-config`: a class's spawn limit, another single-user command."""
+    (tmp_path / "admin_password").write_text("a" * 43 + "\n")
+    (tmp_path / "user_password").write_text("u" * 16 + "\n")
+    extra = {
+        "JupyterHub": {"concurrent_spawn_limit": 300},
+        "InstanceSpawner": {"cmd": ["python", "-m", "jupyterhub.tests.mocksu"], "hang_grace": 9},
+    }
+    settings = demo_settings(tmp_path, 8000, 45001, 45002, 30, 45003, jupyterhub_config=extra)
+    c = applied(settings)
+    assert c.JupyterHub.concurrent_spawn_limit == 300
+    assert c.InstanceSpawner.cmd == ["python", "-m", "jupyterhub.tests.mocksu"]
+    assert c.InstanceSpawner.hang_grace == 9  # beats the demo's own 30
+    assert c.InstanceSpawner.state_poll_interval == 0.5  # the rest is kept
+    assert c.JupyterHub.hub_port == 45001
+    # The warm pool's service is started from the spawner's traits: it sees them.
+    pooled = {"InstanceSpawner": {"warm_pool_size": 3, "warm_pool_state": "running"}}
+    settings = demo_settings(tmp_path, 8000, 45001, 45002, 30, 45003, jupyterhub_config=pooled)
+    (keeper,) = [s for s in applied(settings).JupyterHub.services if "warm" in s["name"]]
+    assert "running" in keeper["command"]
+
+
 def test_demo_services_carry_its_marker_and_serve_reaper_metrics(tmp_path: Path) -> None:
     environ = {HUB_MARKER: str(tmp_path), "AWS_ACCESS_KEY_ID": "local-demo", "OTHER": "x"}
     c = applied(demo(tmp_path), environ)

@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -547,3 +548,48 @@ def test_only_a_profile_like_the_clusters_takes_a_warm_pool_worker(tmp_path: Pat
     assert spawner.pool_fits  # the claim itself matches the type
     start_options(spawner, {"profile": "spot"})
     assert not spawner.pool_fits
+
+
+def test_a_link_never_confirms_a_replacement_and_a_confirmation_counts_once(
+    tmp_path: Path,
+) -> None:
+    """A GET /hub/spawn?... has no XSRF check; and JupyterHub reuses the last
+    user_options on a start that gives none."""
+    spawner = make_spawner(tmp_path, profile_list=PROFILES)
+    query = spawner.options_from_query({"profile": ["spot"], "replace_instance": ["on"]})
+    assert query == {"profile": "spot"}
+    assert from_form({"profile": ["spot"], "replace_instance": ["on"]})["replace_instance"]
+
+    kept = {"profile": "spot", "replace_instance": True}
+    spawner.orm_spawner = SimpleNamespace(user_options=dict(kept), server=None)
+    start_options(spawner, kept)
+    assert spawner.replace_instance is True
+    assert spawner.orm_spawner.user_options == {"profile": "spot"}
+
+
+def test_a_kept_pick_the_admin_removed_falls_back_to_the_default(tmp_path: Path) -> None:
+    spawner = make_spawner(tmp_path, profile_list=PROFILES)
+    spawner.load_state({"profile_choice": {"profile": "retired"}})
+    start_options(spawner, {})
+    assert spawner.profile_slug == "small-t3-micro"
+    with pytest.raises(web.HTTPError):  # sent in this request: the user's to fix
+        start_options(spawner, {"profile": "retired"})
+
+
+def test_spot_never_hibernates_and_never_runs_without_a_home_volume(tmp_path: Path) -> None:
+    spawner = make_spawner(tmp_path, profile_list=PROFILES, hibernate=True)
+    start_options(spawner, {"profile": "spot"})
+    assert spawner.hibernate and not spawner._spec().hibernate
+    homeless = make_spawner(tmp_path, profile_list=PROFILES, user_home_ebs_size=0)
+    with pytest.raises(SpawnError, match="market spot needs a home volume"):
+        start_options(homeless, {"profile": "spot"})
+
+
+def test_a_hibernation_enabled_instance_keeps_its_type(
+    tmp_path: Path, make_worker: Callable[..., Instance]
+) -> None:
+    spawner = make_spawner(tmp_path, profile_list=PROFILES)
+    start_options(spawner, {"profile": "large"})
+    worker = dataclasses.replace(make_worker("ann"), hibernation=True)
+    assert "its type (t3.medium) is fixed" in spawner.replacement_needed(worker)
+    assert spawner.replacement_needed(dataclasses.replace(worker, hibernation=False)) == ""

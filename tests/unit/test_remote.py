@@ -371,3 +371,15 @@ def test_a_command_that_never_stops_writing_ends_at_its_timeout(server: Server) 
     script = "while true; do echo tick; echo tock >&2; sleep 0.2; done"
     with pytest.raises(remote.Unreachable, match="did not end before its timeout"):
         run(server, ["sh", "-c", script], timeout=2.0)
+
+
+def test_stream_on_hands_output_over_as_it_comes_and_returns_the_status(server: Server) -> None:
+    target = remote.Target(
+        server.ip, server.port, server.user, str(server.client_key), (server.host_key,), 5.0
+    )
+    out: list[bytes] = []
+    err: list[bytes] = []
+    argv = ["sh", "-c", "echo one; sleep 0.2; echo two; echo oops >&2; exit 3"]
+    assert remote.stream_on(target, argv, out.append, err.append) == 3
+    assert b"".join(out) == b"one\ntwo\n" and len(out) == 2
+    assert b"".join(err) == b"oops\n"

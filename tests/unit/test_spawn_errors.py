@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from jupyterhub.utils import format_exception
 
 from cloudjhub import remote
 from cloudjhub.aws.client import CloudError
+from cloudjhub.kept_logs import KEPT_LINES, KeptLogs
 from cloudjhub.spawner import InstanceSpawner, SpawnError
 from tests.unit.test_spawner_traits import spawner as make_spawner
 
@@ -99,3 +101,30 @@ def test_cancellation_is_not_a_spawn_error(tmp_path: Path, monkeypatch: pytest.M
     failing_start(monkeypatch, asyncio.CancelledError())
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(make_spawner(tmp_path).start())
+
+
+def test_a_failed_spawns_message_is_kept_for_the_logs_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What JupyterHub shows (Jupyter's last lines, from the agent) is also kept in the
+    hub's directory, for `cloudjhub logs` and `status USER` once the page is gone."""
+    lines = [f"jupyter line {n}" for n in range(80)]
+    message = "Jupyter failed to start on your instance i-1:\n" + "\n".join(lines)
+    failing_start(monkeypatch, SpawnError(message))
+    spawner = make_spawner(tmp_path)
+    assert shown(start(spawner)) == message
+    kept = KeptLogs(tmp_path / "kept-logs").read("ann")
+    assert kept is not None
+    assert (kept.event, kept.instance_id, kept.user, kept.server) == (
+        "failed-spawn",
+        "i-0123456789abcdef0",
+        "ann",
+        "",
+    )
+    assert kept.lines == [*lines[-KEPT_LINES:]]
+    assert stat.S_IMODE((tmp_path / "kept-logs" / "ann.json").stat().st_mode) == 0o600
+    # A line too long for a message is cut, and a cut is marked.
+    failing_start(monkeypatch, SpawnError("x" * 2000))
+    start(spawner)
+    again = KeptLogs(tmp_path / "kept-logs").read("ann")
+    assert again is not None and again.lines == ["x" * 500 + " [cut]"]

@@ -64,6 +64,7 @@ def spawner(tmp_path: Path, **traits: Any) -> InstanceSpawner:
     path = tmp_path / "server_config.json"
     path.write_text(json.dumps(SERVER_CONFIG))
     user = SimpleNamespace(name="ann", escaped_name="ann", url="/user/ann/")
+    traits.setdefault("kept_logs_dir", str(tmp_path / "kept-logs"))
     return InstanceSpawner(
         server_config_file=str(path), user=user, hub=Hub(), oauth_client_id="c", **traits
     )

@@ -115,6 +115,15 @@ def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
     "(c.InstanceSpawner.warm_pool_size).",
 )
 @click.option(
+    "--hub-config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A JupyterHub config file in traitlets' JSON form, merged after cloudjhub's own, "
+    'e.g. {"JupyterHub": {"concurrent_spawn_limit": 300}, "InstanceSpawner": {"cmd": '
+    '["python", "-m", "jupyterhub.tests.mocksu"]}}. Unknown traits are warned about in '
+    "the hub's log and ignored.",
+)
+@click.option(
     "--profiles",
     "profiles_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -144,10 +153,12 @@ def demo(
     faults: tuple[str, ...],
     time_scale: str | None,
     warm_pool_size: int,
+    hub_config: Path | None,
     profiles_file: Path | None,
     config_file: Path | None,
 ) -> None:
     """Run cloudjhub on this machine: EC2 emulated on loopback, a real JupyterHub."""
+    from ..hub.settings import read_jupyterhub_config
     from ..local.awslike.settings import BadSetting, behaviour_from
     from ..local.demo import DemoStack
     from ..profiles import load_file
@@ -160,8 +171,10 @@ def demo(
         if (faults or time_scale is not None) and not like_aws:
             raise BadSetting("--fault and --time-scale only apply with --like-aws")
         behaviour = behaviour_from(faults, time_scale) if like_aws else None
-    except BadSetting as exc:
-        click.echo(f"cloudjhub demo: {exc}", err=True)
+        extra_config = read_jupyterhub_config(hub_config) if hub_config else {}
+    except ValueError as exc:  # BadSetting too
+        message = str(exc) if isinstance(exc, BadSetting) else f"--hub-config {exc}"
+        click.echo(f"cloudjhub demo: {message}", err=True)
         sys.exit(2)
 
     # Whatever the demo and what it starts write is its owner's alone.
@@ -179,6 +192,7 @@ def demo(
         hibernate=hibernate,
         like_aws=behaviour,
         warm_pool_size=warm_pool_size,
+        hub_config=extra_config,
         spawner_config={"profile_list": profiles} if profiles else {},
         extra_config=config_file,
     )

@@ -1,19 +1,22 @@
-"""`cloudjhub status CLUSTER`: who has an instance, in what state, for how long; and the
-warm pool's unassigned workers."""
+"""`cloudjhub status CLUSTER [USER]`: who has an instance, in what state, for how long;
+the warm pool's unassigned workers; a user's last failed spawn, as the hub kept it."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
 
 from ..aws.client import CloudError, Instance
+from ..hub.settings import settings_path
 from ..tags import POOL_READY, POOL_TAG, Role
 from .cloud_options import aws_options, cluster_argument, connect
 from .errors import cloud_error
+from .logs import check_optional_user, hub_settings_option, last_failed_spawn
 
 COLUMNS = ("USER", "INSTANCE", "STATE", "TYPE", "LAUNCHED", "UPTIME")
 
@@ -112,19 +115,33 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 @click.command()
 @cluster_argument
+@click.argument("user", required=False, callback=check_optional_user)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table.")
 @click.option("--all", "show_all", is_flag=True, help="Include terminated instances.")
+@hub_settings_option
 @aws_options()
 def status(
-    cluster: str, as_json: bool, show_all: bool, region: str | None, aws_endpoint: str | None
+    cluster: str,
+    user: str | None,
+    as_json: bool,
+    show_all: bool,
+    hub_settings: Path | None,
+    region: str | None,
+    aws_endpoint: str | None,
 ) -> None:
-    """List the cluster's workers (and manager): user, instance, state, type, uptime."""
+    """List the cluster's workers (and manager): user, instance, state, type, uptime.
+
+    With USER, only that user's, and (on the manager) their last failed spawn's log tail.
+    """
     ec2 = connect(cluster, region, aws_endpoint)
     try:
         instances = ec2.describe_cluster()
     except CloudError as exc:
         raise cloud_error(exc) from exc
     rows = status_rows(instances, datetime.now(UTC), include_terminated=show_all)
+    if user is not None:
+        user_status(cluster, user, rows, as_json, hub_settings or settings_path())
+        return
     pool = pool_summary(rows)
     if as_json:
         click.echo(json.dumps({"cluster": cluster, "instances": rows, "pool": pool}, indent=2))
@@ -135,3 +152,25 @@ def status(
         click.echo(f"no workers in cluster {cluster}")
     if any(r["pool"] for r in rows):
         click.echo(pool_line(pool))
+
+
+def user_status(
+    cluster: str, user: str, rows: list[dict[str, Any]], as_json: bool, hub_settings: Path
+) -> None:
+    """One user's instances, and the tail the hub kept of their last failed spawn."""
+    mine = [r for r in rows if r["role"] == Role.WORKER.value and r["user"] == user]
+    failed = last_failed_spawn(cluster, user, hub_settings)
+    if as_json:
+        out = {
+            "cluster": cluster,
+            "user": user,
+            "instances": mine,
+            "last_failed_spawn": failed.model_dump() if failed else None,
+        }
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(table(mine) if mine else f"{user} has no instance in cluster {cluster}")
+    if failed is not None:
+        click.echo(failed.heading())
+        for line in failed.lines:
+            click.echo(f"  {line}")

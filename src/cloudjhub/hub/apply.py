@@ -97,6 +97,8 @@ def apply(c: Config, settings: HubSettings, environ: Mapping[str, str] | None = 
         spawner.releases_dir = str(Path(settings.spawner.usage_log).with_name("releases"))
     if size:
         hub.services = [*hub.services, warm_pool_service(settings, env, size, state, keys_dir)]
+    # Last, so it can change any of the above (traitlets warns of unknown traits).
+    c.merge(Config(settings.jupyterhub_config))
 
 
 def warm_pool(settings: HubSettings) -> tuple[int, str]:

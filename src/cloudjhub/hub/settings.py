@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
 
 from ..config import load_model
 
@@ -29,6 +29,8 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 Command = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 TraitName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+ClassName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+JupyterHubConfig = dict[ClassName, dict[TraitName, JsonValue]]
 
 
 class _Settings(BaseModel):
@@ -117,6 +119,24 @@ class HubSettings(_Settings):
     # If this variable of the hub's environment is set, its value is the token
     # of an admin service for scripts (the demo's); it is never written down.
     admin_token_env: EnvName | None = None
+    # More JupyterHub config, in traitlets' JSON form (class -> trait -> value),
+    # merged last: e.g. {"JupyterHub": {"concurrent_spawn_limit": 300}} for a class
+    # of 300 that logs in at once (`cloudjhub demo --hub-config FILE`).
+    jupyterhub_config: JupyterHubConfig = Field(default_factory=dict)
+
+
+def read_jupyterhub_config(path: Path) -> JupyterHubConfig:
+    """A JupyterHub JSON config file (class -> trait -> value); ValueError names what is wrong."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return TypeAdapter(JupyterHubConfig).validate_python(data, strict=True)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable JSON file ({exc})") from None
+    except ValidationError as exc:
+        where = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "the top level"
+        raise ValueError(
+            f'{path}: at {where}: expected {{"ClassName": {{"trait_name": value}}}}'
+        ) from None
 
 
 def settings_path(environ: Mapping[str, str] | None = None) -> Path:

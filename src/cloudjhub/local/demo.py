@@ -30,6 +30,7 @@ from ..hub.proxy import find_proxy
 from ..hub.settings import (
     SETTINGS_ENV,
     HubSettings,
+    JupyterHubConfig,
     ProxySettings,
     ServiceSettings,
     SharedPassword,
@@ -80,12 +81,17 @@ def hub_settings(
     idle_timeout: int,
     reaper_metrics_port: int | None = None,
     spawner_traits: dict[str, Any] | None = None,
+    jupyterhub_config: JupyterHubConfig | None = None,
 ) -> HubSettings:
     """The demo's hub: all on 127.0.0.1, state in `state_dir`. `admin` signs in with the
     admin password, any other name with the user password (JupyterHub's
     shared-password authenticator): a single-person tool, not a shared service.
 
-    `spawner_traits` are InstanceSpawner traits on top of the demo's own."""
+    `spawner_traits` are InstanceSpawner traits on top of the demo's own;
+    `jupyterhub_config` (--hub-config) is merged after everything; its InstanceSpawner
+    part joins the spawner's traits, so the warm pool's service sees them too."""
+    extra = dict(jupyterhub_config or {})
+    spawner_extra = extra.pop("InstanceSpawner", {})
     return HubSettings(
         bind_url=f"http://127.0.0.1:{port}",
         hub_ip="127.0.0.1",
@@ -108,7 +114,7 @@ def hub_settings(
             worker_command=[str(Path(sys.executable).with_name("cloudjhub-worker"))],
             usage_log=str(state_dir / "usage.jsonl"),
             host_key_store=str(state_dir / "host_keys.json"),
-            traits={**DEMO_SPAWNER_TRAITS, **(spawner_traits or {})},
+            traits={**DEMO_SPAWNER_TRAITS, **(spawner_traits or {}), **spawner_extra},
         ),
         services=ServiceSettings(
             python=sys.executable,
@@ -118,6 +124,7 @@ def hub_settings(
             pass_environment=[HUB_MARKER],
         ),
         admin_token_env=TOKEN_ENV,
+        jupyterhub_config=extra,
     )
 
 
@@ -163,6 +170,8 @@ class DemoStack:
     spawner_config: dict[str, Any] = field(default_factory=dict)
     # c.InstanceSpawner.warm_pool_size (--warm-pool-size); 0 for no pool.
     warm_pool_size: int = 0
+    # --hub-config: more JupyterHub config (class -> trait -> value), merged last.
+    hub_config: JupyterHubConfig = field(default_factory=dict)
     # --config FILE: the admin's own JupyterHub config, loaded after the demo's.
     extra_config: Path | None = None
     # --like-aws: the AWS behaviour layer in front of the endpoint (None: off).
@@ -345,6 +354,7 @@ class DemoStack:
                 **({"warm_pool_size": self.warm_pool_size} if self.warm_pool_size else {}),
                 **self.spawner_config,
             },
+            jupyterhub_config=self.hub_config,
         )
         write_settings(settings, self.state_dir / "hub.json")
         env = dict(os.environ)

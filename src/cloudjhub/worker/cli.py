@@ -9,15 +9,17 @@ nothing in ``worker/`` imports anything hub-side; ``protocol`` is what both shar
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 import click
 
+from .logs import follow as follow_log
 from .logs import tail_lines
 from .paths import Layout
-from .protocol import USER_RE, AgentError, check_release_name, read_request
+from .protocol import MAX_LOG_LINES, USER_RE, AgentError, check_release_name, read_request
 from .releases import stage, staged
 from .selfstop import run_watchdog, watch_log
 from .server import DEFAULT_STOP_TIMEOUT, running_pids, server_status, start_server, stop_server
@@ -112,15 +114,38 @@ def status(user: str) -> None:
 @user_option
 @click.option(
     "--lines",
-    type=click.IntRange(min=0),
-    default=50,
+    type=click.IntRange(min=0, max=MAX_LOG_LINES),
+    default=100,
     show_default=True,
     help="Number of lines to print.",
 )
-def log(user: str, lines: int) -> None:
-    """Print the last lines of the user's server log."""
-    for line in tail_lines(Layout.from_env().log_file(user), lines):
+@click.option(
+    "--follow", is_flag=True, help="Then print what is appended, until stdin ends (or Ctrl-C)."
+)
+@click.option("--agent", is_flag=True, help="The agent's log (its watchdog) instead of Jupyter's.")
+def log(user: str, lines: int, follow: bool, agent: bool) -> None:
+    """Print the last lines of the user's server log (or, with --agent, the agent's)."""
+    layout = Layout.from_env()
+    path = layout.watch_log_file(user) if agent else layout.log_file(user)
+    try:
+        end = path.stat().st_size
+    except FileNotFoundError:
+        end = 0
+    for line in tail_lines(path, lines, end=end):
         click.echo(line)
+    if follow:
+        out = sys.stdout.buffer
+
+        def write(chunk: bytes) -> None:
+            out.write(chunk)
+            out.flush()
+
+        try:
+            follow_log(path, write, end)
+        except (BrokenPipeError, KeyboardInterrupt):
+            # The reader went away, or a person pressed Ctrl-C: that is the end. Nothing
+            # more can reach a closed pipe, not even the flush at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _release_name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:

@@ -65,6 +65,8 @@ MAX_SECONDS = 366 * 24 * 3600
 MAX_REQUEST_BYTES = 1024 * 1024
 # The per-spawn secrets in a start request's env; everything else describes the server.
 TOKEN_VARS = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
+# The most lines `cloudjhub-worker log --lines` prints (and so `cloudjhub logs`).
+MAX_LOG_LINES = 10000
 
 
 class AgentError(Exception):

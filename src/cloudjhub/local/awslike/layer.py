@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -72,6 +73,9 @@ class Layer:
         self.faults = Faults(behaviour, rng, clock)
         self.tokens = ClientTokens()
         self._types: dict[str, str] = {}
+        # Clients' EC2 requests by action, refused or not (what a storm costs in calls).
+        self.calls: dict[str, int] = {}
+        self._calls_lock = threading.Lock()
 
     # ---- lookups at the endpoint behind the layer ------------------------------
 
@@ -98,6 +102,8 @@ class Layer:
     def before(self, action: str, params: Mapping[str, str], internal: bool) -> Answer | None:
         if internal:
             return None
+        with self._calls_lock:  # the proxy answers from many threads
+            self.calls[action] = self.calls.get(action, 0) + 1
         if not self.throttle.admit(action, params):
             return fail("RequestLimitExceeded", "Request limit exceeded.")
         try:
@@ -198,6 +204,7 @@ class Layer:
         return {
             "time_scale": self.behaviour.time_scale,
             "faults": self.faults.rates,
+            "calls": dict(self.calls),
             "throttled": dict(self.throttle.throttled),
             "injected": dict(self.faults.injected),
         }

@@ -1,0 +1,87 @@
+"""What the spawner keeps of a worker's log: the tail at each stop and a failed spawn's
+message, for `cloudjhub logs` and `cloudjhub status USER` to show once the instance
+is stopped (see kept_logs). A mixin of InstanceSpawner, so spawner.py only calls it.
+
+Keeping a tail never fails a stop or changes a spawn's error: what cannot be read or
+written is logged, and the stop or the failure goes on as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from traitlets import Unicode, default
+
+from . import remote
+from .aws.client import Instance
+from .executor import blocking
+from .host_keys import HostKeyStore
+from .kept_logs import KEPT_LINES, Event, KeptLogs, default_dir
+from .spawner_options import InstanceSpawnerOptions
+from .worker.protocol import posix_username
+
+# A stop waits at most this long for the log's tail: it is a courtesy, not the stop.
+TAIL_TIMEOUT = 15.0
+TAIL_CONNECT_TIMEOUT = 5.0
+
+
+class KeptLogTails(InstanceSpawnerOptions):
+    """Keeps the last lines of a server's log when it stops or fails to spawn."""
+
+    # Provided by InstanceSpawner and JupyterHub's Spawner.
+    instance_id: str | None
+    user: Any
+    name: str
+
+    kept_logs_dir = Unicode(
+        help="Directory where the hub keeps, per user's server, the last "
+        f"{KEPT_LINES} lines of its worker's Jupyter log from its last stop, or its "
+        "last failed spawn's message: what `cloudjhub logs` prints for a stopped "
+        "instance and `cloudjhub status USER` shows. Files are mode 0600. Default: "
+        "`kept-logs` beside usage_log.",
+    ).tag(config=True)
+
+    @default("kept_logs_dir")
+    def _default_kept_logs_dir(self) -> str:
+        return default_dir(self.usage_log)
+
+    async def _keep(self, event: Event, lines: list[str]) -> None:
+        store = KeptLogs(self.kept_logs_dir)
+        try:
+            await blocking(store.keep, self.user.name, self.name, self.instance_id, event, lines)
+        except (OSError, ValueError) as exc:
+            self.log.warning(
+                "cannot keep the log tail of %s in %s: %s", self.user.name, store.directory, exc
+            )
+
+    async def _keep_failed_spawn(self, message: str) -> None:
+        """The message JupyterHub shows (it carries the log's tail when Jupyter failed)."""
+        await self._keep("failed-spawn", message.splitlines())
+
+    async def _keep_stop_tail(self, inst: Instance | None) -> None:
+        """Before a running instance stops, read its server log's tail over SSH."""
+        if inst is None or inst.state != "running" or not inst.private_ip:
+            return
+        try:
+            keys = await blocking(HostKeyStore(self.host_key_store).keys_for, inst.id)
+            if not keys:
+                return  # never connected to: there is no log of ours on it
+            target = remote.Target(
+                inst.private_ip,
+                self.ssh_port,
+                self.ssh_username,
+                self.ssh_key_file,
+                tuple(keys),
+                TAIL_CONNECT_TIMEOUT,
+            )
+            argv = [*self.worker_command, "log", "--user", posix_username(self.user.name)]
+            result = await blocking(
+                remote.run_on, target, [*argv, "--lines", str(KEPT_LINES)], b"", TAIL_TIMEOUT
+            )
+        except Exception as exc:  # a courtesy: never in the way of the stop
+            self.log.warning("cannot read the log tail of %s before stopping: %s", inst.id, exc)
+            return
+        if result.status != 0:
+            self.log.warning("cannot read the log tail of %s: %s", inst.id, result.stderr.strip())
+            return
+        await self._keep("stop", result.stdout.splitlines())
