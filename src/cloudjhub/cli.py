@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .commands.backups import backups, restore
 from .commands.cost import cost
 from .commands.demo import demo
 from .commands.destroy import destroy
@@ -14,11 +15,14 @@ from .commands.errors import BadInput
 from .commands.iam_policy import iam_policy
 from .commands.launch import launch
 from .commands.logs import logs
+from .commands.prewarm import prewarm
 from .commands.reap import reap
 from .commands.release import release
+from .commands.resize_home import resize_home
 from .commands.setup import setup_manager
 from .commands.status import status
 from .commands.terminate_workers import terminate_workers
+from .commands.users import users
 from .commands.warm_pool import warm_pool
 
 
@@ -51,6 +55,11 @@ for command in (
     cost,
     reap,
     warm_pool,
+    users,
+    prewarm,
+    backups,
+    restore,
+    resize_home,
     release,
 ):
     main.add_command(command)

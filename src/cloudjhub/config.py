@@ -26,6 +26,10 @@ from pydantic_core import PydanticCustomError
 
 from .hibernation import unsupported_reason
 
+# The pool's size, states and windows are declared beside its schedule; re-exported.
+from .pool_schedule import POOL_STATES as POOL_STATES
+from .pool_schedule import PoolSize, PoolWindow, parse_windows, time_zone
+
 INSTANCE_CONFIG_FILE = "instance_config.json"
 SERVER_CONFIG_FILE = "server_config.json"
 SERVER_CONFIG_ENV = "CLOUDJHUB_SERVER_CONFIG"
@@ -36,9 +40,6 @@ MIN_EBS_SIZE = 8
 EbsSize = Annotated[int, Field(ge=MIN_EBS_SIZE, le=16384)]
 # 0 would make the culler stop every server at once; there is no "never".
 Seconds = Annotated[int, Field(ge=1)]
-# Unassigned workers kept launched for first logins (c.InstanceSpawner.warm_pool_size).
-PoolSize = Annotated[int, Field(ge=0, le=1000)]
-POOL_STATES = ("stopped", "running")
 
 # AWS tag limits: key 1-128, value 0-256 characters of letters, digits, spaces and
 # + - = . _ : / @ (EC2 User Guide, "Tag restrictions"); aws: is AWS's own, and
@@ -102,8 +103,31 @@ class _SharedKeys(_Strict):
     WORKER_USERNAME: str = "ubuntu"
     SERVER_OWNER: str = ""
     WARM_POOL_SIZE: PoolSize = 0
+    # Private subnets (in different zones) for workers, in order; a launch AWS has
+    # no capacity for in one is tried in the next. Empty: SUBNET_ID (server_config) alone.
+    SUBNET_IDS: list[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]+$")]] = []
     # Added to every worker and volume, e.g. {"course": "intro", "who": "{username}"}.
     EXTRA_TAGS: dict[TagKey, TagValue] = Field(default_factory=dict)
+    # Windows when the pool has another size (see pool_schedule.py), in this time zone.
+    WARM_POOL_SCHEDULE: list[PoolWindow] = Field(default_factory=list)
+    WARM_POOL_TIME_ZONE: str = "UTC"
+
+    @field_validator("WARM_POOL_SCHEDULE", mode="before")
+    @classmethod
+    def _check_schedule(cls, raw: object) -> list[PoolWindow]:
+        try:
+            return parse_windows(raw)
+        except ValueError as exc:
+            raise PydanticCustomError("schedule", str(exc)) from None
+
+    @field_validator("WARM_POOL_TIME_ZONE")
+    @classmethod
+    def _check_time_zone(cls, name: str) -> str:
+        try:
+            time_zone(name)
+        except ValueError as exc:
+            raise PydanticCustomError("time_zone", str(exc)) from None
+        return name
 
     @field_validator("WORKER_INSTANCE_TYPE")
     @classmethod
@@ -143,6 +167,13 @@ class ServerConfig(_SharedKeys):
     SSH_HOST_KEY_SOURCE: str = Field("console", pattern=r"^(console|known_hosts)$")
     SSH_KNOWN_HOSTS: str = ""
     AWS_ENDPOINT_URL: str | None = None
+
+
+def worker_subnets(subnet_id: str, subnet_ids: list[str]) -> list[str]:
+    """SUBNET_IDS as the launcher writes it: SUBNET_ID first, then the others;
+    empty when there is no other (SUBNET_ID alone says it all)."""
+    subnets = list(dict.fromkeys([subnet_id, *subnet_ids]))
+    return subnets if len(subnets) > 1 else []
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -217,6 +248,21 @@ def check_warm_pool(size: object, state: object) -> None:
         raise ConfigError(
             f"warm_pool_state: {state!r} is not allowed: one of {', '.join(POOL_STATES)}"
         )
+
+
+def check_warm_pool_schedule(schedule: object, zone: object) -> None:
+    """The schedule's settings, refused at hub (and keeper) start with one line naming
+    the setting and the value."""
+    try:
+        parse_windows(schedule)
+    except ValueError as exc:
+        raise ConfigError(f"warm_pool_schedule: {exc}") from None
+    try:
+        if not isinstance(zone, str):
+            raise ValueError(f"{zone!r} is not an IANA time zone name")
+        time_zone(zone)
+    except ValueError as exc:
+        raise ConfigError(f"warm_pool_time_zone: {exc}") from None
 
 
 def load_model(model: type[M], path: Path) -> M:

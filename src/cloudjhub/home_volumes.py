@@ -11,9 +11,10 @@ from typing import Any
 from .aws.client import Instance
 from .aws.hub import HubEc2
 from .executor import blocking
+from .home_restore import restore_pending
 from .spawner_options import SpawnError
 from .tags import tag_dict
-from .worker.protocol import HomeVolume
+from .worker.protocol import HomeVolume, RestoredFolder
 
 HOME_DEVICE = "/dev/sdf"
 
@@ -28,8 +29,11 @@ async def attach_home_volume(
     poll: float,
     give_up_after: float,
     extra_tags: dict[str, str] | None = None,
-) -> HomeVolume:
+) -> tuple[HomeVolume, RestoredFolder | None]:
+    """The user's home volume attached to `instance` (after a pending restore), and the
+    restored folder to mount, if the restore was `--as-folder`."""
     volume = await blocking(ec2.find_home_volume, user)
+    folder: RestoredFolder | None = None
     if volume is None:
         emit(25, f"Creating your {size} GB home volume")
         volume_id = await blocking(
@@ -39,6 +43,9 @@ async def attach_home_volume(
     else:
         # Made before volumes carried ids, or before the hub lost its database.
         await blocking(ec2.adopt, volume["VolumeId"], tag_dict(volume.get("Tags")), user_id)
+        volume, folder = await restore_pending(
+            ec2, user, user_id, volume, instance, emit, poll, give_up_after
+        )
     attached = [a["InstanceId"] for a in volume.get("Attachments", [])]
     if instance.id not in attached:
         if attached:
@@ -48,7 +55,13 @@ async def attach_home_volume(
             )
         emit(28, "Attaching your home volume")
         await blocking(ec2.attach_volume, volume["VolumeId"], instance.id, HOME_DEVICE)
-    return HomeVolume(volume_id=volume["VolumeId"], device=HOME_DEVICE)
+    home = HomeVolume(
+        volume_id=volume["VolumeId"],
+        device=HOME_DEVICE,
+        size_gb=int(volume["Size"]),
+        from_snapshot=volume.get("SnapshotId") or None,
+    )
+    return home, folder
 
 
 async def _wait_available(

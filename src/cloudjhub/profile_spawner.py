@@ -159,9 +159,7 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
                 self.options_refused = True
                 raise web.HTTPError(400, f"Bad user_options: {exc}") from None
             # A kept pick the admin has since removed is not the user's mistake.
-            self.log.warning(
-                "%s: kept pick no longer offered (%s); default profile", self._log_name, exc
-            )
+            self.log.warning("kept pick no longer offered (%s); default profile", exc)
             chosen = select(profiles, {})
         if chosen.replace_instance:
             self._forget_confirmation()
@@ -222,7 +220,7 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
     def _forget_confirmation(self) -> None:
         """JupyterHub keeps the last user_options and reuses them on a start that gives
         none; a confirmation to replace an instance must count for this start only."""
-        orm = getattr(self, "orm_spawner", None)
+        orm: Any = getattr(self, "orm_spawner", None)
         kept = getattr(orm, "user_options", None)
         if isinstance(kept, dict) and REPLACE_OPTION in kept:
             # Committed with the state JupyterHub saves once the start is over.
@@ -273,7 +271,7 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
     async def run_worker(self, user: str, user_id: str, spec: WorkerSpec, token: str) -> Instance:
         """Launch; a spot request AWS cannot fill falls back to on-demand, and says so."""
         try:
-            return await blocking(self.ec2.launch_worker, user, spec, token, user_id)
+            return await self._launch_with_fallbacks(user, user_id, spec, token)
         except CloudError as exc:
             if spec.market != "spot" or exc.code not in SPOT_UNFILLABLE:
                 raise
@@ -286,7 +284,7 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
         self._emit(12, note)
         on_demand = dataclasses.replace(spec, market="on-demand")
         # Another request, with parameters of its own: its own token.
-        return await blocking(self.ec2.launch_worker, user, on_demand, "cjo-" + token[4:], user_id)
+        return await self._launch_with_fallbacks(user, user_id, on_demand, "cjo-" + token[4:])
 
     async def end_if_spot(self, instance_id: str) -> bool:
         """A spot worker cannot be stopped (one-time request): it is terminated instead,
@@ -298,6 +296,11 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
         return True
 
     # ---- what InstanceSpawner provides -----------------------------------------
+
+    async def _launch_with_fallbacks(
+        self, user: str, user_id: str, spec: WorkerSpec, token: str
+    ) -> Instance:
+        raise NotImplementedError  # spawner_ec2.Ec2Calls: the queue, capacity fallback
 
     @property
     def ec2(self) -> HubEc2:

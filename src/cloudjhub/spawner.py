@@ -2,7 +2,8 @@
 
 The spawner is a thin state machine over `aws`, `fleet` and `remote`. Blocking
 calls run in the shared executor; `poll()` reads the shared fleet cache only.
-Its options (`spawner_options`), its progress events (`spawn_progress`), home
+Its options (`spawner_options`), its EC2 calls through the hub's queue and the
+launch's capacity fallback (`spawner_ec2`), its progress events (`spawn_progress`), home
 volumes (`home_volumes`), the host-key store (`host_keys`), the warm pool
 (`warm_pool`), the user's stable id (`user_identity`) and the log tails it keeps
 (`spawner_logs`) live beside it. What is left, about 660 lines, is one spawn's path (find or claim, launch or start, wait,
@@ -21,7 +22,7 @@ from typing import Any, ClassVar, Literal
 from jupyterhub.spawner import Spawner
 from traitlets import default
 
-from . import hibernation, metrics, remote, usage, user_identity, warm_pool
+from . import hibernation, home_usage, metrics, remote, usage, user_identity, warm_pool
 from .aws.client import STOPPED_STATES, UP_STATES, CloudError, Instance
 from .aws.hub import HubEc2, WorkerSpec, launch_token
 from .config import ConfigError
@@ -32,10 +33,18 @@ from .host_keys import HostKeyStore
 from .profile_spawner import ProfileSpawnerMixin
 from .release_spawner import ReleaseSpawnerMixin
 from .spawn_progress import SpawnProgress
+from .spawner_ec2 import Ec2Calls
 from .spawner_logs import KeptLogTails
 from .spawner_options import SpawnError
 from .tags import POOL_TAG, belongs_to, needs_binding
-from .worker.protocol import HomeVolume, ProtocolError, StartReply, StartRequest, posix_username
+from .worker.protocol import (
+    HomeVolume,
+    ProtocolError,
+    RestoredFolder,
+    StartReply,
+    StartRequest,
+    posix_username,
+)
 
 # What cloudjhub-worker may spend besides Jupyter's own start: waiting for the
 # home volume's device (60 s), creating the account, formatting the volume.
@@ -43,7 +52,7 @@ AGENT_OVERHEAD = 180.0
 IDEMPOTENCY_CONFLICTS = ("IdempotentInstanceTerminated", "IdempotentParameterMismatch")
 
 
-class InstanceSpawner(ReleaseSpawnerMixin, KeptLogTails, ProfileSpawnerMixin, Spawner):
+class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawnerMixin, Spawner):
     """Give each user their own EC2 instance; stop (never terminate) it when they leave."""
 
     @default("start_timeout")
@@ -83,6 +92,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, KeptLogTails, ProfileSpawnerMixin, Sp
         self.pinned_host_keys: list[str] = []
         self.pinned_for: str | None = None
         self.home_volume_id: str | None = None
+        self._restored_folder: RestoredFolder | None = None
         self._starting = False
         self._progress = SpawnProgress(lambda m: self.log.info("%s: %s", self._log_name, m))
         self._stop_requested = False
@@ -198,7 +208,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, KeptLogTails, ProfileSpawnerMixin, Sp
                 return await self._start()
             self._emit(10, "Starting your stopped instance")
             with metrics.spawn_phase("start"):
-                await blocking(self.ec2.start, instance.id)
+                await self._queued_start(instance.id)
             await self._record("start", instance.id, instance.instance_type, "resume")
         else:  # already pending or running; the usage report ignores a repeated start
             await self._record("start", instance.id, instance.instance_type, "running")
@@ -258,7 +268,8 @@ class InstanceSpawner(ReleaseSpawnerMixin, KeptLogTails, ProfileSpawnerMixin, Sp
 
     async def _claim_from_pool(self) -> Instance | None:
         """A first login takes a ready worker from the warm pool, if there is one."""
-        if self.warm_pool_size <= 0 or not self.pool_fits:
+        pool = (self.warm_pool_size, self.warm_pool_schedule, self.fleet.instances())
+        if not self.pool_fits or not warm_pool.may_have_members(*pool):
             return None
         lock = self._pool_locks.setdefault(self.cluster_name, asyncio.Lock())
         async with lock:
@@ -268,6 +279,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, KeptLogTails, ProfileSpawnerMixin, Sp
                 self.user.name,
                 self.user_id,
                 self.worker_instance_type,
+                self.worker_ami,
             )
         if claimed is not None:
             self.log.info("%s: claimed pool worker %s", self._log_name, claimed.id)
@@ -348,7 +360,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, KeptLogTails, ProfileSpawnerMixin, Sp
         return instance
 
     async def _wait_for(self, instance_id: str, states: tuple[str, ...]) -> Instance:
-        deadline = time.monotonic() + self.boot_timeout
+        deadline, restarted = time.monotonic() + self.boot_timeout, False
         while True:
             await self.fleet.refresh(max_age=self.state_poll_interval)
             inst = self.fleet.get(instance_id)
@@ -358,6 +370,10 @@ class InstanceSpawner(ReleaseSpawnerMixin, KeptLogTails, ProfileSpawnerMixin, Sp
                 and (inst.state != "running" or inst.private_ip)
             ):
                 return inst
+            if warm_pool.stopped_under_claim(inst, states, restarted):
+                # The pool's keeper stopped it just before our claim: start it again.
+                await blocking(self.ec2.start, instance_id)
+                restarted = True
             if inst is not None and inst.gone:
                 raise SpawnError(
                     f"Your instance {instance_id} was terminated while starting. "
@@ -374,7 +390,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, KeptLogTails, ProfileSpawnerMixin, Sp
     async def _home_volume(self, instance: Instance) -> HomeVolume | None:
         if self.user_home_ebs_size <= 0:
             return None
-        home = await attach_home_volume(
+        home, self._restored_folder = await attach_home_volume(
             self.ec2,
             self.user.name,
             self.user_id,
@@ -502,6 +518,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, KeptLogTails, ProfileSpawnerMixin, Sp
                 env=self.get_env(),
                 cmd=[*self.cmd, *self.get_args()],
                 home_volume=home,
+                restored_folder=self._restored_folder,
                 timeout=self.jupyter_start_timeout,
                 idle_timeout=self.idle_timeout,
                 self_stop_grace=self.self_stop_grace,
@@ -543,12 +560,15 @@ class InstanceSpawner(ReleaseSpawnerMixin, KeptLogTails, ProfileSpawnerMixin, Sp
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(self.ssh_retry_interval)
+        if full := home_usage.home_full(result.status, result.stderr):
+            raise full
         if result.status != 0:
             detail = (result.stderr.strip() or result.stdout.strip())[-3000:]
             raise SpawnError(f"Jupyter failed to start on your instance {instance.id}:\n{detail}")
         metrics.observe_phase("connect", jupyter_started - self._connect_started)
         metrics.observe_phase("jupyter", time.monotonic() - jupyter_started)
         self._adopt_resumed_server(result.stdout)
+        await home_usage.report(self.ec2, instance.id, result.stdout, self._emit)
         self._emit(90, "Jupyter is up; connecting you")
         return f"http://{ip}:{self.port}"
 
@@ -605,7 +625,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, KeptLogTails, ProfileSpawnerMixin, Sp
         if await self.end_if_spot(self.instance_id):
             return
         try:
-            await blocking(self.ec2.stop, self.instance_id, self.hibernate)
+            await self._queued_stop(self.instance_id, self.hibernate)
         except CloudError as exc:
             if not (self.hibernate and exc.code == "UnsupportedHibernationConfiguration"):
                 raise
@@ -613,7 +633,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, KeptLogTails, ProfileSpawnerMixin, Sp
             self.log.warning(
                 "%s: %s cannot hibernate; stopping it", self._log_name, self.instance_id
             )
-            await blocking(self.ec2.stop, self.instance_id, False)
+            await self._queued_stop(self.instance_id, False)
 
     async def poll(self) -> int | None:
         """Cheap: the shared fleet cache only, never SSH or a per-user EC2 call."""

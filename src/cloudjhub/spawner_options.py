@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from traitlets import Bool, Enum, Float, Integer, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, Float, Integer, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 from traitlets.traitlets import DefaultHandler
 
@@ -19,6 +19,7 @@ from .config import (
     ConfigError,
     ServerConfig,
     check_warm_pool,
+    check_warm_pool_schedule,
     load_server_config,
     server_config_path,
 )
@@ -153,6 +154,35 @@ class InstanceSpawnerOptions(LoggingConfigurable):
         "keys from its first boot, so claiming a stopped one can pin them.",
     ).tag(config=True)
 
+    warm_pool_schedule = List(
+        Dict(),
+        help="Windows during which the warm pool has another size, each "
+        '{"cron": "50 8 * * MON,WED", "duration": 5400, "size": 120, "state": "running"}: '
+        "it opens at each time the cron expression names (in warm_pool_time_zone) and "
+        "stays open `duration` seconds; `state` defaults to warm_pool_state. While "
+        "windows overlap the largest size wins (of equal sizes, 'running'); outside "
+        "every window the pool is warm_pool_size (server_config WARM_POOL_SCHEDULE).",
+    ).tag(config=True)
+    warm_pool_time_zone = Unicode(
+        help="IANA time zone (e.g. Europe/Berlin) in which warm_pool_schedule's cron "
+        "expressions are read (server_config WARM_POOL_TIME_ZONE, default UTC).",
+    ).tag(config=True)
+
+    @default("warm_pool_schedule")
+    def _default_warm_pool_schedule(self) -> list[dict[str, Any]]:
+        windows = self.server_config.WARM_POOL_SCHEDULE
+        return [w.model_dump(exclude_none=True) for w in windows]
+
+    @validate("warm_pool_schedule", "warm_pool_time_zone")
+    def _check_warm_pool_schedule(self, proposal: Any) -> Any:
+        values = {"warm_pool_schedule": [], "warm_pool_time_zone": "UTC"}
+        values[proposal["trait"].name] = proposal["value"]
+        try:
+            check_warm_pool_schedule(values["warm_pool_schedule"], values["warm_pool_time_zone"])
+        except ConfigError as exc:
+            raise TraitError(str(exc)) from exc
+        return proposal["value"]
+
     @validate("warm_pool_size")
     def _check_warm_pool_size(self, proposal: Any) -> Any:
         try:
@@ -193,6 +223,7 @@ class InstanceSpawnerOptions(LoggingConfigurable):
     _default_idle_timeout = from_config("idle_timeout", "JUPYTER_NOTEBOOK_TIMEOUT")
     _default_hibernate = from_config("hibernate", "HIBERNATE")
     _default_warm_pool_size = from_config("warm_pool_size", "WARM_POOL_SIZE")
+    _default_warm_pool_time_zone = from_config("warm_pool_time_zone", "WARM_POOL_TIME_ZONE")
 
     # ---- SSH ---------------------------------------------------------------
 

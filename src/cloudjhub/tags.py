@@ -18,11 +18,26 @@ USER_ID_TAG = "cloudjhub:user-id"
 # On a home volume kept after its user was deleted (delete_forever): never handed out.
 DELETED_TAG = "cloudjhub:user-deleted"
 NAME_TAG = "Name"
+# Which volumes the cluster's backup policy snapshots (the one tag DLM targets; its
+# TargetTags are OR-ed, so one tag must say both the cluster and the kind of volume).
+BACKUP_TAG = "cloudjhub:backup"
+# On a home volume: a restore the admin asked for, done at the user's next start
+# ("<snapshot id> volume" or "<snapshot id> folder"); on the volume a restore replaced:
+# when, so it is never handed out again and the admin can delete it.
+RESTORE_TAG = "cloudjhub:restore"
+REPLACED_TAG = "cloudjhub:replaced"
+# On a volume made from a backup for `restore --as-folder`: the folder's name.
+RESTORED_FOLDER_TAG = "cloudjhub:restored-folder"
+# On a worker: the user's home usage as the agent last reported it ("<used> <size>" bytes).
+HOME_USAGE_TAG = "cloudjhub:home-usage"
 # A warm-pool worker: launched unassigned ("ready", no USER_TAG); a claim tags it with
 # its user and "claiming", then removes this tag (see warm_pool.py).
 POOL_TAG = "cloudjhub:pool"
 POOL_READY = "ready"
 POOL_CLAIMING = "claiming"
+# On the cluster's manager: a one-off warm-pool window (`cloudjhub prewarm`), as
+# `size=N,state=S,until=<ISO UTC>` (pool_schedule.OneOff); the keeper reads it each round.
+PREWARM_TAG = "cloudjhub:prewarm"
 
 _CLUSTER_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 
@@ -110,12 +125,18 @@ def has_tags(tags: dict[str, str], wanted: dict[str, str]) -> bool:
     return all(tags.get(k) == v for k, v in wanted.items())
 
 
+def backup_target(cluster: str, home_volumes: bool) -> str:
+    """The BACKUP_TAG value of the volumes a cluster backs up: its home volumes, or
+    its workers' root volumes when it has none."""
+    return f"{cluster}/{'home' if home_volumes else 'root'}"
+
+
 def belongs_to(tags: dict[str, str]) -> bool:
     """Whether a resource found by its user name may go to the user of that name: not
-    when it was kept from a deleted user. An id tag naming another id, without that
+    when it was kept from a deleted user, replaced by a restore or is a restored folder. An id tag naming another id, without that
     mark, means the hub lost its database (JupyterHub then gives the same person a new
     id): still theirs, and re-bound to the new id (`needs_binding`)."""
-    return DELETED_TAG not in tags
+    return not {DELETED_TAG, REPLACED_TAG, RESTORED_FOLDER_TAG} & tags.keys()
 
 
 def needs_binding(tags: dict[str, str], user_id: str) -> bool:

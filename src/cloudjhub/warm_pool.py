@@ -1,8 +1,10 @@
 """The warm pool: unassigned workers kept launched, so a first login skips RunInstances.
 
-`Keeper` keeps the pool at its target (one round: count, launch what is missing in
-one RunInstances, stop or start members to the target state); `cloudjhub warm-pool`
-runs it as a hub-managed service. The spawner claims from the pool in the hub
+`Keeper` keeps the pool at its target (one round: count, retire members of an old
+type or image, launch what is missing in one RunInstances or terminate what is beyond
+the target, stop or start members to the target state); the target at a time is
+pool_schedule.PoolPlan's (base size, schedule, `cloudjhub prewarm`'s one-off window).
+`cloudjhub warm-pool` runs it as a hub-managed service. The spawner claims from the pool in the hub
 process (`claim`), under an in-process lock, when a user has no instance yet.
 
 Why a service and not a task in the hub: JupyterHub has no hook that runs code in
@@ -35,11 +37,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from . import hibernation, remote
 from .aws.client import CloudError, Instance
 from .aws.hub import HubEc2, WorkerSpec
 from .config import ServerConfig
+from .pool_schedule import OneOff, PoolTarget
 from .tags import POOL_CLAIMING, POOL_READY, POOL_TAG
 
 log = logging.getLogger("cloudjhub.warm_pool")
@@ -55,16 +59,8 @@ _INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,32}$")
 CLAIM_ORDER = {"running": 0, "pending": 1, "stopped": 2, "stopping": 3}
 
 
-@dataclass(frozen=True)
-class PoolTarget:
-    """How many members the pool should have, and in which state."""
-
-    size: int
-    state: str  # "stopped" (disks only) or "running" (compute: the fastest login)
-
-
 def constant_target(size: int, state: str) -> Callable[[float], PoolTarget]:
-    """The pool's target at a time: today always the same (schedules will vary it)."""
+    """A target that never changes (no schedule; see pool_schedule.PoolPlan for one)."""
     target = PoolTarget(size, state)
     return lambda _now: target
 
@@ -87,14 +83,37 @@ def pool_spec(config: ServerConfig, instance_type: str | None = None) -> WorkerS
     )
 
 
-def is_member(instance: Instance, instance_type: str | None = None) -> bool:
-    """A live, unassigned pool worker (of `instance_type`, if given)."""
+def is_member(
+    instance: Instance, instance_type: str | None = None, image_id: str | None = None
+) -> bool:
+    """A live, unassigned pool worker (of `instance_type` and from `image_id`, if given:
+    one launched before the type or the image changed is not a member, but retired)."""
     return (
-        instance.tags.get(POOL_TAG) == POOL_READY
-        and instance.user is None
-        and instance.live
+        is_unassigned(instance)
         and (instance_type is None or instance.instance_type == instance_type)
+        and (image_id is None or instance.image_id == image_id)
     )
+
+
+def is_unassigned(instance: Instance) -> bool:
+    """A live pool worker no user holds, of whatever type and image."""
+    return instance.tags.get(POOL_TAG) == POOL_READY and instance.user is None and instance.live
+
+
+def may_have_members(size: int, schedule: list[Any], cached: Iterable[Instance]) -> bool:
+    """Whether a first login should look in the pool: it has a size or a schedule, or
+    the hub's cached listing shows a member (a `cloudjhub prewarm` window); no extra
+    EC2 call when there is no pool."""
+    if size > 0 or schedule:
+        return True
+    return any(is_unassigned(i) for i in cached)
+
+
+def stopped_under_claim(instance: Instance | None, states: tuple[str, ...], once: bool) -> bool:
+    """A wait for `running` that finds the instance stopped: the keeper stopped a
+    member in the moment between its last read and the hub's claim (the claim's lock
+    is the hub's, not the keeper's). Started again, once."""
+    return instance is not None and instance.state == "stopped" and "running" in states and not once
 
 
 def is_claim(instance: Instance) -> bool:
@@ -120,8 +139,12 @@ def record_host_keys(keys_dir: str, instance_id: str, keys: list[str]) -> None:
     target = _keys_file(keys_dir, instance_id)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
-    tmp.write_text("".join(f"{k}\n" for k in keys))
-    os.replace(tmp, target)
+    try:
+        tmp.write_text("".join(f"{k}\n" for k in keys))
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def recorded_host_keys(keys_dir: str, instance_id: str) -> list[str]:
@@ -146,7 +169,9 @@ def finish_claim(ec2: HubEc2, instance: Instance) -> Instance:
     return _unclaimed(instance)
 
 
-def claim(ec2: HubEc2, user: str, user_id: str, instance_type: str) -> Instance | None:
+def claim(
+    ec2: HubEc2, user: str, user_id: str, instance_type: str, image_id: str | None = None
+) -> Instance | None:
     """Tag a pool member to `user` (and their stable id) and return it, or None if
     none could be had.
 
@@ -155,12 +180,12 @@ def claim(ec2: HubEc2, user: str, user_id: str, instance_type: str) -> Instance 
     `user`'s) catches a member terminated or retagged by hand meanwhile, which is
     then left alone and the next one tried.
     """
-    members = [w for w in ec2.describe_workers() if is_member(w, instance_type)]
+    members = [w for w in ec2.describe_workers() if is_member(w, instance_type, image_id)]
     members.sort(key=lambda w: (CLAIM_ORDER.get(w.state, 9), w.launched_at, w.id))
     for member in members:
         try:
             fresh = ec2.describe([member.id])
-            if not fresh or not is_member(fresh[0], instance_type):
+            if not fresh or not is_member(fresh[0], instance_type, image_id):
                 continue  # claimed, terminated or retagged since the list was read
             ec2.tag_claim(fresh[0], user, user_id)
             after = ec2.describe([member.id])
@@ -182,12 +207,39 @@ def claim(ec2: HubEc2, user: str, user_id: str, instance_type: str) -> Instance 
     return None
 
 
+def one_off_reader(ec2: HubEc2) -> Callable[[], OneOff | None]:
+    """What reads the one-off window (`cloudjhub prewarm`'s tag on the manager) each
+    round. A value we did not write is said once in the log and ignored."""
+    said: set[str] = set()
+
+    def read() -> OneOff | None:
+        for value in ec2.prewarm_tags():
+            try:
+                return OneOff.from_tag(value)
+            except ValueError as exc:
+                if value not in said:
+                    said.add(value)
+                    log.warning("ignoring the manager's prewarm tag: %s", exc)
+        return None
+
+    return read
+
+
 @dataclass(frozen=True)
 class RoundResult:
     members: int
     launched: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
     started: list[str] = field(default_factory=list)
+    # Members beyond the target (a window ended), and ones of an old type or image.
+    terminated: list[str] = field(default_factory=list)
+    retired: list[str] = field(default_factory=list)
+
+
+# Which members go first when the pool shrinks: stopped first, i.e. those furthest from
+# serving a claim (stopping, stopped, pending, then running); among equals the newest
+# LaunchTime (EC2 resets it on every start: the most recently launched or started).
+SHRINK_ORDER = {state: -rank for state, rank in CLAIM_ORDER.items()}
 
 
 @dataclass
@@ -199,7 +251,7 @@ class Keeper:
     target: Callable[[float], PoolTarget]
     clock: Callable[[], float] = time.time
     # Where members' host keys are recorded; "" when hosts are not pinned from the
-    # console (SSH_HOST_KEY_SOURCE known_hosts).
+    # console (ssh_host_key_source known_hosts).
     keys_dir: str = ""
     _reported: set[str] = field(default_factory=set)
     _launched: dict[str, float] = field(default_factory=dict)
@@ -208,7 +260,10 @@ class Keeper:
         want = self.target(self.clock())
         workers = self.ec2.describe_workers()
         self._report_strays(workers)
-        members = [w for w in workers if is_member(w, self.spec.instance_type)]
+        members = [w for w in workers if self._current(w)]
+        retired = self._terminate(
+            [w for w in workers if is_unassigned(w) and not self._current(w)], "retired"
+        )
         listed = {w.id for w in workers}
         now = time.monotonic()
         self._launched = {
@@ -224,9 +279,38 @@ class Keeper:
             launched = [i.id for i in new]
             self._launched.update(dict.fromkeys(launched, now))
             log.info("launched %d pool worker(s): %s", len(new), ", ".join(launched))
+        terminated: list[str] = []
+        if missing < 0:
+            excess = sorted(
+                members, key=lambda w: (SHRINK_ORDER.get(w.state, -9), -w.launched_at, w.id)
+            )[:-missing]
+            terminated = self._terminate(excess, f"beyond the target of {want.size}")
+            members = [w for w in members if w.id not in terminated]
         stopped, started = self._to_state(members, want.state)
-        self._forget_keys({w.id for w in workers if w.live})
-        return RoundResult(len(members), launched, stopped, started)
+        self._forget_keys({w.id for w in workers if w.live} - set(terminated) - set(retired))
+        return RoundResult(len(members), launched, stopped, started, terminated, retired)
+
+    def _current(self, worker: Instance) -> bool:
+        """A member of today's kind: the type and image the pool launches now."""
+        return is_member(worker, self.spec.instance_type, self.spec.image_id)
+
+    def _terminate(self, workers: list[Instance], why: str) -> list[str]:
+        """Terminate unassigned members, each read again first: never one the hub is
+        claiming (a claim tags its user before anything else)."""
+        gone: list[str] = []
+        for worker in workers:
+            try:
+                fresh = self.ec2.describe([worker.id])
+                if not fresh or not is_unassigned(fresh[0]):
+                    continue
+                self.ec2.terminate_workers([worker.id])
+            except CloudError as exc:
+                log.warning("cannot terminate pool worker %s: %s", worker.id, exc)
+                continue
+            gone.append(worker.id)
+        if gone:
+            log.info("terminated %d pool worker(s) (%s): %s", len(gone), why, ", ".join(gone))
+        return gone
 
     def _keys_known(self, member: Instance) -> bool:
         """Record a running member's host keys; False while its console shows none."""
@@ -276,7 +360,7 @@ class Keeper:
         """Read again just before acting: the hub may have claimed it since the list
         (its claim lock is the hub's, not ours), and a claimed worker is a user's."""
         fresh = self.ec2.describe([member.id])
-        return bool(fresh) and is_member(fresh[0], self.spec.instance_type)
+        return bool(fresh) and self._current(fresh[0])
 
     def _report_strays(self, workers: Iterable[Instance]) -> None:
         for worker in workers:

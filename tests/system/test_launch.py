@@ -30,6 +30,7 @@ from cloudjhub.config import InstanceConfig
 from cloudjhub.launch.cluster import Launch, LaunchError
 from cloudjhub.launch.options import LaunchOptions
 from tests.helpers import inventory, self_signed_pair
+from tests.system.school_signin import school_sign_in
 
 pytestmark = pytest.mark.system
 
@@ -328,7 +329,11 @@ def rerun_reuses_everything_then_destroy_removes_it(
     assert again.returncode == 0, again.stderr
     assert "(reused)" in again.stderr
     assert cloud.inventory() == after_first
+    destroy_removes_everything(cloud, cluster, before)
 
+
+def destroy_removes_everything(cloud: Cloud, cluster: str, before: dict[str, Any]) -> None:
+    """`destroy` leaves the account as it was `before` the first launch."""
     gone = subprocess.run(
         [str(CLI), "destroy", cluster, "--yes"],
         env=cloud.env,
@@ -467,8 +472,17 @@ def test_full_launch_then_rerun_then_destroy(cloud: Cloud, tmp_path: Path) -> No
     print(
         f"\nlaunch against the local cloud: {launch_seconds:.1f}s; first spawn {spawn_seconds:.1f}s"
     )
-
-    rerun_reuses_everything_then_destroy_removes_it(cloud, "class1", tmp_path, before, tls)
+    # The re-run: with other sign-in options, it reuses everything and keeps grace's server.
+    school_sign_in(
+        lambda *a: cloud.launch(*cloud.args("class1"), *a, "--yes", cwd=tmp_path),
+        cloud.inventory,
+        tls,
+        tmp_path,
+        url,
+        etc,
+        "grace",
+    )
+    destroy_removes_everything(cloud, "class1", before)
 
 
 def _per_user_sign_in(

@@ -1,11 +1,14 @@
-"""The warm pool through the demo: `--warm-pool-size 1` fills it (a stopped worker with
-no user), a first login claims that very worker, and the pool refills."""
+"""The warm pool through the demo: a schedule window open now fills it (a stopped
+worker with no user), a first login claims that very worker, and the pool refills."""
 
 from __future__ import annotations
 
+import json
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -40,8 +43,25 @@ def wait_for_pool(demo: Demo, state: str, not_ids: set[str], timeout: float = 90
     raise AssertionError(f"no {state} pool worker within {timeout:.0f}s: {pool(demo)}")
 
 
-def test_first_login_claims_the_pool_worker_and_the_pool_refills(tmp_path: Path) -> None:
-    with running_demo(tmp_path, 600, VPC_CIDR, "--warm-pool-size", "1") as demo:
+def schedule_open_now() -> list[dict[str, Any]]:
+    """A window open now in Asia/Kolkata (UTC+05:30, so a wrong time zone would miss it)
+    and one that closed half an hour ago. The clock is the real one; the unit tests
+    inject theirs (test_pool_schedule.py, test_warm_pool_keeper.py)."""
+    now = datetime.now(ZoneInfo("Asia/Kolkata")) - timedelta(minutes=1)
+    closed = now - timedelta(minutes=30)
+    return [
+        {"cron": f"{now.minute} {now.hour} * * *", "duration": 900, "size": 1},
+        {"cron": f"{closed.minute} {closed.hour} * * *", "duration": 60, "size": 3},
+    ]
+
+
+def test_a_scheduled_pool_is_filled_claimed_and_refilled(tmp_path: Path) -> None:
+    """No warm_pool_size: the schedule's open window alone makes the hub's keeper fill
+    the pool (to that window's size only), a first login claims that very worker, and
+    the pool refills."""
+    extra = ["--warm-pool-schedule", json.dumps(schedule_open_now())]
+    extra += ["--warm-pool-time-zone", "Asia/Kolkata"]
+    with running_demo(tmp_path, 600, VPC_CIDR, *extra) as demo:
         member = wait_for_pool(demo, "stopped", set())
 
         demo.start("alice")
@@ -51,3 +71,4 @@ def test_first_login_claims_the_pool_worker_and_the_pool_refills(tmp_path: Path)
         assert "cloudjhub:pool" not in {t["Key"] for t in mine["Tags"]}
         assert demo.request("GET", f"{demo.hub_url}user/alice/api/status").status_code == 200
         wait_for_pool(demo, "stopped", {member})
+        assert len(pool(demo)) == 1  # the open window's size, not the closed one's

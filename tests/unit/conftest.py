@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import subprocess
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,11 +23,13 @@ from moto import mock_aws
 from moto import settings as moto_settings
 from moto.ec2.models import amis as moto_amis
 from moto.utilities.utils import load_resource
+from werkzeug.serving import make_server
 
 from cloudjhub.aws.client import RETRY_CONFIG, Instance
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.local import filters
+from cloudjhub.local.dlm import DlmApi
 from cloudjhub.tags import CLUSTER_TAG, Role, tags_for
 from tests.helpers import ApiCalls
 
@@ -76,8 +79,26 @@ def moto_amis_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def local_dlm() -> Iterator[tuple[DlmApi, str]]:
+    """The local cloud's DLM API on loopback, for the whole session: moto has no DLM,
+    and a DLM call must never leave the machine."""
+    api = DlmApi()
+    server = make_server("127.0.0.1", 0, api)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield api, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join()
+
+
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, moto_amis_file: Path) -> Iterator[None]:
+def aws(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    moto_amis_file: Path,
+    local_dlm: tuple[DlmApi, str],
+) -> Iterator[None]:
     """Fake credentials, validation on, no endpoint override, and moto in-process."""
     for var in (
         "AWS_ACCESS_KEY_ID",
@@ -93,7 +114,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, moto_amis_file: Path) -
     # Never read a developer's real AWS configuration or endpoint.
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2", "AWS_PROFILE"):
+    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2", "AWS_PROFILE", "AWS_ENDPOINT_URL_DLM"):
         monkeypatch.delenv(var, raising=False)
     # moto reads these switches once, at import; set the parsed values too.
     monkeypatch.setattr(moto_settings, "ENABLE_AMI_VALIDATION", True)
@@ -102,6 +123,8 @@ def aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, moto_amis_file: Path) -
     monkeypatch.setenv("MOTO_AMIS_PATH", str(moto_amis_file))
     monkeypatch.setattr(moto_amis, "AMIS", json.loads(moto_amis_file.read_text()))
     filters.install()  # match filter values as AWS does, as the local cloud does
+    local_dlm[0].policies.clear()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DLM", local_dlm[1])
     with mock_aws():
         yield
 

@@ -15,7 +15,7 @@ import requests
 from click.testing import CliRunner
 
 from cloudjhub.aws.client import RETRY_CONFIG, CloudError
-from cloudjhub.aws.hub import HubEc2
+from cloudjhub.aws.hub import HubEc2, WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.cli import main
 from cloudjhub.commands import destroy
@@ -24,7 +24,7 @@ from cloudjhub.local import motoserver
 from cloudjhub.local.awslike import ipreuse
 from cloudjhub.local.awslike.proxy import CONTROL_PATH, AwsLikeProxy
 from cloudjhub.local.awslike.settings import Behaviour
-from cloudjhub.tags import CLUSTER_TAG, Role, tags_for
+from cloudjhub.tags import CLUSTER_TAG, POOL_TAG, USER_ID_TAG, Role, tags_for
 from tests.unit.conftest import SshKey
 
 SCALE = 0.02  # pending 0.6 s, stopping 0.8 s, shutting-down 0.6 s
@@ -113,6 +113,32 @@ def test_a_client_token_returns_the_same_instance(setup: Setup) -> None:
     assert _run(setup, ClientToken="cjh-other")["InstanceId"] != first["InstanceId"]
 
 
+def test_one_launch_for_several_users_replayed_gives_each_the_same_one_instance(
+    setup: Setup,
+) -> None:
+    """A shared RunInstances retried with its token (what botocore does after a timeout)
+    launches nothing more, and each instance stays tagged to the one user it went to."""
+    vpc = setup.ec2.describe_subnets(SubnetIds=[setup.subnet])["Subnets"][0]["VpcId"]
+    group = setup.ec2.create_security_group(GroupName="batch-w", Description="w", VpcId=vpc)
+    setup.ec2.create_key_pair(KeyName="batch-workers")
+    spec = WorkerSpec(
+        setup.ami, "t3.medium", setup.subnet, (group["GroupId"],), "batch-workers", 20
+    )
+    hub = HubEc2("batch", setup.ec2)
+    users = [("ann", "1"), ("bob", "2"), ("cy", "3")]
+
+    first = hub.launch_for_users(users, spec, "cjb-replayed")
+    again = hub.launch_for_users(users, spec, "cjb-replayed")
+
+    assert [i.id for i in again] == [i.id for i in first]
+    workers = hub.describe_workers()
+    assert len(workers) == 3
+    by_user = {w.user: w for w in workers}
+    assert [by_user[u].id for u, _ in users] == [i.id for i in first]
+    assert all(POOL_TAG not in w.tags and w.tags[USER_ID_TAG] == dict(users)[w.user or ""]
+               for w in workers)  # fmt: skip
+
+
 def test_private_ips_are_reused_once_terminated(setup: Setup) -> None:
     gone = _run(setup)
     setup.ec2.terminate_instances(InstanceIds=[gone["InstanceId"]])
@@ -167,9 +193,9 @@ def test_other_services_pass_through_and_faults_can_be_set_while_running(setup: 
                 InstanceType="t3.medium")  # fmt: skip
         assert err.value.code == "InsufficientInstanceCapacity"
         assert "no spare t3.medium capacity" in str(err.value)
-        assert (
-            requests.get(control, timeout=5).json()["injected"]["InsufficientInstanceCapacity"] > 1
-        )
+        # Not retried: the hub tries the next type or subnet at once (AWS's advice).
+        injected = requests.get(control, timeout=5).json()["injected"]
+        assert injected["InsufficientInstanceCapacity"] == 1
     finally:
         requests.put(control, json={"faults": {}}, timeout=5)
 

@@ -227,6 +227,24 @@ CASES: list[Case] = [
         never=("sEcReT", "BEGIN"),
     ),
     Case("launch-timeout-nan", (*LAUNCH, "--timeout", "nan"), ("--timeout", "finite"), KEY),
+    Case(
+        "launch-backup-schedule-minutely",
+        (*LAUNCH, "--backup-schedule", "* * * * *"),
+        ("--backup-schedule", "once an hour"),
+        KEY,
+    ),
+    Case(
+        "launch-backup-schedule-not-cron",
+        (*LAUNCH, "--backup-schedule", "daily"),
+        ("--backup-schedule", "five fields"),
+        KEY,
+    ),
+    Case("launch-backup-retain-0", (*LAUNCH, "--backup-retain", "0"), ("--backup-retain 0",), KEY),
+    Case(
+        "demo-backup-schedule",
+        ("demo", "--state-dir", "state", "--backup-schedule", "0 3 1 * 1"),
+        ("--backup-schedule", "not both"),
+    ),
     *unreachable_cases(*LAUNCH, files=KEY),
     # ---- the lifecycle commands
     *unreachable_cases("status", "alpha"),

@@ -68,7 +68,8 @@ def test_shell_scripts_pass_shellcheck() -> None:
     ("module", "allowed"),
     [
         ("hibernation.py", set()),
-        ("config.py", {"hibernation"}),
+        ("config.py", {"hibernation", "pool_schedule"}),
+        ("pool_schedule.py", set()),
         ("keys.py", set()),
         ("waiting.py", set()),
         ("install_paths.py", set()),
@@ -85,6 +86,9 @@ def test_shell_scripts_pass_shellcheck() -> None:
         ("aws/local.py", {"tags", "aws"}),
         ("remote.py", {"tags", "config"}),
         ("fleet.py", {"aws", "executor", "tags", "config", "metrics"}),
+        ("ec2_limits.py", set()),
+        ("aws/pacing.py", {"ec2_limits"}),
+        ("ec2_queue.py", {"aws", "executor"}),
     ],
 )
 def test_lower_floors_never_import_upper_ones(module: str, allowed: set[str]) -> None:

@@ -89,11 +89,14 @@ def test_server_config_defaults(tmp_path: Path) -> None:
 
 
 def test_instance_config_uses_the_original_key_names(tmp_path: Path) -> None:
-    # Plus keys of features the original lacked (hibernation, the warm pool, tags).
+    # Plus keys of features the original lacked (hibernation, the warm pool, tags, subnets).
     assert set(InstanceConfig.model_fields) == ORIGINAL_INSTANCE_KEYS | {
         "HIBERNATE",
         "WARM_POOL_SIZE",
+        "WARM_POOL_SCHEDULE",
+        "WARM_POOL_TIME_ZONE",
         "EXTRA_TAGS",
+        "SUBNET_IDS",
     }
     original = {
         "MANAGER_INSTANCE_TYPE": "t3.large",
@@ -112,7 +115,10 @@ def test_instance_config_uses_the_original_key_names(tmp_path: Path) -> None:
         **original,
         "HIBERNATE": False,
         "WARM_POOL_SIZE": 0,
+        "WARM_POOL_SCHEDULE": [],
+        "WARM_POOL_TIME_ZONE": "UTC",
         "EXTRA_TAGS": {},
+        "SUBNET_IDS": [],
     }
     tagged = {**original, "EXTRA_TAGS": {"cloudjhub:user": "x"}}
     with pytest.raises(ConfigError, match=r"field EXTRA_TAGS\.cloudjhub:user"):

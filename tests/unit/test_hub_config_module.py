@@ -56,7 +56,11 @@ def test_module_applies_the_settings_file_from_the_environment(
     assert c.JupyterHub.cleanup_servers is False
     assert c.InstanceSpawner.server_config_file == str(tmp_path / "server_config.json")
     assert c.InstanceSpawner.self_stop_grace == 5
-    assert [s["name"] for s in c.JupyterHub.services] == ["idle-culler", "cloudjhub-reaper"]
+    assert [s["name"] for s in c.JupyterHub.services] == [
+        "idle-culler",
+        "cloudjhub-reaper",
+        "cloudjhub-warm-pool",
+    ]
 
 
 def test_jupyterhub_takes_the_module_as_its_config_file(
@@ -69,7 +73,12 @@ def test_jupyterhub_takes_the_module_as_its_config_file(
     assert app.hub_port == 45001
     assert app.cleanup_servers is False
     assert app.last_activity_interval == 0
-    assert {s["name"] for s in app.services} == {"idle-culler", "cloudjhub-reaper", "demo-admin"}
+    assert {s["name"] for s in app.services} == {
+        "idle-culler",
+        "cloudjhub-reaper",
+        "cloudjhub-warm-pool",
+        "demo-admin",
+    }
     assert {r["name"] for r in app.load_roles} == {"idle-culler", "cloudjhub-reaper", "admin"}
 
 

@@ -58,7 +58,10 @@ HUB_SIDE = (
     "spawner.py",
     "reaper.py",
     "commands/reap.py",
+    "aws/hub_restores.py",
 )
+# `cloudjhub resize-home`, when an admin runs it on the manager with its role.
+ADMIN_ON_MANAGER = {"ec2:ModifyVolume"}
 # Not called yet: the hub will ask each type's hypervisor.
 SOON = {"ec2:DescribeInstanceTypes"}
 
@@ -79,7 +82,7 @@ def test_policy_statements_exactly() -> None:
 
     assert policy["Version"] == "2012-10-17"
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
-    assert len(by_sid) == len(policy["Statement"]) == 17
+    assert len(by_sid) == len(policy["Statement"]) == 25
     assert all(s["Effect"] == "Allow" for s in policy["Statement"])
     expected: dict[str, tuple[Any, Any, Any]] = {  # Sid: (Action, Resource, Condition)
         "DescribeOnlyWhatTheHubReads": (
@@ -162,6 +165,18 @@ def test_policy_statements_exactly() -> None:
             },
         ),
         "BindUserIds": ("ec2:CreateTags", [INSTANCE, VOLUME], ADD_USER_ID),
+        "PrewarmTagOnClusterManager": (
+            ["ec2:CreateTags", "ec2:DeleteTags"],
+            INSTANCE,
+            {
+                "StringEquals": {
+                    "ec2:ResourceTag/cloudjhub:cluster": "alpha",
+                    "ec2:ResourceTag/cloudjhub:role": "manager",
+                },
+                "ForAllValues:StringEquals": {"aws:TagKeys": ["cloudjhub:prewarm"]},
+                "Null": {"aws:TagKeys": "false"},
+            },
+        ),
         "CreateHomeVolumes": (
             "ec2:CreateVolume",
             VOLUME,
@@ -174,6 +189,36 @@ def test_policy_statements_exactly() -> None:
         ),
         "AttachToClusterWorkers": ("ec2:AttachVolume", INSTANCE, WORKER_TAGGED),
         "AttachClusterHomeVolumes": ("ec2:AttachVolume", VOLUME, HOME_TAGGED),
+        # Restores (home_restore.py) and usage reports (home_usage.py): launch/iam_backups.py.
+        "DescribeSnapshotsForRestores": ("ec2:DescribeSnapshots", "*", None),
+        "RestoreOnlyFromClusterBackups": (
+            "ec2:CreateVolume",
+            "arn:aws:ec2:*::snapshot/*",
+            {"StringEquals": OURS},
+        ),
+        "DetachReplacedHomesFromClusterWorkers": ("ec2:DetachVolume", INSTANCE, WORKER_TAGGED),
+        "DetachOnlyClusterHomeVolumes": ("ec2:DetachVolume", VOLUME, HOME_TAGGED),
+        "RestoreBookkeepingOnHomeVolumes": (
+            ["ec2:CreateTags", "ec2:DeleteTags"],
+            VOLUME,
+            {
+                **HOME_TAGGED,
+                "ForAllValues:StringEquals": {
+                    "aws:TagKeys": ["cloudjhub:replaced", "cloudjhub:restore"]
+                },
+                "Null": {"aws:TagKeys": "false"},
+            },
+        ),
+        "ReportHomeUsageOnClusterWorkers": (
+            "ec2:CreateTags",
+            INSTANCE,
+            {
+                **WORKER_TAGGED,
+                "ForAllValues:StringEquals": {"aws:TagKeys": ["cloudjhub:home-usage"]},
+                "Null": {"aws:TagKeys": "false"},
+            },
+        ),
+        "GrowClusterHomeVolumes": ("ec2:ModifyVolume", VOLUME, HOME_TAGGED),
     }
     assert set(by_sid) == set(expected)
     for sid, (action, resource, condition) in expected.items():
@@ -203,13 +248,15 @@ def test_ec2_actions_are_exactly_what_the_hub_calls() -> None:
     calls = hub_ec2_calls()
 
     assert "ec2:DescribeInstances" in calls and "ec2:RunInstances" in calls  # the scan works
-    assert ec2_actions(manager_policy(CLUSTER, delete_home_volumes=True)) == calls | SOON
-    assert ec2_actions(manager_policy(CLUSTER)) == (calls | SOON) - {"ec2:DeleteVolume"}
+    allowed = calls | SOON | ADMIN_ON_MANAGER
+    assert ec2_actions(manager_policy(CLUSTER, delete_home_volumes=True)) == allowed
+    assert ec2_actions(manager_policy(CLUSTER)) == allowed - {"ec2:DeleteVolume"}
     reads = {a for a in ec2_actions(manager_policy(CLUSTER)) if a.startswith("ec2:Describe")}
     assert reads == {
         "ec2:DescribeImages",
         "ec2:DescribeInstanceTypes",
         "ec2:DescribeInstances",
+        "ec2:DescribeSnapshots",
         "ec2:DescribeVolumes",
     }
 
@@ -220,13 +267,21 @@ def test_policy_terminates_only_workers_and_deletes_homes_only_when_asked() -> N
     for policy in (manager_policy(CLUSTER), manager_policy(CLUSTER, kms_key_arn=KEY)):
         actions = {a for s in policy["Statement"] for a in as_list(s["Action"])}
         assert not [a for a in actions if a == "*" or a.startswith("ec2:*")]
-        # DeleteTags only drops a warm-pool worker's claim mark (ClaimPoolWorkers).
+        # DeleteTags only drops a warm-pool worker's claim mark (ClaimPoolWorkers) and
+        # the manager's one-off pool window (PrewarmTagOnClusterManager) and a done restore's
+        # request (RestoreBookkeepingOnHomeVolumes).
         deleting = {a for a in actions if "Delete" in a or "Deregister" in a or "Revoke" in a}
         assert deleting <= {"ec2:DeleteTags"}
         untag = [s for s in policy["Statement"] if "ec2:DeleteTags" in as_list(s["Action"])]
-        assert [s["Sid"] for s in untag] == ["ClaimPoolWorkers"]
-        keys = untag[0]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]
-        assert "cloudjhub:cluster" not in keys and "cloudjhub:role" not in keys
+        assert [s["Sid"] for s in untag] == [
+            "ClaimPoolWorkers",
+            "PrewarmTagOnClusterManager",
+            "RestoreBookkeepingOnHomeVolumes",
+        ]
+        for statement in untag:
+            keys = statement["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]
+            assert "cloudjhub:cluster" not in keys and "cloudjhub:role" not in keys
+            assert statement["Condition"]["Null"] == {"aws:TagKeys": "false"}
         terminating = [s for s in policy["Statement"] if "Terminate" in str(s["Action"])]
         assert [(s["Action"], s["Resource"], s["Condition"]) for s in terminating] == [
             ("ec2:TerminateInstances", INSTANCE, WORKER_TAGGED)
@@ -262,6 +317,13 @@ def test_policy_modifies_only_a_workers_type_and_never_retags() -> None:
                     "ec2:ResourceTag/cloudjhub:cluster": cluster,
                     "ec2:ResourceTag/cloudjhub:role": "worker",
                 }
+            elif statement["Sid"] == "GrowClusterHomeVolumes":  # resize-home
+                assert modifies == ["ec2:ModifyVolume"]
+                assert statement["Resource"] == VOLUME
+                assert (
+                    statement["Condition"]["StringEquals"]["ec2:ResourceTag/cloudjhub:role"]
+                    == "home"
+                )
             else:
                 assert not modifies, statement["Sid"]
             assert not [a for a in actions if "*" in a], statement["Sid"]  # no wildcards
@@ -270,7 +332,19 @@ def test_policy_modifies_only_a_workers_type_and_never_retags() -> None:
             "BindUserIds",
             "TagAtCreation",
             "ClaimPoolWorkers",
+            "PrewarmTagOnClusterManager",
+            "RestoreBookkeepingOnHomeVolumes",
+            "ReportHomeUsageOnClusterWorkers",
         ]
+        # The manager itself: only the one-off pool window's key, only this cluster's.
+        assert tagging[3]["Condition"] == {
+            "StringEquals": {
+                "ec2:ResourceTag/cloudjhub:cluster": cluster,
+                "ec2:ResourceTag/cloudjhub:role": "manager",
+            },
+            "ForAllValues:StringEquals": {"aws:TagKeys": ["cloudjhub:prewarm"]},
+            "Null": {"aws:TagKeys": "false"},
+        }
         assert tagging[0]["Condition"] == {
             **ADD_USER_ID,
             "StringEquals": {
@@ -295,7 +369,7 @@ def test_policy_modifies_only_a_workers_type_and_never_retags() -> None:
 def test_existing_instances_are_touched_only_if_tagged_worker() -> None:
     """Start, stop, attach and console output need cloudjhub:role=worker on the instance,
     so the hub's role cannot stop, change or read the manager (or a builder) of its own
-    cluster."""
+    cluster; on the manager it may only set or drop `cloudjhub:prewarm`."""
     for cluster in ("alpha", "beta-2"):
         touching = 0
         for statement in manager_policy(cluster)["Statement"]:
@@ -308,16 +382,27 @@ def test_existing_instances_are_touched_only_if_tagged_worker() -> None:
                 "aws:RequestTag" if statement["Action"] == "ec2:RunInstances" else "ec2:ResourceTag"
             )
             assert values[f"{tag}/cloudjhub:cluster"] == cluster, statement["Sid"]
+            if values[f"{tag}/cloudjhub:role"] == "manager":
+                assert statement["Sid"] == "PrewarmTagOnClusterManager"
+                assert statement["Condition"]["ForAllValues:StringEquals"] == {
+                    "aws:TagKeys": ["cloudjhub:prewarm"]
+                }
+                continue
             assert values[f"{tag}/cloudjhub:role"] in ("worker", ["worker", "home"])
             touching += 1
-        # run, console, start/stop, resize, terminate, attach, add user-id, claim
-        assert touching == 8
+        # run, console, start/stop, resize, terminate, attach, add user-id, claim, detach,
+        # usage
+        assert touching == 10
 
 
 def test_every_change_needs_the_cluster_tag_of_that_cluster() -> None:
     """Each action on instances, volumes, images or groups except the reads is tag-conditioned;
     the key pair and subnets are named, not tagged, and never include an instance or volume."""
-    untagged = ("DescribeOnlyWhatTheHubReads", "RunOnlyWithTheWorkersKeyPair")
+    untagged = (
+        "DescribeOnlyWhatTheHubReads",
+        "DescribeSnapshotsForRestores",
+        "RunOnlyWithTheWorkersKeyPair",
+    )
     for cluster in ("alpha", "beta-2"):
         for statement in manager_policy(cluster)["Statement"]:
             resources = as_list(statement["Resource"])
@@ -689,3 +774,26 @@ def test_unknown_credentials_are_refused(ec2: LocalCloudEc2, cluster_parts: dict
         ec2.describe_workers()
 
     assert refused.value.code in {"AuthFailure", "InvalidClientTokenId"}
+
+
+def test_the_backup_role_snapshots_and_prunes_only_the_clusters_volumes(
+    in_empty_dir: Path,
+) -> None:
+    result = CliRunner().invoke(main, ["iam-policy", "alpha", "--backup-role"])
+    assert result.exit_code == 0, result.output
+    by_sid = {s["Sid"]: s for s in json.loads(result.output)["Statement"]}
+    volumes = by_sid["SnapshotOnlyTheClustersVolumes"]
+    assert volumes["Resource"] == VOLUME
+    assert volumes["Condition"] == {
+        "StringEquals": {"ec2:ResourceTag/cloudjhub:backup": ["alpha/home", "alpha/root"]}
+    }
+    assert by_sid["PruneOnlyTheClustersSnapshots"]["Condition"] == {"StringEquals": OURS}
+    actions = {a for s in by_sid.values() for a in as_list(s["Action"])}
+    assert actions == {
+        "ec2:CreateSnapshot",
+        "ec2:CreateTags",
+        "ec2:DeleteSnapshot",
+        "ec2:DescribeInstances",
+        "ec2:DescribeSnapshots",
+        "ec2:DescribeVolumes",
+    }

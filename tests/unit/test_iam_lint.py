@@ -49,6 +49,7 @@ CASES = {
     ],
     "kms": ["--region", "eu-west-1", "--kms-key-arn", KEY],
     "china": ["--region", "cn-north-1", "--account", "123456789012"],
+    "backup-role": ["--backup-role", "--region", "eu-west-1", "--account", "123456789012"],
 }
 
 # EC2 reads that return secrets: user data (of instances, of launch templates) and

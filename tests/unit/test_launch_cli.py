@@ -269,6 +269,7 @@ def test_dry_run_needs_no_confirmation(
         (["--timeout", "0"], "timeout"),
         (["--worker-ebs-size", "4"], "WORKER_EBS_SIZE"),
         (["--warm-pool-size", "-1"], "WARM_POOL_SIZE"),
+        (["--private-subnets", "subnet-0abc,sub$(id)"], "SUBNET_IDS"),
         (["--worker-ebs-size", "lots"], "'--worker-ebs-size'"),
         (["--timeout", "soon"], "'--timeout'"),
         (["--connect-via", "carrier-pigeon"], "'--connect-via'"),
@@ -343,11 +344,12 @@ def test_unknown_authenticator_is_one_line_and_exit_2(
     endpoints = recording_clients(monkeypatch)
     before = inventory(ec2)
 
-    result = run(*args, "--yes", "--authenticator", "github")
+    result = run(*args, "--yes", "--authenticator", "saml")
 
     assert result.exit_code == 2, result.output
     assert lines(result) == [
-        "error: --authenticator 'github': unknown; use one of native, shared-password"
+        "error: --authenticator 'saml': unknown; use one of native, shared-password, github, "
+        "google, generic-oauth, lti13"
     ]
     assert endpoints == [] and inventory(ec2) == before
 
@@ -380,7 +382,10 @@ def test_sign_in_is_per_user_unless_a_shared_password_is_asked_for(
 
 def test_every_value_option_has_a_cloudjhub_variable() -> None:
     value_options = [
-        p for p in launch.params if isinstance(p, click.Option) and not p.is_flag and p.opts
+        p
+        for p in launch.params
+        # --client-secret is there only to refuse a secret on the command line.
+        if isinstance(p, click.Option) and not p.is_flag and p.opts and not p.hidden
     ]
     assert {p.opts[0] for p in value_options} >= {
         "--timeout",

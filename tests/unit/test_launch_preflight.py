@@ -12,6 +12,7 @@ import pytest
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.launch.base_images import SUPPORTED
 from cloudjhub.launch.cluster import PREINSTALLED_TAG
+from tests.unit.conftest import REGION
 from tests.unit.test_launch_cli import UBUNTU_2404, args, image_like, inventory, lines, run
 
 __all__ = ["args"]  # the fixture, shared with the launch CLI tests
@@ -166,3 +167,13 @@ def test_the_login_users_must_be_the_base_images_own(
     ]
     users = ["--server-username", "ec2-user", "--worker-username", "ec2-user"]
     assert run(*with_base(args, al2023), *users, "--dry-run").exit_code == 0
+
+
+def test_more_private_subnets_must_exist_in_the_same_vpc(
+    args: list[str], ec2: LocalCloudEc2
+) -> None:
+    other_vpc = ec2.ensure_vpc("10.43.0.0/16", {"Name": "elsewhere"})
+    elsewhere = ec2.ensure_subnet(other_vpc, "10.43.1.0/24", {"Name": "elsewhere"})
+    said = refused([*args, "--private-subnets", f"subnet-0000dead,{elsewhere}"], ec2)
+    assert f"error: SUBNET_IDS subnet-0000dead: no such subnet in region {REGION}" in said
+    assert f"error: SUBNET_IDS {elsewhere}: not in PRIVATE_SUBNET {args[3]}'s VPC" in said

@@ -142,12 +142,13 @@ def test_reply_carries_the_admin_password_for_the_launcher(root: Path) -> None:
 def test_unknown_authenticator_is_one_line_and_changes_nothing(root: Path) -> None:
     result = CliRunner().invoke(
         main,
-        ["setup-manager", "--root", str(root), "--no-start", "--authenticator", "github"],
+        ["setup-manager", "--root", str(root), "--no-start", "--authenticator", "saml"],
         input=request(),
     )
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines() == [
-        "error: --authenticator 'github': unknown; use one of native, shared-password"
+        "error: --authenticator 'saml': unknown; use one of native, shared-password, github, "
+        "google, generic-oauth, lti13"
     ]
     assert not root.exists()
 

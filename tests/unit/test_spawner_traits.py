@@ -16,6 +16,7 @@ from jupyterhub.objects import Hub
 from traitlets import TraitType
 
 from cloudjhub.spawner import InstanceSpawner
+from cloudjhub.spawner_ec2 import Ec2Calls
 from cloudjhub.spawner_options import InstanceSpawnerOptions, from_config
 
 # Every value differs from the model's default, so a trait that ignored the file shows.
@@ -24,6 +25,7 @@ SERVER_CONFIG: dict[str, Any] = {
     "REGION": "eu-west-3",
     "WORKER_AMI": "ami-0123abcd",
     "SUBNET_ID": "subnet-0abc12",
+    "SUBNET_IDS": ["subnet-0abc12", "subnet-0def34"],
     "WORKER_SECURITY_GROUPS": ["sg-1", "sg-2"],
     "KEY_NAME": "traits-key",
     "HIBERNATE": True,
@@ -45,6 +47,7 @@ TRAIT_KEYS = {
     "aws_endpoint_url": "AWS_ENDPOINT_URL",
     "worker_ami": "WORKER_AMI",
     "subnet_id": "SUBNET_ID",
+    "subnet_ids": "SUBNET_IDS",
     "security_group_ids": "WORKER_SECURITY_GROUPS",
     "key_name": "KEY_NAME",
     "worker_instance_type": "WORKER_INSTANCE_TYPE",
@@ -87,6 +90,7 @@ def test_only_real_traits_get_defaults_from_the_file() -> None:
     # The @default's of the spawner and of its options mixin (each class's own).
     generators = {
         **InstanceSpawnerOptions._trait_default_generators,
+        **Ec2Calls._trait_default_generators,
         **InstanceSpawner._trait_default_generators,
     }
     traits = InstanceSpawner.class_traits()

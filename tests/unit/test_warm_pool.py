@@ -45,7 +45,7 @@ def tags_of(ec2: LocalCloudEc2, resource_id: str) -> dict[str, str]:
 
 @pytest.fixture
 def spawner_for(
-    ec2: LocalCloudEc2, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ec2: LocalCloudEc2, spec: WorkerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Callable[[str], InstanceSpawner]:
     """A hub's spawner (no hub) on the moto-backed fleet, with a pool of any size."""
     monkeypatch.setitem(Fleet._shared, (CLUSTER, REGION, ""), Fleet(ec2, max_age=0))
@@ -59,8 +59,10 @@ def spawner_for(
         spawner = InstanceSpawner(user=hub_user, hub=Hub(), oauth_client_id=f"jupyterhub-{user}")
         spawner.cluster_name, spawner.region, spawner.aws_endpoint_url = CLUSTER, REGION, None
         spawner.worker_instance_type = "t3.medium"
+        spawner.worker_ami = spec.image_id
         spawner.hibernate = False
         spawner.warm_pool_size = 1
+        spawner.warm_pool_schedule = []
         spawner.user_home_ebs_size = 0
         spawner.usage_log = str(tmp_path / "usage.jsonl")
         spawner.server = Server(base_url=f"/user/{user}/")

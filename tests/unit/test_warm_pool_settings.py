@@ -39,8 +39,10 @@ def services(s: HubSettings) -> dict[str, dict[str, Any]]:
     return {svc["name"]: svc for svc in c.JupyterHub.services}
 
 
-def test_the_hub_runs_the_pool_keeper_only_for_a_pool(tmp_path: Path) -> None:
-    assert set(services(settings(tmp_path))) == {"idle-culler", "cloudjhub-reaper"}
+def test_the_hub_always_runs_the_pool_keeper(tmp_path: Path) -> None:
+    """Even with no pool: a schedule or `cloudjhub prewarm` may open a window later."""
+    none = services(settings(tmp_path))["cloudjhub-warm-pool"]
+    assert none["command"][1:4] == ["warm-pool", "--size", "0"]
 
     found = services(settings(tmp_path, warm_pool_size=3, warm_pool_state="running"))
 

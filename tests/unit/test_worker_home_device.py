@@ -222,3 +222,15 @@ def test_a_refused_device_is_neither_formatted_nor_mounted(machine: Machine) -> 
     with pytest.raises(ProtocolError, match="not volume"):
         mount(machine, tools)
     assert tools.calls == []
+
+
+def test_a_grown_volume_gets_resize2fs_once_per_new_size(machine: Machine, tmp_path: Path) -> None:
+    machine.nitro()
+    marks = tmp_path / "grown"
+    home = machine.top / "home" / "alice"
+    system = System(run=Tools(blkid=0), paths=machine.paths)
+    device = str(machine.top / "dev" / "nvme1n1")
+    for size, runs in ((4, 1), (4, 1), (9, 2)):
+        volume = HomeVolume(volume_id="vol-0abc123", device="/dev/sdf", size_gb=size)
+        mount_home_volume(volume, home, os.getuid(), os.getgid(), system, marks)
+        assert system.run.ran("resize2fs") == [["resize2fs", device]] * runs  # type: ignore[attr-defined]

@@ -96,6 +96,8 @@ class Instance:
     public_ip: str | None = None
     instance_profile: str | None = None
     key_name: str | None = None
+    # Its place in the RunInstances that launched it (AmiLaunchIndex).
+    launch_index: int = 0
     image_id: str = ""
     hibernation: bool = False
     # StateReason.Code, e.g. "Server.SpotInstanceTermination" when AWS reclaimed a spot one.
@@ -140,6 +142,7 @@ class Instance:
             public_ip=data.get("PublicIpAddress") or None,
             instance_profile=(data.get("IamInstanceProfile") or {}).get("Arn"),
             key_name=data.get("KeyName"),
+            launch_index=int(data.get("AmiLaunchIndex") or 0),
             image_id=data.get("ImageId", ""),
             hibernation=bool((data.get("HibernationOptions") or {}).get("Configured")),
             state_reason=(data.get("StateReason") or {}).get("Code", ""),
@@ -150,8 +153,11 @@ class Instance:
         )
 
 
-def boto_client(service: str, region: str | None, endpoint_url: str | None = None) -> Any:
-    """A client from the standard credential chain, with adaptive retries.
+def boto_client(
+    service: str, region: str | None, endpoint_url: str | None = None, **keys: str
+) -> Any:
+    """A client from the standard credential chain (or `keys`: aws_access_key_id and
+    aws_secret_access_key, for the local cloud's own clients), with adaptive retries.
 
     A None region or endpoint falls back to the chain (AWS_DEFAULT_REGION,
     AWS_ENDPOINT_URL, profiles); a missing region is a CloudError, not a traceback.
@@ -163,6 +169,7 @@ def boto_client(service: str, region: str | None, endpoint_url: str | None = Non
             region_name=region,
             endpoint_url=endpoint_url,
             config=RETRY_CONFIG,
+            **keys,
         )
     except ValueError as exc:  # a malformed endpoint URL
         raise CloudError(

@@ -2,23 +2,30 @@
 attach home volumes. It deletes only what belonged to a user JupyterHub deleted
 (their workers and, if configured, their home volumes), and tags an existing
 resource only to bind it to its user's id, to mark a deleted user's, or to claim
-a warm-pool worker: as the hub's IAM policy allows."""
+a warm-pool worker, and it sets or drops the one-off pool window on its manager
+(`cloudjhub prewarm`): as the hub's IAM policy allows."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from ..cloud_config import WORKER_CLOUD_CONFIG
 from ..tags import (
+    BACKUP_TAG,
     DELETED_TAG,
     NAME_TAG,
     POOL_CLAIMING,
     POOL_TAG,
+    PREWARM_TAG,
     USER_ID_TAG,
     USER_TAG,
     Role,
+    backup_target,
     belongs_to,
     needs_binding,
     pool_tags,
@@ -29,6 +36,7 @@ from ..tags import (
     tags_for,
 )
 from .client import CloudError, Ec2Client, Instance, NotOurs, user_message
+from .pacing import Pacer
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,23 @@ def launch_token(cluster: str, user: str, previous: str | None, user_id: str = "
     return "cjh-" + hashlib.sha256(raw).hexdigest()[:60]
 
 
+_NO_RETRY = "cloudjhub-no-retry-without-capacity"
+
+
+def _no_retry_without_capacity(response: Any = None, operation: Any = None, **_: Any) -> None:
+    """End a RunInstances that AWS has no capacity for at once.
+
+    InsufficientInstanceCapacity is an HTTP 500, which botocore retries for tens of
+    seconds; AWS's advice is another zone or type, which the spawner tries next
+    (`worker_instance_type_fallbacks`, SUBNET_IDS). Raising from botocore's retry
+    check ends the call with the error as its ClientError."""
+    if response is None or operation is None:
+        return
+    parsed = response[1]
+    if (parsed.get("Error") or {}).get("Code") == "InsufficientInstanceCapacity":
+        raise ClientError(parsed, operation.name)
+
+
 class HubEc2(Ec2Client):
     """The hub's door: every action is on this cluster's workers and their volumes."""
 
@@ -68,6 +93,9 @@ class HubEc2(Ec2Client):
         super().__init__(cluster, client)
         self._root_devices: dict[str, str] = {}
         self._hypervisors: dict[str, str] = {}
+        client.meta.events.register_first(
+            "needs-retry.ec2.RunInstances", _no_retry_without_capacity, unique_id=_NO_RETRY
+        )
 
     # ---- reads -------------------------------------------------------------
 
@@ -90,6 +118,20 @@ class HubEc2(Ec2Client):
             types = found.get("InstanceTypes", [])
             self._hypervisors[instance_type] = str(types[0].get("Hypervisor", "")) if types else ""
         return self._hypervisors[instance_type]
+
+    def unknown_instance_types(self, instance_types: list[str]) -> list[str]:
+        """Of these types, those DescribeInstanceTypes does not know in this region."""
+        unknown = []
+        for kind in instance_types:
+            try:
+                reply = self._call("describe_instance_types", InstanceTypes=[kind])
+            except CloudError as exc:
+                if not exc.code.startswith("InvalidInstanceType"):
+                    raise
+                reply = {}
+            if not reply.get("InstanceTypes"):
+                unknown.append(kind)
+        return unknown
 
     def instance_type_info(self, instance_type: str) -> dict[str, Any] | None:
         """DescribeInstanceTypes of one type; None if the region has no such type."""
@@ -130,13 +172,63 @@ class HubEc2(Ec2Client):
     # ---- workers -----------------------------------------------------------
 
     def launch_worker(
-        self, user: str, spec: WorkerSpec, client_token: str, user_id: str | None = None
+        self,
+        user: str,
+        spec: WorkerSpec,
+        client_token: str,
+        user_id: str | None = None,
+        paid: Pacer | None = None,
     ) -> Instance:
         """Run one tagged worker: IMDSv2 only, no instance profile, stop on shutdown,
         its login user without sudo (WORKER_CLOUD_CONFIG)."""
         tags = tags_for(self.cluster, Role.WORKER, user, user_id=user_id)
         # Ours last: an extra tag never replaces what marks a worker as ours.
-        return self._run_workers({**dict(spec.extra_tags), **tags}, spec, 1, client_token)[0]
+        return self._run_workers({**dict(spec.extra_tags), **tags}, spec, 1, client_token, paid)[0]
+
+    def launch_for_users(
+        self,
+        users: list[tuple[str, str]],
+        spec: WorkerSpec,
+        client_token: str,
+        paid: Pacer | None = None,
+    ) -> list[Instance]:
+        """One RunInstances for several users' first logins, then each instance tagged
+        to one of them; the instances in the order of `users` (name, id).
+
+        They are launched marked as a claim in progress with no user (neither a pool
+        member nor anyone's), then each is tagged to its user and unmarked as a warm-pool
+        claim is (`tag_claim`, `finish_claim`, without their guard: we just made them),
+        so a restart between the two steps is finished by the user's next spawn.
+        """
+        tags = {
+            **dict(spec.extra_tags),
+            **tags_for(self.cluster, Role.WORKER, name=f"{self.cluster}-worker-launching"),
+            POOL_TAG: POOL_CLAIMING,
+        }
+        launched = self._run_workers(tags, spec, len(users), client_token, paid)
+        if len(launched) != len(users):
+            raise CloudError(
+                f"EC2 RunInstances launched {len(launched)} workers for {len(users)} users",
+                "LaunchCountMismatch",
+            )
+        # AmiLaunchIndex orders a launch's instances the same way on every replay.
+        launched.sort(key=lambda i: (i.launch_index, i.id))
+        # A launch's reply may not list its volumes yet; a describe does.
+        seen = {i.id: i for i in self.describe([i.id for i in launched])}
+        out = []
+        for (user, user_id), instance in zip(users, launched, strict=True):
+            instance = seen.get(instance.id, instance)
+            mine = {
+                USER_TAG: user,
+                USER_ID_TAG: user_id,
+                NAME_TAG: resource_name(self.cluster, Role.WORKER, user),
+            }
+            resources = [instance.id, *instance.volumes]
+            self._call("create_tags", Resources=resources, Tags=tag_list(mine))
+            self._call("delete_tags", Resources=resources, Tags=[{"Key": POOL_TAG}])
+            tags_now = {k: v for k, v in {**instance.tags, **mine}.items() if k != POOL_TAG}
+            out.append(replace(instance, tags=tags_now))
+        return out
 
     def launch_pool_workers(
         self, spec: WorkerSpec, count: int, client_token: str
@@ -145,7 +237,12 @@ class HubEc2(Ec2Client):
         return self._run_workers(pool_tags(self.cluster), spec, count, client_token)
 
     def _run_workers(
-        self, tag_map: dict[str, str], spec: WorkerSpec, count: int, client_token: str
+        self,
+        tag_map: dict[str, str],
+        spec: WorkerSpec,
+        count: int,
+        client_token: str,
+        paid: Pacer | None = None,
     ) -> list[Instance]:
         tags = tag_list(tag_map)
         root = self.root_device_name(spec.image_id)
@@ -178,7 +275,7 @@ class HubEc2(Ec2Client):
             "InstanceInitiatedShutdownBehavior": "stop",
             "TagSpecifications": [
                 {"ResourceType": "instance", "Tags": tags},
-                {"ResourceType": "volume", "Tags": tags},
+                {"ResourceType": "volume", "Tags": tags + self._backup_tag(home=False)},
             ],
             "ClientToken": client_token,
         }
@@ -196,7 +293,8 @@ class HubEc2(Ec2Client):
                 },
             }
         context = {"instance_type": spec.instance_type, "image": spec.image_id}
-        reply = self._call("run_instances", context, **params)
+        with paid.prepaid() if paid else contextlib.nullcontext():
+            reply = self._call("run_instances", context, **params)
         return [Instance.from_api(i) for i in reply["Instances"]]
 
     def tag_claim(self, instance: Instance, user: str, user_id: str) -> None:
@@ -226,6 +324,21 @@ class HubEc2(Ec2Client):
     def stop(self, instance_id: str, hibernate: bool = False) -> None:
         self.guard([instance_id], [Role.WORKER])
         self._call("stop_instances", InstanceIds=[instance_id], Hibernate=hibernate)
+
+    def start_workers(self, instance_ids: list[str], paid: Pacer | None = None) -> None:
+        """One StartInstances for many workers (guarded together); `paid`: the call's
+        tokens were reserved on that pacer already."""
+        self.guard(instance_ids, [Role.WORKER])
+        with paid.prepaid() if paid else contextlib.nullcontext():
+            self._call("start_instances", InstanceIds=instance_ids)
+
+    def stop_workers(
+        self, instance_ids: list[str], hibernate: bool, paid: Pacer | None = None
+    ) -> None:
+        """One StopInstances for many workers, all hibernated or all not."""
+        self.guard(instance_ids, [Role.WORKER])
+        with paid.prepaid() if paid else contextlib.nullcontext():
+            self._call("stop_instances", InstanceIds=instance_ids, Hibernate=hibernate)
 
     def set_instance_type(self, instance_id: str, instance_type: str) -> None:
         """Change a stopped worker's type (its disks and id stay): a user picked a
@@ -294,7 +407,7 @@ class HubEc2(Ec2Client):
         extra_tags: dict[str, str] | None = None,
     ) -> str:
         ours = tags_for(self.cluster, Role.HOME, user, user_id=user_id)
-        tags = tag_list({**(extra_tags or {}), **ours})
+        tags = tag_list({**(extra_tags or {}), **ours}) + self._backup_tag(home=True)
         reply = self._call(
             "create_volume",
             AvailabilityZone=zone,
@@ -305,6 +418,11 @@ class HubEc2(Ec2Client):
         )
         return str(reply["VolumeId"])
 
+    def _backup_tag(self, home: bool) -> list[dict[str, str]]:
+        """What a backup policy targets (aws/backups.py): home volumes, or root volumes
+        in a cluster without them; tagged whether or not a policy exists yet."""
+        return tag_list({BACKUP_TAG: backup_target(self.cluster, home)})
+
     def attach_volume(self, volume_id: str, instance_id: str, device: str) -> None:
         """Attach a home volume to one of this cluster's workers.
 
@@ -314,3 +432,22 @@ class HubEc2(Ec2Client):
         """
         self.guard([instance_id], [Role.WORKER])
         self._call("attach_volume", VolumeId=volume_id, InstanceId=instance_id, Device=device)
+
+    # ---- the one-off pool window on the manager (`cloudjhub prewarm`) ----------
+
+    def managers(self) -> list[Instance]:
+        """The cluster's live manager instances (one, unless a relaunch overlaps)."""
+        return [i for i in self.describe_cluster(Role.MANAGER) if i.live]
+
+    def prewarm_tags(self) -> list[str]:
+        """The one-off window's tag values on the cluster's live managers."""
+        return [m.tags[PREWARM_TAG] for m in self.managers() if PREWARM_TAG in m.tags]
+
+    def set_prewarm(self, manager_id: str, value: str | None) -> None:
+        """Write the one-off window on a manager, or drop it (None); that one key only."""
+        self.guard([manager_id], [Role.MANAGER])
+        if value is None:
+            self._call("delete_tags", Resources=[manager_id], Tags=[{"Key": PREWARM_TAG}])
+        else:
+            tags = tag_list({PREWARM_TAG: value})
+            self._call("create_tags", Resources=[manager_id], Tags=tags)

@@ -12,6 +12,7 @@ from types import FrameType
 
 import click
 
+from .backup_options import backup_options
 from .cloud_options import require_reachable
 from .errors import BadInput, CommandError
 
@@ -97,7 +98,8 @@ def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
     help="With --like-aws, answer AWS error NAME where AWS would, with probability RATE "
     "(default 1): InsufficientInstanceCapacity, DependencyViolation, InvalidSnapshot.InUse, "
     "IdempotentParameterMismatch, SpotMaxPriceTooLow, MaxSpotInstanceCountExceeded (spot "
-    "launches only). Repeatable.",
+    "launches only). InsufficientInstanceCapacity=TYPE, =SUBNET or =TYPE@SUBNET limits "
+    "it to one type or subnet. Repeatable.",
 )
 @click.option(
     "--time-scale",
@@ -115,6 +117,14 @@ def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
     "(c.InstanceSpawner.warm_pool_size).",
 )
 @click.option(
+    "--user-home-ebs-size",
+    type=click.IntRange(min=0, max=16384),
+    default=0,
+    show_default=True,
+    help="A persistent home volume per user, GB (USER_HOME_EBS_SIZE); 0 for none.",
+)
+@backup_options
+@click.option(
     "--hub-config",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
@@ -122,6 +132,27 @@ def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
     'e.g. {"JupyterHub": {"concurrent_spawn_limit": 300}, "InstanceSpawner": {"cmd": '
     '["python", "-m", "jupyterhub.tests.mocksu"]}}. Unknown traits are warned about in '
     "the hub's log and ignored.",
+)
+@click.option(
+    "--ta-group",
+    metavar="NAME",
+    default=None,
+    help="Teaching assistants' group: its members see, start, stop and open the servers "
+    "of the students group (see README, Sign-in).",
+)
+@click.option(
+    "--warm-pool-schedule",
+    metavar="JSON",
+    default=None,
+    help="Windows when the pool has another size, as a JSON list of "
+    '{"cron", "duration", "size", "state"} (c.InstanceSpawner.warm_pool_schedule).',
+)
+@click.option(
+    "--warm-pool-time-zone",
+    metavar="ZONE",
+    default="UTC",
+    show_default=True,
+    help="IANA time zone of the schedule (c.InstanceSpawner.warm_pool_time_zone).",
 )
 @click.option(
     "--profiles",
@@ -153,11 +184,18 @@ def demo(
     faults: tuple[str, ...],
     time_scale: str | None,
     warm_pool_size: int,
+    user_home_ebs_size: int,
+    backup_schedule: str | None,
+    backup_retain: int,
     hub_config: Path | None,
+    ta_group: str | None,
+    warm_pool_schedule: str | None,
+    warm_pool_time_zone: str,
     profiles_file: Path | None,
     config_file: Path | None,
 ) -> None:
     """Run cloudjhub on this machine: EC2 emulated on loopback, a real JupyterHub."""
+    from ..config import ConfigError, check_warm_pool_schedule, parse_json
     from ..hub.settings import read_jupyterhub_config
     from ..local.awslike.settings import BadSetting, behaviour_from
     from ..local.demo import DemoStack
@@ -171,11 +209,26 @@ def demo(
         if (faults or time_scale is not None) and not like_aws:
             raise BadSetting("--fault and --time-scale only apply with --like-aws")
         behaviour = behaviour_from(faults, time_scale) if like_aws else None
+        if ta_group is not None:
+            from ..hub.signin_settings import check_name
+
+            try:
+                check_name(ta_group, "--ta-group")
+            except ValueError as exc:
+                raise BadSetting(str(exc)) from None
         extra_config = read_jupyterhub_config(hub_config) if hub_config else {}
-    except ValueError as exc:  # BadSetting too
-        message = str(exc) if isinstance(exc, BadSetting) else f"--hub-config {exc}"
+        schedule = (
+            parse_json(warm_pool_schedule.encode(), "--warm-pool-schedule")
+            if warm_pool_schedule
+            else []
+        )
+        check_warm_pool_schedule(schedule, warm_pool_time_zone)
+    except ValueError as exc:  # BadSetting and ConfigError too
+        known = isinstance(exc, (BadSetting, ConfigError))
+        message = str(exc) if known else f"--hub-config {exc}"
         click.echo(f"cloudjhub demo: {message}", err=True)
         sys.exit(2)
+    pool_traits = {"warm_pool_schedule": schedule, "warm_pool_time_zone": warm_pool_time_zone}
 
     # Whatever the demo and what it starts write is its owner's alone.
     os.umask(0o077)
@@ -192,8 +245,15 @@ def demo(
         hibernate=hibernate,
         like_aws=behaviour,
         warm_pool_size=warm_pool_size,
+        user_home_ebs_size=user_home_ebs_size,
+        backup_schedule=backup_schedule,
+        backup_retain=backup_retain,
         hub_config=extra_config,
-        spawner_config={"profile_list": profiles} if profiles else {},
+        ta_group=ta_group,
+        spawner_config={
+            **({"profile_list": profiles} if profiles else {}),
+            **(pool_traits if schedule else {}),
+        },
         extra_config=config_file,
     )
     stopping = threading.Event()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
+from ..aws.backups import Backups
 from ..aws.client import CloudError
 from ..launch import teardown
+from ..launch.backup_policy import delete_backup_snapshots, delete_policies
 from .cloud_options import aws_options, cluster_argument, confirm, connect, report, say, show_plan
 from .errors import cloud_error
 
@@ -24,12 +26,18 @@ POLL_SECONDS = 5.0
     is_flag=True,
     help="Also delete the users' home volumes (kept by default).",
 )
+@click.option(
+    "--delete-backups",
+    is_flag=True,
+    help="Also delete the users' backup snapshots (kept by default; the policy always goes).",
+)
 @aws_options()
 def destroy(
     cluster: str,
     yes: bool,
     dry_run: bool,
     delete_home_volumes: bool,
+    delete_backups: bool,
     region: str | None,
     aws_endpoint: str | None,
 ) -> None:
@@ -41,9 +49,31 @@ def destroy(
     ec2 = connect(cluster, region, aws_endpoint)
     try:
         plan = teardown.plan_destroy(ec2, delete_home_volumes)
+        backups = Backups.connect(ec2, region, aws_endpoint)
+        snapshots = [s["SnapshotId"] for s in backups.snapshots()]
     except CloudError as exc:
         raise cloud_error(exc) from exc
-    if not show_plan(plan, cluster, "delete", f"nothing to delete for cluster {cluster}", dry_run):
+    try:
+        policies = backups.policies()
+    except CloudError as exc:  # an endpoint without DLM (an outside emulator)
+        click.echo(f"backup policies not checked: {exc}", err=True)
+        policies = []
+    doomed = snapshots if delete_backups else []
+    extra = [f"backup policy {p}" for p in policies] + [f"backup snapshot {s}" for s in doomed]
+    if plan.empty and extra:
+        click.echo(f"{'would' if dry_run else 'will'} delete in cluster {cluster}:")
+    elif not show_plan(
+        plan, cluster, "delete", f"nothing to delete for cluster {cluster}", dry_run
+    ):
+        return
+    for line in extra:
+        click.echo(f"  {line}")
+    if snapshots and not delete_backups:
+        click.echo(f"kept: {len(snapshots)} backup snapshot(s) (--delete-backups deletes them)")
+    if dry_run:
         return
     confirm(f"Delete all of the above for cluster {cluster}?", yes)
-    report(teardown.destroy(ec2, plan, say, WAIT_TIMEOUT, POLL_SECONDS))
+    failures = teardown.destroy(ec2, plan, say, WAIT_TIMEOUT, POLL_SECONDS)
+    failures += delete_policies(backups, policies)
+    failures += delete_backup_snapshots(backups, doomed)
+    report(failures)

@@ -12,7 +12,8 @@ import click
 from ..aws.client import CloudError
 from ..aws.reach import check_region
 from ..config import INSTANCE_CONFIG_FILE, ConfigError, InstanceConfig, load_instance_config
-from ..launch.iam import BadInput, manager_policy
+from ..launch.iam import BadInput, manager_policy, partition
+from ..launch.iam_backups import backup_role_policy
 from .cloud_options import cluster_argument
 
 
@@ -84,6 +85,13 @@ def _launch_defaults(path: Path | None) -> InstanceConfig:
     "InstanceSpawner.delete_home_on_user_delete is True (deleting a user then deletes "
     "their files).",
 )
+@click.option(
+    "--backup-role",
+    is_flag=True,
+    help="Print instead the policy of a role for Data Lifecycle Manager (launch "
+    "--backup-role ARN): snapshots of this cluster's volumes only; the role must trust "
+    "dlm.amazonaws.com.",
+)
 def iam_policy(
     cluster: str,
     region: str,
@@ -93,6 +101,7 @@ def iam_policy(
     instance_config: Path | None,
     kms_key_arn: str | None,
     delete_home_volumes: bool,
+    backup_role: bool,
 ) -> None:
     """Print the IAM policy the manager's instance role needs (terminating only the
     workers of deleted users; deleting home volumes only with --delete-home-volumes)."""
@@ -116,4 +125,6 @@ def iam_policy(
             check_region(region)
         except CloudError as exc:
             _fail(f"--region: {exc}")
+    if backup_role:
+        policy = backup_role_policy(cluster, partition(region), region, account)
     click.echo(json.dumps(policy, indent=2))

@@ -15,15 +15,30 @@ from ..config import (
     error_line,
     load_instance_config,
 )
+from ..launch.signin import AUTHENTICATORS
+from .backup_options import backup_options
 from .cloud_options import aws_options
 from .errors import BadInput, CommandError, cloud_error
 from .options import ExistingFile, Number, env_argument, env_option
+from .signin_options import signin_from, signin_options
 from .tls_pair import tls_pair_problem
 
 # Every failure before the first resource is made says so.
 NOTHING_CREATED = "; nothing was created"
 
+
 # (option, instance_config.json key, click type)
+class SubnetList(click.ParamType):
+    """Comma-separated subnet ids (the workers' private subnets, in order)."""
+
+    name = "SUBNET[,SUBNET...]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, list):
+            return value
+        return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
 INSTANCE_OPTIONS: list[tuple[str, str, Any]] = [
     ("--manager-instance-type", "MANAGER_INSTANCE_TYPE", str),
     ("--worker-instance-type", "WORKER_INSTANCE_TYPE", str),
@@ -36,6 +51,7 @@ INSTANCE_OPTIONS: list[tuple[str, str, Any]] = [
     ("--server-owner", "SERVER_OWNER", str),
     ("--hibernate/--no-hibernate", "HIBERNATE", bool),
     ("--warm-pool-size", "WARM_POOL_SIZE", int),
+    ("--private-subnets", "SUBNET_IDS", SubnetList()),
 ]
 
 
@@ -59,7 +75,10 @@ AUTHENTICATOR_HELP = (
     "account (at /hub/authorize); `admin`'s password is generated and written to "
     "cloudjhub-CLUSTER-admin-password here. shared-password: one class password for "
     "everyone; whoever knows it can sign in as ANY user, other users included, and "
-    "read or change their files: only for a workshop where that does not matter."
+    "read or change their files: only for a workshop where that does not matter. "
+    "github, google, generic-oauth (any OpenID Connect provider), lti13 (a course in an "
+    "LMS): the school's accounts, with --client-id and --client-secret-file (see README, "
+    "Sign-in)."
 )
 
 
@@ -79,7 +98,7 @@ def authenticator_option(fn: Any) -> Any:
         "--authenticator",
         default="native",
         show_default=True,
-        metavar="native|shared-password",
+        metavar="|".join(AUTHENTICATORS),
         callback=check,
         help=AUTHENTICATOR_HELP,
     )(fn)
@@ -169,6 +188,16 @@ def _instance_config(path: Path | None, given: dict[str, Any]) -> InstanceConfig
     "then cross the network in clear. Only behind a TLS load balancer, or for a rehearsal.",
 )
 @authenticator_option
+@signin_options
+@backup_options
+@env_option(
+    "--backup-role",
+    metavar="ARN",
+    default=None,
+    help="The IAM role DLM takes snapshots with [default: the account's "
+    "AWSDataLifecycleManagerDefaultRole]; `cloudjhub iam-policy CLUSTER --backup-role` "
+    "prints a least-privilege policy for one of your own.",
+)
 @env_option(
     "--output-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -221,6 +250,7 @@ def launch(
 
     say = lambda m: click.echo(m, err=True)  # noqa: E731
     given = {key.lower(): kw.pop(key.lower(), None) for _, key, _ in INSTANCE_OPTIONS}
+    signin = signin_from(kw["authenticator"], kw)
     profiles_file = kw.pop("profiles")
     try:
         kw["profiles"] = load_profiles(profiles_file) if profiles_file else None
@@ -229,6 +259,7 @@ def launch(
     try:
         instance = _instance_config(instance_config, given)
         opts = LaunchOptions(
+            signin=signin,
             cluster=cluster,
             base_ami=base_ami,
             private_subnet=private_subnet,
@@ -284,7 +315,16 @@ def launch(
     say(f"  config    {opts.server_config_file}")
     say(f"  record    {opts.record_file}")
     say(f"  sign-in   {opts.authenticator}")
-    say(f"  admin     user admin, password in {opts.admin_password_file} (mode 0600)")
+    if result.callback_url:
+        say(f"  callback  {result.callback_url} (register it with the provider)")
+    if not opts.sign_in.external:
+        say(f"  admin     user admin, password in {opts.admin_password_file} (mode 0600)")
+    if opts.sign_in.admin_users:
+        say(f"  admins    {', '.join(opts.sign_in.admin_users)}")
+    if opts.sign_in.external and not (opts.sign_in.allowed_users or opts.sign_in.allowed_groups):
+        say(
+            "  WARNING: no --allowed-users or --allowed-groups: every account of the provider may sign in"
+        )
     if opts.authenticator == "shared-password":
         say("  the class password is on the manager, root only: /etc/cloudjhub/user_password")
     if not opts.tls:

@@ -13,12 +13,28 @@ import click
 
 from ..aws.client import CloudError, Instance
 from ..hub.settings import settings_path
-from ..tags import POOL_READY, POOL_TAG, Role
+from ..tags import HOME_USAGE_TAG, POOL_READY, POOL_TAG, Role
 from .cloud_options import aws_options, cluster_argument, connect
 from .errors import cloud_error
 from .logs import check_optional_user, hub_settings_option, last_failed_spawn
 
-COLUMNS = ("USER", "INSTANCE", "STATE", "TYPE", "LAUNCHED", "UPTIME")
+COLUMNS = ("USER", "INSTANCE", "STATE", "TYPE", "HOME", "LAUNCHED", "UPTIME")
+GB = 1 << 30
+
+
+def home_usage(tags: dict[str, str]) -> dict[str, int] | None:
+    """The home usage the worker's agent last reported (HOME_USAGE_TAG: "used size")."""
+    used, _, size = tags.get(HOME_USAGE_TAG, "").partition(" ")
+    if not (used.isdigit() and size.isdigit()):
+        return None
+    return {"used_bytes": int(used), "size_bytes": int(size)}
+
+
+def _home(usage: dict[str, int] | None) -> str:
+    if not usage or not usage["size_bytes"]:
+        return "-"
+    used, size = usage["used_bytes"], usage["size_bytes"]
+    return f"{used / GB:.1f}/{size / GB:.1f} GB ({100 * used / size:.0f}%)"
 
 
 def duration(seconds: int) -> str:
@@ -55,6 +71,7 @@ def status_rows(
                 "state": inst.state,
                 "instance_type": inst.instance_type,
                 "launch_time": inst.launch_time.isoformat() if inst.launch_time else None,
+                "home_usage": home_usage(inst.tags),
                 "uptime_seconds": (
                     int((now - inst.launch_time).total_seconds())
                     if running and inst.launch_time
@@ -98,6 +115,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                 row["instance_id"],
                 row["state"],
                 row["instance_type"],
+                _home(row["home_usage"]),
                 (
                     datetime.fromisoformat(launched).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
                     if launched

@@ -11,7 +11,7 @@ from types import FrameType
 import click
 
 from ..config import POOL_STATES, SERVER_CONFIG_ENV
-from .errors import CommandError
+from .errors import BadInput, CommandError
 
 
 @click.command("warm-pool")
@@ -54,6 +54,26 @@ from .errors import CommandError
     show_default=True,
     help="Record pool workers' SSH host keys here (InstanceSpawner.warm_pool_keys_dir).",
 )
+@click.option(
+    "--schedule",
+    metavar="JSON",
+    default=None,
+    help="Windows when the pool has another size, as a JSON list "
+    "(InstanceSpawner.warm_pool_schedule) [default: WARM_POOL_SCHEDULE].",
+)
+@click.option(
+    "--time-zone",
+    default=None,
+    help="IANA time zone the schedule is read in (InstanceSpawner.warm_pool_time_zone) "
+    "[default: WARM_POOL_TIME_ZONE].",
+)
+@click.option(
+    "--host-key-source",
+    type=click.Choice(("console", "known_hosts")),
+    default=None,
+    help="How the hub learns workers' host keys (InstanceSpawner.ssh_host_key_source); "
+    "'console' records each member's before it is stopped [default: SSH_HOST_KEY_SOURCE].",
+)
 @click.option("--once", is_flag=True, help="Run one round and exit.")
 def warm_pool(
     size: int | None,
@@ -62,30 +82,50 @@ def warm_pool(
     interval: float,
     server_config: Path | None,
     keys_dir: str,
+    schedule: str | None,
+    time_zone: str | None,
+    host_key_source: str | None,
     once: bool,
 ) -> None:
-    """Keep SIZE launched, unassigned workers for first logins (JupyterHub service).
+    """Keep SIZE launched, unassigned workers for first logins (JupyterHub service),
+    more or fewer while a window of the schedule or of `cloudjhub prewarm` is open.
 
     Uses only EC2 (the manager's instance role), never the hub's API.
     """
     from ..aws.client import CloudError
     from ..aws.hub import HubEc2
-    from ..config import ConfigError, load_server_config
-    from ..warm_pool import Keeper, constant_target, pool_spec, run
+    from ..config import ConfigError, check_warm_pool_schedule, load_server_config, parse_json
+    from ..pool_schedule import PoolPlan, PoolTarget, parse_windows
+    from ..pool_schedule import time_zone as zone_named
+    from ..warm_pool import Keeper, one_off_reader, pool_spec, run
 
     try:
         config = load_server_config(server_config)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from exc
+    try:
+        raw = (
+            config.WARM_POOL_SCHEDULE
+            if schedule is None
+            else parse_json(schedule.encode(), "--schedule")
+        )
+        zone = config.WARM_POOL_TIME_ZONE if time_zone is None else time_zone
+        check_warm_pool_schedule(raw, zone)
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from exc
+    try:
         ec2 = HubEc2.connect(config.CLUSTER_NAME, config.REGION, config.AWS_ENDPOINT_URL)
-    except (ConfigError, CloudError) as exc:
+    except CloudError as exc:
         raise CommandError(str(exc)) from exc
     logging.basicConfig(
         level=logging.INFO, format="[%(levelname).1s %(asctime)s cloudjhub-warm-pool] %(message)s"
     )
-    target = constant_target(config.WARM_POOL_SIZE if size is None else size, state)
+    base = PoolTarget(config.WARM_POOL_SIZE if size is None else size, state)
+    plan = PoolPlan(base, parse_windows(raw), zone_named(zone), one_off_reader(ec2))
     # Pinned from the console: record each member's keys before it is stopped.
-    console = config.SSH_HOST_KEY_SOURCE == "console"
+    console = (host_key_source or config.SSH_HOST_KEY_SOURCE) == "console"
     keeper = Keeper(
-        ec2, pool_spec(config, instance_type), target, keys_dir=keys_dir if console else ""
+        ec2, pool_spec(config, instance_type), plan, keys_dir=keys_dir if console else ""
     )
     if once:
         try:

@@ -15,12 +15,17 @@ from traitlets.config import Config
 
 from .. import profile_types
 from ..aws.hub import HubEc2
-from ..config import POOL_STATES, ConfigError, check_warm_pool, load_server_config
+from ..config import (
+    POOL_STATES,
+    ConfigError,
+    check_warm_pool,
+    check_warm_pool_schedule,
+    load_server_config,
+)
 from ..profiles import parse as parse_profiles
 from .services import hub_services, warm_pool_service
 from .settings import HubSettings, Native, SharedPassword
-
-NATIVE_CLASS = "cloudjhub.hub.native.SeededNativeAuthenticator"
+from .signin import NATIVE_CLASS, apply_signin
 
 
 def _secret(path: str) -> str:
@@ -86,6 +91,7 @@ def apply(c: Config, settings: HubSettings, environ: Mapping[str, str] | None = 
     check_profiles(settings)
 
     hub.services, hub.load_roles = hub_services(settings, env)
+    apply_signin(c, settings)
     size, state = warm_pool(settings)
     keys_dir = settings.spawner.traits.get("warm_pool_keys_dir")
     if not isinstance(keys_dir, str):
@@ -95,16 +101,17 @@ def apply(c: Config, settings: HubSettings, environ: Mapping[str, str] | None = 
     if not isinstance(settings.spawner.traits.get("releases_dir"), str):
         # Beside the usage log, where `cloudjhub release` writes on the manager.
         spawner.releases_dir = str(Path(settings.spawner.usage_log).with_name("releases"))
-    if size:
-        hub.services = [*hub.services, warm_pool_service(settings, env, size, state, keys_dir)]
+    # Always: a schedule's window or `cloudjhub prewarm` may fill a pool of size 0.
+    hub.services = [*hub.services, warm_pool_service(settings, env, size, state, keys_dir)]
     # Last, so it can change any of the above (traitlets warns of unknown traits).
     c.merge(Config(settings.jupyterhub_config))
 
 
 def warm_pool(settings: HubSettings) -> tuple[int, str]:
     """(warm_pool_size, warm_pool_state): the traits, else WARM_POOL_SIZE of
-    server_config.json. A bad value stops the hub at start with one line (JupyterHub
-    reports a TraitError from its config as one fatal line)."""
+    server_config.json; the schedule's traits are checked too. A bad value stops the
+    hub at start with one line (JupyterHub reports a TraitError from its config as one
+    fatal line)."""
     traits = settings.spawner.traits
     state = traits.get("warm_pool_state", POOL_STATES[0])
     if "warm_pool_size" in traits:
@@ -115,6 +122,9 @@ def warm_pool(settings: HubSettings) -> tuple[int, str]:
         size = 0
     try:
         check_warm_pool(size, state)
+        check_warm_pool_schedule(
+            traits.get("warm_pool_schedule", []), traits.get("warm_pool_time_zone", "UTC")
+        )
     except ConfigError as exc:
         raise TraitError(f"c.InstanceSpawner.{exc}") from None
     assert isinstance(size, int) and isinstance(state, str)

@@ -1,12 +1,15 @@
 """The hub-managed services every cloudjhub hub runs, each with only the scopes it needs.
 
 jupyterhub-idle-culler stops idle servers; `cloudjhub reap` stops workers no
-server wants; `cloudjhub warm-pool`, if the pool has a size, keeps it filled. JupyterHub passes a service only a few of the hub's variables
+server wants; `cloudjhub warm-pool` keeps the warm pool at its size (always run, so that
+`cloudjhub prewarm` needs no hub restart: with no pool it costs one
+DescribeInstances of the workers and one of the manager every round). JupyterHub passes a service only a few of the hub's variables
 (PATH, LANG and the like), so whatever else each needs is given here.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,12 @@ CULLER_SCOPES = ("list:users", "read:users:activity", "read:servers", "delete:se
 # reaper and its metrics never show up in the hub's own /hub/metrics.
 REAPER_SCOPES = ("list:users", "read:servers")
 DEMO_ADMIN_SERVICE = "demo-admin"
+# Spawner traits the pool's keeper must also obey, and its options for them.
+KEEPER_TRAITS = {
+    "warm_pool_schedule": "--schedule",
+    "warm_pool_time_zone": "--time-zone",
+    "ssh_host_key_source": "--host-key-source",
+}
 
 
 def culler_every(timeout: int) -> int:
@@ -36,9 +45,17 @@ def warm_pool_service(
     passed = {k: environ[k] for k in settings.services.pass_environment if k in environ}
     command = [str(Path(settings.services.python).with_name("cloudjhub")), "warm-pool"]
     command += ["--size", str(size), "--state", state, "--keys-dir", keys_dir]
-    instance_type = settings.spawner.traits.get("worker_instance_type")
+    traits = settings.spawner.traits
+    instance_type = traits.get("worker_instance_type")
     if isinstance(instance_type, str):
         command += ["--instance-type", instance_type]
+    # The traits win over server_config.json here as in the spawner (checked by apply).
+    for trait, option in KEEPER_TRAITS.items():
+        value = traits.get(trait)
+        if isinstance(value, str):
+            command += [option, value]
+        elif value is not None:
+            command += [option, json.dumps(value)]
     return {
         "name": "cloudjhub-warm-pool",
         "command": command,

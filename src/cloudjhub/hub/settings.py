@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
 
 from ..config import load_model
+from .signin_settings import Access, Lti13, OAuth
 
 SETTINGS_ENV = "CLOUDJHUB_HUB_SETTINGS"
 DEFAULT_SETTINGS = Path("/etc/cloudjhub/hub.json")
@@ -112,8 +113,9 @@ class HubSettings(_Settings):
     db_url: str
     cookie_secret_file: FilePath
     pid_file: FilePath
-    authenticator: Native | SharedPassword | Dummy = Field(discriminator="kind")
+    authenticator: Native | SharedPassword | Dummy | OAuth | Lti13 = Field(discriminator="kind")
     admin_users: list[str] = Field(default_factory=lambda: ["admin"])
+    access: Access = Access()
     spawner: SpawnerSettings
     services: ServiceSettings
     # If this variable of the hub's environment is set, its value is the token

@@ -19,10 +19,12 @@ from typing import Any
 
 from ..aws.admin import AdminEc2
 from ..aws.client import CloudError, Instance
-from ..config import ServerConfig, server_config_from, write_server_config
+from ..config import ServerConfig, server_config_from, worker_subnets, write_server_config
 from ..install_paths import INSTALL_BIN
 from ..tags import Group, Role, group_name, image_name, tags_for
 from ..waiting import TimedOut, poll_until
+from .backup_policy import ensure_backup_policy
+from .backup_policy import plan_line as backup_plan_line
 from .groups import ClusterGroups, ensure_security_groups
 from .image import build_worker_image, find_worker_image
 from .options import LaunchOptions
@@ -56,6 +58,7 @@ class LaunchResult:
     groups: ClusterGroups
     created: Created
     seconds: float
+    callback_url: str = ""  # where the sign-in provider sends browsers back, if any
 
 
 def plan(ec2: AdminEc2, opts: LaunchOptions) -> list[str]:
@@ -85,6 +88,7 @@ def plan(ec2: AdminEc2, opts: LaunchOptions) -> list[str]:
         f"file {opts.server_config_file}",
         f"file {opts.record_file}",
         f"file {opts.admin_password_file} (admin's password, mode 0600)",
+        *backup_plan_line(opts),
     ]
     return lines
 
@@ -98,6 +102,7 @@ class Launch:
         self._undo = UndoLog(ec2, say, opts.timeout, opts.poll)
         self._preinstalled: str | None = None
         self._admin_password = ""
+        self._callback_url = ""
         # Host keys pinned by instance id: the last run's record, then this run's pins.
         self.pins: dict[str, tuple[str, ...]] = recorded_pins(opts.record_file, opts.cluster, say)
 
@@ -113,11 +118,19 @@ class Launch:
             public_key = self.setup_manager(manager, image_id, groups)
             self.import_workers_key(public_key)
             url = self.wait_for_hub(manager)
+            if made := ensure_backup_policy(self.ec2, self.opts, self.say):
+                self._undo.add(f"backup policy {made[0]}", made[1])
         except Exception as exc:
             self._fail(exc)
             raise LaunchError(str(exc)) from exc
         result = LaunchResult(
-            url, manager, image_id, groups, self.created, time.monotonic() - began
+            url,
+            manager,
+            image_id,
+            groups,
+            self.created,
+            time.monotonic() - began,
+            self._callback_url,
         )
         self.write_record(result)
         self.keep_admin_password()
@@ -278,6 +291,7 @@ class Launch:
                 "REGION": self.opts.region,
                 "WORKER_AMI": image_id,
                 "SUBNET_ID": self.opts.private_subnet,
+                "SUBNET_IDS": worker_subnets(self.opts.private_subnet, i.SUBNET_IDS),
                 "WORKER_SECURITY_GROUPS": [groups.worker],
                 "KEY_NAME": self.opts.workers_key_name,
                 "WORKER_INSTANCE_TYPE": i.WORKER_INSTANCE_TYPE,
@@ -286,6 +300,8 @@ class Launch:
                 "JUPYTER_NOTEBOOK_TIMEOUT": i.JUPYTER_NOTEBOOK_TIMEOUT,
                 "HIBERNATE": i.HIBERNATE,
                 "WARM_POOL_SIZE": i.WARM_POOL_SIZE,
+                "WARM_POOL_SCHEDULE": list(i.WARM_POOL_SCHEDULE),
+                "WARM_POOL_TIME_ZONE": i.WARM_POOL_TIME_ZONE,
                 "EXTRA_TAGS": dict(i.EXTRA_TAGS),
                 "MANAGER_IP": manager.private_ip or "",
                 "WORKER_USERNAME": i.WORKER_USERNAME,
@@ -319,6 +335,10 @@ class Launch:
             "bind_ip": manager.private_ip,
             "public_port": self.opts.hub_port,
             "worker_command": self._worker_command(),
+            # The sign-in, its client secret included: over the SSH channel only.
+            "signin": self.opts.sign_in.model_copy(
+                update={"public_url": self.opts.sign_in.public_url or self.hub_url(manager)}
+            ).model_dump(),
         }
         if self.opts.profiles:
             request["profile_list"] = self.opts.profiles
@@ -343,6 +363,7 @@ class Launch:
             )
         reply: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
         self._admin_password = str(reply["admin_password"])
+        self._callback_url = str(reply.get("callback_url") or "")
         return str(reply["worker_public_key"])
 
     def keep_admin_password(self) -> None:
@@ -367,14 +388,17 @@ class Launch:
         self._undo.add(f"key pair {name}", lambda: self._undo.key_pair(name))
         self.say(f"key pair {name}: imported")
 
-    def wait_for_hub(self, manager: Instance) -> str:
+    def hub_url(self, manager: Instance) -> str:
         host = manager.private_ip if self.opts.connect_via == "private" else manager.public_ip
         if not host:
             raise CloudError(f"manager {manager.id} has no {self.opts.connect_via} IP address")
         scheme = "https" if self.opts.tls else "http"
         default = 443 if self.opts.tls else 80
         port = "" if self.opts.hub_port == default else f":{self.opts.hub_port}"
-        url = f"{scheme}://{host}{port}/"
+        return f"{scheme}://{host}{port}/"
+
+    def wait_for_hub(self, manager: Instance) -> str:
+        url = self.hub_url(manager)
         context = (
             ssl.create_default_context(cafile=str(self.opts.ssl_cert)) if self.opts.tls else None
         )

@@ -2,7 +2,8 @@
 
 The hub launches, starts and stops its own workers and creates and attaches
 their home volumes. It terminates workers only when JupyterHub deletes their
-user (the spawner's delete_forever), and deletes home volumes then only if the
+user (the spawner's delete_forever) and unassigned warm-pool workers the pool no
+longer needs (beyond its target, or of an old type or image), and deletes home volumes then only if the
 policy is made with `delete_home_volumes` (the admin's `terminate-workers` and
 `destroy` do the rest with the admin's credentials). Everything it may change
 must carry the cluster tag and the right role tag, either in the request
@@ -12,7 +13,8 @@ It may tag while creating; otherwise it may only set `cloudjhub:user-id` and
 `cloudjhub:user-deleted` on the cluster's workers and home volumes not yet
 marked deleted (binding them to their user's id, marking a deleted user's), and
 `cloudjhub:user`, `cloudjhub:user-id`, `cloudjhub:pool` and `Name` on warm-pool
-workers still marked as such (a claim). The cluster and role tags, which the
+workers still marked as such (a claim), and `cloudjhub:prewarm` on the cluster's
+manager (`cloudjhub prewarm`'s one-off pool window). The cluster and role tags, which the
 guards trust, cannot be rewritten, and there is no ModifyInstanceAttribute
 (a home volume attached after launch is kept on termination by AttachVolume's
 own default).
@@ -48,6 +50,7 @@ from ..tags import (
     POOL_CLAIMING,
     POOL_READY,
     POOL_TAG,
+    PREWARM_TAG,
     ROLE_TAG,
     USER_ID_TAG,
     USER_TAG,
@@ -55,6 +58,7 @@ from ..tags import (
     validate_cluster_name,
     workers_key_name,
 )
+from .iam_backups import hub_statements
 
 DEFAULT_INSTANCE_TYPE: str = InstanceConfig.model_fields["WORKER_INSTANCE_TYPE"].default
 
@@ -307,6 +311,19 @@ def manager_policy(
             },
         },
         {
+            # `cloudjhub prewarm` from the manager: the one-off pool window is one tag
+            # on the cluster's manager, which the pool keeper reads; only that key.
+            "Sid": "PrewarmTagOnClusterManager",
+            "Effect": "Allow",
+            "Action": ["ec2:CreateTags", "ec2:DeleteTags"],
+            "Resource": instance,
+            "Condition": {
+                "StringEquals": tagged(Role.MANAGER),
+                "ForAllValues:StringEquals": {"aws:TagKeys": [PREWARM_TAG]},
+                "Null": {"aws:TagKeys": "false"},
+            },
+        },
+        {
             "Sid": "CreateHomeVolumes",
             "Effect": "Allow",
             "Action": "ec2:CreateVolume",
@@ -328,6 +345,7 @@ def manager_policy(
             "Condition": {"StringEquals": tagged(Role.HOME)},
         },
     ]
+    statements += hub_statements(cluster, part, region, account)
     if delete_home_volumes:
         statements.append(
             {

@@ -40,9 +40,11 @@ from ..hub.settings import (
     Tls,
     write_settings,
 )
+from ..hub.signin_settings import OAuth
 from ..keys import ensure_ed25519
 from ..profiles import parse as parse_profiles
 from .options import Authenticator
+from .signin import CLIENT_SECRET_FILE, SignIn
 from .units import HUB_UNIT, Unit, install_unit, run_unit_directly
 
 WORKER_KEY = "worker_key"
@@ -52,6 +54,7 @@ SECRET_FILES = {
     "proxy_token": lambda: secrets.token_hex(32),
     "user_password": lambda: secrets.token_urlsafe(12),
     "admin_password": lambda: secrets.token_urlsafe(32),
+    "users_token": lambda: secrets.token_hex(32),
 }
 HUB_API_PORT, PROXY_API_PORT = 8081, 8001
 # What the unit runs: a stub that runs the config cloudjhub ships, so an admin
@@ -86,6 +89,8 @@ class SetupRequest(BaseModel):
     public_port: int = Field(80, ge=1, le=65535)
     worker_command: list[str] = Field(min_length=1)
     tls: TlsFiles | None = None
+    # Who signs in and how (the client secret included); None: --authenticator alone.
+    signin: SignIn | None = None
     # c.InstanceSpawner.profile_list (launch --profiles); checked again at hub start.
     profile_list: list[JsonValue] | None = None
 
@@ -158,6 +163,9 @@ def hub_settings(
 ) -> HubSettings:
     """The manager's hub: on its private IP, secrets in `etc`, state in `state`."""
     ip = str(request.bind_ip)
+    signin = request.signin or SignIn(authenticator=authenticator)
+    scheme = "https" if tls else "http"
+    external = signin.hub_authenticator(etc, f"{scheme}://{ip}:{request.public_port}/")
     proxy_command = [find_proxy()]
     if tls and request.public_port == 443:
         proxy_command += ["--redirect-port", "80"]
@@ -175,13 +183,17 @@ def hub_settings(
         db_url="sqlite:///" + str(state / "jupyterhub.sqlite"),
         cookie_secret_file=str(etc / "cookie_secret"),
         pid_file=str(state / "jupyterhub.pid"),
-        authenticator=Native(admin_password_file=str(etc / "admin_password"))
-        if authenticator == "native"
-        else SharedPassword(
-            user_password_file=str(etc / "user_password"),
-            admin_password_file=str(etc / "admin_password"),
+        authenticator=external
+        or (
+            Native(admin_password_file=str(etc / "admin_password"))
+            if authenticator == "native"
+            else SharedPassword(
+                user_password_file=str(etc / "user_password"),
+                admin_password_file=str(etc / "admin_password"),
+            )
         ),
-        admin_users=["admin"],
+        admin_users=signin.admins(),
+        access=signin.access(etc),
         spawner=SpawnerSettings(
             server_config_file=str(etc / "server_config.json"),
             worker_command=list(request.worker_command),
@@ -211,6 +223,10 @@ def setup_manager(
         {**request.server_config, "SSH_KEY_FILE": str(etc / WORKER_KEY)}, "setup request"
     )
     write_server_config(config, etc / "server_config.json")
+    secret_file = etc / CLIENT_SECRET_FILE
+    secret_file.unlink(missing_ok=True)  # a re-run with other sign-in options replaces it
+    if request.signin is not None and request.signin.client_secret is not None:
+        _private_file(secret_file, lambda: str(request.signin.client_secret))
     tls = None
     if request.tls is not None:
         ssl_dir = etc / "ssl"
@@ -249,8 +265,14 @@ def setup_manager(
         else:
             _stop_running_hub(state)
             run_unit_directly(path, root / "var" / "log" / "cloudjhub-hub.log")
+    callback = (
+        settings.authenticator.callback_url if isinstance(settings.authenticator, OAuth) else None
+    )
+    if request.signin is not None and request.signin.authenticator == "lti13":
+        callback = request.signin.callback_url(settings.bind_url)
     return {
         "worker_public_key": public_key,
+        "callback_url": callback or "",
         "hub_config": str(etc / "jupyterhub_config.py"),
         "hub_settings": str(etc / "hub.json"),
         "authenticator": authenticator,

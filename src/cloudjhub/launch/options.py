@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..backup_schedule import BadSchedule, to_dlm, validate_retain
 from ..config import InstanceConfig
 from ..tags import validate_cluster_name, workers_key_name
+from .signin import AUTHENTICATORS, Authenticator, SignIn, authenticator_named
 
-# How users sign in (`--authenticator`): those implemented, the default first.
-Authenticator = Literal["native", "shared-password"]
-AUTHENTICATORS: tuple[str, ...] = get_args(Authenticator)
-
-
-def authenticator_named(value: str) -> Authenticator:
-    """`value` if it names an authenticator, else a ValueError saying which do."""
-    for name in get_args(Authenticator):
-        if value == name:
-            return name
-    raise ValueError(f"--authenticator {value!r}: unknown; use one of {', '.join(AUTHENTICATORS)}")
+__all__ = ["AUTHENTICATORS", "Authenticator", "LaunchOptions", "authenticator_named"]
 
 
 class LaunchOptions(BaseModel):
@@ -45,11 +37,16 @@ class LaunchOptions(BaseModel):
     ssl_cert: Path | None = None
     ssl_key: Path | None = None
     authenticator: Authenticator = "native"
+    signin: SignIn | None = None
     # --profiles FILE, checked: the hub's c.InstanceSpawner.profile_list.
     profiles: list[dict[str, Any]] | None = None
     output_dir: Path = Path()
     dry_run: bool = False
     keep_on_failure: bool = False
+    # Backups (Data Lifecycle Manager): the schedule as DLM's cron(...), checked.
+    backup_schedule: str | None = None
+    backup_retain: int = 7
+    backup_role: str | None = None
     timeout: float = Field(1800.0, gt=0)
     poll: float = Field(5.0, ge=0)
 
@@ -64,12 +61,38 @@ class LaunchOptions(BaseModel):
             raise ValueError("--ssl-cert and --ssl-key go together")
         return self
 
+    @model_validator(mode="after")
+    def _one_authenticator(self) -> LaunchOptions:
+        if self.signin is not None and self.signin.authenticator != self.authenticator:
+            raise ValueError("--authenticator and the sign-in options disagree")
+        return self
+
+    @field_validator("backup_schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return to_dlm(value)
+        except BadSchedule as exc:
+            raise ValueError(f"--backup-schedule {value!r}: {exc}") from exc
+
+    @field_validator("backup_retain")
+    @classmethod
+    def _retain(cls, value: int) -> int:
+        return validate_retain(value)
+
     @field_validator("admin_cidr")
     @classmethod
     def _cidr(cls, value: str | None) -> str | None:
         if value is not None:
             ipaddress.ip_network(value, strict=False)
         return value
+
+    @property
+    def sign_in(self) -> SignIn:
+        """The sign-in options (just --authenticator unless more were given)."""
+        return self.signin or SignIn(authenticator=self.authenticator)
 
     @property
     def tls(self) -> bool:

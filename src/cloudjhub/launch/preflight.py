@@ -9,6 +9,7 @@ from typing import Any
 
 from .. import hibernation
 from ..aws.admin import AdminEc2, instance_profile_exists
+from ..config import worker_subnets
 from . import base_images
 from .cluster import PREINSTALLED_TAG
 from .options import LaunchOptions
@@ -33,20 +34,28 @@ def _key_file_problem(opts: LaunchOptions, path: Path, flag: str = "--key-file")
 def preflight(ec2: AdminEc2, opts: LaunchOptions) -> list[str]:
     """Problems found, or [] if the launch can go ahead."""
     problems: list[str] = []
-    subnets = ec2.subnets([opts.private_subnet, opts.public_subnet])
+    more = worker_subnets(opts.private_subnet, opts.instance.SUBNET_IDS)[1:]
+    subnets = ec2.subnets([opts.private_subnet, opts.public_subnet, *more])
     for flag, subnet_id in (
         ("PRIVATE_SUBNET", opts.private_subnet),
         ("PUBLIC_SUBNET", opts.public_subnet),
+        *(("SUBNET_IDS", s) for s in more),
     ):
         if subnet_id not in subnets:
             problems.append(f"{flag} {subnet_id}: no such subnet in region {opts.region}")
+    private_vpc = subnets.get(opts.private_subnet, {}).get("VpcId")
+    for subnet_id in more:
+        if subnet_id in subnets and private_vpc and subnets[subnet_id]["VpcId"] != private_vpc:
+            problems.append(
+                f"SUBNET_IDS {subnet_id}: not in PRIVATE_SUBNET {opts.private_subnet}'s VPC"
+            )
     if opts.private_subnet == opts.public_subnet:
         problems.append(
             f"PUBLIC_SUBNET {opts.public_subnet}: the same subnet as PRIVATE_SUBNET; "
             "workers belong in a private subnet, the manager in a public one"
         )
-    elif len(subnets) == 2:
-        vpcs = {s["VpcId"] for s in subnets.values()}
+    elif opts.private_subnet in subnets and opts.public_subnet in subnets:
+        vpcs = {subnets[s]["VpcId"] for s in (opts.private_subnet, opts.public_subnet)}
         if len(vpcs) != 1:
             problems.append(
                 f"PRIVATE_SUBNET {opts.private_subnet} and PUBLIC_SUBNET {opts.public_subnet} "

@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..aws.backups import DEFAULT_BACKUP_ROLE, Backups, policy_details, role_arn
 from ..aws.local import LocalCloudEc2, ensure_instance_profile
 from ..config import ServerConfig, server_config_from, write_server_config
 from ..keys import ensure_ed25519
@@ -99,6 +100,7 @@ def prepare_demo_cluster(
     host_key_source: str,
     progress: object = print,
     hibernate: bool = False,
+    user_home_ebs_size: int = 0,
 ) -> Path:
     """Security groups and worker image with the launcher's code, then server_config.json."""
     groups = ensure_security_groups(ec2, net.vpc_id, ssh_port=ssh_port)
@@ -123,7 +125,7 @@ def prepare_demo_cluster(
             "HIBERNATE": hibernate,
             "WORKER_INSTANCE_TYPE": WORKER_INSTANCE_TYPE,
             "WORKER_EBS_SIZE": 8,
-            "USER_HOME_EBS_SIZE": 0,
+            "USER_HOME_EBS_SIZE": user_home_ebs_size,
             "JUPYTER_NOTEBOOK_TIMEOUT": idle_timeout,
             "MANAGER_IP": "127.0.0.1",
             "WORKER_USERNAME": getpass.getuser(),
@@ -135,3 +137,10 @@ def prepare_demo_cluster(
         }
     )
     return write_server_config(config, state_dir / "server_config.json")
+
+
+def ensure_demo_backups(ec2: LocalCloudEc2, schedule: str, retain: int, homes: bool) -> str:
+    """The demo cluster's DLM policy, as `launch --backup-schedule` makes it."""
+    backups = Backups.connect(ec2, None, None)
+    role = role_arn(None, None, DEFAULT_BACKUP_ROLE)
+    return backups.ensure_policy(role, policy_details(ec2.cluster, homes, schedule, retain))

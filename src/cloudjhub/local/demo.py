@@ -42,7 +42,13 @@ from . import motoserver
 from .awslike import ipreuse
 from .awslike.proxy import CONTROL_PATH, AwsLikeProxy
 from .awslike.settings import Behaviour
-from .cloud import VPC_CIDR, LocalNetwork, prepare_demo_cluster, prepare_network
+from .cloud import (
+    VPC_CIDR,
+    LocalNetwork,
+    ensure_demo_backups,
+    prepare_demo_cluster,
+    prepare_network,
+)
 from .demo_secrets import (
     ADMIN_PASSWORD_FILE,
     USER_PASSWORD_FILE,
@@ -170,8 +176,15 @@ class DemoStack:
     spawner_config: dict[str, Any] = field(default_factory=dict)
     # c.InstanceSpawner.warm_pool_size (--warm-pool-size); 0 for no pool.
     warm_pool_size: int = 0
+    # USER_HOME_EBS_SIZE (--user-home-ebs-size): a home volume per user, GB; 0 for none.
+    user_home_ebs_size: int = 0
+    # --backup-schedule (DLM's cron form, checked) and --backup-retain: a DLM policy.
+    backup_schedule: str | None = None
+    backup_retain: int = 7
     # --hub-config: more JupyterHub config (class -> trait -> value), merged last.
     hub_config: JupyterHubConfig = field(default_factory=dict)
+    # --ta-group: the teaching assistants' group (None: no TA role).
+    ta_group: str | None = None
     # --config FILE: the admin's own JupyterHub config, loaded after the demo's.
     extra_config: Path | None = None
     # --like-aws: the AWS behaviour layer in front of the endpoint (None: off).
@@ -202,6 +215,7 @@ class DemoStack:
             for stale in (
                 "instances",
                 "volumes",
+                "snapshots",
                 "jupyterhub.sqlite",
                 "known_hosts",
                 "usage.jsonl",
@@ -242,6 +256,8 @@ class DemoStack:
             **self._own_moto_machines(),  # type: ignore[arg-type]
         )
         self.emulator.start()
+        if self.moto is not None and self.moto.dlm_engine is not None:
+            self.moto.dlm_engine.volumes_dir = self.emulator.volumes_dir
         return ec2
 
     @property
@@ -338,7 +354,13 @@ class DemoStack:
             host_key_source="console" if self.console_is_ours else "known_hosts",
             progress=self._say,
             hibernate=self.hibernate,
+            user_home_ebs_size=self.user_home_ebs_size,
         )
+        if self.backup_schedule is not None:
+            ensure_demo_backups(
+                ec2, self.backup_schedule, self.backup_retain, self.user_home_ebs_size > 0
+            )
+            self._say(f"backups: {self.backup_schedule}, keep {self.backup_retain}")
         # Kept for the life of the demo: a restarted hub must be where the running
         # single-user servers (and their JUPYTERHUB_API_URL) expect it.
         self.hub_port, self.proxy_port = free_port(), free_port()
@@ -356,6 +378,9 @@ class DemoStack:
             },
             jupyterhub_config=self.hub_config,
         )
+        if self.ta_group:
+            access = settings.access.model_copy(update={"ta_group": self.ta_group})
+            settings = settings.model_copy(update={"access": access})
         write_settings(settings, self.state_dir / "hub.json")
         env = dict(os.environ)
         env["CLOUDJHUB_SERVER_CONFIG"] = str(config)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import filters
+from .dlm import RUN_PATH, DlmApi, DlmEngine, is_dlm_request
 from .ports import free_port
 
 VALIDATION_FLAGS = {
@@ -200,13 +201,18 @@ def _issue_credentials(user_name: str) -> dict[str, str]:
     return {"AWS_ACCESS_KEY_ID": key.access_key_id, "AWS_SECRET_ACCESS_KEY": key.secret_access_key}
 
 
-def _refuse_control_api(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
-    """moto's /moto-api/ resets state and can turn authentication off: not for anyone."""
+def _refuse_control_api(
+    app: Callable[..., Iterable[bytes]], dlm: DlmApi
+) -> Callable[..., Iterable[bytes]]:
+    """moto's /moto-api/ resets state and can turn authentication off: not for anyone.
+    Requests signed for DLM, which moto lacks, go to the local cloud's own (local/dlm.py)."""
 
     def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if str(environ.get("PATH_INFO", "")).startswith("/moto-api"):
             start_response("403 Forbidden", [("Content-Type", "text/plain")])
             return [b"moto's control API is disabled in the local cloud\n"]
+        if is_dlm_request(environ) or environ.get("PATH_INFO") == RUN_PATH:
+            return dlm(environ, start_response)
         return app(environ, start_response)
 
     return guarded
@@ -222,6 +228,8 @@ class LocalEc2:
         self.credentials: dict[str, str] = {}
         self.role_credentials: dict[str, str] = {}
         self._no_auth_count: float | None = None
+        self.dlm = DlmApi(_issued_key_ids)
+        self.dlm_engine: DlmEngine | None = None
 
     @property
     def url(self) -> str:
@@ -248,11 +256,11 @@ class LocalEc2:
         self.role_credentials = _issue_credentials(f"local-instance-role-{secrets.token_hex(4)}")
         self._no_auth_count = settings.INITIAL_NO_AUTH_ACTION_COUNT
         settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
-        host, port = self.host, self.port
+        host, port, dlm_api = self.host, self.port, self.dlm
 
         class Server(ThreadedMotoServer):
             def _server_entry(self) -> None:
-                app = _refuse_control_api(DomainDispatcherApplication(create_backend_app))
+                app = _refuse_control_api(DomainDispatcherApplication(create_backend_app), dlm_api)
                 self._server = make_server(
                     host, port, app, True, request_handler=MotoRequestHandler
                 )
@@ -262,7 +270,23 @@ class LocalEc2:
         server = Server(ip_address=host, port=port, verbose=False)
         server.start()
         self._server = server
+        self._start_dlm_engine()
         return self.url
+
+    def _start_dlm_engine(self) -> None:
+        """DLM's engine, run through the API at the time a caller gives (the demo's
+        clock, or a test's: POST RUN_PATH with {"now": ISO time}, signed by the
+        X-Cloudjhub-Key header carrying the demo's secret key)."""
+        from ..aws.client import boto_client
+
+        env = {
+            "aws_access_key_id": self.credentials["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": self.credentials["AWS_SECRET_ACCESS_KEY"],
+        }
+        clients = [boto_client(s, "us-east-1", self.url, **env) for s in ("dlm", "ec2")]
+        self.dlm_engine = DlmEngine(*clients)
+        self.dlm.run = self.dlm_engine.run
+        self.dlm.run_key = self.credentials["AWS_SECRET_ACCESS_KEY"]
 
     def stop(self) -> None:
         if self._server is not None:

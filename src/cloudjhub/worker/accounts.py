@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import home_space
 from .home_device import (
     SystemPaths,
     device_candidates,
@@ -80,11 +81,26 @@ class RunAs:
 def prepare_home(layout: Layout, request: StartRequest, system: System = System()) -> RunAs:
     """Make sure the user's home exists (and in real mode, the account and its volume)."""
     if layout.emulated:
-        return RunAs(home=emulated_home(layout, request), name=request.user)
+        if request.home_volume is not None:
+            home_space.fill_from_snapshot(
+                layout, request.home_volume, layout.volumes_dir / request.home_volume.volume_id
+            )
+        home = emulated_home(layout, request)
+        volume = request.home_volume
+        if volume is not None and home_space.needs_grow(layout.volumes_dir, volume):
+            home_space.record_grow(layout.volumes_dir, volume)
+        return RunAs(home=home, name=request.user)
     account = ensure_account(request.user, layout.accounts_dir, system)
     home = Path(account.pw_dir)
     if request.home_volume is not None:
-        mount_home_volume(request.home_volume, home, account.pw_uid, account.pw_gid, system)
+        mount_home_volume(
+            request.home_volume,
+            home,
+            account.pw_uid,
+            account.pw_gid,
+            system,
+            layout.root / "var" / "lib" / "cloudjhub" / "grown",
+        )
     return RunAs(home=home, name=account.pw_name, uid=account.pw_uid, gid=account.pw_gid)
 
 
@@ -181,7 +197,12 @@ def has_filesystem(device: Path, run: Runner = run_tool) -> bool:
 
 
 def mount_home_volume(
-    volume: HomeVolume, home: Path, uid: int, gid: int, system: System = System()
+    volume: HomeVolume,
+    home: Path,
+    uid: int,
+    gid: int,
+    system: System = System(),
+    grown_dir: Path | None = None,
 ) -> None:
     """Format a blank volume, mount it on the home and make it the user's."""
     found = wait_for_device(device_candidates(volume, system.paths))
@@ -199,6 +220,11 @@ def mount_home_volume(
     elif not set(MOUNT_OPTIONS) <= current.options:
         argv = ["mount", "-o", f"remount,{options}", str(home)]
         run_checked(argv, f"remounting {home}", system.run)
+    # A volume grown with ModifyVolume (`cloudjhub resize-home`): ext4 grows online.
+    if grown_dir is not None and home_space.needs_grow(grown_dir, volume):
+        argv = ["resize2fs", str(device.path)]
+        run_checked(argv, f"growing the file system on {found}", system.run)
+        home_space.record_grow(grown_dir, volume)
     first_use = not any(entry.name != "lost+found" for entry in home.iterdir())
     if first_use and os.path.isdir("/etc/skel"):
         shutil.copytree("/etc/skel", home, symlinks=True, dirs_exist_ok=True)

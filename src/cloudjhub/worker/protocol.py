@@ -43,6 +43,8 @@ EXIT_FAILURE = 1
 EXIT_BAD_REQUEST = 2
 EXIT_SERVER_EXITED = 3
 EXIT_SERVER_TIMEOUT = 4
+# The user's home is full: the message is for the user, as it is.
+EXIT_HOME_FULL = 5
 
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 # Accounts images already have: a hub user of that name gets a mapped name.
@@ -52,6 +54,10 @@ RESERVED_ACCOUNTS = frozenset({"root", "ubuntu", "admin", "ec2-user", "debian", 
 MAPPED_PREFIX = "cjh-"
 VOLUME_ID_RE = re.compile(r"^vol-[0-9A-Za-z]{1,64}$")
 DEVICE_RE = re.compile(r"^/dev/[A-Za-z0-9_/.-]{1,200}$")
+SNAPSHOT_ID_RE = re.compile(r"^snap-[0-9a-f]{8,40}$")
+# A restored folder's name in the home: restored-<date of the snapshot>.
+RESTORED_RE = re.compile(r"^restored-\d{4}-\d{2}-\d{2}$")
+MAX_VOLUME_GB = 16384
 DEFAULT_START_TIMEOUT = 60.0
 # A release is a folder an admin hands out; its name becomes ~/<name> and a file name.
 RELEASE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -162,6 +168,18 @@ def _volume_id(value: str) -> str:
     return value
 
 
+def _snapshot_id(value: str) -> str:
+    if not SNAPSHOT_ID_RE.fullmatch(value):
+        raise ValueError("bad snapshot id")
+    return value
+
+
+def _restored_name(value: str) -> str:
+    if not RESTORED_RE.fullmatch(value):
+        raise ValueError("must be restored-YYYY-MM-DD")
+    return value
+
+
 def _device(value: str) -> str:
     # Only a first filter: the agent resolves the path and checks the device itself.
     if not DEVICE_RE.fullmatch(value) or os.path.normpath(value) != value:
@@ -268,6 +286,16 @@ class HomeVolume(BaseModel):
 
     volume_id: Annotated[str, Strict(), AfterValidator(_volume_id)]
     device: Annotated[str, Strict(), AfterValidator(_device)] | None = None
+    # Its size as EBS has it (the file system is grown to it), and the snapshot it was
+    # made from: only the emulated local cloud reads that, to fill its directory.
+    size_gb: Annotated[int, Strict(), Field(ge=1, le=MAX_VOLUME_GB)] | None = None
+    from_snapshot: Annotated[str, Strict(), AfterValidator(_snapshot_id)] | None = None
+
+
+class RestoredFolder(HomeVolume):
+    """A volume made from a backup, mounted read-only at ~/<name> (`restore --as-folder`)."""
+
+    name: Annotated[str, Strict(), AfterValidator(_restored_name)]
 
 
 class ReleaseRef(BaseModel):
@@ -294,6 +322,7 @@ class StartRequest(_Message):
     env: Annotated[dict[EnvName, Text], Strict()] = Field(default_factory=dict, repr=False)
     cmd: Annotated[list[Text], Strict(), Field(min_length=1), AfterValidator(_program)]
     home_volume: HomeVolume | None = None
+    restored_folder: RestoredFolder | None = None
     timeout: Annotated[float, Strict(), Field(gt=0, le=MAX_START_TIMEOUT, allow_inf_nan=False)] = (
         DEFAULT_START_TIMEOUT
     )
@@ -322,6 +351,9 @@ class StartReply(_Message):
     # which the hub adopts because the running server cannot take a new one.
     resumed: StrictBool = False
     api_token: StrictStr | None = Field(default=None, repr=False)
+    # The home's use and size in bytes, as the agent found them before Jupyter started.
+    home_used: StrictInt | None = None
+    home_size: StrictInt | None = None
 
     def to_json(self) -> str:
         """One JSON line; a fresh server's reply has only pid, ip and port."""

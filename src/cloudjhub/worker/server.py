@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import releases
+from . import home_space, releases
 from .accounts import RunAs, prepare_home
 from .logs import log_header, open_log, short_tail
 from .paths import SYSTEM_PATH, Layout
@@ -58,6 +58,9 @@ def start_server(layout: Layout, request: StartRequest) -> StartReply:
     # Each spawn carries a fresh API token, so an old server is otherwise replaced.
     stop_server(layout, request.user, DEFAULT_STOP_TIMEOUT)
     run_as = prepare_home(layout, request)
+    if request.restored_folder is not None:
+        home_space.restore_folder(layout, run_as.home, request.restored_folder)
+    space = home_space.check_space(layout, run_as.home, request.home_volume)
     releases.deliver(layout, request, run_as)
     if port_open(request.ip, request.port, 1.0):
         raise AgentError(f"port {request.port} on {request.ip} is already in use")
@@ -82,7 +85,13 @@ def start_server(layout: Layout, request: StartRequest) -> StartReply:
             proc.wait()
             remove_record(path, proc.pid)
             raise
-        return StartReply(pid=proc.pid, ip=request.ip, port=request.port)
+        return StartReply(
+            pid=proc.pid,
+            ip=request.ip,
+            port=request.port,
+            home_used=space.used if space else None,
+            home_size=space.size if space else None,
+        )
     signal_group(proc.pid, signal.SIGKILL)
     status = proc.wait()
     remove_record(path, proc.pid)

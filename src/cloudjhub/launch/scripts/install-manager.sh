@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # OS-level provisioning of the manager, run as root on it: system packages,
 # node and configurable-http-proxy, a virtualenv with cloudjhub (which brings
-# JupyterHub, jupyterhub-idle-culler and jupyterhub-nativeauthenticator, the
-# default sign-in), and the system user the hub runs as. cloudjhub's own setup
-# (configs, keys, the hub's unit) is `cloudjhub setup-manager`, run afterwards.
+# JupyterHub, jupyterhub-idle-culler and the authenticators: nativeauthenticator,
+# the default, oauthenticator and ltiauthenticator), and the system user the hub
+# runs as. cloudjhub's own setup (configs, keys, the hub's unit) is
+# `cloudjhub setup-manager`, run afterwards.
 set -euo pipefail
 
 : "${CLOUDJHUB_PACKAGE:?pip requirement or path of the cloudjhub wheel to install}"
@@ -22,7 +23,7 @@ configurable-http-proxy --version
 "$prefix/venv/bin/pip" install -q "$CLOUDJHUB_PACKAGE"
 
 "$prefix/venv/bin/cloudjhub" --version
-"$prefix/venv/bin/python" -c "import nativeauthenticator"
+"$prefix/venv/bin/python" -c "import nativeauthenticator, oauthenticator, ltiauthenticator"
 
 # The hub's user: no login shell, no password, its home is its state directory
 # (which setup-manager hands to it, with the secrets it reads).

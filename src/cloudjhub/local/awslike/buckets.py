@@ -15,60 +15,18 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-# (bucket maximum capacity, refill tokens per second), from the guide's tables.
-NON_MUTATING = (100.0, 20.0)
-UNFILTERED_NON_MUTATING = (50.0, 10.0)
-MUTATING = (50.0, 5.0)
-RESOURCE_INTENSIVE = (50.0, 5.0)
-
-# Non-mutating actions that use the smaller bucket when asked with neither a
-# filter nor pagination.
-UNFILTERED_ACTIONS = frozenset(
-    {
-        "DescribeInstances",
-        "DescribeInstanceStatus",
-        "DescribeNetworkInterfaces",
-        "DescribeSecurityGroups",
-        "DescribeSnapshots",
-        "DescribeSpotInstanceRequests",
-        "DescribeVolumes",
-    }
+# AWS's numbers live in one module the hub reads too (it paces itself by them).
+from ...ec2_limits import (
+    MUTATING,
+    NON_MUTATING,
+    NON_MUTATING_PREFIXES,
+    RESOURCE_BUCKETS,
+    RESOURCE_INTENSIVE,
+    RESOURCE_INTENSIVE_ACTIONS,
+    UNCATEGORIZED,
+    UNFILTERED_ACTIONS,
+    UNFILTERED_NON_MUTATING,
 )
-RESOURCE_INTENSIVE_ACTIONS = frozenset(
-    {
-        "AcceptVpcPeeringConnection",
-        "AuthorizeSecurityGroupIngress",
-        "CancelSpotInstanceRequests",
-        "CreateKeyPair",
-        "CreateVpcPeeringConnection",
-        "DeleteVpcPeeringConnection",
-        "RejectVpcPeeringConnection",
-        "RevokeSecurityGroupIngress",
-        "RequestSpotInstances",
-    }
-)
-# "Uncategorized actions" with buckets of their own: the ones cloudjhub calls.
-UNCATEGORIZED = {
-    "CreateSnapshot": (100.0, 5.0),
-    "CreateTags": (100.0, 10.0),
-    "CreateVolume": (100.0, 5.0),
-    "DeleteSnapshot": (100.0, 5.0),
-    "DeleteTags": (100.0, 10.0),
-    "DeleteVolume": (100.0, 5.0),
-    "DeregisterImage": (100.0, 5.0),
-    "ModifyImageAttribute": (100.0, 5.0),
-    "RunInstances": (5.0, 2.0),
-    "StartInstances": (5.0, 2.0),
-    "TerminateInstances": (100.0, 5.0),
-}
-# Resource token buckets: one token per instance the request names or launches.
-RESOURCE_BUCKETS = {
-    "RunInstances": (1000.0, 2.0),
-    "TerminateInstances": (1000.0, 20.0),
-    "StartInstances": (1000.0, 2.0),
-    "StopInstances": (1000.0, 20.0),
-}
-NON_MUTATING_PREFIXES = ("Describe", "List", "Search", "Get")
 
 
 def paginated_or_filtered(params: Mapping[str, str]) -> bool:

@@ -25,7 +25,7 @@ from .console import Console, hypervisor
 from .faults import STATUS, Faults
 from .idempotency import ClientTokens, fingerprint
 from .lifecycle import Lifecycle
-from .settings import Behaviour
+from .settings import CAPACITY, Behaviour
 
 log = logging.getLogger(__name__)
 
@@ -118,15 +118,10 @@ class Layer:
             message = self.lifecycle.refuse_start(listed(params, "InstanceId"), self._actual_state)
             if message:
                 return fail("IncorrectInstanceState", message)
-        if action in ("RunInstances", "StartInstances") and faults.hits(
-            "InsufficientInstanceCapacity"
-        ):
-            kind = params.get("InstanceType", "the requested instance type")
-            return fail(
-                "InsufficientInstanceCapacity",
-                f"We currently do not have sufficient {kind} capacity in the Availability "
-                "Zone you requested. (injected by --fault)",
-            )
+        if action in ("RunInstances", "StartInstances"):
+            refusal = self._no_capacity(action, params)
+            if refusal is not None:
+                return refusal
         spot = params.get("InstanceMarketOptions.MarketType") == "spot"
         for code in ("SpotMaxPriceTooLow", "MaxSpotInstanceCountExceeded"):
             if action == "RunInstances" and spot and faults.hits(code):
@@ -170,6 +165,30 @@ class Layer:
                     f"not {instance_type}.",
                 )
         return None
+
+    def _no_capacity(self, action: str, params: Mapping[str, str]) -> Answer | None:
+        """InsufficientInstanceCapacity, for every request or one type/subnet's.
+
+        Its shape: EC2 API "Error codes" (a server error, HTTP 500) and "Troubleshoot
+        instance launch issues: Insufficient instance capacity", whose message names
+        the type and says to try another zone or type."""
+        kind = params.get("InstanceType", "")
+        if action == "StartInstances":
+            ids = listed(params, "InstanceId")
+            kind = self._instance_type(ids[0]) if ids else ""
+        subnet = params.get("SubnetId", "")
+        scopes = [CAPACITY, f"{CAPACITY}={kind}", f"{CAPACITY}={subnet}"]
+        scopes.append(f"{CAPACITY}={kind}@{subnet}")
+        if not any(self.faults.hits(s) for s in scopes if s in self.faults.rates):
+            return None
+        return fail(
+            CAPACITY,
+            f"We currently do not have sufficient {kind or 'the requested instance type'} "
+            "capacity in the Availability Zone you requested. Our system will be working on "
+            "provisioning additional capacity. You can currently get capacity by not "
+            "specifying an Availability Zone in your request or choosing another zone. "
+            "(injected by --fault)",
+        )
 
     def after(self, action: str, params: Mapping[str, str], body: bytes) -> bytes:
         """The reply of a successful request, as AWS would have written it."""

@@ -95,6 +95,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._forward(self._body())
 
+    # DLM's REST calls (local/dlm.py) also update and delete policies.
+    def do_PATCH(self) -> None:
+        self._forward(self._body())
+
+    def do_DELETE(self) -> None:
+        self._forward(self._body())
+
     def _forward(self, body: bytes) -> None:
         headers = {k.lower(): v for k, v in self.headers.items()}
         params = dict(

@@ -10,6 +10,7 @@ Throttling rates are rates AWS enforces per second and are never scaled.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -68,13 +69,27 @@ class Behaviour:
         return self.seconds(SNAPSHOT_RELEASE_SECONDS)
 
 
+# InsufficientInstanceCapacity may be limited to one instance type, one subnet, or
+# both: AWS runs out of one type in one zone, not of everything
+# (`InsufficientInstanceCapacity=TYPE`, `=SUBNET` or `=TYPE@SUBNET`).
+CAPACITY = "InsufficientInstanceCapacity"
+_CAPACITY_SCOPE = re.compile(
+    r"^(?:[a-z0-9][a-z0-9.\-]{1,40}(?:@subnet-[0-9a-f]{1,40})?|subnet-[0-9a-f]{1,40})$"
+)
+
+
 def _known_faults() -> str:
-    return ", ".join(FAULTS) + " (NAME or NAME:RATE, 0 < RATE <= 1)"
+    return (
+        ", ".join(FAULTS)
+        + f" (NAME or NAME:RATE, 0 < RATE <= 1; {CAPACITY}=TYPE, =SUBNET or =TYPE@SUBNET "
+        "for one type or subnet)"
+    )
 
 
 def parse_fault(text: str) -> tuple[str, float]:
     name, sep, rate_text = text.partition(":")
-    if name not in FAULTS:
+    base, scoped, scope = name.partition("=")
+    if base not in FAULTS or (scoped and (base != CAPACITY or not _CAPACITY_SCOPE.match(scope))):
         raise BadSetting(f"--fault {text!r}: unknown fault; known: {_known_faults()}")
     if not sep:
         return name, 1.0

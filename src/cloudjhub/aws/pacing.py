@@ -1,0 +1,161 @@
+"""The hub's side of AWS's request buckets: spend tokens no faster than AWS refills them.
+
+A storm of logins that calls EC2 as fast as it can drains AWS's buckets, and every
+call after that is a RequestLimitExceeded that botocore retries, draining them
+again. `Pacer` keeps a copy of each bucket (`ec2_limits`) and hands out the time
+at which a request may go: a reservation, so waiters are served first come, first
+served and each knows how long it waits. Tokens may go below zero (a debt the
+refill pays off) so a reservation never has to be revisited.
+
+Two ways in: `attach(client)` paces every call a boto3 client makes, sleeping in
+the calling thread (short waits: describes, tags, volumes); `reserve` with
+`prepaid()` lets an async caller (the EC2 queue, `ec2_queue.py`) wait on the event
+loop instead, showing users their place, and then make the call without paying
+twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..ec2_limits import default_buckets, request_family, resource_family
+
+SLACK = 0.001
+
+
+@dataclass
+class _Bucket:
+    capacity: float
+    refill: float
+    tokens: float
+    updated: float
+
+    def level(self, now: float) -> float:
+        if now > self.updated:
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.refill)
+            self.updated = now
+        return self.tokens
+
+    def ready_at(self, now: float, count: float) -> float:
+        """When `count` tokens will be there (a count above capacity waits for a full bucket)."""
+        need = min(count, self.capacity) - self.level(now)
+        # A millisecond more than the arithmetic says: AWS's clock is not ours.
+        return now if need <= 0 else now + need / self.refill + SLACK
+
+
+@dataclass(order=True)
+class Ticket:
+    """One reserved request: when it may go, and how many users wait on it."""
+
+    ready_at: float
+    seq: int
+    weight: int = field(default=1, compare=False)
+
+
+class Pacer:
+    """Every bucket of one account and region, as the hub spends them."""
+
+    def __init__(
+        self,
+        buckets: Mapping[str, tuple[float, float]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.clock = clock
+        self.sleep = sleep
+        self._sizes = {k: (v[0], v[1]) for k, v in default_buckets().items()}
+        self._sizes.update(buckets or {})
+        # AWS gives each action a bucket of its own, of its family's size.
+        self._buckets: dict[str, _Bucket] = {}
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._waiting: list[Ticket] = []
+        self._local = threading.local()
+
+    def reserve(
+        self, action: str, resources: int = 0, filtered: bool = True, weight: int = 1
+    ) -> Ticket:
+        """Take the tokens `action` needs, as of the time they will be there."""
+        with self._lock:
+            now = self.clock()
+            family = request_family(action, filtered)
+            own = action if family == action else f"{action} ({family})"
+            needs = [(self._bucket(own, family, now), 1.0)]
+            per_instance = resource_family(action)
+            if per_instance is not None and resources > 0:
+                needs.append((self._bucket(per_instance, per_instance, now), float(resources)))
+            ready = max(b.ready_at(now, n) for b, n in needs)
+            for bucket, count in needs:
+                bucket.tokens -= count
+            self._seq += 1
+            ticket = Ticket(ready, self._seq, weight)
+            if ready > now:
+                self._waiting.append(ticket)
+            return ticket
+
+    def _bucket(self, name: str, family: str, now: float) -> _Bucket:
+        bucket = self._buckets.get(name)
+        if bucket is None:
+            capacity, refill = self._sizes[family]
+            bucket = self._buckets[name] = _Bucket(capacity, refill, capacity, now)
+        return bucket
+
+    def done_waiting(self, ticket: Ticket) -> None:
+        with self._lock:
+            if ticket in self._waiting:
+                self._waiting.remove(ticket)
+
+    def ahead_of(self, ticket: Ticket) -> tuple[int, float]:
+        """How many users wait on requests that go before this one, and when the
+        first of those goes (the queue moves): ticket.ready_at if none."""
+        with self._lock:
+            ahead = [t for t in self._waiting if t < ticket]
+            moves = min((t.ready_at for t in ahead), default=ticket.ready_at)
+            return sum(t.weight for t in ahead), moves
+
+    @contextlib.contextmanager
+    def prepaid(self) -> Iterator[None]:
+        """Calls made in this block (this thread) were reserved already."""
+        self._local.prepaid = True
+        try:
+            yield
+        finally:
+            self._local.prepaid = False
+
+    # ---- every call of a boto3 client ----------------------------------------
+
+    def attach(self, client: Any) -> None:
+        """Pace every call `client` makes, unless made inside `prepaid()`."""
+        client.meta.events.register("before-call.ec2.*", self._before_call)
+
+    def _before_call(self, model: Any, params: Mapping[str, Any], **_: Any) -> None:
+        if getattr(self._local, "prepaid", False):
+            return
+        body = params.get("body")
+        fields: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
+        ticket = self.reserve(model.name, resource_count(model.name, fields), filtered(fields))
+        delay = ticket.ready_at - self.clock()
+        try:
+            if delay > 0:
+                self.sleep(delay)
+        finally:
+            self.done_waiting(ticket)
+
+
+def filtered(fields: Mapping[str, Any]) -> bool:
+    return any(str(k).startswith("Filter.") or k in ("MaxResults", "NextToken") for k in fields)
+
+
+def resource_count(action: str, fields: Mapping[str, Any]) -> int:
+    """Instances a serialized request launches or names (its resource tokens)."""
+    if action == "RunInstances":
+        try:
+            return max(1, int(fields.get("MaxCount", 1)))
+        except (TypeError, ValueError):
+            return 1
+    return sum(1 for k in fields if str(k).startswith("InstanceId."))

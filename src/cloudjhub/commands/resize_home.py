@@ -1,0 +1,58 @@
+"""`cloudjhub resize-home CLUSTER USER SIZE_GB`: grow a user's home volume in place."""
+
+from __future__ import annotations
+
+import click
+
+from ..aws.backups import NO_HOME
+from ..aws.client import CloudError
+from .backups import connect_backups
+from .cloud_options import aws_options, cluster_argument
+from .errors import BadInput, cloud_error
+
+# EBS gp3: 1-16384 GiB (Amazon EBS User Guide, "Amazon EBS volume types").
+MAX_SIZE_GB = 16384
+
+
+@click.command("resize-home")
+@cluster_argument
+@click.argument("user")
+@click.argument("size_gb", type=click.IntRange(1, MAX_SIZE_GB))
+@click.option("--dry-run", is_flag=True, help="Check and say what would happen; change nothing.")
+@aws_options()
+def resize_home(
+    cluster: str,
+    user: str,
+    size_gb: int,
+    dry_run: bool,
+    region: str | None,
+    aws_endpoint: str | None,
+) -> None:
+    """Grow USER's home volume to SIZE_GB; the file system grows at their next start.
+
+    EBS volumes only grow, so a size not larger than today's is refused.
+    """
+    store = connect_backups(cluster, region, aws_endpoint)
+    try:
+        volume = store.home_volume(user)
+    except CloudError as exc:
+        if exc.code == NO_HOME:
+            raise BadInput(f"USER {user}: {exc}") from exc
+        raise cloud_error(exc) from exc
+    now = int(volume["Size"])
+    if size_gb <= now:
+        raise BadInput(
+            f"SIZE_GB {size_gb}: {user}'s home volume {volume['VolumeId']} is {now} GB "
+            "today; it can only grow (EBS volumes cannot shrink)"
+        )
+    if dry_run:
+        click.echo(f"would grow {volume['VolumeId']} from {now} to {size_gb} GB")
+        return
+    try:
+        store.grow(volume["VolumeId"], size_gb)
+    except CloudError as exc:
+        raise cloud_error(exc) from exc
+    click.echo(
+        f"grew {volume['VolumeId']} from {now} to {size_gb} GB; "
+        f"the file system grows at {user}'s next start"
+    )
