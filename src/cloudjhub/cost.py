@@ -148,12 +148,14 @@ class Interval:
     end: float
     still_running: bool = False
     tags: tuple[tuple[str, str], ...] = ()
+    server: str = ""
 
-    def group(self, tag: str | None) -> str:
-        """What the report adds this interval to: its user, or its value of `tag`."""
+    def group(self, tag: str | None) -> tuple[str, str]:
+        """What the report adds this interval to: its user and server, or its value of
+        `tag` (and no server)."""
         if tag is None:
-            return self.user
-        return dict(self.tags).get(tag, "(untagged)")
+            return (self.user, self.server)
+        return (dict(self.tags).get(tag, "(untagged)"), "")
 
 
 def intervals(events: Iterable[UsageEvent], until: float) -> tuple[list[Interval], list[str]]:
@@ -181,12 +183,29 @@ def intervals(events: Iterable[UsageEvent], until: float) -> tuple[list[Interval
             continue
         tags = tuple(sorted(begun.tags.items()))
         out.append(
-            Interval(begun.user, ev.instance_id, begun.instance_type, begun.t, ev.t, tags=tags)
+            Interval(
+                begun.user,
+                ev.instance_id,
+                begun.instance_type,
+                begun.t,
+                ev.t,
+                tags=tags,
+                server=begun.server,
+            )
         )
     for instance_id, begun in opened.items():
         tags = tuple(sorted(begun.tags.items()))
         out.append(
-            Interval(begun.user, instance_id, begun.instance_type, begun.t, until, True, tags)
+            Interval(
+                begun.user,
+                instance_id,
+                begun.instance_type,
+                begun.t,
+                until,
+                True,
+                tags,
+                server=begun.server,
+            )
         )
     out.sort(key=lambda i: (i.start, i.instance_id))
     return out, warnings
@@ -194,12 +213,19 @@ def intervals(events: Iterable[UsageEvent], until: float) -> tuple[list[Interval
 
 @dataclass(frozen=True)
 class UserUsage:
+    """One user's server (`server` "" for the default; each named server is a row)."""
+
     user: str
     instance_type: str
     instance_hours: float
     cost: float
     always_on_cost: float
     still_running: bool
+    server: str = ""
+
+    @property
+    def who(self) -> str:
+        return f"{self.user}/{self.server}" if self.server else self.user
 
 
 @dataclass(frozen=True)
@@ -231,20 +257,20 @@ def usage_report(
     default_type: str = "",
     group_by: str | None = None,
 ) -> UsageReport:
-    """Instance-hours and cost per user (or per value of the tag `group_by`) in
-    [since, until], beside always-on.
+    """Instance-hours and cost per user and server (or per value of the tag
+    `group_by`) in [since, until], beside always-on.
 
-    `since` defaults to the first event. Always-on is each user's (latest) instance
+    `since` defaults to the first event. Always-on is each server's (latest) instance
     type running for the whole period. An event without a type counts as `default_type`.
     """
     events = list(events)
     pairs, warnings = intervals(events, until)
     start = since if since is not None else min((e.t for e in events), default=until)
     period = max(0.0, until - start) / 3600
-    hours: dict[str, float] = {}
-    cost: dict[str, float] = {}
-    latest: dict[str, Interval] = {}
-    running: set[str] = set()
+    hours: dict[tuple[str, str], float] = {}
+    cost: dict[tuple[str, str], float] = {}
+    latest: dict[tuple[str, str], Interval] = {}
+    running: set[tuple[str, str]] = set()
     for span in pairs:
         overlap = max(0.0, min(span.end, until) - max(span.start, start)) / 3600
         if overlap <= 0 and not (span.still_running and span.start <= until):
@@ -259,13 +285,14 @@ def usage_report(
             running.add(key)
     users = [
         UserUsage(
-            user=name,
-            instance_type=latest[name].instance_type or default_type,
-            instance_hours=hours[name],
-            cost=cost[name],
-            always_on_cost=period * prices.hourly(latest[name].instance_type or default_type),
-            still_running=name in running,
+            user=key[0],
+            server=key[1],
+            instance_type=latest[key].instance_type or default_type,
+            instance_hours=hours[key],
+            cost=cost[key],
+            always_on_cost=period * prices.hourly(latest[key].instance_type or default_type),
+            still_running=key in running,
         )
-        for name in sorted(hours)
+        for key in sorted(hours)
     ]
     return UsageReport(start, until, period, users, warnings)

@@ -58,7 +58,7 @@ OnWait = Callable[[int, float], None]
 
 @dataclass
 class _Item:
-    key: Any  # an instance id, or (user, user_id, token) for a launch
+    key: Any  # an instance id, or (user, user_id, token, server) for a launch
     on_wait: OnWait | None
     done: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -109,9 +109,10 @@ class Ec2Queue:
         spec: WorkerSpec,
         client_token: str,
         on_wait: OnWait | None = None,
+        server: str = "",
     ) -> Instance:
         result: Instance = await self._submit(
-            ("launch", spec), (user, user_id, client_token), on_wait
+            ("launch", spec), (user, user_id, client_token, server), on_wait
         )
         return result
 
@@ -175,13 +176,14 @@ class Ec2Queue:
             return [None] * len(items)
         spec: WorkerSpec = kind[1]
         if len(keys) == 1:
-            user, user_id, token = keys[0]
-            one = await blocking(self.ec2.launch_worker, user, spec, token, user_id, paid)
+            user, user_id, token, server = keys[0]
+            one = await blocking(
+                self.ec2.launch_worker, user, spec, token, user_id, paid=paid, server=server
+            )
             return [one]
-        users = [(user, user_id) for user, user_id, _ in keys]
-        launched = await blocking(
-            self.ec2.launch_for_users, users, spec, batch_token(t for *_, t in keys), paid
-        )
+        users = [(user, user_id, server) for user, user_id, _, server in keys]
+        tokens = (token for _, _, token, _ in keys)
+        launched = await blocking(self.ec2.launch_for_users, users, spec, batch_token(tokens), paid)
         return launched
 
     async def _wait_turn(self, action: str, count: int, items: list[_Item]) -> None:

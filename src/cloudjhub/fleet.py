@@ -78,14 +78,18 @@ class Fleet:
     def get(self, instance_id: str) -> Instance | None:
         return self._by_id.get(instance_id)
 
-    def for_user(self, user: str) -> Instance | None:
-        """The user's live instance; the newest if (wrongly) there are several.
+    def for_user(self, user: str, server: str = "") -> Instance | None:
+        """The live instance of the user's `server` ("" the default); the newest if
+        (wrongly) there are several.
 
         A pool worker someone tagged with the user by hand is not theirs (warm_pool.py)."""
         mine = [
             i
             for i in self._by_id.values()
-            if i.user == user and i.live and i.tags.get(POOL_TAG, POOL_CLAIMING) == POOL_CLAIMING
+            if i.user == user
+            and i.server == server
+            and i.live
+            and i.tags.get(POOL_TAG, POOL_CLAIMING) == POOL_CLAIMING
         ]
         if not mine:
             return None

@@ -29,17 +29,25 @@ async def attach_home_volume(
     poll: float,
     give_up_after: float,
     extra_tags: dict[str, str] | None = None,
+    server: str = "",
 ) -> tuple[HomeVolume, RestoredFolder | None]:
-    """The user's home volume attached to `instance` (after a pending restore), and the
-    restored folder to mount, if the restore was `--as-folder`."""
-    volume = await blocking(ec2.find_home_volume, user)
+    """The home of the user's `server` ("" the default: each named server has its own)
+    attached to `instance` (after a pending restore), and the restored folder to
+    mount, if the restore was `--as-folder`."""
+    volume = await blocking(ec2.find_home_volume, user, server)
     folder: RestoredFolder | None = None
     if volume is None:
         emit(25, f"Creating your {size} GB home volume")
         volume_id = await blocking(
-            ec2.create_home_volume, user, size, instance.availability_zone, user_id, extra_tags
+            ec2.create_home_volume,
+            user,
+            size,
+            instance.availability_zone,
+            user_id,
+            extra_tags,
+            server,
         )
-        volume = await _wait_available(ec2, user, volume_id, poll, give_up_after)
+        volume = await _wait_available(ec2, user, server, volume_id, poll, give_up_after)
     else:
         # Made before volumes carried ids, or before the hub lost its database.
         await blocking(ec2.adopt, volume["VolumeId"], tag_dict(volume.get("Tags")), user_id)
@@ -65,11 +73,11 @@ async def attach_home_volume(
 
 
 async def _wait_available(
-    ec2: HubEc2, user: str, volume_id: str, poll: float, give_up_after: float
+    ec2: HubEc2, user: str, server: str, volume_id: str, poll: float, give_up_after: float
 ) -> dict[str, Any]:
     deadline = time.monotonic() + give_up_after
     while True:
-        volume = await blocking(ec2.find_home_volume, user)
+        volume = await blocking(ec2.find_home_volume, user, server)
         if volume and volume["VolumeId"] == volume_id and volume["State"] == "available":
             return volume
         if time.monotonic() > deadline:

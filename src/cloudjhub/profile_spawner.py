@@ -268,10 +268,13 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
         templates = {**self.server_config.EXTRA_TAGS, **self.extra_tags}
         return fill_tags(templates, username, servername, self.profile_slug)
 
-    async def run_worker(self, user: str, user_id: str, spec: WorkerSpec, token: str) -> Instance:
-        """Launch; a spot request AWS cannot fill falls back to on-demand, and says so."""
+    async def run_worker(
+        self, user: str, user_id: str, spec: WorkerSpec, token: str, server: str = ""
+    ) -> Instance:
+        """Launch (for the user's named `server`, "" the default); a spot request AWS
+        cannot fill falls back to on-demand, and says so."""
         try:
-            return await self._launch_with_fallbacks(user, user_id, spec, token)
+            return await self._launch_with_fallbacks(user, user_id, spec, token, server)
         except CloudError as exc:
             if spec.market != "spot" or exc.code not in SPOT_UNFILLABLE:
                 raise
@@ -284,7 +287,8 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
         self._emit(12, note)
         on_demand = dataclasses.replace(spec, market="on-demand")
         # Another request, with parameters of its own: its own token.
-        return await self._launch_with_fallbacks(user, user_id, on_demand, "cjo-" + token[4:])
+        retry = "cjo-" + token[4:]
+        return await self._launch_with_fallbacks(user, user_id, on_demand, retry, server)
 
     async def end_if_spot(self, instance_id: str) -> bool:
         """A spot worker cannot be stopped (one-time request): it is terminated instead,
@@ -298,7 +302,7 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
     # ---- what InstanceSpawner provides -----------------------------------------
 
     async def _launch_with_fallbacks(
-        self, user: str, user_id: str, spec: WorkerSpec, token: str
+        self, user: str, user_id: str, spec: WorkerSpec, token: str, server: str = ""
     ) -> Instance:
         raise NotImplementedError  # spawner_ec2.Ec2Calls: the queue, capacity fallback
 

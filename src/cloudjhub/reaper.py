@@ -5,9 +5,11 @@ stop failed, a pending instance could not be stopped yet, or someone launched
 one by hand. The idle culler never sees those (it only knows hub servers), so
 they would run, and bill, forever. The reaper runs as a hub-managed service
 with read-only hub scopes: each round it lists the cluster's workers (one
-DescribeInstances) and the hub's users with an active or pending server, and
-stops, through the guarded `HubEc2.stop`, every running worker whose user has had
-no server for longer than the grace period. Warm-pool workers (any `cloudjhub:pool`
+DescribeInstances) and the hub's active or pending servers, and stops, through
+the guarded `HubEc2.stop`, every running worker whose (user, server) has had no
+such server for longer than the grace period: a worker tagged
+`cloudjhub:server=NAME` belongs to the user's named server NAME, one without
+that tag to their default server. Warm-pool workers (any `cloudjhub:pool`
 tag but a claim's `claiming`, which makes it its user's) are not orphans: the pool
 keeps them, running or stopped, on purpose.
 """
@@ -86,16 +88,17 @@ class HubApi:
         with urllib.request.urlopen(request, timeout=self.timeout) as reply:  # noqa: S310
             return json.loads(reply.read())
 
-    def users_with_servers(self) -> set[str]:
-        """Users with an active server (ready, or pending start or stop), all pages."""
-        names: set[str] = set()
+    def servers_in_use(self) -> set[tuple[str, str]]:
+        """(user, server name) of every active server (ready, or pending start or
+        stop; "" is the default server), all pages."""
+        names: set[tuple[str, str]] = set()
         offset = 0
         try:
             while True:
                 page = self._get(f"/users?state=active&offset={offset}&limit={PAGE_SIZE}")
                 if isinstance(page, list):  # a hub too old to paginate
                     page = {"items": page}
-                names.update(u["name"] for u in page["items"] if u.get("servers"))
+                names.update((u["name"], s) for u in page["items"] for s in u.get("servers") or {})
                 following = (page.get("_pagination") or {}).get("next")
                 if not following:
                     return names
@@ -103,8 +106,8 @@ class HubApi:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise HubUnavailable(f"cannot list the hub's users: {exc}") from exc
 
-    def has_server(self, user: str) -> bool:
-        """A last look at one user, right before stopping their worker."""
+    def has_server(self, user: str, server: str = "") -> bool:
+        """A last look at one user's server, right before stopping its worker."""
         try:
             model = self._get(f"/users/{urllib.parse.quote(user, safe='')}")
         except urllib.error.HTTPError as exc:
@@ -113,7 +116,7 @@ class HubApi:
             raise HubUnavailable(f"cannot read hub user {user!r}: {exc}") from exc
         except (OSError, ValueError) as exc:
             raise HubUnavailable(f"cannot read hub user {user!r}: {exc}") from exc
-        return bool(model.get("servers"))
+        return server in (model.get("servers") or {})
 
 
 @dataclass
@@ -138,7 +141,7 @@ class Reaper:
             log.warning("cannot list workers: %s", exc)
             return []
         try:
-            wanted = self.hub.users_with_servers()
+            wanted = self.hub.servers_in_use()
         except HubUnavailable as exc:
             REAPER_ROUNDS.labels("hub-error").inc()
             log.warning("%s; stopping nothing this round", exc)
@@ -147,12 +150,12 @@ class Reaper:
         REAPER_ROUNDS.labels("ok").inc()
         return stopped
 
-    def _judge(self, workers: list[Instance], wanted: set[str]) -> list[str]:
+    def _judge(self, workers: list[Instance], wanted: set[tuple[str, str]]) -> list[str]:
         now = self.clock()
         orphans = [
             w
             for w in workers
-            if w.user not in wanted
+            if (w.user, w.server) not in wanted
             and w.live
             and w.state != "stopped"
             and w.tags.get(POOL_TAG, POOL_CLAIMING) == POOL_CLAIMING
@@ -199,7 +202,7 @@ class Reaper:
             log.warning("worker %s has no user tag; leaving it alone", worker.id)
             return False
         try:
-            if self.hub.has_server(worker.user):
+            if self.hub.has_server(worker.user, worker.server):
                 self.orphan_since.pop(worker.id, None)
                 return False
         except HubUnavailable as exc:
@@ -228,6 +231,7 @@ class Reaper:
             t=self.clock(),
             event="stop",
             user=worker.user or "",
+            server=worker.server,
             instance_id=worker.id,
             instance_type=worker.instance_type,
             reason="reaper",

@@ -1,14 +1,16 @@
-"""InstanceSpawner: one EC2 instance per user, started on login, stopped when idle.
+"""InstanceSpawner: one EC2 instance per user (and per named server), started on
+login, stopped when idle.
 
 The spawner is a thin state machine over `aws`, `fleet` and `remote`. Blocking
 calls run in the shared executor; `poll()` reads the shared fleet cache only.
 Its options (`spawner_options`), its EC2 calls through the hub's queue and the
 launch's capacity fallback (`spawner_ec2`), its progress events (`spawn_progress`), home
 volumes (`home_volumes`), the host-key store (`host_keys`), the warm pool
-(`warm_pool`), the user's stable id (`user_identity`) and the log tails it keeps
-(`spawner_logs`) live beside it. What is left, about 660 lines, is one spawn's path (find or claim, launch or start, wait,
-attach, pin host keys, start Jupyter) and stop/poll: kept together because that
-path reads best in one place.
+(`warm_pool`), the user's stable id (`user_identity`), the log tails it keeps
+(`spawner_logs`) and named servers (`named_servers`) live beside it. What is
+left, about 700 lines, is one spawn's path (find or claim, launch or start,
+wait, attach, pin host keys, start Jupyter) and stop/poll: kept together because
+that path reads best in one place.
 """
 
 from __future__ import annotations
@@ -20,9 +22,19 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 from jupyterhub.spawner import Spawner
+from tornado import web
 from traitlets import default
 
-from . import hibernation, home_usage, metrics, remote, usage, user_identity, warm_pool
+from . import (
+    hibernation,
+    home_usage,
+    metrics,
+    named_servers,
+    remote,
+    usage,
+    user_identity,
+    warm_pool,
+)
 from .aws.client import STOPPED_STATES, UP_STATES, CloudError, Instance
 from .aws.hub import HubEc2, WorkerSpec, launch_token
 from .config import ConfigError
@@ -82,7 +94,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
 
     # ---- per-process shared state -----------------------------------------
 
-    _user_locks: ClassVar[dict[tuple[str, str], asyncio.Lock]] = {}
+    _user_locks: ClassVar[dict[tuple[str, str, str], asyncio.Lock]] = {}
     # One claim from a cluster's warm pool at a time in this hub (see warm_pool.claim).
     _pool_locks: ClassVar[dict[str, asyncio.Lock]] = {}
 
@@ -111,6 +123,11 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
     @property
     def ec2(self) -> HubEc2:
         return self.fleet.ec2
+
+    @property
+    def server_name(self) -> str:
+        """This spawner's named server ("" the default), checked: it comes from users."""
+        return named_servers.checked_server_name(self.name)
 
     @property
     def system_user(self) -> str:
@@ -170,7 +187,8 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
         self._progress.restart()
         self._starting = True
         self._stop_requested, self._stop_recorded = False, None
-        lock = self._user_locks.setdefault((self.cluster_name, self.user.name), asyncio.Lock())
+        key = (self.cluster_name, self.user.name, self.name)
+        lock = self._user_locks.setdefault(key, asyncio.Lock())
         try:
             async with lock:
                 url = await self._start()
@@ -231,6 +249,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
             if (
                 known
                 and known.user == self.user.name
+                and known.server == self.server_name
                 and belongs_to(known.tags)
                 and known.live
                 and POOL_TAG not in known.tags
@@ -238,7 +257,8 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
                 self.fleet.remember(known)
                 await self._adopt(known)
                 return known
-        mine = await self._settle_pool_marks(await blocking(self.ec2.user_workers, self.user.name))
+        found = await blocking(self.ec2.user_workers, self.user.name, self.server_name)
+        mine = await self._settle_pool_marks(found)
         for inst in mine:
             self.fleet.remember(inst)
         live = [i for i in mine if i.live]
@@ -280,6 +300,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
                 self.user_id,
                 self.worker_instance_type,
                 self.worker_ami,
+                self.server_name,
             )
         if claimed is not None:
             self.log.info("%s: claimed pool worker %s", self._log_name, claimed.id)
@@ -304,7 +325,20 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
             await blocking(self.ec2.adopt, instance.id, instance.tags, self.user_id)
 
     async def delete_forever(self) -> None:
-        """JupyterHub deleted the user: their workers go, their homes as configured."""
+        """JupyterHub deleted the user (every server of theirs: the default's call does
+        it all) or removed a named server (its own worker and, if configured, home)."""
+        if self.name:
+            await named_servers.remove_server(
+                self.ec2,
+                self.user.name,
+                self.server_name,
+                delete_home=self.delete_home_on_remove,
+                poll=self.state_poll_interval,
+                give_up_after=self.boot_timeout,
+                log=lambda m: self.log.info("%s: %s", self._log_name, m),
+            )
+            self.instance_id, self.home_volume_id = None, None
+            return
         await user_identity.delete_user_resources(
             self.ec2,
             self.user.name,
@@ -316,6 +350,13 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
         )
         self.instance_id, self.home_volume_id = None, None
         self.pinned_host_keys, self.pinned_for = [], None
+
+    async def rename(self, old_name: str, new_name: str) -> None:
+        """JupyterHub renames a (stopped) named server: its worker and home follow."""
+        try:
+            await named_servers.rename_server(self.ec2, self.user.name, old_name, new_name)
+        except ValueError as exc:
+            raise web.HTTPError(400, f"Cannot rename server {old_name!r}: {exc}") from exc
 
     def _spec(self) -> WorkerSpec:
         size = self.worker_ebs_size
@@ -340,20 +381,21 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
 
     async def _launch(self, previous: str | None) -> Instance:
         self._emit(10, f"Launching your instance ({self.worker_instance_type})")
-        token = launch_token(self.cluster_name, self.user.name, previous, self.user_id)
+        server = self.server_name
+        token = launch_token(self.cluster_name, self.user.name, previous, self.user_id, server)
         spec = self._spec()
         with metrics.spawn_phase("launch"):
             try:
-                instance = await self.run_worker(self.user.name, self.user_id, spec, token)
+                instance = await self.run_worker(self.user.name, self.user_id, spec, token, server)
             except CloudError as exc:
                 if exc.code not in IDEMPOTENCY_CONFLICTS:
                     raise
                 # The token names a launch AWS remembers (its instance is gone, or the
                 # old id was lost with the hub's state): this is a new request.
                 token = launch_token(
-                    self.cluster_name, self.user.name, secrets.token_hex(8), self.user_id
+                    self.cluster_name, self.user.name, secrets.token_hex(8), self.user_id, server
                 )
-                instance = await self.run_worker(self.user.name, self.user_id, spec, token)
+                instance = await self.run_worker(self.user.name, self.user_id, spec, token, server)
         self.instance_id = instance.id
         self.pinned_host_keys, self.pinned_for = [], None
         self.fleet.remember(instance)
@@ -400,6 +442,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
             self.state_poll_interval,
             self.boot_timeout,
             self.current_tags,
+            self.server_name,
         )
         self.home_volume_id = home.volume_id
         return home
@@ -685,6 +728,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
             t=time.time(),
             event=event,
             user=self.user.name,
+            server=self.name,
             instance_id=instance_id,
             instance_type=instance_type,
             reason=reason,

@@ -158,7 +158,7 @@ class Ec2Calls(InstanceSpawnerOptions):
         self._types_checked.add(self._fleet_key)
 
     async def _launch_with_fallbacks(
-        self, user: str, user_id: str, spec: WorkerSpec, token: str
+        self, user: str, user_id: str, spec: WorkerSpec, token: str, server: str = ""
     ) -> Instance:
         """Launch as `spec`; on InsufficientInstanceCapacity the next subnet, then the
         next type in every subnet; fail naming everything tried."""
@@ -183,7 +183,7 @@ class Ec2Calls(InstanceSpawnerOptions):
                     self._emit(11, f"No {tried[-1]} capacity; trying {kind} in {subnet}")
                 try:
                     return await self.ec2_queue.launch(
-                        user, user_id, attempt, attempt_token, self._queue_wait
+                        user, user_id, attempt, attempt_token, self._queue_wait, server
                     )
                 except CloudError as exc:
                     if exc.code != CAPACITY_ERROR:

@@ -120,6 +120,14 @@ class InstanceSpawnerOptions(LoggingConfigurable):
         "recover the files. True needs ec2:DeleteVolume in the hub's IAM policy "
         "(`cloudjhub iam-policy --delete-home-volumes`).",
     ).tag(config=True)
+    delete_home_on_remove = Bool(
+        False,
+        help="When a named server is removed (DELETE /users/NAME/servers/SERVER with "
+        '{"remove": true}, or the idle culler\'s --remove-named-servers), also delete its '
+        "home volume (its instance is always terminated). False keeps the volume for a "
+        "server of the same name made later. True needs ec2:DeleteVolume in the hub's IAM "
+        "policy (`cloudjhub iam-policy --delete-home-volumes`).",
+    ).tag(config=True)
     idle_timeout = Integer(
         help="Seconds of inactivity after which the culler stops a server "
         "(server_config JUPYTER_NOTEBOOK_TIMEOUT); sets how often servers report activity.",

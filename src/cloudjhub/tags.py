@@ -12,6 +12,8 @@ from enum import StrEnum
 CLUSTER_TAG = "cloudjhub:cluster"
 ROLE_TAG = "cloudjhub:role"
 USER_TAG = "cloudjhub:user"
+# A JupyterHub named server's own worker and home volume; the default server has none.
+SERVER_TAG = "cloudjhub:server"
 # JupyterHub's id of the user (with when it was made): a name can be reused
 # after its user is deleted, the id tag tells the two users apart.
 USER_ID_TAG = "cloudjhub:user-id"
@@ -40,6 +42,9 @@ POOL_CLAIMING = "claiming"
 PREWARM_TAG = "cloudjhub:prewarm"
 
 _CLUSTER_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+# A server name goes into tags, EC2 filters and the Name tag: letters, digits and
+# the punctuation AWS allows in tag values everywhere (no '/', a URL separator in the hub).
+_SERVER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:=+@-]{0,99}$")
 
 
 class Role(StrEnum):
@@ -60,19 +65,37 @@ def validate_cluster_name(name: str) -> str:
     return name
 
 
+def validate_server_name(name: str) -> str:
+    """A JupyterHub server name, untrusted: plain enough for a tag, a filter and a name."""
+    if name and not _SERVER_RE.fullmatch(name):
+        raise ValueError(
+            f"server name {name!r} must be 1-100 characters of letters, digits and "
+            "'._:=+@-', starting with a letter or digit"
+        )
+    return name
+
+
+def server_of(tags: dict[str, str]) -> str:
+    """The named server a resource is for; "" for the default server (no tag)."""
+    return tags.get(SERVER_TAG, "")
+
+
 def tags_for(
     cluster: str,
     role: Role,
     user: str | None = None,
     name: str | None = None,
     user_id: str | None = None,
+    server: str = "",
 ) -> dict[str, str]:
     tags = {CLUSTER_TAG: cluster, ROLE_TAG: role.value}
     if user is not None:
         tags[USER_TAG] = user
     if user_id is not None:
         tags[USER_ID_TAG] = user_id
-    tags[NAME_TAG] = name or resource_name(cluster, role, user)
+    if server:
+        tags[SERVER_TAG] = server
+    tags[NAME_TAG] = name or resource_name(cluster, role, user, server)
     return tags
 
 
@@ -103,14 +126,24 @@ def tag_filters(tags: dict[str, str]) -> list[dict[str, object]]:
     return [{"Name": f"tag:{k}", "Values": [filter_value(v)]} for k, v in tags.items()]
 
 
-def selector(cluster: str, role: Role | None = None, user: str | None = None) -> dict[str, str]:
-    """The tags that mark resources of one cluster (and role, and user)."""
+def selector(
+    cluster: str, role: Role | None = None, user: str | None = None, server: str = ""
+) -> dict[str, str]:
+    """The tags that mark resources of one cluster (and role, and user, and named
+    server; the default server has no tag to select by: see `is_server`)."""
     out = {CLUSTER_TAG: cluster}
     if role is not None:
         out[ROLE_TAG] = role.value
     if user is not None:
         out[USER_TAG] = user
+    if server:
+        out[SERVER_TAG] = server
     return out
+
+
+def is_server(tags: dict[str, str], server: str | None) -> bool:
+    """Whether a resource is for this server ("" the default; None any server)."""
+    return server is None or server_of(tags) == server
 
 
 def filters(
@@ -145,8 +178,10 @@ def needs_binding(tags: dict[str, str], user_id: str) -> bool:
     return tags.get(USER_ID_TAG) != user_id
 
 
-def resource_name(cluster: str, role: Role, user: str | None = None) -> str:
-    return f"{cluster}-{role.value}" + (f"-{user}" if user else "")
+def resource_name(cluster: str, role: Role, user: str | None = None, server: str = "") -> str:
+    return (
+        f"{cluster}-{role.value}" + (f"-{user}" if user else "") + (f"-{server}" if server else "")
+    )
 
 
 class Group(StrEnum):

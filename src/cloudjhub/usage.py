@@ -28,6 +28,7 @@ class UsageEvent(BaseModel):
     t: float = Field(description="Seconds since the epoch.")
     event: Literal["start", "stop"]
     user: str
+    server: str = Field(default="", description="The named server; empty for the default.")
     instance_id: str = Field(min_length=1)
     instance_type: str = ""
     reason: str = ""

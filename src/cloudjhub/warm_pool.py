@@ -170,10 +170,15 @@ def finish_claim(ec2: HubEc2, instance: Instance) -> Instance:
 
 
 def claim(
-    ec2: HubEc2, user: str, user_id: str, instance_type: str, image_id: str | None = None
+    ec2: HubEc2,
+    user: str,
+    user_id: str,
+    instance_type: str,
+    image_id: str | None = None,
+    server: str = "",
 ) -> Instance | None:
-    """Tag a pool member to `user` (and their stable id) and return it, or None if
-    none could be had.
+    """Tag a pool member to `user` (and their stable id, and their named `server`)
+    and return it, or None if none could be had.
 
     Blocking. Callers in one process hold one lock around it, so two spawns never
     pick the same member; the check after tagging (re-read: still live, still
@@ -187,12 +192,12 @@ def claim(
             fresh = ec2.describe([member.id])
             if not fresh or not is_member(fresh[0], instance_type, image_id):
                 continue  # claimed, terminated or retagged since the list was read
-            ec2.tag_claim(fresh[0], user, user_id)
+            ec2.tag_claim(fresh[0], user, user_id, server)
             after = ec2.describe([member.id])
         except CloudError as exc:
             log.warning("cannot claim pool worker %s for %r: %s", member.id, user, exc)
             continue
-        if not after or after[0].gone or after[0].user != user:
+        if not after or after[0].gone or (after[0].user, after[0].server) != (user, server):
             log.warning("pool worker %s changed while %r claimed it; left alone", member.id, user)
             continue
         if after[0].tags.get(POOL_TAG) != POOL_CLAIMING:

@@ -1,5 +1,6 @@
 """The whole system through `cloudjhub demo`: a real hub, proxy, culler, sshd and
-single-user servers, with EC2 played by moto and the fleet emulator."""
+single-user servers, with EC2 played by moto and the fleet emulator; named servers
+(`--named-servers 2 --home-volume-size 1`), each its own instance."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import boto3
@@ -73,10 +75,13 @@ c.InstanceSpawner.profile_list = profiles_for
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    # Named servers (at most 2 a user) with their own home volumes, for the
+    # named-server test; every other test uses default servers only.
     state = tmp_path_factory.mktemp("demo")
     config = state.parent / f"{state.name}-hub-config.py"
     config.write_text(HUB_CONFIG)
-    with running_demo(state, IDLE_TIMEOUT, VPC_CIDR, "--config", str(config)) as running:
+    extra = ("--config", str(config), "--named-servers", "2", "--home-volume-size", "1")
+    with running_demo(state, IDLE_TIMEOUT, VPC_CIDR, *extra) as running:
         yield running
 
 
@@ -526,3 +531,96 @@ def test_a_release_and_an_nbgitpuller_link_reach_a_students_home(
     got = demo.request("GET", contents + "week1/notes.txt").json()
     assert got["content"] == "my own notes"
     demo.stop("erin")
+
+
+# ---- named servers: each its own instance ------------------------------------------
+
+
+def tags(resource: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
+
+
+def by_server(demo: Demo, user: str) -> dict[str, dict[str, Any]]:
+    """The user's instances not terminated, by their server tag ("" the default)."""
+    return {
+        tags(i).get("cloudjhub:server", ""): i
+        for i in demo.instances(user)
+        if i["State"]["Name"] not in ("shutting-down", "terminated")
+    }
+
+
+def wait_ready(demo: Demo, user: str, names: list[str], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        servers = demo.request("GET", f"/users/{user}").json()["servers"]
+        missing = [n for n in names if not (servers.get(n) or {}).get("ready")]
+        if not missing:
+            return
+        assert all(n in servers for n in names), f"spawn failed; see {demo.state_dir}"
+        assert time.monotonic() < deadline, f"{missing} not ready"
+        time.sleep(0.3)
+
+
+def test_two_named_servers_are_two_instances_removed_and_renamed_alone(
+    demo: Demo,
+) -> None:
+    demo.request("POST", "/users/nora")
+    for name in ("one", "two"):
+        reply = demo.request("POST", f"/users/nora/servers/{name}")
+        assert reply.status_code in (201, 202), reply.text
+    wait_ready(demo, "nora", ["one", "two"])
+
+    mine = by_server(demo, "nora")
+    assert set(mine) == {"one", "two"}  # no default server: none launched
+    assert mine["one"]["InstanceId"] != mine["two"]["InstanceId"]
+    for name in ("one", "two"):  # both answer (and count as active: the culler waits)
+        note = {"type": "file", "format": "text", "content": f"on {name}'s home"}
+        url = f"{demo.hub_url}user/nora/{name}/api/contents/n.txt"
+        put = demo.request("PUT", url, json=note)
+        assert put.status_code in (200, 201), put.text
+
+    # named_server_limit_per_user = 2: a third is refused, and nothing is launched.
+    third = demo.request("POST", "/users/nora/servers/three")
+    assert third.status_code == 400 and "maximum of 2" in third.json()["message"]
+    assert len(demo.instances("nora")) == 2
+
+    ec2 = demo.ec2()
+    homes = ec2.describe_volumes(
+        Filters=[
+            {"Name": "tag:cloudjhub:user", "Values": ["nora"]},
+            {"Name": "tag:cloudjhub:role", "Values": ["home"]},
+        ]
+    )["Volumes"]
+    home_of = {tags(v).get("cloudjhub:server", ""): v["VolumeId"] for v in homes}
+    assert set(home_of) == {"one", "two"}
+
+    removed = demo.request("DELETE", "/users/nora/servers/one", json={"remove": True})
+    assert removed.status_code in (202, 204), removed.text
+    deadline = time.monotonic() + 120
+    while (
+        "one" in by_server(demo, "nora")
+        or "one" in demo.request("GET", "/users/nora").json()["servers"]
+    ):
+        assert time.monotonic() < deadline, "server one was not removed"
+        time.sleep(0.5)
+
+    states = {i["InstanceId"]: i["State"]["Name"] for i in demo.instances("nora")}
+    assert states[mine["one"]["InstanceId"]] in ("shutting-down", "terminated")
+    # Only one's: two's instance stays (the culler may have stopped it by now).
+    assert states[mine["two"]["InstanceId"]] in ("running", "stopping", "stopped")
+    kept = ec2.describe_volumes(VolumeIds=[home_of["one"]])["Volumes"][0]
+    assert tags(kept)["cloudjhub:server"] == "one"
+    assert "cloudjhub:user-deleted" not in tags(kept)
+
+    # Renaming the (stopped) server through the REST API renames its tags.
+    stopped = demo.request("DELETE", "/users/nora/servers/two")
+    assert stopped.status_code in (202, 204), stopped.text
+    while "two" in demo.request("GET", "/users/nora").json()["servers"]:
+        assert time.monotonic() < deadline + 60, "server two did not stop"
+        time.sleep(0.5)
+    renamed = demo.request("PATCH", "/users/nora/servers/two", json={"name": "deux"})
+    assert renamed.status_code == 200, renamed.text
+    (two,) = ec2.describe_instances(InstanceIds=[mine["two"]["InstanceId"]])["Reservations"]
+    assert tags(two["Instances"][0])["cloudjhub:server"] == "deux"
+    home = ec2.describe_volumes(VolumeIds=[home_of["two"]])["Volumes"][0]
+    assert tags(home)["cloudjhub:server"] == "deux"

@@ -429,6 +429,16 @@ CASES: list[Case] = [
         ("--hub-config", "extra.json", "concurrent_spawn_limit"),
         {"extra.json": b'{"concurrent_spawn_limit": 300}'},
     ),
+    Case(
+        "demo-named-servers-negative",
+        ("demo", "--state-dir", "state", "--named-servers", "-1"),
+        ("--named-servers", "-1"),
+    ),
+    Case(
+        "demo-home-volume-size-word",
+        ("demo", "--state-dir", "state", "--home-volume-size", "big"),
+        ("--home-volume-size", "big"),
+    ),
 ]
 
 

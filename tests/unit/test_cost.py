@@ -249,3 +249,30 @@ def test_cost_groups_actual_use_by_any_tag(files: tuple[Path, Path]) -> None:
     }
     table_out = CliRunner().invoke(main, [*args, "--group-by", "course"]).output
     assert "  course " in table_out and "intro" in table_out, table_out
+
+
+def test_cost_is_per_user_and_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """alice's default server 2 h on t3.medium, her named server "gpu" 3 h on m5.large:
+    two rows, and one user for the estimate."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CLOUDJHUB_SERVER_CONFIG", raising=False)
+    table, log = tmp_path / "prices.json", tmp_path / "usage.jsonl"
+    table.write_text(json.dumps(PRICES))
+    for event in (
+        ev(T0, "start", "alice", "i-a", "t3.medium", cluster="c1"),
+        ev(T0 + 2 * H, "stop", "alice", "i-a", "t3.medium", cluster="c1"),
+        ev(T0, "start", "alice", "i-g", "m5.large", cluster="c1", server="gpu"),
+        ev(T0 + 3 * H, "stop", "alice", "i-g", "m5.large", cluster="c1", server="gpu"),
+    ):
+        append_event(log, event)
+    args = ["cost", "c1", "--usage-log", str(log), "--prices", str(table), "--until", UNTIL]
+
+    data = json.loads(CliRunner().invoke(main, [*args, "--json"]).output)
+    text = CliRunner().invoke(main, args).output
+
+    rows = {(u["user"], u["server"]): u for u in data["usage"]["users"]}
+    assert set(rows) == {("alice", ""), ("alice", "gpu")}
+    assert rows[("alice", "")]["cost"] == pytest.approx(2 * 0.04)
+    assert rows[("alice", "gpu")]["cost"] == pytest.approx(3 * 0.10)
+    assert data["estimate"]["users"] == 1
+    assert any(line.split()[:2] == ["alice/gpu", "m5.large"] for line in text.splitlines())

@@ -80,6 +80,7 @@ def spawner_for(
         spawner.worker_instance_type = "t3.medium"
         spawner.hibernate = False
         spawner.warm_pool_size = 0
+        spawner.warm_pool_schedule = []
         spawner.user_home_ebs_size = 0
         spawner.subnet_ids = []
         spawner.idle_timeout = 3600

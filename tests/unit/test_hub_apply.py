@@ -307,3 +307,13 @@ def test_apply_reads_this_process_environment_by_default(
     c = Config()
     apply(c, demo(tmp_path))
     assert service(c, "demo-admin")["api_token"] == "from-env"
+
+
+def test_named_servers_only_when_asked_with_their_limit(tmp_path: Path) -> None:
+    assert "allow_named_servers" not in applied(demo(tmp_path)).JupyterHub
+    assert "allow_named_servers" not in applied(manager(tmp_path)).JupyterHub
+    for limit in (0, 2):
+        settings = demo_settings(tmp_path, 8000, 45001, 45002, 60, named_server_limit=limit)
+        hub = applied(settings).JupyterHub
+        assert hub.allow_named_servers is True
+        assert hub.named_server_limit_per_user == limit

@@ -82,7 +82,7 @@ def test_policy_statements_exactly() -> None:
 
     assert policy["Version"] == "2012-10-17"
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
-    assert len(by_sid) == len(policy["Statement"]) == 25
+    assert len(by_sid) == len(policy["Statement"]) == 26
     assert all(s["Effect"] == "Allow" for s in policy["Statement"])
     expected: dict[str, tuple[Any, Any, Any]] = {  # Sid: (Action, Resource, Condition)
         "DescribeOnlyWhatTheHubReads": (
@@ -159,9 +159,26 @@ def test_policy_statements_exactly() -> None:
                         "cloudjhub:user-id",
                         "Name",
                         "cloudjhub:pool",
+                        "cloudjhub:server",
                     ]
                 },
                 "Null": {"aws:TagKeys": "false"},  # DeleteTags with no keys deletes all
+            },
+        ),
+        "RenameNamedServers": (
+            "ec2:CreateTags",
+            [INSTANCE, VOLUME],
+            {
+                "StringEquals": {
+                    "ec2:ResourceTag/cloudjhub:cluster": "alpha",
+                    "ec2:ResourceTag/cloudjhub:role": ["worker", "home"],
+                },
+                "ForAllValues:StringEquals": {"aws:TagKeys": ["cloudjhub:server", "Name"]},
+                "Null": {
+                    "ec2:ResourceTag/cloudjhub:server": "false",  # a named server's only
+                    "ec2:ResourceTag/cloudjhub:user-deleted": "true",
+                    "aws:TagKeys": "false",
+                },
             },
         ),
         "BindUserIds": ("ec2:CreateTags", [INSTANCE, VOLUME], ADD_USER_ID),
@@ -333,6 +350,7 @@ def test_policy_modifies_only_a_workers_type_and_never_retags() -> None:
             "TagAtCreation",
             "ClaimPoolWorkers",
             "PrewarmTagOnClusterManager",
+            "RenameNamedServers",
             "RestoreBookkeepingOnHomeVolumes",
             "ReportHomeUsageOnClusterWorkers",
         ]
@@ -362,8 +380,12 @@ def test_policy_modifies_only_a_workers_type_and_never_retags() -> None:
             "cloudjhub:user",
             "cloudjhub:user-id",
             "cloudjhub:pool",
+            "cloudjhub:server",
             "Name",
         }
+        rename = tagging[4]["Condition"]
+        assert rename["Null"]["ec2:ResourceTag/cloudjhub:server"] == "false"
+        assert rename["ForAllValues:StringEquals"]["aws:TagKeys"] == ["cloudjhub:server", "Name"]
 
 
 def test_existing_instances_are_touched_only_if_tagged_worker() -> None:
@@ -391,8 +413,8 @@ def test_existing_instances_are_touched_only_if_tagged_worker() -> None:
             assert values[f"{tag}/cloudjhub:role"] in ("worker", ["worker", "home"])
             touching += 1
         # run, console, start/stop, resize, terminate, attach, add user-id, claim, detach,
-        # usage
-        assert touching == 10
+        # usage, rename
+        assert touching == 11
 
 
 def test_every_change_needs_the_cluster_tag_of_that_cluster() -> None:

@@ -95,7 +95,9 @@ def active(spawner: InstanceSpawner, seconds_ago: float) -> None:
     """Give the spawner a server record whose last activity was that long ago."""
     record = orm.Server(proto="http", ip="10.0.0.1", port=8888, base_url="/", cookie_name="c")
     spawner.orm_spawner = SimpleNamespace(
-        last_activity=datetime.now(UTC) - timedelta(seconds=seconds_ago), server=record
+        name="",  # the default server, as JupyterHub's record says
+        last_activity=datetime.now(UTC) - timedelta(seconds=seconds_ago),
+        server=record,
     )
     assert spawner.server is not None
 

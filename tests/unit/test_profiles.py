@@ -371,11 +371,16 @@ def test_a_spot_profile_launches_spot_and_falls_back_to_on_demand_when_aws_canno
     real = ec2.launch_worker
 
     def no_spot_capacity(
-        user: str, spec: WorkerSpec, token: str, user_id: str, paid: Any = None
+        user: str,
+        spec: WorkerSpec,
+        token: str,
+        user_id: str,
+        paid: Any = None,
+        server: str = "",
     ) -> Instance:
         if spec.market == "spot":
             raise CloudError("no spot capacity", "MaxSpotInstanceCountExceeded")
-        return real(user, spec, token, user_id, paid)
+        return real(user, spec, token, user_id, paid, server)
 
     monkeypatch.setattr(ec2, "launch_worker", no_spot_capacity)
     fallback = asyncio.run(spawner.run_worker("ann", "id-1", spot_spec, "cjh-" + "b" * 60))

@@ -56,13 +56,13 @@ class FakeHub:
     down: bool = False
     wants_on_recheck: set[str] = field(default_factory=set)
 
-    def users_with_servers(self) -> set[str]:
+    def servers_in_use(self) -> set[tuple[str, str]]:
         if self.down:
             raise HubUnavailable("cannot list the hub's users: connection refused")
-        return set(self.wanted)
+        return {(u, "") for u in self.wanted}
 
-    def has_server(self, user: str) -> bool:
-        return user in self.wanted or user in self.wants_on_recheck
+    def has_server(self, user: str, server: str = "") -> bool:
+        return not server and (user in self.wanted or user in self.wants_on_recheck)
 
 
 class Clock:
@@ -206,7 +206,7 @@ def hub_server() -> Iterator[FakeHubServer]:
         {"name": "a", "servers": {"": {"ready": True}}},
         {"name": "b", "servers": {"": {"pending": "spawn"}}},
         {"name": "idle", "servers": {}},
-        {"name": "c", "servers": {"": {"ready": True}}},
+        {"name": "c", "servers": {"": {"ready": True}, "gpu": {"ready": True}}},
     ]
     seen: list[tuple[str, dict[str, str]]] = []
 
@@ -254,18 +254,20 @@ def hub_server() -> Iterator[FakeHubServer]:
 
 def test_hub_api_follows_pages_and_sends_the_token(hub_server: FakeHubServer) -> None:
     api = HubApi(hub_server.url, "secret-token")
-    assert api.users_with_servers() == {"a", "b", "c"}
+    assert api.servers_in_use() == {("a", ""), ("b", ""), ("c", ""), ("c", "gpu")}
     paths = [p for p, _ in hub_server.requests]
     assert len(paths) == 2 and all("state=active" in p for p in paths)
     assert all(h["Authorization"] == "token secret-token" for _, h in hub_server.requests)
     assert api.has_server("a") is True
     assert api.has_server("idle") is False
+    assert api.has_server("c", "gpu") is True
+    assert api.has_server("a", "gpu") is False  # a's default server is not her "gpu"
     assert api.has_server("nobody") is False  # 404: no such user, so no server
 
 
 def test_hub_api_down_is_unavailable_not_empty() -> None:
     api = HubApi("http://127.0.0.1:9/hub/api", "t", timeout=2)
     with pytest.raises(HubUnavailable):
-        api.users_with_servers()
+        api.servers_in_use()
     with pytest.raises(HubUnavailable):
         api.has_server("a")

@@ -167,9 +167,9 @@ def test_two_first_logins_race_for_the_last_pool_worker(
     [member] = members(ec2)
     tag_claim = ec2.tag_claim
 
-    def slow_tag_claim(instance: Instance, user: str, user_id: str) -> None:
+    def slow_tag_claim(instance: Instance, user: str, user_id: str, server: str = "") -> None:
         time.sleep(0.3)  # wide open, if anything but the lock kept them apart
-        tag_claim(instance, user, user_id)
+        tag_claim(instance, user, user_id, server)
 
     monkeypatch.setattr(ec2, "tag_claim", slow_tag_claim)
     alice, bob = spawner_for("alice"), spawner_for("bob")
@@ -302,10 +302,10 @@ def test_the_keeper_never_stops_a_member_claimed_after_its_listing(
 
 
 class NoServers:
-    def users_with_servers(self) -> set[str]:
+    def servers_in_use(self) -> set[tuple[str, str]]:
         return set()
 
-    def has_server(self, user: str) -> bool:
+    def has_server(self, user: str, server: str = "") -> bool:
         return False
 
 

@@ -17,7 +17,16 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..metrics import count_ec2_call
-from ..tags import CLUSTER_TAG, ROLE_TAG, USER_TAG, Role, has_tags, tag_dict, tag_filters
+from ..tags import (
+    CLUSTER_TAG,
+    ROLE_TAG,
+    USER_TAG,
+    Role,
+    has_tags,
+    server_of,
+    tag_dict,
+    tag_filters,
+)
 
 RETRY_CONFIG = Config(
     retries={"mode": "adaptive", "max_attempts": 8},
@@ -107,6 +116,11 @@ class Instance:
     @property
     def user(self) -> str | None:
         return self.tags.get(USER_TAG)
+
+    @property
+    def server(self) -> str:
+        """The user's named server it is for; "" for the default server."""
+        return server_of(self.tags)
 
     @property
     def cluster(self) -> str | None:

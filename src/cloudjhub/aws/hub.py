@@ -22,11 +22,13 @@ from ..tags import (
     POOL_CLAIMING,
     POOL_TAG,
     PREWARM_TAG,
+    SERVER_TAG,
     USER_ID_TAG,
     USER_TAG,
     Role,
     backup_target,
     belongs_to,
+    is_server,
     needs_binding,
     pool_tags,
     resource_name,
@@ -56,16 +58,21 @@ class WorkerSpec:
     extra_tags: tuple[tuple[str, str], ...] = ()
 
 
-def launch_token(cluster: str, user: str, previous: str | None, user_id: str = "") -> str:
+def launch_token(
+    cluster: str, user: str, previous: str | None, user_id: str = "", server: str = ""
+) -> str:
     """ClientToken that makes a retried RunInstances return the same instance.
 
     The previous instance id is part of it so that replacing a terminated
     instance is a new request, not a replay of the old one; the user's id, so
-    that a new user with a deleted user's name does not replay that user's launch.
+    that a new user with a deleted user's name does not replay that user's launch;
+    a named server's name, so that each server of a user gets its own instance.
     """
     raw = f"{cluster}\0{user}\0{previous or ''}".encode()
     if user_id:
         raw += f"\0{user_id}".encode()
+    if server:
+        raw += f"\0server={server}".encode()
     return "cjh-" + hashlib.sha256(raw).hexdigest()[:60]
 
 
@@ -106,10 +113,12 @@ class HubEc2(Ec2Client):
     def describe_workers(self, user: str | None = None) -> list[Instance]:
         return self._tagged_instances(selector(self.cluster, Role.WORKER, user))
 
-    def user_workers(self, user: str) -> list[Instance]:
-        """The workers of the user of this name, but never a deleted user's (see
-        tags.belongs_to): a name reused after its user was deleted gets nothing of theirs."""
-        return [i for i in self.describe_workers(user) if belongs_to(i.tags)]
+    def user_workers(self, user: str, server: str | None = None) -> list[Instance]:
+        """The workers of the user of this name (of one server: "" the default, None
+        all), but never a deleted user's (see tags.belongs_to): a name reused after
+        its user was deleted gets nothing of theirs."""
+        found = self._tagged_instances(selector(self.cluster, Role.WORKER, user, server or ""))
+        return [i for i in found if belongs_to(i.tags) and is_server(i.tags, server)]
 
     def hypervisor(self, instance_type: str) -> str:
         """'nitro' or 'xen', from DescribeInstanceTypes, asked once per type."""
@@ -178,22 +187,23 @@ class HubEc2(Ec2Client):
         client_token: str,
         user_id: str | None = None,
         paid: Pacer | None = None,
+        server: str = "",
     ) -> Instance:
         """Run one tagged worker: IMDSv2 only, no instance profile, stop on shutdown,
         its login user without sudo (WORKER_CLOUD_CONFIG)."""
-        tags = tags_for(self.cluster, Role.WORKER, user, user_id=user_id)
+        tags = tags_for(self.cluster, Role.WORKER, user, user_id=user_id, server=server)
         # Ours last: an extra tag never replaces what marks a worker as ours.
         return self._run_workers({**dict(spec.extra_tags), **tags}, spec, 1, client_token, paid)[0]
 
     def launch_for_users(
         self,
-        users: list[tuple[str, str]],
+        users: list[tuple[str, str, str]],
         spec: WorkerSpec,
         client_token: str,
         paid: Pacer | None = None,
     ) -> list[Instance]:
         """One RunInstances for several users' first logins, then each instance tagged
-        to one of them; the instances in the order of `users` (name, id).
+        to one of them; the instances in the order of `users` (name, id, named server).
 
         They are launched marked as a claim in progress with no user (neither a pool
         member nor anyone's), then each is tagged to its user and unmarked as a warm-pool
@@ -216,12 +226,13 @@ class HubEc2(Ec2Client):
         # A launch's reply may not list its volumes yet; a describe does.
         seen = {i.id: i for i in self.describe([i.id for i in launched])}
         out = []
-        for (user, user_id), instance in zip(users, launched, strict=True):
+        for (user, user_id, server), instance in zip(users, launched, strict=True):
             instance = seen.get(instance.id, instance)
             mine = {
                 USER_TAG: user,
                 USER_ID_TAG: user_id,
-                NAME_TAG: resource_name(self.cluster, Role.WORKER, user),
+                **({SERVER_TAG: server} if server else {}),
+                NAME_TAG: resource_name(self.cluster, Role.WORKER, user, server),
             }
             resources = [instance.id, *instance.volumes]
             self._call("create_tags", Resources=resources, Tags=tag_list(mine))
@@ -297,17 +308,20 @@ class HubEc2(Ec2Client):
             reply = self._call("run_instances", context, **params)
         return [Instance.from_api(i) for i in reply["Instances"]]
 
-    def tag_claim(self, instance: Instance, user: str, user_id: str) -> None:
-        """Mark a pool worker (and its volumes) as `user`'s, claim still in progress.
+    def tag_claim(self, instance: Instance, user: str, user_id: str, server: str = "") -> None:
+        """Mark a pool worker (and its volumes) as `user`'s (named `server`'s), claim
+        still in progress.
 
         One CreateTags call, so no one sees the user without the claim mark."""
         self.guard([instance.id], [Role.WORKER])
         tags = {
             USER_TAG: user,
             USER_ID_TAG: user_id,
-            NAME_TAG: resource_name(self.cluster, Role.WORKER, user),
+            NAME_TAG: resource_name(self.cluster, Role.WORKER, user, server),
             POOL_TAG: POOL_CLAIMING,
         }
+        if server:
+            tags[SERVER_TAG] = server
         self._call("create_tags", Resources=[instance.id, *instance.volumes], Tags=tag_list(tags))
 
     def finish_claim(self, instance: Instance) -> None:
@@ -367,6 +381,25 @@ class HubEc2(Ec2Client):
             tag = tag_list({USER_ID_TAG: user_id})
             self._call("create_tags", Resources=[resource_id], Tags=tag)
 
+    def rename_server(self, resource_ids: list[str], user: str, role: Role, server: str) -> None:
+        """Retag a named server's workers (with their root volumes) or home volumes after
+        JupyterHub renamed it (guarded: this cluster's, of that role, with a server tag)."""
+        if not resource_ids:
+            return
+        if role is Role.WORKER:
+            instances = self.guard(resource_ids, [Role.WORKER])
+            found = [i.tags for i in instances]
+            extra = [v for i in instances for v in i.volumes]
+        else:
+            volumes = self._tagged(
+                "describe_volumes", "Volumes", selector(self.cluster, role), VolumeIds=resource_ids
+            )
+            found, extra = [tag_dict(v.get("Tags")) for v in volumes], []
+        if len(found) != len(resource_ids) or not all(SERVER_TAG in t for t in found):
+            raise NotOurs(f"refusing to rename {', '.join(resource_ids)}: not a named server's")
+        tags = {SERVER_TAG: server, NAME_TAG: resource_name(self.cluster, role, user, server)}
+        self._call("create_tags", Resources=[*resource_ids, *extra], Tags=tag_list(tags))
+
     def mark_deleted(self, resource_ids: list[str], user_id: str, when: str) -> None:
         """A deleted user's workers (before they are terminated) and kept home volumes:
         bound to their id and marked, so no later user of the same name gets them."""
@@ -376,17 +409,20 @@ class HubEc2(Ec2Client):
 
     # ---- home volumes ------------------------------------------------------
 
-    def home_volumes(self, user: str, include_deleted: bool = False) -> list[dict[str, Any]]:
-        """The user's home volumes, oldest first; those kept from a deleted user of the
-        same name only with `include_deleted`."""
-        wanted = selector(self.cluster, Role.HOME, user)
+    def home_volumes(
+        self, user: str, include_deleted: bool = False, server: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The user's home volumes (of one server: "" the default, None all), oldest
+        first; those kept from a deleted user of the same name only with `include_deleted`."""
+        wanted = selector(self.cluster, Role.HOME, user, server or "")
         volumes = self._tagged("describe_volumes", "Volumes", wanted)
+        volumes = [v for v in volumes if is_server(tag_dict(v.get("Tags")), server)]
         if not include_deleted:
             volumes = [v for v in volumes if belongs_to(tag_dict(v.get("Tags")))]
         return sorted(volumes, key=lambda v: (str(v.get("CreateTime", "")), v["VolumeId"]))
 
-    def find_home_volume(self, user: str) -> dict[str, Any] | None:
-        volumes = self.home_volumes(user)
+    def find_home_volume(self, user: str, server: str = "") -> dict[str, Any] | None:
+        volumes = self.home_volumes(user, server=server)
         return volumes[0] if volumes else None
 
     def delete_home_volume(self, volume_id: str) -> None:
@@ -405,8 +441,9 @@ class HubEc2(Ec2Client):
         zone: str,
         user_id: str | None = None,
         extra_tags: dict[str, str] | None = None,
+        server: str = "",
     ) -> str:
-        ours = tags_for(self.cluster, Role.HOME, user, user_id=user_id)
+        ours = tags_for(self.cluster, Role.HOME, user, user_id=user_id, server=server)
         tags = tag_list({**(extra_tags or {}), **ours}) + self._backup_tag(home=True)
         reply = self._call(
             "create_volume",

@@ -167,7 +167,8 @@ def cost(
             warnings.append(f"{usage_log}: no usage log; estimate only")
         assumed = users is None and not (report and report.users)
         if users is None:
-            users = len(report.users) if report and report.users else ASSUMED_USERS
+            seen = {u.user for u in report.users} if report else set()
+            users = len(seen) or ASSUMED_USERS
         estimate = monthly_estimate(
             table,
             users,
@@ -257,12 +258,12 @@ def _print(
     if not report.users:
         out("  no instance ran in this period")
         return
-    name_w = max(len(group), *(len(u.user) for u in report.users))
+    name_w = max(len(group), *(len(u.who) for u in report.users))
     out(f"  {group:<{name_w}}  {'type':<11} {'inst-hours':>10} {'cost':>11} {'always on':>11}")
     for u in report.users:
         mark = " *" if u.still_running else ""
         out(
-            f"  {u.user:<{name_w}}  {u.instance_type:<11} {u.instance_hours:>10,.2f} "
+            f"  {u.who:<{name_w}}  {u.instance_type:<11} {u.instance_hours:>10,.2f} "
             f"{cur}{u.cost:>10,.2f} {cur}{u.always_on_cost:>10,.2f}{mark}"
         )
     out(

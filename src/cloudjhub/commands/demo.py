@@ -171,6 +171,23 @@ def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
     "trait, e.g. c.InstanceSpawner.profile_list as a callable. It runs as the hub, so "
     "give only a file you wrote.",
 )
+@click.option(
+    "--named-servers",
+    metavar="LIMIT",
+    type=click.IntRange(min=0, max=1000),
+    default=None,
+    help="Let each user have named servers, each its own instance, at most LIMIT "
+    "(0: no limit) (c.JupyterHub.allow_named_servers, named_server_limit_per_user).",
+)
+@click.option(
+    "--home-volume-size",
+    metavar="GB",
+    type=click.IntRange(min=0, max=16384),
+    default=0,
+    show_default=True,
+    help="Give each user (each named server) a persistent home volume of GB "
+    "(c.InstanceSpawner.user_home_ebs_size); 0 for none.",
+)
 def demo(
     port: int,
     idle_timeout: int | None,
@@ -193,6 +210,8 @@ def demo(
     warm_pool_time_zone: str,
     profiles_file: Path | None,
     config_file: Path | None,
+    named_servers: int | None,
+    home_volume_size: int,
 ) -> None:
     """Run cloudjhub on this machine: EC2 emulated on loopback, a real JupyterHub."""
     from ..config import ConfigError, check_warm_pool_schedule, parse_json
@@ -250,9 +269,11 @@ def demo(
         backup_retain=backup_retain,
         hub_config=extra_config,
         ta_group=ta_group,
+        named_servers=named_servers,
         spawner_config={
             **({"profile_list": profiles} if profiles else {}),
             **(pool_traits if schedule else {}),
+            **({"user_home_ebs_size": home_volume_size} if home_volume_size else {}),
         },
         extra_config=config_file,
     )

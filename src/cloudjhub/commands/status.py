@@ -18,7 +18,7 @@ from .cloud_options import aws_options, cluster_argument, connect
 from .errors import cloud_error
 from .logs import check_optional_user, hub_settings_option, last_failed_spawn
 
-COLUMNS = ("USER", "INSTANCE", "STATE", "TYPE", "HOME", "LAUNCHED", "UPTIME")
+COLUMNS = ("USER", "SERVER", "INSTANCE", "STATE", "TYPE", "HOME", "LAUNCHED", "UPTIME")
 GB = 1 << 30
 
 
@@ -57,7 +57,7 @@ def status_rows(
     chosen = [
         i for i in instances if i.role in wanted and (include_terminated or i.state != "terminated")
     ]
-    chosen.sort(key=lambda i: (wanted[i.role or ""], i.user or "", i.id))
+    chosen.sort(key=lambda i: (wanted[i.role or ""], i.user or "", i.server, i.id))
     rows = []
     for inst in chosen:
         running = inst.state == "running" and inst.launch_time is not None
@@ -65,6 +65,8 @@ def status_rows(
             {
                 "role": inst.role,
                 "user": inst.user,
+                # The user's named server; "" for the default server.
+                "server": inst.server,
                 # "ready": an unassigned warm-pool worker; "claiming": being handed out.
                 "pool": inst.tags.get(POOL_TAG),
                 "instance_id": inst.id,
@@ -112,6 +114,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         cells.append(
             (
                 _who(row),
+                row["server"] or "-",
                 row["instance_id"],
                 row["state"],
                 row["instance_type"],

@@ -80,6 +80,9 @@ def apply(c: Config, settings: HubSettings, environ: Mapping[str, str] | None = 
     # which an open but idle browser tab generates forever.
     hub.last_activity_interval = 0
     hub.spawner_class = "cloudjhub"
+    if settings.named_server_limit is not None:
+        hub.allow_named_servers = True
+        hub.named_server_limit_per_user = settings.named_server_limit
     spawner = c.InstanceSpawner
     spawner.server_config_file = settings.spawner.server_config_file
     spawner.worker_command = list(settings.spawner.worker_command)

@@ -121,6 +121,9 @@ class HubSettings(_Settings):
     # If this variable of the hub's environment is set, its value is the token
     # of an admin service for scripts (the demo's); it is never written down.
     admin_token_env: EnvName | None = None
+    # c.JupyterHub.allow_named_servers with this named_server_limit_per_user (0: no
+    # limit); None: no named servers.
+    named_server_limit: Annotated[int, Field(ge=0)] | None = None
     # More JupyterHub config, in traitlets' JSON form (class -> trait -> value),
     # merged last: e.g. {"JupyterHub": {"concurrent_spawn_limit": 300}} for a class
     # of 300 that logs in at once (`cloudjhub demo --hub-config FILE`).

@@ -12,9 +12,12 @@ Attach, Delete, console output), so the role cannot touch the manager itself.
 It may tag while creating; otherwise it may only set `cloudjhub:user-id` and
 `cloudjhub:user-deleted` on the cluster's workers and home volumes not yet
 marked deleted (binding them to their user's id, marking a deleted user's), and
-`cloudjhub:user`, `cloudjhub:user-id`, `cloudjhub:pool` and `Name` on warm-pool
-workers still marked as such (a claim), and `cloudjhub:prewarm` on the cluster's
-manager (`cloudjhub prewarm`'s one-off pool window). The cluster and role tags, which the
+`cloudjhub:user`, `cloudjhub:user-id`, `cloudjhub:server`, `cloudjhub:pool` and
+`Name` on warm-pool workers still marked as such (a claim), `cloudjhub:prewarm` on
+the cluster's manager (`cloudjhub prewarm`'s one-off pool window), and
+`cloudjhub:server` and `Name` on a named server's workers and home volumes (a
+rename: only on resources that already carry `cloudjhub:server`, so the default
+server's never become a named one's). The cluster and role tags, which the
 guards trust, cannot be rewritten, and there is no ModifyInstanceAttribute
 (a home volume attached after launch is kept on termination by AttachVolume's
 own default).
@@ -52,6 +55,7 @@ from ..tags import (
     POOL_TAG,
     PREWARM_TAG,
     ROLE_TAG,
+    SERVER_TAG,
     USER_ID_TAG,
     USER_TAG,
     Role,
@@ -303,7 +307,7 @@ def manager_policy(
                     f"ec2:ResourceTag/{POOL_TAG}": [POOL_READY, POOL_CLAIMING],
                 },
                 "ForAllValues:StringEquals": {
-                    "aws:TagKeys": [USER_TAG, USER_ID_TAG, NAME_TAG, POOL_TAG]
+                    "aws:TagKeys": [USER_TAG, USER_ID_TAG, NAME_TAG, POOL_TAG, SERVER_TAG]
                 },
                 # ForAllValues holds for a request with no keys at all, and DeleteTags
                 # without Tags deletes every tag: the keys must be named.
@@ -321,6 +325,27 @@ def manager_policy(
                 "StringEquals": tagged(Role.MANAGER),
                 "ForAllValues:StringEquals": {"aws:TagKeys": [PREWARM_TAG]},
                 "Null": {"aws:TagKeys": "false"},
+            },
+        },
+        {
+            # JupyterHub renamed a named server (named_servers.rename_server): its
+            # worker, root and home volumes get the new name; only resources already
+            # tagged with a server, not kept from a deleted user, and only these keys.
+            "Sid": "RenameNamedServers",
+            "Effect": "Allow",
+            "Action": "ec2:CreateTags",
+            "Resource": [instance, volume],
+            "Condition": {
+                "StringEquals": {
+                    f"ec2:ResourceTag/{CLUSTER_TAG}": cluster,
+                    f"ec2:ResourceTag/{ROLE_TAG}": [Role.WORKER.value, Role.HOME.value],
+                },
+                "ForAllValues:StringEquals": {"aws:TagKeys": [SERVER_TAG, NAME_TAG]},
+                "Null": {
+                    f"ec2:ResourceTag/{SERVER_TAG}": "false",
+                    f"ec2:ResourceTag/{DELETED_TAG}": "true",
+                    "aws:TagKeys": "false",
+                },
             },
         },
         {

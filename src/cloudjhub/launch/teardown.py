@@ -22,6 +22,7 @@ from ..tags import (
     Group,
     Role,
     group_name,
+    server_of,
     tag_dict,
     workers_key_name,
 )
@@ -73,7 +74,7 @@ def _live(instances: Iterable[Instance]) -> tuple[Instance, ...]:
 def _home_volumes(ec2: AdminEc2) -> tuple[Item, ...]:
     volumes = ec2.cluster_volumes(Role.HOME)
     items = [
-        Item(v["VolumeId"], f"home of {tag_dict(v.get('Tags')).get(USER_TAG, '?')}, {v['State']}")
+        Item(v["VolumeId"], f"home of {_whose(tag_dict(v.get('Tags')))}, {v['State']}")
         for v in volumes
     ]
     return tuple(sorted(items, key=lambda i: i.label))
@@ -142,9 +143,18 @@ def plan_destroy(ec2: AdminEc2, delete_home_volumes: bool) -> Plan:
     )
 
 
+def _whose(tags: dict[str, str]) -> str:
+    """A resource's user, and their named server after a '/' (none for the default)."""
+    server = server_of(tags)
+    return tags.get(USER_TAG, "?") + (f"/{server}" if server else "")
+
+
 def _owner(instance: Instance) -> str:
-    """Whose instance: its user, or "(pool)" for an unassigned warm-pool worker."""
-    return instance.user or ("(pool)" if POOL_TAG in instance.tags else "-")
+    """Whose instance: its user (and named server), or "(pool)" for an unassigned
+    warm-pool worker."""
+    if instance.user:
+        return _whose(instance.tags)
+    return "(pool)" if POOL_TAG in instance.tags else "-"
 
 
 def plan_lines(plan: Plan) -> list[str]:

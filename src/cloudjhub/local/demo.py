@@ -88,6 +88,7 @@ def hub_settings(
     reaper_metrics_port: int | None = None,
     spawner_traits: dict[str, Any] | None = None,
     jupyterhub_config: JupyterHubConfig | None = None,
+    named_server_limit: int | None = None,
 ) -> HubSettings:
     """The demo's hub: all on 127.0.0.1, state in `state_dir`. `admin` signs in with the
     admin password, any other name with the user password (JupyterHub's
@@ -131,6 +132,7 @@ def hub_settings(
         ),
         admin_token_env=TOKEN_ENV,
         jupyterhub_config=extra,
+        named_server_limit=named_server_limit,
     )
 
 
@@ -185,6 +187,8 @@ class DemoStack:
     hub_config: JupyterHubConfig = field(default_factory=dict)
     # --ta-group: the teaching assistants' group (None: no TA role).
     ta_group: str | None = None
+    # --named-servers: named servers on, at most this many per user (0: no limit).
+    named_servers: int | None = None
     # --config FILE: the admin's own JupyterHub config, loaded after the demo's.
     extra_config: Path | None = None
     # --like-aws: the AWS behaviour layer in front of the endpoint (None: off).
@@ -377,6 +381,7 @@ class DemoStack:
                 **self.spawner_config,
             },
             jupyterhub_config=self.hub_config,
+            named_server_limit=self.named_servers,
         )
         if self.ta_group:
             access = settings.access.model_copy(update={"ta_group": self.ta_group})

@@ -26,7 +26,16 @@ def test_status_lists_workers_and_manager(world: World, cli_cloud: CliCloud) -> 
 
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["USER", "INSTANCE", "STATE", "TYPE", "HOME", "LAUNCHED", "UPTIME"]
+    assert lines[0].split() == [
+        "USER",
+        "SERVER",
+        "INSTANCE",
+        "STATE",
+        "TYPE",
+        "HOME",
+        "LAUNCHED",
+        "UPTIME",
+    ]
     assert lines[1].startswith("(manager)") and world.alpha.manager in lines[1]
     rows = {line.split()[0]: line for line in lines[2:]}
     assert set(rows) == {"alice", "bob", "carol"}
