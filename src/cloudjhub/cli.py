@@ -17,6 +17,7 @@ from .commands.launch import launch
 from .commands.logs import logs
 from .commands.prewarm import prewarm
 from .commands.reap import reap
+from .commands.release import release
 from .commands.resize_home import resize_home
 from .commands.setup import setup_manager
 from .commands.status import status
@@ -59,5 +60,6 @@ for command in (
     backups,
     restore,
     resize_home,
+    release,
 ):
     main.add_command(command)

@@ -43,6 +43,7 @@ from .fleet import Fleet
 from .home_volumes import attach_home_volume
 from .host_keys import HostKeyStore
 from .profile_spawner import ProfileSpawnerMixin
+from .release_spawner import ReleaseSpawnerMixin
 from .spawn_progress import SpawnProgress
 from .spawner_ec2 import Ec2Calls
 from .spawner_logs import KeptLogTails
@@ -63,7 +64,7 @@ AGENT_OVERHEAD = 180.0
 IDEMPOTENCY_CONFLICTS = ("IdempotentInstanceTerminated", "IdempotentParameterMismatch")
 
 
-class InstanceSpawner(Ec2Calls, KeptLogTails, ProfileSpawnerMixin, Spawner):
+class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawnerMixin, Spawner):
     """Give each user their own EC2 instance; stop (never terminate) it when they leave."""
 
     @default("start_timeout")
@@ -586,11 +587,12 @@ class InstanceSpawner(Ec2Calls, KeptLogTails, ProfileSpawnerMixin, Spawner):
                     raise remote.Unreachable(f"nothing answers on {ip}:{self.ssh_port}")
                 self._emit(60, "Starting Jupyter")
                 jupyter_started = time.monotonic()
+                staged = await blocking(self.stage_releases, target, list(self.worker_command))
                 result = await blocking(
                     remote.run_on,
                     target,
                     [*self.worker_command, "start"],
-                    request.to_json(),
+                    request.model_copy(update={"releases": staged}).to_json(),
                     self.jupyter_start_timeout + AGENT_OVERHEAD,
                 )
                 break

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import boto3
 import pytest
@@ -24,9 +25,10 @@ from botocore.exceptions import ClientError
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
+from cloudjhub.local.ports import free_port
 from cloudjhub.remote import tcp_open
 from tests.system.browser import chromium, sign_in
-from tests.system.conftest import Demo, running_demo
+from tests.system.conftest import CLI, Demo, running_demo
 
 pytestmark = pytest.mark.system
 
@@ -433,6 +435,102 @@ def test_a_person_picks_a_profile_then_switches_it_through_the_api(demo: Demo) -
     got = demo.request("GET", f"{demo.hub_url}user/{user}/api/contents/note.txt").json()
     assert got["content"] == note["content"]
     demo.stop(user)
+
+
+NOTEBOOK = '{"cells": [], "nbformat": 4, "nbformat_minor": 5, "metadata": {}}'
+
+
+def _served_git_repo(tmp: Path) -> tuple[Path, str]:
+    """A repository with one notebook, as a bare repo for `git daemon` to serve."""
+    work = tmp / "course-src"
+    work.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-C", str(work)]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    (work / "lesson1.ipynb").write_text(NOTEBOOK)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "lesson 1"], check=True)
+    served = tmp / "served"
+    served.mkdir()
+    bare = served / "course.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+    return served, "course.git"
+
+
+def test_a_release_and_an_nbgitpuller_link_reach_a_students_home(
+    demo: Demo, tmp_path: Path
+) -> None:
+    """`cloudjhub release` lands in the home at the next start, without overwriting;
+    an nbgitpuller link clones a repository served on loopback into the home."""
+    course = tmp_path / "week1"
+    course.mkdir()
+    (course / "intro.ipynb").write_text(NOTEBOOK)
+    (course / "notes.txt").write_text("from the teacher")
+    released = subprocess.run(
+        [CLI, "release", "demo", str(course), "--releases-dir", str(demo.state_dir / "releases")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert released.returncode == 0, released.stderr
+    demo.request("POST", "/users/erin")
+    demo.start("erin")
+    contents = f"{demo.hub_url}user/erin/api/contents/"
+    assert demo.request("GET", contents + "week1/intro.ipynb").status_code == 200
+    mine = {"type": "file", "format": "text", "content": "my own notes"}
+    assert demo.request("PUT", contents + "week1/notes.txt", json=mine).status_code == 200
+
+    served, name = _served_git_repo(tmp_path)
+    port = free_port()
+    # git's own daemon (shallow clones, as nbgitpuller makes, need more than dumb HTTP).
+    # Run git-daemon itself, not through `git`, so the pid we end is the daemon's.
+    exec_path = subprocess.run(["git", "--exec-path"], capture_output=True, text=True).stdout
+    daemon = subprocess.Popen(
+        [
+            Path(exec_path.strip()) / "git-daemon",
+            "--export-all",
+            "--reuseaddr",
+            f"--base-path={served}",
+            "--listen=127.0.0.1",
+            f"--port={port}",
+            str(served),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port = time.monotonic() + 10
+        while not tcp_open("127.0.0.1", port, timeout=0.5):
+            assert time.monotonic() < wait_for_port, "the git server did not listen"
+            time.sleep(0.1)
+        query = urlencode(
+            {
+                "repo": f"git://127.0.0.1:{port}/{name}",
+                "branch": "main",
+                "targetpath": "course",
+                "urlpath": "lab",
+            }
+        )
+        # erin follows the link in her browser: sign in, user-redirect, OAuth, the page.
+        browser = requests.Session()
+        browser.get(demo.hub_url + "hub/login", timeout=30)
+        xsrf = browser.cookies.get("_xsrf") or ""
+        form = {"username": "erin", "password": demo.password(), "_xsrf": xsrf}
+        assert browser.post(demo.hub_url + "hub/login", data=form, timeout=30).ok
+        link = browser.get(f"{demo.hub_url}hub/user-redirect/git-pull?{query}", timeout=60)
+        assert link.status_code == 200 and "/user/erin/git-pull" in link.url, link.url
+        # What the page then does: pull, reading nbgitpuller's event stream to its end.
+        pull = browser.get(f"{demo.hub_url}user/erin/git-pull/api?{query}", timeout=60)
+        assert '"phase": "finished"' in pull.text, pull.text[-2000:]
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+    assert demo.request("GET", contents + "course/lesson1.ipynb").status_code == 200
+
+    demo.stop("erin")
+    demo.start("erin")  # a restart brings nothing back over the user's own files
+    got = demo.request("GET", contents + "week1/notes.txt").json()
+    assert got["content"] == "my own notes"
+    demo.stop("erin")
 
 
 # ---- named servers: each its own instance ------------------------------------------

@@ -101,6 +101,9 @@ def apply(c: Config, settings: HubSettings, environ: Mapping[str, str] | None = 
         # Beside the usage log: a directory the hub's services may already write.
         keys_dir = str(Path(settings.spawner.usage_log).with_name("pool-host-keys"))
         spawner.warm_pool_keys_dir = keys_dir
+    if not isinstance(settings.spawner.traits.get("releases_dir"), str):
+        # Beside the usage log, where `cloudjhub release` writes on the manager.
+        spawner.releases_dir = str(Path(settings.spawner.usage_log).with_name("releases"))
     # Always: a schedule's window or `cloudjhub prewarm` may fill a pool of size 0.
     hub.services = [*hub.services, warm_pool_service(settings, env, size, state, keys_dir)]
     # Last, so it can change any of the above (traitlets warns of unknown traits).

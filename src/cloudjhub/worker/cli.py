@@ -19,7 +19,8 @@ import click
 from .logs import follow as follow_log
 from .logs import tail_lines
 from .paths import Layout
-from .protocol import MAX_LOG_LINES, USER_RE, AgentError, read_request
+from .protocol import MAX_LOG_LINES, USER_RE, AgentError, check_release_name, read_request
+from .releases import stage, staged
 from .selfstop import run_watchdog, watch_log
 from .server import DEFAULT_STOP_TIMEOUT, running_pids, server_status, start_server, stop_server
 
@@ -145,6 +146,30 @@ def log(user: str, lines: int, follow: bool, agent: bool) -> None:
             # The reader went away, or a person pressed Ctrl-C: that is the end. Nothing
             # more can reach a closed pipe, not even the flush at exit.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _release_name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        return check_release_name(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a release name") from None
+
+
+@cli.command("stage-release")
+@click.option("--name", required=True, callback=_release_name, help="The release's name.")
+def stage_release(name: str) -> None:
+    """Keep the release tarball on stdin (gzip tar) for users' next starts.
+
+    Refused (exit 2) if any member would land outside its folder (absolute paths, ..,
+    links leaving it, devices). Prints {"name", "sha256"}.
+    """
+    emit({"name": name, "sha256": stage(Layout.from_env(), name, sys.stdin.buffer)})
+
+
+@cli.command()
+def releases() -> None:
+    """List the staged releases as JSON: {name: sha256}."""
+    emit(staged(Layout.from_env()))
 
 
 @cli.command()

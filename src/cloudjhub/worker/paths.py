@@ -58,6 +58,15 @@ class Layout:
         """Records of the accounts the agent made; it hands out no others."""
         return self.root / "var" / "lib" / "cloudjhub" / "accounts"
 
+    @property
+    def releases_dir(self) -> Path:
+        """Releases the hub staged here (root-only): <name>.tar.gz and <name>.sha256."""
+        return self.root / "var" / "lib" / "cloudjhub" / "releases"
+
+    def delivered_file(self, user: str) -> Path:
+        """Which releases (name to digest) are already in the user's home."""
+        return self.root / "var" / "lib" / "cloudjhub" / "delivered" / f"{user}.json"
+
     def log_file(self, user: str) -> Path:
         return self.log_dir / f"{user}.log"
 

@@ -59,6 +59,10 @@ SNAPSHOT_ID_RE = re.compile(r"^snap-[0-9a-f]{8,40}$")
 RESTORED_RE = re.compile(r"^restored-\d{4}-\d{2}-\d{2}$")
 MAX_VOLUME_GB = 16384
 DEFAULT_START_TIMEOUT = 60.0
+# A release is a folder an admin hands out; its name becomes ~/<name> and a file name.
+RELEASE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+MAX_RELEASES = 100
 # Bounds that keep every number finite and usable as a time: a start that takes over an
 # hour, or a self-stop after over a year, is a mistake (or an attack), not a setting.
 MAX_START_TIMEOUT = 3600.0
@@ -183,6 +187,18 @@ def _device(value: str) -> str:
     return value
 
 
+def _release_name(value: str) -> str:
+    if not RELEASE_NAME_RE.fullmatch(value) or value.strip(".") == "":
+        raise ValueError("bad release name")
+    return value
+
+
+def _sha256(value: str) -> str:
+    if not SHA256_RE.fullmatch(value):
+        raise ValueError("bad digest")
+    return value
+
+
 Text = Annotated[str, Strict(), AfterValidator(_no_nul)]
 EnvName = Annotated[str, Strict(), AfterValidator(_env_name)]
 Seconds = Annotated[int, Strict(), Field(ge=0, le=MAX_SECONDS)]
@@ -210,6 +226,10 @@ _PROBLEMS: dict[str, Callable[[object], str]] = {
         f"0 to {MAX_SECONDS}"
     ),
     "resume": lambda v: f"invalid resume {_short(v)}: must be true or false",
+    "releases": lambda _v: (
+        f"invalid releases: must be a list of at most {MAX_RELEASES} objects with a name "
+        f"matching {RELEASE_NAME_RE.pattern} and a sha256 of 64 hex digits"
+    ),
 }
 
 
@@ -278,6 +298,20 @@ class RestoredFolder(HomeVolume):
     name: Annotated[str, Strict(), AfterValidator(_restored_name)]
 
 
+class ReleaseRef(BaseModel):
+    """A release staged on the instance (``cloudjhub-worker stage-release``), by digest."""
+
+    model_config = _CONFIG
+
+    name: Annotated[str, Strict(), AfterValidator(_release_name)]
+    sha256: Annotated[str, Strict(), AfterValidator(_sha256)]
+
+
+def check_release_name(name: str) -> str:
+    """The one check of a release name, for the agent's options and the hub's command."""
+    return _release_name(name)
+
+
 class StartRequest(_Message):
     """What ``cloudjhub-worker start`` reads on stdin: which server to run, and how."""
 
@@ -297,6 +331,10 @@ class StartRequest(_Message):
     self_stop_grace: Seconds = 0
     # Keep a still-running server (the instance was hibernated) instead of replacing it.
     resume: StrictBool = False
+    # Staged releases to copy into the home before Jupyter starts, never overwriting.
+    releases: Annotated[list[ReleaseRef], Strict(), Field(max_length=MAX_RELEASES)] = Field(
+        default_factory=list
+    )
 
     def to_json(self) -> bytes:
         """The request as the hub sends it over the SSH channel."""

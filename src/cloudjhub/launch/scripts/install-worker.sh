@@ -17,7 +17,7 @@ echo "install-worker: invalid login user: $CLOUDJHUB_LOGIN_USER" >&2
 fi
 
 # os-packages.sh (sent ahead of this script) knows each supported OS's names.
-packages=(python sudo ca-certificates e2fsprogs util-linux)
+packages=(python sudo ca-certificates e2fsprogs util-linux git) # git: nbgitpuller runs it
 if [ "${CLOUDJHUB_HIBERNATE:-0}" = 1 ]; then
   packages+=(hibernation-agent) # writes RAM to swap on hibernation (ec2-hibinit-agent)
 fi

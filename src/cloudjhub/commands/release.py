@@ -1,0 +1,77 @@
+"""`cloudjhub release CLUSTER DIR [--to NAME]`: hand a folder out to every user.
+
+Without shared storage a release is kept on the manager, in the hub's releases folder
+(`c.InstanceSpawner.releases_dir`, beside the usage log); each user's next start copies
+it into ~/NAME without overwriting any file of theirs. Run it where the hub runs (the
+manager, or the demo's machine with --releases-dir STATE_DIR/releases).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..releases import RELEASES_DIR, SourceError, publish, release_name, source_files
+from .cloud_options import cluster_argument
+from .errors import BadInput, CommandError
+from .options import env_option
+
+
+def _name(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return release_name(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a release name (letters, digits, '.', '_', '-'; "
+            "at most 64, starting with a letter or digit)",
+            param=param,
+        ) from None
+
+
+@click.command("release")
+@cluster_argument
+@click.argument("folder", metavar="DIR", type=click.Path(path_type=Path))
+@click.option(
+    "--to", "name", callback=_name, help="Folder name in each home [default: DIR's name]."
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be released, change nothing.")
+@env_option(
+    "--releases-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=RELEASES_DIR,
+    show_default=True,
+    help="The hub's releases folder (c.InstanceSpawner.releases_dir).",
+)
+def release(
+    cluster: str, folder: Path, name: str | None, dry_run: bool, releases_dir: Path
+) -> None:
+    """Copy DIR into every user's home (~/NAME) at their next start, never overwriting."""
+    if not folder.is_dir():
+        raise BadInput(f"DIR {str(folder)!r}: no such folder")
+    if name is None:
+        try:
+            name = release_name(folder.resolve().name)
+        except ValueError:
+            raise BadInput(
+                f"DIR {str(folder)!r}: its name is not a release name; pass --to NAME"
+            ) from None
+    try:
+        files = source_files(folder)
+    except SourceError as exc:
+        raise BadInput(f"DIR: {exc}") from None
+    except OSError as exc:
+        raise BadInput(f"DIR {str(folder)!r}: cannot read it: {exc.strerror}") from None
+    where = f"~/{name} of every user of cluster {cluster} at their next start"
+    if dry_run:
+        click.echo(f"would release {len(files)} path(s) from {folder} to {where}")
+        for rel in files:
+            click.echo(f"  {rel}")
+        return
+    try:
+        made = publish(folder, name, releases_dir)
+    except OSError as exc:
+        raise CommandError(f"cannot write the release into {releases_dir}: {exc}") from None
+    click.echo(f"released {len(files)} path(s) as {made.tarball} to {where}")
