@@ -110,6 +110,8 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
         self._stop_requested = False
         self._stop_recorded: str | None = None
         self._connect_started = 0.0
+        # The pool worker this spawner claimed, which the keeper may have just stopped.
+        self._just_claimed: str | None = None
 
     @property
     def fleet(self) -> Fleet:
@@ -303,6 +305,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
                 self.server_name,
             )
         if claimed is not None:
+            self._just_claimed = claimed.id
             self.log.info("%s: claimed pool worker %s", self._log_name, claimed.id)
             self._emit(8, "Taking a ready instance from the warm pool")
             # Its console shows host keys only after its first boot, which the keeper saw.
@@ -412,7 +415,8 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
                 and (inst.state != "running" or inst.private_ip)
             ):
                 return inst
-            if warm_pool.stopped_under_claim(inst, states, restarted):
+            claimed = instance_id == self._just_claimed
+            if claimed and warm_pool.stopped_under_claim(inst, states, restarted):
                 # The pool's keeper stopped it just before our claim: start it again.
                 await blocking(self.ec2.start, instance_id)
                 restarted = True

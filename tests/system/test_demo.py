@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
+from cloudjhub.local.demo import DemoStack
 from cloudjhub.local.ports import free_port
 from cloudjhub.remote import tcp_open
 from tests.system.browser import chromium, sign_in
@@ -92,6 +93,7 @@ def cloudjhub(demo: Demo, *args: str) -> subprocess.CompletedProcess[str]:
         "CLOUDJHUB_HUB_SETTINGS": str(demo.state_dir / "hub.json"),
         "AWS_SHARED_CREDENTIALS_FILE": str(demo.state_dir / "aws-credentials"),
         "AWS_ENDPOINT_URL": demo.endpoint,
+        "AWS_DEFAULT_REGION": DemoStack.region,
     }
     cli = Path(sys.executable).with_name("cloudjhub")
     return subprocess.run(
