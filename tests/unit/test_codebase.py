@@ -59,7 +59,8 @@ def test_shell_scripts_pass_shellcheck() -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         pytest.fail("shellcheck is not installed; scripts/bootstrap installs it")
-    scripts = [ROOT / "scripts" / "bootstrap", ROOT / ".ci" / "run", *PKG.rglob("*.sh")]
+    scripts = [ROOT / "scripts" / "bootstrap", ROOT / "scripts" / "test", ROOT / ".ci" / "run"]
+    scripts += PKG.rglob("*.sh")
     done = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
 
