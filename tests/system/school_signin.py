@@ -187,6 +187,16 @@ def school_sign_in(
         assert added.returncode == 0 and "added walt" in added.stdout
         walt, after = provider_sign_in(url, "walt")
         assert after.status_code == 302, after.status_code
+        # walt made an admin and unmade, no restart: he opens sam's server only meanwhile.
+        assert not opens(walt, url, "sam")
+        promoted = users(etc, "add", "walt", "--admin")
+        assert promoted.returncode == 0, promoted.stderr
+        assert opens(walt, url, "sam")
+        listed = users(etc, "list", "--json")
+        assert {r["name"]: r["admin"] for r in json.loads(listed.stdout)}["walt"] is True
+        demoted = users(etc, "remove", "walt", "--admin")
+        assert demoted.returncode == 0, demoted.stderr
+        assert not opens(walt, url, "sam")
         assert (
             etc.parent.parent / "var/lib/cloudjhub/jupyterhub.pid"
         ).read_text().strip() == new_pid

@@ -191,7 +191,10 @@ def test_culler_and_reaper_run_with_only_their_scopes(tmp_path: Path) -> None:
 def test_a_manager_never_registers_the_demo_token(tmp_path: Path) -> None:
     c = applied(manager(tmp_path), {TOKEN_ENV: "t0ken"})
     assert "demo-admin" not in [s["name"] for s in c.JupyterHub.services]
-    assert "admin" not in [r["name"] for r in c.JupyterHub.load_roles]
+    # The admin role holds only the admins group (`cloudjhub users add --admin`).
+    assert [r for r in c.JupyterHub.load_roles if r["name"] == "admin"] == [
+        {"name": "admin", "groups": ["admins"]}
+    ]
 
 
 @pytest.mark.parametrize(("timeout", "every"), [(1, 2), (30, 7), (3600, 600), (7200, 600)])

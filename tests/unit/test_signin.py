@@ -236,7 +236,7 @@ def test_setup_keeps_the_secret_0600_and_the_hub_config_uses_it(tmp_path: Path) 
     hub_class = c.JupyterHub.authenticator_class
     assert hub_class.__mro__[2].__name__ == "GenericOAuthenticator"
     assert c.StudentsMixin.ta_group == "tas"
-    assert set(c.JupyterHub.load_groups) == {"students", "tas"}
+    assert set(c.JupyterHub.load_groups) == {"students", "tas", "admins"}
     (ta,) = [r for r in c.JupyterHub.load_roles if r["name"] == TA_ROLE]
     assert ta["groups"] == ["tas"] and ta["scopes"] == ta_scopes("students")
     assert "access:servers!group=students" in ta["scopes"]
@@ -246,6 +246,9 @@ def test_setup_keeps_the_secret_0600_and_the_hub_config_uses_it(tmp_path: Path) 
     assert users["api_token"] == (etc / "users_token").read_text().strip()
     (users_role,) = [r for r in c.JupyterHub.load_roles if r["name"] == USERS_SERVICE]
     assert users_role["scopes"] == list(USERS_SCOPES)
+    # `users add --admin`: the admins group holds the admin role, the service does not.
+    (admin,) = [r for r in c.JupyterHub.load_roles if r["name"] == "admin"]
+    assert admin == {"name": "admin", "groups": ["admins"]}
 
 
 def test_a_rerun_with_another_sign_in_replaces_the_secret_and_the_authenticator(
@@ -298,7 +301,7 @@ def test_a_loopback_provider_may_be_http_nothing_else_may() -> None:
     [
         (("add", "bad/name"), "user name 'bad/name'"),
         (("add", "tina", "--ta"), "--ta: this hub has no TA group"),
-        (("add", "tina", "--ta", "--student"), "one or the other"),
+        (("add", "tina", "--ta", "--student"), "a user is one of them"),
     ],
 )
 def test_users_refuses_bad_input_before_calling_the_hub(

@@ -7,8 +7,11 @@ setup keeps in /etc/cloudjhub/users_token (mode 0600, root and the hub only), so
 it runs on the manager (`sudo cloudjhub users ...`); from elsewhere, give
 `--hub-url` (e.g. through `ssh -L`), `--token-file` and `--ta-group`.
 
-Admins are not its business: JupyterHub lets only an admin make one, and this
-service is deliberately not an admin; they come from `launch --admin-users`.
+Admins: JupyterHub lets only an admin set a user's admin flag, and this service is
+deliberately not one; `add --admin` puts users in the `admins` group, which holds
+JupyterHub's admin role (so its token is as powerful as an admin's: root's alone
+on the manager). Admins from `launch --admin-users` carry the flag and are
+changed by a re-launch.
 """
 
 from __future__ import annotations
@@ -144,25 +147,28 @@ def users(ctx: click.Context, cluster: str) -> None:
     ctx.obj = cluster
 
 
-def _roles(ta: bool, student: bool, ta_group: str | None) -> None:
+def _roles(ta: bool, student: bool, ta_group: str | None, admin: bool = False) -> None:
     if ta and not ta_group:
         raise BadInput("--ta: this hub has no TA group (launch with --ta-group NAME)")
-    if ta and student:
-        raise BadInput("--ta and --student: a user is one or the other")
+    if sum((ta, student, admin)) > 1:
+        raise BadInput("--admin, --ta and --student: a user is one of them")
 
 
 @users.command()
 @click.argument("names", nargs=-1, required=True)
 @click.option("--ta", is_flag=True, help="Put them in the TA group (and out of students).")
 @click.option("--student", is_flag=True, help="Put them in the students group.")
+@click.option("--admin", is_flag=True, help="Make them admins (the admins group).")
 @_reach
 @click.pass_context
-def add(ctx: click.Context, names: tuple[str, ...], ta: bool, student: bool, **kw: Any) -> None:
+def add(
+    ctx: click.Context, names: tuple[str, ...], ta: bool, student: bool, admin: bool, **kw: Any
+) -> None:
     """Allow NAMES to sign in (the hub makes them users), with a role if given."""
-    from ..hub.signin_settings import STUDENTS_GROUP
+    from ..hub.signin_settings import ADMINS_GROUP, STUDENTS_GROUP
 
     hub, ta_group = _target(ctx, kw)
-    _roles(ta, student, ta_group)
+    _roles(ta, student, ta_group, admin)
     chosen = _names(names)
     for name in chosen:
         if hub.user(name) is None:
@@ -173,28 +179,42 @@ def add(ctx: click.Context, names: tuple[str, ...], ta: bool, student: bool, **k
         hub.group_members(STUDENTS_GROUP, chosen, add=False)
     if student:
         hub.group_members(STUDENTS_GROUP, chosen, add=True)
+    if admin:
+        # Out of students first: a TA's reach (!group=students) never includes an admin.
+        hub.group_members(STUDENTS_GROUP, chosen, add=False)
+        hub.group_members(ADMINS_GROUP, chosen, add=True)
 
 
 @users.command()
 @click.argument("names", nargs=-1, required=True)
 @click.option("--ta", is_flag=True, help="Only take them out of the TA group.")
 @click.option("--student", is_flag=True, help="Only take them out of the students group.")
+@click.option("--admin", is_flag=True, help="Only take them out of the admins group.")
 @_reach
 @click.pass_context
-def remove(ctx: click.Context, names: tuple[str, ...], ta: bool, student: bool, **kw: Any) -> None:
+def remove(
+    ctx: click.Context, names: tuple[str, ...], ta: bool, student: bool, admin: bool, **kw: Any
+) -> None:
     """Without a flag: delete NAMES from the hub, so they may no longer sign in (their
     workers are terminated; home volumes are kept). With one: only that role."""
-    from ..hub.signin_settings import STUDENTS_GROUP
+    from ..hub.signin_settings import ADMINS_GROUP, STUDENTS_GROUP
 
     hub, ta_group = _target(ctx, kw)
     _roles(ta, False, ta_group)
     chosen = _names(names)
+    if admin:
+        flagged = [n for n in chosen if (hub.user(n) or {}).get("admin")]
+        if flagged:
+            raise CommandError(
+                f"{flagged[0]} is an admin by launch --admin-users; re-launch without them"
+            )
+        hub.group_members(ADMINS_GROUP, chosen, add=False)
     if ta and ta_group:
         hub.group_members(ta_group, chosen, add=False)
     if student:
         hub.group_members(STUDENTS_GROUP, chosen, add=False)
     for name in chosen:
-        if not (ta or student):
+        if not (ta or student or admin):
             hub.call("DELETE", f"/users/{quote(name, safe='')}", ok=(404,))
             click.echo(f"removed {name}")
 
@@ -205,11 +225,13 @@ def remove(ctx: click.Context, names: tuple[str, ...], ta: bool, student: bool, 
 @click.pass_context
 def list_users(ctx: click.Context, as_json: bool, **kw: Any) -> None:
     """Every user: admin or not, groups, server state."""
+    from ..hub.signin_settings import ADMINS_GROUP
+
     hub, _ = _target(ctx, kw)
     rows = [
         {
             "name": u["name"],
-            "admin": bool(u.get("admin")),
+            "admin": bool(u.get("admin")) or ADMINS_GROUP in (u.get("groups") or []),
             "groups": sorted(u.get("groups") or []),
             "server": ((u.get("servers") or {}).get("", {}).get("ready") and "ready")
             or ("pending" if u.get("pending") else "none"),

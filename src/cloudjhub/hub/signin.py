@@ -21,7 +21,7 @@ from traitlets.config import Config, LoggingConfigurable
 from traitlets.utils.importstring import import_item
 
 from .settings import HubSettings
-from .signin_settings import STUDENTS_GROUP, Lti13, OAuth
+from .signin_settings import ADMINS_GROUP, STUDENTS_GROUP, Lti13, OAuth
 
 NATIVE_CLASS = "cloudjhub.hub.native.SeededNativeAuthenticator"
 AUTHENTICATOR_CLASSES = {
@@ -36,8 +36,8 @@ AUTHENTICATOR_CLASSES = {
 TA_ROLE = "teaching-assistant"
 USERS_SERVICE = "cloudjhub-users"
 # `cloudjhub users`: make and delete users (the allow list: admin:users), add and
-# remove group members (groups), see servers' state (read:servers). Not an admin, so
-# it cannot make one (JupyterHub lets only admins grant admin).
+# remove group members (groups), see servers' state (read:servers). Not an admin: it
+# makes admins by putting them in ADMINS_GROUP, which holds the admin role.
 USERS_SCOPES = ("admin:users", "groups", "read:servers")
 
 
@@ -66,7 +66,7 @@ class StudentsMixin(LoggingConfigurable):
         row = getattr(user, "orm_user", user)
         admins: set[str] = getattr(self, "admin_users", set())
         groups = {g.name for g in row.groups}
-        if row.admin or row.name in admins or self.ta_group in groups:
+        if row.admin or row.name in admins or groups & {self.ta_group, ADMINS_GROUP}:
             return
         if STUDENTS_GROUP not in groups:
             db = object_session(row)
@@ -144,4 +144,13 @@ def apply_signin(c: Config, settings: HubSettings) -> None:
         roles.append(
             {"name": USERS_SERVICE, "services": [USERS_SERVICE], "scopes": list(USERS_SCOPES)}
         )
+        # Admins `cloudjhub users` makes: members of a group holding the admin role
+        # (JupyterHub lets only an admin set a user's admin flag; the service is not one).
+        groups_now = dict(hub.load_groups) if "load_groups" in hub else {}
+        hub.load_groups = {**groups_now, ADMINS_GROUP: {"users": []}}
+        admin = next((r for r in roles if r["name"] == "admin"), None)
+        if admin is None:
+            roles.append({"name": "admin", "groups": [ADMINS_GROUP]})
+        else:
+            admin["groups"] = [*admin.get("groups", []), ADMINS_GROUP]
     hub.load_roles, hub.services = roles, services

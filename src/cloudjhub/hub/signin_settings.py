@@ -17,6 +17,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 OAUTH_KINDS = ("github", "google", "generic-oauth")
 STUDENTS_GROUP = "students"
+# Members hold JupyterHub's admin role; `cloudjhub users add --admin` fills it.
+ADMINS_GROUP = "admins"
 # What JupyterHub accepts as a user or group name and what the worker can make an
 # account of: no slash, no whitespace, no control characters, not too long.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
