@@ -187,16 +187,23 @@ def school_sign_in(
         assert added.returncode == 0 and "added walt" in added.stdout
         walt, after = provider_sign_in(url, "walt")
         assert after.status_code == 302, after.status_code
-        # walt made an admin and unmade, no restart: he opens sam's server only meanwhile.
-        assert not opens(walt, url, "sam")
+
+        # walt made an admin and unmade, no restart. (A server he opened meanwhile keeps
+        # his token until it expires: JupyterHub does not revoke issued tokens.)
+        def sees_everyone() -> bool:
+            xsrf = {"X-XSRFToken": walt.cookies.get("_xsrf", path="/hub/") or ""}
+            reply = walt.get(url + "hub/api/users", headers=xsrf, timeout=30)
+            return reply.ok and {"sam", "tina"} <= {u["name"] for u in reply.json()}
+
+        assert not opens(walt, url, "sam") and not sees_everyone()
         promoted = users(etc, "add", "walt", "--admin")
         assert promoted.returncode == 0, promoted.stderr
-        assert opens(walt, url, "sam")
+        assert opens(walt, url, "sam") and sees_everyone()
         listed = users(etc, "list", "--json")
         assert {r["name"]: r["admin"] for r in json.loads(listed.stdout)}["walt"] is True
         demoted = users(etc, "remove", "walt", "--admin")
         assert demoted.returncode == 0, demoted.stderr
-        assert not opens(walt, url, "sam")
+        assert not sees_everyone()
         assert (
             etc.parent.parent / "var/lib/cloudjhub/jupyterhub.pid"
         ).read_text().strip() == new_pid
