@@ -200,7 +200,8 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
 
     def replacement_needed(self, instance: Instance) -> str:
         """Why the stopped `instance` cannot become the picked profile in place ("" if it can):
-        AWS changes an instance's type while stopped, never its image or hibernation."""
+        AWS changes an instance's type while stopped, never its image, market or
+        hibernation."""
         reasons = []
         # Only what the profile sets: an image rebuilt by a relaunch, or HIBERNATE turned
         # on later, never forces anyone off their instance.
@@ -209,6 +210,9 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
             reasons.append(
                 f"another image ({instance.image_id}, the profile's is {self.worker_ami})"
             )
+        if "market" in picked and self.market == "spot" and not instance.spot:
+            # EC2 has no call that turns an on-demand instance into a spot one.
+            reasons.append("another market (on-demand, the profile's is spot)")
         if "hibernate" in picked and instance.hibernation != self.hibernate:
             reasons.append("another hibernation setting")
         elif instance.hibernation and not self._type_fits(instance):
@@ -300,6 +304,9 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
         """A spot worker cannot be stopped (one-time request): it is terminated instead,
         its home volume kept; the next start launches a new one. True if it was."""
         known = self.fleet.get(instance_id)  # launched or found by this hub: remembered
+        if known is None:  # a hub restarted since: ask EC2 (InstanceLifecycle)
+            found = await blocking(self.ec2.describe, [instance_id])
+            known = found[0] if found else None
         if known is None or not known.spot:
             return False
         await blocking(self.ec2.terminate_workers, [instance_id])
