@@ -152,15 +152,22 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
         profiles = await self.profiles()
         if not profiles:
             return
+        notice = ""
         try:
             chosen = select(profiles, user_options or self.profile_choice)
         except ProfileError as exc:
-            if user_options or not self.profile_choice:
+            sent = user_options and not self._options_reused()
+            if sent or not (user_options or self.profile_choice):
                 self.options_refused = True
                 raise web.HTTPError(400, f"Bad user_options: {exc}") from None
-            # A kept pick the admin has since removed is not the user's mistake.
+            # A kept pick (ours, or JupyterHub's last user_options) the admin has since
+            # removed is not the user's mistake.
             self.log.warning("kept pick no longer offered (%s); default profile", exc)
             chosen = select(profiles, {})
+            notice = (
+                f"Your last pick is no longer offered ({exc}); you got the default "
+                f"profile {chosen.profile.key!r}."
+            )
         if chosen.replace_instance:
             self._forget_confirmation()
         try:
@@ -183,7 +190,16 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
         self.profile_choice = chosen.user_options()
         self.profile_slug = chosen.profile.key
         self.replace_instance = chosen.replace_instance
-        self.profile_notice = ""
+        self.profile_notice = notice
+
+    def _options_reused(self) -> bool:
+        """Whether JupyterHub reused the last user_options from its database: it does on
+        a start whose request sends none (a REST call without a body)."""
+        handler: Any = getattr(self, "handler", None)
+        if handler is None:
+            return False  # no request to tell by: taken as sent
+        request = handler.request
+        return not request.body and not request.query_arguments
 
     @property
     def pool_fits(self) -> bool:
