@@ -15,7 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 from tornado import web
 from traitlets import Callable, Dict, Enum, List, TraitError, Unicode, Union, validate
 
-from . import profile_form
+from . import profile_form, unlisted_types
 from .aws.client import CloudError, Instance
 from .aws.hub import HubEc2, WorkerSpec
 from .config import TagKey, TagValue, error_line
@@ -168,6 +168,14 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
                 f"Your last pick is no longer offered ({exc}); you got the default "
                 f"profile {chosen.profile.key!r}."
             )
+        config = self.server_config
+        why = await blocking(
+            unlisted_types.problem, chosen, self.ec2.instance_type_info, config.REGION,
+            config.GPU_IMAGE,
+        )  # fmt: skip
+        if why:
+            self.options_refused = True
+            raise web.HTTPError(400, f"Bad user_options: {why}")
         if chosen.replace_instance:
             self._forget_confirmation()
         try:
