@@ -211,9 +211,14 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
 
     @property
     def pool_fits(self) -> bool:
-        """Whether a warm-pool worker (the cluster's image, hibernation and market; the
-        claim matches the type) can be this profile's."""
-        return not self.profile_overrides & {"worker_ami", "hibernate", "market", "extra_tags"}
+        """Whether a warm-pool worker (the cluster's image, hibernation, market and root
+        disk, as pool_spec launches them; the claim matches the type) can be this
+        profile's."""
+        if self.profile_overrides & {"worker_ami", "hibernate", "market", "extra_tags"}:
+            return False
+        if "worker_ebs_size" not in self.profile_overrides:
+            return True
+        return bool(self.worker_ebs_size == (self._baseline or {}).get("worker_ebs_size"))
 
     def profile_state(self) -> dict[str, Any]:
         return {"profile_choice": self.profile_choice} if self.profile_choice else {}
