@@ -11,14 +11,14 @@ import dataclasses
 from inspect import isawaitable
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 from tornado import web
 from traitlets import Callable, Dict, Enum, List, TraitError, Unicode, Union, validate
 
 from . import profile_form, unlisted_types
 from .aws.client import CloudError, Instance
 from .aws.hub import HubEc2, WorkerSpec
-from .config import TagKey, TagValue, error_line
+from .config import TagKey, TagValue
 from .executor import blocking
 from .fleet import Fleet
 from .profiles import (
@@ -33,7 +33,7 @@ from .profiles import (
     parse,
     select,
 )
-from .spawner_options import InstanceSpawnerOptions, SpawnError
+from .spawner_options import InstanceSpawnerOptions, SpawnError, trait_error
 
 _EXTRA_TAGS = TypeAdapter(dict[TagKey, TagValue])
 # StateReason.Code of a spot instance AWS interrupted (EC2 API, StateReason).
@@ -87,18 +87,14 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
     @validate("profile_list")
     def _check_profile_list(self, proposal: Any) -> Any:
         if not callable(proposal["value"]):
-            try:
+            with trait_error():
                 parse(proposal["value"])
-            except ValueError as exc:
-                raise TraitError(str(exc)) from None
         return proposal["value"]
 
     @validate("extra_tags")
     def _check_extra_tags(self, proposal: Any) -> Any:
-        try:
+        with trait_error("extra_tags: "):
             return dict(_EXTRA_TAGS.validate_python(proposal["value"]))
-        except ValidationError as exc:
-            raise TraitError(f"extra_tags: {error_line(exc)}") from None
 
     async def profiles(self) -> list[Profile]:
         """The profiles for this user (a callable profile_list is asked each time)."""

@@ -21,6 +21,7 @@ from cloudjhub.cli import main
 from cloudjhub.launch.iam import manager_policy
 from tests.unit.test_iam import CLUSTER, hub_client
 from tests.unit.test_iam_lint import FALSE_POSITIVES, failures, parliament_findings
+from tests.unit.test_unlisted_types import unlisted_profile
 
 SPOT_SIDS = {
     "RunClusterWorkerSpotRequests",
@@ -51,20 +52,7 @@ SPOT = {
     "slug": "cheap",
     "spawner_override": {"market": "spot", "worker_instance_type": "c5.large"},
 }
-UNLISTED = {
-    "display_name": "Any",
-    "slug": "any",
-    "profile_options": {
-        "kind": {
-            "display_name": "Type",
-            "unlisted_choice": {
-                "enabled": True,
-                "validation_regex": "t3\\.(small|large)",
-                "spawner_override": {"worker_instance_type": "{value}"},
-            },
-        }
-    },
-}
+UNLISTED = unlisted_profile("t3\\.(small|large)", "{value}")
 
 
 @pytest.fixture(autouse=True)

@@ -14,24 +14,10 @@ from tornado import web
 
 from tests.unit.test_profiles import start_options
 from tests.unit.test_spawner_traits import spawner as make_spawner
+from tests.unit.test_unlisted_types import unlisted_profile
 
-SLOW = [
-    {
-        "display_name": "Any",
-        "slug": "any",
-        "profile_options": {
-            "kind": {
-                "display_name": "Type",
-                "unlisted_choice": {
-                    "enabled": True,
-                    # Exponential backtracking on "a" * n + "!" with Python's re.
-                    "validation_regex": "(a|aa)+",
-                    "spawner_override": {"worker_instance_type": "t3.{value}"},
-                },
-            }
-        },
-    }
-]
+# Exponential backtracking on "a" * n + "!" with Python's re.
+SLOW = [unlisted_profile("(a|aa)+", "t3.{value}")]
 
 
 PICK = {"profile": "any", "kind--unlisted-choice": "a" * 60 + "!"}

@@ -16,22 +16,23 @@ from cloudjhub.aws.local import LocalCloudEc2
 from tests.helpers import ApiCalls
 from tests.unit.test_profiles import profiled_spawner, start_options
 
-OPEN: list[dict[str, Any]] = [
-    {
-        "display_name": "Any",
-        "slug": "any",
-        "profile_options": {
-            "kind": {
-                "display_name": "Type",
-                "unlisted_choice": {
-                    "enabled": True,
-                    "validation_regex": "[a-z0-9]+\\.[a-z0-9]+",
-                    "spawner_override": {"worker_instance_type": "{value}"},
-                },
-            }
-        },
+
+def unlisted_profile(regex: str, template: str, slug: str = "any") -> dict[str, Any]:
+    """A profile whose option 'kind' takes only a value of the user's own (`regex`),
+    which sets the instance type as `template` ("{value}" filled in)."""
+    unlisted = {
+        "enabled": True,
+        "validation_regex": regex,
+        "spawner_override": {"worker_instance_type": template},
     }
-]
+    return {
+        "display_name": "Any",
+        "slug": slug,
+        "profile_options": {"kind": {"display_name": "Type", "unlisted_choice": unlisted}},
+    }
+
+
+OPEN = [unlisted_profile("[a-z0-9]+\\.[a-z0-9]+", "{value}")]
 
 
 @pytest.mark.parametrize(
