@@ -262,7 +262,8 @@ async def test_idle_server_is_culled_and_busy_kernel_is_not(demo: Demo) -> None:
 def test_a_failed_spawn_answers_the_api_with_a_sentence(demo: Demo) -> None:
     """JupyterHub answers a spawn that fails within slow_spawn_timeout with a 500 whose
     `message` is the exception's jupyterhub_message, else 'Internal Server Error'.
-    Here the instance's host key changed while it was stopped: refused, in words."""
+    Here the instance's host key changed while it was stopped: refused, in words; the
+    admin reads the same words in the admin page (the server's state)."""
     demo.start("mallory")
     (instance,) = demo.instances("mallory")
     demo.stop("mallory")
@@ -285,6 +286,17 @@ def test_a_failed_spawn_answers_the_api_with_a_sentence(demo: Demo) -> None:
     assert status.returncode == 0, status.stderr
     assert "failed to spawn" in status.stdout and "does not match the pinned key" in status.stdout
     assert demo.state_of("mallory") in ("running", "stopping", "stopped")
+
+    # An admin sees it too, in the admin page's row of mallory's server (its state).
+    with chromium() as browser:
+        page = browser.new_page()
+        sign_in(page, demo.hub_url, "admin", demo.password("admin"))
+        page.wait_for_url("**/hub/**", timeout=60_000)
+        page.goto(demo.hub_url + "hub/admin?name_filter=mallory")
+        page.click('[data-testid="mallory-collapse-button"]', timeout=30_000)
+        server_row = page.locator("#mallory-card-group")
+        server_row.get_by_text("does not match the pinned key").first.wait_for(timeout=30_000)
+        assert "last_spawn_failure" in server_row.inner_text()
 
 
 def test_a_deleted_users_name_reused_gets_a_new_instance_and_home(demo: Demo) -> None:
