@@ -217,6 +217,8 @@ def test_setup_keeps_the_secret_0600_and_the_hub_config_uses_it(tmp_path: Path) 
     assert SECRET not in (etc / "hub.json").read_text()
     assert reply["callback_url"] == "https://hub.example.edu/hub/oauth_callback"
     assert SECRET not in json.dumps(reply)
+    # The provider signs the admins in: no admin password for the launcher to keep.
+    assert "admin_password" not in reply
 
     from cloudjhub.hub.settings import load_settings
 
