@@ -475,6 +475,7 @@ def test_full_launch_then_rerun_then_destroy(cloud: Cloud, tmp_path: Path) -> No
     )
     grace_session = _signed_in(url, "grace", grace)
     assert grace_session is not None
+    grace_session.get(url + "user/grace/lab", timeout=60)  # her server's OAuth handshake
 
     def grace_started() -> str:
         """When grace's Jupyter server started, asked through the hub's proxy as her."""
