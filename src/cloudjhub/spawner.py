@@ -148,6 +148,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
         if self.home_volume_id:
             state["home_volume_id"] = self.home_volume_id
         state.update(self.profile_state())
+        state.update(self.failure_state())
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -158,6 +159,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
         self.pinned_host_keys = list(pinned.get("keys", []))
         self.home_volume_id = state.get("home_volume_id")
         self.load_profile_state(state)
+        self.load_failure_state(state)
 
     # ---- progress ----------------------------------------------------------
 
@@ -196,6 +198,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
         try:
             async with lock:
                 url = await self._start()
+            self._forget_failed_spawn()
             self._emit(100, "Your server is ready")
             return url
         except SpawnError as exc:

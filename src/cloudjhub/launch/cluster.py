@@ -88,7 +88,11 @@ def plan(ec2: AdminEc2, opts: LaunchOptions) -> list[str]:
         f"key pair {opts.workers_key_name} (public half of a key generated on the manager)",
         f"file {opts.server_config_file}",
         f"file {opts.record_file}",
-        f"file {opts.admin_password_file} (admin's password, mode 0600)",
+        *(
+            []
+            if opts.sign_in.external  # the provider signs the admins in: no password
+            else [f"file {opts.admin_password_file} (admin's password, mode 0600)"]
+        ),
         *backup_plan_line(opts),
     ]
     return lines
@@ -378,14 +382,20 @@ class Launch:
                 f"manager setup failed on {manager.id}: {result.stderr.strip()[-2000:]}"
             )
         reply: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-        self._admin_password = str(reply["admin_password"])
+        self._admin_password = str(reply.get("admin_password") or "")
         self._callback_url = str(reply.get("callback_url") or "")
         return str(reply["worker_public_key"])
 
     def keep_admin_password(self) -> None:
-        """The admin's sign-in, for the person launching only: a file of mode 0600."""
+        """The admin's sign-in, for the person launching only: a file of mode 0600.
+        With a provider's sign-in there is none; a file from an earlier launch goes."""
         password = self._admin_password
         path = self.opts.admin_password_file
+        if not password:
+            if path.exists():
+                path.unlink()
+                self.say(f"file {path}: removed (sign-in is {self.opts.authenticator}'s)")
+            return
         self.opts.output_dir.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
