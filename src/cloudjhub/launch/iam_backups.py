@@ -4,8 +4,8 @@ Data Lifecycle Manager takes snapshots with (`cloudjhub iam-policy --backup-role
 
 The hub may make a volume only from a snapshot tagged for its cluster (DLM copies
 the volume's tags to its snapshots), detach only the cluster's home volumes from
-its workers, and set or remove only the restore bookkeeping tags on home volumes
-and the usage tag on workers. ModifyVolume (`resize-home` run on the manager) is
+its workers, delete only restored-folder volumes, and set or remove only the
+restore bookkeeping tags on home volumes and the usage tag on workers. ModifyVolume (`resize-home` run on the manager) is
 only for the cluster's home volumes.
 """
 
@@ -19,6 +19,7 @@ from ..tags import (
     HOME_USAGE_TAG,
     REPLACED_TAG,
     RESTORE_TAG,
+    RESTORED_FOLDER_TAG,
     ROLE_TAG,
     Role,
     backup_target,
@@ -73,6 +74,18 @@ def hub_statements(cluster: str, part: str, region: str, account: str) -> list[d
                 "StringEquals": _tagged(cluster, Role.HOME),
                 "ForAllValues:StringEquals": {"aws:TagKeys": [REPLACED_TAG, RESTORE_TAG]},
                 "Null": {"aws:TagKeys": "false"},
+            },
+        },
+        {
+            # Last session's restored folder (home_restore.drop_restored_folders):
+            # only volumes made as one, never a home.
+            "Sid": "DeleteRestoredFolders",
+            "Effect": "Allow",
+            "Action": "ec2:DeleteVolume",
+            "Resource": volume,
+            "Condition": {
+                "StringEquals": _tagged(cluster, Role.HOME),
+                "Null": {f"ec2:ResourceTag/{RESTORED_FOLDER_TAG}": "false"},
             },
         },
         {
