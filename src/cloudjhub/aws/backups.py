@@ -20,7 +20,9 @@ from ..tags import (
     USER_TAG,
     Role,
     backup_target,
+    is_server,
     selector,
+    server_of,
     tag_dict,
     tag_list,
 )
@@ -128,16 +130,22 @@ class Backups:
 
     # ---- snapshots -----------------------------------------------------------
 
-    def snapshots(self, user: str | None = None) -> list[dict[str, Any]]:
-        """The cluster's backup snapshots (of `user`'s volumes), oldest first."""
-        found = self.ec2._tagged(
-            "describe_snapshots", "Snapshots", selector(self.cluster, user=user), OwnerIds=["self"]
-        )
-        ours = [s for s in found if tag_dict(s.get("Tags")).get(ROLE_TAG) in BACKED_UP_ROLES]
+    def snapshots(self, user: str | None = None, server: str | None = None) -> list[dict[str, Any]]:
+        """The cluster's backup snapshots (of `user`'s volumes; of one `server`: "" the
+        default, None any), oldest first."""
+        wanted = selector(self.cluster, user=user, server=server or "")
+        found = self.ec2._tagged("describe_snapshots", "Snapshots", wanted, OwnerIds=["self"])
+        ours = [
+            s
+            for s in found
+            if tag_dict(s.get("Tags")).get(ROLE_TAG) in BACKED_UP_ROLES
+            and is_server(tag_dict(s.get("Tags")), server)
+        ]
         return sorted(ours, key=lambda s: (str(s.get("StartTime", "")), s["SnapshotId"]))
 
-    def users_snapshot(self, user: str, snapshot_id: str) -> dict[str, Any]:
-        """`snapshot_id` if it is a backup of `user`'s volume in this cluster, else NotOurs."""
+    def users_snapshot(self, user: str, snapshot_id: str, server: str = "") -> dict[str, Any]:
+        """`snapshot_id` if it is a backup of `user`'s `server` ("" the default) in this
+        cluster, else NotOurs."""
         found = self.ec2._by_id(
             "describe_snapshots",
             "Snapshots",
@@ -157,6 +165,13 @@ class Backups:
             raise NotOurs(
                 f"snapshot {snapshot_id} is not a backup of {user}'s home in cluster {self.cluster}"
             )
+        if server_of(tags) != server:
+            theirs = f"named server {server_of(tags)!r}" if server_of(tags) else "default server"
+            raise NotOurs(
+                f"snapshot {snapshot_id} is a backup of {user}'s {theirs}"
+                + (f", not of named server {server!r}" if server else "")
+                + " (choose the server with --server NAME)"
+            )
         return snapshot
 
     def delete_snapshots(self, snapshot_ids: list[str]) -> None:
@@ -175,11 +190,12 @@ class Backups:
 
     # ---- a user's home volume --------------------------------------------------
 
-    def home_volume(self, user: str) -> dict[str, Any]:
-        volume = self.ec2.find_home_volume(user)
+    def home_volume(self, user: str, server: str = "") -> dict[str, Any]:
+        volume = self.ec2.find_home_volume(user, server)
         if volume is None:
+            which = f" for named server {server!r}" if server else ""
             raise CloudError(
-                f"{user} has no home volume in cluster {self.cluster} (restore and "
+                f"{user} has no home volume{which} in cluster {self.cluster} (restore and "
                 "resize-home need USER_HOME_EBS_SIZE above 0)",
                 NO_HOME,
             )

@@ -6,6 +6,7 @@ import click
 
 from ..aws.backups import NO_HOME
 from ..aws.client import CloudError
+from .backup_options import server_option
 from .backups import connect_backups
 from .cloud_options import aws_options, cluster_argument
 from .errors import BadInput, cloud_error
@@ -18,12 +19,14 @@ MAX_SIZE_GB = 16384
 @cluster_argument
 @click.argument("user")
 @click.argument("size_gb", type=click.IntRange(1, MAX_SIZE_GB))
+@server_option
 @click.option("--dry-run", is_flag=True, help="Check and say what would happen; change nothing.")
 @aws_options()
 def resize_home(
     cluster: str,
     user: str,
     size_gb: int,
+    server: str,
     dry_run: bool,
     region: str | None,
     aws_endpoint: str | None,
@@ -34,7 +37,7 @@ def resize_home(
     """
     store = connect_backups(cluster, region, aws_endpoint)
     try:
-        volume = store.home_volume(user)
+        volume = store.home_volume(user, server)
     except CloudError as exc:
         if exc.code == NO_HOME:
             raise BadInput(f"USER {user}: {exc}") from exc
