@@ -64,9 +64,10 @@ def _aws_day(day: str) -> str:
 
 def _weekdays(sim: CronSim) -> str:
     """The weekdays cronsim expanded, by name (Unix 0 and 7 are both Sunday)."""
-    if any(not isinstance(d, int) for d in sim.weekdays):
+    plain = {d for d in sim.weekdays if isinstance(d, int)}
+    if len(plain) != len(sim.weekdays):
         raise BadSchedule("weekday: 'L' and '#' have no DLM form here; use days or ranges")
-    days = sorted({int(d) % 7 for d in sim.weekdays})
+    days = sorted({d % 7 for d in plain})
     if len(days) == 7:
         return "*"
     return ",".join(DAY_NAMES[d] for d in days)
