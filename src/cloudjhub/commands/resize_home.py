@@ -9,10 +9,13 @@ from ..aws.client import CloudError
 from .backup_options import server_option
 from .backups import connect_backups
 from .cloud_options import aws_options, cluster_argument
-from .errors import BadInput, cloud_error
+from .errors import BadInput, CommandError, cloud_error
 
 # EBS gp3: 1-16384 GiB (Amazon EBS User Guide, "Amazon EBS volume types").
 MAX_SIZE_GB = 16384
+# ModifyVolume while the volume's last modification is not yet completed (EC2 API
+# Reference, ModifyVolume; "Error codes for the Amazon EC2 API").
+STILL_MODIFYING = "IncorrectModificationState"
 
 
 @click.command("resize-home")
@@ -54,6 +57,12 @@ def resize_home(
     try:
         store.grow(volume["VolumeId"], size_gb)
     except CloudError as exc:
+        if exc.code == STILL_MODIFYING:
+            raise CommandError(
+                f"{volume['VolumeId']} is still being modified (an earlier resize is not "
+                "completed yet; AWS takes the next one only then): run resize-home again "
+                "later; nothing was changed"
+            ) from exc
         raise cloud_error(exc) from exc
     click.echo(
         f"grew {volume['VolumeId']} from {now} to {size_gb} GB; "
