@@ -40,10 +40,10 @@ def role_arn(region: str | None, endpoint_url: str | None, name: str) -> str:
     """The ARN of role `name` in the caller's own account (STS GetCallerIdentity)."""
     sts = boto_client("sts", region, endpoint_url)
     account = call(sts, "get_caller_identity")["Account"]
-    return f"arn:{_partition(region)}:iam::{account}:role/{name}"
+    return f"arn:{partition_of(region)}:iam::{account}:role/{name}"
 
 
-def _partition(region: str | None) -> str:
+def partition_of(region: str | None) -> str:
     if region and region.startswith("cn-"):
         return "aws-cn"
     if region and region.startswith("us-gov-"):
