@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from .aws import hub_restores
+from .aws import hub_restores, snapshots
 from .aws.client import Instance, NotOurs
 from .aws.hub import HubEc2
 from .executor import blocking
@@ -61,7 +61,7 @@ async def restore_pending(
         return volume, None
     snapshot_id, mode = request
     try:
-        snapshot = await blocking(hub_restores.users_snapshot, ec2, user, snapshot_id, server)
+        snapshot = await blocking(snapshots.users_backup, ec2, user, snapshot_id, server)
     except NotOurs as exc:
         raise SpawnError(f"The restore your admin asked for cannot be done: {exc}.") from exc
     size = int(volume.get("Size") or 1)

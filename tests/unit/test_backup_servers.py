@@ -87,7 +87,7 @@ def test_a_named_servers_start_restores_only_its_own_backup(
     ec2.client.create_tags(
         Resources=[homes["lab"]], Tags=[{"Key": RESTORE_TAG, "Value": f"{default} volume"}]
     )
-    with pytest.raises(SpawnError, match="another server"):
+    with pytest.raises(SpawnError, match="default server, not of named server 'lab'"):
         _start(ec2, worker, "lab")
 
     ec2.client.create_tags(

@@ -60,6 +60,7 @@ HUB_SIDE = (
     "reaper.py",
     "commands/reap.py",
     "aws/hub_restores.py",
+    "aws/snapshots.py",
 )
 # `cloudjhub resize-home`, when an admin runs it on the manager with its role.
 ADMIN_ON_MANAGER = {"ec2:ModifyVolume"}

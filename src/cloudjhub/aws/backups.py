@@ -17,15 +17,14 @@ from ..tags import (
     CLUSTER_TAG,
     RESTORE_TAG,
     ROLE_TAG,
-    USER_TAG,
     Role,
     backup_target,
     is_server,
     selector,
-    server_of,
     tag_dict,
     tag_list,
 )
+from . import snapshots
 from .admin import AdminEc2
 from .client import CloudError, NotOurs, boto_client, call
 
@@ -33,7 +32,6 @@ DEFAULT_BACKUP_ROLE = "AWSDataLifecycleManagerDefaultRole"
 SCHEDULE_NAME = "cloudjhub"
 # The CloudError code of a user without a home volume (restore and resize need one).
 NO_HOME = "NoHomeVolume"
-BACKED_UP_ROLES = frozenset({Role.HOME.value, Role.WORKER.value})
 
 
 def role_arn(region: str | None, endpoint_url: str | None, name: str) -> str:
@@ -138,7 +136,7 @@ class Backups:
         ours = [
             s
             for s in found
-            if tag_dict(s.get("Tags")).get(ROLE_TAG) in BACKED_UP_ROLES
+            if tag_dict(s.get("Tags")).get(ROLE_TAG) in snapshots.BACKED_UP_ROLES
             and is_server(tag_dict(s.get("Tags")), server)
         ]
         return sorted(ours, key=lambda s: (str(s.get("StartTime", "")), s["SnapshotId"]))
@@ -146,45 +144,12 @@ class Backups:
     def users_snapshot(self, user: str, snapshot_id: str, server: str = "") -> dict[str, Any]:
         """`snapshot_id` if it is a backup of `user`'s `server` ("" the default) in this
         cluster, else NotOurs."""
-        found = self.ec2._by_id(
-            "describe_snapshots",
-            "Snapshots",
-            "SnapshotId",
-            "snapshot-id",
-            [snapshot_id],
-            OwnerIds=["self"],
-        )
-        snapshot = found.get(snapshot_id)
-        tags = tag_dict(snapshot.get("Tags")) if snapshot else {}
-        if (
-            snapshot is None
-            or tags.get(CLUSTER_TAG) != self.cluster
-            or tags.get(USER_TAG) != user
-            or tags.get(ROLE_TAG) not in BACKED_UP_ROLES
-        ):
-            raise NotOurs(
-                f"snapshot {snapshot_id} is not a backup of {user}'s home in cluster {self.cluster}"
-            )
-        if server_of(tags) != server:
-            theirs = f"named server {server_of(tags)!r}" if server_of(tags) else "default server"
-            raise NotOurs(
-                f"snapshot {snapshot_id} is a backup of {user}'s {theirs}"
-                + (f", not of named server {server!r}" if server else "")
-                + " (choose the server with --server NAME)"
-            )
-        return snapshot
+        return snapshots.users_backup(self.ec2, user, snapshot_id, server)
 
     def delete_snapshots(self, snapshot_ids: list[str]) -> None:
         for snapshot_id in snapshot_ids:
-            found = self.ec2._by_id(
-                "describe_snapshots",
-                "Snapshots",
-                "SnapshotId",
-                "snapshot-id",
-                [snapshot_id],
-                OwnerIds=["self"],
-            )
-            tags = {k: tag_dict(v.get("Tags")) for k, v in found.items()}
+            found = snapshots.snapshot(self.ec2, snapshot_id)
+            tags = {snapshot_id: tag_dict(found.get("Tags"))} if found else {}
             self.ec2.refuse_unless_ours("snapshot", [snapshot_id], tags, [Role.HOME, Role.WORKER])
             call(self.ec2.client, "delete_snapshot", SnapshotId=snapshot_id)
 

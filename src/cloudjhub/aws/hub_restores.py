@@ -14,42 +14,14 @@ from ..tags import (
     REPLACED_TAG,
     RESTORE_TAG,
     RESTORED_FOLDER_TAG,
-    USER_TAG,
     Role,
     backup_target,
-    server_of,
     tag_dict,
     tag_list,
     tags_for,
 )
 from .client import NotOurs
 from .hub import HubEc2
-
-BACKED_UP = frozenset({Role.HOME.value, Role.WORKER.value})
-
-
-def users_snapshot(ec2: HubEc2, user: str, snapshot_id: str, server: str = "") -> dict[str, Any]:
-    """The snapshot, re-read: refused unless it is a backup of `user`'s `server` ("" the
-    default) in this cluster."""
-    found = ec2._by_id(
-        "describe_snapshots",
-        "Snapshots",
-        "SnapshotId",
-        "snapshot-id",
-        [snapshot_id],
-        OwnerIds=["self"],
-    ).get(snapshot_id)
-    tags = tag_dict(found.get("Tags")) if found else {}
-    if (
-        found is None
-        or tags.get(CLUSTER_TAG) != ec2.cluster
-        or tags.get(USER_TAG) != user
-        or tags.get("cloudjhub:role") not in BACKED_UP
-    ):
-        raise NotOurs(f"snapshot {snapshot_id} is not a backup of {user}'s home")
-    if server_of(tags) != server:
-        raise NotOurs(f"snapshot {snapshot_id} is a backup of another server of {user}")
-    return found
 
 
 def volume_from_snapshot(
