@@ -118,7 +118,9 @@ async def restore_pending(
 async def drop_restored_folders(
     ec2: HubEc2, user: str, server: str, poll: float, give_up_after: float
 ) -> None:
-    """Last session's restored folders of `user`'s `server`: detached, then deleted."""
+    """Last session's restored folders of `user`'s `server`: detached, then deleted.
+    One whose detach does not finish soon (still mounted on a resumed instance) is
+    left for the next start rather than holding this one up."""
     for found in await blocking(hub_restores.restored_folders, ec2, user, server):
         volume_id = found["VolumeId"]
         if found["State"] == "deleting":
@@ -126,7 +128,10 @@ async def drop_restored_folders(
         for attachment in found.get("Attachments", []):
             await blocking(hub_restores.detach, ec2, volume_id, attachment["InstanceId"])
         if found.get("Attachments"):
-            await _wait_state(ec2, volume_id, "available", poll, give_up_after)
+            try:
+                await _wait_state(ec2, volume_id, "available", poll, min(give_up_after, 60.0))
+            except SpawnError:
+                continue
         await blocking(hub_restores.delete_restored_folder, ec2, volume_id)
 
 
