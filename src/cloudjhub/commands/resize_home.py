@@ -13,9 +13,10 @@ from .errors import BadInput, CommandError, cloud_error
 
 # EBS gp3: 1-16384 GiB (Amazon EBS User Guide, "Amazon EBS volume types").
 MAX_SIZE_GB = 16384
-# ModifyVolume while the volume's last modification is not yet completed (EC2 API
-# Reference, ModifyVolume; "Error codes for the Amazon EC2 API").
-STILL_MODIFYING = "IncorrectModificationState"
+# ModifyVolume while the volume's last modification is not yet completed, or past
+# the volume's modifications per period (EC2 API Reference, ModifyVolume: "wait for
+# that modification to reach the completed state"; up to four in 24 hours).
+STILL_MODIFYING = frozenset({"IncorrectModificationState", "VolumeModificationRateExceeded"})
 
 
 @click.command("resize-home")
@@ -57,11 +58,10 @@ def resize_home(
     try:
         store.grow(volume["VolumeId"], size_gb)
     except CloudError as exc:
-        if exc.code == STILL_MODIFYING:
+        if exc.code in STILL_MODIFYING:
             raise CommandError(
-                f"{volume['VolumeId']} is still being modified (an earlier resize is not "
-                "completed yet; AWS takes the next one only then): run resize-home again "
-                "later; nothing was changed"
+                f"{volume['VolumeId']} is still being modified or was modified too often "
+                f"lately (AWS: {exc.code}); run resize-home again later; nothing was changed"
             ) from exc
         raise cloud_error(exc) from exc
     click.echo(

@@ -40,8 +40,5 @@ class Modifications:
     def refuse(self, volume_id: str) -> str | None:
         """The IncorrectModificationState message for a volume still being modified."""
         if volume_id and self.in_progress(volume_id):
-            return (
-                f"Volume {volume_id} is already being modified; wait for the modification "
-                "to complete before modifying it again."
-            )
+            return f"Volume {volume_id} cannot be modified in modification state OPTIMIZING"
         return None
