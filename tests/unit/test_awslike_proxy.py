@@ -270,3 +270,16 @@ def test_a_resize_during_the_last_modification_is_refused_in_one_line(
     third = resize("4")
     assert third.exit_code == 0, third.output
     assert size() == 4
+
+
+def test_a_second_volume_at_a_used_device_name_is_refused(setup: Setup) -> None:
+    """AWS refuses an attachment point already in use on the instance (moto does not)."""
+    instance = _run(setup)["InstanceId"]
+    _wait(setup, instance, "running")
+    volumes = [
+        setup.ec2.create_volume(AvailabilityZone="us-east-1a", Size=1)["VolumeId"] for _ in range(2)
+    ]
+    setup.ec2.attach_volume(VolumeId=volumes[0], InstanceId=instance, Device="/dev/sdg")
+    with pytest.raises(setup.ec2.exceptions.ClientError, match="already in use"):
+        setup.ec2.attach_volume(VolumeId=volumes[1], InstanceId=instance, Device="/dev/sdg")
+    setup.ec2.attach_volume(VolumeId=volumes[1], InstanceId=instance, Device="/dev/sdh")

@@ -124,6 +124,13 @@ class Layer:
             message = self.modifications.refuse(params.get("VolumeId", ""))
             if message:
                 return fail("IncorrectModificationState", message)
+        if action == "AttachVolume" and self._device_in_use(params):
+            device = params.get("Device", "")
+            return fail(
+                "InvalidParameterValue",
+                f"Invalid value '{device}' for unixDevice. Attachment point {device} is "
+                "already in use",
+            )
         if action in ("RunInstances", "StartInstances"):
             refusal = self._no_capacity(action, params)
             if refusal is not None:
@@ -171,6 +178,21 @@ class Layer:
                     f"not {instance_type}.",
                 )
         return None
+
+    def _device_in_use(self, params: Mapping[str, str]) -> bool:
+        """moto attaches two volumes at one device name; AWS refuses the second
+        (EC2 User Guide, "Device names on Linux instances": each must be unique)."""
+        instance, device = params.get("InstanceId", ""), params.get("Device", "")
+        if not instance or not device:
+            return False
+        found = self.lookups._call(
+            "describe_volumes",
+            Filters=[
+                {"Name": "attachment.instance-id", "Values": [instance]},
+                {"Name": "attachment.device", "Values": [device]},
+            ],
+        )
+        return bool(found.get("Volumes"))
 
     def _no_capacity(self, action: str, params: Mapping[str, str]) -> Answer | None:
         """InsufficientInstanceCapacity, for every request or one type/subnet's.
