@@ -79,10 +79,14 @@ def _home_volumes(ec2: AdminEc2, restored_folders: bool = False) -> tuple[Item, 
     if restored_folders:
         volumes = [v for v in volumes if RESTORED_FOLDER_TAG in tag_dict(v.get("Tags"))]
     items = [
-        Item(v["VolumeId"], f"home of {_whose(tag_dict(v.get('Tags')))}, {v['State']}")
-        for v in volumes
+        Item(v["VolumeId"], _volume_label(tag_dict(v.get("Tags")), v["State"])) for v in volumes
     ]
     return tuple(sorted(items, key=lambda i: i.label))
+
+
+def _volume_label(tags: dict[str, str], state: str) -> str:
+    kind = "restored folder" if RESTORED_FOLDER_TAG in tags else "home"
+    return f"{kind} of {_whose(tags)}, {state}"
 
 
 def _homes_to_delete(ec2: AdminEc2, delete_home_volumes: bool) -> tuple[tuple[Item, ...], int]:
