@@ -145,7 +145,11 @@ def check_profiles(settings: HubSettings) -> None:
         ec2 = HubEc2.connect(config.CLUSTER_NAME, config.REGION, config.AWS_ENDPOINT_URL)
         try:
             profile_types.check(
-                parse_profiles(raw), ec2.instance_type_info, config.REGION, config.HIBERNATE
+                parse_profiles(raw),
+                ec2.instance_type_info,
+                config.REGION,
+                config.HIBERNATE,
+                config.GPU_IMAGE,
             )
         except ValueError as exc:
             raise TraitError(f"c.InstanceSpawner.{exc}") from None
