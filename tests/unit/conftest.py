@@ -111,6 +111,8 @@ def aws(
     monkeypatch.setenv("MOTO_ENABLE_AMI_VALIDATION", "true")
     monkeypatch.setenv("MOTO_ENABLE_KEYPAIR_VALIDATION", "true")
     monkeypatch.setenv("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true")
+    # AWS's managed policies cost seconds to load: only tests that attach one load them.
+    monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "false")
     # Never read a developer's real AWS configuration or endpoint.
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))

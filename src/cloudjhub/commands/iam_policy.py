@@ -13,7 +13,7 @@ from ..aws.client import CloudError
 from ..aws.reach import check_region
 from ..config import INSTANCE_CONFIG_FILE, ConfigError, InstanceConfig, load_instance_config
 from ..launch.iam import BadInput, manager_policy, partition
-from ..launch.iam_backups import backup_role_policy
+from ..launch.iam_backups import backup_role_policy, launcher_backup_policy
 from ..profile_policy import needs
 from ..profiles import load_file, parse
 from .cloud_options import cluster_argument
@@ -104,6 +104,13 @@ def _launch_defaults(path: Path | None) -> InstanceConfig:
     "--backup-role ARN): snapshots of this cluster's volumes only; the role must trust "
     "dlm.amazonaws.com.",
 )
+@click.option(
+    "--launcher-backups",
+    is_flag=True,
+    help="Print instead what the admin running `launch --backup-schedule` needs for the "
+    "backup step: the account's DLM default role made if missing (that role only) and "
+    "this cluster's lifecycle policy.",
+)
 def iam_policy(
     cluster: str,
     region: str,
@@ -115,9 +122,12 @@ def iam_policy(
     delete_home_volumes: bool,
     profiles_file: Path | None,
     backup_role: bool,
+    launcher_backups: bool,
 ) -> None:
     """Print the IAM policy the manager's instance role needs (terminating only the
     workers of deleted users; deleting home volumes only with --delete-home-volumes)."""
+    if backup_role and launcher_backups:
+        _fail("--backup-role and --launcher-backups: print one policy at a time")
     defaults = _launch_defaults(instance_config)
     if not worker_amis and defaults.CUSTOM_WORKER_AMI:
         worker_amis = (defaults.CUSTOM_WORKER_AMI,)
@@ -154,4 +164,6 @@ def iam_policy(
             _fail(f"--region: {exc}")
     if backup_role:
         policy = backup_role_policy(cluster, partition(region), region, account)
+    if launcher_backups:
+        policy = launcher_backup_policy(cluster, partition(region), region, account)
     click.echo(json.dumps(policy, indent=2))

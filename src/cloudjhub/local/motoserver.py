@@ -35,6 +35,8 @@ VALIDATION_FLAGS = {
     "MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION": "true",
 }
 
+LOAD_MANAGED_POLICIES = "MOTO_IAM_LOAD_MANAGED_POLICIES"
+
 # Placeholder credentials for an outside endpoint (--aws-endpoint), which may accept
 # any; our own server makes real ones (LocalEc2.credentials).
 LOCAL_CREDENTIALS = {
@@ -237,6 +239,9 @@ class LocalEc2:
 
     def start(self) -> str:
         os.environ.update(VALIDATION_FLAGS)
+        # Every AWS account has AWS's managed policies; moto loads them only when asked.
+        # The launcher attaches one to DLM's default role (aws/dlm_role.py).
+        os.environ[LOAD_MANAGED_POLICIES] = "true"
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         _patch_console_output()
         _patch_instance_start()
