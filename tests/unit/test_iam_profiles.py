@@ -173,3 +173,67 @@ def test_hub_credentials_with_the_spot_policy_launch_a_tagged_spot_worker(
     tagged = {t["ResourceType"]: t["Tags"] for t in params["TagSpecifications"]}
     assert tagged["spot-instances-request"] == tagged["instance"]
     assert {"Key": "cloudjhub:cluster", "Value": CLUSTER} in tagged["spot-instances-request"]
+
+
+GPU_AMI = "ami-0123456789abcdef0"
+GPU = {
+    "display_name": "GPU",
+    "slug": "gpu",
+    "spawner_override": {"worker_instance_type": "g4dn.xlarge", "worker_ami": GPU_AMI},
+    "profile_options": {
+        "image": {
+            "display_name": "Image",
+            "choices": {
+                "old": {"display_name": "Old", "spawner_override": {"worker_ami": "ami-0badc0de"}}
+            },
+        }
+    },
+}
+
+
+def test_profiles_own_images_may_be_launched_besides_the_clusters(tmp_path: Path) -> None:
+    result = iam_policy(tmp_path, [*PROFILES, GPU], "--region", "eu-west-3")
+    assert result.exit_code == 0, result.output
+    statements = by_sid(result.stdout)
+    tagged = statements["RunOnlyTheWorkerImage"]  # the cluster's image, still by its tags
+    assert tagged["Resource"] == "arn:aws:ec2:eu-west-3::image/*"
+    assert tagged["Condition"]["StringEquals"]["ec2:ResourceTag/cloudjhub:role"] == "image"
+    own = statements["RunTheProfilesOwnImages"]
+    assert (own["Effect"], own["Action"]) == ("Allow", "ec2:RunInstances")
+    assert own["Resource"] == [
+        f"arn:aws:ec2:eu-west-3::image/{GPU_AMI}",
+        "arn:aws:ec2:eu-west-3::image/ami-0badc0de",
+    ]
+    assert failures(result.stdout) == []
+    # without profiles' images: no such statement
+    assert "RunTheProfilesOwnImages" not in by_sid(iam_policy(tmp_path, PROFILES).stdout)
+
+
+def test_an_unlisted_image_or_a_bad_ami_is_refused(
+    tmp_path: Path,
+) -> None:
+    bad = unlisted_profile("x", "t3.small")
+    bad["profile_options"]["kind"]["unlisted_choice"]["spawner_override"] = {
+        "worker_ami": "ami-nothex!"
+    }
+    refused = iam_policy(tmp_path, [*PROFILES, bad])
+    assert (refused.exit_code, refused.output) == (
+        2,
+        "error: --profiles: profile 'any' option 'kind': worker_ami 'ami-nothex!' is not an "
+        "AMI id (ami- and 8 or 17 hex digits)\n",
+    )
+    bad["profile_options"]["kind"]["unlisted_choice"]["spawner_override"] = {
+        "worker_ami": "ami-{value}"
+    }
+    refused = iam_policy(tmp_path, [*PROFILES, bad])
+    assert refused.exit_code == 2 and refused.output.startswith(
+        "error: --profiles: profile 'any' option 'kind' lets users name an image"
+    )
+
+
+def test_a_templated_market_may_be_spot(tmp_path: Path) -> None:
+    market = unlisted_profile("spot|on-demand", "t3.small")
+    market["profile_options"]["kind"]["unlisted_choice"]["spawner_override"] = {"market": "{value}"}
+    result = iam_policy(tmp_path, [*PROFILES, market])
+    assert result.exit_code == 0, result.output
+    assert set(by_sid(result.stdout)) >= SPOT_SIDS

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -22,6 +23,31 @@ from .cloud_options import cluster_argument
 def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(2)
+
+
+def add_profile_images(
+    policy: dict[str, Any],
+    part: str,
+    region: str,
+    images: Iterable[str],
+    worker_amis: Iterable[str],
+) -> None:
+    """Let workers also launch from the profiles' own images (worker_ami), in a
+    statement beside RunOnlyTheWorkerImage, which keeps the cluster's image."""
+    extra = [ami for ami in images if ami not in worker_amis]
+    if not extra:
+        return
+    statements = policy["Statement"]
+    at = next(i for i, s in enumerate(statements) if s["Sid"] == "RunOnlyTheWorkerImage")
+    statements.insert(
+        at + 1,
+        {
+            "Sid": "RunTheProfilesOwnImages",
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": [f"arn:{part}:ec2:{region}::image/{ami}" for ami in extra],
+        },
+    )
 
 
 def _launch_defaults(path: Path | None) -> InstanceConfig:
@@ -93,8 +119,9 @@ def _launch_defaults(path: Path | None) -> InstanceConfig:
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="The hub's profiles (YAML or JSON, as `launch --profiles`): workers may also run "
-    "as (and be resized to) every instance type they name, and spot statements are added "
-    "if one uses market spot. A profile whose unlisted choice sets the type needs "
+    "as (and be resized to) every instance type they name, and launch from every image "
+    "(worker_ami) they name besides the cluster's; spot statements are added if one may "
+    "use market spot. A profile whose unlisted choice sets the type needs "
     "--instance-type for the types it allows.",
 )
 @click.option(
@@ -133,6 +160,7 @@ def iam_policy(
         worker_amis = (defaults.CUSTOM_WORKER_AMI,)
     types = instance_types or (defaults.WORKER_INSTANCE_TYPE,)
     spot = False
+    images: tuple[str, ...] = ()
     if profiles_file is not None:
         try:
             asked = needs(parse(load_file(profiles_file)))
@@ -143,7 +171,12 @@ def iam_policy(
                 f"--profiles: {asked.open_types[0]} lets users name an instance type; "
                 "give the types it allows with --instance-type"
             )
-        types, spot = (*types, *asked.instance_types), asked.spot
+        if asked.open_images:
+            _fail(
+                f"--profiles: {asked.open_images[0]} lets users name an image, which a "
+                "policy cannot follow; offer the images as choices"
+            )
+        types, spot, images = (*types, *asked.instance_types), asked.spot, asked.images
     try:
         policy = manager_policy(
             cluster,
@@ -157,6 +190,7 @@ def iam_policy(
         )
     except BadInput as exc:
         _fail(f"--{exc.name.replace('_', '-')}: {exc}")
+    add_profile_images(policy, partition(region), region, images, worker_amis)
     if region != "*":  # well formed, so said; but is it one AWS has?
         try:
             check_region(region)
