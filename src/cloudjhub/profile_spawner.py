@@ -150,7 +150,9 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
             return
         notice = ""
         try:
-            chosen = select(profiles, user_options or self.profile_choice)
+            # Off the loop: an admin's validation_regex may take its whole timeout on a
+            # value a user crafted, and the loop serves every user.
+            chosen = await blocking(select, profiles, user_options or self.profile_choice)
         except ProfileError as exc:
             sent = user_options and not self._options_reused()
             if sent or not (user_options or self.profile_choice):

@@ -1,9 +1,11 @@
 """An admin's `validation_regex` runs on every unlisted value a user sends: a
 pathological pattern (nested repeats) must not stall the hub's event loop. The
-match is bounded in time; a value it cannot settle in time is refused (HTTP 400)."""
+match is bounded in time and runs off the loop; a value it cannot settle in time is
+refused (HTTP 400)."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -56,3 +58,37 @@ def test_a_pathological_validation_regex_is_refused_in_time(tmp_path: Path) -> N
         start_options(spawner, {"profile": "any", "kind--unlisted-choice": "b"})
     start_options(spawner, {"profile": "any", "kind--unlisted-choice": "aaa"})
     assert spawner.worker_instance_type == "t3.aaa"
+
+
+def test_the_event_loop_goes_on_while_a_pathological_regex_is_matched(tmp_path: Path) -> None:
+    """Counts, not times: a coroutine yielding to the loop runs over and over while the
+    match takes its timeout; on the loop itself it would not run once in between."""
+    spawner = make_spawner(tmp_path, profile_list=SLOW, hibernate=False)
+
+    async def race() -> tuple[int, BaseException | None]:
+        ticks = 0
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done.is_set():
+                await asyncio.sleep(0)
+                ticks += 1
+
+        ticking = asyncio.create_task(ticker())
+        await asyncio.sleep(0)  # the ticker is running
+        before = ticks
+        failure = None
+        try:
+            await spawner.apply_profile(PICK)
+        except web.HTTPError as exc:
+            failure = exc
+        finally:
+            done.set()
+            await ticking
+        return ticks - before, failure
+
+    ticks, failure = asyncio.run(race())
+    assert isinstance(failure, web.HTTPError) and failure.status_code == 400
+    assert "could not be checked against" in str(failure.log_message)
+    assert ticks > 10
