@@ -237,9 +237,6 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
             reasons.append(
                 f"another image ({instance.image_id}, the profile's is {self.worker_ami})"
             )
-        if "market" in picked and self.market == "spot" and not instance.spot:
-            # EC2 has no call that turns an on-demand instance into a spot one.
-            reasons.append("another market (on-demand, the profile's is spot)")
         if "hibernate" in picked and instance.hibernation != self.hibernate:
             reasons.append("another hibernation setting")
         elif instance.hibernation and not self._type_fits(instance):
@@ -247,6 +244,12 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
             # for hibernation cannot be changed.
             reasons.append(f"hibernation enabled, so its type ({instance.instance_type}) is fixed")
         return " and ".join(reasons)
+
+    def on_demand_for_spot(self, instance: Instance) -> bool:
+        """Whether a spot pick meets an on-demand instance (most often a fallback of an
+        earlier spot request). EC2 cannot turn it spot, but it is resumed, not
+        refused: only an explicit replace_instance gives a new spot one."""
+        return "market" in self.profile_overrides and self.market == "spot" and not instance.spot
 
     def _type_fits(self, instance: Instance) -> bool:
         """The picked type, or one of worker_instance_type_fallbacks (what a launch
@@ -268,7 +271,8 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
         place; for another image or hibernation setting it is terminated, but only when
         the user confirmed (then True: launch anew; the home volume moves with them)."""
         why = self.replacement_needed(instance)
-        if why:
+        on_demand = self.on_demand_for_spot(instance)
+        if why or (on_demand and self.replace_instance):
             if not self.replace_instance:
                 raise SpawnError(
                     f"Your stopped instance {instance.id} has {why} than profile "
@@ -281,6 +285,14 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
             await blocking(self.ec2.terminate_workers, [instance.id])
             await self._wait_for(instance.id, ("terminated",))
             return True
+        if on_demand:
+            note = (
+                f"Your instance {instance.id} is on-demand (AWS had no spot capacity when it "
+                "was launched); resuming it. A spot one is only tried for a new instance: "
+                "start with 'Replace my instance' checked to get one."
+            )
+            self.profile_notice = note
+            self._emit(8, note)
         if not self._type_fits(instance):
             self._emit(
                 8,
@@ -332,7 +344,12 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
         its home volume kept; the next start launches a new one. True if it was."""
         known = self.fleet.get(instance_id)  # launched or found by this hub: remembered
         if known is None:  # a hub restarted since: ask EC2 (InstanceLifecycle)
-            found = await blocking(self.ec2.describe, [instance_id])
+            try:
+                found = await blocking(self.ec2.describe, [instance_id])
+            except CloudError as exc:
+                # Not knowing must not fail the whole stop: the plain stop runs.
+                self.log.warning("cannot tell if %s is spot (%s); stopping it", instance_id, exc)
+                return False
             known = found[0] if found else None
         if known is None or not known.spot:
             return False
