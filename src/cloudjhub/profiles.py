@@ -309,11 +309,8 @@ def _unlisted(name: str, option: ProfileOption, typed: Any) -> str:
         raise ProfileError(f"option {name!r}: no value given for {name + UNLISTED_SUFFIX!r}")
     value = _text(name, typed, MAX_UNLISTED)
     pattern = unlisted.validation_regex
-    # concurrent: the GIL is released while it matches (select runs in the hub's pool).
     try:
-        matched = not pattern or regex.fullmatch(
-            pattern, value, timeout=REGEX_TIMEOUT, concurrent=True
-        )
+        matched = not pattern or regex.fullmatch(pattern, value, timeout=REGEX_TIMEOUT)
     except TimeoutError:
         raise ProfileError(
             f"option {name!r}: the value could not be checked against {pattern} in time; "
