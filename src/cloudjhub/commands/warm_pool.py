@@ -95,9 +95,9 @@ def warm_pool(
     from ..aws.client import CloudError
     from ..aws.hub import HubEc2
     from ..config import ConfigError, check_warm_pool_schedule, load_server_config, parse_json
+    from ..pool_keeper import Keeper, one_off_reader, pool_spec, run
     from ..pool_schedule import PoolPlan, PoolTarget, parse_windows
     from ..pool_schedule import time_zone as zone_named
-    from ..warm_pool import Keeper, one_off_reader, pool_spec, run
 
     try:
         config = load_server_config(server_config)

@@ -52,6 +52,7 @@ from ..tags import (
     NAME_TAG,
     POOL_CLAIMING,
     POOL_READY,
+    POOL_RETIRING,
     POOL_TAG,
     PREWARM_TAG,
     ROLE_TAG,
@@ -304,7 +305,7 @@ def manager_policy(
             "Condition": {
                 "StringEquals": {
                     **tagged(Role.WORKER),
-                    f"ec2:ResourceTag/{POOL_TAG}": [POOL_READY, POOL_CLAIMING],
+                    f"ec2:ResourceTag/{POOL_TAG}": [POOL_READY, POOL_CLAIMING, POOL_RETIRING],
                 },
                 "ForAllValues:StringEquals": {
                     "aws:TagKeys": [USER_TAG, USER_ID_TAG, NAME_TAG, POOL_TAG, SERVER_TAG]
