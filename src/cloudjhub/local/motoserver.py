@@ -160,7 +160,7 @@ def patch_run_instances() -> None:
                 return read("MaxCount", None) or read("MinCount", if_none)
             return read(name, if_none)
 
-        self._get_param = param  # type: ignore[method-assign]
+        self._get_param = param  # type: ignore[method-assign,assignment]
         try:
             return original(self)
         finally:
