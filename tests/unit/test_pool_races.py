@@ -5,11 +5,14 @@ pool launch asks AWS for at least one rather than all."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cloudjhub import warm_pool
+from cloudjhub.aws import pacing
 from cloudjhub.aws.client import CloudError, Instance
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
@@ -130,3 +133,86 @@ def test_a_pool_launch_asks_for_at_least_one_not_all(ec2: LocalCloudEc2, spec: W
 
     assert [(b["MinCount"], b["MaxCount"]) for b in sent] == [(1, 3)]
     assert len(launched) == 3
+
+
+def run_keeper(
+    ec2: LocalCloudEc2,
+    spec: WorkerSpec,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *more: str,
+) -> Any:
+    from click.testing import CliRunner
+
+    from cloudjhub.aws import client as ec2_module
+    from cloudjhub.cli import main
+
+    monkeypatch.setattr(ec2_module, "make_client", lambda *_args: ec2.client)
+    config = {
+        "CLUSTER_NAME": ec2.cluster,
+        "REGION": "us-east-1",
+        "WORKER_AMI": spec.image_id,
+        "SUBNET_ID": spec.subnet_id,
+        "WORKER_SECURITY_GROUPS": list(spec.security_group_ids),
+        "KEY_NAME": spec.key_name,
+        "SSH_HOST_KEY_SOURCE": "known_hosts",
+    }
+    path = tmp_path / "server_config.json"
+    path.write_text(json.dumps(config))
+    args = ["warm-pool", "--once", "--size", "2", "--server-config", str(path), *more]
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def test_the_keeper_service_spends_awss_buckets_at_the_configured_pace(
+    ec2: LocalCloudEc2, spec: WorkerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cloudjhub warm-pool` paces its client with the hub's buckets (a small
+    non-mutating bucket here: every describe after the first waits its refill)."""
+    waits: list[float] = []
+    real = pacing.Pacer.__init__
+
+    def recording(self: pacing.Pacer, *args: Any, **kwargs: Any) -> None:
+        real(self, *args, **kwargs)
+        self.sleep = waits.append
+
+    monkeypatch.setattr(pacing.Pacer, "__init__", recording)
+    buckets = json.dumps({"non-mutating": [1, 2]})
+
+    result = run_keeper(ec2, spec, tmp_path, monkeypatch, "--ec2-request-buckets", buckets)
+
+    assert result.exit_code == 0, result.output
+    assert len(members(ec2)) == 2
+    assert len(waits) >= 2 and min(waits) > 0  # 1 token, refilled 2 a second
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ('{"nope": [1, 2]}', "'nope': unknown family"),
+        ('{"non-mutating": [0, 2]}', "'non-mutating'"),
+        ("[1, 2]", "must be a JSON object"),
+    ],
+)
+def test_bad_keeper_buckets_are_one_line_and_change_nothing(
+    ec2: LocalCloudEc2,
+    spec: WorkerSpec,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    value: str,
+    said: str,
+) -> None:
+    result = run_keeper(ec2, spec, tmp_path, monkeypatch, "--ec2-request-buckets", value)
+
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert "--ec2-request-buckets" in line and said in line
+    assert ec2.describe_workers() == []
+
+
+def test_the_hub_gives_its_keeper_the_spawners_buckets(tmp_path: Path) -> None:
+    from tests.unit.test_warm_pool_settings import services, settings
+
+    buckets = {"non-mutating": [50, 10]}
+    keeper = services(settings(tmp_path, warm_pool_size=1, ec2_request_buckets=buckets))
+    command = keeper["cloudjhub-warm-pool"]["command"]
+    assert json.loads(command[command.index("--ec2-request-buckets") + 1]) == buckets
