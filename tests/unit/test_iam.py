@@ -90,6 +90,7 @@ def test_policy_statements_exactly() -> None:
                 "ec2:DescribeImages",
                 "ec2:DescribeInstanceTypes",
                 "ec2:DescribeInstances",
+                "ec2:DescribeSubnets",
                 "ec2:DescribeVolumes",
             ],
             "*",
@@ -274,6 +275,7 @@ def test_ec2_actions_are_exactly_what_the_hub_calls() -> None:
         "ec2:DescribeInstanceTypes",
         "ec2:DescribeInstances",
         "ec2:DescribeSnapshots",
+        "ec2:DescribeSubnets",
         "ec2:DescribeVolumes",
     }
 

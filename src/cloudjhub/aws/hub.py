@@ -461,6 +461,13 @@ class HubEc2(Ec2Client):
             volumes = [v for v in volumes if belongs_to(tag_dict(v.get("Tags")))]
         return sorted(volumes, key=lambda v: (str(v.get("CreateTime", "")), v["VolumeId"]))
 
+    def subnet_zones(self, subnet_ids: list[str]) -> dict[str, str]:
+        """Each subnet's availability zone (a home volume attaches only in its own)."""
+        if not subnet_ids:
+            return {}
+        reply = self._call("describe_subnets", SubnetIds=subnet_ids)
+        return {s["SubnetId"]: s["AvailabilityZone"] for s in reply.get("Subnets", [])}
+
     def find_home_volume(self, user: str, server: str = "") -> dict[str, Any] | None:
         volumes = self.home_volumes(user, server=server)
         return volumes[0] if volumes else None

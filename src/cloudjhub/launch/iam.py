@@ -23,7 +23,8 @@ guards trust, cannot be rewritten, and there is no ModifyInstanceAttribute
 own default).
 
 It reads only what the hub reads: DescribeInstances, DescribeImages,
-DescribeVolumes and DescribeInstanceTypes, which AWS cannot scope to resources,
+DescribeVolumes, DescribeInstanceTypes and DescribeSubnets (which zone each of
+SUBNET_IDS is in, for the capacity fallback), which AWS cannot scope to resources,
 so they take Resource "*". No `ec2:Describe*`: that would include
 DescribeInstanceAttribute, the user data of every instance in the account.
 
@@ -175,6 +176,7 @@ def manager_policy(
                 "ec2:DescribeImages",
                 "ec2:DescribeInstanceTypes",
                 "ec2:DescribeInstances",
+                "ec2:DescribeSubnets",
                 "ec2:DescribeVolumes",
             ],
             "Resource": "*",
