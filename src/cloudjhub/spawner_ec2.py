@@ -65,8 +65,9 @@ class Ec2Calls(InstanceSpawnerOptions):
         "for in one is tried in the next.",
     ).tag(config=True)
 
-    # Fallback types checked, per (cluster, region, endpoint), once per hub process.
-    _types_checked: ClassVar[set[tuple[str, str, str]]] = set()
+    # Fallback lists checked once per hub process, per (cluster, region, endpoint,
+    # the list, whether workers hibernate): a profile may change either.
+    _types_checked: ClassVar[set[tuple[Any, ...]]] = set()
 
     @default("ec2_request_buckets")
     def _default_ec2_request_buckets(self) -> dict[str, list[float]]:
@@ -139,7 +140,8 @@ class Ec2Calls(InstanceSpawnerOptions):
 
     async def _check_fallback_types(self) -> None:
         """Refuse a fallback type the region does not have, once, before it matters."""
-        if not self.worker_instance_type_fallbacks or self._fleet_key in self._types_checked:
+        key = (*self._fleet_key, tuple(self.worker_instance_type_fallbacks), self.hibernate)
+        if not self.worker_instance_type_fallbacks or key in self._types_checked:
             return
         unknown = await blocking(
             self.ec2.unknown_instance_types, self.worker_instance_type_fallbacks
@@ -155,7 +157,7 @@ class Ec2Calls(InstanceSpawnerOptions):
                 raise SpawnError(
                     f"cloudjhub is misconfigured: worker_instance_type_fallbacks: {reason}"
                 )
-        self._types_checked.add(self._fleet_key)
+        self._types_checked.add(key)
 
     async def _launch_with_fallbacks(
         self, user: str, user_id: str, spec: WorkerSpec, token: str, server: str = ""
