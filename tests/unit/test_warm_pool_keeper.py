@@ -183,11 +183,15 @@ def test_the_keeper_takes_its_host_key_source_from_the_trait(
     assert command[command.index("--host-key-source") + 1] == "known_hosts"
 
 
-def test_keeper_records_no_keys_and_stops_at_once_with_known_hosts(
-    ec2: LocalCloudEc2, spec: WorkerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """server_config.json says console, the trait (--host-key-source) says known_hosts:
-    the keeper does not wait for console keys before stopping a member."""
+def keeper_cli(
+    ec2: LocalCloudEc2,
+    spec: WorkerSpec,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    key_source: str,
+    *args: str,
+) -> Any:
+    """One round of `cloudjhub warm-pool --once ARGS` for `ec2`'s cluster (moto)."""
     import json
 
     from click.testing import CliRunner
@@ -203,16 +207,24 @@ def test_keeper_records_no_keys_and_stops_at_once_with_known_hosts(
         "SUBNET_ID": spec.subnet_id,
         "WORKER_SECURITY_GROUPS": list(spec.security_group_ids),
         "KEY_NAME": spec.key_name,
-        "SSH_HOST_KEY_SOURCE": "console",
+        "SSH_HOST_KEY_SOURCE": key_source,
     }
     path = tmp_path / "server_config.json"
     path.write_text(json.dumps(config))
+    command = ["warm-pool", "--once", "--server-config", str(path), *args]
+    return CliRunner().invoke(main, command, catch_exceptions=False)
+
+
+def test_keeper_records_no_keys_and_stops_at_once_with_known_hosts(
+    ec2: LocalCloudEc2, spec: WorkerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """server_config.json says console, the trait (--host-key-source) says known_hosts:
+    the keeper does not wait for console keys before stopping a member."""
     keys = tmp_path / "keys"
-    args = ["warm-pool", "--once", "--size", "1", "--server-config", str(path)]
-    args += ["--keys-dir", str(keys), "--host-key-source", "known_hosts"]
+    args = ["--size", "1", "--keys-dir", str(keys), "--host-key-source", "known_hosts"]
 
     for _ in range(2):  # launch, then stop
-        result = CliRunner().invoke(main, args, catch_exceptions=False)
+        result = keeper_cli(ec2, spec, tmp_path, monkeypatch, "console", *args)
         assert result.exit_code == 0, result.output
 
     [member] = members(ec2)

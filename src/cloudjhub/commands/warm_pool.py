@@ -10,25 +10,17 @@ from types import FrameType
 
 import click
 
-from ..config import POOL_STATES, SERVER_CONFIG_ENV
+from ..config import SERVER_CONFIG_ENV
 from .errors import BadInput, CommandError
+from .pool_options import pool_size_option, pool_state_option
 
 
 @click.command("warm-pool")
-@click.option(
-    "--size",
-    type=click.IntRange(0, 1000),
-    default=None,
-    help="Unassigned workers to keep (InstanceSpawner.warm_pool_size) "
-    "[default: WARM_POOL_SIZE of server_config.json].",
+@pool_size_option(
+    "Unassigned workers to keep (InstanceSpawner.warm_pool_size) "
+    "[default: WARM_POOL_SIZE of server_config.json]."
 )
-@click.option(
-    "--state",
-    type=click.Choice(POOL_STATES),
-    default=POOL_STATES[0],
-    show_default=True,
-    help="Keep them stopped (disks only) or running (InstanceSpawner.warm_pool_state).",
-)
+@pool_state_option("Keep them stopped (disks only) or running (InstanceSpawner.warm_pool_state).")
 @click.option(
     "--instance-type",
     default=None,
