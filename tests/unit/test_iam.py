@@ -152,7 +152,7 @@ def test_policy_statements_exactly() -> None:
             {
                 "StringEquals": {
                     **WORKER_TAGGED["StringEquals"],
-                    "ec2:ResourceTag/cloudjhub:pool": ["ready", "claiming"],
+                    "ec2:ResourceTag/cloudjhub:pool": ["ready", "claiming", "retiring"],
                 },
                 "ForAllValues:StringEquals": {
                     "aws:TagKeys": [
@@ -376,7 +376,11 @@ def test_policy_modifies_only_a_workers_type_and_never_retags() -> None:
             "StringEquals": {"ec2:CreateAction": ["RunInstances", "CreateVolume"]}
         }
         claim = tagging[2]["Condition"]
-        assert claim["StringEquals"]["ec2:ResourceTag/cloudjhub:pool"] == ["ready", "claiming"]
+        assert claim["StringEquals"]["ec2:ResourceTag/cloudjhub:pool"] == [
+            "ready",
+            "claiming",
+            "retiring",
+        ]
         assert claim["StringEquals"]["ec2:ResourceTag/cloudjhub:role"] == "worker"
         assert set(claim["ForAllValues:StringEquals"]["aws:TagKeys"]) == {
             "cloudjhub:user",
@@ -747,7 +751,7 @@ def test_reading_user_data_and_other_describes_is_denied(
         ),
         "DescribeSecurityGroups": client.describe_security_groups,
         "DescribeKeyPairs": client.describe_key_pairs,
-        "DescribeSubnets": client.describe_subnets,
+        "DescribeVpcs": client.describe_vpcs,
     }
 
     codes = {}
