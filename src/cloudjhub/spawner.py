@@ -303,7 +303,10 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
                 self.worker_instance_type,
                 self.worker_ami,
                 self.server_name,
+                pool[2],
             )
+            if claimed is not None:  # before the next claim reads the listing
+                self.fleet.remember(claimed)
         if claimed is not None:
             self._just_claimed = claimed.id
             self.log.info("%s: claimed pool worker %s", self._log_name, claimed.id)

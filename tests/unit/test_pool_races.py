@@ -199,3 +199,29 @@ def test_the_hub_gives_its_keeper_the_spawners_buckets(tmp_path: Path) -> None:
     keeper = services(settings(tmp_path, warm_pool_size=1, ec2_request_buckets=buckets))
     command = keeper["cloudjhub-warm-pool"]["command"]
     assert json.loads(command[command.index("--ec2-request-buckets") + 1]) == buckets
+
+
+def test_claims_take_members_from_the_hubs_listing_not_a_new_one_each(
+    ec2: LocalCloudEc2, spec: WorkerSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A storm's claims, one after another under the hub's lock, each listing every
+    worker made each claim cost a full DescribeInstances (seconds with hundreds). The
+    hub's cached listing (even one not updated since) is used, each member re-read."""
+    Keeper(ec2, spec, constant_target(3, "running")).round()
+    cached = ec2.describe_workers()  # the hub's listing, not updated by the claims
+    listings: list[int] = []
+    describe_workers = ec2.describe_workers
+
+    def counted(*args: Any) -> list[Instance]:
+        listings.append(1)
+        return describe_workers(*args)
+
+    monkeypatch.setattr(ec2, "describe_workers", counted)
+
+    got = [warm_pool.claim(ec2, u, str(n), spec.instance_type, cached=cached) for n, u in
+           enumerate(["ann", "bob", "cy"])]  # fmt: skip
+
+    assert len({g.id for g in got if g is not None}) == 3
+    assert listings == []
+    assert warm_pool.claim(ec2, "dan", "9", spec.instance_type, cached=cached) is None
+    assert listings == [1]  # the cache had nothing left: one fresh listing
