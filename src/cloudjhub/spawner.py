@@ -303,7 +303,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
                 self.worker_instance_type,
                 self.worker_ami,
                 self.server_name,
-                pool[2],
+                self.fleet.instances(),  # read under the lock: earlier claims in it
             )
             if claimed is not None:  # before the next claim reads the listing
                 self.fleet.remember(claimed)
