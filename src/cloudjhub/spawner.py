@@ -293,6 +293,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
         pool = (self.warm_pool_size, self.warm_pool_schedule, self.fleet.instances())
         if not self.pool_fits or not warm_pool.may_have_members(*pool):
             return None
+        await self.fleet.refresh()  # one listing for a storm's claims, not one each
         lock = self._pool_locks.setdefault(self.cluster_name, asyncio.Lock())
         async with lock:
             claimed = await blocking(
