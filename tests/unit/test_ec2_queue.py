@@ -401,3 +401,28 @@ def test_no_capacity_falls_back_only_within_the_home_volumes_zone(
     said = str(caught.value)
     assert f"t3.medium in {first}, t3.medium in {beside} (only {home_zone}," in said
     assert elsewhere not in said
+
+
+def test_per_user_extra_tags_do_not_split_a_launch(
+    ec2: LocalCloudEc2, calls: Any, layer: Layer, configured: Callable[..., InstanceSpawner]
+) -> None:
+    """EXTRA_TAGS with {username} differ per user: still one RunInstances, the shared
+    tags on at launch and each user's own tag on their instance and its volume."""
+    spawners = [configured(f"user{n}") for n in range(3)]
+    for spawner in spawners:
+        tags = {"course": "cs101", "owner": spawner.user.name}
+        spawner.launch_tags = lambda _user, _server, tags=tags: tags  # type: ignore[method-assign]
+
+    asyncio.run(spawn_all(spawners))
+
+    assert calls["RunInstances"] == 1
+    for spawner in spawners:
+        [inst] = ec2.describe([spawner.instance_id or ""])
+        assert (inst.tags["owner"], inst.tags["course"]) == (spawner.user.name, "cs101")
+        assert inst.user == spawner.user.name
+        volume = ec2.client.describe_tags(
+            Filters=[{"Name": "resource-id", "Values": [inst.volumes[0]]}]
+        )["Tags"]
+        assert {"Key": "owner", "Value": spawner.user.name} in [
+            {"Key": t["Key"], "Value": t["Value"]} for t in volume
+        ]
