@@ -187,6 +187,8 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
         await self.apply_profile(self.user_options)
         self.current_tags = self.launch_tags(self.user.name, self.name)
         self._progress.restart()
+        if self.profile_notice:  # a kept pick no longer offered
+            self._emit(1, self.profile_notice)
         self._starting = True
         self._stop_requested, self._stop_recorded = False, None
         key = (self.cluster_name, self.user.name, self.name)

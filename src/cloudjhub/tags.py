@@ -35,6 +35,8 @@ HOME_USAGE_TAG = "cloudjhub:home-usage"
 # A warm-pool worker: launched unassigned ("ready", no USER_TAG); a claim tags it with
 # its user and "claiming", then removes this tag (see warm_pool.py).
 POOL_TAG = "cloudjhub:pool"
+# On a worker image built with --gpu-image (NVIDIA driver and CUDA runtime): "true".
+GPU_TAG = "cloudjhub:gpu"
 POOL_READY = "ready"
 POOL_CLAIMING = "claiming"
 # Chosen by the keeper to go (the pool shrinks, or it is of an old kind): no longer

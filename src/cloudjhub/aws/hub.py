@@ -311,6 +311,10 @@ class HubEc2(Ec2Client):
                     "InstanceInterruptionBehavior": "terminate",
                 },
             }
+            # The request is tagged like its worker: the IAM policy requires it (iam_spot.py).
+            params["TagSpecifications"].append(
+                {"ResourceType": "spot-instances-request", "Tags": tags}
+            )
         context = {"instance_type": spec.instance_type, "image": spec.image_id}
         with paid.prepaid() if paid else contextlib.nullcontext():
             reply = self._call("run_instances", context, **params)

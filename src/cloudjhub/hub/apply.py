@@ -148,7 +148,11 @@ def check_profiles(settings: HubSettings) -> None:
         try:
             if raw:
                 profile_types.check(
-                    parse_profiles(raw), ec2.instance_type_info, config.REGION, config.HIBERNATE
+                    parse_profiles(raw),
+                    ec2.instance_type_info,
+                    config.REGION,
+                    config.HIBERNATE,
+                    config.GPU_IMAGE,
                 )
             fallback_types.check_at_start(
                 fallbacks, ec2.instance_type_info, config.REGION, hibernate

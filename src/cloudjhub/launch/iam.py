@@ -65,6 +65,7 @@ from ..tags import (
     workers_key_name,
 )
 from .iam_backups import hub_statements
+from .iam_spot import spot_statements
 
 DEFAULT_INSTANCE_TYPE: str = InstanceConfig.model_fields["WORKER_INSTANCE_TYPE"].default
 
@@ -116,10 +117,12 @@ def manager_policy(
     instance_types: Iterable[str] = (DEFAULT_INSTANCE_TYPE,),
     kms_key_arn: str | None = None,
     delete_home_volumes: bool = False,
+    spot: bool = False,
 ) -> dict[str, Any]:
     """The policy document (a dict, ready for json.dumps) for `cluster`'s manager role.
 
     `delete_home_volumes`: for a hub with InstanceSpawner.delete_home_on_user_delete.
+    `spot`: a profile launches spot workers (iam_spot.py).
 
     Raises BadInput naming the first input that is not what AWS would accept.
     """
@@ -384,6 +387,8 @@ def manager_policy(
                 "Condition": {"StringEquals": tagged(Role.HOME)},
             }
         )
+    if spot:
+        statements += spot_statements(cluster, part, region, account)
     if kms_key_arn is not None:
         statements += _ebs_key_statements(kms_key_arn, region)
     return {"Version": "2012-10-17", "Statement": statements}

@@ -327,3 +327,34 @@ class LocalEc2:
 
             settings.INITIAL_NO_AUTH_ACTION_COUNT = self._no_auth_count
             self._no_auth_count = None
+
+
+# StateReason.Code AWS gives a spot instance it took back (EC2 API reference,
+# StateReason: "Server.SpotInstanceTermination: The instance was terminated because
+# the number of Spot requests with a maximum price equal to or higher than the Spot
+# price exceeded available capacity or because of an increase in the Spot price").
+SPOT_TERMINATION = "Server.SpotInstanceTermination"
+
+
+def interrupt_spot(instance_id: str, region: str) -> None:
+    """Reclaim a running spot instance as AWS does (EC2 User Guide, "Spot Instance
+    interruptions": a one-time request's instance is terminated; volumes not marked
+    DeleteOnTermination survive it). moto has no such event. The two-minute notice
+    AWS first posts in the instance metadata is not played. ValueError if there is
+    no such running spot instance in this process's moto."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ec2.exceptions import InvalidInstanceIdError
+    from moto.ec2.models import ec2_backends
+
+    backend = ec2_backends[DEFAULT_ACCOUNT_ID][region]
+    try:
+        instance = backend.get_instance(instance_id)
+    except InvalidInstanceIdError:
+        raise ValueError(f"no instance {instance_id} in {region}") from None
+    if instance.lifecycle != "spot" or instance.state != "running":
+        raise ValueError(f"{instance_id} is not a running spot instance")
+    backend.terminate_instances([instance_id])
+    instance.state_reason = type(instance.state_reason)(
+        f"{SPOT_TERMINATION}: Spot instance termination", SPOT_TERMINATION
+    )
+    instance._reason = "Server.SpotInstanceTermination"
