@@ -298,6 +298,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
         pool = (self.warm_pool_size, self.warm_pool_schedule, self.fleet.instances())
         if not self.pool_fits or not warm_pool.may_have_members(*pool):
             return None
+        await self.fleet.refresh()  # one listing for a storm's claims, not one each
         lock = self._pool_locks.setdefault(self.cluster_name, asyncio.Lock())
         async with lock:
             claimed = await blocking(
@@ -308,7 +309,10 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
                 self.worker_instance_type,
                 self.worker_ami,
                 self.server_name,
+                self.fleet.instances(),  # read under the lock: earlier claims in it
             )
+            if claimed is not None:  # before the next claim reads the listing
+                self.fleet.remember(claimed)
         if claimed is not None:
             self._just_claimed = claimed.id
             self.log.info("%s: claimed pool worker %s", self._log_name, claimed.id)

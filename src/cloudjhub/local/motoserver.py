@@ -143,6 +143,35 @@ def _patch_stop_instances() -> None:
     InstanceResponse.stop_instances = stop_instances  # type: ignore[method-assign,assignment]
 
 
+def patch_run_instances() -> None:
+    """RunInstances launches MaxCount, as AWS does when it has the capacity ("AWS
+    launches the largest possible number of instances above MinCount", EC2 API
+    RunInstances); moto launches MinCount. A like-AWS capacity fault still fails the
+    whole call, as AWS does below MinCount."""
+    from moto.ec2.responses.instances import InstanceResponse
+
+    original = InstanceResponse.run_instances
+    if getattr(original, "_cloudjhub", False):
+        return
+
+    def run_instances(self: InstanceResponse) -> object:
+        read = self._get_param
+
+        def param(name: str, if_none: Any = None) -> Any:
+            if name == "MinCount":
+                return read("MaxCount", None) or read("MinCount", if_none)
+            return read(name, if_none)
+
+        self._get_param = param  # type: ignore[method-assign,assignment]
+        try:
+            return original(self)
+        finally:
+            del self._get_param
+
+    run_instances._cloudjhub = True  # type: ignore[attr-defined]
+    InstanceResponse.run_instances = run_instances  # type: ignore[method-assign,assignment]
+
+
 ALLOW_ALL = json.dumps(
     {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 )
@@ -247,6 +276,7 @@ class LocalEc2:
         _patch_instance_start()
         _patch_stop_instances()
         _patch_key_pairs()
+        patch_run_instances()
         filters.install()
         from moto import settings
         from moto.moto_server.threaded_moto_server import ThreadedMotoServer
