@@ -298,6 +298,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
         pool = (self.warm_pool_size, self.warm_pool_schedule, self.fleet.instances())
         if not self.pool_fits or not warm_pool.may_have_members(*pool):
             return None
+        zone = await self._home_zone(self.user.name, self.server_name)
         await self.fleet.refresh()  # one listing for a storm's claims, not one each
         lock = self._pool_locks.setdefault(self.cluster_name, asyncio.Lock())
         async with lock:
@@ -310,6 +311,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
                 self.worker_ami,
                 self.server_name,
                 self.fleet.instances(),  # read under the lock: earlier claims in it
+                zone,
             )
             if claimed is not None:  # before the next claim reads the listing
                 self.fleet.remember(claimed)

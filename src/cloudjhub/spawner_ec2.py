@@ -206,17 +206,23 @@ class Ec2Calls(InstanceSpawnerOptions):
             "instance type or zone."
         )
 
+    async def _home_zone(self, user: str, server: str) -> str | None:
+        """The zone of the server's kept home volume, if home volumes are on."""
+        if self.user_home_ebs_size <= 0:
+            return None
+        volume = await blocking(self.ec2.find_home_volume, user, server)
+        return None if volume is None else str(volume["AvailabilityZone"])
+
     async def _in_home_zone(
         self, user: str, server: str, subnets: list[str]
     ) -> tuple[list[str], str | None]:
         """The subnets a launch may use: with a home volume, only those in its zone (an
         EBS volume attaches only in its own), and the zone; else all of them, None."""
-        if self.user_home_ebs_size <= 0 or len(subnets) < 2:
+        if len(subnets) < 2:
             return subnets, None
-        volume = await blocking(self.ec2.find_home_volume, user, server)
-        if volume is None:
+        zone = await self._home_zone(user, server)
+        if zone is None:
             return subnets, None
-        zone = str(volume["AvailabilityZone"])
         zones = await blocking(self.ec2.subnet_zones, subnets)
         usable = [s for s in subnets if zones.get(s) == zone]
         if not usable:

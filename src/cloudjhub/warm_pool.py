@@ -161,6 +161,7 @@ def claim(
     image_id: str | None = None,
     server: str = "",
     cached: Iterable[Instance] = (),
+    zone: str | None = None,
 ) -> Instance | None:
     """Tag a pool member to `user` (and their stable id, and their named `server`)
     and return it, or None if none could be had.
@@ -170,12 +171,17 @@ def claim(
     `user`'s) catches a member terminated or retagged by hand meanwhile, which is
     then left alone and the next one tried. Members are first looked for in
     `cached` (the hub's listing of its workers: a storm's claims do not each list
-    them all), each read again before it is taken; then in a fresh listing.
+    them all), each read again before it is taken; then in a fresh listing. With a
+    `zone` (the user's home volume's: EBS attaches only in its zone), only there.
     """
     tried: set[str] = set()
     for listing in (lambda: list(cached), ec2.describe_workers):
         members = [
-            w for w in listing() if w.id not in tried and is_member(w, instance_type, image_id)
+            w
+            for w in listing()
+            if w.id not in tried
+            and is_member(w, instance_type, image_id)
+            and zone in (None, w.availability_zone)
         ]
         members.sort(key=lambda w: (CLAIM_ORDER.get(w.state, 9), w.launched_at, w.id))
         for member in members:
