@@ -276,3 +276,85 @@ def test_a_file_system_the_local_cloud_does_not_have_fails_the_start(worker: Wor
     result = worker.start(worker.request("bob", shared=_shared(False)))
     assert result.returncode == 1
     assert f"the local cloud has no file system {FS_ID}" in result.stderr
+
+
+# --------------------------------------------------------------------------- release
+
+
+def _local_cluster(tmp_path: Path) -> tuple[Path, Path]:
+    """A local cloud's state dir: server_config.json with shared storage, its EFS dir."""
+    config = tmp_path / "state" / "server_config.json"
+    config.parent.mkdir()
+    config.write_text(
+        json.dumps(
+            {
+                "CLUSTER_NAME": "demo",
+                "REGION": REGION,
+                "WORKER_AMI": "ami-12345678",
+                "SUBNET_ID": "subnet-12345678",
+                "WORKER_SECURITY_GROUPS": ["sg-1"],
+                "KEY_NAME": "k",
+                "SHARED_STORAGE": "efs",
+                "SHARED_FILE_SYSTEM_ID": FS_ID,
+                "SHARED_COURSE": "demo",
+            }
+        )
+    )
+    efs = config.parent / "efs" / FS_ID
+    efs.mkdir(parents=True)
+    return config, efs
+
+
+def _course(tmp_path: Path) -> Path:
+    folder = tmp_path / "week1"
+    (folder / "data").mkdir(parents=True)
+    (folder / "intro.ipynb").write_text('{"cells": []}')
+    (folder / "data" / "table.csv").write_text("a,b\n")
+    (folder / "latest").symlink_to("data/table.csv")
+    return folder
+
+
+def test_release_with_shared_storage_goes_into_the_shared_folder(tmp_path: Path) -> None:
+    config, efs = _local_cluster(tmp_path)
+    course = _course(tmp_path)
+    argv = ["release", "demo", str(course), "--server-config", str(config)]
+    argv += ["--releases-dir", str(tmp_path / "releases")]
+    done = CliRunner().invoke(main, argv)
+    assert done.exit_code == 0, done.output
+    assert f"{efs / 'week1'}" in done.output
+    assert (efs / "week1" / "intro.ipynb").read_text() == '{"cells": []}'
+    assert os.readlink(efs / "week1" / "latest") == "data/table.csv"
+    assert (efs / "week1" / "data" / "table.csv").stat().st_mode & 0o777 == 0o644
+    assert not (tmp_path / "releases").exists()  # not into every home as well
+    # A new version replaces the file; what else is there stays.
+    (efs / "week1" / "notes.md").write_text("staff notes")
+    (course / "intro.ipynb").write_text('{"cells": [1]}')
+    assert CliRunner().invoke(main, argv).exit_code == 0
+    assert (efs / "week1" / "intro.ipynb").read_text() == '{"cells": [1]}'
+    assert (efs / "week1" / "notes.md").read_text() == "staff notes"
+
+
+def test_release_never_follows_a_symlink_planted_in_the_shared_folder(tmp_path: Path) -> None:
+    config, efs = _local_cluster(tmp_path)
+    course = _course(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (efs / "week1").symlink_to(elsewhere)
+    done = CliRunner().invoke(
+        main, ["release", "demo", str(course), "--server-config", str(config)]
+    )
+    assert done.exit_code == 1 and "not a plain folder" in done.output, done.output
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_release_escaping_its_folder_is_refused_before_the_shared_folder(
+    tmp_path: Path,
+) -> None:
+    config, efs = _local_cluster(tmp_path)
+    course = _course(tmp_path)
+    (course / "escape").symlink_to("../../etc")
+    done = CliRunner().invoke(
+        main, ["release", "demo", str(course), "--server-config", str(config)]
+    )
+    assert done.exit_code == 2 and "leading out of the folder" in done.output, done.output
+    assert list(efs.iterdir()) == []
