@@ -18,8 +18,9 @@ from cloudjhub.aws.client import NotOurs, boto_client
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.aws.shared_storage import NFS_PORT, SharedStorage, creation_token
 from cloudjhub.cli import main
-from cloudjhub.config import InstanceConfig
+from cloudjhub.config import InstanceConfig, server_config_from
 from cloudjhub.launch.groups import ensure_security_groups
+from cloudjhub.launch.manager_shared import fstab_line, with_entry
 from cloudjhub.launch.options import LaunchOptions
 from cloudjhub.launch.shared_storage import ensure_shared_storage
 from cloudjhub.shared_folder import shared_settings
@@ -77,8 +78,9 @@ def test_launch_makes_an_encrypted_efs_reachable_only_from_workers_once(
     assert fs["Encrypted"] is True and fs["CreationToken"] == creation_token("alpha")
     assert tag_dict(fs["Tags"])[CLUSTER_TAG] == "alpha"
     targets = efs.describe_mount_targets(FileSystemId=fs_id)["MountTargets"]
-    # The workers' subnets (SUBNET_ID, then SUBNET_IDS), not the manager's public one.
-    assert sorted(t["SubnetId"] for t in targets) == sorted(cluster["subnets"][:2])
+    # The workers' subnets (SUBNET_ID, then SUBNET_IDS), and the manager's public one:
+    # its zone has no workers' subnet, and EFS's name resolves to the zone's target.
+    assert sorted(t["SubnetId"] for t in targets) == sorted(cluster["subnets"])
     group_ids = {
         g
         for t in targets
@@ -88,16 +90,15 @@ def test_launch_makes_an_encrypted_efs_reachable_only_from_workers_once(
     }
     assert len(group_ids) == 1
     group = ec2.client.describe_security_groups(GroupIds=list(group_ids))["SecurityGroups"][0]
-    rules = [
-        (r["FromPort"], r["ToPort"], [p["GroupId"] for p in r["UserIdGroupPairs"]], r["IpRanges"])
-        for r in group["IpPermissions"]
-    ]
-    assert rules == [(NFS_PORT, NFS_PORT, [groups.worker], [])]
+    assert {(r["FromPort"], r["ToPort"]) for r in group["IpPermissions"]} == {(NFS_PORT, NFS_PORT)}
+    assert all(r["IpRanges"] == [] for r in group["IpPermissions"])
+    sources = {p["GroupId"] for r in group["IpPermissions"] for p in r["UserIdGroupPairs"]}
+    assert sources == {groups.worker, groups.manager}
     # A re-launch finds all of it again.
     again = ensure_shared_storage(ec2, opts, groups, cluster["vpc"], said.append)
     assert again is not None and again[0] == fs_id
     assert len(efs.describe_file_systems()["FileSystems"]) == 1
-    assert len(efs.describe_mount_targets(FileSystemId=fs_id)["MountTargets"]) == 2
+    assert len(efs.describe_mount_targets(FileSystemId=fs_id)["MountTargets"]) == 3
     assert said == [f"shared folder: EFS {fs_id} (created)", f"shared folder: EFS {fs_id} (reused)"]
     # A failed launch's undo deletes what this run made.
     assert made[1]() == []
@@ -124,12 +125,13 @@ def test_destroy_keeps_the_shared_folder_unless_asked(
     assert [f["FileSystemId"] for f in efs.describe_file_systems()["FileSystems"]] == [fs_id]
     # The workers' group went (the shared group's rule naming it was dropped first).
     names = [g["GroupName"] for g in ec2.client.describe_security_groups()["SecurityGroups"]]
-    assert "alpha-worker" not in names and "alpha-shared" in names
+    assert "alpha-worker" not in names and "alpha-manager" not in names
+    assert "alpha-shared" in names
 
     dry = CliRunner().invoke(main, ["destroy", "alpha", "--dry-run", "--delete-shared-storage"])
     assert dry.exit_code == 0, dry.output
     assert (
-        f"shared folder: EFS file system {fs_id}" in dry.output and "2 mount target" in dry.output
+        f"shared folder: EFS file system {fs_id}" in dry.output and "3 mount target" in dry.output
     )
     assert len(efs.describe_file_systems()["FileSystems"]) == 1
 
@@ -138,6 +140,28 @@ def test_destroy_keeps_the_shared_folder_unless_asked(
     assert efs.describe_file_systems()["FileSystems"] == []
     names = [g["GroupName"] for g in ec2.client.describe_security_groups()["SecurityGroups"]]
     assert "alpha-shared" not in names
+
+
+def test_the_manager_mounts_the_shared_folder_from_fstab() -> None:
+    config = server_config_from(
+        {
+            "CLUSTER_NAME": "alpha",
+            "REGION": "eu-west-1",
+            "WORKER_AMI": "ami-12345678",
+            "SUBNET_ID": "subnet-12345678",
+            "WORKER_SECURITY_GROUPS": ["sg-1"],
+            "KEY_NAME": "k",
+            "SHARED_FILE_SYSTEM_ID": "fs-0123456789abcdef0",
+        }
+    )
+    tls = fstab_line(config, efs_utils=True)
+    assert tls == "fs-0123456789abcdef0:/ /srv/shared efs _netdev,nofail,tls 0 0"
+    nfs = fstab_line(config, efs_utils=False)
+    assert nfs.startswith("fs-0123456789abcdef0.efs.eu-west-1.amazonaws.com:/ /srv/shared nfs4 ")
+    assert "nfsvers=4.1" in nfs
+    old = "UUID=1 / ext4 defaults 0 1\nfs-old:/ /srv/shared efs _netdev 0 0\n"
+    assert with_entry(old, tls) == f"UUID=1 / ext4 defaults 0 1\n{tls}\n"
+    assert with_entry(with_entry(old, tls), tls) == with_entry(old, tls)
 
 
 # --------------------------------------------------------------------------- the spawner
@@ -223,6 +247,8 @@ def test_the_agent_mounts_the_shared_folder_read_only_for_students(
     assert _write(shared / "new.txt") == errno.EROFS
     assert _write(shared / "intro" / "dropbox" / "bob" / "answer.txt") == 0
     assert (efs / "intro" / "dropbox" / "bob" / "answer.txt").read_text() == "mine"
+    home_link = worker.root / "home" / "bob" / "shared"
+    assert os.readlink(home_link) == str(shared)  # Jupyter's file browser shows it
 
     stopped = worker.run("stop", "--user", "bob", "--timeout", "2")
     assert stopped.returncode == 0, stopped.stderr

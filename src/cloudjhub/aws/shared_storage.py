@@ -179,16 +179,14 @@ class SharedStorage:
             raise
         return True
 
-    def release_workers_group(self, worker_group: str) -> int:
-        """Drop the shared group's rule naming the workers' group, so a destroy that
-        keeps the file system can still delete the workers' group (a re-launch adds
-        the rule again)."""
+    def release_groups(self, group_ids: list[str]) -> int:
+        """Drop the shared group's rules naming the cluster's groups (workers, manager),
+        so a destroy that keeps the file system can still delete those groups (a
+        re-launch adds the rules again)."""
         group = self.group()
-        return (
-            0
-            if group is None
-            else self.ec2.revoke_group_references(group["GroupId"], [worker_group])
-        )
+        if group is None or not group_ids:
+            return 0
+        return self.ec2.revoke_group_references(group["GroupId"], group_ids)
 
     def _ours(self, fs_id: str) -> None:
         fs = self.file_system()

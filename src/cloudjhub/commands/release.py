@@ -22,6 +22,8 @@ from .cloud_options import cluster_argument
 from .errors import BadInput, CommandError
 from .options import env_option
 
+MANAGER_CONFIG = Path("/etc/cloudjhub/server_config.json")
+
 
 def _name(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is None:
@@ -55,7 +57,8 @@ def _name(_ctx: click.Context, param: click.Parameter, value: str | None) -> str
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
     help="The cluster's server_config.json [default: $CLOUDJHUB_SERVER_CONFIG, else "
-    "./server_config.json]; with SHARED_FILE_SYSTEM_ID the release goes to the shared folder.",
+    "./server_config.json, else the manager's /etc/cloudjhub/server_config.json]; with "
+    "SHARED_FILE_SYSTEM_ID the release goes to the shared folder.",
 )
 @env_option(
     "--shared-folder",
@@ -91,6 +94,8 @@ def release(
     except OSError as exc:
         raise BadInput(f"DIR {str(folder)!r}: cannot read it: {exc.strerror}") from None
     config_file = server_config_path(server_config)
+    if server_config is None and not config_file.exists() and MANAGER_CONFIG.exists():
+        config_file = MANAGER_CONFIG  # on the manager, as the hub has it
     shared = None
     if config_file.exists():
         try:

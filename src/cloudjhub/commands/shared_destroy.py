@@ -1,7 +1,7 @@
 """What `destroy` does with the shared folder: with `--delete-shared-storage` its mount
-targets, file system and group go (before the workers' group, which its rule names);
-without, the file system and its files stay and only that rule is dropped, so the
-workers' group can go (a re-launch adds the rule again)."""
+targets, file system and group go (before the workers' and manager's groups, which
+its rules name); without, the file system and its files stay and only those rules are
+dropped, so the cluster's groups can go (a re-launch adds the rules again)."""
 
 from __future__ import annotations
 
@@ -63,12 +63,10 @@ class SharedTeardown:
         if self.delete:
             return delete_shared_storage(self.storage, self.fs_id)
         ec2 = self.storage.ec2
-        workers = [
-            g["GroupId"] for g in ec2.security_groups_named([group_name(ec2.cluster, Group.WORKER)])
-        ]
+        names = [group_name(ec2.cluster, g) for g in (Group.WORKER, Group.MANAGER)]
+        ours = [g["GroupId"] for g in ec2.security_groups_named(names)]
         try:
-            for group in workers:
-                self.storage.release_workers_group(group)
+            self.storage.release_groups(ours)
         except CloudError as exc:
             return [Failure(shared_group_name(ec2.cluster), str(exc))]
         return []

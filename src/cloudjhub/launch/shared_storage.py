@@ -24,13 +24,25 @@ def plan_line(opts: LaunchOptions) -> list[str]:
     return [
         f"shared folder: encrypted EFS file system (course {opts.shared.course}"
         + (", dropboxes" if opts.shared.dropbox else "")
-        + f"), security group {shared_group_name(opts.cluster)} (NFS from the workers), "
-        f"mount targets in {', '.join(subnets)}"
+        + f"), security group {shared_group_name(opts.cluster)} (NFS from the workers and "
+        f"the manager), mount targets in {', '.join(subnets)} (and {opts.public_subnet} if "
+        "the manager's zone has none)"
     ]
 
 
 def _subnets(opts: LaunchOptions) -> list[str]:
     return worker_subnets(opts.private_subnet, opts.instance.SUBNET_IDS) or [opts.private_subnet]
+
+
+def target_subnets(ec2: AdminEc2, opts: LaunchOptions) -> list[str]:
+    """The workers' subnets, and the manager's public one when no workers' subnet is
+    in its zone: EFS's DNS name resolves to the mount target of the client's zone."""
+    subnets = _subnets(opts)
+    found = ec2.subnets([*subnets, opts.public_subnet])
+    zones = {found[s].get("AvailabilityZone") for s in subnets}
+    if found[opts.public_subnet].get("AvailabilityZone") not in zones:
+        subnets.append(opts.public_subnet)
+    return subnets
 
 
 def ensure_shared_storage(
@@ -46,8 +58,9 @@ def ensure_shared_storage(
         return delete_shared_storage(storage, fs_id) if created else []
 
     try:
-        group, _ = storage.ensure_group(vpc_id, [groups.worker])
-        storage.ensure_mount_targets(fs_id, _subnets(opts), group)
+        # The manager mounts it too: `cloudjhub release` copies into it there.
+        group, _ = storage.ensure_group(vpc_id, [groups.worker, groups.manager])
+        storage.ensure_mount_targets(fs_id, target_subnets(ec2, opts), group)
     except CloudError:
         for failure in undo():
             say(f"  could NOT roll back {failure.resource}: {failure.reason}")

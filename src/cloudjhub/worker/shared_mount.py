@@ -1,6 +1,7 @@
 """The shared course folder at /srv/shared: mounted before Jupyter starts, read-write
 for staff (admins, TAs) and read-only for students, with a student's own dropbox
-(/srv/shared/<course>/dropbox/<user>) bound read-write over the read-only tree.
+(/srv/shared/<course>/dropbox/<user>) bound read-write over the read-only tree, and
+~/shared linking to it for Jupyter's file browser.
 
 What keeps a student from writing is the mount itself (a read-only bind: EROFS even
 for root), not file modes, so the tree is left writable to every staff account (uids
@@ -61,6 +62,18 @@ def mount_shared(
         if run_as.uid is not None:
             os.chown(box, run_as.uid, run_as.gid if run_as.gid is not None else -1)
         _bind(box, target / shared.course / "dropbox" / request_user, read_only=False)
+    _link_in_home(run_as, target)
+
+
+def _link_in_home(run_as: RunAs, target: Path) -> None:
+    """~/shared, so Jupyter's file browser (rooted at the home) shows the folder; a
+    file of the user's by that name is left alone."""
+    link = run_as.home / "shared"
+    if os.path.lexists(link):
+        return
+    os.symlink(target, link)
+    if run_as.uid is not None:
+        os.lchown(link, run_as.uid, run_as.gid if run_as.gid is not None else -1)
 
 
 def _source(layout: Layout, shared: SharedFolder) -> Path:
