@@ -228,6 +228,11 @@ def demo(
     from ..profiles import load_file
 
     shared = shared_checked(shared_kw, DEMO_CLUSTER)
+    if shared is not None and os.geteuid() != 0:
+        raise BadInput(
+            "--shared-storage: the local cloud's workers bind-mount the shared folder, "
+            "which needs root; run the demo as root"
+        )
     try:
         profiles = load_file(profiles_file) if profiles_file else None
     except ValueError as exc:
