@@ -174,7 +174,11 @@ def test_a_release_in_the_shared_folder_is_read_only_for_students_writable_for_s
     refused = contents("sally", "week1/notes.md", "PUT", "overwritten")
     # Jupyter answers the mount's EROFS as 403 "Permission denied".
     assert refused.status_code == 403 and "Permission denied" in refused.text, refused.text
-    assert contents("sally", "week1/mine.md", "PUT", "x").status_code == 403
+    # A new file: Jupyter answers the same EROFS as 500; nothing reaches the file system.
+    assert contents("sally", "week1/mine.md", "PUT", "x").status_code in (403, 500)
+    (efs,) = (demo.state_dir / "efs").iterdir()
+    assert not (efs / "week1" / "mine.md").exists()
+    assert (efs / "week1" / "notes.md").read_text() == "read me"
     assert contents("sally", "demo/dropbox/sally/answer.md", "PUT", "42").status_code == 201
     assert contents("tess", "week1/solutions.md", "PUT", "staff").status_code == 201
     assert contents("sally", "week1/solutions.md").json()["content"] == "staff"
