@@ -4,16 +4,17 @@ Admins write Unix cron (`0 3 * * *`) or DLM's own form (`cron(0 3 * * ? *)`). Th
 two differ (EventBridge's cron reference, which DLM uses: six fields, minutes hours
 day-of-month month day-of-week year; one of the two day fields must be `?`; days
 of the week are 1-7 with SUN=1), and "the schedule interval must be between 1 hour
-and 1 year" (DLM API Reference, CreateRule.CronExpression). Parsing and the interval check are
-croniter's.
+and 1 year" (DLM API Reference, CreateRule.CronExpression). Parsing and the times a
+schedule runs at are cronsim's, the cron library `pool_schedule` uses too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from itertools import pairwise
+from itertools import islice, pairwise
 
-from croniter import croniter
+from cronsim import CronSim, CronSimError
 
 DAY_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
 MIN_INTERVAL_S = 3600
@@ -61,37 +62,47 @@ def _aws_day(day: str) -> str:
     raise BadSchedule(f"weekday {day!r}: use 1-7 or SUN-SAT, lists and ranges of them")
 
 
-def _weekdays(itr: croniter) -> str:
-    """The weekdays croniter expanded, by name (Unix 0 and 7 are both Sunday)."""
-    expanded = itr.expanded[4]
-    if expanded == ["*"]:
+def _weekdays(sim: CronSim) -> str:
+    """The weekdays cronsim expanded, by name (Unix 0 and 7 are both Sunday)."""
+    plain = {d for d in sim.weekdays if isinstance(d, int)}
+    if len(plain) != len(sim.weekdays):
+        raise BadSchedule("weekday: 'L' and '#' have no DLM form here; use days or ranges")
+    days = sorted({d % 7 for d in plain})
+    if len(days) == 7:
         return "*"
-    return ",".join(DAY_NAMES[int(d) % 7] for d in sorted({int(d) % 7 for d in expanded}))
+    return ",".join(DAY_NAMES[d] for d in days)
 
 
-def parse(expression: str) -> croniter:
-    """A croniter over UTC for either form, or BadSchedule naming what is wrong."""
-    fields = _unix_fields(expression)
+def parse(expression: str) -> str:
+    """Either form as the Unix expression cronsim reads, or BadSchedule naming what is wrong."""
+    unix = " ".join(_unix_fields(expression))
     try:
-        return croniter(" ".join(fields), datetime(2026, 1, 1, tzinfo=UTC))
-    except (ValueError, KeyError) as exc:
+        CronSim(unix, datetime(2026, 1, 1, tzinfo=UTC))
+    except CronSimError as exc:
         raise BadSchedule(str(exc) or "not a cron expression") from exc
+    return unix
+
+
+def times_after(expression: str, since: datetime) -> Iterator[datetime]:
+    """The times (UTC) a schedule in either form runs at, strictly after `since`."""
+    return iter(CronSim(parse(expression), since.astimezone(UTC)))
 
 
 def to_dlm(expression: str) -> str:
     """`expression` as DLM's CronExpression, checked; BadSchedule if DLM would refuse it."""
-    itr = parse(expression)
+    unix = parse(expression)
     minute, hour, day, month, weekday = _unix_fields(expression)
     if day != "*" and weekday != "*":
         # Unix runs on either day; DLM can say only one of them.
         raise BadSchedule("give a day of the month or a day of the week, not both")
-    times = [itr.get_next(datetime) for _ in range(_SAMPLES)]
+    sim = CronSim(unix, datetime(2026, 1, 1, tzinfo=UTC))
+    times = list(islice(sim, _SAMPLES))
     gaps = [(b - a).total_seconds() for a, b in pairwise(times)]
     if min(gaps) < MIN_INTERVAL_S:
         raise BadSchedule("it runs more often than once an hour, which DLM refuses")
     if max(gaps) > MAX_INTERVAL_S:
         raise BadSchedule("it runs less often than once a year, which DLM refuses")
-    days = _weekdays(itr)
+    days = _weekdays(sim)
     # DLM, like EventBridge, writes an increment from a start: 0/2, not */2.
     minute, hour = (f.replace("*/", "0/") for f in (minute, hour))
     if days == "*":

@@ -96,6 +96,10 @@ class _SharedKeys(_Strict):
     REGION: str
     # Launch hibernation-capable workers and hibernate them on stop; see hibernation.py.
     HIBERNATE: bool = False
+    # The worker image carries the NVIDIA driver and CUDA runtime: the launcher builds
+    # it so (--gpu-image; a CUSTOM_WORKER_AMI is taken at the admin's word) and the
+    # hub then lets GPU profiles use it (profile_types.py).
+    GPU_IMAGE: bool = False
     WORKER_INSTANCE_TYPE: str = "t3.medium"
     WORKER_EBS_SIZE: EbsSize = 8
     USER_HOME_EBS_SIZE: Annotated[int, Field(ge=0, le=16384)] = 0

@@ -52,7 +52,7 @@ async def attach_home_volume(
         # Made before volumes carried ids, or before the hub lost its database.
         await blocking(ec2.adopt, volume["VolumeId"], tag_dict(volume.get("Tags")), user_id)
         volume, folder = await restore_pending(
-            ec2, user, user_id, volume, instance, emit, poll, give_up_after
+            ec2, user, user_id, volume, instance, emit, poll, give_up_after, server
         )
     attached = [a["InstanceId"] for a in volume.get("Attachments", [])]
     if instance.id not in attached:

@@ -7,14 +7,15 @@ directory of the hub's own (beside the usage log), and `cloudjhub logs` and
 in the hub's database: the CLI on the manager reads it without a hub token or
 the hub running, and it survives a lost database, like the host-key store.
 Everything in a tail was written by a user's own server, so it is cut (lines,
-their length) before it is kept, and written atomically, mode 0600 in a 0700
-directory.
+their length) before it is kept, tokens in it redacted (Jupyter prints URLs with
+`?token=`), and written atomically, mode 0600 in a 0700 directory.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Literal
@@ -29,6 +30,19 @@ MAX_LINE_CHARS = 500
 KEPT_LOGS_DIR = "kept-logs"  # beside the usage log, unless the trait says otherwise
 
 Event = Literal["stop", "failed-spawn"]
+
+# A secret's value goes, its name stays: `*token`, password, secret or api key set
+# with `=` or `:` (quoted as in JSON, or URL-encoded as `%3D` inside a `next=`),
+# OAuth's `code` and `state` query parameters, and Authorization headers.
+_SECRET = re.compile(
+    r"""(?ix)
+    ( (?:[a-z_]*token|password|passwd|secret|api[_-]?key)["']?\s*(?:=|:|%3D)\s*["']?
+    | [?&](?:code|state)=
+    | authorization:\s*(?:token|bearer|basic)\s+
+    )
+    [^\s&"',;%]+
+    """
+)
 
 
 class KeptTail(BaseModel):
@@ -55,11 +69,16 @@ class KeptTail(BaseModel):
 
 
 def cut(lines: list[str]) -> list[str]:
-    """The last KEPT_LINES lines, each at most MAX_LINE_CHARS (marked when cut)."""
+    """The last KEPT_LINES lines, tokens redacted, each at most MAX_LINE_CHARS (marked
+    when cut)."""
     kept = []
-    for line in lines[-KEPT_LINES:]:
+    for line in (redact(line) for line in lines[-KEPT_LINES:]):
         kept.append(line[:MAX_LINE_CHARS] + " [cut]" if len(line) > MAX_LINE_CHARS else line)
     return kept
+
+
+def redact(line: str) -> str:
+    return _SECRET.sub(r"\1[redacted]", line)
 
 
 def default_dir(usage_log: str) -> str:

@@ -11,14 +11,14 @@ import dataclasses
 from inspect import isawaitable
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 from tornado import web
 from traitlets import Callable, Dict, Enum, List, TraitError, Unicode, Union, validate
 
-from . import profile_form
+from . import profile_form, unlisted_types
 from .aws.client import CloudError, Instance
 from .aws.hub import HubEc2, WorkerSpec
-from .config import TagKey, TagValue, error_line
+from .config import TagKey, TagValue
 from .executor import blocking
 from .fleet import Fleet
 from .profiles import (
@@ -33,7 +33,7 @@ from .profiles import (
     parse,
     select,
 )
-from .spawner_options import InstanceSpawnerOptions, SpawnError
+from .spawner_options import InstanceSpawnerOptions, SpawnError, trait_error
 
 _EXTRA_TAGS = TypeAdapter(dict[TagKey, TagValue])
 # StateReason.Code of a spot instance AWS interrupted (EC2 API, StateReason).
@@ -87,18 +87,14 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
     @validate("profile_list")
     def _check_profile_list(self, proposal: Any) -> Any:
         if not callable(proposal["value"]):
-            try:
+            with trait_error():
                 parse(proposal["value"])
-            except ValueError as exc:
-                raise TraitError(str(exc)) from None
         return proposal["value"]
 
     @validate("extra_tags")
     def _check_extra_tags(self, proposal: Any) -> Any:
-        try:
+        with trait_error("extra_tags: "):
             return dict(_EXTRA_TAGS.validate_python(proposal["value"]))
-        except ValidationError as exc:
-            raise TraitError(f"extra_tags: {error_line(exc)}") from None
 
     async def profiles(self) -> list[Profile]:
         """The profiles for this user (a callable profile_list is asked each time)."""
@@ -152,15 +148,30 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
         profiles = await self.profiles()
         if not profiles:
             return
+        notice = ""
         try:
             chosen = select(profiles, user_options or self.profile_choice)
         except ProfileError as exc:
-            if user_options or not self.profile_choice:
+            sent = user_options and not self._options_reused()
+            if sent or not (user_options or self.profile_choice):
                 self.options_refused = True
                 raise web.HTTPError(400, f"Bad user_options: {exc}") from None
-            # A kept pick the admin has since removed is not the user's mistake.
+            # A kept pick (ours, or JupyterHub's last user_options) the admin has since
+            # removed is not the user's mistake.
             self.log.warning("kept pick no longer offered (%s); default profile", exc)
             chosen = select(profiles, {})
+            notice = (
+                f"Your last pick is no longer offered ({exc}); you got the default "
+                f"profile {chosen.profile.key!r}."
+            )
+        config = self.server_config
+        why = await blocking(
+            unlisted_types.problem, chosen, self.ec2.instance_type_info, config.REGION,
+            config.GPU_IMAGE,
+        )  # fmt: skip
+        if why:
+            self.options_refused = True
+            raise web.HTTPError(400, f"Bad user_options: {why}")
         if chosen.replace_instance:
             self._forget_confirmation()
         try:
@@ -183,13 +194,27 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
         self.profile_choice = chosen.user_options()
         self.profile_slug = chosen.profile.key
         self.replace_instance = chosen.replace_instance
-        self.profile_notice = ""
+        self.profile_notice = notice
+
+    def _options_reused(self) -> bool:
+        """Whether JupyterHub reused the last user_options from its database: it does on
+        a start whose request sends none (a REST call without a body)."""
+        handler: Any = getattr(self, "handler", None)
+        if handler is None:
+            return False  # no request to tell by: taken as sent
+        request = handler.request
+        return not request.body and not request.query_arguments
 
     @property
     def pool_fits(self) -> bool:
-        """Whether a warm-pool worker (the cluster's image, hibernation and market; the
-        claim matches the type) can be this profile's."""
-        return not self.profile_overrides & {"worker_ami", "hibernate", "market", "extra_tags"}
+        """Whether a warm-pool worker (the cluster's image, hibernation, market and root
+        disk, as pool_spec launches them; the claim matches the type) can be this
+        profile's."""
+        if self.profile_overrides & {"worker_ami", "hibernate", "market", "extra_tags"}:
+            return False
+        if "worker_ebs_size" not in self.profile_overrides:
+            return True
+        return bool(self.worker_ebs_size == (self._baseline or {}).get("worker_ebs_size"))
 
     def profile_state(self) -> dict[str, Any]:
         return {"profile_choice": self.profile_choice} if self.profile_choice else {}
@@ -200,7 +225,8 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
 
     def replacement_needed(self, instance: Instance) -> str:
         """Why the stopped `instance` cannot become the picked profile in place ("" if it can):
-        AWS changes an instance's type while stopped, never its image or hibernation."""
+        AWS changes an instance's type while stopped, never its image, market or
+        hibernation."""
         reasons = []
         # Only what the profile sets: an image rebuilt by a relaunch, or HIBERNATE turned
         # on later, never forces anyone off their instance.
@@ -209,6 +235,9 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
             reasons.append(
                 f"another image ({instance.image_id}, the profile's is {self.worker_ami})"
             )
+        if "market" in picked and self.market == "spot" and not instance.spot:
+            # EC2 has no call that turns an on-demand instance into a spot one.
+            reasons.append("another market (on-demand, the profile's is spot)")
         if "hibernate" in picked and instance.hibernation != self.hibernate:
             reasons.append("another hibernation setting")
         elif instance.hibernation and not self._type_fits(instance):
@@ -300,6 +329,9 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
         """A spot worker cannot be stopped (one-time request): it is terminated instead,
         its home volume kept; the next start launches a new one. True if it was."""
         known = self.fleet.get(instance_id)  # launched or found by this hub: remembered
+        if known is None:  # a hub restarted since: ask EC2 (InstanceLifecycle)
+            found = await blocking(self.ec2.describe, [instance_id])
+            known = found[0] if found else None
         if known is None or not known.spot:
             return False
         await blocking(self.ec2.terminate_workers, [instance_id])

@@ -1,6 +1,7 @@
 """Profiles checked against the region when the hub starts (DescribeInstanceTypes):
 a type the region does not have, a GPU type with no image of the profile's own
-(the cluster's worker image has no NVIDIA driver), or a hibernating profile on
+while the cluster's worker image has no NVIDIA driver (it has with `launch
+--gpu-image`: server_config's GPU_IMAGE), or a hibernating profile on
 a type that cannot hibernate stops the hub with one line naming the profile and
 the field. An EC2 that does not answer only warns: it is not the profiles' fault.
 """
@@ -30,8 +31,10 @@ def problems(
     describe: Callable[[str], dict[str, Any] | None],
     region: str,
     hibernate: bool,
+    gpu_image: bool = False,
 ) -> list[str]:
-    """One line per problem; `describe` is DescribeInstanceTypes of one type."""
+    """One line per problem; `describe` is DescribeInstanceTypes of one type;
+    `gpu_image`: the cluster's worker image has the NVIDIA driver and CUDA."""
     found: list[str] = []
     for profile in profiles:
         base = profile.spawner_override
@@ -44,10 +47,11 @@ def problems(
             if info is None:
                 found.append(f"{where}: {region} has no instance type {kind}")
                 continue
-            if info.get("GpuInfo") and not (override.worker_ami or base.worker_ami):
+            own_ami = override.worker_ami or base.worker_ami
+            if info.get("GpuInfo") and not (own_ami or gpu_image):
                 found.append(
                     f"{where}: {kind} has GPUs; name a GPU-capable worker_ami (NVIDIA driver "
-                    "and CUDA) in this profile"
+                    "and CUDA) in this profile, or launch with --gpu-image"
                 )
             wants = override.hibernate if override.hibernate is not None else base.hibernate
             if (hibernate if wants is None else wants) and not info.get("HibernationSupported"):
@@ -60,10 +64,11 @@ def check(
     describe: Callable[[str], dict[str, Any] | None],
     region: str,
     hibernate: bool,
+    gpu_image: bool = False,
 ) -> None:
     """ValueError with the first problem, for the hub's start."""
     try:
-        found = problems(profiles, describe, region, hibernate)
+        found = problems(profiles, describe, region, hibernate, gpu_image)
     except CloudError as exc:
         log.warning("cannot check the profiles' instance types in %s: %s", region, exc)
         return

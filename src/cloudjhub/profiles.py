@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import regex
 import yaml
 from pydantic import (
     BaseModel,
@@ -47,6 +48,11 @@ UNLISTED_SUFFIX = "--unlisted-choice"
 UNLISTED_CHOICE = "unlisted_choice"
 MAX_SLUG = 63
 MAX_UNLISTED = 255
+# A validation_regex runs on the hub's event loop for every unlisted value a user
+# sends; Python's re cannot be interrupted (it backtracks holding the GIL), so a
+# pattern with nested repeats could stall the hub. The `regex` package's matcher
+# gives up after this many seconds, and the value is refused.
+REGEX_TIMEOUT = 0.2
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9_-]{0,62})$")]
 OptionName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_]{1,40}$")]
@@ -99,8 +105,8 @@ class UnlistedChoice(_Model):
     @classmethod
     def _compiles(cls, value: str) -> str:
         try:
-            re.compile(value)
-        except re.error as exc:
+            regex.compile(value)
+        except regex.error as exc:
             raise ValueError(f"not a regular expression ({exc})") from None
         return value
 
@@ -302,7 +308,15 @@ def _unlisted(name: str, option: ProfileOption, typed: Any) -> str:
     if typed is None:
         raise ProfileError(f"option {name!r}: no value given for {name + UNLISTED_SUFFIX!r}")
     value = _text(name, typed, MAX_UNLISTED)
-    if unlisted.validation_regex and not re.fullmatch(unlisted.validation_regex, value):
+    pattern = unlisted.validation_regex
+    try:
+        matched = not pattern or regex.fullmatch(pattern, value, timeout=REGEX_TIMEOUT)
+    except TimeoutError:
+        raise ProfileError(
+            f"option {name!r}: the value could not be checked against {pattern} in time; "
+            "send a shorter or simpler one"
+        ) from None
+    if not matched:
         hint = unlisted.validation_message or f"must match {unlisted.validation_regex}"
         raise ProfileError(f"option {name!r}: {value!r} is not allowed: {hint}")
     return value

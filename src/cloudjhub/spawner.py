@@ -151,6 +151,7 @@ class InstanceSpawner(
         if self.home_volume_id:
             state["home_volume_id"] = self.home_volume_id
         state.update(self.profile_state())
+        state.update(self.failure_state())
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -161,6 +162,7 @@ class InstanceSpawner(
         self.pinned_host_keys = list(pinned.get("keys", []))
         self.home_volume_id = state.get("home_volume_id")
         self.load_profile_state(state)
+        self.load_failure_state(state)
 
     # ---- progress ----------------------------------------------------------
 
@@ -190,6 +192,8 @@ class InstanceSpawner(
         await self.apply_profile(self.user_options)
         self.current_tags = self.launch_tags(self.user.name, self.name)
         self._progress.restart()
+        if self.profile_notice:  # a kept pick no longer offered
+            self._emit(1, self.profile_notice)
         self._starting = True
         self._stop_requested, self._stop_recorded = False, None
         key = (self.cluster_name, self.user.name, self.name)
@@ -197,6 +201,7 @@ class InstanceSpawner(
         try:
             async with lock:
                 url = await self._start()
+            self._forget_failed_spawn()
             self._emit(100, "Your server is ready")
             return url
         except SpawnError as exc:
@@ -296,6 +301,7 @@ class InstanceSpawner(
         pool = (self.warm_pool_size, self.warm_pool_schedule, self.fleet.instances())
         if not self.pool_fits or not warm_pool.may_have_members(*pool):
             return None
+        await self.fleet.refresh()  # one listing for a storm's claims, not one each
         lock = self._pool_locks.setdefault(self.cluster_name, asyncio.Lock())
         async with lock:
             claimed = await blocking(
@@ -306,7 +312,10 @@ class InstanceSpawner(
                 self.worker_instance_type,
                 self.worker_ami,
                 self.server_name,
+                self.fleet.instances(),  # read under the lock: earlier claims in it
             )
+            if claimed is not None:  # before the next claim reads the listing
+                self.fleet.remember(claimed)
         if claimed is not None:
             self._just_claimed = claimed.id
             self.log.info("%s: claimed pool worker %s", self._log_name, claimed.id)

@@ -2,12 +2,17 @@
 message, for `cloudjhub logs` and `cloudjhub status USER` to show once the instance
 is stopped (see kept_logs). A mixin of InstanceSpawner, so spawner.py only calls it.
 
+The last failed spawn's message also rides in the spawner's state (until a spawn
+succeeds): JupyterHub shows a server's state to whoever holds `admin:server_state`,
+so admins read it in the admin page's server row (`/hub/admin`) and the REST API.
+
 Keeping a tail never fails a stop or changes a spawn's error: what cannot be read or
 written is logged, and the stop or the failure goes on as before.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from traitlets import Unicode, default
@@ -16,13 +21,15 @@ from . import remote
 from .aws.client import Instance
 from .executor import blocking
 from .host_keys import HostKeyStore
-from .kept_logs import KEPT_LINES, Event, KeptLogs, default_dir
+from .kept_logs import KEPT_LINES, Event, KeptLogs, cut, default_dir
 from .spawner_options import InstanceSpawnerOptions
 from .worker.protocol import posix_username
 
 # A stop waits at most this long for the log's tail: it is a courtesy, not the stop.
 TAIL_TIMEOUT = 15.0
 TAIL_CONNECT_TIMEOUT = 5.0
+# The key of the last failed spawn in the spawner's state (what the admin page shows).
+FAILURE_STATE_KEY = "last_spawn_failure"
 
 
 class KeptLogTails(InstanceSpawnerOptions):
@@ -32,6 +39,8 @@ class KeptLogTails(InstanceSpawnerOptions):
     instance_id: str | None
     user: Any
     name: str
+
+    last_spawn_failure: dict[str, str] | None = None
 
     kept_logs_dir = Unicode(
         help="Directory where the hub keeps, per user's server, the last "
@@ -56,7 +65,20 @@ class KeptLogTails(InstanceSpawnerOptions):
 
     async def _keep_failed_spawn(self, message: str) -> None:
         """The message JupyterHub shows (it carries the log's tail when Jupyter failed)."""
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.last_spawn_failure = {"at": when, "message": "\n".join(cut(message.splitlines()))}
         await self._keep("failed-spawn", message.splitlines())
+
+    def _forget_failed_spawn(self) -> None:
+        """A spawn succeeded: the last failure is history (the kept file still has it)."""
+        self.last_spawn_failure = None
+
+    def failure_state(self) -> dict[str, Any]:
+        return {FAILURE_STATE_KEY: self.last_spawn_failure} if self.last_spawn_failure else {}
+
+    def load_failure_state(self, state: dict[str, Any]) -> None:
+        kept = state.get(FAILURE_STATE_KEY)
+        self.last_spawn_failure = kept if isinstance(kept, dict) else None
 
     async def _keep_stop_tail(self, inst: Instance | None) -> None:
         """Before a running instance stops, read its server log's tail over SSH."""

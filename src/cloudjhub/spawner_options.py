@@ -7,8 +7,11 @@ hub process.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from pydantic import ValidationError
 from traitlets import Bool, Dict, Enum, Float, Integer, List, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 from traitlets.traitlets import DefaultHandler
@@ -20,6 +23,7 @@ from .config import (
     ServerConfig,
     check_warm_pool,
     check_warm_pool_schedule,
+    error_line,
     load_server_config,
     server_config_path,
 )
@@ -34,6 +38,18 @@ def _cached_server_config(path: str) -> ServerConfig:
     if path not in _server_configs:
         _server_configs[path] = load_server_config(path)
     return _server_configs[path]
+
+
+@contextmanager
+def trait_error(prefix: str = "") -> Iterator[None]:
+    """A trait validator's check: its ValueError (ConfigError; pydantic's, in one line)
+    becomes the TraitError traitlets reports, after `prefix`."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise TraitError(prefix + error_line(exc)) from None
+    except ValueError as exc:
+        raise TraitError(prefix + str(exc)) from None
 
 
 class SpawnError(Exception):
@@ -185,18 +201,14 @@ class InstanceSpawnerOptions(LoggingConfigurable):
     def _check_warm_pool_schedule(self, proposal: Any) -> Any:
         values = {"warm_pool_schedule": [], "warm_pool_time_zone": "UTC"}
         values[proposal["trait"].name] = proposal["value"]
-        try:
+        with trait_error():
             check_warm_pool_schedule(values["warm_pool_schedule"], values["warm_pool_time_zone"])
-        except ConfigError as exc:
-            raise TraitError(str(exc)) from exc
         return proposal["value"]
 
     @validate("warm_pool_size")
     def _check_warm_pool_size(self, proposal: Any) -> Any:
-        try:
+        with trait_error():
             check_warm_pool(proposal["value"], POOL_STATES[0])
-        except ConfigError as exc:
-            raise TraitError(str(exc)) from exc
         return proposal["value"]
 
     @default("self_stop_grace")

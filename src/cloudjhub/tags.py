@@ -35,8 +35,13 @@ HOME_USAGE_TAG = "cloudjhub:home-usage"
 # A warm-pool worker: launched unassigned ("ready", no USER_TAG); a claim tags it with
 # its user and "claiming", then removes this tag (see warm_pool.py).
 POOL_TAG = "cloudjhub:pool"
+# On a worker image built with --gpu-image (NVIDIA driver and CUDA runtime): "true".
+GPU_TAG = "cloudjhub:gpu"
 POOL_READY = "ready"
 POOL_CLAIMING = "claiming"
+# Chosen by the keeper to go (the pool shrinks, or it is of an old kind): no longer
+# claimable, and terminated on the keeper's next round if still nobody's.
+POOL_RETIRING = "retiring"
 # On the cluster's manager: a one-off warm-pool window (`cloudjhub prewarm`), as
 # `size=N,state=S,until=<ISO UTC>` (pool_schedule.OneOff); the keeper reads it each round.
 PREWARM_TAG = "cloudjhub:prewarm"

@@ -107,9 +107,14 @@ def school_sign_in(
     tmp_path: Path,
     url: str,
     etc: Path,
-    running: str,
+    running_server: tuple[str, Callable[[], str]],
 ) -> None:
-    """`running` is a user whose server runs on the hub launched with `tls`."""
+    """`running_server`: a user whose server runs on the hub launched with `tls`, and
+    when that server started (asked as the user, through the proxy)."""
+    running, started = running_server
+    started_before = started()
+    admin_password_file = tmp_path / "cloudjhub-class1-admin-password"
+    assert admin_password_file.exists()  # the launch with NativeAuthenticator's
     hub_pid = (etc.parent.parent / "var/lib/cloudjhub/jupyterhub.pid").read_text().strip()
     (tmp_path / "oidc-secret").write_text(SECRET + "\n")
     (tmp_path / "allowed").write_text("sam\ntina  # a TA, made one below\n")
@@ -153,7 +158,11 @@ def school_sign_in(
         listed = users(etc, "list", "--json")
         assert listed.returncode == 0, listed.stderr
         rows = {r["name"]: r for r in json.loads(listed.stdout)}
-        assert rows[running]["server"] == "ready"  # ... and the running server survived
+        assert rows[running]["server"] == "ready"  # ... and the running server survived:
+        assert started() == started_before  # the same Jupyter server still answers
+        # The provider signs the admins in now: no admin password, the old file gone.
+        assert not admin_password_file.exists()
+        assert f"{admin_password_file.name}: removed" in done.stderr
         assert rows[running]["admin"] and "students" not in rows[running]["groups"]
 
         with chromium() as browser:

@@ -121,6 +121,11 @@ def test_backups_restores_full_and_grown_homes(tmp_path: Path) -> None:
         assert not (volumes / new / "later.txt").exists()
         old_tags = demo.ec2().describe_volumes(VolumeIds=[alice])["Volumes"][0]["Tags"]
         assert "cloudjhub:replaced" in {t["Key"] for t in old_tags}
+        # The last session's restored folder: detached and deleted by this start.
+        folders = demo.ec2().describe_volumes(
+            Filters=[{"Name": "tag-key", "Values": ["cloudjhub:restored-folder"]}]
+        )["Volumes"]
+        assert folders == []
 
         # A full home fails the spawn in words; a resize takes effect at the next start.
         demo.request("POST", "/users/bob")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -88,19 +89,107 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         yield running
 
 
-def cloudjhub(demo: Demo, *args: str) -> subprocess.CompletedProcess[str]:
-    """The CLI as an admin runs it on the hub's machine (the demo's hub.json)."""
-    env = {
+def cli_env(demo: Demo) -> dict[str, str]:
+    """The CLI's environment as an admin's on the hub's machine (the demo's hub.json)."""
+    return {
         **os.environ,
         "CLOUDJHUB_HUB_SETTINGS": str(demo.state_dir / "hub.json"),
         "AWS_SHARED_CREDENTIALS_FILE": str(demo.state_dir / "aws-credentials"),
         "AWS_ENDPOINT_URL": demo.endpoint,
         "AWS_DEFAULT_REGION": DemoStack.region,
     }
-    cli = Path(sys.executable).with_name("cloudjhub")
+
+
+CLOUDJHUB = str(Path(sys.executable).with_name("cloudjhub"))
+
+
+def cloudjhub(demo: Demo, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(cli), *args], capture_output=True, text=True, env=env, timeout=60, check=False
+        [CLOUDJHUB, *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(demo),
+        timeout=60,
+        check=False,
     )
+
+
+def _followers(user: str) -> list[int]:
+    """Pids of `cloudjhub-worker log --follow` for `user` (the demo's instances are
+    this machine's processes)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ours = b"--follow" in argv and b"log" in argv and user.encode() in argv
+        if ours and any(a.endswith(b"cloudjhub-worker") for a in argv[:2]):
+            found.append(int(proc.name))
+    return found
+
+
+def _follow_logs(demo: Demo, user: str) -> tuple[subprocess.Popen[bytes], list[bytes]]:
+    """`cloudjhub logs --follow` running, its output gathered as it comes."""
+    follower = subprocess.Popen(
+        [CLOUDJHUB, "logs", "demo", user, "--follow", "--lines", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(demo),
+    )
+    out: list[bytes] = []
+    assert follower.stdout is not None
+    threading.Thread(
+        target=lambda: out.extend(iter(follower.stdout.readline, b"")), daemon=True
+    ).start()
+    try:
+        deadline = time.monotonic() + 30
+        while not _followers(user):
+            assert follower.poll() is None, follower.stderr.read() if follower.stderr else ""
+            assert time.monotonic() < deadline, "the worker's log --follow never ran"
+            time.sleep(0.2)
+    except BaseException:
+        _ended(follower, user, timeout=0)
+        raise
+    return follower, out
+
+
+def _ended(follower: subprocess.Popen[bytes], user: str, timeout: float = 15) -> str:
+    """How the CLI ended (its stderr); its end ends the instance's follower too."""
+    try:
+        _, err = follower.communicate(timeout=timeout) if timeout else (b"", b"")
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    deadline = time.monotonic() + 15
+    while _followers(user):
+        assert time.monotonic() < deadline, "the worker still follows the log"
+        time.sleep(0.2)
+    return err.decode(errors="replace")
+
+
+def follows_until_interrupted(demo: Demo, user: str) -> None:
+    """`cloudjhub logs --follow` (a subprocess, as an admin runs it) prints a line the
+    user's server writes after it began, and ends on Ctrl-C (SIGINT) or a terminate."""
+    follower, out = _follow_logs(demo, user)
+    marker = f"followed-{uuid.uuid4().hex}"
+    missing = demo.request("GET", f"{demo.hub_url}user/{user}/api/contents/{marker}")
+    assert missing.status_code == 404
+    deadline = time.monotonic() + 30
+    while not any(marker.encode() in line for line in out):
+        if time.monotonic() > deadline:
+            _ended(follower, user, timeout=0)
+            raise AssertionError(b"".join(out)[-2000:])
+        time.sleep(0.2)
+    follower.send_signal(signal.SIGINT)
+    err = _ended(follower, user)
+    assert follower.returncode == 0 and "Traceback" not in err, (follower.returncode, err)
+
+    follower, _ = _follow_logs(demo, user)
+    follower.terminate()
+    err = _ended(follower, user)
+    assert follower.returncode == 0 and "Traceback" not in err, (follower.returncode, err)
 
 
 def test_two_users_get_their_own_instances_and_files_survive_stop(demo: Demo) -> None:
@@ -145,6 +234,7 @@ def test_two_users_get_their_own_instances_and_files_survive_stop(demo: Demo) ->
     # Running: read from her instance over the hub's pinned SSH (the log outlives a stop).
     live = cloudjhub(demo, "logs", "demo", "alice", "--lines", "500")
     assert live.returncode == 0 and marker in live.stdout, live.stderr
+    follows_until_interrupted(demo, "alice")
     print(f"\nspawn-to-ready: first start {first:.1f}s, restart {again:.1f}s")
     demo.stop("alice")
     demo.stop("bob")
@@ -301,7 +391,8 @@ async def test_idle_server_is_culled_and_busy_kernel_is_not(demo: Demo) -> None:
 def test_a_failed_spawn_answers_the_api_with_a_sentence(demo: Demo) -> None:
     """JupyterHub answers a spawn that fails within slow_spawn_timeout with a 500 whose
     `message` is the exception's jupyterhub_message, else 'Internal Server Error'.
-    Here the instance's host key changed while it was stopped: refused, in words."""
+    Here the instance's host key changed while it was stopped: refused, in words; the
+    admin reads the same words in the admin page (the server's state)."""
     demo.start("mallory")
     (instance,) = demo.instances("mallory")
     demo.stop("mallory")
@@ -324,6 +415,17 @@ def test_a_failed_spawn_answers_the_api_with_a_sentence(demo: Demo) -> None:
     assert status.returncode == 0, status.stderr
     assert "failed to spawn" in status.stdout and "does not match the pinned key" in status.stdout
     assert demo.state_of("mallory") in ("running", "stopping", "stopped")
+
+    # An admin sees it too, in the admin page's row of mallory's server (its state).
+    with chromium() as browser:
+        page = browser.new_page()
+        sign_in(page, demo.hub_url, "admin", demo.password("admin"))
+        page.wait_for_url("**/hub/**", timeout=60_000)
+        page.goto(demo.hub_url + "hub/admin?name_filter=mallory")
+        page.click('[data-testid="mallory-collapse-button"]', timeout=30_000)
+        server_row = page.locator("#mallory-card-group")
+        server_row.get_by_text("does not match the pinned key").first.wait_for(timeout=30_000)
+        assert "last_spawn_failure" in server_row.inner_text()
 
 
 def test_a_deleted_users_name_reused_gets_a_new_instance_and_home(demo: Demo) -> None:

@@ -30,6 +30,7 @@ from cloudjhub.config import InstanceConfig
 from cloudjhub.launch.cluster import Launch, LaunchError
 from cloudjhub.launch.options import LaunchOptions
 from tests.helpers import inventory, self_signed_pair
+from tests.system.lti_platform import lti13_sign_in
 from tests.system.school_signin import school_sign_in
 
 pytestmark = pytest.mark.system
@@ -472,12 +473,30 @@ def test_full_launch_then_rerun_then_destroy(cloud: Cloud, tmp_path: Path) -> No
     print(
         f"\nlaunch against the local cloud: {launch_seconds:.1f}s; first spawn {spawn_seconds:.1f}s"
     )
+    grace_session = _signed_in(url, "grace", grace)
+    assert grace_session is not None
+    grace_session.get(url + "user/grace/lab", timeout=60)  # her server's OAuth handshake
+
+    def grace_started() -> str:
+        """When grace's Jupyter server started, asked through the hub's proxy as her."""
+        status = grace_session.get(url + "user/grace/api/status", timeout=60)
+        assert status.status_code == 200, status.status_code
+        return str(status.json()["started"])
+
     # The re-run: with other sign-in options, it reuses everything and keeps grace's server.
     school_sign_in(
         lambda *a: cloud.launch(*cloud.args("class1"), *a, "--yes", cwd=tmp_path),
         cloud.inventory,
         tls,
         tmp_path,
+        url,
+        etc,
+        ("grace", grace_started),
+    )
+    # And with a course's LTI 1.3 launch from a platform on loopback.
+    lti13_sign_in(
+        lambda *a: cloud.launch(*cloud.args("class1"), *a, "--yes", cwd=tmp_path),
+        tls,
         url,
         etc,
         "grace",

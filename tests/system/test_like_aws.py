@@ -1,5 +1,6 @@
 """The main paths under `cloudjhub demo --like-aws`: AWS's state durations, console,
-throttling, private-IP reuse and an injected capacity shortage, with a small time
+throttling, private-IP reuse, an injected capacity shortage, and spot (a refused
+request falling back to on-demand; a spot instance AWS reclaims), with a small time
 scale. One demo for the module."""
 
 from __future__ import annotations
@@ -25,17 +26,40 @@ IDLE_TIMEOUT = 15
 VPC_CIDR = "127.205.0.0/16"
 # pending 3 s, stopping 4 s, shutting-down 3 s: long enough to be seen.
 TIME_SCALE = "0.1"
+# `--config`: users named spot-* get a spot profile (with the home volume spot needs).
+HUB_CONFIG = """
+SPOT = {
+    "display_name": "Spot",
+    "slug": "spot",
+    "default": True,
+    "spawner_override": {"market": "spot", "user_home_ebs_size": 1},
+}
+
+
+async def profiles_for(spawner):
+    return [SPOT] if spawner.user.name.startswith("spot-") else []
+
+
+c.InstanceSpawner.profile_list = profiles_for
+# The hub notices an instance AWS took back at its next poll (JupyterHub's default: 30 s).
+c.InstanceSpawner.poll_interval = 2
+"""
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    state = tmp_path_factory.mktemp("like-aws")
+    config = state.parent / f"{state.name}-hub-config.py"
+    config.write_text(HUB_CONFIG)
     with running_demo(
-        tmp_path_factory.mktemp("like-aws"),
+        state,
         IDLE_TIMEOUT,
         VPC_CIDR,
         "--like-aws",
         "--time-scale",
         TIME_SCALE,
+        "--config",
+        str(config),
     ) as running:
         yield running
 
@@ -161,3 +185,69 @@ def test_a_lost_hub_database_does_not_lock_a_user_out(demo: Demo) -> None:
     (again,) = demo.instances("frank")
     assert again["InstanceId"] == instance["InstanceId"]
     demo.stop("frank")
+
+
+def start_reading_progress(demo: Demo, user: str) -> list[str]:
+    """Start user's server and read the spawn page's progress (JupyterHub's progress
+    API) until it is ready: its messages."""
+    demo.request("POST", f"/users/{user}")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        posted = pool.submit(demo.request, "POST", f"/users/{user}/server")
+        deadline = time.monotonic() + 30
+        while demo.server(user) is None:  # pending: its progress can be read
+            assert time.monotonic() < deadline, f"{user}'s spawn never showed as pending"
+            time.sleep(0.05)
+        with demo.request("GET", f"/users/{user}/server/progress", stream=True) as events:
+            lines = [line for line in events.iter_lines(decode_unicode=True) if line]
+        assert posted.result().status_code in (201, 202), posted.result().text
+    messages = [json.loads(line.removeprefix("data:"))["message"] for line in lines]
+    server = demo.server(user)
+    assert server is not None and server.get("ready"), messages
+    return messages
+
+
+def test_a_refused_spot_request_falls_back_to_on_demand_and_says_so(demo: Demo) -> None:
+    requests.put(
+        control(demo), json={"faults": {"SpotMaxPriceTooLow": 1}}, timeout=10
+    ).raise_for_status()
+    try:
+        messages = start_reading_progress(demo, "spot-ann")
+    finally:
+        requests.put(control(demo), json={"faults": {}}, timeout=10).raise_for_status()
+    said = [m for m in messages if "AWS cannot give you a spot" in m]
+    assert said == [
+        "AWS cannot give you a spot t3.medium now (SpotMaxPriceTooLow); "
+        "launching an on-demand one instead"
+    ], messages
+    (instance,) = demo.instances("spot-ann")
+    assert "InstanceLifecycle" not in instance  # on-demand
+    demo.stop("spot-ann")
+
+
+def test_a_reclaimed_spot_instance_is_told_and_replaced_with_the_home_kept(demo: Demo) -> None:
+    demo.start("spot-bo")
+    (instance,) = demo.instances("spot-bo")
+    assert instance.get("InstanceLifecycle") == "spot"
+    note = {"type": "file", "format": "text", "content": f"written {uuid.uuid4()}"}
+    url = f"{demo.hub_url}user/spot-bo/api/contents/note.txt"
+    assert demo.request("PUT", url, json=note).status_code in (200, 201)
+
+    reclaim = {"interrupt_spot": instance["InstanceId"]}
+    requests.put(control(demo), json=reclaim, timeout=10).raise_for_status()
+    gone = demo.ec2().describe_instances(InstanceIds=[instance["InstanceId"]])
+    (seen,) = [i for r in gone["Reservations"] for i in r["Instances"]]
+    assert seen["StateReason"]["Code"] == "Server.SpotInstanceTermination"
+    deadline = time.monotonic() + 60
+    while demo.server("spot-bo") is not None:  # the hub's poll sees it gone
+        assert time.monotonic() < deadline, "the hub never noticed the reclaimed instance"
+        time.sleep(0.5)
+
+    messages = start_reading_progress(demo, "spot-bo")
+    reclaimed = f"AWS reclaimed your spot instance {instance['InstanceId']}"
+    assert any(m.startswith(reclaimed) for m in messages), messages
+    live = [i for i in demo.instances("spot-bo") if i["State"]["Name"] != "terminated"]
+    (replacement,) = live
+    assert replacement["InstanceId"] != instance["InstanceId"]
+    got = demo.request("GET", url).json()
+    assert got["content"] == note["content"]
+    demo.stop("spot-bo")

@@ -28,7 +28,7 @@ from werkzeug.serving import make_server
 from cloudjhub.aws.client import RETRY_CONFIG, Instance
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
-from cloudjhub.local import filters
+from cloudjhub.local import filters, motoserver
 from cloudjhub.local.dlm import DlmApi
 from cloudjhub.tags import CLUSTER_TAG, Role, tags_for
 from tests.helpers import ApiCalls
@@ -111,6 +111,8 @@ def aws(
     monkeypatch.setenv("MOTO_ENABLE_AMI_VALIDATION", "true")
     monkeypatch.setenv("MOTO_ENABLE_KEYPAIR_VALIDATION", "true")
     monkeypatch.setenv("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true")
+    # AWS's managed policies cost seconds to load: only tests that attach one load them.
+    monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "false")
     # Never read a developer's real AWS configuration or endpoint.
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
@@ -123,6 +125,7 @@ def aws(
     monkeypatch.setenv("MOTO_AMIS_PATH", str(moto_amis_file))
     monkeypatch.setattr(moto_amis, "AMIS", json.loads(moto_amis_file.read_text()))
     filters.install()  # match filter values as AWS does, as the local cloud does
+    motoserver.patch_run_instances()  # and launch MaxCount, as it does
     local_dlm[0].policies.clear()
     monkeypatch.setenv("AWS_ENDPOINT_URL_DLM", local_dlm[1])
     with mock_aws():

@@ -125,7 +125,7 @@ def test_one_launch_for_several_users_replayed_gives_each_the_same_one_instance(
         setup.ami, "t3.medium", setup.subnet, (group["GroupId"],), "batch-workers", 20
     )
     hub = HubEc2("batch", setup.ec2)
-    users = [("ann", "1", ""), ("bob", "2", ""), ("cy", "3", "lab")]
+    users = [("ann", "1", "", {}), ("bob", "2", "", {}), ("cy", "3", "lab", {})]
 
     first = hub.launch_for_users(users, spec, "cjb-replayed")
     again = hub.launch_for_users(users, spec, "cjb-replayed")
@@ -134,8 +134,8 @@ def test_one_launch_for_several_users_replayed_gives_each_the_same_one_instance(
     workers = hub.describe_workers()
     assert len(workers) == 3
     by_user = {w.user: w for w in workers}
-    assert [by_user[u].id for u, _, _ in users] == [i.id for i in first]
-    ids = {user: user_id for user, user_id, _ in users}
+    assert [by_user[u].id for u, _, _, _ in users] == [i.id for i in first]
+    ids = {user: user_id for user, user_id, _, _ in users}
     assert all(POOL_TAG not in w.tags and w.tags[USER_ID_TAG] == ids[w.user or ""]
                for w in workers)  # fmt: skip
     assert [(w.user, w.server) for w in workers if w.server] == [("cy", "lab")]
@@ -241,3 +241,45 @@ def test_destroy_outlasts_invalid_snapshot_in_use_after_deregistering(
     assert "still in use" in result.output
     left = setup.ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
     assert not {s["SnapshotId"] for s in left} & set(snapshots)
+
+
+def test_a_resize_during_the_last_modification_is_refused_in_one_line(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS takes a volume's next ModifyVolume only once the last one is completed;
+    `resize-home` meanwhile says so and changes nothing."""
+    modifications = setup.proxy.layer.modifications
+    monkeypatch.setattr(modifications, "seconds", 60.0)  # longer than two CLI runs
+    home = LocalCloudEc2("resizing", setup.ec2).create_home_volume("alice", 2, "us-east-1a")
+
+    def resize(size: str) -> Any:
+        argv = ["resize-home", "resizing", "alice", size, "--aws-endpoint", setup.proxy.url]
+        return CliRunner().invoke(main, argv)
+
+    def size() -> int:
+        return int(setup.ec2.describe_volumes(VolumeIds=[home])["Volumes"][0]["Size"])
+
+    first = resize("3")
+    assert first.exit_code == 0, first.output
+    second = resize("4")
+    assert second.exit_code == 1, second.output
+    lines = [line for line in second.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "still being modified" in lines[0], second.output
+    assert size() == 3
+    monkeypatch.setattr(modifications, "clock", lambda: time.monotonic() + 60)  # completed
+    third = resize("4")
+    assert third.exit_code == 0, third.output
+    assert size() == 4
+
+
+def test_a_second_volume_at_a_used_device_name_is_refused(setup: Setup) -> None:
+    """AWS refuses an attachment point already in use on the instance (moto does not)."""
+    instance = _run(setup)["InstanceId"]
+    _wait(setup, instance, "running")
+    volumes = [
+        setup.ec2.create_volume(AvailabilityZone="us-east-1a", Size=1)["VolumeId"] for _ in range(2)
+    ]
+    setup.ec2.attach_volume(VolumeId=volumes[0], InstanceId=instance, Device="/dev/sdg")
+    with pytest.raises(setup.ec2.exceptions.ClientError, match="already in use"):
+        setup.ec2.attach_volume(VolumeId=volumes[1], InstanceId=instance, Device="/dev/sdg")
+    setup.ec2.attach_volume(VolumeId=volumes[1], InstanceId=instance, Device="/dev/sdh")

@@ -47,6 +47,8 @@ def test_unix_and_dlm_cron_become_dlms_form(given: str, dlm: str) -> None:
         "cron(0 3 * * * *)",
         "cron(0 3 ? * MON 2027)",
         "0 3 ? * *",
+        "0 3 * * 5L",  # Unix cron's "last Friday": no DLM form here
+        "0 3 * * 1#2",
     ],
 )
 def test_schedules_dlm_would_refuse_are_refused(bad: str) -> None:

@@ -89,9 +89,11 @@ def test_server_config_defaults(tmp_path: Path) -> None:
 
 
 def test_instance_config_uses_the_original_key_names(tmp_path: Path) -> None:
-    # Plus keys of features the original lacked (hibernation, the warm pool, tags, subnets).
+    # Plus keys of features the original lacked (hibernation, GPU images, the warm pool,
+    # tags, subnets).
     assert set(InstanceConfig.model_fields) == ORIGINAL_INSTANCE_KEYS | {
         "HIBERNATE",
+        "GPU_IMAGE",
         "WARM_POOL_SIZE",
         "WARM_POOL_SCHEDULE",
         "WARM_POOL_TIME_ZONE",
@@ -114,6 +116,7 @@ def test_instance_config_uses_the_original_key_names(tmp_path: Path) -> None:
     assert cfg.model_dump() == {
         **original,
         "HIBERNATE": False,
+        "GPU_IMAGE": False,
         "WARM_POOL_SIZE": 0,
         "WARM_POOL_SCHEDULE": [],
         "WARM_POOL_TIME_ZONE": "UTC",

@@ -23,6 +23,7 @@ import pytest
 from click.testing import CliRunner
 from moto.core import enable_iam_authentication
 
+from cloudjhub.aws import hub_restores
 from cloudjhub.aws.client import RETRY_CONFIG, CloudError, NotOurs
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
@@ -59,6 +60,7 @@ HUB_SIDE = (
     "reaper.py",
     "commands/reap.py",
     "aws/hub_restores.py",
+    "aws/snapshots.py",
 )
 # `cloudjhub resize-home`, when an admin runs it on the manager with its role.
 ADMIN_ON_MANAGER = {"ec2:ModifyVolume"}
@@ -82,7 +84,7 @@ def test_policy_statements_exactly() -> None:
 
     assert policy["Version"] == "2012-10-17"
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
-    assert len(by_sid) == len(policy["Statement"]) == 26
+    assert len(by_sid) == len(policy["Statement"]) == 27
     assert all(s["Effect"] == "Allow" for s in policy["Statement"])
     expected: dict[str, tuple[Any, Any, Any]] = {  # Sid: (Action, Resource, Condition)
         "DescribeOnlyWhatTheHubReads": (
@@ -90,6 +92,7 @@ def test_policy_statements_exactly() -> None:
                 "ec2:DescribeImages",
                 "ec2:DescribeInstanceTypes",
                 "ec2:DescribeInstances",
+                "ec2:DescribeSubnets",
                 "ec2:DescribeVolumes",
             ],
             "*",
@@ -151,7 +154,7 @@ def test_policy_statements_exactly() -> None:
             {
                 "StringEquals": {
                     **WORKER_TAGGED["StringEquals"],
-                    "ec2:ResourceTag/cloudjhub:pool": ["ready", "claiming"],
+                    "ec2:ResourceTag/cloudjhub:pool": ["ready", "claiming", "retiring"],
                 },
                 "ForAllValues:StringEquals": {
                     "aws:TagKeys": [
@@ -226,6 +229,11 @@ def test_policy_statements_exactly() -> None:
                 "Null": {"aws:TagKeys": "false"},
             },
         ),
+        "DeleteRestoredFolders": (
+            "ec2:DeleteVolume",
+            VOLUME,
+            {**HOME_TAGGED, "Null": {"ec2:ResourceTag/cloudjhub:restored-folder": "false"}},
+        ),
         "ReportHomeUsageOnClusterWorkers": (
             "ec2:CreateTags",
             INSTANCE,
@@ -267,28 +275,35 @@ def test_ec2_actions_are_exactly_what_the_hub_calls() -> None:
     assert "ec2:DescribeInstances" in calls and "ec2:RunInstances" in calls  # the scan works
     allowed = calls | SOON | ADMIN_ON_MANAGER
     assert ec2_actions(manager_policy(CLUSTER, delete_home_volumes=True)) == allowed
-    assert ec2_actions(manager_policy(CLUSTER)) == allowed - {"ec2:DeleteVolume"}
+    assert ec2_actions(manager_policy(CLUSTER)) == allowed
     reads = {a for a in ec2_actions(manager_policy(CLUSTER)) if a.startswith("ec2:Describe")}
     assert reads == {
         "ec2:DescribeImages",
         "ec2:DescribeInstanceTypes",
         "ec2:DescribeInstances",
         "ec2:DescribeSnapshots",
+        "ec2:DescribeSubnets",
         "ec2:DescribeVolumes",
     }
 
 
 def test_policy_terminates_only_workers_and_deletes_homes_only_when_asked() -> None:
-    """TerminateInstances only on the cluster's workers (delete_forever); DeleteVolume only
-    with delete_home_volumes, and only on the cluster's home volumes; nothing else."""
+    """TerminateInstances only on the cluster's workers (delete_forever); DeleteVolume on
+    restored folders, and on the cluster's home volumes only with delete_home_volumes."""
     for policy in (manager_policy(CLUSTER), manager_policy(CLUSTER, kms_key_arn=KEY)):
         actions = {a for s in policy["Statement"] for a in as_list(s["Action"])}
         assert not [a for a in actions if a == "*" or a.startswith("ec2:*")]
         # DeleteTags only drops a warm-pool worker's claim mark (ClaimPoolWorkers) and
         # the manager's one-off pool window (PrewarmTagOnClusterManager) and a done restore's
         # request (RestoreBookkeepingOnHomeVolumes).
+        # DeleteVolume: only last session's restored folders (DeleteRestoredFolders).
         deleting = {a for a in actions if "Delete" in a or "Deregister" in a or "Revoke" in a}
-        assert deleting <= {"ec2:DeleteTags"}
+        assert deleting <= {"ec2:DeleteTags", "ec2:DeleteVolume"}
+        [folders] = [s for s in policy["Statement"] if "ec2:DeleteVolume" in as_list(s["Action"])]
+        assert folders["Sid"] == "DeleteRestoredFolders"
+        assert folders["Condition"]["Null"] == {
+            "ec2:ResourceTag/cloudjhub:restored-folder": "false"
+        }
         untag = [s for s in policy["Statement"] if "ec2:DeleteTags" in as_list(s["Action"])]
         assert [s["Sid"] for s in untag] == [
             "ClaimPoolWorkers",
@@ -308,7 +323,7 @@ def test_policy_terminates_only_workers_and_deletes_homes_only_when_asked() -> N
         for s in manager_policy(CLUSTER, delete_home_volumes=True)["Statement"]
         if "ec2:DeleteVolume" in as_list(s["Action"])
     ]
-    assert [(s["Action"], s["Resource"], s["Condition"]) for s in deleting_statements] == [
+    assert [(s["Action"], s["Resource"], s["Condition"]) for s in deleting_statements][1:] == [
         ("ec2:DeleteVolume", VOLUME, HOME_TAGGED)
     ]
 
@@ -374,7 +389,11 @@ def test_policy_modifies_only_a_workers_type_and_never_retags() -> None:
             "StringEquals": {"ec2:CreateAction": ["RunInstances", "CreateVolume"]}
         }
         claim = tagging[2]["Condition"]
-        assert claim["StringEquals"]["ec2:ResourceTag/cloudjhub:pool"] == ["ready", "claiming"]
+        assert claim["StringEquals"]["ec2:ResourceTag/cloudjhub:pool"] == [
+            "ready",
+            "claiming",
+            "retiring",
+        ]
         assert claim["StringEquals"]["ec2:ResourceTag/cloudjhub:role"] == "worker"
         assert set(claim["ForAllValues:StringEquals"]["aws:TagKeys"]) == {
             "cloudjhub:user",
@@ -693,16 +712,16 @@ def test_hub_credentials_may_run_start_stop_attach_terminate_but_not_delete(
         # actions, not the ec2:Attribute/InstanceType condition that says so (see
         # test_policy_modifies_only_a_workers_type_and_never_retags).
 
-        with pytest.raises(hub.client.exceptions.ClientError) as delete:
-            hub.client.delete_volume(VolumeId=volume)
+        # DeleteVolume only on restored folders (DeleteRestoredFolders): moto checks
+        # the action, not the tag condition, so the hub's own guard is what refuses here.
+        with pytest.raises(NotOurs):
+            hub_restores.delete_restored_folder(hub, volume)
 
-    assert delete.value.response["Error"]["Code"] in DENIED
     # moto cannot evaluate the ResourceTag condition; the guard in LocalCloudEc2 refuses first.
     for foreign in cluster_parts["foreign"]:
         with pytest.raises(NotOurs):
             hub.stop(foreign)
     assert {i.state for i in ec2.describe(cluster_parts["foreign"])} == {"running"}
-    assert "ec2:DeleteVolume" in str(delete.value)
     states = {i.id: i.state for i in ec2.describe([alice.id, bob])}
     assert states == {alice.id: "running", bob: "running"}
     assert ec2.find_home_volume("alice")["Attachments"][0]["InstanceId"] == alice.id
@@ -745,7 +764,7 @@ def test_reading_user_data_and_other_describes_is_denied(
         ),
         "DescribeSecurityGroups": client.describe_security_groups,
         "DescribeKeyPairs": client.describe_key_pairs,
-        "DescribeSubnets": client.describe_subnets,
+        "DescribeVpcs": client.describe_vpcs,
     }
 
     codes = {}

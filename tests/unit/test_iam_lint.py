@@ -133,9 +133,32 @@ def ebs_key_grants(finding: Finding, policy: dict[str, Any]) -> bool:
     )
 
 
+def spot_service_linked_role(finding: Finding, policy: dict[str, Any]) -> bool:
+    """PERMISSIONS_MANAGEMENT_ACTIONS for iam:CreateServiceLinkedRole, which parliament
+    flags whatever its scope: EC2 makes AWSServiceRoleForEC2Spot on an account's first
+    spot request only if the caller may (EC2 User Guide, "Service-linked role for Spot
+    Instance requests"), and each statement allowing it names that one role and
+    requires iam:AWSServiceName spot.amazonaws.com, so no other role can be made."""
+    made = allowing(policy, "iam:CreateServiceLinkedRole")
+    return (
+        finding.detail == {"actions": ["iam:createservicelinkedrole"]}
+        and bool(made)
+        and all(
+            s.get("Condition") == {"StringLike": {"iam:AWSServiceName": "spot.amazonaws.com"}}
+            and isinstance(s["Resource"], str)
+            and s["Resource"].endswith(
+                ":role/aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot"
+            )
+            for s in made
+        )
+    )
+
+
 FALSE_POSITIVES: dict[str, Callable[[Finding, dict[str, Any]], bool]] = {
     "RESOURCE_MISMATCH": split_by_resource_type,
-    "PERMISSIONS_MANAGEMENT_ACTIONS": ebs_key_grants,
+    "PERMISSIONS_MANAGEMENT_ACTIONS": lambda finding, policy: (
+        ebs_key_grants(finding, policy) or spot_service_linked_role(finding, policy)
+    ),
 }
 
 

@@ -551,9 +551,19 @@ def test_the_hub_start_checks_profiles_types_in_its_region(
 
 
 def test_only_a_profile_like_the_clusters_takes_a_warm_pool_worker(tmp_path: Path) -> None:
-    spawner = make_spawner(tmp_path, profile_list=PROFILES)
+    """Pool workers are the cluster's: its image, market, hibernation and root disk
+    (server_config's WORKER_EBS_SIZE); the claim itself matches the type."""
+    other_type = {
+        "display_name": "T",
+        "slug": "t",
+        "spawner_override": {"worker_instance_type": "t3.large"},
+    }
+    spawner = make_spawner(tmp_path, profile_list=[*PROFILES, other_type])
+    start_options(spawner, {"profile": "t"})
+    assert spawner.pool_fits
     start_options(spawner, {"profile": "large"})
-    assert spawner.pool_fits  # the claim itself matches the type
+    assert spawner.worker_ebs_size == 40 != spawner.server_config.WORKER_EBS_SIZE
+    assert not spawner.pool_fits  # its own disk size: launched, not claimed
     start_options(spawner, {"profile": "spot"})
     assert not spawner.pool_fits
 

@@ -217,6 +217,8 @@ def test_setup_keeps_the_secret_0600_and_the_hub_config_uses_it(tmp_path: Path) 
     assert SECRET not in (etc / "hub.json").read_text()
     assert reply["callback_url"] == "https://hub.example.edu/hub/oauth_callback"
     assert SECRET not in json.dumps(reply)
+    # The provider signs the admins in: no admin password for the launcher to keep.
+    assert "admin_password" not in reply
 
     from cloudjhub.hub.settings import load_settings
 
@@ -318,6 +320,30 @@ def test_users_refuses_bad_input_before_calling_the_hub(
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines() == [f"error: {result.output.strip()[7:]}"]
     assert says in result.output
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [("add", "tina", "--admin"), ("add", "tina", "--student"), ("remove", "tina", "--admin")],
+)
+def test_users_refuses_roles_when_the_provider_manages_groups(
+    tmp_path: Path, argv: tuple[str, ...]
+) -> None:
+    """generic-oauth with --allowed-groups: JupyterHub's manage_groups resets every
+    user's groups at each sign-in, so an admin or student group set here would not last."""
+    signin = oauth_signin().model_dump()
+    signin.update(ta_group=None, allowed_groups=["physics-101"])
+    request = SetupRequest.model_validate({**REQUEST, "signin": signin})
+    setup_manager(tmp_path, request, start=False, authenticator="generic-oauth")
+    etc = tmp_path / "etc" / "cloudjhub"
+    # Nobody listens there: a call would fail with "does not answer", not exit 2.
+    hub = ("--settings", str(etc / "hub.json"), "--hub-url", "http://127.0.0.1:9/hub/api")
+    result = CliRunner().invoke(main, ["users", "alpha", *argv, *hub], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert f"{argv[2]}: this hub's generic-oauth sign-in with --allowed-groups" in result.output
+    plain = CliRunner().invoke(main, ["users", "alpha", "add", "tina", *hub])
+    assert plain.exit_code == 1 and "does not answer" in plain.output, plain.output
 
 
 def test_users_elsewhere_needs_the_hub_url_and_token(tmp_path: Path) -> None:

@@ -128,3 +128,60 @@ def test_a_failed_spawns_message_is_kept_for_the_logs_command(
     start(spawner)
     again = KeptLogs(tmp_path / "kept-logs").read("ann")
     assert again is not None and again.lines == ["x" * 500 + " [cut]"]
+
+
+def test_a_failed_spawns_message_rides_in_the_state_admins_see_until_a_spawn_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JupyterHub puts get_state() in a server's model for `admin:server_state` (the
+    admin page's server row): the last failure is there, tokens redacted, and it
+    survives a hub restart (load_state) but not the next successful spawn."""
+    message = (
+        "Jupyter failed to start on your instance i-1:\n"
+        "http://127.0.0.1:8888/lab?token=s3cr3tvalue&x=1\n"
+        "OSError: no space left"
+    )
+    failing_start(monkeypatch, SpawnError(message))
+    spawner = make_spawner(tmp_path)
+    start(spawner)
+    failure = spawner.get_state()["last_spawn_failure"]
+    assert "OSError: no space left" in failure["message"]
+    assert "s3cr3tvalue" not in failure["message"] and "token=[redacted]&x=1" in failure["message"]
+    kept = KeptLogs(tmp_path / "kept-logs").read("ann")
+    assert kept is not None and not any("s3cr3tvalue" in line for line in kept.lines)
+    spawner.clear_state()  # what JupyterHub does after a failed spawn: it stays
+    restarted = make_spawner(tmp_path)
+    restarted.load_state(spawner.get_state())
+    assert restarted.get_state()["last_spawn_failure"] == failure
+
+    async def _start(self: InstanceSpawner) -> str:
+        return "http://10.0.0.5:8888"
+
+    monkeypatch.setattr(InstanceSpawner, "_start", _start)
+    asyncio.run(restarted.start())
+    assert "last_spawn_failure" not in restarted.get_state()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"token": "s3cr3tvalue"}',
+        "api_token: s3cr3tvalue",
+        "GET /hub/login?next=%2Fuser%2Fann%2Flab%3Ftoken%3Ds3cr3tvalue%26x%3D1",
+        "password=s3cr3tvalue",
+        "GET /hub/oauth_callback?code=s3cr3tvalue&state=s3cr3tvalue",
+        "Authorization: Basic s3cr3tvalue",
+        "client_secret='s3cr3tvalue'",
+    ],
+)
+def test_secrets_in_the_shapes_logs_print_them_never_reach_the_state_or_a_kept_tail(
+    line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Admins and TAs (admin:servers includes admin:server_state) read the state."""
+    failing_start(monkeypatch, SpawnError(f"Jupyter failed to start on your instance:\n{line}"))
+    spawner = make_spawner(tmp_path)
+    start(spawner)
+    failure = spawner.get_state()["last_spawn_failure"]
+    assert "s3cr3tvalue" not in failure["message"] and "[redacted]" in failure["message"]
+    kept = KeptLogs(tmp_path / "kept-logs").read("ann")
+    assert kept is not None and not any("s3cr3tvalue" in kept_line for kept_line in kept.lines)

@@ -18,11 +18,12 @@ from cloudjhub.aws.client import Instance
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.fleet import Fleet
+from cloudjhub.pool_keeper import Keeper, constant_target
 from cloudjhub.reaper import Reaper
 from cloudjhub.remote import CONSOLE_BEGIN, CONSOLE_END
 from cloudjhub.spawner import InstanceSpawner
 from cloudjhub.tags import NAME_TAG, POOL_TAG, USER_ID_TAG, USER_TAG
-from cloudjhub.warm_pool import Keeper, constant_target, is_member
+from cloudjhub.warm_pool import is_member
 from tests.unit.conftest import CLUSTER, REGION, SshKey
 
 
@@ -277,9 +278,10 @@ def test_a_member_that_never_prints_host_keys_is_terminated_not_stopped(
     now[0] += 3600  # long past the wait for keys
 
     assert pool.round().stopped == []
+    assert pool.round().ended == [member]  # marked retiring, then terminated
     [state] = [i.state for i in ec2.describe([member])]
     assert state in ("shutting-down", "terminated")
-    assert pool.round().launched  # replaced
+    assert [m.id for m in members(ec2)] not in ([], [member])  # replaced
 
 
 def test_the_keeper_never_stops_a_member_claimed_after_its_listing(

@@ -41,6 +41,7 @@ class Machine:
         entry = (base / parent / name) if parent else (base / name)
         entry.mkdir(parents=True)
         (entry / "dev").write_text(devno + "\n")
+        (entry / "size").write_text(f"{(4 << 30) // 512}\n")  # 4 GiB in sectors
         (entry / "holders").mkdir()
         if parent:
             (entry / "partition").write_text("1\n")
@@ -81,15 +82,23 @@ class Machine:
 
 @dataclass
 class Tools:
-    """A recording stand-in for blkid, mkfs.ext4, mount and friends."""
+    """A recording stand-in for blkid, mkfs.ext4, mount and friends; dumpe2fs reports
+    an ext4 of `fs_bytes`, which resize2fs grows to `grows_to`."""
 
     blkid: int = 2
     calls: list[list[str]] = field(default_factory=list)
+    fs_bytes: int = 4 << 30
+    grows_to: int = 4 << 30
 
     def __call__(self, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
         self.calls.append(list(argv))
         code = self.blkid if argv[0] == "blkid" else 0
-        return subprocess.CompletedProcess(list(argv), code, "", "")
+        out = ""
+        if argv[0] == "dumpe2fs":
+            out = f"Block count:              {self.fs_bytes // 4096}\nBlock size:               4096\n"
+        if argv[0] == "resize2fs":
+            self.fs_bytes = self.grows_to
+        return subprocess.CompletedProcess(list(argv), code, out, "")
 
     def ran(self, program: str) -> list[list[str]]:
         return [c for c in self.calls if c[0] == program]
@@ -154,11 +163,14 @@ def test_already_mounted_on_the_home_is_kept_or_remounted_nosuid_nodev(machine: 
     machine.mount("259:2", str(home), "rw,nosuid,nodev")
     tools = Tools()
     mount(machine, tools)
-    assert tools.calls == []  # nothing probed, formatted or mounted again
+    # Nothing probed, formatted or mounted again: only its size read (dumpe2fs -h).
+    assert [c[0] for c in tools.calls] == ["dumpe2fs"]
     machine.mounts.pop()
     machine.mount("259:2", str(home), "rw,relatime")
+    tools.calls.clear()
     mount(machine, tools)
-    assert tools.calls == [["mount", "-o", "remount,nosuid,nodev", str(home)]]
+    assert tools.calls[0] == ["mount", "-o", "remount,nosuid,nodev", str(home)]
+    assert [c[0] for c in tools.calls[1:]] == ["dumpe2fs"]
 
 
 def refused(machine: Machine, volume: HomeVolume, found: Path, why: str) -> None:
@@ -224,13 +236,17 @@ def test_a_refused_device_is_neither_formatted_nor_mounted(machine: Machine) -> 
     assert tools.calls == []
 
 
-def test_a_grown_volume_gets_resize2fs_once_per_new_size(machine: Machine, tmp_path: Path) -> None:
+def test_the_file_system_grows_whenever_the_device_is_bigger(machine: Machine) -> None:
+    """Sizes compared at every start: a start while ModifyVolume is still `modifying`
+    (EBS says 9 GB, the device is still 4) grows nothing, and the next one grows it."""
     machine.nitro()
-    marks = tmp_path / "grown"
     home = machine.top / "home" / "alice"
-    system = System(run=Tools(blkid=0), paths=machine.paths)
+    tools = Tools(blkid=0, grows_to=9 << 30)
+    system = System(run=tools, paths=machine.paths)
     device = str(machine.top / "dev" / "nvme1n1")
-    for size, runs in ((4, 1), (4, 1), (9, 2)):
-        volume = HomeVolume(volume_id="vol-0abc123", device="/dev/sdf", size_gb=size)
-        mount_home_volume(volume, home, os.getuid(), os.getgid(), system, marks)
-        assert system.run.ran("resize2fs") == [["resize2fs", device]] * runs  # type: ignore[attr-defined]
+    sectors = machine.top / "sys" / "dev" / "block" / "259:2" / "size"
+    for size_gb, device_gib, runs in ((4, 4, 0), (9, 4, 0), (9, 9, 1), (9, 9, 1)):
+        sectors.write_text(f"{(device_gib << 30) // 512}\n")
+        volume = HomeVolume(volume_id="vol-0abc123", device="/dev/sdf", size_gb=size_gb)
+        mount_home_volume(volume, home, os.getuid(), os.getgid(), system)
+        assert tools.ran("resize2fs") == [["resize2fs", device]] * runs, (size_gb, device_gib)

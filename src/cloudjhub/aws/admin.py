@@ -20,6 +20,7 @@ from ..tags import (
     tag_filters,
     tag_list,
 )
+from . import snapshots
 from .client import CloudError, Instance, NotOurs, boto_client, call, chunks
 from .hub import HubEc2
 
@@ -157,15 +158,8 @@ class AdminEc2(HubEc2):
         self._call("deregister_image", ImageId=image_id)
 
     def delete_snapshot(self, snapshot_id: str) -> None:
-        found = self._by_id(
-            "describe_snapshots",
-            "Snapshots",
-            "SnapshotId",
-            "snapshot-id",
-            [snapshot_id],
-            OwnerIds=["self"],
-        )
-        tags = {k: tag_dict(v.get("Tags")) for k, v in found.items()}
+        found = snapshots.snapshot(self, snapshot_id)
+        tags = {snapshot_id: tag_dict(found.get("Tags"))} if found else {}
         self.refuse_unless_ours("snapshot", [snapshot_id], tags, [Role.IMAGE])
         self._call("delete_snapshot", SnapshotId=snapshot_id)
 

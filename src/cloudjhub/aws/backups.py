@@ -17,13 +17,14 @@ from ..tags import (
     CLUSTER_TAG,
     RESTORE_TAG,
     ROLE_TAG,
-    USER_TAG,
     Role,
     backup_target,
+    is_server,
     selector,
     tag_dict,
     tag_list,
 )
+from . import snapshots
 from .admin import AdminEc2
 from .client import CloudError, NotOurs, boto_client, call
 
@@ -31,17 +32,16 @@ DEFAULT_BACKUP_ROLE = "AWSDataLifecycleManagerDefaultRole"
 SCHEDULE_NAME = "cloudjhub"
 # The CloudError code of a user without a home volume (restore and resize need one).
 NO_HOME = "NoHomeVolume"
-BACKED_UP_ROLES = frozenset({Role.HOME.value, Role.WORKER.value})
 
 
 def role_arn(region: str | None, endpoint_url: str | None, name: str) -> str:
     """The ARN of role `name` in the caller's own account (STS GetCallerIdentity)."""
     sts = boto_client("sts", region, endpoint_url)
     account = call(sts, "get_caller_identity")["Account"]
-    return f"arn:{_partition(region)}:iam::{account}:role/{name}"
+    return f"arn:{partition_of(region)}:iam::{account}:role/{name}"
 
 
-def _partition(region: str | None) -> str:
+def partition_of(region: str | None) -> str:
     if region and region.startswith("cn-"):
         return "aws-cn"
     if region and region.startswith("us-gov-"):
@@ -128,58 +128,39 @@ class Backups:
 
     # ---- snapshots -----------------------------------------------------------
 
-    def snapshots(self, user: str | None = None) -> list[dict[str, Any]]:
-        """The cluster's backup snapshots (of `user`'s volumes), oldest first."""
-        found = self.ec2._tagged(
-            "describe_snapshots", "Snapshots", selector(self.cluster, user=user), OwnerIds=["self"]
-        )
-        ours = [s for s in found if tag_dict(s.get("Tags")).get(ROLE_TAG) in BACKED_UP_ROLES]
+    def snapshots(self, user: str | None = None, server: str | None = None) -> list[dict[str, Any]]:
+        """The cluster's backup snapshots (of `user`'s volumes; of one `server`: "" the
+        default, None any), oldest first."""
+        wanted = selector(self.cluster, user=user, server=server or "")
+        found = self.ec2._tagged("describe_snapshots", "Snapshots", wanted, OwnerIds=["self"])
+        ours = [
+            s
+            for s in found
+            if tag_dict(s.get("Tags")).get(ROLE_TAG) in snapshots.BACKED_UP_ROLES
+            and is_server(tag_dict(s.get("Tags")), server)
+        ]
         return sorted(ours, key=lambda s: (str(s.get("StartTime", "")), s["SnapshotId"]))
 
-    def users_snapshot(self, user: str, snapshot_id: str) -> dict[str, Any]:
-        """`snapshot_id` if it is a backup of `user`'s volume in this cluster, else NotOurs."""
-        found = self.ec2._by_id(
-            "describe_snapshots",
-            "Snapshots",
-            "SnapshotId",
-            "snapshot-id",
-            [snapshot_id],
-            OwnerIds=["self"],
-        )
-        snapshot = found.get(snapshot_id)
-        tags = tag_dict(snapshot.get("Tags")) if snapshot else {}
-        if (
-            snapshot is None
-            or tags.get(CLUSTER_TAG) != self.cluster
-            or tags.get(USER_TAG) != user
-            or tags.get(ROLE_TAG) not in BACKED_UP_ROLES
-        ):
-            raise NotOurs(
-                f"snapshot {snapshot_id} is not a backup of {user}'s home in cluster {self.cluster}"
-            )
-        return snapshot
+    def users_snapshot(self, user: str, snapshot_id: str, server: str = "") -> dict[str, Any]:
+        """`snapshot_id` if it is a backup of `user`'s `server` ("" the default) in this
+        cluster, else NotOurs."""
+        return snapshots.users_backup(self.ec2, user, snapshot_id, server)
 
     def delete_snapshots(self, snapshot_ids: list[str]) -> None:
         for snapshot_id in snapshot_ids:
-            found = self.ec2._by_id(
-                "describe_snapshots",
-                "Snapshots",
-                "SnapshotId",
-                "snapshot-id",
-                [snapshot_id],
-                OwnerIds=["self"],
-            )
-            tags = {k: tag_dict(v.get("Tags")) for k, v in found.items()}
+            found = snapshots.snapshot(self.ec2, snapshot_id)
+            tags = {snapshot_id: tag_dict(found.get("Tags"))} if found else {}
             self.ec2.refuse_unless_ours("snapshot", [snapshot_id], tags, [Role.HOME, Role.WORKER])
             call(self.ec2.client, "delete_snapshot", SnapshotId=snapshot_id)
 
     # ---- a user's home volume --------------------------------------------------
 
-    def home_volume(self, user: str) -> dict[str, Any]:
-        volume = self.ec2.find_home_volume(user)
+    def home_volume(self, user: str, server: str = "") -> dict[str, Any]:
+        volume = self.ec2.find_home_volume(user, server)
         if volume is None:
+            which = f" for named server {server!r}" if server else ""
             raise CloudError(
-                f"{user} has no home volume in cluster {self.cluster} (restore and "
+                f"{user} has no home volume{which} in cluster {self.cluster} (restore and "
                 "resize-home need USER_HOME_EBS_SIZE above 0)",
                 NO_HOME,
             )

@@ -1,6 +1,7 @@
 """What the hub does in EC2 for the admin's restores and the agent's usage reports:
 volumes made from a user's own backup, the replaced volume marked, the restore
-request cleared, and the last reported home usage tagged on the worker."""
+request cleared, last session's restored folders deleted, and the last reported
+home usage tagged on the worker."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from ..tags import (
     REPLACED_TAG,
     RESTORE_TAG,
     RESTORED_FOLDER_TAG,
-    USER_TAG,
     Role,
     backup_target,
     tag_dict,
@@ -22,29 +22,6 @@ from ..tags import (
 )
 from .client import NotOurs
 from .hub import HubEc2
-
-BACKED_UP = frozenset({Role.HOME.value, Role.WORKER.value})
-
-
-def users_snapshot(ec2: HubEc2, user: str, snapshot_id: str) -> dict[str, Any]:
-    """The snapshot, re-read: refused unless it is a backup of `user` in this cluster."""
-    found = ec2._by_id(
-        "describe_snapshots",
-        "Snapshots",
-        "SnapshotId",
-        "snapshot-id",
-        [snapshot_id],
-        OwnerIds=["self"],
-    ).get(snapshot_id)
-    tags = tag_dict(found.get("Tags")) if found else {}
-    if (
-        found is None
-        or tags.get(CLUSTER_TAG) != ec2.cluster
-        or tags.get(USER_TAG) != user
-        or tags.get("cloudjhub:role") not in BACKED_UP
-    ):
-        raise NotOurs(f"snapshot {snapshot_id} is not a backup of {user}'s home")
-    return found
 
 
 def volume_from_snapshot(
@@ -55,9 +32,10 @@ def volume_from_snapshot(
     zone: str,
     size: int,
     folder: str | None = None,
+    server: str = "",
 ) -> str:
     """A home volume (or, with `folder`, a restored folder's) made from `snapshot`."""
-    tags = tags_for(ec2.cluster, Role.HOME, user, user_id=user_id)
+    tags = tags_for(ec2.cluster, Role.HOME, user, user_id=user_id, server=server)
     if folder is None:
         tags[BACKUP_TAG] = backup_target(ec2.cluster, True)
     else:
@@ -78,6 +56,26 @@ def volume(ec2: HubEc2, volume_id: str) -> dict[str, Any] | None:
     return ec2._by_id("describe_volumes", "Volumes", "VolumeId", "volume-id", [volume_id]).get(
         volume_id
     )
+
+
+def restored_folders(ec2: HubEc2, user: str, server: str) -> list[dict[str, Any]]:
+    """The restored-folder volumes of `user`'s `server`, in any state."""
+    volumes = ec2.home_volumes(user, include_deleted=True, server=server)
+    return [v for v in volumes if RESTORED_FOLDER_TAG in tag_dict(v.get("Tags"))]
+
+
+def delete_restored_folder(ec2: HubEc2, volume_id: str) -> None:
+    """Delete a detached restored folder, re-read first: only ever such a volume of this
+    cluster (its snapshot stays; the IAM role allows no other DeleteVolume)."""
+    found = volume(ec2, volume_id)
+    tags = tag_dict(found.get("Tags")) if found else {}
+    if (
+        tags.get(CLUSTER_TAG) != ec2.cluster
+        or tags.get("cloudjhub:role") != Role.HOME.value
+        or RESTORED_FOLDER_TAG not in tags
+    ):
+        raise NotOurs(f"refusing to delete {volume_id}: not a restored folder of this cluster")
+    ec2._call("delete_volume", VolumeId=volume_id)
 
 
 def mark_replaced(ec2: HubEc2, volume_id: str, when: str) -> None:

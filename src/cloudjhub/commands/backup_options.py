@@ -1,5 +1,6 @@
-"""`--backup-schedule` and `--backup-retain`, shared by `launch` and `demo`: checked
-as their values arrive, so a bad one is one line and exit 2 before anything is made."""
+"""`--backup-schedule` and `--backup-retain`, shared by `launch` and `demo`, and
+`--server` of `backups`, `restore` and `resize-home`: checked as their values
+arrive, so a bad one is one line and exit 2 before anything is made."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import click
 
 from ..backup_schedule import BadSchedule, to_dlm, validate_retain
+from ..tags import validate_server_name
 from .errors import BadInput
 from .options import env_option
 
@@ -46,3 +48,20 @@ def backup_options(fn: Any) -> Any:
         "schedule, with Amazon Data Lifecycle Manager: Unix cron ('0 3 * * *', UTC) or "
         "DLM's cron(...); at most hourly.",
     )(fn)
+
+
+def _server(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        return validate_server_name(value)
+    except ValueError as exc:
+        raise BadInput(f"--server: {exc}") from exc
+
+
+server_option = click.option(
+    "--server",
+    metavar="NAME",
+    default="",
+    callback=_server,
+    help="The user's named server (JupyterHub named servers each have their own home "
+    "volume); omit for the default server.",
+)

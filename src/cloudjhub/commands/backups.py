@@ -12,6 +12,7 @@ import click
 from ..aws.backups import NO_HOME, Backups
 from ..aws.client import CloudError, NotOurs
 from ..tags import RESTORE_TAG, tag_dict
+from .backup_options import server_option
 from .cloud_options import aws_options, cluster_argument, connect
 from .errors import BadInput, cloud_error
 
@@ -40,15 +41,21 @@ def snapshot_row(snapshot: dict[str, Any]) -> dict[str, Any]:
 @click.command()
 @cluster_argument
 @click.argument("user")
+@server_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @aws_options()
 def backups(
-    cluster: str, user: str, as_json: bool, region: str | None, aws_endpoint: str | None
+    cluster: str,
+    user: str,
+    server: str,
+    as_json: bool,
+    region: str | None,
+    aws_endpoint: str | None,
 ) -> None:
     """List USER's backup snapshots in CLUSTER: time, size and volume, oldest first."""
     store = connect_backups(cluster, region, aws_endpoint)
     try:
-        rows = [snapshot_row(s) for s in store.snapshots(user)]
+        rows = [snapshot_row(s) for s in store.snapshots(user, server)]
     except CloudError as exc:
         raise cloud_error(exc) from exc
     if as_json:
@@ -70,8 +77,10 @@ def backups(
 @click.option(
     "--as-folder",
     is_flag=True,
-    help="Attach the restored volume read-only at ~/restored-<date> instead of replacing the home.",
+    help="Attach the restored volume read-only at ~/restored-<date> instead of replacing "
+    "the home, for their next session only.",
 )
+@server_option
 @click.option("--dry-run", is_flag=True, help="Check and say what would happen; change nothing.")
 @aws_options()
 def restore(
@@ -79,6 +88,7 @@ def restore(
     user: str,
     snapshot: str,
     as_folder: bool,
+    server: str,
     dry_run: bool,
     region: str | None,
     aws_endpoint: str | None,
@@ -90,8 +100,8 @@ def restore(
     """
     store = connect_backups(cluster, region, aws_endpoint)
     try:
-        found = store.users_snapshot(user, snapshot)
-        volume = store.home_volume(user)
+        found = store.users_snapshot(user, snapshot, server)
+        volume = store.home_volume(user, server)
     except NotOurs as exc:
         raise BadInput(f"SNAPSHOT {snapshot}: {exc}") from exc
     except CloudError as exc:

@@ -13,7 +13,9 @@ from ..aws.client import CloudError
 from ..aws.reach import check_region
 from ..config import INSTANCE_CONFIG_FILE, ConfigError, InstanceConfig, load_instance_config
 from ..launch.iam import BadInput, manager_policy, partition
-from ..launch.iam_backups import backup_role_policy
+from ..launch.iam_backups import backup_role_policy, launcher_backup_policy
+from ..profile_policy import needs
+from ..profiles import load_file, parse
 from .cloud_options import cluster_argument
 
 
@@ -86,11 +88,28 @@ def _launch_defaults(path: Path | None) -> InstanceConfig:
     "their files).",
 )
 @click.option(
+    "--profiles",
+    "profiles_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The hub's profiles (YAML or JSON, as `launch --profiles`): workers may also run "
+    "as (and be resized to) every instance type they name, and spot statements are added "
+    "if one uses market spot. A profile whose unlisted choice sets the type needs "
+    "--instance-type for the types it allows.",
+)
+@click.option(
     "--backup-role",
     is_flag=True,
     help="Print instead the policy of a role for Data Lifecycle Manager (launch "
     "--backup-role ARN): snapshots of this cluster's volumes only; the role must trust "
     "dlm.amazonaws.com.",
+)
+@click.option(
+    "--launcher-backups",
+    is_flag=True,
+    help="Print instead what the admin running `launch --backup-schedule` needs for the "
+    "backup step: the account's DLM default role made if missing (that role only) and "
+    "this cluster's lifecycle policy.",
 )
 def iam_policy(
     cluster: str,
@@ -101,22 +120,40 @@ def iam_policy(
     instance_config: Path | None,
     kms_key_arn: str | None,
     delete_home_volumes: bool,
+    profiles_file: Path | None,
     backup_role: bool,
+    launcher_backups: bool,
 ) -> None:
     """Print the IAM policy the manager's instance role needs (terminating only the
     workers of deleted users; deleting home volumes only with --delete-home-volumes)."""
+    if backup_role and launcher_backups:
+        _fail("--backup-role and --launcher-backups: print one policy at a time")
     defaults = _launch_defaults(instance_config)
     if not worker_amis and defaults.CUSTOM_WORKER_AMI:
         worker_amis = (defaults.CUSTOM_WORKER_AMI,)
+    types = instance_types or (defaults.WORKER_INSTANCE_TYPE,)
+    spot = False
+    if profiles_file is not None:
+        try:
+            asked = needs(parse(load_file(profiles_file)))
+        except ValueError as exc:
+            _fail(f"--profiles: {exc}")
+        if asked.open_types and not instance_types:
+            _fail(
+                f"--profiles: {asked.open_types[0]} lets users name an instance type; "
+                "give the types it allows with --instance-type"
+            )
+        types, spot = (*types, *asked.instance_types), asked.spot
     try:
         policy = manager_policy(
             cluster,
             region,
             account=account,
             worker_amis=worker_amis,
-            instance_types=instance_types or (defaults.WORKER_INSTANCE_TYPE,),
+            instance_types=types,
             kms_key_arn=kms_key_arn,
             delete_home_volumes=delete_home_volumes,
+            spot=spot,
         )
     except BadInput as exc:
         _fail(f"--{exc.name.replace('_', '-')}: {exc}")
@@ -127,4 +164,6 @@ def iam_policy(
             _fail(f"--region: {exc}")
     if backup_role:
         policy = backup_role_policy(cluster, partition(region), region, account)
+    if launcher_backups:
+        policy = launcher_backup_policy(cluster, partition(region), region, account)
     click.echo(json.dumps(policy, indent=2))

@@ -52,6 +52,7 @@ INSTANCE_OPTIONS: list[tuple[str, str, Any]] = [
     ("--worker-username", "WORKER_USERNAME", str),
     ("--server-owner", "SERVER_OWNER", str),
     ("--hibernate/--no-hibernate", "HIBERNATE", bool),
+    ("--gpu-image/--no-gpu-image", "GPU_IMAGE", bool),
     ("--warm-pool-size", "WARM_POOL_SIZE", int),
     ("--private-subnets", "SUBNET_IDS", SubnetList()),
 ]

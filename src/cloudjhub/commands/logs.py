@@ -12,10 +12,12 @@ failed spawn is printed instead (kept_logs). From an admin's machine,
 from __future__ import annotations
 
 import re
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any, BinaryIO
 
 import click
@@ -203,12 +205,20 @@ def writer(out: BinaryIO) -> Callable[[bytes], None]:
     return write
 
 
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def stream(target: remote.Target, argv: list[str]) -> int:
-    """Follow until the command ends or Ctrl-C (then the remote end stops too)."""
+    """Follow until the command ends, Ctrl-C or a terminate: either closes the SSH
+    session, so the follower on the instance stops too."""
+    before = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return remote.stream_on(target, argv, writer(sys.stdout.buffer), writer(sys.stderr.buffer))
     except KeyboardInterrupt:
         return 0
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def show_logs(

@@ -17,6 +17,8 @@ changed by a re-launch.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -65,15 +67,26 @@ class Hub:
         )
 
 
+@dataclass
+class Target:
+    """The hub to call and what its hub.json says about groups (unknown elsewhere)."""
+
+    hub: Hub
+    ta_group: str | None = None
+    manages_groups: bool = False
+
+
 def _connect(
     cluster: str, settings_file: Path | None, hub_url: str | None, token_file: Path | None
-) -> tuple[Hub, str | None]:
-    """The hub's API and the TA group, from hub.json (and server_config.json, whose
-    cluster must be CLUSTER)."""
+) -> Target:
+    """The hub's API, its TA group and whether its authenticator owns the groups, from
+    hub.json (and server_config.json, whose cluster must be CLUSTER)."""
     from ..config import ConfigError, load_server_config
     from ..hub.settings import load_settings
+    from ..hub.signin_settings import manages_groups
 
     ta_group: str | None = None
+    managed = False
     try:
         settings = load_settings(settings_file)
     except ConfigError as exc:
@@ -86,6 +99,7 @@ def _connect(
         if cluster != config.CLUSTER_NAME:
             raise BadInput(f"CLUSTER {cluster!r}: this manager's hub is {config.CLUSTER_NAME!r}")
         ta_group = settings.access.ta_group
+        managed = manages_groups(settings.authenticator)
         hub_url = hub_url or f"http://{settings.hub_ip}:{settings.hub_port}/hub/api"
         if token_file is None and settings.access.users_token_file:
             token_file = Path(settings.access.users_token_file)
@@ -95,7 +109,7 @@ def _connect(
         token = token_file.read_text().strip()
     except OSError as exc:
         raise BadInput(f"--token-file {token_file}: cannot read it ({exc.strerror})") from None
-    return Hub(hub_url, token), ta_group
+    return Target(Hub(hub_url, token), ta_group, managed)
 
 
 def _names(names: tuple[str, ...]) -> list[str]:
@@ -133,9 +147,10 @@ def _reach(fn: Any) -> Any:
     )(fn)
 
 
-def _target(ctx: click.Context, kw: dict[str, Any]) -> tuple[Hub, str | None]:
-    hub, ta_group = _connect(ctx.obj, kw.pop("settings"), kw.pop("hub_url"), kw.pop("token_file"))
-    return hub, kw.pop("ta_group") or ta_group
+def _target(ctx: click.Context, kw: dict[str, Any]) -> Target:
+    target = _connect(ctx.obj, kw.pop("settings"), kw.pop("hub_url"), kw.pop("token_file"))
+    target.ta_group = kw.pop("ta_group") or target.ta_group
+    return target
 
 
 @click.group()
@@ -147,35 +162,61 @@ def users(ctx: click.Context, cluster: str) -> None:
     ctx.obj = cluster
 
 
-def _roles(ta: bool, student: bool, ta_group: str | None, admin: bool = False) -> None:
-    if ta and not ta_group:
+def _role_command(ta: str, student: str, admin: str) -> Callable[[Any], Any]:
+    """add and remove: NAMES, the three role flags (their help), the hub's reach."""
+
+    def wrap(fn: Any) -> Any:
+        fn = _reach(click.pass_context(fn))
+        for flag, text in (("--admin", admin), ("--student", student), ("--ta", ta)):
+            fn = click.option(flag, is_flag=True, help=text)(fn)
+        return click.argument("names", nargs=-1, required=True)(fn)
+
+    return wrap
+
+
+def _begin(
+    ctx: click.Context,
+    kw: dict[str, Any],
+    names: tuple[str, ...],
+    roles: dict[str, bool],
+    one_role: bool,
+) -> tuple[Target, list[str]]:
+    """The hub and the checked NAMES, once the role flags make sense for this hub."""
+    target = _target(ctx, kw)
+    chosen = [f"--{flag}" for flag, on in roles.items() if on]
+    if roles["ta"] and not target.ta_group:
         raise BadInput("--ta: this hub has no TA group (launch with --ta-group NAME)")
-    if sum((ta, student, admin)) > 1:
+    if one_role and len(chosen) > 1:
         raise BadInput("--admin, --ta and --student: a user is one of them")
+    if chosen and target.manages_groups:
+        raise BadInput(
+            f"{chosen[0]}: this hub's generic-oauth sign-in with --allowed-groups takes "
+            "every user's groups from the provider at each sign-in; change them there "
+            "(or make admins with launch --admin-users)"
+        )
+    return target, _names(names)
 
 
 @users.command()
-@click.argument("names", nargs=-1, required=True)
-@click.option("--ta", is_flag=True, help="Put them in the TA group (and out of students).")
-@click.option("--student", is_flag=True, help="Put them in the students group.")
-@click.option("--admin", is_flag=True, help="Make them admins (the admins group).")
-@_reach
-@click.pass_context
+@_role_command(
+    ta="Put them in the TA group (and out of students).",
+    student="Put them in the students group.",
+    admin="Make them admins (the admins group).",
+)
 def add(
     ctx: click.Context, names: tuple[str, ...], ta: bool, student: bool, admin: bool, **kw: Any
 ) -> None:
     """Allow NAMES to sign in (the hub makes them users), with a role if given."""
     from ..hub.signin_settings import ADMINS_GROUP, STUDENTS_GROUP
 
-    hub, ta_group = _target(ctx, kw)
-    _roles(ta, student, ta_group, admin)
-    chosen = _names(names)
+    target, chosen = _begin(ctx, kw, names, {"admin": admin, "ta": ta, "student": student}, True)
+    hub = target.hub
     for name in chosen:
         if hub.user(name) is None:
             hub.call("POST", f"/users/{quote(name, safe='')}")
             click.echo(f"added {name}")
-    if ta and ta_group:
-        hub.group_members(ta_group, chosen, add=True)
+    if ta and target.ta_group:
+        hub.group_members(target.ta_group, chosen, add=True)
         hub.group_members(STUDENTS_GROUP, chosen, add=False)
     if student:
         hub.group_members(STUDENTS_GROUP, chosen, add=True)
@@ -186,12 +227,11 @@ def add(
 
 
 @users.command()
-@click.argument("names", nargs=-1, required=True)
-@click.option("--ta", is_flag=True, help="Only take them out of the TA group.")
-@click.option("--student", is_flag=True, help="Only take them out of the students group.")
-@click.option("--admin", is_flag=True, help="Only take them out of the admins group.")
-@_reach
-@click.pass_context
+@_role_command(
+    ta="Only take them out of the TA group.",
+    student="Only take them out of the students group.",
+    admin="Only take them out of the admins group.",
+)
 def remove(
     ctx: click.Context, names: tuple[str, ...], ta: bool, student: bool, admin: bool, **kw: Any
 ) -> None:
@@ -199,9 +239,8 @@ def remove(
     workers are terminated; home volumes are kept). With one: only that role."""
     from ..hub.signin_settings import ADMINS_GROUP, STUDENTS_GROUP
 
-    hub, ta_group = _target(ctx, kw)
-    _roles(ta, False, ta_group)
-    chosen = _names(names)
+    target, chosen = _begin(ctx, kw, names, {"admin": admin, "ta": ta, "student": student}, False)
+    hub = target.hub
     if admin:
         flagged = [n for n in chosen if (hub.user(n) or {}).get("admin")]
         if flagged:
@@ -209,8 +248,8 @@ def remove(
                 f"{flagged[0]} is an admin by launch --admin-users; re-launch without them"
             )
         hub.group_members(ADMINS_GROUP, chosen, add=False)
-    if ta and ta_group:
-        hub.group_members(ta_group, chosen, add=False)
+    if ta and target.ta_group:
+        hub.group_members(target.ta_group, chosen, add=False)
     if student:
         hub.group_members(STUDENTS_GROUP, chosen, add=False)
     for name in chosen:
@@ -227,7 +266,7 @@ def list_users(ctx: click.Context, as_json: bool, **kw: Any) -> None:
     """Every user: admin or not, groups, server state."""
     from ..hub.signin_settings import ADMINS_GROUP
 
-    hub, _ = _target(ctx, kw)
+    hub = _target(ctx, kw).hub
     rows = [
         {
             "name": u["name"],

@@ -21,7 +21,7 @@ from traitlets.config import Config, LoggingConfigurable
 from traitlets.utils.importstring import import_item
 
 from .settings import HubSettings
-from .signin_settings import ADMINS_GROUP, STUDENTS_GROUP, Lti13, OAuth
+from .signin_settings import ADMINS_GROUP, STUDENTS_GROUP, Lti13, OAuth, manages_groups
 
 NATIVE_CLASS = "cloudjhub.hub.native.SeededNativeAuthenticator"
 AUTHENTICATOR_CLASSES = {
@@ -108,7 +108,7 @@ def apply_signin(c: Config, settings: HubSettings) -> None:
             generic.userdata_url = auth.userdata_url
             generic.username_claim = auth.username_claim
             generic.scope = list(auth.scopes)
-            if auth.allowed_groups:
+            if manages_groups(auth):
                 generic.manage_groups = True
                 generic.auth_state_groups_key = f"oauth_user.{auth.groups_claim}"
                 generic.allowed_groups = set(auth.allowed_groups)

@@ -84,6 +84,12 @@ class OAuth(_Settings):
     groups_claim: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "groups"
 
 
+def manages_groups(auth: object) -> bool:
+    """generic-oauth with allowed groups: the provider sets every user's groups at each
+    sign-in (JupyterHub's manage_groups), so no one else may change them."""
+    return isinstance(auth, OAuth) and auth.kind == "generic-oauth" and bool(auth.allowed_groups)
+
+
 class Lti13(_Settings):
     """jupyterhub-ltiauthenticator's LTI 1.3 launch from a course in an LMS."""
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..aws.admin import AdminEc2
-from ..aws.backups import DEFAULT_BACKUP_ROLE, Backups, policy_details, role_arn
+from ..aws.backups import DEFAULT_BACKUP_ROLE, Backups, policy_details
 from ..aws.client import CloudError
+from ..aws.dlm_role import ensure_default_role
 from .deletes import Failure
+from .iam_backups import DLM_TRUST_POLICY
 from .options import LaunchOptions
 
 Say = Callable[[str], None]
@@ -32,7 +34,13 @@ def ensure_backup_policy(
         return None
     backups = Backups.connect(ec2, opts.region, opts.endpoint_url)
     existed = set(backups.policies())
-    role = opts.backup_role or role_arn(opts.region, opts.endpoint_url, DEFAULT_BACKUP_ROLE)
+    role = opts.backup_role
+    if role is None:
+        # A clean account has no DLM default role until someone makes it; kept by undo
+        # and destroy, since other policies of the account may use it.
+        role, created = ensure_default_role(opts.region, opts.endpoint_url, DLM_TRUST_POLICY)
+        if created:
+            say(f"created the account's DLM role {DEFAULT_BACKUP_ROLE}")
     details = policy_details(
         opts.cluster,
         opts.instance.USER_HOME_EBS_SIZE > 0,

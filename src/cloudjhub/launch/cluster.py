@@ -26,7 +26,7 @@ from ..waiting import TimedOut, poll_until
 from .backup_policy import ensure_backup_policy
 from .backup_policy import plan_line as backup_plan_line
 from .groups import ClusterGroups, ensure_security_groups
-from .image import build_worker_image, find_worker_image
+from .image import build_worker_image, find_worker_image, image_has_gpu
 from .options import LaunchOptions
 from .provision import Node, install_os_packages, sudo_for
 from .record import recorded_pins
@@ -75,7 +75,8 @@ def plan(ec2: AdminEc2, opts: LaunchOptions) -> list[str]:
         lines += [
             f"builder instance ({opts.instance.WORKER_INSTANCE_TYPE}) from {opts.base_ami}, "
             "terminated after imaging",
-            f"worker image {image_name(c, '<date>')} and its snapshot",
+            f"worker image {image_name(c, '<date>')} and its snapshot"
+            + (" (with the NVIDIA driver and CUDA runtime)" if opts.instance.GPU_IMAGE else ""),
         ]
     managers = ec2.cluster_instances(Role.MANAGER)
     if managers:
@@ -89,7 +90,11 @@ def plan(ec2: AdminEc2, opts: LaunchOptions) -> list[str]:
         f"key pair {opts.workers_key_name} (public half of a key generated on the manager)",
         f"file {opts.server_config_file}",
         f"file {opts.record_file}",
-        f"file {opts.admin_password_file} (admin's password, mode 0600)",
+        *(
+            []
+            if opts.sign_in.external  # the provider signs the admins in: no password
+            else [f"file {opts.admin_password_file} (admin's password, mode 0600)"]
+        ),
         *backup_plan_line(opts),
         *shared_plan_line(opts),
     ]
@@ -105,6 +110,8 @@ class Launch:
         self._undo = UndoLog(ec2, say, opts.timeout, opts.poll)
         self._preinstalled: str | None = None
         self._file_system_id = ""
+        # Whether the worker image has the NVIDIA driver and CUDA (server_config's GPU_IMAGE).
+        self._gpu_image = opts.instance.GPU_IMAGE
         self._admin_password = ""
         self._callback_url = ""
         # Host keys pinned by instance id: the last run's record, then this run's pins.
@@ -203,7 +210,13 @@ class Launch:
             return self.opts.instance.CUSTOM_WORKER_AMI
         existing = find_worker_image(self.ec2)
         if existing:
-            self.say(f"worker image: {existing} (reused)")
+            self._gpu_image = image_has_gpu(self.ec2, existing)
+            if self.opts.instance.GPU_IMAGE and not self._gpu_image:
+                raise CloudError(
+                    f"--gpu-image: the cluster's worker image {existing} was built without "
+                    "the NVIDIA driver; deregister it (and its snapshot) to build a GPU one"
+                )
+            self.say(f"worker image: {existing} (reused{', GPU' if self._gpu_image else ''})")
             return existing
         made: list[str] = []
         self._undo.add("the worker image made by this run", lambda: self._undo.images(made))
@@ -226,6 +239,7 @@ class Launch:
             poll=self.opts.poll,
             public_ip=not private,
             on_image=made.append,
+            gpu=self.opts.instance.GPU_IMAGE,
         )
         self.created.images.append(image_id)
         return image_id
@@ -254,7 +268,12 @@ class Launch:
             self.say("  base image has cloudjhub preinstalled: no OS packages to install")
             return
         hibernate = "1" if self.opts.instance.HIBERNATE else "0"
-        env = {"CLOUDJHUB_LOGIN_USER": node.login, "CLOUDJHUB_HIBERNATE": hibernate}
+        gpu = "1" if self.opts.instance.GPU_IMAGE else "0"
+        env = {
+            "CLOUDJHUB_LOGIN_USER": node.login,
+            "CLOUDJHUB_HIBERNATE": hibernate,
+            "CLOUDJHUB_GPU": gpu,
+        }
         install_os_packages(node, "install-worker.sh", env)
 
     def manager(self, groups: ClusterGroups) -> Instance:
@@ -310,6 +329,7 @@ class Launch:
                 "USER_HOME_EBS_SIZE": i.USER_HOME_EBS_SIZE,
                 "JUPYTER_NOTEBOOK_TIMEOUT": i.JUPYTER_NOTEBOOK_TIMEOUT,
                 "HIBERNATE": i.HIBERNATE,
+                "GPU_IMAGE": self._gpu_image,
                 "WARM_POOL_SIZE": i.WARM_POOL_SIZE,
                 "WARM_POOL_SCHEDULE": list(i.WARM_POOL_SCHEDULE),
                 "WARM_POOL_TIME_ZONE": i.WARM_POOL_TIME_ZONE,
@@ -385,14 +405,20 @@ class Launch:
                 f"manager setup failed on {manager.id}: {result.stderr.strip()[-2000:]}"
             )
         reply: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-        self._admin_password = str(reply["admin_password"])
+        self._admin_password = str(reply.get("admin_password") or "")
         self._callback_url = str(reply.get("callback_url") or "")
         return str(reply["worker_public_key"])
 
     def keep_admin_password(self) -> None:
-        """The admin's sign-in, for the person launching only: a file of mode 0600."""
+        """The admin's sign-in, for the person launching only: a file of mode 0600.
+        With a provider's sign-in there is none; a file from an earlier launch goes."""
         password = self._admin_password
         path = self.opts.admin_password_file
+        if not password:
+            if path.exists():
+                path.unlink()
+                self.say(f"file {path}: removed (sign-in is {self.opts.authenticator}'s)")
+            return
         self.opts.output_dir.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

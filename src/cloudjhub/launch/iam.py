@@ -23,7 +23,8 @@ guards trust, cannot be rewritten, and there is no ModifyInstanceAttribute
 own default).
 
 It reads only what the hub reads: DescribeInstances, DescribeImages,
-DescribeVolumes and DescribeInstanceTypes, which AWS cannot scope to resources,
+DescribeVolumes, DescribeInstanceTypes and DescribeSubnets (which zone each of
+SUBNET_IDS is in, for the capacity fallback), which AWS cannot scope to resources,
 so they take Resource "*". No `ec2:Describe*`: that would include
 DescribeInstanceAttribute, the user data of every instance in the account.
 
@@ -52,6 +53,7 @@ from ..tags import (
     NAME_TAG,
     POOL_CLAIMING,
     POOL_READY,
+    POOL_RETIRING,
     POOL_TAG,
     PREWARM_TAG,
     ROLE_TAG,
@@ -63,6 +65,7 @@ from ..tags import (
     workers_key_name,
 )
 from .iam_backups import hub_statements
+from .iam_spot import spot_statements
 
 DEFAULT_INSTANCE_TYPE: str = InstanceConfig.model_fields["WORKER_INSTANCE_TYPE"].default
 
@@ -114,10 +117,12 @@ def manager_policy(
     instance_types: Iterable[str] = (DEFAULT_INSTANCE_TYPE,),
     kms_key_arn: str | None = None,
     delete_home_volumes: bool = False,
+    spot: bool = False,
 ) -> dict[str, Any]:
     """The policy document (a dict, ready for json.dumps) for `cluster`'s manager role.
 
     `delete_home_volumes`: for a hub with InstanceSpawner.delete_home_on_user_delete.
+    `spot`: a profile launches spot workers (iam_spot.py).
 
     Raises BadInput naming the first input that is not what AWS would accept.
     """
@@ -174,6 +179,7 @@ def manager_policy(
                 "ec2:DescribeImages",
                 "ec2:DescribeInstanceTypes",
                 "ec2:DescribeInstances",
+                "ec2:DescribeSubnets",
                 "ec2:DescribeVolumes",
             ],
             "Resource": "*",
@@ -304,7 +310,7 @@ def manager_policy(
             "Condition": {
                 "StringEquals": {
                     **tagged(Role.WORKER),
-                    f"ec2:ResourceTag/{POOL_TAG}": [POOL_READY, POOL_CLAIMING],
+                    f"ec2:ResourceTag/{POOL_TAG}": [POOL_READY, POOL_CLAIMING, POOL_RETIRING],
                 },
                 "ForAllValues:StringEquals": {
                     "aws:TagKeys": [USER_TAG, USER_ID_TAG, NAME_TAG, POOL_TAG, SERVER_TAG]
@@ -381,6 +387,8 @@ def manager_policy(
                 "Condition": {"StringEquals": tagged(Role.HOME)},
             }
         )
+    if spot:
+        statements += spot_statements(cluster, part, region, account)
     if kms_key_arn is not None:
         statements += _ebs_key_statements(kms_key_arn, region)
     return {"Version": "2012-10-17", "Statement": statements}

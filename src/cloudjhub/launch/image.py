@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from ..aws.admin import AdminEc2
 from ..aws.client import CloudError, Instance
-from ..tags import Role, image_name, tags_for
+from ..tags import GPU_TAG, Role, image_name, tags_for
 from ..waiting import TimedOut, poll_until
 
 Progress = Callable[[str], None]
@@ -16,6 +16,12 @@ Progress = Callable[[str], None]
 def find_worker_image(ec2: AdminEc2) -> str | None:
     image = ec2.find_image(tags_for(ec2.cluster, Role.IMAGE))
     return image["ImageId"] if image and image.get("State") == "available" else None
+
+
+def image_has_gpu(ec2: AdminEc2, image_id: str) -> bool:
+    """Whether an image was built with --gpu-image (its GPU_TAG)."""
+    tags = {t["Key"]: t["Value"] for t in (ec2.image(image_id) or {}).get("Tags", [])}
+    return tags.get(GPU_TAG) == "true"
 
 
 def build_worker_image(
@@ -31,6 +37,7 @@ def build_worker_image(
     poll: float = 5.0,
     public_ip: bool = False,
     on_image: Callable[[str], None] | None = None,
+    gpu: bool = False,
 ) -> str:
     """Build the image; the builder is terminated whatever happens. `on_image` hears
     the image id as soon as it exists, so a caller can undo it if the wait fails."""
@@ -54,7 +61,8 @@ def build_worker_image(
         if provision is not None:
             provision(builder)
         name = image_name(ec2.cluster, time.strftime("%Y%m%d-%H%M%S"))
-        image_id = ec2.create_image(builder.id, name, tags_for(ec2.cluster, Role.IMAGE))
+        tags = {**tags_for(ec2.cluster, Role.IMAGE), **({GPU_TAG: "true"} if gpu else {})}
+        image_id = ec2.create_image(builder.id, name, tags)
         if on_image is not None:
             on_image(image_id)
         progress(f"imaging {builder.id} as {image_id}")

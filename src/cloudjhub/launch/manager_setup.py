@@ -272,15 +272,17 @@ def setup_manager(
     )
     if request.signin is not None and request.signin.authenticator == "lti13":
         callback = request.signin.callback_url(settings.bind_url)
-    return {
+    reply: dict[str, Any] = {
         "worker_public_key": public_key,
         "callback_url": callback or "",
         "hub_config": str(etc / "jupyterhub_config.py"),
         "hub_settings": str(etc / "hub.json"),
         "authenticator": authenticator,
-        # For the launcher to keep in a file of its own: the one way in as `admin`.
-        "admin_password": (etc / "admin_password").read_text().strip(),
     }
+    if isinstance(settings.authenticator, Native | SharedPassword):
+        # For the launcher to keep in a file of its own: the one way in as `admin`.
+        reply["admin_password"] = (etc / "admin_password").read_text().strip()
+    return reply
 
 
 def main_json(root: Path, raw: str, start: bool, authenticator: Authenticator = "native") -> str:

@@ -18,6 +18,7 @@ from ..aws.client import CloudError, Instance
 from ..tags import (
     CLUSTER_TAG,
     POOL_TAG,
+    RESTORED_FOLDER_TAG,
     USER_TAG,
     Group,
     Role,
@@ -71,22 +72,39 @@ def _live(instances: Iterable[Instance]) -> tuple[Instance, ...]:
     return tuple(sorted(alive, key=lambda i: (i.role or "", i.user or "", i.id)))
 
 
-def _home_volumes(ec2: AdminEc2) -> tuple[Item, ...]:
+def _home_volumes(ec2: AdminEc2, restored_folders: bool = False) -> tuple[Item, ...]:
+    """The cluster's home volumes (only its restored folders: copies of a snapshot,
+    deleted by every teardown, while homes go only when asked)."""
     volumes = ec2.cluster_volumes(Role.HOME)
+    if restored_folders:
+        volumes = [v for v in volumes if RESTORED_FOLDER_TAG in tag_dict(v.get("Tags"))]
     items = [
-        Item(v["VolumeId"], f"home of {_whose(tag_dict(v.get('Tags')))}, {v['State']}")
-        for v in volumes
+        Item(v["VolumeId"], _volume_label(tag_dict(v.get("Tags")), v["State"])) for v in volumes
     ]
     return tuple(sorted(items, key=lambda i: i.label))
 
 
-def plan_terminate_workers(ec2: AdminEc2, delete_home_volumes: bool) -> Plan:
+def _volume_label(tags: dict[str, str], state: str) -> str:
+    kind = "restored folder" if RESTORED_FOLDER_TAG in tags else "home"
+    return f"{kind} of {_whose(tags)}, {state}"
+
+
+def _homes_to_delete(ec2: AdminEc2, delete_home_volumes: bool) -> tuple[tuple[Item, ...], int]:
+    """(volumes to delete, homes kept)."""
     homes = _home_volumes(ec2)
+    if delete_home_volumes:
+        return homes, 0
+    folders = _home_volumes(ec2, restored_folders=True)
+    return folders, len(homes) - len(folders)
+
+
+def plan_terminate_workers(ec2: AdminEc2, delete_home_volumes: bool) -> Plan:
+    homes, kept = _homes_to_delete(ec2, delete_home_volumes)
     return Plan(
         ec2.cluster,
         instances=_live(ec2.describe_workers()),
-        home_volumes=homes if delete_home_volumes else (),
-        kept_home_volumes=0 if delete_home_volumes else len(homes),
+        home_volumes=homes,
+        kept_home_volumes=kept,
     )
 
 
@@ -129,12 +147,12 @@ def plan_destroy(ec2: AdminEc2, delete_home_volumes: bool) -> Plan:
     if key and tag_dict(key.get("Tags")).get(CLUSTER_TAG) != ec2.cluster:
         key_notes.append(f"key pair {key['KeyName']} is not tagged {CLUSTER_TAG}={ec2.cluster}")
         key = None
-    homes = _home_volumes(ec2)
+    homes, kept = _homes_to_delete(ec2, delete_home_volumes)
     return Plan(
         ec2.cluster,
         instances=_live(instances),
-        home_volumes=homes if delete_home_volumes else (),
-        kept_home_volumes=0 if delete_home_volumes else len(homes),
+        home_volumes=homes,
+        kept_home_volumes=kept,
         groups=groups,
         images=images,
         snapshots=snapshots,

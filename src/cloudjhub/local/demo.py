@@ -56,6 +56,7 @@ from .demo_secrets import (
     make_passwords,
     write_credentials,
 )
+from .dlm_clock import DlmClock
 from .emulator import FleetEmulator
 from .guardian import Guardian
 from .ports import free_port
@@ -187,6 +188,7 @@ class DemoStack:
     backup_retain: int = 7
     # --shared-storage (--course, --dropbox): the shared course folder (None: none).
     shared: SharedSettings | None = None
+    dlm_clock: DlmClock | None = field(default=None, repr=False)
     # --hub-config: more JupyterHub config (class -> trait -> value), merged last.
     hub_config: JupyterHubConfig = field(default_factory=dict)
     # --ta-group: the teaching assistants' group (None: no TA role).
@@ -372,6 +374,9 @@ class DemoStack:
                 ec2, self.backup_schedule, self.backup_retain, self.user_home_ebs_size > 0
             )
             self._say(f"backups: {self.backup_schedule}, keep {self.backup_retain}")
+            if self.moto is not None and self.moto.dlm_engine is not None:
+                self.dlm_clock = DlmClock(self.moto.dlm_engine.run)  # snapshots on time
+                self.dlm_clock.start()
         # Kept for the life of the demo: a restarted hub must be where the running
         # single-user servers (and their JUPYTERHUB_API_URL) expect it.
         self.hub_port, self.proxy_port = free_port(), free_port()
@@ -479,6 +484,8 @@ class DemoStack:
         self._end_hub_leftovers()
         if self._log is not None:
             self._log.close()
+        if self.dlm_clock is not None:
+            self.dlm_clock.stop()
         if self.emulator is not None:
             self.emulator.stop()
         if self.awslike is not None:

@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from ..aws.client import call
-from ..backup_schedule import parse
+from ..backup_schedule import times_after
 
 POLICY_TAG = "aws:dlm:lifecycle-policy-id"
 SCHEDULE_TAG = "aws:dlm:lifecycle-schedule-name"
@@ -178,9 +178,7 @@ class DlmEngine:
         for schedule in details.get("Schedules", []):
             key = (policy["PolicyId"], schedule["Name"])
             since = self._last.get(key, created)
-            itr = parse(schedule["CreateRule"]["CronExpression"])
-            itr.set_current(since, force=True)
-            due = itr.get_next(datetime)
+            due = next(times_after(schedule["CreateRule"]["CronExpression"], since))
             if due > now:
                 continue
             self._last[key] = now

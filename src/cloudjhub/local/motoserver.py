@@ -35,6 +35,8 @@ VALIDATION_FLAGS = {
     "MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION": "true",
 }
 
+LOAD_MANAGED_POLICIES = "MOTO_IAM_LOAD_MANAGED_POLICIES"
+
 # Placeholder credentials for an outside endpoint (--aws-endpoint), which may accept
 # any; our own server makes real ones (LocalEc2.credentials).
 LOCAL_CREDENTIALS = {
@@ -163,6 +165,35 @@ def _patch_stop_instances() -> None:
     InstanceResponse.stop_instances = stop_instances  # type: ignore[method-assign,assignment]
 
 
+def patch_run_instances() -> None:
+    """RunInstances launches MaxCount, as AWS does when it has the capacity ("AWS
+    launches the largest possible number of instances above MinCount", EC2 API
+    RunInstances); moto launches MinCount. A like-AWS capacity fault still fails the
+    whole call, as AWS does below MinCount."""
+    from moto.ec2.responses.instances import InstanceResponse
+
+    original = InstanceResponse.run_instances
+    if getattr(original, "_cloudjhub", False):
+        return
+
+    def run_instances(self: InstanceResponse) -> object:
+        read = self._get_param
+
+        def param(name: str, if_none: Any = None) -> Any:
+            if name == "MinCount":
+                return read("MaxCount", None) or read("MinCount", if_none)
+            return read(name, if_none)
+
+        self._get_param = param  # type: ignore[method-assign,assignment]
+        try:
+            return original(self)
+        finally:
+            del self._get_param
+
+    run_instances._cloudjhub = True  # type: ignore[attr-defined]
+    InstanceResponse.run_instances = run_instances  # type: ignore[method-assign,assignment]
+
+
 ALLOW_ALL = json.dumps(
     {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 )
@@ -259,12 +290,16 @@ class LocalEc2:
 
     def start(self) -> str:
         os.environ.update(VALIDATION_FLAGS)
+        # Every AWS account has AWS's managed policies; moto loads them only when asked.
+        # The launcher attaches one to DLM's default role (aws/dlm_role.py).
+        os.environ[LOAD_MANAGED_POLICIES] = "true"
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         _patch_console_output()
         _patch_bodiless_signatures()
         _patch_instance_start()
         _patch_stop_instances()
         _patch_key_pairs()
+        patch_run_instances()
         filters.install()
         from moto import settings
         from moto.moto_server.threaded_moto_server import ThreadedMotoServer
@@ -320,3 +355,34 @@ class LocalEc2:
 
             settings.INITIAL_NO_AUTH_ACTION_COUNT = self._no_auth_count
             self._no_auth_count = None
+
+
+# StateReason.Code AWS gives a spot instance it took back (EC2 API reference,
+# StateReason: "Server.SpotInstanceTermination: The instance was terminated because
+# the number of Spot requests with a maximum price equal to or higher than the Spot
+# price exceeded available capacity or because of an increase in the Spot price").
+SPOT_TERMINATION = "Server.SpotInstanceTermination"
+
+
+def interrupt_spot(instance_id: str, region: str) -> None:
+    """Reclaim a running spot instance as AWS does (EC2 User Guide, "Spot Instance
+    interruptions": a one-time request's instance is terminated; volumes not marked
+    DeleteOnTermination survive it). moto has no such event. The two-minute notice
+    AWS first posts in the instance metadata is not played. ValueError if there is
+    no such running spot instance in this process's moto."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ec2.exceptions import InvalidInstanceIdError
+    from moto.ec2.models import ec2_backends
+
+    backend = ec2_backends[DEFAULT_ACCOUNT_ID][region]
+    try:
+        instance = backend.get_instance(instance_id)
+    except InvalidInstanceIdError:
+        raise ValueError(f"no instance {instance_id} in {region}") from None
+    if instance.lifecycle != "spot" or instance.state != "running":
+        raise ValueError(f"{instance_id} is not a running spot instance")
+    backend.terminate_instances([instance_id])
+    instance.state_reason = type(instance.state_reason)(
+        f"{SPOT_TERMINATION}: Spot instance termination", SPOT_TERMINATION
+    )
+    instance._reason = "Server.SpotInstanceTermination"

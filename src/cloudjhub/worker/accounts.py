@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import home_space
+from . import home_grow, home_space
 from .home_device import (
     SystemPaths,
     device_candidates,
@@ -99,7 +99,6 @@ def prepare_home(layout: Layout, request: StartRequest, system: System = System(
             account.pw_uid,
             account.pw_gid,
             system,
-            layout.root / "var" / "lib" / "cloudjhub" / "grown",
         )
     return RunAs(home=home, name=account.pw_name, uid=account.pw_uid, gid=account.pw_gid)
 
@@ -202,7 +201,6 @@ def mount_home_volume(
     uid: int,
     gid: int,
     system: System = System(),
-    grown_dir: Path | None = None,
 ) -> None:
     """Format a blank volume, mount it on the home and make it the user's."""
     found = wait_for_device(device_candidates(volume, system.paths))
@@ -221,10 +219,9 @@ def mount_home_volume(
         argv = ["mount", "-o", f"remount,{options}", str(home)]
         run_checked(argv, f"remounting {home}", system.run)
     # A volume grown with ModifyVolume (`cloudjhub resize-home`): ext4 grows online.
-    if grown_dir is not None and home_space.needs_grow(grown_dir, volume):
+    if home_grow.needs_grow(device, system.paths, system.run):
         argv = ["resize2fs", str(device.path)]
         run_checked(argv, f"growing the file system on {found}", system.run)
-        home_space.record_grow(grown_dir, volume)
     first_use = not any(entry.name != "lost+found" for entry in home.iterdir())
     if first_use and os.path.isdir("/etc/skel"):
         shutil.copytree("/etc/skel", home, symlinks=True, dirs_exist_ok=True)

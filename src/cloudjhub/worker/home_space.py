@@ -79,8 +79,8 @@ def check_space(layout: Layout, home: Path, volume: HomeVolume | None) -> Usage 
 
 
 def needs_grow(marks: Path, volume: HomeVolume) -> bool:
-    """Whether the volume's size differs from the one its file system was last grown to
-    (the first start with a size counts: a volume made from a smaller snapshot)."""
+    """Emulated: whether the volume's size differs from the one its "file system" was
+    last grown to (a real one compares the device with ext4: `home_grow`)."""
     if not volume.size_gb:
         return False
     mark = marks / f"{volume.volume_id}.grown"

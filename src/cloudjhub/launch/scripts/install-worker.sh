@@ -2,7 +2,8 @@
 # OS-level provisioning of the worker image, run as root on the builder
 # instance: system packages, a virtualenv with cloudjhub (which brings
 # jupyterhub-singleuser and cloudjhub-worker), JupyterLab and nbgitpuller, and
-# a sudo rule that lets the SSH login user run cloudjhub-worker and nothing else.
+# a sudo rule that lets the SSH login user run cloudjhub-worker and nothing else;
+# with CLOUDJHUB_GPU=1 (--gpu-image) also the NVIDIA driver and CUDA runtime.
 set -euo pipefail
 
 : "${CLOUDJHUB_PACKAGE:?pip requirement or path of the cloudjhub wheel to install}"
@@ -22,8 +23,14 @@ packages+=(nfs-client) # the shared folder, /srv/shared (launch --shared-storage
 if [ "${CLOUDJHUB_HIBERNATE:-0}" = 1 ]; then
   packages+=(hibernation-agent) # writes RAM to swap on hibernation (ec2-hibinit-agent)
 fi
+if [ "${CLOUDJHUB_GPU:-0}" = 1 ]; then
+  cuda_repo_name "$(os_platform)" >/dev/null # an OS NVIDIA has no repository for stops here
+fi
 python=$(os_python)
 os_install "${packages[@]}"
+if [ "${CLOUDJHUB_GPU:-0}" = 1 ]; then
+  os_install_gpu # the NVIDIA driver and CUDA runtime (--gpu-image)
+fi
 
 "$python" -m venv "$prefix/venv"
 "$prefix/venv/bin/pip" install -q --upgrade pip

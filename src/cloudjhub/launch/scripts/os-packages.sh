@@ -101,3 +101,58 @@ chp_version() {
     echo 4.6.3
   fi
 }
+
+# --gpu-image: the NVIDIA driver and the CUDA runtime, from NVIDIA's CUDA apt
+# repository (docs.nvidia.com/cuda/cuda-installation-guide-linux, "Network Repo").
+# Its signing key (3bf863cc.pub) is trusted only if its fingerprint is the one
+# NVIDIA publishes (github.com/NVIDIA/cuda-repo-management), and only for that
+# repository (signed-by); nothing downloaded is run. The driver is built by DKMS
+# against the running kernel, hence its headers.
+CLOUDJHUB_CUDA_KEY_FINGERPRINT=EB693B3035CD5710E231E123A4B469963BF863CC
+CLOUDJHUB_CUDA_RUNTIME=${CLOUDJHUB_CUDA_RUNTIME:-cuda-runtime-12-6}
+CLOUDJHUB_APT_SOURCES=${CLOUDJHUB_APT_SOURCES:-/etc/apt/sources.list.d}
+CLOUDJHUB_KEYRINGS=${CLOUDJHUB_KEYRINGS:-/usr/share/keyrings}
+
+# NVIDIA's name for this OS's repository.
+cuda_repo_name() {
+  case $1 in
+    ubuntu-22.04) echo ubuntu2204 ;;
+    ubuntu-24.04) echo ubuntu2404 ;;
+    debian-12) echo debian12 ;;
+    *)
+      echo "cloudjhub: --gpu-image needs an Ubuntu 22.04 or 24.04 or Debian 12 base image" \
+        "(NVIDIA's CUDA apt repository); $1 is not one" >&2
+      return 2
+      ;;
+  esac
+}
+
+os_install_gpu() {
+  local platform repo url key fingerprints
+  platform=$(os_platform) || return
+  repo=$(cuda_repo_name "$platform") || return
+  os_install curl gnupg || return
+  url="https://developer.download.nvidia.com/compute/cuda/repos/$repo/x86_64/"
+  key=$(mktemp)
+  curl -fsSL --proto '=https' --tlsv1.2 -o "$key" "${url}3bf863cc.pub" || {
+    rm -f "$key"
+    return 1
+  }
+  # The primary keys in the file: exactly NVIDIA's one, or nothing is trusted.
+  fingerprints=$(gpg --batch --with-colons --show-keys "$key" |
+    awk -F: '$1 == "pub" { want = 1; next } want && $1 == "fpr" { print $10; want = 0 }')
+  if [ "$fingerprints" != "$CLOUDJHUB_CUDA_KEY_FINGERPRINT" ]; then
+    echo "cloudjhub: NVIDIA's CUDA repository key has fingerprint(s) '$fingerprints'," \
+      "not $CLOUDJHUB_CUDA_KEY_FINGERPRINT: not trusting it" >&2
+    rm -f "$key"
+    return 1
+  fi
+  gpg --batch --yes --dearmor -o "$CLOUDJHUB_KEYRINGS/cloudjhub-cuda.gpg" "$key"
+  rm -f "$key"
+  echo "deb [signed-by=$CLOUDJHUB_KEYRINGS/cloudjhub-cuda.gpg] $url /" \
+    >"$CLOUDJHUB_APT_SOURCES/cloudjhub-cuda.list"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout="$CLOUDJHUB_LOCK_TIMEOUT" update -q
+  apt-get -o DPkg::Lock::Timeout="$CLOUDJHUB_LOCK_TIMEOUT" install -y -q \
+    "linux-headers-$(uname -r)" cuda-drivers "$CLOUDJHUB_CUDA_RUNTIME"
+}

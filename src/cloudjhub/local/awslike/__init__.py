@@ -5,7 +5,8 @@ console shows everything at once, nothing is throttled, private IPs are never
 reused. This package puts AWS's documented behaviour back, each rule in its own
 module with its source cited: `buckets` (throttling), `lifecycle` (state
 durations), `console` (GetConsoleOutput), `faults` (opt-in failures),
-`idempotency` (ClientToken), `ipreuse` (moto's private IPs).
+`idempotency` (ClientToken), `ipreuse` (moto's private IPs), `modifications`
+(EBS ModifyVolume).
 
 It works as a small HTTP proxy in front of any EC2 Query endpoint (`proxy`),
 so the same behaviour applies to the in-process moto and to an outside

@@ -25,6 +25,7 @@ from .console import Console, hypervisor
 from .faults import STATUS, Faults
 from .idempotency import ClientTokens, fingerprint
 from .lifecycle import Lifecycle
+from .modifications import Modifications
 from .settings import CAPACITY, Behaviour
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class Layer:
         self.lookups = lookups
         self.throttle = Throttle(clock)
         self.lifecycle = Lifecycle(behaviour, clock)
+        self.modifications = Modifications(behaviour.volume_modification, clock)
         self.console = Console(behaviour.console_post, clock)
         self.faults = Faults(behaviour, rng, clock)
         self.tokens = ClientTokens()
@@ -118,6 +120,17 @@ class Layer:
             message = self.lifecycle.refuse_start(listed(params, "InstanceId"), self._actual_state)
             if message:
                 return fail("IncorrectInstanceState", message)
+        if action == "ModifyVolume":
+            message = self.modifications.refuse(params.get("VolumeId", ""))
+            if message:
+                return fail("IncorrectModificationState", message)
+        if action == "AttachVolume" and self._device_in_use(params):
+            device = params.get("Device", "")
+            return fail(
+                "InvalidParameterValue",
+                f"Invalid value '{device}' for unixDevice. Attachment point {device} is "
+                "already in use",
+            )
         if action in ("RunInstances", "StartInstances"):
             refusal = self._no_capacity(action, params)
             if refusal is not None:
@@ -166,6 +179,21 @@ class Layer:
                 )
         return None
 
+    def _device_in_use(self, params: Mapping[str, str]) -> bool:
+        """moto attaches two volumes at one device name; AWS refuses the second
+        (EC2 User Guide, "Device names on Linux instances": each must be unique)."""
+        instance, device = params.get("InstanceId", ""), params.get("Device", "")
+        if not instance or not device:
+            return False
+        found = self.lookups._call(
+            "describe_volumes",
+            Filters=[
+                {"Name": "attachment.instance-id", "Values": [instance]},
+                {"Name": "attachment.device", "Values": [device]},
+            ],
+        )
+        return bool(found.get("Volumes"))
+
     def _no_capacity(self, action: str, params: Mapping[str, str]) -> Answer | None:
         """InsufficientInstanceCapacity, for every request or one type/subnet's.
 
@@ -197,6 +225,9 @@ class Layer:
             self.lifecycle.launched(replies.instance_ids(body))
             if params.get("ClientToken"):
                 self.tokens.record(params["ClientToken"], params, body)
+            return body
+        if action == "ModifyVolume":
+            self.modifications.begin(params.get("VolumeId", ""))
             return body
         if action in ("StartInstances", "StopInstances", "TerminateInstances"):
             begin, already = {

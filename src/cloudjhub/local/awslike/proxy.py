@@ -10,7 +10,8 @@ It listens twice: `url` for clients, and `internal_url` for the fleet
 emulator, which plays AWS itself and so is never throttled or faulted.
 `GET /_cloudjhub/awslike` answers the layer's counters as JSON, and
 `PUT` there with {"faults": {"NAME": RATE}} changes the faults in effect,
-so a running demo can rehearse a failure without a restart.
+so a running demo can rehearse a failure without a restart; {"interrupt_spot":
+"i-..."} there makes AWS reclaim that spot instance (in-process moto only).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ...aws.local import LocalCloudEc2
+from ..motoserver import interrupt_spot
 from .layer import Answer, Layer, fail
 from .settings import BadSetting, Behaviour, parse_fault
 
@@ -84,7 +86,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._forward(body)
             return
         try:
-            wanted = json.loads(body or b"{}").get("faults", {})
+            asked = json.loads(body or b"{}")
+            if "interrupt_spot" in asked:
+                # AWS reclaims a spot instance (motoserver.interrupt_spot).
+                interrupt_spot(str(asked["interrupt_spot"]), self.server.proxy.region)
+                self._send(200, b"{}")
+                return
+            wanted = asked.get("faults", {})
             rates = dict(parse_fault(f"{name}:{rate}") for name, rate in wanted.items())
         except (BadSetting, ValueError, AttributeError) as exc:
             self._send(400, str(exc).encode())
@@ -145,6 +153,7 @@ class AwsLikeProxy:
         if parsed.scheme != "http" or not parsed.hostname:
             raise ValueError(f"--like-aws needs an http:// endpoint on loopback, not {upstream}")
         self.upstream_url = upstream
+        self.region = region
         self._upstream = (parsed.hostname, parsed.port or 80)
         self.layer = Layer(behaviour, LocalCloudEc2.connect("like-aws", region, upstream))
         self._servers = [

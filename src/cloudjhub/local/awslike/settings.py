@@ -33,6 +33,10 @@ SHUTTING_DOWN_SECONDS = 30.0
 CONSOLE_POST_SECONDS = 30.0
 # After DeregisterImage, its snapshots stay "in use" for a while (eventual consistency).
 SNAPSHOT_RELEASE_SECONDS = 20.0
+# A size change "usually takes a few seconds" to reach `optimizing`, and optimizing
+# runs for minutes to hours (EBS User Guide, "Monitor the progress of Amazon EBS
+# volume modifications"); a minute until `completed` keeps demos short.
+VOLUME_MODIFICATION_SECONDS = 60.0
 
 
 class BadSetting(ValueError):
@@ -67,6 +71,10 @@ class Behaviour:
     @property
     def snapshot_release(self) -> float:
         return self.seconds(SNAPSHOT_RELEASE_SECONDS)
+
+    @property
+    def volume_modification(self) -> float:
+        return self.seconds(VOLUME_MODIFICATION_SECONDS)
 
 
 # InsufficientInstanceCapacity may be limited to one instance type, one subnet, or
