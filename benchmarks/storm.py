@@ -65,7 +65,7 @@ from cloudjhub.spawner import InstanceSpawner
 from tests.system.conftest import Demo, launch_demo
 
 VPC_CIDR = "127.240.0.0/16"  # no system test uses it
-LIGHT_CMD = ["python", "-m", "jupyterhub.tests.mocksu"]
+LIGHT_CMD = ["python", "-m", "cloudjhub.local.light_server"]
 COALESCE_WINDOW = 0.5
 LOOP_METRIC = "jupyterhub_event_loop_interval_seconds"
 ROWS = [
@@ -405,7 +405,9 @@ def main() -> None:
             results[strategy] = run_strategy(strategy, args.users, args.light, args.time_scale)
     report = {
         "users": args.users,
-        "server": "jupyterhub.tests.mocksu (--light)" if args.light else "jupyterhub-singleuser",
+        "server": "jupyterhub.tests.mocksu via cloudjhub.local.light_server (--light)"
+        if args.light
+        else "jupyterhub-singleuser",
         "time_scale": args.time_scale,
         "concurrent_spawn_limit": max(100, args.users),
         "strategies": results,

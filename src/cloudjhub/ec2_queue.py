@@ -2,7 +2,9 @@
 
 Requests of one kind made within `window` seconds of the first become one call:
 StartInstances and StopInstances (plain and hibernating stops apart) with every id,
-RunInstances for every first login with the same WorkerSpec. Each batch then
+RunInstances for every first login with the same WorkerSpec but for its extra tags
+(EXTRA_TAGS with `{username}` differ per user: the tags all members share go on at
+launch, each member's others with its user tag after). Each batch then
 waits its turn at the hub's copy of AWS's buckets (`aws/pacing.py`); while it
 waits, each user in it is told their place and the wait (`on_wait`).
 
@@ -28,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from .aws.client import CloudError, Instance
@@ -58,7 +60,7 @@ OnWait = Callable[[int, float], None]
 
 @dataclass
 class _Item:
-    key: Any  # an instance id, or (user, user_id, token, server) for a launch
+    key: Any  # an instance id, or (user, user_id, token, server, extra tags) for a launch
     on_wait: OnWait | None
     done: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -111,8 +113,11 @@ class Ec2Queue:
         on_wait: OnWait | None = None,
         server: str = "",
     ) -> Instance:
+        tags = spec.extra_tags
         result: Instance = await self._submit(
-            ("launch", spec), (user, user_id, client_token, server), on_wait
+            ("launch", replace(spec, extra_tags=())),
+            (user, user_id, client_token, server, tags),
+            on_wait,
         )
         return result
 
@@ -176,14 +181,22 @@ class Ec2Queue:
             return [None] * len(items)
         spec: WorkerSpec = kind[1]
         if len(keys) == 1:
-            user, user_id, token, server = keys[0]
+            user, user_id, token, server, tags = keys[0]
+            own = replace(spec, extra_tags=tags)
             one = await blocking(
-                self.ec2.launch_worker, user, spec, token, user_id, paid=paid, server=server
+                self.ec2.launch_worker, user, own, token, user_id, paid=paid, server=server
             )
             return [one]
-        users = [(user, user_id, server) for user, user_id, _, server in keys]
-        tokens = (token for _, _, token, _ in keys)
-        launched = await blocking(self.ec2.launch_for_users, users, spec, batch_token(tokens), paid)
+        shared = set.intersection(*(set(k[4]) for k in keys))
+        common = replace(spec, extra_tags=tuple(t for t in keys[0][4] if t in shared))
+        users = [
+            (user, user_id, server, {k: v for k, v in tags if (k, v) not in shared})
+            for user, user_id, _, server, tags in keys
+        ]
+        tokens = (k[2] for k in keys)
+        launched = await blocking(
+            self.ec2.launch_for_users, users, common, batch_token(tokens), paid
+        )
         return launched
 
     async def _wait_turn(self, action: str, count: int, items: list[_Item]) -> None:

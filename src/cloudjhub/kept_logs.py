@@ -31,8 +31,18 @@ KEPT_LOGS_DIR = "kept-logs"  # beside the usage log, unless the trait says other
 
 Event = Literal["stop", "failed-spawn"]
 
-# A token in a URL's query or an Authorization header: the value goes, the name stays.
-_TOKEN = re.compile(r"(?i)(\b[a-z_]*token=|authorization:\s*(?:token|bearer)\s+)[^\s&\"']+")
+# A secret's value goes, its name stays: `*token`, password, secret or api key set
+# with `=` or `:` (quoted as in JSON, or URL-encoded as `%3D` inside a `next=`),
+# OAuth's `code` and `state` query parameters, and Authorization headers.
+_SECRET = re.compile(
+    r"""(?ix)
+    ( (?:[a-z_]*token|password|passwd|secret|api[_-]?key)["']?\s*(?:=|:|%3D)\s*["']?
+    | [?&](?:code|state)=
+    | authorization:\s*(?:token|bearer|basic)\s+
+    )
+    [^\s&"',;%]+
+    """
+)
 
 
 class KeptTail(BaseModel):
@@ -68,7 +78,7 @@ def cut(lines: list[str]) -> list[str]:
 
 
 def redact(line: str) -> str:
-    return _TOKEN.sub(r"\1[redacted]", line)
+    return _SECRET.sub(r"\1[redacted]", line)
 
 
 def default_dir(usage_log: str) -> str:

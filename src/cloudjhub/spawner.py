@@ -44,6 +44,7 @@ from .home_volumes import attach_home_volume
 from .host_keys import HostKeyStore
 from .profile_spawner import ProfileSpawnerMixin
 from .release_spawner import ReleaseSpawnerMixin
+from .shared_spawner import SharedFolderMixin
 from .spawn_progress import SpawnProgress
 from .spawner_ec2 import Ec2Calls
 from .spawner_logs import KeptLogTails
@@ -64,7 +65,9 @@ AGENT_OVERHEAD = 180.0
 IDEMPOTENCY_CONFLICTS = ("IdempotentInstanceTerminated", "IdempotentParameterMismatch")
 
 
-class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawnerMixin, Spawner):
+class InstanceSpawner(
+    SharedFolderMixin, ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawnerMixin, Spawner
+):
     """Give each user their own EC2 instance; stop (never terminate) it when they leave."""
 
     @default("start_timeout")
@@ -298,6 +301,8 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
         pool = (self.warm_pool_size, self.warm_pool_schedule, self.fleet.instances())
         if not self.pool_fits or not warm_pool.may_have_members(*pool):
             return None
+        zone = await self._home_zone(self.user.name, self.server_name)
+        await self.fleet.refresh()  # one listing for a storm's claims, not one each
         lock = self._pool_locks.setdefault(self.cluster_name, asyncio.Lock())
         async with lock:
             claimed = await blocking(
@@ -308,7 +313,11 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
                 self.worker_instance_type,
                 self.worker_ami,
                 self.server_name,
+                self.fleet.instances(),  # read under the lock: earlier claims in it
+                zone,
             )
+            if claimed is not None:  # before the next claim reads the listing
+                self.fleet.remember(claimed)
         if claimed is not None:
             self._just_claimed = claimed.id
             self.log.info("%s: claimed pool worker %s", self._log_name, claimed.id)
@@ -576,6 +585,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
                 self_stop_grace=self.self_stop_grace,
                 # A hibernated instance still runs its server: keep it (and its kernels).
                 resume=self.hibernate,
+                shared=self.shared_folder(self.user),
             )
         except ProtocolError as exc:
             raise SpawnError(f"cloudjhub is misconfigured: {exc.message}") from exc

@@ -65,8 +65,9 @@ class Ec2Calls(InstanceSpawnerOptions):
         "for in one is tried in the next.",
     ).tag(config=True)
 
-    # Fallback types checked, per (cluster, region, endpoint), once per hub process.
-    _types_checked: ClassVar[set[tuple[str, str, str]]] = set()
+    # Fallback lists checked once per hub process, per (cluster, region, endpoint,
+    # the list, whether workers hibernate): a profile may change either.
+    _types_checked: ClassVar[set[tuple[Any, ...]]] = set()
 
     @default("ec2_request_buckets")
     def _default_ec2_request_buckets(self) -> dict[str, list[float]]:
@@ -139,7 +140,8 @@ class Ec2Calls(InstanceSpawnerOptions):
 
     async def _check_fallback_types(self) -> None:
         """Refuse a fallback type the region does not have, once, before it matters."""
-        if not self.worker_instance_type_fallbacks or self._fleet_key in self._types_checked:
+        key = (*self._fleet_key, tuple(self.worker_instance_type_fallbacks), self.hibernate)
+        if not self.worker_instance_type_fallbacks or key in self._types_checked:
             return
         unknown = await blocking(
             self.ec2.unknown_instance_types, self.worker_instance_type_fallbacks
@@ -155,7 +157,7 @@ class Ec2Calls(InstanceSpawnerOptions):
                 raise SpawnError(
                     f"cloudjhub is misconfigured: worker_instance_type_fallbacks: {reason}"
                 )
-        self._types_checked.add(self._fleet_key)
+        self._types_checked.add(key)
 
     async def _launch_with_fallbacks(
         self, user: str, user_id: str, spec: WorkerSpec, token: str, server: str = ""
@@ -173,6 +175,7 @@ class Ec2Calls(InstanceSpawnerOptions):
         if spec.subnet_id in subnets:
             subnets.remove(spec.subnet_id)
         subnets.insert(0, spec.subnet_id)
+        subnets, zone = await self._in_home_zone(user, server, subnets)
         for kind in kinds:
             for subnet in subnets:
                 attempt = replace(spec, instance_type=kind, subnet_id=subnet)
@@ -194,12 +197,40 @@ class Ec2Calls(InstanceSpawnerOptions):
                         raise
                     tried.append(f"{kind} in {subnet}")
                     self.log.warning("no %s capacity for %s in %s", kind, user, subnet)
+        where = f" (only {zone}, where your home volume is)" if zone else ""
         raise SpawnError(
             f"AWS has no spare {' or '.join(kinds)} capacity right now; tried "
             + ", ".join(tried)
+            + where
             + ". Try again in a few minutes; if it persists, ask your admin for another "
             "instance type or zone."
         )
+
+    async def _home_zone(self, user: str, server: str) -> str | None:
+        """The zone of the server's kept home volume, if home volumes are on."""
+        if self.user_home_ebs_size <= 0:
+            return None
+        volume = await blocking(self.ec2.find_home_volume, user, server)
+        return None if volume is None else str(volume["AvailabilityZone"])
+
+    async def _in_home_zone(
+        self, user: str, server: str, subnets: list[str]
+    ) -> tuple[list[str], str | None]:
+        """The subnets a launch may use: with a home volume, only those in its zone (an
+        EBS volume attaches only in its own), and the zone; else all of them, None."""
+        if len(subnets) < 2:
+            return subnets, None
+        zone = await self._home_zone(user, server)
+        if zone is None:
+            return subnets, None
+        zones = await blocking(self.ec2.subnet_zones, subnets)
+        usable = [s for s in subnets if zones.get(s) == zone]
+        if not usable:
+            raise SpawnError(
+                f"Your home volume is in {zone}, and none of the cluster's subnets "
+                f"({', '.join(subnets)}) is. Tell your admin."
+            )
+        return usable, zone
 
 
 def _attempt_token(token: str, instance_type: str, subnet: str) -> str:

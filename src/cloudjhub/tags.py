@@ -39,6 +39,9 @@ POOL_TAG = "cloudjhub:pool"
 GPU_TAG = "cloudjhub:gpu"
 POOL_READY = "ready"
 POOL_CLAIMING = "claiming"
+# Chosen by the keeper to go (the pool shrinks, or it is of an old kind): no longer
+# claimable, and terminated on the keeper's next round if still nobody's.
+POOL_RETIRING = "retiring"
 # On the cluster's manager: a one-off warm-pool window (`cloudjhub prewarm`), as
 # `size=N,state=S,until=<ISO UTC>` (pool_schedule.OneOff); the keeper reads it each round.
 PREWARM_TAG = "cloudjhub:prewarm"
@@ -55,6 +58,8 @@ class Role(StrEnum):
     BUILDER = "builder"
     HOME = "home"
     IMAGE = "image"
+    # The shared course folder: its EFS file system and security group.
+    SHARED = "shared"
 
 
 def validate_cluster_name(name: str) -> str:

@@ -28,7 +28,7 @@ from werkzeug.serving import make_server
 from cloudjhub.aws.client import RETRY_CONFIG, Instance
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
-from cloudjhub.local import filters
+from cloudjhub.local import filters, motoserver
 from cloudjhub.local.dlm import DlmApi
 from cloudjhub.tags import CLUSTER_TAG, Role, tags_for
 from tests.helpers import ApiCalls
@@ -125,6 +125,7 @@ def aws(
     monkeypatch.setenv("MOTO_AMIS_PATH", str(moto_amis_file))
     monkeypatch.setattr(moto_amis, "AMIS", json.loads(moto_amis_file.read_text()))
     filters.install()  # match filter values as AWS does, as the local cloud does
+    motoserver.patch_run_instances()  # and launch MaxCount, as it does
     local_dlm[0].policies.clear()
     monkeypatch.setenv("AWS_ENDPOINT_URL_DLM", local_dlm[1])
     with mock_aws():

@@ -125,7 +125,7 @@ def test_one_launch_for_several_users_replayed_gives_each_the_same_one_instance(
         setup.ami, "t3.medium", setup.subnet, (group["GroupId"],), "batch-workers", 20
     )
     hub = HubEc2("batch", setup.ec2)
-    users = [("ann", "1", ""), ("bob", "2", ""), ("cy", "3", "lab")]
+    users = [("ann", "1", "", {}), ("bob", "2", "", {}), ("cy", "3", "lab", {})]
 
     first = hub.launch_for_users(users, spec, "cjb-replayed")
     again = hub.launch_for_users(users, spec, "cjb-replayed")
@@ -134,8 +134,8 @@ def test_one_launch_for_several_users_replayed_gives_each_the_same_one_instance(
     workers = hub.describe_workers()
     assert len(workers) == 3
     by_user = {w.user: w for w in workers}
-    assert [by_user[u].id for u, _, _ in users] == [i.id for i in first]
-    ids = {user: user_id for user, user_id, _ in users}
+    assert [by_user[u].id for u, _, _, _ in users] == [i.id for i in first]
+    ids = {user: user_id for user, user_id, _, _ in users}
     assert all(POOL_TAG not in w.tags and w.tags[USER_ID_TAG] == ids[w.user or ""]
                for w in workers)  # fmt: skip
     assert [(w.user, w.server) for w in workers if w.server] == [("cy", "lab")]

@@ -81,17 +81,15 @@ def test_the_launchers_backup_permissions_touch_only_that_role() -> None:
     statements = json.loads(done.output)["Statement"]
     role = f"arn:aws:iam::123456789012:role/{ROLE}"
     iam = [s for s in statements if any(a.startswith("iam:") for a in _list(s["Action"]))]
+    # No CreateRole/AttachRolePolicy: CreateRole cannot limit the trust policy, so the
+    # launcher could make the role trust itself and take DLM's snapshot rights.
     assert {a for s in iam for a in _list(s["Action"])} == {
         "iam:GetRole",
-        "iam:CreateRole",
-        "iam:AttachRolePolicy",
+        "iam:ListAttachedRolePolicies",
         "iam:PassRole",
     }
     assert {s["Resource"] for s in iam} == {role}
     by_sid = {s["Sid"]: s for s in statements}
-    assert by_sid["AttachOnlyTheDlmManagedPolicy"]["Condition"] == {
-        "ArnEquals": {"iam:PolicyARN": MANAGED}
-    }
     assert by_sid["PassTheRoleOnlyToDlm"]["Condition"] == {
         "StringEquals": {"iam:PassedToService": "dlm.amazonaws.com"}
     }
@@ -104,3 +102,55 @@ def test_the_launchers_backup_permissions_touch_only_that_role() -> None:
 
 def _list(action: str | list[str]) -> list[str]:
     return [action] if isinstance(action, str) else action
+
+
+def test_a_half_made_role_gets_its_managed_policy(
+    ec2: LocalCloudEc2, local_dlm: tuple[DlmApi, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An earlier run that made the role and then failed to attach leaves a role DLM
+    cannot use; a re-run must complete it rather than trust GetRole alone."""
+    monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+    iam = boto_client("iam", REGION)
+    trust = {"Version": "2012-10-17", "Statement": []}
+    iam.create_role(RoleName=ROLE, AssumeRolePolicyDocument=json.dumps(trust))
+    said: list[str] = []
+    assert ensure_backup_policy(ec2, _opts(), said.append) is not None
+    attached = iam.list_attached_role_policies(RoleName=ROLE)["AttachedPolicies"]
+    assert [p["PolicyArn"] for p in attached] == [MANAGED]
+    assert not any(ROLE in line for line in said)  # found, not made
+
+
+def test_a_launcher_that_may_not_make_the_role_is_told_how_in_one_line(
+    ec2: LocalCloudEc2, local_dlm: tuple[DlmApi, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    from cloudjhub.aws import dlm_role
+    from cloudjhub.aws.client import CloudError
+
+    real = dlm_role.call
+
+    def denied(client: Any, action: str, *args: Any, **kwargs: Any) -> Any:
+        if action == "create_role":  # what AWS answers the least-privilege launcher
+            err = {"Error": {"Code": "AccessDenied", "Message": "not authorized"}}
+            return real(_Refuses(ClientError(err, "CreateRole")), "create_role", **kwargs)
+        return real(client, action, *args, **kwargs)
+
+    monkeypatch.setattr(dlm_role, "call", denied)
+    with pytest.raises(CloudError) as caught:
+        ensure_backup_policy(ec2, _opts(), lambda _m: None)
+    message = str(caught.value)
+    assert "aws dlm create-default-role" in message and "--backup-role" in message
+    assert "\n" not in message
+    assert local_dlm[0].policies == {}  # nothing made
+
+
+class _Refuses:
+    """An IAM client whose CreateRole answers as AWS does to an identity without it."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.meta = boto_client("iam", REGION).meta
+
+    def create_role(self, **_kwargs: Any) -> Any:
+        raise self.error

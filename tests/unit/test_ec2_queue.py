@@ -367,3 +367,62 @@ def test_a_storm_is_cut_into_calls_of_at_most_max_batch_ids() -> None:
 
     asyncio.run(storm())
     assert [len(ids) for ids in sent] == [MAX_BATCH, 50]
+
+
+def test_no_capacity_falls_back_only_within_the_home_volumes_zone(
+    ec2: LocalCloudEc2, layer: Layer, configured: Callable[..., InstanceSpawner], network: Network
+) -> None:
+    """A returning user's home volume is zonal (EBS attaches only in its zone): a
+    subnet of another zone is never tried, and the message says why."""
+    first = network.subnet_id
+    [found] = ec2.client.describe_subnets(SubnetIds=[first])["Subnets"]
+    home_zone = found["AvailabilityZone"]
+    other_zone = next(z for z in ("us-east-1a", "us-east-1b") if z != home_zone)
+
+    def subnet(cidr: str, zone: str) -> str:
+        made = ec2.client.create_subnet(VpcId=network.vpc_id, CidrBlock=cidr, AvailabilityZone=zone)
+        return str(made["Subnet"]["SubnetId"])
+
+    elsewhere, beside = subnet("10.42.20.0/24", other_zone), subnet("10.42.21.0/24", home_zone)
+    ec2.create_home_volume("alice", 1, home_zone, "1")
+    layer.faults.set_rates(dict([parse_fault(f"InsufficientInstanceCapacity={first}")]))
+    alice = configured("alice", user_home_ebs_size=1, subnet_ids=[first, elsewhere, beside])
+
+    asyncio.run(alice.start())
+
+    [inst] = ec2.describe([alice.instance_id or ""])
+    assert inst.availability_zone == home_zone and inst.user == "alice"
+
+    layer.faults.set_rates({"InsufficientInstanceCapacity": 1.0})
+    bob = configured("bob", user_home_ebs_size=1, subnet_ids=[first, elsewhere, beside])
+    ec2.create_home_volume("bob", 1, home_zone, "2")
+    with pytest.raises(SpawnError) as caught:
+        asyncio.run(bob.start())
+    said = str(caught.value)
+    assert f"t3.medium in {first}, t3.medium in {beside} (only {home_zone}," in said
+    assert elsewhere not in said
+
+
+def test_per_user_extra_tags_do_not_split_a_launch(
+    ec2: LocalCloudEc2, calls: Any, layer: Layer, configured: Callable[..., InstanceSpawner]
+) -> None:
+    """EXTRA_TAGS with {username} differ per user: still one RunInstances, the shared
+    tags on at launch and each user's own tag on their instance and its volume."""
+    spawners = [configured(f"user{n}") for n in range(3)]
+    for spawner in spawners:
+        tags = {"course": "cs101", "owner": spawner.user.name}
+        spawner.launch_tags = lambda _user, _server, tags=tags: tags  # type: ignore[method-assign]
+
+    asyncio.run(spawn_all(spawners))
+
+    assert calls["RunInstances"] == 1
+    for spawner in spawners:
+        [inst] = ec2.describe([spawner.instance_id or ""])
+        assert (inst.tags["owner"], inst.tags["course"]) == (spawner.user.name, "cs101")
+        assert inst.user == spawner.user.name
+        volume = ec2.client.describe_tags(
+            Filters=[{"Name": "resource-id", "Values": [inst.volumes[0]]}]
+        )["Tags"]
+        assert {"Key": "owner", "Value": spawner.user.name} in [
+            {"Key": t["Key"], "Value": t["Value"]} for t in volume
+        ]

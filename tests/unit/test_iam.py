@@ -92,6 +92,7 @@ def test_policy_statements_exactly() -> None:
                 "ec2:DescribeImages",
                 "ec2:DescribeInstanceTypes",
                 "ec2:DescribeInstances",
+                "ec2:DescribeSubnets",
                 "ec2:DescribeVolumes",
             ],
             "*",
@@ -153,7 +154,7 @@ def test_policy_statements_exactly() -> None:
             {
                 "StringEquals": {
                     **WORKER_TAGGED["StringEquals"],
-                    "ec2:ResourceTag/cloudjhub:pool": ["ready", "claiming"],
+                    "ec2:ResourceTag/cloudjhub:pool": ["ready", "claiming", "retiring"],
                 },
                 "ForAllValues:StringEquals": {
                     "aws:TagKeys": [
@@ -281,6 +282,7 @@ def test_ec2_actions_are_exactly_what_the_hub_calls() -> None:
         "ec2:DescribeInstanceTypes",
         "ec2:DescribeInstances",
         "ec2:DescribeSnapshots",
+        "ec2:DescribeSubnets",
         "ec2:DescribeVolumes",
     }
 
@@ -387,7 +389,11 @@ def test_policy_modifies_only_a_workers_type_and_never_retags() -> None:
             "StringEquals": {"ec2:CreateAction": ["RunInstances", "CreateVolume"]}
         }
         claim = tagging[2]["Condition"]
-        assert claim["StringEquals"]["ec2:ResourceTag/cloudjhub:pool"] == ["ready", "claiming"]
+        assert claim["StringEquals"]["ec2:ResourceTag/cloudjhub:pool"] == [
+            "ready",
+            "claiming",
+            "retiring",
+        ]
         assert claim["StringEquals"]["ec2:ResourceTag/cloudjhub:role"] == "worker"
         assert set(claim["ForAllValues:StringEquals"]["aws:TagKeys"]) == {
             "cloudjhub:user",
@@ -758,7 +764,7 @@ def test_reading_user_data_and_other_describes_is_denied(
         ),
         "DescribeSecurityGroups": client.describe_security_groups,
         "DescribeKeyPairs": client.describe_key_pairs,
-        "DescribeSubnets": client.describe_subnets,
+        "DescribeVpcs": client.describe_vpcs,
     }
 
     codes = {}

@@ -18,12 +18,12 @@ from cloudjhub.aws.client import Instance
 from cloudjhub.aws.hub import WorkerSpec, launch_token
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.fleet import Fleet
+from cloudjhub.pool_keeper import Keeper, constant_target
 from cloudjhub.reaper import Reaper
 from cloudjhub.spawner import InstanceSpawner
 from cloudjhub.spawner_options import SpawnError
 from cloudjhub.tags import DELETED_TAG, NAME_TAG, SERVER_TAG, USER_TAG, tag_dict
 from cloudjhub.usage import read_events
-from cloudjhub.warm_pool import Keeper, constant_target
 from tests.helpers import ApiCalls
 from tests.unit.conftest import CLUSTER, REGION
 

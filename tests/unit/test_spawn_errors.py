@@ -160,3 +160,28 @@ def test_a_failed_spawns_message_rides_in_the_state_admins_see_until_a_spawn_suc
     monkeypatch.setattr(InstanceSpawner, "_start", _start)
     asyncio.run(restarted.start())
     assert "last_spawn_failure" not in restarted.get_state()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"token": "s3cr3tvalue"}',
+        "api_token: s3cr3tvalue",
+        "GET /hub/login?next=%2Fuser%2Fann%2Flab%3Ftoken%3Ds3cr3tvalue%26x%3D1",
+        "password=s3cr3tvalue",
+        "GET /hub/oauth_callback?code=s3cr3tvalue&state=s3cr3tvalue",
+        "Authorization: Basic s3cr3tvalue",
+        "client_secret='s3cr3tvalue'",
+    ],
+)
+def test_secrets_in_the_shapes_logs_print_them_never_reach_the_state_or_a_kept_tail(
+    line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Admins and TAs (admin:servers includes admin:server_state) read the state."""
+    failing_start(monkeypatch, SpawnError(f"Jupyter failed to start on your instance:\n{line}"))
+    spawner = make_spawner(tmp_path)
+    start(spawner)
+    failure = spawner.get_state()["last_spawn_failure"]
+    assert "s3cr3tvalue" not in failure["message"] and "[redacted]" in failure["message"]
+    kept = KeptLogs(tmp_path / "kept-logs").read("ann")
+    assert kept is not None and not any("s3cr3tvalue" in kept_line for kept_line in kept.lines)

@@ -18,11 +18,12 @@ from cloudjhub.aws.client import Instance
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.fleet import Fleet
+from cloudjhub.pool_keeper import Keeper, constant_target
 from cloudjhub.reaper import Reaper
 from cloudjhub.remote import CONSOLE_BEGIN, CONSOLE_END
 from cloudjhub.spawner import InstanceSpawner
 from cloudjhub.tags import NAME_TAG, POOL_TAG, USER_ID_TAG, USER_TAG
-from cloudjhub.warm_pool import Keeper, constant_target, is_member
+from cloudjhub.warm_pool import is_member
 from tests.unit.conftest import CLUSTER, REGION, SshKey
 
 
@@ -277,9 +278,10 @@ def test_a_member_that_never_prints_host_keys_is_terminated_not_stopped(
     now[0] += 3600  # long past the wait for keys
 
     assert pool.round().stopped == []
+    assert pool.round().ended == [member]  # marked retiring, then terminated
     [state] = [i.state for i in ec2.describe([member])]
     assert state in ("shutting-down", "terminated")
-    assert pool.round().launched  # replaced
+    assert [m.id for m in members(ec2)] not in ([], [member])  # replaced
 
 
 def test_the_keeper_never_stops_a_member_claimed_after_its_listing(
@@ -336,3 +338,24 @@ def test_pool_launch_token_is_fresh_per_round(ec2: LocalCloudEc2, spec: WorkerSp
     first = pool.round().launched
     ec2.client.terminate_instances(InstanceIds=first)
     assert pool.round().launched != first
+
+
+def test_a_returning_user_claims_only_a_worker_in_their_home_volumes_zone(
+    ec2: LocalCloudEc2, spec: WorkerSpec, spawner_for: Callable[[str], InstanceSpawner]
+) -> None:
+    """An EBS volume attaches only in its own zone: a user whose instance is gone but
+    whose home volume is kept must not be handed a pool worker of another zone."""
+    keeper(ec2, spec, 1).round()
+    [member] = members(ec2)
+    zone = member.availability_zone
+    other = next(z for z in ("us-east-1a", "us-east-1b") if z != zone)
+    ec2.create_home_volume("alice", 1, other, "1")
+    ec2.create_home_volume("bob", 1, zone, "2")
+    alice, bob = spawner_for("alice"), spawner_for("bob")
+    alice.user_home_ebs_size = bob.user_home_ebs_size = 1
+
+    assert run(alice._find_instance()) is None  # she gets a launch in her zone instead
+    [still] = ec2.describe([member.id])
+    assert still.user is None and is_member(still)
+    got = run(bob._find_instance())
+    assert got is not None and got.id == member.id and got.user == "bob"

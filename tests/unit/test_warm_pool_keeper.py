@@ -18,9 +18,10 @@ import pytest
 from cloudjhub.aws.client import Instance
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
+from cloudjhub.pool_keeper import Keeper, PoolTarget, constant_target
 from cloudjhub.spawner import InstanceSpawner
 from cloudjhub.tags import POOL_TAG
-from cloudjhub.warm_pool import Keeper, PoolTarget, constant_target, record_host_keys
+from cloudjhub.warm_pool import record_host_keys
 from tests.unit.conftest import ec2_client
 from tests.unit.test_warm_pool import members, spawner_for  # noqa: F401 (a fixture)
 
@@ -53,8 +54,10 @@ def test_the_keeper_grows_into_a_window_and_shrinks_after_it(
     [kept] = members(ec2)
     assert kept.id in [first, *grown.launched] and kept.id not in shrunk.terminated
     assert shrunk.stopped == [kept.id]
+    then = pool.round()  # the two marked retiring go now
+    assert sorted(then.ended) == sorted(shrunk.terminated)
     assert live(ec2, [first, *grown.launched]) == {kept.id: "stopped"}
-    assert pool.round().launched == []  # and stays at its base size
+    assert then.launched == [] and pool.round().launched == []  # stays at its base size
 
 
 def test_the_pool_shrinks_stopped_first_and_never_takes_a_claimed_member(
@@ -67,6 +70,7 @@ def test_the_pool_shrinks_stopped_first_and_never_takes_a_claimed_member(
     size[0] = 3
 
     assert pool.round().terminated == [launched[2]]  # the stopped one goes first
+    assert pool.round().ended == [launched[2]]
 
     listed = ec2.describe_workers()
     claimed = launched[1]
@@ -78,6 +82,8 @@ def test_the_pool_shrinks_stopped_first_and_never_takes_a_claimed_member(
 
     # Each read again first: the claimed one is alice's and stays.
     assert sorted(result.terminated) == sorted([launched[0], launched[3]])
+    monkeypatch.undo()
+    assert sorted(pool.round().ended) == sorted([launched[0], launched[3]])
     assert live(ec2, launched) == {claimed: "running"}
     [after] = ec2.describe([claimed])
     assert after.user == "alice"
@@ -107,6 +113,7 @@ def test_members_of_an_old_image_or_type_are_retired_never_handed_out(
     result = Keeper(ec2, new_spec, constant_target(2, "stopped")).round()
 
     assert sorted(result.retired) == sorted(old)
+    assert sorted(Keeper(ec2, new_spec, constant_target(2, "stopped")).round().ended) == sorted(old)
     assert live(ec2, old) == {}
     fresh = ec2.describe(result.launched)
     assert len(fresh) == 2
@@ -176,11 +183,15 @@ def test_the_keeper_takes_its_host_key_source_from_the_trait(
     assert command[command.index("--host-key-source") + 1] == "known_hosts"
 
 
-def test_keeper_records_no_keys_and_stops_at_once_with_known_hosts(
-    ec2: LocalCloudEc2, spec: WorkerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """server_config.json says console, the trait (--host-key-source) says known_hosts:
-    the keeper does not wait for console keys before stopping a member."""
+def keeper_cli(
+    ec2: LocalCloudEc2,
+    spec: WorkerSpec,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    key_source: str,
+    *args: str,
+) -> Any:
+    """One round of `cloudjhub warm-pool --once ARGS` for `ec2`'s cluster (moto)."""
     import json
 
     from click.testing import CliRunner
@@ -196,16 +207,24 @@ def test_keeper_records_no_keys_and_stops_at_once_with_known_hosts(
         "SUBNET_ID": spec.subnet_id,
         "WORKER_SECURITY_GROUPS": list(spec.security_group_ids),
         "KEY_NAME": spec.key_name,
-        "SSH_HOST_KEY_SOURCE": "console",
+        "SSH_HOST_KEY_SOURCE": key_source,
     }
     path = tmp_path / "server_config.json"
     path.write_text(json.dumps(config))
+    command = ["warm-pool", "--once", "--server-config", str(path), *args]
+    return CliRunner().invoke(main, command, catch_exceptions=False)
+
+
+def test_keeper_records_no_keys_and_stops_at_once_with_known_hosts(
+    ec2: LocalCloudEc2, spec: WorkerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """server_config.json says console, the trait (--host-key-source) says known_hosts:
+    the keeper does not wait for console keys before stopping a member."""
     keys = tmp_path / "keys"
-    args = ["warm-pool", "--once", "--size", "1", "--server-config", str(path)]
-    args += ["--keys-dir", str(keys), "--host-key-source", "known_hosts"]
+    args = ["--size", "1", "--keys-dir", str(keys), "--host-key-source", "known_hosts"]
 
     for _ in range(2):  # launch, then stop
-        result = CliRunner().invoke(main, args, catch_exceptions=False)
+        result = keeper_cli(ec2, spec, tmp_path, monkeypatch, "console", *args)
         assert result.exit_code == 0, result.output
 
     [member] = members(ec2)

@@ -20,6 +20,8 @@ from ..tags import (
     DELETED_TAG,
     NAME_TAG,
     POOL_CLAIMING,
+    POOL_READY,
+    POOL_RETIRING,
     POOL_TAG,
     PREWARM_TAG,
     SERVER_TAG,
@@ -197,13 +199,14 @@ class HubEc2(Ec2Client):
 
     def launch_for_users(
         self,
-        users: list[tuple[str, str, str]],
+        users: list[tuple[str, str, str, dict[str, str]]],
         spec: WorkerSpec,
         client_token: str,
         paid: Pacer | None = None,
     ) -> list[Instance]:
         """One RunInstances for several users' first logins, then each instance tagged
-        to one of them; the instances in the order of `users` (name, id, named server).
+        to one of them; the instances in the order of `users` (name, id, named server,
+        the extra tags of theirs that `spec` does not carry for all).
 
         They are launched marked as a claim in progress with no user (neither a pool
         member nor anyone's), then each is tagged to its user and unmarked as a warm-pool
@@ -226,9 +229,10 @@ class HubEc2(Ec2Client):
         # A launch's reply may not list its volumes yet; a describe does.
         seen = {i.id: i for i in self.describe([i.id for i in launched])}
         out = []
-        for (user, user_id, server), instance in zip(users, launched, strict=True):
+        for (user, user_id, server, extra), instance in zip(users, launched, strict=True):
             instance = seen.get(instance.id, instance)
             mine = {
+                **extra,
                 USER_TAG: user,
                 USER_ID_TAG: user_id,
                 **({SERVER_TAG: server} if server else {}),
@@ -244,8 +248,9 @@ class HubEc2(Ec2Client):
     def launch_pool_workers(
         self, spec: WorkerSpec, count: int, client_token: str
     ) -> list[Instance]:
-        """Run `count` unassigned warm-pool workers in one call."""
-        return self._run_workers(pool_tags(self.cluster), spec, count, client_token)
+        """Run up to `count` unassigned warm-pool workers in one call: as many as AWS has
+        capacity for (MinCount 1), where MinCount=MaxCount would fail the whole call."""
+        return self._run_workers(pool_tags(self.cluster), spec, count, client_token, least=1)
 
     def _run_workers(
         self,
@@ -254,7 +259,9 @@ class HubEc2(Ec2Client):
         count: int,
         client_token: str,
         paid: Pacer | None = None,
+        least: int | None = None,
     ) -> list[Instance]:
+        """`count` workers, or (`least`) as many as AWS can launch but at least that many."""
         tags = tag_list(tag_map)
         root = self.root_device_name(spec.image_id)
         ebs: dict[str, Any] = {
@@ -270,8 +277,9 @@ class HubEc2(Ec2Client):
         params: dict[str, Any] = {
             "ImageId": spec.image_id,
             "InstanceType": spec.instance_type,
-            # All or nothing (a refill retries next round); moto launches MinCount.
-            "MinCount": count,
+            # All or nothing unless `least` (the local cloud launches MaxCount, as AWS
+            # does when it has the capacity).
+            "MinCount": count if least is None else min(least, count),
             "MaxCount": count,
             "SubnetId": spec.subnet_id,
             "SecurityGroupIds": list(spec.security_group_ids),
@@ -334,6 +342,38 @@ class HubEc2(Ec2Client):
         self._call(
             "delete_tags", Resources=[instance.id, *instance.volumes], Tags=[{"Key": POOL_TAG}]
         )
+
+    def release_claim(self, instance: Instance, user: str, user_id: str, server: str = "") -> None:
+        """Undo `tag_claim` of a claim that failed: the pool mark back to ready, then
+        the user's tags off, each only where it still has the value the claim wrote
+        (DeleteTags with a value deletes only a match), so nobody else's tag goes."""
+        self.guard([instance.id], [Role.WORKER])
+        resources = [instance.id, *instance.volumes]
+        name = {NAME_TAG: f"{self.cluster}-worker-pool"}
+        self._call(
+            "create_tags", Resources=resources, Tags=tag_list({POOL_TAG: POOL_READY, **name})
+        )
+        mine = {USER_TAG: user, USER_ID_TAG: user_id, **({SERVER_TAG: server} if server else {})}
+        self._call("delete_tags", Resources=resources, Tags=tag_list(mine))
+
+    def mark_retiring(self, instance_ids: list[str]) -> None:
+        """Take pool workers out of the pool (no claim picks them) before they go."""
+        if instance_ids:
+            self.guard(instance_ids, [Role.WORKER])
+            self._call(
+                "create_tags", Resources=instance_ids, Tags=tag_list({POOL_TAG: POOL_RETIRING})
+            )
+
+    def unmark_retiring(self, instance_ids: list[str]) -> None:
+        """Drop a retiring mark that landed on a claimed worker (only where it is still
+        `retiring`: a claim's own mark is left)."""
+        if instance_ids:
+            self.guard(instance_ids, [Role.WORKER])
+            self._call(
+                "delete_tags",
+                Resources=instance_ids,
+                Tags=[{"Key": POOL_TAG, "Value": POOL_RETIRING}],
+            )
 
     def start(self, instance_id: str, roles: tuple[Role, ...] = (Role.WORKER,)) -> None:
         self.guard([instance_id], roles)
@@ -424,6 +464,13 @@ class HubEc2(Ec2Client):
         if not include_deleted:
             volumes = [v for v in volumes if belongs_to(tag_dict(v.get("Tags")))]
         return sorted(volumes, key=lambda v: (str(v.get("CreateTime", "")), v["VolumeId"]))
+
+    def subnet_zones(self, subnet_ids: list[str]) -> dict[str, str]:
+        """Each subnet's availability zone (a home volume attaches only in its own)."""
+        if not subnet_ids:
+            return {}
+        reply = self._call("describe_subnets", SubnetIds=subnet_ids)
+        return {s["SubnetId"]: s["AvailabilityZone"] for s in reply.get("Subnets", [])}
 
     def find_home_volume(self, user: str, server: str = "") -> dict[str, Any] | None:
         volumes = self.home_volumes(user, server=server)

@@ -17,26 +17,16 @@ import click
 
 from ..aws.client import CloudError
 from ..aws.hub import HubEc2
-from ..pool_schedule import MAX_POOL_SIZE, MAX_WINDOW_SECONDS, POOL_STATES, OneOff
+from ..pool_schedule import MAX_WINDOW_SECONDS, OneOff
 from .cloud_options import aws_options, cluster_argument, connect_as
 from .errors import BadInput, CommandError, cloud_error
+from .pool_options import pool_size_option, pool_state_option
 
 
 @click.command("prewarm")
 @cluster_argument
-@click.option(
-    "--size",
-    type=click.IntRange(0, MAX_POOL_SIZE),
-    default=None,
-    help="Pool workers to keep while the window is open; 0 ends an earlier prewarm.",
-)
-@click.option(
-    "--state",
-    type=click.Choice(POOL_STATES),
-    default=POOL_STATES[0],
-    show_default=True,
-    help="Keep them stopped (disks only) or running (compute: the fastest login).",
-)
+@pool_size_option("Pool workers to keep while the window is open; 0 ends an earlier prewarm.")
+@pool_state_option("Keep them stopped (disks only) or running (compute: the fastest login).")
 @click.option(
     "--for",
     "seconds",

@@ -10,25 +10,17 @@ from types import FrameType
 
 import click
 
-from ..config import POOL_STATES, SERVER_CONFIG_ENV
+from ..config import SERVER_CONFIG_ENV
 from .errors import BadInput, CommandError
+from .pool_options import pool_size_option, pool_state_option
 
 
 @click.command("warm-pool")
-@click.option(
-    "--size",
-    type=click.IntRange(0, 1000),
-    default=None,
-    help="Unassigned workers to keep (InstanceSpawner.warm_pool_size) "
-    "[default: WARM_POOL_SIZE of server_config.json].",
+@pool_size_option(
+    "Unassigned workers to keep (InstanceSpawner.warm_pool_size) "
+    "[default: WARM_POOL_SIZE of server_config.json]."
 )
-@click.option(
-    "--state",
-    type=click.Choice(POOL_STATES),
-    default=POOL_STATES[0],
-    show_default=True,
-    help="Keep them stopped (disks only) or running (InstanceSpawner.warm_pool_state).",
-)
+@pool_state_option("Keep them stopped (disks only) or running (InstanceSpawner.warm_pool_state).")
 @click.option(
     "--instance-type",
     default=None,
@@ -74,6 +66,14 @@ from .errors import BadInput, CommandError
     help="How the hub learns workers' host keys (InstanceSpawner.ssh_host_key_source); "
     "'console' records each member's before it is stopped [default: SSH_HOST_KEY_SOURCE].",
 )
+@click.option(
+    "--ec2-request-buckets",
+    metavar="JSON",
+    default=None,
+    help="Client-side token buckets for the keeper's EC2 calls, as "
+    "InstanceSpawner.ec2_request_buckets: it spends AWS's buckets no faster than AWS "
+    "refills them, as the hub does [default: AWS's published figures].",
+)
 @click.option("--once", is_flag=True, help="Run one round and exit.")
 def warm_pool(
     size: int | None,
@@ -85,6 +85,7 @@ def warm_pool(
     schedule: str | None,
     time_zone: str | None,
     host_key_source: str | None,
+    ec2_request_buckets: str | None,
     once: bool,
 ) -> None:
     """Keep SIZE launched, unassigned workers for first logins (JupyterHub service),
@@ -94,10 +95,11 @@ def warm_pool(
     """
     from ..aws.client import CloudError
     from ..aws.hub import HubEc2
+    from ..aws.pacing import Pacer
     from ..config import ConfigError, check_warm_pool_schedule, load_server_config, parse_json
+    from ..pool_keeper import Keeper, one_off_reader, pool_spec, run
     from ..pool_schedule import PoolPlan, PoolTarget, parse_windows
     from ..pool_schedule import time_zone as zone_named
-    from ..warm_pool import Keeper, one_off_reader, pool_spec, run
 
     try:
         config = load_server_config(server_config)
@@ -111,12 +113,14 @@ def warm_pool(
         )
         zone = config.WARM_POOL_TIME_ZONE if time_zone is None else time_zone
         check_warm_pool_schedule(raw, zone)
+        buckets = paced_buckets(ec2_request_buckets)
     except ConfigError as exc:
         raise BadInput(str(exc)) from exc
     try:
         ec2 = HubEc2.connect(config.CLUSTER_NAME, config.REGION, config.AWS_ENDPOINT_URL)
     except CloudError as exc:
         raise CommandError(str(exc)) from exc
+    Pacer(buckets).attach(ec2.client)
     logging.basicConfig(
         level=logging.INFO, format="[%(levelname).1s %(asctime)s cloudjhub-warm-pool] %(message)s"
     )
@@ -141,3 +145,19 @@ def warm_pool(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     run(keeper, interval, stopping)
+
+
+def paced_buckets(value: str | None) -> dict[str, tuple[float, float]]:
+    """--ec2-request-buckets, checked (ConfigError naming the option and the problem)."""
+    from ..config import ConfigError, parse_json
+    from ..ec2_limits import check_buckets
+
+    if value is None:
+        return {}
+    raw = parse_json(value.encode(), "--ec2-request-buckets")
+    try:
+        if not isinstance(raw, dict):
+            raise ValueError("must be a JSON object of family: [capacity, refill]")
+        return check_buckets(raw)
+    except ValueError as exc:
+        raise ConfigError(f"--ec2-request-buckets: {exc}") from exc

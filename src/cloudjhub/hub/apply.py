@@ -13,7 +13,7 @@ from pathlib import Path
 from traitlets import TraitError
 from traitlets.config import Config
 
-from .. import profile_types
+from .. import fallback_types, profile_types
 from ..aws.hub import HubEc2
 from ..config import (
     POOL_STATES,
@@ -139,17 +139,23 @@ def check_profiles(settings: HubSettings) -> None:
     and the field, not the first user who opens the spawn page."""
     raw = settings.spawner.traits.get("profile_list")
     check_profile_list(raw)
+    fallbacks = settings.spawner.traits.get(fallback_types.TRAIT)
     config_file = Path(settings.spawner.server_config_file)
-    if raw and config_file.exists():
+    if (raw or fallbacks) and config_file.exists():
         config = load_server_config(config_file)
         ec2 = HubEc2.connect(config.CLUSTER_NAME, config.REGION, config.AWS_ENDPOINT_URL)
+        hibernate = bool(settings.spawner.traits.get("hibernate", config.HIBERNATE))
         try:
-            profile_types.check(
-                parse_profiles(raw),
-                ec2.instance_type_info,
-                config.REGION,
-                config.HIBERNATE,
-                config.GPU_IMAGE,
+            if raw:
+                profile_types.check(
+                    parse_profiles(raw),
+                    ec2.instance_type_info,
+                    config.REGION,
+                    config.HIBERNATE,
+                    config.GPU_IMAGE,
+                )
+            fallback_types.check_at_start(
+                fallbacks, ec2.instance_type_info, config.REGION, hibernate
             )
         except ValueError as exc:
             raise TraitError(f"c.InstanceSpawner.{exc}") from None

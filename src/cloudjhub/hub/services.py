@@ -29,6 +29,7 @@ KEEPER_TRAITS = {
     "warm_pool_schedule": "--schedule",
     "warm_pool_time_zone": "--time-zone",
     "ssh_host_key_source": "--host-key-source",
+    "ec2_request_buckets": "--ec2-request-buckets",
 }
 
 

@@ -23,7 +23,8 @@ guards trust, cannot be rewritten, and there is no ModifyInstanceAttribute
 own default).
 
 It reads only what the hub reads: DescribeInstances, DescribeImages,
-DescribeVolumes and DescribeInstanceTypes, which AWS cannot scope to resources,
+DescribeVolumes, DescribeInstanceTypes and DescribeSubnets (which zone each of
+SUBNET_IDS is in, for the capacity fallback), which AWS cannot scope to resources,
 so they take Resource "*". No `ec2:Describe*`: that would include
 DescribeInstanceAttribute, the user data of every instance in the account.
 
@@ -52,6 +53,7 @@ from ..tags import (
     NAME_TAG,
     POOL_CLAIMING,
     POOL_READY,
+    POOL_RETIRING,
     POOL_TAG,
     PREWARM_TAG,
     ROLE_TAG,
@@ -177,6 +179,7 @@ def manager_policy(
                 "ec2:DescribeImages",
                 "ec2:DescribeInstanceTypes",
                 "ec2:DescribeInstances",
+                "ec2:DescribeSubnets",
                 "ec2:DescribeVolumes",
             ],
             "Resource": "*",
@@ -307,7 +310,7 @@ def manager_policy(
             "Condition": {
                 "StringEquals": {
                     **tagged(Role.WORKER),
-                    f"ec2:ResourceTag/{POOL_TAG}": [POOL_READY, POOL_CLAIMING],
+                    f"ec2:ResourceTag/{POOL_TAG}": [POOL_READY, POOL_CLAIMING, POOL_RETIRING],
                 },
                 "ForAllValues:StringEquals": {
                     "aws:TagKeys": [USER_TAG, USER_ID_TAG, NAME_TAG, POOL_TAG, SERVER_TAG]

@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..aws.backups import DEFAULT_BACKUP_ROLE
-from ..aws.dlm_role import MANAGED_POLICY
 from ..tags import (
     BACKUP_TAG,
     CLUSTER_TAG,
@@ -178,9 +177,9 @@ def backup_role_policy(cluster: str, part: str, region: str, account: str) -> di
 
 
 def launcher_backup_policy(cluster: str, part: str, region: str, account: str) -> dict[str, Any]:
-    """The launcher's backup step: make the account's DLM default role if missing
-    (that role only, with AWS's DLM policy only, passed to DLM only) and manage the
-    cluster's lifecycle policy (created tagged for it; changed only if so tagged)."""
+    """The launcher's backup step: find the account's DLM default role and pass it to
+    DLM only, and manage the cluster's lifecycle policy (created tagged for it;
+    changed only if so tagged)."""
     role = f"arn:{part}:iam::{account}:role/{DEFAULT_BACKUP_ROLE}"
     policies = f"arn:{part}:dlm:{region}:{account}:policy/*"
     ours = {f"aws:ResourceTag/{CLUSTER_TAG}": cluster}
@@ -188,19 +187,14 @@ def launcher_backup_policy(cluster: str, part: str, region: str, account: str) -
         "Version": "2012-10-17",
         "Statement": [
             {
-                "Sid": "MakeTheDlmDefaultRoleIfMissing",
+                # No iam:CreateRole or iam:AttachRolePolicy: CreateRole cannot limit the
+                # trust policy written, so a launcher holding it could make this role
+                # trust itself and take DLM's account-wide snapshot rights. An account
+                # admin makes the role once (`aws dlm create-default-role`).
+                "Sid": "FindTheDlmDefaultRole",
                 "Effect": "Allow",
-                "Action": ["iam:GetRole", "iam:CreateRole"],
+                "Action": ["iam:GetRole", "iam:ListAttachedRolePolicies"],
                 "Resource": role,
-            },
-            {
-                "Sid": "AttachOnlyTheDlmManagedPolicy",
-                "Effect": "Allow",
-                "Action": "iam:AttachRolePolicy",
-                "Resource": role,
-                "Condition": {
-                    "ArnEquals": {"iam:PolicyARN": f"arn:{part}:iam::aws:policy/{MANAGED_POLICY}"}
-                },
             },
             {
                 "Sid": "PassTheRoleOnlyToDlm",

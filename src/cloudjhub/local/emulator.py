@@ -15,6 +15,10 @@ InstanceInitiatedShutdownBehavior=stop would. And a stop with Hibernate=True
 programs with SIGSTOP instead of ending them, and the next start resumes them
 with SIGCONT: only its sshd is ended and started afresh.
 
+Machines boot and halt concurrently, up to `parallel` at a time: a storm starts or
+stops hundreds of instances in one EC2 call, and one after another (an sshd, a host
+key and a pid sweep each) would keep the last user waiting for all the others.
+
 Under `--like-aws` the console is the AWS behaviour layer's (`console`), and
 host keys are printed on an instance's first boot only, as cloud-init does.
 """
@@ -28,9 +32,11 @@ import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from ..aws.client import CloudError, Instance
 from ..aws.local import LocalCloudEc2
@@ -38,11 +44,15 @@ from ..launch.units import enabled_units, run_unit_directly
 from ..remote import CONSOLE_BEGIN, CONSOLE_END
 from . import motoserver, processes, sshd
 from .processes import INSTANCE_ENV
+from .shared_dirs import unmount_instance, unmount_instances
 
 log = logging.getLogger(__name__)
 
 # Where, under an instance root, the worker asks for the machine to be shut down.
 SHUTDOWN_REQUEST = Path("run") / "shutdown"
+_T = TypeVar("_T")
+# How many machines boot or halt at once.
+PARALLEL = 8
 
 
 @dataclass
@@ -70,6 +80,7 @@ class FleetEmulator:
         role_endpoint: str | None = None,
         role_credentials: dict[str, str] | None = None,
         trusts_key: Callable[[str, str], bool] | None = None,
+        parallel: int = PARALLEL,
     ) -> None:
         self.ec2 = ec2
         self.state_dir = state_dir
@@ -93,11 +104,19 @@ class FleetEmulator:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.parallel = max(1, parallel)
+        # known_hosts is rewritten by each boot; boots run side by side.
+        self._hosts_lock = threading.Lock()
         self.known_hosts = state_dir / "known_hosts"
 
     @property
     def volumes_dir(self) -> Path:
         return self.state_dir / "volumes"
+
+    @property
+    def shared_dir(self) -> Path:
+        """The local cloud's EFS: a directory per file system id (local/shared_dirs.py)."""
+        return self.state_dir / "efs"
 
     def root_of(self, instance_id: str) -> Path:
         return self.state_dir / "instances" / instance_id
@@ -123,13 +142,13 @@ class FleetEmulator:
             # A reconcile stuck on an EC2 call that retries holds no lock; don't wait long.
             self._thread.join(timeout=5)
         with self._lock:
-            for machine in list(self.machines.values()):
-                self._halt(machine)
+            self._each(self._halt, list(self.machines.values()))
             self.machines.clear()
             for pids in self.suspended.values():
                 _signal(pids, signal.SIGKILL)
             self.suspended.clear()
             sshd.end_pids(processes.fleet_pids(self.state_dir))
+            unmount_instances(self.state_dir)
 
     def reconcile(self) -> None:
         with self._lock:
@@ -154,21 +173,25 @@ class FleetEmulator:
         with self._lock:
             if self._stop.is_set():
                 return
+            down: list[tuple[Machine, bool]] = []
             for instance_id, machine in list(self.machines.items()):
                 inst = instances.get(instance_id)
                 rebooted = motoserver.boot_count(instance_id) != machine.boot
                 if inst is None or inst.state != "running" or rebooted:
                     alive = inst is not None and inst.live
-                    if alive and motoserver.stopped_with_hibernate(instance_id):
-                        self._suspend(machine)
-                    else:
-                        self._halt(machine)
+                    down.append((machine, alive and motoserver.stopped_with_hibernate(instance_id)))
                     del self.machines[instance_id]
-            for inst in instances.values():
-                if inst.state == "running" and inst.private_ip and inst.id not in self.machines:
-                    if inst.key_name and inst.key_name not in keys:
-                        continue  # its key was not read this pass: boot it on the next
-                    self._boot(inst, self._authorized_key(inst, keys))
+            self._each(lambda m: self._suspend(m[0]) if m[1] else self._halt(m[0]), down)
+            up = [
+                inst
+                for inst in instances.values()
+                if inst.state == "running"
+                and inst.private_ip
+                and inst.id not in self.machines
+                # one whose key was not read this pass boots on the next
+                and not (inst.key_name and inst.key_name not in keys)
+            ]
+            self._each(lambda i: self._boot(i, self._authorized_key(i, keys)), up)
             for instance_id in list(self.suspended):
                 inst = instances.get(instance_id)
                 if inst is None or inst.gone:  # terminated while hibernated
@@ -176,6 +199,7 @@ class FleetEmulator:
             for inst in instances.values():
                 root = self.root_of(inst.id)
                 if inst.state == "terminated" and root.exists():
+                    unmount_instance(root)  # never delete the shared folder through a bind
                     shutil.rmtree(root, ignore_errors=True)
 
     def _guest_shutdowns(self) -> list[str]:
@@ -212,6 +236,22 @@ class FleetEmulator:
             return ""
         return public_key
 
+    def _each(self, act: Callable[[_T], object], items: Iterable[_T]) -> None:
+        """act on every item, up to `parallel` at a time. A failure is logged: one
+        machine must not keep the others down (or up)."""
+        todo = list(items)
+        if not todo:
+            return
+
+        def guarded(item: _T) -> None:
+            try:
+                act(item)
+            except Exception:
+                log.exception("fleet emulator: a machine failed to change state")
+
+        with ThreadPoolExecutor(min(self.parallel, len(todo))) as pool:
+            list(pool.map(guarded, todo))
+
     def _boot(self, inst: Instance, public_key: str) -> None:
         assert inst.private_ip
         root = self.root_of(inst.id)
@@ -232,10 +272,13 @@ class FleetEmulator:
             processes.FLEET_ENV: str(self.state_dir),
             "CLOUDJHUB_WORKER_ROOT": str(root),
             "CLOUDJHUB_VOLUMES_DIR": str(self.volumes_dir),
+            "CLOUDJHUB_SHARED_DIR": str(self.shared_dir),
             **self._instance_role_env(inst),
         }
         machine = Machine(inst.id, root, inst.private_ip, boot=motoserver.boot_count(inst.id))
         machine.sshd = sshd.start_sshd(root, inst.private_ip, self.ssh_port, public_key, env)
+        # Recorded at once (the reconcile holding the lock waits for every boot), so a
+        # boot that fails after this is not booted twice.
         self.machines[inst.id] = machine
         if self.publish_console:
             self.console(inst.id, self._console_text(inst.id, host_key))
@@ -266,6 +309,10 @@ class FleetEmulator:
     def _record_known_host(self, ip: str, host_key: str) -> None:
         """For endpoints whose console we cannot write: an admin-kept known_hosts."""
         name = f"[{ip}]:{self.ssh_port}"
+        with self._hosts_lock:
+            self._write_known_host(name, host_key)
+
+    def _write_known_host(self, name: str, host_key: str) -> None:
         lines = [
             line
             for line in (
@@ -299,6 +346,7 @@ class FleetEmulator:
         sshd.end_pids(pids)
         if machine.sshd is not None:
             machine.sshd.wait(timeout=10)
+        unmount_instance(machine.root)  # a stopped machine holds no mount of this one
         log.info("halted %s (%d processes ended)", machine.instance_id, len(pids))
 
 

@@ -87,6 +87,28 @@ def set_console_output(instance_id: str, text: str) -> None:
         _consoles[instance_id] = text
 
 
+def _patch_bodiless_signatures() -> None:
+    """moto checks the SigV4 signature of a GET or DELETE (EFS's DescribeFileSystems,
+    DeleteFileSystem) as if its query or headers were its body, so every one fails
+    with SignatureDoesNotMatch. SigV4 signs a request without a body with the hash of
+    the empty payload (AWS Signature Version 4, "Create a canonical request"); the
+    local cloud checks it so, and the signature stays checked."""
+    from moto.iam.access_control import IAMRequestBase
+
+    original = IAMRequestBase._create_aws_request
+    if getattr(original, "_cloudjhub", False):
+        return
+
+    def create(self: IAMRequestBase) -> Any:
+        request = original(self)
+        if self._method in ("GET", "HEAD", "DELETE") and not self._body:
+            request.data = b""
+        return request
+
+    create._cloudjhub = True  # type: ignore[attr-defined]
+    IAMRequestBase._create_aws_request = create  # type: ignore[method-assign]
+
+
 def _patch_console_output() -> None:
     global _patched
     if _patched:
@@ -141,6 +163,35 @@ def _patch_stop_instances() -> None:
 
     stop_instances._cloudjhub = True  # type: ignore[attr-defined]
     InstanceResponse.stop_instances = stop_instances  # type: ignore[method-assign,assignment]
+
+
+def patch_run_instances() -> None:
+    """RunInstances launches MaxCount, as AWS does when it has the capacity ("AWS
+    launches the largest possible number of instances above MinCount", EC2 API
+    RunInstances); moto launches MinCount. A like-AWS capacity fault still fails the
+    whole call, as AWS does below MinCount."""
+    from moto.ec2.responses.instances import InstanceResponse
+
+    original = InstanceResponse.run_instances
+    if getattr(original, "_cloudjhub", False):
+        return
+
+    def run_instances(self: InstanceResponse) -> object:
+        read = self._get_param
+
+        def param(name: str, if_none: Any = None) -> Any:
+            if name == "MinCount":
+                return read("MaxCount", None) or read("MinCount", if_none)
+            return read(name, if_none)
+
+        self._get_param = param  # type: ignore[method-assign,assignment]
+        try:
+            return original(self)
+        finally:
+            del self._get_param
+
+    run_instances._cloudjhub = True  # type: ignore[attr-defined]
+    InstanceResponse.run_instances = run_instances  # type: ignore[method-assign,assignment]
 
 
 ALLOW_ALL = json.dumps(
@@ -244,9 +295,11 @@ class LocalEc2:
         os.environ[LOAD_MANAGED_POLICIES] = "true"
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         _patch_console_output()
+        _patch_bodiless_signatures()
         _patch_instance_start()
         _patch_stop_instances()
         _patch_key_pairs()
+        patch_run_instances()
         filters.install()
         from moto import settings
         from moto.moto_server.threaded_moto_server import ThreadedMotoServer

@@ -16,6 +16,7 @@ import logging
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import sshd
@@ -64,9 +65,11 @@ def fleet_pids(state_dir: Path) -> list[int]:
     """Every live process of every machine of the local cloud kept in `state_dir`."""
     pids = sshd.instance_pids(f"{FLEET_ENV}={state_dir}")
     machines = instances_dir(state_dir)
-    if machines.is_dir():
-        for root in sorted(machines.glob("i-*")):
-            pids += machine_pids(root, root.name)
+    roots = sorted(machines.glob("i-*")) if machines.is_dir() else []
+    # Side by side: each asks the agent (a process start), hundreds in a storm's fleet.
+    with ThreadPoolExecutor(8) as pool:
+        for found in pool.map(lambda root: machine_pids(root, root.name), roots):
+            pids += found
     return sshd.with_descendants(list(dict.fromkeys(pids)))
 
 

@@ -11,9 +11,9 @@ import pytest
 
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
+from cloudjhub.pool_keeper import Keeper, one_off_reader
 from cloudjhub.pool_schedule import OneOff, PoolPlan, PoolTarget
 from cloudjhub.tags import PREWARM_TAG, Role, tags_for
-from cloudjhub.warm_pool import Keeper, one_off_reader
 from tests.unit.lifecycle.conftest import CliCloud, run
 from tests.unit.test_warm_pool import members
 
