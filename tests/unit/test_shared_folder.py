@@ -238,10 +238,17 @@ def test_the_agent_mounts_the_shared_folder_read_only_for_students(
     efs = tmp_path / "efs" / FS_ID
     (efs / "week1").mkdir(parents=True)
     (efs / "week1" / "notes.md").write_text("released")
+    (efs / "intro" / "dropbox" / "carol").mkdir(parents=True)  # another student's
+    (efs / "intro" / "dropbox" / "carol" / "answer.txt").write_text("carol's")
     shared = worker.root / "srv" / "shared"
 
     started = worker.start(worker.request("bob", shared=_shared(staff=False)))
     assert started.returncode == 0, started.stderr
+    # Every student's instance runs them as the same uid: only the mounts keep
+    # another student's dropbox out of sight.
+    assert sorted(os.listdir(shared / "intro" / "dropbox")) == ["bob"]
+    assert not (shared / "intro" / "dropbox" / "carol").exists()
+    assert _write(shared / "intro" / "dropbox" / "eve.txt") == errno.EROFS
     assert (shared / "week1" / "notes.md").read_text() == "released"
     assert _write(shared / "week1" / "notes.md") == errno.EROFS
     assert _write(shared / "new.txt") == errno.EROFS

@@ -61,8 +61,23 @@ def mount_shared(
         box.mkdir(mode=0o700, exist_ok=True)
         if run_as.uid is not None:
             os.chown(box, run_as.uid, run_as.gid if run_as.gid is not None else -1)
-        _bind(box, target / shared.course / "dropbox" / request_user, read_only=False)
+        _own_dropbox_only(box, target / shared.course / "dropbox", request_user)
     _link_in_home(run_as, target)
+
+
+def _own_dropbox_only(box: Path, dropboxes: Path, user: str) -> None:
+    """Every student's instance runs them as the same uid, so file modes cannot keep
+    one student out of another's dropbox: the dropboxes folder is covered by an
+    empty read-only tmpfs holding only a mount point for the student's own, bound
+    read-write (a student has no root on their instance to undo it)."""
+    _run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "cloudjhub-dropbox", str(dropboxes)])
+    try:
+        (dropboxes / user).mkdir()
+        _run(["mount", "-o", "remount,ro", str(dropboxes)])
+        _bind(box, dropboxes / user, read_only=False)
+    except BaseException:
+        unmount_under(dropboxes)
+        raise
 
 
 def _link_in_home(run_as: RunAs, target: Path) -> None:
