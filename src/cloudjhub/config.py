@@ -171,6 +171,11 @@ class ServerConfig(_SharedKeys):
     SSH_HOST_KEY_SOURCE: str = Field("console", pattern=r"^(console|known_hosts)$")
     SSH_KNOWN_HOSTS: str = ""
     AWS_ENDPOINT_URL: str | None = None
+    # The shared course folder (`launch --shared-storage efs`): "" for none.
+    SHARED_STORAGE: str = Field("", pattern=r"^(efs)?$")
+    SHARED_FILE_SYSTEM_ID: str = Field("", pattern=r"^(fs-[0-9a-f]{8,40})?$")
+    SHARED_COURSE: str = Field("", pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$")
+    SHARED_DROPBOX: bool = False
 
 
 def worker_subnets(subnet_id: str, subnet_ids: list[str]) -> list[str]:

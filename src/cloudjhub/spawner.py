@@ -45,6 +45,7 @@ from .host_keys import HostKeyStore
 from .pool_claims import Claimant, PoolClaims
 from .profile_spawner import ProfileSpawnerMixin
 from .release_spawner import ReleaseSpawnerMixin
+from .shared_spawner import SharedFolderMixin
 from .spawn_progress import SpawnProgress
 from .spawner_ec2 import Ec2Calls
 from .spawner_logs import KeptLogTails
@@ -65,7 +66,9 @@ AGENT_OVERHEAD = 180.0
 IDEMPOTENCY_CONFLICTS = ("IdempotentInstanceTerminated", "IdempotentParameterMismatch")
 
 
-class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawnerMixin, Spawner):
+class InstanceSpawner(
+    SharedFolderMixin, ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawnerMixin, Spawner
+):
     """Give each user their own EC2 instance; stop (never terminate) it when they leave."""
 
     @default("start_timeout")
@@ -576,6 +579,7 @@ class InstanceSpawner(ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawne
                 self_stop_grace=self.self_stop_grace,
                 # A hibernated instance still runs its server: keep it (and its kernels).
                 resume=self.hibernate,
+                shared=self.shared_folder(self.user),
             )
         except ProtocolError as exc:
             raise SpawnError(f"cloudjhub is misconfigured: {exc.message}") from exc

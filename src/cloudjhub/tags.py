@@ -58,6 +58,8 @@ class Role(StrEnum):
     BUILDER = "builder"
     HOME = "home"
     IMAGE = "image"
+    # The shared course folder: its EFS file system and security group.
+    SHARED = "shared"
 
 
 def validate_cluster_name(name: str) -> str:

@@ -1,6 +1,7 @@
 """The whole system through `cloudjhub demo`: a real hub, proxy, culler, sshd and
 single-user servers, with EC2 played by moto and the fleet emulator; named servers
-(`--named-servers 2 --home-volume-size 1`), each its own instance."""
+(`--named-servers 2 --home-volume-size 1`), each its own instance; a shared course
+folder with dropboxes (`--shared-storage --dropbox`)."""
 
 from __future__ import annotations
 
@@ -83,6 +84,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     config = state.parent / f"{state.name}-hub-config.py"
     config.write_text(HUB_CONFIG)
     extra = ("--config", str(config), "--named-servers", "2", "--home-volume-size", "1")
+    extra += ("--shared-storage", "--dropbox")
     with running_demo(state, IDLE_TIMEOUT, VPC_CIDR, *extra) as running:
         yield running
 
@@ -236,6 +238,43 @@ def test_two_users_get_their_own_instances_and_files_survive_stop(demo: Demo) ->
     print(f"\nspawn-to-ready: first start {first:.1f}s, restart {again:.1f}s")
     demo.stop("alice")
     demo.stop("bob")
+
+
+def test_a_release_in_the_shared_folder_is_read_only_for_students_writable_for_staff(
+    demo: Demo, tmp_path: Path
+) -> None:
+    course = tmp_path / "week1"
+    course.mkdir()
+    (course / "notes.md").write_text("read me")
+    config = str(demo.state_dir / "server_config.json")
+    released = cloudjhub(demo, "release", "demo", str(course), "--server-config", config)
+    assert released.returncode == 0, released.stderr
+    assert demo.request("POST", "/users/tess", json={"admin": True}).status_code == 201
+    demo.start("sally")
+    demo.start("tess")
+
+    def contents(user: str, path: str, method: str = "GET", text: str = "") -> requests.Response:
+        url = f"{demo.hub_url}user/{user}/api/contents/shared/{path}"
+        body = {"type": "file", "format": "text", "content": text} if method == "PUT" else None
+        return demo.request(method, url, json=body)
+
+    # Through each user's own Jupyter (its contents API), in ~/shared -> /srv/shared.
+    got = contents("sally", "week1/notes.md")
+    assert got.status_code == 200 and got.json()["content"] == "read me", got.text
+    refused = contents("sally", "week1/notes.md", "PUT", "overwritten")
+    # Jupyter answers the mount's EROFS as 403 "Permission denied".
+    assert refused.status_code == 403 and "Permission denied" in refused.text, refused.text
+    # A new file: Jupyter answers the same EROFS as 500; nothing reaches the file system.
+    assert contents("sally", "week1/mine.md", "PUT", "x").status_code in (403, 500)
+    (efs,) = (demo.state_dir / "efs").iterdir()
+    assert not (efs / "week1" / "mine.md").exists()
+    assert (efs / "week1" / "notes.md").read_text() == "read me"
+    assert contents("sally", "demo/dropbox/sally/answer.md", "PUT", "42").status_code == 201
+    assert contents("tess", "week1/solutions.md", "PUT", "staff").status_code == 201
+    assert contents("sally", "week1/solutions.md").json()["content"] == "staff"
+    assert contents("sally", "week1/notes.md").json()["content"] == "read me"
+    demo.stop("sally")
+    demo.stop("tess")
 
 
 async def _start_busy_kernel(demo: Demo, user: str) -> str:

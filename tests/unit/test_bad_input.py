@@ -241,6 +241,29 @@ CASES: list[Case] = [
     ),
     Case("launch-backup-retain-0", (*LAUNCH, "--backup-retain", "0"), ("--backup-retain 0",), KEY),
     Case(
+        "launch-shared-storage-unknown",
+        (*LAUNCH, "--shared-storage", "nfs"),
+        ("--shared-storage 'nfs'", "efs"),
+        KEY,
+    ),
+    Case("launch-dropbox-alone", (*LAUNCH, "--dropbox"), ("--dropbox", "--shared-storage"), KEY),
+    Case(
+        "launch-course-escapes",
+        (*LAUNCH, "--shared-storage", "efs", "--course", "../etc"),
+        ("--course '../etc'", "course name"),
+        KEY,
+    ),
+    Case(
+        "demo-dropbox-alone",
+        ("demo", "--state-dir", "state", "--dropbox"),
+        ("--dropbox", "--shared-storage"),
+    ),
+    Case(
+        "demo-course-bad",
+        ("demo", "--state-dir", "state", "--shared-storage", "--course", "a/b"),
+        ("--course 'a/b'",),
+    ),
+    Case(
         "demo-backup-schedule",
         ("demo", "--state-dir", "state", "--backup-schedule", "0 3 1 * 1"),
         ("--backup-schedule", "not both"),

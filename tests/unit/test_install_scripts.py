@@ -102,6 +102,22 @@ def test_the_hibernation_agent_by_its_package_name(
     assert done.stdout.split() == [package], done.stderr
 
 
+@pytest.mark.parametrize(
+    ("platform", "package"),
+    [
+        ("amzn-2023", "amazon-efs-utils"),
+        ("ubuntu-24.04", "nfs-common"),
+        ("debian-12", "nfs-common"),
+    ],
+)
+def test_the_shared_folders_nfs_client_by_its_package_name(
+    tmp_path: Path, platform: str, package: str
+) -> None:
+    done = bash(tmp_path, OS_RELEASE[platform], f"os_packages {platform} nfs-client")
+    assert done.stdout.split() == [package], done.stderr
+    assert "packages+=(nfs-client)" in (SCRIPTS / "install-worker.sh").read_text()
+
+
 def test_debian_has_no_hibernation_agent_and_says_so(tmp_path: Path) -> None:
     done = bash(tmp_path, OS_RELEASE["debian-12"], "os_install python hibernation-agent")
     assert done.returncode == 2

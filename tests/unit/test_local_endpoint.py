@@ -55,6 +55,33 @@ def test_other_credentials_are_refused(moto_server: motoserver.LocalEc2) -> None
         assert code in {"AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch"}, code
 
 
+def test_efs_gets_and_deletes_are_signed_as_aws_checks_them(
+    moto_server: motoserver.LocalEc2,
+) -> None:
+    """The shared folder's EFS calls (GET, DELETE) pass with the local cloud's key,
+    and still fail with a wrong secret."""
+
+    def efs(credentials: dict[str, str]) -> Any:
+        return boto3.client(
+            "efs",
+            region_name="us-east-1",
+            endpoint_url=moto_server.url,
+            aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    own = efs(moto_server.credentials)
+    fs_id = own.create_file_system(CreationToken="endpoint-test")["FileSystemId"]
+    found = own.describe_file_systems(CreationToken="endpoint-test")["FileSystems"]
+    assert [f["FileSystemId"] for f in found] == [fs_id]
+    wrong = {**moto_server.credentials, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+    with pytest.raises(ClientError) as refused:
+        efs(wrong).describe_file_systems(FileSystemId=fs_id)
+    assert "SignatureDoesNotMatch" in str(refused.value)  # moto answers XML to EFS's JSON
+    own.delete_file_system(FileSystemId=fs_id)
+    assert own.describe_file_systems()["FileSystems"] == []
+
+
 def test_the_secret_is_new_for_every_server_and_not_a_placeholder(
     moto_server: motoserver.LocalEc2,
 ) -> None:

@@ -238,6 +238,7 @@ def test_setup_keeps_the_secret_0600_and_the_hub_config_uses_it(tmp_path: Path) 
     hub_class = c.JupyterHub.authenticator_class
     assert hub_class.__mro__[2].__name__ == "GenericOAuthenticator"
     assert c.StudentsMixin.ta_group == "tas"
+    assert c.InstanceSpawner.staff_groups == ["admins", "tas"]  # they write /srv/shared
     assert set(c.JupyterHub.load_groups) == {"students", "tas", "admins"}
     (ta,) = [r for r in c.JupyterHub.load_roles if r["name"] == TA_ROLE]
     assert ta["groups"] == ["tas"] and ta["scopes"] == ta_scopes("students")

@@ -9,12 +9,17 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 
 from .backup_options import backup_options
 from .cloud_options import require_reachable
 from .errors import BadInput, CommandError
+from .shared_options import checked as shared_checked
+from .shared_options import demo_shared_options
+
+DEMO_CLUSTER = "demo"  # local/demo.py's cluster: the course's default name
 
 
 def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
@@ -124,6 +129,7 @@ def _tell_passwords(passwords: tuple[str, str], state_dir: Path) -> None:
     help="A persistent home volume per user, GB (USER_HOME_EBS_SIZE); 0 for none.",
 )
 @backup_options
+@demo_shared_options
 @click.option(
     "--hub-config",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -212,6 +218,7 @@ def demo(
     config_file: Path | None,
     named_servers: int | None,
     home_volume_size: int,
+    **shared_kw: Any,
 ) -> None:
     """Run cloudjhub on this machine: EC2 emulated on loopback, a real JupyterHub."""
     from ..config import ConfigError, check_warm_pool_schedule, parse_json
@@ -220,6 +227,12 @@ def demo(
     from ..local.demo import DemoStack
     from ..profiles import load_file
 
+    shared = shared_checked(shared_kw, DEMO_CLUSTER)
+    if shared is not None and os.geteuid() != 0:
+        raise BadInput(
+            "--shared-storage: the local cloud's workers bind-mount the shared folder, "
+            "which needs root; run the demo as root"
+        )
     try:
         profiles = load_file(profiles_file) if profiles_file else None
     except ValueError as exc:
@@ -267,6 +280,7 @@ def demo(
         user_home_ebs_size=user_home_ebs_size,
         backup_schedule=backup_schedule,
         backup_retain=backup_retain,
+        shared=shared,
         hub_config=extra_config,
         ta_group=ta_group,
         named_servers=named_servers,

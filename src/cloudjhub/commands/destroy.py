@@ -10,6 +10,7 @@ from ..launch import teardown
 from ..launch.backup_policy import delete_backup_snapshots, delete_policies
 from .cloud_options import aws_options, cluster_argument, confirm, connect, report, say, show_plan
 from .errors import cloud_error
+from .shared_destroy import SharedTeardown
 
 WAIT_TIMEOUT = 900.0
 POLL_SECONDS = 5.0
@@ -31,6 +32,12 @@ POLL_SECONDS = 5.0
     is_flag=True,
     help="Also delete the users' backup snapshots (kept by default; the policy always goes).",
 )
+@click.option(
+    "--delete-shared-storage",
+    is_flag=True,
+    help="Also delete the shared folder: its EFS file system, mount targets and security "
+    "group (kept by default, with its files).",
+)
 @aws_options()
 def destroy(
     cluster: str,
@@ -38,6 +45,7 @@ def destroy(
     dry_run: bool,
     delete_home_volumes: bool,
     delete_backups: bool,
+    delete_shared_storage: bool,
     region: str | None,
     aws_endpoint: str | None,
 ) -> None:
@@ -60,6 +68,8 @@ def destroy(
         policies = []
     doomed = snapshots if delete_backups else []
     extra = [f"backup policy {p}" for p in policies] + [f"backup snapshot {s}" for s in doomed]
+    shared = SharedTeardown.find(ec2, region, aws_endpoint, delete_shared_storage)
+    extra += shared.plan_lines()
     if plan.empty and extra:
         click.echo(f"{'would' if dry_run else 'will'} delete in cluster {cluster}:")
     elif not show_plan(
@@ -70,10 +80,13 @@ def destroy(
         click.echo(f"  {line}")
     if snapshots and not delete_backups:
         click.echo(f"kept: {len(snapshots)} backup snapshot(s) (--delete-backups deletes them)")
+    for line in shared.kept_lines():
+        click.echo(line)
     if dry_run:
         return
     confirm(f"Delete all of the above for cluster {cluster}?", yes)
-    failures = teardown.destroy(ec2, plan, say, WAIT_TIMEOUT, POLL_SECONDS)
+    failures = shared.before_groups()  # its group refers to the workers' group
+    failures += teardown.destroy(ec2, plan, say, WAIT_TIMEOUT, POLL_SECONDS)
     failures += delete_policies(backups, policies)
     failures += delete_backup_snapshots(backups, doomed)
     report(failures)

@@ -20,6 +20,8 @@ from .backup_options import backup_options
 from .cloud_options import aws_options
 from .errors import BadInput, CommandError, cloud_error
 from .options import ExistingFile, Number, env_argument, env_option
+from .shared_options import checked as shared_checked
+from .shared_options import shared_options
 from .signin_options import signin_from, signin_options
 from .tls_pair import tls_pair_problem
 
@@ -191,6 +193,7 @@ def _instance_config(path: Path | None, given: dict[str, Any]) -> InstanceConfig
 @authenticator_option
 @signin_options
 @backup_options
+@shared_options
 @env_option(
     "--backup-role",
     metavar="ARN",
@@ -252,6 +255,7 @@ def launch(
     say = lambda m: click.echo(m, err=True)  # noqa: E731
     given = {key.lower(): kw.pop(key.lower(), None) for _, key, _ in INSTANCE_OPTIONS}
     signin = signin_from(kw["authenticator"], kw)
+    kw["shared"] = shared_checked(kw, cluster, NOTHING_CREATED)
     profiles_file = kw.pop("profiles")
     try:
         kw["profiles"] = load_profiles(profiles_file) if profiles_file else None
@@ -316,6 +320,8 @@ def launch(
     say(f"  config    {opts.server_config_file}")
     say(f"  record    {opts.record_file}")
     say(f"  sign-in   {opts.authenticator}")
+    if opts.shared is not None:
+        say(f"  shared    /srv/shared on every worker, course {opts.shared.course}")
     if result.callback_url:
         say(f"  callback  {result.callback_url} (register it with the provider)")
     if not opts.sign_in.external:

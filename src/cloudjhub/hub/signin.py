@@ -137,6 +137,7 @@ def apply_signin(c: Config, settings: HubSettings) -> None:
     services: list[dict[str, Any]] = list(hub.services)
     if access.ta_group:
         c.StudentsMixin.ta_group = access.ta_group
+        c.InstanceSpawner.staff_groups = [ADMINS_GROUP, access.ta_group]  # /srv/shared
         hub.load_groups = {STUDENTS_GROUP: {"users": []}, access.ta_group: {"users": []}}
         roles.append({"name": TA_ROLE, "groups": [access.ta_group], "scopes": ta_scopes()})
     if access.users_token_file and Path(access.users_token_file).exists():

@@ -30,6 +30,8 @@ from .image import build_worker_image, find_worker_image, image_has_gpu
 from .options import LaunchOptions
 from .provision import Node, install_os_packages, sudo_for
 from .record import recorded_pins
+from .shared_storage import ensure_shared_storage
+from .shared_storage import plan_line as shared_plan_line
 from .undo import UndoLog
 
 Say = Callable[[str], None]
@@ -94,6 +96,7 @@ def plan(ec2: AdminEc2, opts: LaunchOptions) -> list[str]:
             else [f"file {opts.admin_password_file} (admin's password, mode 0600)"]
         ),
         *backup_plan_line(opts),
+        *shared_plan_line(opts),
     ]
     return lines
 
@@ -106,6 +109,7 @@ class Launch:
         self.created = Created()
         self._undo = UndoLog(ec2, say, opts.timeout, opts.poll)
         self._preinstalled: str | None = None
+        self._file_system_id = ""
         # Whether the worker image has the NVIDIA driver and CUDA (server_config's GPU_IMAGE).
         self._gpu_image = opts.instance.GPU_IMAGE
         self._admin_password = ""
@@ -120,6 +124,7 @@ class Launch:
         try:
             self._preinstalled = self._preinstalled_bin()
             groups = self.security_groups()
+            self.shared_storage(groups)
             image_id = self.worker_image(groups)
             manager = self.manager(groups)
             public_key = self.setup_manager(manager, image_id, groups)
@@ -192,6 +197,12 @@ class Launch:
             f"worker {groups.worker}" + (" (created)" if made else " (reused)")
         )
         return groups
+
+    def shared_storage(self, groups: ClusterGroups) -> None:
+        vpc = self.ec2.subnets([self.opts.public_subnet])[self.opts.public_subnet]["VpcId"]
+        if made := ensure_shared_storage(self.ec2, self.opts, groups, vpc, self.say):
+            self._file_system_id = made[0]
+            self._undo.add(f"shared folder {made[0]}", made[1])
 
     def worker_image(self, groups: ClusterGroups) -> str:
         if self.opts.instance.CUSTOM_WORKER_AMI:
@@ -328,9 +339,21 @@ class Launch:
                 "SERVER_OWNER": i.SERVER_OWNER,
                 "SSH_PORT": self.opts.ssh_port,
                 "AWS_ENDPOINT_URL": self.opts.endpoint_url,
+                **self._shared_keys(),
             },
             "launch options",
         )
+
+    def _shared_keys(self) -> dict[str, Any]:
+        shared = self.opts.shared
+        if shared is None or not self._file_system_id:
+            return {}
+        return {
+            "SHARED_STORAGE": shared.storage,
+            "SHARED_FILE_SYSTEM_ID": self._file_system_id,
+            "SHARED_COURSE": shared.course,
+            "SHARED_DROPBOX": shared.dropbox,
+        }
 
     @property
     def _bin_dir(self) -> str:
@@ -463,6 +486,7 @@ class Launch:
                 "worker": result.groups.worker,
             },
             "created_by_this_run": result.created.__dict__,
+            "shared_file_system": self._file_system_id or None,
             # What a re-run verifies the manager with (launch/record.py reads it back).
             "host_keys": {i: list(keys) for i, keys in self.pins.items() if i == result.manager.id},
             "launched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

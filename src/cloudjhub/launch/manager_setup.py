@@ -43,6 +43,7 @@ from ..hub.settings import (
 from ..hub.signin_settings import OAuth
 from ..keys import ensure_ed25519
 from ..profiles import parse as parse_profiles
+from .manager_shared import mount_on_manager
 from .options import Authenticator
 from .signin import CLIENT_SECRET_FILE, SignIn
 from .units import HUB_UNIT, Unit, install_unit, run_unit_directly
@@ -223,6 +224,7 @@ def setup_manager(
         {**request.server_config, "SSH_KEY_FILE": str(etc / WORKER_KEY)}, "setup request"
     )
     write_server_config(config, etc / "server_config.json")
+    mount_on_manager(root, config)  # /srv/shared, for `cloudjhub release`
     secret_file = etc / CLIENT_SECRET_FILE
     secret_file.unlink(missing_ok=True)  # a re-run with other sign-in options replaces it
     if request.signin is not None and request.signin.client_secret is not None:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..backup_schedule import BadSchedule, to_dlm, validate_retain
 from ..config import InstanceConfig
+from ..shared_folder import SharedSettings
 from ..tags import validate_cluster_name, workers_key_name
 from .signin import AUTHENTICATORS, Authenticator, SignIn, authenticator_named
 
@@ -47,6 +48,8 @@ class LaunchOptions(BaseModel):
     backup_schedule: str | None = None
     backup_retain: int = 7
     backup_role: str | None = None
+    # The shared course folder (--shared-storage, --course, --dropbox), checked.
+    shared: SharedSettings | None = None
     timeout: float = Field(1800.0, gt=0)
     poll: float = Field(5.0, ge=0)
 

@@ -19,6 +19,8 @@ from ..keys import ensure_ed25519
 from ..launch.cluster import PREINSTALLED_TAG
 from ..launch.groups import ensure_security_groups
 from ..launch.image import build_worker_image
+from ..shared_folder import SharedSettings
+from .shared_dirs import ensure_local_shared
 
 VPC_CIDR = "127.0.0.0/16"
 LOCAL_TAG = {"cloudjhub:local": "true"}
@@ -101,9 +103,19 @@ def prepare_demo_cluster(
     progress: object = print,
     hibernate: bool = False,
     user_home_ebs_size: int = 0,
+    shared: SharedSettings | None = None,
 ) -> Path:
     """Security groups and worker image with the launcher's code, then server_config.json."""
     groups = ensure_security_groups(ec2, net.vpc_id, ssh_port=ssh_port)
+    shared_keys: dict[str, object] = {}
+    if shared is not None:
+        fs_id = ensure_local_shared(ec2, net.vpc_id, net.private_subnet, groups.worker, state_dir)
+        shared_keys = {
+            "SHARED_STORAGE": shared.storage,
+            "SHARED_FILE_SYSTEM_ID": fs_id,
+            "SHARED_COURSE": shared.course,
+            "SHARED_DROPBOX": shared.dropbox,
+        }
     image = build_worker_image(
         ec2,
         net.base_ami,
@@ -134,6 +146,7 @@ def prepare_demo_cluster(
             "SSH_HOST_KEY_SOURCE": host_key_source,
             "SSH_KNOWN_HOSTS": str(state_dir / "known_hosts"),
             "AWS_ENDPOINT_URL": net.endpoint,
+            **shared_keys,
         }
     )
     return write_server_config(config, state_dir / "server_config.json")

@@ -37,6 +37,7 @@ from ..hub.settings import (
     SpawnerSettings,
     write_settings,
 )
+from ..shared_folder import SharedSettings
 from ..waiting import TimedOut, poll_until
 from . import motoserver
 from .awslike import ipreuse
@@ -59,6 +60,7 @@ from .dlm_clock import DlmClock
 from .emulator import FleetEmulator
 from .guardian import Guardian
 from .ports import free_port
+from .shared_dirs import unmount_instances
 from .sshd import end_pids, instance_pids
 
 DEMO_CLUSTER = "demo"
@@ -184,6 +186,8 @@ class DemoStack:
     # --backup-schedule (DLM's cron form, checked) and --backup-retain: a DLM policy.
     backup_schedule: str | None = None
     backup_retain: int = 7
+    # --shared-storage (--course, --dropbox): the shared course folder (None: none).
+    shared: SharedSettings | None = None
     dlm_clock: DlmClock | None = field(default=None, repr=False)
     # --hub-config: more JupyterHub config (class -> trait -> value), merged last.
     hub_config: JupyterHubConfig = field(default_factory=dict)
@@ -218,6 +222,7 @@ class DemoStack:
         else:
             # moto's state lives in this process: what an earlier run left on
             # disk describes instances that no longer exist.
+            unmount_instances(self.state_dir)  # a demo that died may have left binds
             for stale in (
                 "instances",
                 "volumes",
@@ -226,6 +231,7 @@ class DemoStack:
                 "known_hosts",
                 "usage.jsonl",
                 "host_keys.json",
+                "efs",
             ):
                 path = self.state_dir / stale
                 if path.is_dir():
@@ -361,6 +367,7 @@ class DemoStack:
             progress=self._say,
             hibernate=self.hibernate,
             user_home_ebs_size=self.user_home_ebs_size,
+            shared=self.shared,
         )
         if self.backup_schedule is not None:
             ensure_demo_backups(

@@ -44,6 +44,7 @@ from ..launch.units import enabled_units, run_unit_directly
 from ..remote import CONSOLE_BEGIN, CONSOLE_END
 from . import motoserver, processes, sshd
 from .processes import INSTANCE_ENV
+from .shared_dirs import unmount_instance, unmount_instances
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,11 @@ class FleetEmulator:
     def volumes_dir(self) -> Path:
         return self.state_dir / "volumes"
 
+    @property
+    def shared_dir(self) -> Path:
+        """The local cloud's EFS: a directory per file system id (local/shared_dirs.py)."""
+        return self.state_dir / "efs"
+
     def root_of(self, instance_id: str) -> Path:
         return self.state_dir / "instances" / instance_id
 
@@ -142,6 +148,7 @@ class FleetEmulator:
                 _signal(pids, signal.SIGKILL)
             self.suspended.clear()
             sshd.end_pids(processes.fleet_pids(self.state_dir))
+            unmount_instances(self.state_dir)
 
     def reconcile(self) -> None:
         with self._lock:
@@ -192,6 +199,7 @@ class FleetEmulator:
             for inst in instances.values():
                 root = self.root_of(inst.id)
                 if inst.state == "terminated" and root.exists():
+                    unmount_instance(root)  # never delete the shared folder through a bind
                     shutil.rmtree(root, ignore_errors=True)
 
     def _guest_shutdowns(self) -> list[str]:
@@ -264,6 +272,7 @@ class FleetEmulator:
             processes.FLEET_ENV: str(self.state_dir),
             "CLOUDJHUB_WORKER_ROOT": str(root),
             "CLOUDJHUB_VOLUMES_DIR": str(self.volumes_dir),
+            "CLOUDJHUB_SHARED_DIR": str(self.shared_dir),
             **self._instance_role_env(inst),
         }
         machine = Machine(inst.id, root, inst.private_ip, boot=motoserver.boot_count(inst.id))
@@ -337,6 +346,7 @@ class FleetEmulator:
         sshd.end_pids(pids)
         if machine.sshd is not None:
             machine.sshd.wait(timeout=10)
+        unmount_instance(machine.root)  # a stopped machine holds no mount of this one
         log.info("halted %s (%d processes ended)", machine.instance_id, len(pids))
 
 

@@ -87,6 +87,28 @@ def set_console_output(instance_id: str, text: str) -> None:
         _consoles[instance_id] = text
 
 
+def _patch_bodiless_signatures() -> None:
+    """moto checks the SigV4 signature of a GET or DELETE (EFS's DescribeFileSystems,
+    DeleteFileSystem) as if its query or headers were its body, so every one fails
+    with SignatureDoesNotMatch. SigV4 signs a request without a body with the hash of
+    the empty payload (AWS Signature Version 4, "Create a canonical request"); the
+    local cloud checks it so, and the signature stays checked."""
+    from moto.iam.access_control import IAMRequestBase
+
+    original = IAMRequestBase._create_aws_request
+    if getattr(original, "_cloudjhub", False):
+        return
+
+    def create(self: IAMRequestBase) -> Any:
+        request = original(self)
+        if self._method in ("GET", "HEAD", "DELETE") and not self._body:
+            request.data = b""
+        return request
+
+    create._cloudjhub = True  # type: ignore[attr-defined]
+    IAMRequestBase._create_aws_request = create  # type: ignore[method-assign]
+
+
 def _patch_console_output() -> None:
     global _patched
     if _patched:
@@ -273,6 +295,7 @@ class LocalEc2:
         os.environ[LOAD_MANAGED_POLICIES] = "true"
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         _patch_console_output()
+        _patch_bodiless_signatures()
         _patch_instance_start()
         _patch_stop_instances()
         _patch_key_pairs()

@@ -23,6 +23,7 @@ from .protocol import MAX_LOG_LINES, USER_RE, AgentError, check_release_name, re
 from .releases import stage, staged
 from .selfstop import run_watchdog, watch_log
 from .server import DEFAULT_STOP_TIMEOUT, running_pids, server_status, start_server, stop_server
+from .shared_mount import unmount_shared
 
 
 def emit(obj: object) -> None:
@@ -84,7 +85,10 @@ def stop(user: str, timeout: float) -> None:
     Sends SIGTERM to its process group, then SIGKILL after --timeout. Prints
     {"stopped": true|false}; false means nothing was running. Always exits 0.
     """
-    emit({"stopped": stop_server(Layout.from_env(), user, timeout)})
+    layout = Layout.from_env()
+    stopped = stop_server(layout, user, timeout)
+    unmount_shared(layout)
+    emit({"stopped": stopped})
 
 
 @cli.command()
@@ -170,6 +174,12 @@ def stage_release(name: str) -> None:
 def releases() -> None:
     """List the staged releases as JSON: {name: sha256}."""
     emit(staged(Layout.from_env()))
+
+
+@cli.command("unmount-shared")
+def unmount_shared_command() -> None:
+    """Unmount /srv/shared (the emulator's stop of a machine)."""
+    emit({"unmounted": unmount_shared(Layout.from_env())})
 
 
 @cli.command()

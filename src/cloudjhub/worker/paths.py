@@ -20,6 +20,8 @@ class Layout:
 
     root: Path
     volumes_dir: Path
+    # The local cloud's EFS: a directory per file system id (emulated only).
+    shared_dir: Path = Path("/nonexistent")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Layout:
@@ -27,7 +29,12 @@ class Layout:
         env = os.environ if environ is None else environ
         root = Path(os.path.abspath(env.get("CLOUDJHUB_WORKER_ROOT") or "/"))
         volumes = env.get("CLOUDJHUB_VOLUMES_DIR") or str(root.parent / "volumes")
-        return cls(root=root, volumes_dir=Path(os.path.abspath(volumes)))
+        shared = env.get("CLOUDJHUB_SHARED_DIR") or os.path.join(os.path.dirname(volumes), "efs")
+        return cls(
+            root=root,
+            volumes_dir=Path(os.path.abspath(volumes)),
+            shared_dir=Path(os.path.abspath(shared)),
+        )
 
     @property
     def emulated(self) -> bool:
@@ -66,6 +73,16 @@ class Layout:
     def delivered_file(self, user: str) -> Path:
         """Which releases (name to digest) are already in the user's home."""
         return self.root / "var" / "lib" / "cloudjhub" / "delivered" / f"{user}.json"
+
+    @property
+    def shared_mount(self) -> Path:
+        """Where the shared course folder is mounted: /srv/shared."""
+        return self.root / "srv" / "shared"
+
+    @property
+    def shared_staging(self) -> Path:
+        """Where the EFS file system itself is mounted on an instance (root-only parent)."""
+        return self.root / "var" / "lib" / "cloudjhub" / "efs" / "root"
 
     def log_file(self, user: str) -> Path:
         return self.log_dir / f"{user}.log"

@@ -62,6 +62,10 @@ DEFAULT_START_TIMEOUT = 60.0
 # A release is a folder an admin hands out; its name becomes ~/<name> and a file name.
 RELEASE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# The shared course folder: an EFS file system's id, the course (a folder of it), a region.
+FILE_SYSTEM_ID_RE = re.compile(r"^fs-[0-9a-f]{8,40}$")
+COURSE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 MAX_RELEASES = 100
 # Bounds that keep every number finite and usable as a time: a start that takes over an
 # hour, or a self-stop after over a year, is a mistake (or an attack), not a setting.
@@ -193,6 +197,24 @@ def _release_name(value: str) -> str:
     return value
 
 
+def _course(value: str) -> str:
+    if not COURSE_RE.fullmatch(value) or value.strip(".") == "":
+        raise ValueError("bad course name")
+    return value
+
+
+def _file_system_id(value: str) -> str:
+    if not FILE_SYSTEM_ID_RE.fullmatch(value):
+        raise ValueError("bad file system id")
+    return value
+
+
+def _region(value: str) -> str:
+    if not REGION_RE.fullmatch(value):
+        raise ValueError("bad region")
+    return value
+
+
 def _sha256(value: str) -> str:
     if not SHA256_RE.fullmatch(value):
         raise ValueError("bad digest")
@@ -226,6 +248,10 @@ _PROBLEMS: dict[str, Callable[[object], str]] = {
         f"0 to {MAX_SECONDS}"
     ),
     "resume": lambda v: f"invalid resume {_short(v)}: must be true or false",
+    "shared": lambda _v: (
+        "invalid shared: must be null or an object with a file_system_id (fs-...), a region, "
+        f"a course matching {COURSE_RE.pattern}, and staff and dropbox true or false"
+    ),
     "releases": lambda _v: (
         f"invalid releases: must be a list of at most {MAX_RELEASES} objects with a name "
         f"matching {RELEASE_NAME_RE.pattern} and a sha256 of 64 hex digits"
@@ -307,6 +333,24 @@ class ReleaseRef(BaseModel):
     sha256: Annotated[str, Strict(), AfterValidator(_sha256)]
 
 
+class SharedFolder(BaseModel):
+    """The shared course folder to mount at /srv/shared: read-write for staff, read-only
+    for students, with the student's own writable dropbox when `dropbox` is set."""
+
+    model_config = _CONFIG
+
+    file_system_id: Annotated[str, Strict(), AfterValidator(_file_system_id)]
+    region: Annotated[str, Strict(), AfterValidator(_region)]
+    course: Annotated[str, Strict(), AfterValidator(_course)]
+    staff: StrictBool = False
+    dropbox: StrictBool = False
+
+
+def check_course_name(name: str) -> str:
+    """The one check of a course name (a folder of /srv/shared), for hub and agent."""
+    return _course(name)
+
+
 def check_release_name(name: str) -> str:
     """The one check of a release name, for the agent's options and the hub's command."""
     return _release_name(name)
@@ -335,6 +379,8 @@ class StartRequest(_Message):
     releases: Annotated[list[ReleaseRef], Strict(), Field(max_length=MAX_RELEASES)] = Field(
         default_factory=list
     )
+    # The shared course folder to mount before Jupyter starts (None: the cluster has none).
+    shared: SharedFolder | None = None
 
     def to_json(self) -> bytes:
         """The request as the hub sends it over the SSH channel."""

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import home_space, releases
+from . import home_space, releases, shared_mount
 from .accounts import RunAs, prepare_home
 from .logs import log_header, open_log, short_tail
 from .paths import SYSTEM_PATH, Layout
@@ -62,6 +62,7 @@ def start_server(layout: Layout, request: StartRequest) -> StartReply:
         home_space.restore_folder(layout, run_as.home, request.restored_folder)
     space = home_space.check_space(layout, run_as.home, request.home_volume)
     releases.deliver(layout, request, run_as)
+    shared_mount.mount_shared(layout, request.user, request.shared, run_as)
     if port_open(request.ip, request.port, 1.0):
         raise AgentError(f"port {request.port} on {request.ip} is already in use")
     proc, offset = launch(layout, request, server_argv(layout, argv), run_as)

@@ -12,7 +12,7 @@ prefix=${CLOUDJHUB_PREFIX:-/opt/cloudjhub}
 
 # os-packages.sh (sent ahead of this script) knows each supported OS's names.
 python=$(os_python)
-os_install python node ssh-client ca-certificates
+os_install python node ssh-client ca-certificates nfs-client # nfs-client: the shared folder
 
 # A configurable-http-proxy release this OS's node runs (its `engines`), pinned.
 node_major=$(node -p 'process.versions.node.split(".")[0]')

@@ -49,6 +49,10 @@ os_packages() {
       return 2
       ;;
     *:hibernation-agent) echo ec2-hibinit-agent ;;
+    # The shared folder (EFS): the mount helper with TLS where the OS packages it,
+    # else the NFSv4.1 client (the agent mounts plain nfs4 then).
+    amzn-*:nfs-client) echo amazon-efs-utils ;;
+    *:nfs-client) echo nfs-common ;;
     *) echo "$2" ;; # the same name everywhere (sudo, ca-certificates, ...)
   esac
 }

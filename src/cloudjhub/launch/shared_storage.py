@@ -1,0 +1,77 @@
+"""The launch's shared-folder step (`--shared-storage efs`): the cluster's EFS file
+system, its NFS security group and a mount target in each workers' subnet, made or
+found again; and what `destroy` does with them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..aws.admin import AdminEc2
+from ..aws.client import CloudError
+from ..aws.shared_storage import SharedStorage, shared_group_name
+from ..config import worker_subnets
+from .deletes import Failure
+from .groups import ClusterGroups
+from .options import LaunchOptions
+
+Say = Callable[[str], None]
+
+
+def plan_line(opts: LaunchOptions) -> list[str]:
+    if opts.shared is None:
+        return []
+    subnets = _subnets(opts)
+    return [
+        f"shared folder: encrypted EFS file system (course {opts.shared.course}"
+        + (", dropboxes" if opts.shared.dropbox else "")
+        + f"), security group {shared_group_name(opts.cluster)} (NFS from the workers and "
+        f"the manager), mount targets in {', '.join(subnets)} (and {opts.public_subnet} if "
+        "the manager's zone has none)"
+    ]
+
+
+def _subnets(opts: LaunchOptions) -> list[str]:
+    return worker_subnets(opts.private_subnet, opts.instance.SUBNET_IDS) or [opts.private_subnet]
+
+
+def target_subnets(ec2: AdminEc2, opts: LaunchOptions) -> list[str]:
+    """The workers' subnets, and the manager's public one when no workers' subnet is
+    in its zone: EFS's DNS name resolves to the mount target of the client's zone."""
+    subnets = _subnets(opts)
+    found = ec2.subnets([*subnets, opts.public_subnet])
+    zones = {found[s].get("AvailabilityZone") for s in subnets}
+    if found[opts.public_subnet].get("AvailabilityZone") not in zones:
+        subnets.append(opts.public_subnet)
+    return subnets
+
+
+def ensure_shared_storage(
+    ec2: AdminEc2, opts: LaunchOptions, groups: ClusterGroups, vpc_id: str, say: Say
+) -> tuple[str, Callable[[], list[Failure]]] | None:
+    """Make (or find) the file system, group and mount targets; its id and its undo."""
+    if opts.shared is None:
+        return None
+    storage = SharedStorage.connect(ec2, opts.region, opts.endpoint_url, opts.timeout, opts.poll)
+    fs_id, created = storage.ensure_file_system()
+
+    def undo() -> list[Failure]:
+        return delete_shared_storage(storage, fs_id) if created else []
+
+    try:
+        # The manager mounts it too: `cloudjhub release` copies into it there.
+        group, _ = storage.ensure_group(vpc_id, [groups.worker, groups.manager])
+        storage.ensure_mount_targets(fs_id, target_subnets(ec2, opts), group)
+    except CloudError:
+        for failure in undo():
+            say(f"  could NOT roll back {failure.resource}: {failure.reason}")
+        raise
+    say(f"shared folder: EFS {fs_id}" + (" (created)" if created else " (reused)"))
+    return fs_id, undo
+
+
+def delete_shared_storage(storage: SharedStorage, fs_id: str) -> list[Failure]:
+    try:
+        storage.delete(fs_id)
+    except CloudError as exc:
+        return [Failure(fs_id, str(exc))]
+    return []

@@ -1,0 +1,62 @@
+"""The local cloud's EFS: moto's EFS API makes the file system (as `launch
+--shared-storage efs` would), and the local cloud keeps a directory per file system
+id (STATE_DIR/efs/<fs-id>) that emulated workers bind-mount at /srv/shared."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ..aws.admin import AdminEc2
+from ..aws.shared_storage import SharedStorage
+
+
+def shared_dir(state_dir: Path, fs_id: str) -> Path:
+    return state_dir / "efs" / fs_id
+
+
+def ensure_local_shared(
+    ec2: AdminEc2, vpc_id: str, subnet: str, worker_group: str, state_dir: Path
+) -> str:
+    """The file system, its group and mount target (through EFS's API), and its directory."""
+    storage = SharedStorage(ec2, _efs_client(ec2), timeout=30.0, poll=0.2)
+    fs_id, _ = storage.ensure_file_system()
+    group, _ = storage.ensure_group(vpc_id, [worker_group])
+    storage.ensure_mount_targets(fs_id, [subnet], group)
+    folder = shared_dir(state_dir, fs_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o755)
+    folder.parent.chmod(0o755)
+    return fs_id
+
+
+def _efs_client(ec2: AdminEc2) -> object:
+    from ..aws.client import boto_client
+
+    meta = ec2.client.meta
+    return boto_client("efs", meta.region_name, meta.endpoint_url)
+
+
+def unmount_instance(root: Path) -> None:
+    """Unmount the shared folder under an instance root, as the machine's own agent
+    does on a stop (`cloudjhub-worker unmount-shared`): before the emulator stops a
+    machine or deletes its root, so no bind outlives it (or deletes shared files)."""
+    if not (root / "srv" / "shared").exists():
+        return
+    env = {**os.environ, "CLOUDJHUB_WORKER_ROOT": str(root)}
+    subprocess.run(
+        [sys.executable, "-m", "cloudjhub.worker.cli", "unmount-shared"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def unmount_instances(state_dir: Path) -> None:
+    """Every instance root's shared folder (a demo that died may have left binds)."""
+    instances = state_dir / "instances"
+    for root in sorted(instances.iterdir()) if instances.is_dir() else []:
+        unmount_instance(root)

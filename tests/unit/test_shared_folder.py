@@ -1,0 +1,393 @@
+"""The shared course folder: the EFS side through moto (launch's step, `destroy`), and
+the real agent mounting it in the emulated local cloud (as root, as CI runs)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from cloudjhub.aws.client import NotOurs, boto_client
+from cloudjhub.aws.local import LocalCloudEc2
+from cloudjhub.aws.shared_storage import NFS_PORT, SharedStorage, creation_token
+from cloudjhub.cli import main
+from cloudjhub.config import InstanceConfig, server_config_from
+from cloudjhub.launch.groups import ensure_security_groups
+from cloudjhub.launch.manager_shared import fstab_line, with_entry
+from cloudjhub.launch.options import LaunchOptions
+from cloudjhub.launch.shared_storage import ensure_shared_storage
+from cloudjhub.shared_folder import shared_settings
+from cloudjhub.shared_spawner import SharedFolderMixin
+from cloudjhub.tags import CLUSTER_TAG, tag_dict
+from cloudjhub.worker.shared_mount import mounts_under
+from tests.unit.conftest import REGION
+from tests.unit.worker_harness import Worker
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounts need root (CI runs as root)")
+
+
+# --------------------------------------------------------------------------- AWS side
+
+
+def _options(tmp_path: Path, private: str, public: str, *more: str) -> LaunchOptions:
+    return LaunchOptions(
+        cluster="alpha",
+        base_ami="ami-12345678",
+        private_subnet=private,
+        public_subnet=public,
+        instance=InstanceConfig(SUBNET_IDS=list(more)),
+        key_name="admin",
+        key_file=tmp_path / "k",
+        region=REGION,
+        shared=shared_settings("efs", True, None, "alpha"),
+        poll=0,
+    )
+
+
+@pytest.fixture
+def cluster(ec2: LocalCloudEc2, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    vpc = ec2.ensure_vpc("10.42.0.0/16", {CLUSTER_TAG: "alpha"})
+    subnets = [
+        ec2.client.create_subnet(
+            VpcId=vpc, CidrBlock=f"10.42.{i}.0/24", AvailabilityZone=f"{REGION}{zone}"
+        )["Subnet"]["SubnetId"]
+        for i, zone in ((1, "a"), (2, "b"), (3, "c"))
+    ]
+    groups = ensure_security_groups(ec2, vpc)
+    opts = _options(tmp_path, subnets[0], subnets[2], subnets[1])
+    yield {"vpc": vpc, "subnets": subnets, "groups": groups, "opts": opts}
+
+
+def test_launch_makes_an_encrypted_efs_reachable_only_from_workers_once(
+    ec2: LocalCloudEc2, cluster: dict[str, Any]
+) -> None:
+    said: list[str] = []
+    groups, opts = cluster["groups"], cluster["opts"]
+    made = ensure_shared_storage(ec2, opts, groups, cluster["vpc"], said.append)
+    assert made is not None
+    fs_id = made[0]
+    efs = boto_client("efs", REGION)
+    fs = efs.describe_file_systems(FileSystemId=fs_id)["FileSystems"][0]
+    assert fs["Encrypted"] is True and fs["CreationToken"] == creation_token("alpha")
+    assert tag_dict(fs["Tags"])[CLUSTER_TAG] == "alpha"
+    targets = efs.describe_mount_targets(FileSystemId=fs_id)["MountTargets"]
+    # The workers' subnets (SUBNET_ID, then SUBNET_IDS), and the manager's public one:
+    # its zone has no workers' subnet, and EFS's name resolves to the zone's target.
+    assert sorted(t["SubnetId"] for t in targets) == sorted(cluster["subnets"])
+    group_ids = {
+        g
+        for t in targets
+        for g in efs.describe_mount_target_security_groups(MountTargetId=t["MountTargetId"])[
+            "SecurityGroups"
+        ]
+    }
+    assert len(group_ids) == 1
+    group = ec2.client.describe_security_groups(GroupIds=list(group_ids))["SecurityGroups"][0]
+    assert {(r["FromPort"], r["ToPort"]) for r in group["IpPermissions"]} == {(NFS_PORT, NFS_PORT)}
+    assert all(r["IpRanges"] == [] for r in group["IpPermissions"])
+    sources = {p["GroupId"] for r in group["IpPermissions"] for p in r["UserIdGroupPairs"]}
+    assert sources == {groups.worker, groups.manager}
+    # A re-launch finds all of it again.
+    again = ensure_shared_storage(ec2, opts, groups, cluster["vpc"], said.append)
+    assert again is not None and again[0] == fs_id
+    assert len(efs.describe_file_systems()["FileSystems"]) == 1
+    assert len(efs.describe_mount_targets(FileSystemId=fs_id)["MountTargets"]) == 3
+    assert said == [f"shared folder: EFS {fs_id} (created)", f"shared folder: EFS {fs_id} (reused)"]
+    # A failed launch's undo deletes what this run made.
+    assert made[1]() == []
+    assert efs.describe_file_systems()["FileSystems"] == []
+
+
+def test_a_file_system_with_our_token_but_not_our_tag_is_refused(ec2: LocalCloudEc2) -> None:
+    efs = boto_client("efs", REGION)
+    efs.create_file_system(CreationToken=creation_token("alpha"))
+    with pytest.raises(NotOurs, match="not tagged"):
+        SharedStorage.connect(ec2, REGION, None, poll=0).ensure_file_system()
+
+
+def test_destroy_keeps_the_shared_folder_unless_asked(
+    ec2: LocalCloudEc2, cluster: dict[str, Any]
+) -> None:
+    made = ensure_shared_storage(ec2, cluster["opts"], cluster["groups"], cluster["vpc"], print)
+    assert made is not None
+    fs_id = made[0]
+    efs = boto_client("efs", REGION)
+    kept = CliRunner().invoke(main, ["destroy", "alpha", "--yes"])
+    assert kept.exit_code == 0, kept.output
+    assert f"kept: shared folder EFS file system {fs_id}" in kept.output
+    assert [f["FileSystemId"] for f in efs.describe_file_systems()["FileSystems"]] == [fs_id]
+    # The workers' group went (the shared group's rule naming it was dropped first).
+    names = [g["GroupName"] for g in ec2.client.describe_security_groups()["SecurityGroups"]]
+    assert "alpha-worker" not in names and "alpha-manager" not in names
+    assert "alpha-shared" in names
+
+    dry = CliRunner().invoke(main, ["destroy", "alpha", "--dry-run", "--delete-shared-storage"])
+    assert dry.exit_code == 0, dry.output
+    assert (
+        f"shared folder: EFS file system {fs_id}" in dry.output and "3 mount target" in dry.output
+    )
+    assert len(efs.describe_file_systems()["FileSystems"]) == 1
+
+    gone = CliRunner().invoke(main, ["destroy", "alpha", "--yes", "--delete-shared-storage"])
+    assert gone.exit_code == 0, gone.output
+    assert efs.describe_file_systems()["FileSystems"] == []
+    names = [g["GroupName"] for g in ec2.client.describe_security_groups()["SecurityGroups"]]
+    assert "alpha-shared" not in names
+
+
+def test_the_manager_mounts_the_shared_folder_from_fstab() -> None:
+    config = server_config_from(
+        {
+            "CLUSTER_NAME": "alpha",
+            "REGION": "eu-west-1",
+            "WORKER_AMI": "ami-12345678",
+            "SUBNET_ID": "subnet-12345678",
+            "WORKER_SECURITY_GROUPS": ["sg-1"],
+            "KEY_NAME": "k",
+            "SHARED_FILE_SYSTEM_ID": "fs-0123456789abcdef0",
+        }
+    )
+    tls = fstab_line(config, efs_utils=True)
+    assert tls == "fs-0123456789abcdef0:/ /srv/shared efs _netdev,nofail,tls 0 0"
+    nfs = fstab_line(config, efs_utils=False)
+    assert nfs.startswith("fs-0123456789abcdef0.efs.eu-west-1.amazonaws.com:/ /srv/shared nfs4 ")
+    assert "nfsvers=4.1" in nfs
+    old = "UUID=1 / ext4 defaults 0 1\nfs-old:/ /srv/shared efs _netdev 0 0\n"
+    assert with_entry(old, tls) == f"UUID=1 / ext4 defaults 0 1\n{tls}\n"
+    assert with_entry(with_entry(old, tls), tls) == with_entry(old, tls)
+
+
+# --------------------------------------------------------------------------- the spawner
+
+
+def test_staff_are_admins_and_members_of_a_staff_group(tmp_path: Path) -> None:
+    config = tmp_path / "server_config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "CLUSTER_NAME": "alpha",
+                "REGION": REGION,
+                "WORKER_AMI": "ami-12345678",
+                "SUBNET_ID": "subnet-12345678",
+                "WORKER_SECURITY_GROUPS": ["sg-1"],
+                "KEY_NAME": "k",
+                "SHARED_STORAGE": "efs",
+                "SHARED_FILE_SYSTEM_ID": "fs-0123456789abcdef0",
+                "SHARED_COURSE": "intro",
+                "SHARED_DROPBOX": True,
+            }
+        )
+    )
+    spawner = SharedFolderMixin(server_config_file=str(config), staff_groups=["admins", "tas"])
+
+    def user(admin: bool, *groups: str) -> Any:
+        return SimpleNamespace(admin=admin, groups=[SimpleNamespace(name=g) for g in groups])
+
+    student = spawner.shared_folder(user(False, "students"))
+    assert student is not None
+    assert (student.file_system_id, student.course, student.dropbox) == (
+        "fs-0123456789abcdef0",
+        "intro",
+        True,
+    )
+    assert student.staff is False
+    assert spawner.shared_folder(user(True)).staff is True  # type: ignore[union-attr]
+    assert spawner.shared_folder(user(False, "tas")).staff is True  # type: ignore[union-attr]
+    assert spawner.shared_folder(user(False, "admins")).staff is True  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- the agent
+
+FS_ID = "fs-0123456789abcdef0"
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Iterator[Worker]:
+    yield from Worker.running(tmp_path)
+
+
+def _shared(staff: bool, dropbox: bool = True, course: str = "intro") -> dict[str, Any]:
+    return {
+        "file_system_id": FS_ID,
+        "region": REGION,
+        "course": course,
+        "staff": staff,
+        "dropbox": dropbox,
+    }
+
+
+def _write(path: Path) -> int:
+    try:
+        path.write_text("mine")
+    except OSError as exc:
+        return exc.errno
+    return 0
+
+
+@needs_root
+def test_the_agent_mounts_the_shared_folder_read_only_for_students(
+    worker: Worker, tmp_path: Path
+) -> None:
+    efs = tmp_path / "efs" / FS_ID
+    (efs / "week1").mkdir(parents=True)
+    (efs / "week1" / "notes.md").write_text("released")
+    (efs / "intro" / "dropbox" / "carol").mkdir(parents=True)  # another student's
+    (efs / "intro" / "dropbox" / "carol" / "answer.txt").write_text("carol's")
+    shared = worker.root / "srv" / "shared"
+
+    started = worker.start(worker.request("bob", shared=_shared(staff=False)))
+    assert started.returncode == 0, started.stderr
+    # Every student's instance runs them as the same uid: only the mounts keep
+    # another student's dropbox out of sight.
+    assert sorted(os.listdir(shared / "intro" / "dropbox")) == ["bob"]
+    assert not (shared / "intro" / "dropbox" / "carol").exists()
+    assert _write(shared / "intro" / "dropbox" / "eve.txt") == errno.EROFS
+    assert (shared / "week1" / "notes.md").read_text() == "released"
+    assert _write(shared / "week1" / "notes.md") == errno.EROFS
+    assert _write(shared / "new.txt") == errno.EROFS
+    assert _write(shared / "intro" / "dropbox" / "bob" / "answer.txt") == 0
+    assert (efs / "intro" / "dropbox" / "bob" / "answer.txt").read_text() == "mine"
+    home_link = worker.root / "home" / "bob" / "shared"
+    assert os.readlink(home_link) == str(shared)  # Jupyter's file browser shows it
+
+    stopped = worker.run("stop", "--user", "bob", "--timeout", "2")
+    assert stopped.returncode == 0, stopped.stderr
+    assert mounts_under(worker.root) == []
+    assert not (shared / "week1").exists()  # the mount point, empty again
+
+
+@needs_root
+def test_staff_write_the_shared_folder_and_students_get_no_dropbox_without_it(
+    worker: Worker, tmp_path: Path
+) -> None:
+    efs = tmp_path / "efs" / FS_ID
+    efs.mkdir(parents=True)
+    shared = worker.root / "srv" / "shared"
+    started = worker.start(worker.request("tina", shared=_shared(staff=True)))
+    assert started.returncode == 0, started.stderr
+    assert _write(shared / "intro" / "solutions.md") == 0
+    assert (efs / "intro" / "solutions.md").read_text() == "mine"
+
+    # The next start is a student's without dropboxes: the staff mount is replaced.
+    started = worker.start(worker.request("sam", shared=_shared(staff=False, dropbox=False)))
+    assert started.returncode == 0, started.stderr
+    assert (shared / "intro" / "solutions.md").read_text() == "mine"
+    assert _write(shared / "intro" / "sam.txt") == errno.EROFS
+    assert not (efs / "intro" / "dropbox").exists()
+    assert len(mounts_under(worker.root)) == 1
+
+
+@pytest.mark.parametrize(
+    ("shared", "says"),
+    [
+        ({**_shared(False), "course": "../etc"}, "invalid shared"),
+        ({**_shared(False), "file_system_id": "fs-x; rm -rf /"}, "invalid shared"),
+        ({**_shared(False), "region": "us-east-1 -o x"}, "invalid shared"),
+        ({**_shared(False), "staff": "yes"}, "invalid shared"),
+    ],
+)
+def test_the_agent_refuses_a_bad_shared_folder_before_anything(
+    worker: Worker, shared: dict[str, Any], says: str
+) -> None:
+    result = worker.start(worker.request("bob", shared=shared))
+    assert result.returncode == 2 and result.stderr.strip().startswith(
+        f"cloudjhub-worker: {says}"
+    ), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (worker.root / "srv").exists()
+
+
+@needs_root
+def test_a_file_system_the_local_cloud_does_not_have_fails_the_start(worker: Worker) -> None:
+    result = worker.start(worker.request("bob", shared=_shared(False)))
+    assert result.returncode == 1
+    assert f"the local cloud has no file system {FS_ID}" in result.stderr
+
+
+# --------------------------------------------------------------------------- release
+
+
+def _local_cluster(tmp_path: Path) -> tuple[Path, Path]:
+    """A local cloud's state dir: server_config.json with shared storage, its EFS dir."""
+    config = tmp_path / "state" / "server_config.json"
+    config.parent.mkdir()
+    config.write_text(
+        json.dumps(
+            {
+                "CLUSTER_NAME": "demo",
+                "REGION": REGION,
+                "WORKER_AMI": "ami-12345678",
+                "SUBNET_ID": "subnet-12345678",
+                "WORKER_SECURITY_GROUPS": ["sg-1"],
+                "KEY_NAME": "k",
+                "SHARED_STORAGE": "efs",
+                "SHARED_FILE_SYSTEM_ID": FS_ID,
+                "SHARED_COURSE": "demo",
+            }
+        )
+    )
+    efs = config.parent / "efs" / FS_ID
+    efs.mkdir(parents=True)
+    return config, efs
+
+
+def _course(tmp_path: Path) -> Path:
+    folder = tmp_path / "week1"
+    (folder / "data").mkdir(parents=True)
+    (folder / "intro.ipynb").write_text('{"cells": []}')
+    (folder / "data" / "table.csv").write_text("a,b\n")
+    (folder / "latest").symlink_to("data/table.csv")
+    return folder
+
+
+def test_release_with_shared_storage_goes_into_the_shared_folder(tmp_path: Path) -> None:
+    config, efs = _local_cluster(tmp_path)
+    course = _course(tmp_path)
+    argv = ["release", "demo", str(course), "--server-config", str(config)]
+    argv += ["--releases-dir", str(tmp_path / "releases")]
+    done = CliRunner().invoke(main, argv)
+    assert done.exit_code == 0, done.output
+    assert f"{efs / 'week1'}" in done.output
+    assert (efs / "week1" / "intro.ipynb").read_text() == '{"cells": []}'
+    assert os.readlink(efs / "week1" / "latest") == "data/table.csv"
+    assert (efs / "week1" / "data" / "table.csv").stat().st_mode & 0o777 == 0o644
+    assert not (tmp_path / "releases").exists()  # not into every home as well
+    # A new version replaces the file; what else is there stays.
+    (efs / "week1" / "notes.md").write_text("staff notes")
+    (course / "intro.ipynb").write_text('{"cells": [1]}')
+    assert CliRunner().invoke(main, argv).exit_code == 0
+    assert (efs / "week1" / "intro.ipynb").read_text() == '{"cells": [1]}'
+    assert (efs / "week1" / "notes.md").read_text() == "staff notes"
+
+
+def test_release_never_follows_a_symlink_planted_in_the_shared_folder(tmp_path: Path) -> None:
+    config, efs = _local_cluster(tmp_path)
+    course = _course(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (efs / "week1").symlink_to(elsewhere)
+    done = CliRunner().invoke(
+        main, ["release", "demo", str(course), "--server-config", str(config)]
+    )
+    assert done.exit_code == 1 and "not a plain folder" in done.output, done.output
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_release_escaping_its_folder_is_refused_before_the_shared_folder(
+    tmp_path: Path,
+) -> None:
+    config, efs = _local_cluster(tmp_path)
+    course = _course(tmp_path)
+    (course / "escape").symlink_to("../../etc")
+    done = CliRunner().invoke(
+        main, ["release", "demo", str(course), "--server-config", str(config)]
+    )
+    assert done.exit_code == 2 and "leading out of the folder" in done.output, done.output
+    assert list(efs.iterdir()) == []
