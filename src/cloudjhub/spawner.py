@@ -42,6 +42,7 @@ from .executor import blocking
 from .fleet import Fleet
 from .home_volumes import attach_home_volume
 from .host_keys import HostKeyStore
+from .pool_claims import Claimant, PoolClaims
 from .profile_spawner import ProfileSpawnerMixin
 from .release_spawner import ReleaseSpawnerMixin
 from .shared_spawner import SharedFolderMixin
@@ -98,8 +99,6 @@ class InstanceSpawner(
     # ---- per-process shared state -----------------------------------------
 
     _user_locks: ClassVar[dict[tuple[str, str, str], asyncio.Lock]] = {}
-    # One claim from a cluster's warm pool at a time in this hub (see warm_pool.claim).
-    _pool_locks: ClassVar[dict[str, asyncio.Lock]] = {}
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -302,22 +301,17 @@ class InstanceSpawner(
         if not self.pool_fits or not warm_pool.may_have_members(*pool):
             return None
         zone = await self._home_zone(self.user.name, self.server_name)
-        await self.fleet.refresh()  # one listing for a storm's claims, not one each
-        lock = self._pool_locks.setdefault(self.cluster_name, asyncio.Lock())
-        async with lock:
-            claimed = await blocking(
-                warm_pool.claim,
-                self.ec2,
+        claims = PoolClaims.shared(self._fleet_key, self.fleet, self.ec2_queue.window)
+        claimed = await claims.claim(
+            Claimant(
                 self.user.name,
                 self.user_id,
                 self.worker_instance_type,
                 self.worker_ami,
                 self.server_name,
-                self.fleet.instances(),  # read under the lock: earlier claims in it
                 zone,
             )
-            if claimed is not None:  # before the next claim reads the listing
-                self.fleet.remember(claimed)
+        )
         if claimed is not None:
             self._just_claimed = claimed.id
             self.log.info("%s: claimed pool worker %s", self._log_name, claimed.id)

@@ -2,7 +2,8 @@
 
 `pool_keeper.Keeper` keeps the pool at its target, and `cloudjhub warm-pool` runs it
 as a hub-managed service. The spawner claims from the pool in the hub process
-(`claim`, here), under an in-process lock, when a user has no instance yet.
+(`pool_claims`: a storm's claims in batches, one batch at a time) when a user has
+no instance yet.
 
 Why a service and not a task in the hub: JupyterHub has no hook that runs code in
 the hub at start (spawners are made on a user's first request), and services are its
@@ -142,7 +143,7 @@ def recorded_host_keys(keys_dir: str, instance_id: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def _unclaimed(instance: Instance) -> Instance:
+def unclaimed(instance: Instance) -> Instance:
     tags = {k: v for k, v in instance.tags.items() if k != POOL_TAG}
     return replace(instance, tags=tags)
 
@@ -150,85 +151,10 @@ def _unclaimed(instance: Instance) -> Instance:
 def finish_claim(ec2: HubEc2, instance: Instance) -> Instance:
     """Drop the claim mark of `instance`, whose user tag already says whose it is."""
     ec2.finish_claim(instance)
-    return _unclaimed(instance)
+    return unclaimed(instance)
 
 
-def claim(
-    ec2: HubEc2,
-    user: str,
-    user_id: str,
-    instance_type: str,
-    image_id: str | None = None,
-    server: str = "",
-    cached: Iterable[Instance] = (),
-    zone: str | None = None,
-) -> Instance | None:
-    """Tag a pool member to `user` (and their stable id, and their named `server`)
-    and return it, or None if none could be had.
-
-    Blocking. Callers in one process hold one lock around it, so two spawns never
-    pick the same member; the check after tagging (re-read: still live, still
-    `user`'s) catches a member terminated or retagged by hand meanwhile, which is
-    then left alone and the next one tried. Members are first looked for in
-    `cached` (the hub's listing of its workers: a storm's claims do not each list
-    them all), each read again before it is taken; then in a fresh listing. With a
-    `zone` (the user's home volume's: EBS attaches only in its zone), only there.
-    """
-    tried: set[str] = set()
-    for listing in (lambda: list(cached), ec2.describe_workers):
-        members = [
-            w
-            for w in listing()
-            if w.id not in tried
-            and is_member(w, instance_type, image_id)
-            and zone in (None, w.availability_zone)
-        ]
-        members.sort(key=lambda w: (CLAIM_ORDER.get(w.state, 9), w.launched_at, w.id))
-        for member in members:
-            tried.add(member.id)
-            got = _claim_one(ec2, member, user, user_id, instance_type, image_id, server)
-            if got is not None:
-                return got
-    return None
-
-
-def _claim_one(
-    ec2: HubEc2,
-    member: Instance,
-    user: str,
-    user_id: str,
-    instance_type: str,
-    image_id: str | None,
-    server: str,
-) -> Instance | None:
-    try:
-        fresh = ec2.describe([member.id])
-        if not fresh or not is_member(fresh[0], instance_type, image_id):
-            return None  # claimed, terminated or retagged since the list was read
-        ec2.tag_claim(fresh[0], user, user_id, server)
-        after = ec2.describe([member.id])
-    except CloudError as exc:
-        log.warning("cannot claim pool worker %s for %r: %s", member.id, user, exc)
-        # The CreateTags may have landed all the same (a reply lost on the way).
-        _undo_claim(ec2, member, user, user_id, server)
-        return None
-    if not after or after[0].gone or (after[0].user, after[0].server) != (user, server):
-        log.warning("pool worker %s changed while %r claimed it; left alone", member.id, user)
-        return None
-    # `retiring` (or none): the keeper's mark landed after ours (and it dropped it
-    # again on seeing our user tag), which keeps the worker ours.
-    if after[0].tags.get(POOL_TAG) not in (POOL_CLAIMING, POOL_RETIRING, None):
-        log.warning("pool worker %s lost its claim mark; left alone", member.id)
-        return None
-    try:
-        return finish_claim(ec2, after[0])
-    except CloudError as exc:
-        # It is the user's now (their tag); their next spawn finishes the claim.
-        log.warning("claimed %s for %r but cannot drop its pool tag: %s", member.id, user, exc)
-        return after[0]
-
-
-def _undo_claim(ec2: HubEc2, member: Instance, user: str, user_id: str, server: str) -> None:
+def undo_claim(ec2: HubEc2, member: Instance, user: str, user_id: str, server: str) -> None:
     """A claim that failed after its CreateTags may have landed: give the worker back
     to the pool, or (if EC2 cannot be reached now) leave it to its user's next spawn."""
     try:

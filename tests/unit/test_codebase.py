@@ -90,6 +90,8 @@ def test_shell_scripts_pass_shellcheck() -> None:
         ("ec2_limits.py", set()),
         ("aws/pacing.py", {"ec2_limits"}),
         ("ec2_queue.py", {"aws", "executor"}),
+        ("warm_pool.py", {"aws", "tags"}),
+        ("pool_claims.py", {"aws", "executor", "fleet", "tags", "warm_pool", "ec2_queue"}),
     ],
 )
 def test_lower_floors_never_import_upper_ones(module: str, allowed: set[str]) -> None:

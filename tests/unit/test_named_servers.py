@@ -18,6 +18,7 @@ from cloudjhub.aws.client import Instance
 from cloudjhub.aws.hub import WorkerSpec, launch_token
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.fleet import Fleet
+from cloudjhub.pool_claims import PoolClaims
 from cloudjhub.pool_keeper import Keeper, constant_target
 from cloudjhub.reaper import Reaper
 from cloudjhub.spawner import InstanceSpawner
@@ -45,7 +46,7 @@ def spawner_for(
 ) -> Make:
     """A hub's spawner for (user, server) on the moto-backed fleet; Jupyter not started."""
     monkeypatch.setitem(Fleet._shared, (CLUSTER, REGION, ""), Fleet(ec2, max_age=0))
-    monkeypatch.setattr(InstanceSpawner, "_pool_locks", {})
+    monkeypatch.setattr(PoolClaims, "_shared", {})
     monkeypatch.setattr(InstanceSpawner, "_user_locks", {})
 
     async def no_jupyter(self: InstanceSpawner, inst: Instance, home: Any) -> str:

@@ -16,6 +16,7 @@ from cloudjhub.aws import pacing
 from cloudjhub.aws.client import CloudError, Instance
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
+from cloudjhub.pool_claims import Claimant, claim_batch
 from cloudjhub.pool_keeper import Keeper, constant_target
 from cloudjhub.pool_schedule import PoolTarget
 from cloudjhub.tags import POOL_CLAIMING, POOL_TAG, USER_ID_TAG, USER_TAG
@@ -29,26 +30,35 @@ def test_a_claim_whose_tagging_fails_gives_the_worker_back(
     """The CreateTags landed but its reply was lost: that worker goes back to the pool
     (not left tagged `claiming` for alice while she gets another)."""
     first, second = sorted(Keeper(ec2, spec, constant_target(2, "running")).round().launched)
-    tag_claim = ec2.tag_claim
+    tag_claim = ec2.tag_read_claim
 
     def lost_reply(instance: Instance, *args: Any) -> None:
         tag_claim(instance, *args)
         if instance.id == first:
             raise CloudError("read timeout", "RequestTimeout")
 
-    monkeypatch.setattr(ec2, "tag_claim", lambda i, *a: lost_reply(i, *a))
+    monkeypatch.setattr(ec2, "tag_read_claim", lambda i, *a: lost_reply(i, *a))
     monkeypatch.setattr(warm_pool, "CLAIM_ORDER", {})  # any order: try `first` first
     monkeypatch.setattr(
         ec2, "describe_workers", lambda *_: sorted(type(ec2).describe_workers(ec2), key=_id)
     )
 
-    got = warm_pool.claim(ec2, "alice", "7", spec.instance_type)
+    got = claim(ec2, "alice", "7", spec.instance_type)
 
     assert got is not None and got.id == second and got.user == "alice"
     [back] = ec2.describe([first])
     assert back.user is None and back.tags[POOL_TAG] == "ready"
     assert USER_ID_TAG not in back.tags and USER_TAG not in tags_of(ec2, back.volumes[0])
     assert [m.id for m in members(ec2)] == [first]  # claimable again
+
+
+def claim(
+    ec2: LocalCloudEc2, user: str, user_id: str, kind: str, cached: list[Instance] | None = None
+) -> Instance | None:
+    """One claim on its own: a batch of one."""
+    [got] = claim_batch(ec2, [Claimant(user, user_id, kind)], cached or ())
+    assert not isinstance(got, CloudError)
+    return got
 
 
 def _id(instance: Instance) -> str:
@@ -87,7 +97,7 @@ def test_a_claim_landing_between_the_keepers_read_and_its_act_keeps_its_worker(
         found = describe(ec2, ids)
         if not claimed and list(ids) == [member]:  # the keeper's fresh read
             claimed.append(found[0])
-            got = warm_pool.claim(ec2, "alice", "7", spec.instance_type)
+            got = claim(ec2, "alice", "7", spec.instance_type)
             assert got is not None and got.id == member
         return found
 
@@ -218,10 +228,10 @@ def test_claims_take_members_from_the_hubs_listing_not_a_new_one_each(
 
     monkeypatch.setattr(ec2, "describe_workers", counted)
 
-    got = [warm_pool.claim(ec2, u, str(n), spec.instance_type, cached=cached) for n, u in
+    got = [claim(ec2, u, str(n), spec.instance_type, cached) for n, u in
            enumerate(["ann", "bob", "cy"])]  # fmt: skip
 
     assert len({g.id for g in got if g is not None}) == 3
     assert listings == []
-    assert warm_pool.claim(ec2, "dan", "9", spec.instance_type, cached=cached) is None
+    assert claim(ec2, "dan", "9", spec.instance_type, cached) is None
     assert listings == [1]  # the cache had nothing left: one fresh listing

@@ -18,6 +18,7 @@ from cloudjhub.aws.client import Instance
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.fleet import Fleet
+from cloudjhub.pool_claims import PoolClaims
 from cloudjhub.pool_keeper import Keeper, constant_target
 from cloudjhub.reaper import Reaper
 from cloudjhub.remote import CONSOLE_BEGIN, CONSOLE_END
@@ -50,7 +51,7 @@ def spawner_for(
 ) -> Callable[[str], InstanceSpawner]:
     """A hub's spawner (no hub) on the moto-backed fleet, with a pool of any size."""
     monkeypatch.setitem(Fleet._shared, (CLUSTER, REGION, ""), Fleet(ec2, max_age=0))
-    monkeypatch.setattr(InstanceSpawner, "_pool_locks", {})
+    monkeypatch.setattr(PoolClaims, "_shared", {})
 
     ids: dict[str, int] = {}
 
@@ -166,13 +167,13 @@ def test_two_first_logins_race_for_the_last_pool_worker(
 ) -> None:
     keeper(ec2, spec, 1).round()
     [member] = members(ec2)
-    tag_claim = ec2.tag_claim
+    tag_claim = ec2.tag_read_claim
 
     def slow_tag_claim(instance: Instance, user: str, user_id: str, server: str = "") -> None:
-        time.sleep(0.3)  # wide open, if anything but the lock kept them apart
+        time.sleep(0.3)  # wide open, if anything but one batch at a time kept them apart
         tag_claim(instance, user, user_id, server)
 
-    monkeypatch.setattr(ec2, "tag_claim", slow_tag_claim)
+    monkeypatch.setattr(ec2, "tag_read_claim", slow_tag_claim)
     alice, bob = spawner_for("alice"), spawner_for("bob")
 
     async def both() -> list[Instance | None]:

@@ -145,17 +145,17 @@ def test_a_claimed_member_the_keeper_stopped_meanwhile_is_started(
     [member] = Keeper(ec2, spec, constant_target(1, "running")).round().launched
     alice = spawner_for("alice")
     alice.state_poll_interval, alice.boot_timeout = 0.01, 3.0
-    from cloudjhub import warm_pool
+    from cloudjhub import pool_claims
 
-    claim = warm_pool.claim
+    claim = pool_claims.claim_batch
 
-    def claim_then_keeper_stops(*args: Any) -> Instance | None:
-        got = claim(*args)
-        assert got is not None and got.state == "running"
+    def claim_then_keeper_stops(*args: Any) -> list[Any]:
+        [got] = claim(*args)
+        assert isinstance(got, Instance) and got.state == "running"
         ec2.client.stop_instances(InstanceIds=[member])  # the keeper's late stop
-        return got
+        return [got]
 
-    monkeypatch.setattr(warm_pool, "claim", claim_then_keeper_stops)
+    monkeypatch.setattr(pool_claims, "claim_batch", claim_then_keeper_stops)
 
     async def no_jupyter(inst: Instance, home: Any) -> str:
         return f"http://{inst.private_ip}:8888"

@@ -39,7 +39,7 @@ from ..tags import (
     tag_list,
     tags_for,
 )
-from .client import CloudError, Ec2Client, Instance, NotOurs, user_message
+from .client import CloudError, Ec2Client, Instance, NotOurs, chunks, user_message
 from .pacing import Pacer
 
 
@@ -325,7 +325,12 @@ class HubEc2(Ec2Client):
         still in progress.
 
         One CreateTags call, so no one sees the user without the claim mark."""
-        self.guard([instance.id], [Role.WORKER])
+        self.tag_read_claim(self.guard([instance.id], [Role.WORKER])[0], user, user_id, server)
+
+    def tag_read_claim(self, read: Instance, user: str, user_id: str, server: str = "") -> None:
+        """`tag_claim` of a worker the caller has just read back (a batch of claims
+        reads all its members in one call): that read is the guard's."""
+        self.refuse_unless_ours("instance", [read.id], {read.id: read.tags}, [Role.WORKER])
         tags = {
             USER_TAG: user,
             USER_ID_TAG: user_id,
@@ -334,7 +339,7 @@ class HubEc2(Ec2Client):
         }
         if server:
             tags[SERVER_TAG] = server
-        self._call("create_tags", Resources=[instance.id, *instance.volumes], Tags=tag_list(tags))
+        self._call("create_tags", Resources=[read.id, *read.volumes], Tags=tag_list(tags))
 
     def finish_claim(self, instance: Instance) -> None:
         """Drop the pool mark: from now on the worker is like any launched for its user."""
@@ -342,6 +347,16 @@ class HubEc2(Ec2Client):
         self._call(
             "delete_tags", Resources=[instance.id, *instance.volumes], Tags=[{"Key": POOL_TAG}]
         )
+
+    def finish_read_claims(self, read: list[Instance]) -> None:
+        """`finish_claim` of many workers just read back (a batch of claims): one
+        DeleteTags, the tag being the same on all."""
+        ids = [i.id for i in read]
+        self.refuse_unless_ours("instance", ids, {i.id: i.tags for i in read}, [Role.WORKER])
+        resources = list(dict.fromkeys(r for i in read for r in (i.id, *i.volumes)))
+        # DeleteTags takes up to 1000 resource ids (EC2 API Reference, DeleteTags).
+        for chunk in chunks(resources, 1000):
+            self._call("delete_tags", Resources=chunk, Tags=[{"Key": POOL_TAG}])
 
     def release_claim(self, instance: Instance, user: str, user_id: str, server: str = "") -> None:
         """Undo `tag_claim` of a claim that failed: the pool mark back to ready, then

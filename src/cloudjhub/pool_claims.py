@@ -1,0 +1,253 @@
+"""Warm-pool claims in batches: a class's first logins claim together, not in turn.
+
+A spawn that wants a pool worker waits in its cluster's queue (`PoolClaims.claim`).
+One claimer task in the hub takes everyone waiting, after the EC2 queue's
+coalescing window (`ec2_coalesce_window`), and claims for all of them at once
+(`claim_batch`): members from one listing, a distinct one per user, all re-read in
+one DescribeInstances, one CreateTags each (the tags differ per user), all read
+back in one DescribeInstances, and the claim marks dropped in one DeleteTags.
+Claimed one at a time under a lock, each claim cost about four EC2 calls of its
+own, and 300 logins against a pool of 300 took 11 minutes.
+
+One batch at a time per cluster, so this hub never hands a member to two users;
+the keeper (another process) and hand-made changes are caught by the tags, as
+warm_pool.py describes. As for a single claim:
+- the read after tagging (still live, still this user's, the mark ours or the
+  keeper's `retiring`) leaves a member that changed meanwhile alone, and its user
+  tries another;
+- a member whose tagging fails is given back (`undo_claim`), and its user tries
+  another, the others unaffected;
+- a user's server waiting twice in one batch gets one member, not two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from . import warm_pool
+from .aws.client import CloudError, Instance
+from .aws.hub import HubEc2
+from .ec2_queue import MAX_BATCH
+from .executor import blocking
+from .fleet import Fleet
+from .tags import POOL_CLAIMING, POOL_RETIRING, POOL_TAG
+
+log = logging.getLogger("cloudjhub.pool_claims")
+
+# What a claimant gets: a member (theirs now), None (none for them: they launch), or
+# the error that kept the pool from being listed.
+Outcome = Instance | CloudError | None
+
+
+@dataclass(frozen=True)
+class Claimant:
+    user: str
+    user_id: str
+    instance_type: str
+    image_id: str | None = None
+    server: str = ""
+    # Their kept home volume's zone: EBS attaches only there, so only a member there.
+    zone: str | None = None
+
+    def wants(self, instance: Instance) -> bool:
+        return warm_pool.is_member(instance, self.instance_type, self.image_id) and self.zone in (
+            None,
+            instance.availability_zone,
+        )
+
+
+def claim_batch(
+    ec2: HubEc2,
+    claimants: Sequence[Claimant],
+    cached: Iterable[Instance] = (),
+    relist: bool = True,
+) -> list[Outcome]:
+    """Tag a pool member to each of `claimants` (distinct users' servers), in their
+    order. Blocking; one batch at a time per cluster in a hub (`PoolClaims`).
+
+    Members are taken from `cached` (the hub's listing), each re-read before it is
+    tagged; for the claimants left, from a fresh listing (unless `relist` is false:
+    `cached` was just listed). Zone-bound claimants choose first, so a member in
+    their zone is not taken by someone who could use any."""
+    held: dict[int, Instance] = {}
+    outcomes: dict[int, Outcome] = {}
+    tried: set[str] = set()
+    listings = [lambda: list(cached), *([ec2.describe_workers] if relist else [])]
+    for listing in listings:
+        waiting = [n for n in range(len(claimants)) if n not in held]
+        if not waiting:
+            break
+        try:
+            found = listing()
+        except CloudError as exc:
+            outcomes.update((n, exc) for n in waiting)
+            break
+        candidates = sorted(
+            (w for w in found if warm_pool.is_unassigned(w) and w.id not in tried), key=_order
+        )
+        while picks := _assign(claimants, waiting, candidates, tried):
+            held.update(_claim_round(ec2, claimants, picks))
+            waiting = [n for n in waiting if n not in held]
+    outcomes.update(_finish(ec2, held))
+    return [outcomes.get(n) for n in range(len(claimants))]
+
+
+def _order(member: Instance) -> tuple[int, float, str]:
+    """The member that will serve soonest first."""
+    return (warm_pool.CLAIM_ORDER.get(member.state, 9), member.launched_at, member.id)
+
+
+def _assign(
+    claimants: Sequence[Claimant],
+    waiting: list[int],
+    candidates: list[Instance],
+    tried: set[str],
+) -> dict[int, Instance]:
+    picks: dict[int, Instance] = {}
+    for n in sorted(waiting, key=lambda n: claimants[n].zone is None):
+        member = next((m for m in candidates if m.id not in tried and claimants[n].wants(m)), None)
+        if member is not None:
+            tried.add(member.id)
+            picks[n] = member
+    return picks
+
+
+def _claim_round(
+    ec2: HubEc2, claimants: Sequence[Claimant], picks: dict[int, Instance]
+) -> dict[int, Instance]:
+    """Re-read, tag, read back: the claims that hold, still marked `claiming`."""
+    try:
+        fresh = {i.id: i for i in ec2.describe([m.id for m in picks.values()])}
+    except CloudError as exc:
+        log.warning("cannot read %d pool workers to claim: %s", len(picks), exc)
+        return {}
+    tagged: dict[int, Instance] = {}
+    for n, member in picks.items():
+        who, now = claimants[n], fresh.get(member.id)
+        if now is None or not who.wants(now):
+            continue  # claimed, terminated or retagged since it was listed
+        try:
+            ec2.tag_read_claim(now, who.user, who.user_id, who.server)
+        except CloudError as exc:
+            log.warning("cannot claim pool worker %s for %r: %s", now.id, who.user, exc)
+            # The CreateTags may have landed all the same (a reply lost on the way).
+            warm_pool.undo_claim(ec2, now, who.user, who.user_id, who.server)
+            continue
+        tagged[n] = now
+    if not tagged:
+        return {}
+    try:
+        after = {i.id: i for i in ec2.describe([m.id for m in tagged.values()])}
+    except CloudError as exc:
+        log.warning("cannot read back %d claimed pool workers: %s", len(tagged), exc)
+        for n, member in tagged.items():
+            who = claimants[n]
+            warm_pool.undo_claim(ec2, member, who.user, who.user_id, who.server)
+        return {}
+    held: dict[int, Instance] = {}
+    for n, member in tagged.items():
+        who, now = claimants[n], after.get(member.id)
+        if now is None or now.gone or (now.user, now.server) != (who.user, who.server):
+            log.warning(
+                "pool worker %s changed while %r claimed it; left alone", member.id, who.user
+            )
+        # `retiring` (or none): the keeper's mark landed after ours (and it dropped it
+        # again on seeing our user tag), which keeps the worker ours.
+        elif now.tags.get(POOL_TAG) not in (POOL_CLAIMING, POOL_RETIRING, None):
+            log.warning("pool worker %s lost its claim mark; left alone", member.id)
+        else:
+            held[n] = now
+    return held
+
+
+def _finish(ec2: HubEc2, held: dict[int, Instance]) -> dict[int, Instance]:
+    """Drop the claim marks of all held claims in one call."""
+    if not held:
+        return {}
+    try:
+        ec2.finish_read_claims(list(held.values()))
+    except CloudError as exc:
+        # Theirs now (their user tags); each user's next spawn finishes the claim.
+        log.warning("claimed %d pool workers but cannot drop their marks: %s", len(held), exc)
+        return held
+    return {n: warm_pool.unclaimed(now) for n, now in held.items()}
+
+
+@dataclass
+class _Waiter:
+    claimant: Claimant
+    done: asyncio.Future[Instance | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class PoolClaims:
+    """The queue of a cluster's claims in a hub process (one per cluster, region
+    and endpoint, like `Fleet` and `Ec2Queue`), served by one claimer task."""
+
+    _shared: ClassVar[dict[tuple[str, str, str], PoolClaims]] = {}
+
+    def __init__(self, fleet: Fleet, window: float) -> None:
+        self.fleet = fleet
+        self.window = window
+        self._waiting: list[_Waiter] = []
+        self._claimer: asyncio.Task[None] | None = None
+
+    @classmethod
+    def shared(cls, key: tuple[str, str, str], fleet: Fleet, window: float) -> PoolClaims:
+        claims = cls._shared.get(key)
+        if claims is None or claims.fleet is not fleet:  # one per connection (Fleet's)
+            claims = cls._shared[key] = cls(fleet, window)
+        return claims
+
+    async def claim(self, claimant: Claimant) -> Instance | None:
+        """A pool member now `claimant`'s, or None (then they launch)."""
+        waiter = _Waiter(claimant)
+        self._waiting.append(waiter)
+        if self._claimer is None or self._claimer.done():
+            self._claimer = asyncio.ensure_future(self._serve())
+        return await waiter.done
+
+    async def _serve(self) -> None:
+        while self._waiting:
+            if self.window > 0:
+                await asyncio.sleep(self.window)  # a storm's claims gather meanwhile
+            batch = [w for w in self._waiting[:MAX_BATCH] if not w.done.done()]
+            del self._waiting[:MAX_BATCH]
+            if batch:
+                await self._claim(batch)
+
+    async def _claim(self, batch: list[_Waiter]) -> None:
+        index: dict[tuple[str, str], int] = {}
+        claimants: list[Claimant] = []
+        for waiter in batch:
+            key = (waiter.claimant.user, waiter.claimant.server)
+            if key not in index:
+                index[key] = len(claimants)
+                claimants.append(waiter.claimant)
+        outcomes: list[Outcome | Exception]
+        try:
+            started = time.monotonic()
+            await self.fleet.refresh()  # one listing for a batch, when the hub's is old
+            listed = time.monotonic() - self.fleet.age >= started
+            instances = self.fleet.instances()
+            ec2 = self.fleet.ec2
+            outcomes = [*await blocking(claim_batch, ec2, claimants, instances, not listed)]
+        except Exception as exc:  # a bug or a failed refresh: every waiter hears of it
+            outcomes = [exc] * len(claimants)
+        for got in outcomes:
+            if isinstance(got, Instance):  # before the next batch reads the listing
+                self.fleet.remember(got)
+        for waiter in batch:
+            got = outcomes[index[(waiter.claimant.user, waiter.claimant.server)]]
+            if waiter.done.done():
+                continue  # its spawn was cancelled; the tags tell its next one
+            if isinstance(got, BaseException):
+                waiter.done.set_exception(got)
+            else:
+                waiter.done.set_result(got)
