@@ -279,3 +279,40 @@ def test_a_claimer_that_dies_mid_batch_leaves_no_spawn_waiting(
     answers = asyncio.run(together())
     assert [type(a) for a in answers] == [RuntimeError, RuntimeError], answers
     assert all(w.user is None for w in members(ec2))  # nothing was handed out
+
+
+def test_a_claim_that_cannot_be_undone_gives_that_user_no_second_worker(
+    ec2: LocalCloudEc2, spec: WorkerSpec, spawner_for: Spawners, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CreateTags lands but its reply is lost, and EC2 cannot be read to undo it
+    (throttled): the member may be the user's now, so they get no other member (one
+    user, two workers) and their spawn fails; the next spawn finds the tagged one."""
+    pool_of(ec2, spec, 3)
+    tag, describe = ec2.tag_read_claim, ec2.describe
+    lost: list[str] = []
+
+    def lost_reply(instance: Instance, user: str, *args: Any) -> None:
+        tag(instance, user, *args)
+        if user == "ann" and not lost:
+            lost.append(instance.id)
+            raise CloudError("read timeout", "RequestTimeout")
+
+    def throttled_once_lost(ids: list[str]) -> list[Instance]:
+        if lost and ids == lost:  # the undo's read of that member
+            raise CloudError("Rate exceeded", "RequestLimitExceeded")
+        return describe(ids)
+
+    monkeypatch.setattr(ec2, "tag_read_claim", lost_reply)
+    monkeypatch.setattr(ec2, "describe", throttled_once_lost)
+    spawners = [spawner_for("ann"), spawner_for("bob")]
+
+    async def together() -> list[Any]:
+        finds = (s._find_instance() for s in spawners)
+        return list(await asyncio.gather(*finds, return_exceptions=True))
+
+    ann, bob = asyncio.run(together())
+    assert isinstance(ann, Exception), ann
+    assert isinstance(bob, Instance) and bob.user == "bob"
+    monkeypatch.setattr(ec2, "describe", describe)
+    anns = [w.id for w in ec2.describe_workers() if w.user == "ann"]
+    assert anns == lost  # never a second one
