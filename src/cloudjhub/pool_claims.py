@@ -219,8 +219,17 @@ class PoolClaims:
                 await asyncio.sleep(self.window)  # a storm's claims gather meanwhile
             batch = [w for w in self._waiting[:MAX_BATCH] if not w.done.done()]
             del self._waiting[:MAX_BATCH]
-            if batch:
+            if not batch:
+                continue
+            try:
                 await self._claim(batch)
+            finally:
+                # Cancelled or broken mid-batch: no spawn may wait on it for ever.
+                for waiter in batch:
+                    if not waiter.done.done():
+                        waiter.done.set_exception(
+                            RuntimeError("the pool's claimer stopped before this claim")
+                        )
 
     async def _claim(self, batch: list[_Waiter]) -> None:
         index: dict[tuple[str, str], int] = {}

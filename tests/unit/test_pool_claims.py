@@ -252,3 +252,30 @@ def test_marks_a_batch_could_not_drop_are_finished_by_each_users_next_spawn(
     assert [a.id for a in again if a] == [f.id for f in first if f]
     assert_each_once(ec2, {"ann": again[0], "bob": again[1]})  # type: ignore[dict-item]
     assert not [w for w in ec2.describe_workers() if is_member(w)]
+
+
+def test_a_claimer_that_dies_mid_batch_leaves_no_spawn_waiting(
+    ec2: LocalCloudEc2,
+    spec: WorkerSpec,
+    spawner_for: Spawners,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A claimer cancelled (or broken by a BaseException) mid-batch must still answer
+    every spawn of that batch, not leave them waiting until the hub's spawn timeout."""
+    pool_of(ec2, spec, 2)
+
+    async def dies(self: PoolClaims, batch: Any) -> None:
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(PoolClaims, "_claim", dies)
+    spawners = [spawner_for("ann", ec2_coalesce_window=0.05), spawner_for("ben")]
+
+    async def together() -> list[Any]:
+        finds = (s._find_instance() for s in spawners)
+        return list(
+            await asyncio.wait_for(asyncio.gather(*finds, return_exceptions=True), timeout=10)
+        )
+
+    answers = asyncio.run(together())
+    assert [type(a) for a in answers] == [RuntimeError, RuntimeError], answers
+    assert all(w.user is None for w in members(ec2))  # nothing was handed out
