@@ -84,15 +84,20 @@ def _copy_one(source: Path, top: int, rel: Path, shown: Path) -> None:
 
 
 def _subdir(parent: int, name: str, shown: Path) -> int:
+    """The folder `name` opened without following a symlink; made 0755 when the
+    release creates it (an existing one keeps the mode staff gave it)."""
+    made = False
     with contextlib.suppress(FileExistsError):
         os.mkdir(name, 0o755, dir_fd=parent)
+        made = True
     try:
         fd = os.open(name, DIR_FLAGS, dir_fd=parent)
     except OSError as exc:
         raise SharedReleaseError(
             f"{shown}: {name} in the shared folder is not a plain folder ({exc.strerror}); refused"
         ) from None
-    os.fchmod(fd, 0o755)
+    if made:
+        os.fchmod(fd, 0o755)  # whatever the umask
     return fd
 
 

@@ -26,7 +26,7 @@ from cloudjhub.launch.shared_storage import ensure_shared_storage
 from cloudjhub.shared_folder import shared_settings
 from cloudjhub.shared_spawner import SharedFolderMixin
 from cloudjhub.tags import CLUSTER_TAG, tag_dict
-from cloudjhub.worker.shared_mount import mounts_under
+from cloudjhub.worker.shared_mount import mounts_under, unmount_under
 from tests.unit.conftest import REGION
 from tests.unit.worker_harness import Worker
 
@@ -413,3 +413,80 @@ def test_a_release_escaping_its_folder_is_refused_before_the_shared_folder(
     )
     assert done.exit_code == 2 and "leading out of the folder" in done.output, done.output
     assert list(efs.iterdir()) == []
+
+
+def _looks(path: Path) -> tuple[int, int, int]:
+    st = path.lstat()
+    return st.st_uid, st.st_gid, st.st_mode
+
+
+@needs_root
+@pytest.mark.parametrize("planted", ["dropbox/bob", "dropbox"])
+def test_a_symlink_planted_by_staff_on_the_way_to_a_dropbox_fails_the_start(
+    worker: Worker, tmp_path: Path, planted: str
+) -> None:
+    """Staff write the course folder: a symlink there must not make root chown or
+    mount over what it points to at a student's start."""
+    efs = tmp_path / "efs" / FS_ID
+    (efs / "intro" / "dropbox").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "bob").mkdir()
+    before = (_looks(outside), _looks(outside / "bob"))
+    link = efs / "intro" / planted
+    if planted == "dropbox":
+        link.rmdir()
+    link.symlink_to(outside / "bob" if planted == "dropbox/bob" else outside)
+
+    try:
+        result = worker.start(worker.request("bob", shared=_shared(staff=False)))
+        assert result.returncode == 1, result.stderr
+        said = result.stderr.strip().splitlines()
+        assert len(said) == 1 and "is not a plain folder" in said[0], said
+        assert (_looks(outside), _looks(outside / "bob")) == before
+        assert list((outside / "bob").iterdir()) == []
+        assert mounts_under(worker.root) == [] and mounts_under(outside) == []
+    finally:
+        unmount_under(outside)  # what the old code mounted over it
+
+
+@needs_root
+def test_a_student_start_makes_dropbox_roots_again_and_staff_get_no_world_write(
+    worker: Worker, tmp_path: Path
+) -> None:
+    efs = tmp_path / "efs" / FS_ID
+    efs.mkdir(parents=True)
+    started = worker.start(worker.request("tina", shared=_shared(staff=True)))
+    assert started.returncode == 0, started.stderr
+    for folder in (efs, efs / "intro"):
+        st = folder.stat()
+        assert st.st_uid == 0 and st.st_mode & 0o7777 == 0o3775, oct(st.st_mode)
+    (efs / "intro" / "dropbox").mkdir(mode=0o777)
+    os.chmod(efs / "intro" / "dropbox", 0o777)  # what a TA might leave
+    os.chown(efs / "intro" / "dropbox", 4321, 4321)
+    started = worker.start(worker.request("bob", shared=_shared(staff=False)))
+    assert started.returncode == 0, started.stderr
+    st = (efs / "intro" / "dropbox").stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o755)
+    assert (efs / "intro" / "dropbox" / "bob").stat().st_mode & 0o777 == 0o700
+    assert worker.run("stop", "--user", "bob", "--timeout", "2").returncode == 0
+
+
+def test_release_leaves_existing_folders_modes_and_refuses_the_course_name(
+    tmp_path: Path,
+) -> None:
+    config, efs = _local_cluster(tmp_path)
+    course = _course(tmp_path)
+    (efs / "week1" / "data").mkdir(parents=True)
+    os.chmod(efs / "week1", 0o2775)  # staff's own
+    argv = ["release", "demo", str(course), "--server-config", str(config)]
+    done = CliRunner().invoke(main, argv)
+    assert done.exit_code == 0, done.output
+    assert (efs / "week1").stat().st_mode & 0o7777 == 0o2775
+    assert (efs / "week1" / "data" / "table.csv").exists()
+
+    into_course = CliRunner().invoke(main, [*argv, "--to", "demo"])
+    assert into_course.exit_code == 2, into_course.output
+    assert "is the course folder" in into_course.output
+    assert len(into_course.output.strip().splitlines()) == 1
+    assert not (efs / "demo").exists()

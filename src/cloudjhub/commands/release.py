@@ -103,6 +103,11 @@ def release(
         except ConfigError as exc:
             raise BadInput(str(exc)) from None
         if config.SHARED_FILE_SYSTEM_ID:
+            if name == (config.SHARED_COURSE or config.CLUSTER_NAME):
+                raise BadInput(
+                    f"NAME {name!r} is the course folder (SHARED_COURSE, else the cluster's "
+                    "name), which holds the students' dropboxes; pass --to another name"
+                )
             shared = shared_root(config, config_file, shared_folder)
     if shared is not None:
         where = f"the shared folder, {shared / name} (every user of cluster {cluster} sees it now)"

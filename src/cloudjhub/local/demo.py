@@ -13,7 +13,6 @@ import contextlib
 import getpass
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -60,7 +59,7 @@ from .dlm_clock import DlmClock
 from .emulator import FleetEmulator
 from .guardian import Guardian
 from .ports import free_port
-from .shared_dirs import unmount_instances
+from .shared_dirs import delete_unmounted, unmount_instances
 from .sshd import end_pids, instance_pids
 
 DEMO_CLUSTER = "demo"
@@ -235,7 +234,8 @@ class DemoStack:
             ):
                 path = self.state_dir / stale
                 if path.is_dir():
-                    shutil.rmtree(path)
+                    if not delete_unmounted(path):
+                        raise RuntimeError(f"{path}: still mounted there; unmount it first")
                 elif path.exists():
                     path.unlink()
             self.moto = motoserver.LocalEc2()

@@ -44,7 +44,7 @@ from ..launch.units import enabled_units, run_unit_directly
 from ..remote import CONSOLE_BEGIN, CONSOLE_END
 from . import motoserver, processes, sshd
 from .processes import INSTANCE_ENV
-from .shared_dirs import unmount_instance, unmount_instances
+from .shared_dirs import delete_unmounted, unmount_instance, unmount_instances
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +199,8 @@ class FleetEmulator:
             for inst in instances.values():
                 root = self.root_of(inst.id)
                 if inst.state == "terminated" and root.exists():
-                    unmount_instance(root)  # never delete the shared folder through a bind
-                    shutil.rmtree(root, ignore_errors=True)
+                    unmount_instance(root)
+                    delete_unmounted(root)  # never the shared folder through a bind
 
     def _guest_shutdowns(self) -> list[str]:
         """Machines that shut themselves down (their shutdown request is consumed)."""

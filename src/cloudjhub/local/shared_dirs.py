@@ -4,13 +4,17 @@ id (STATE_DIR/efs/<fs-id>) that emulated workers bind-mount at /srv/shared."""
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from ..aws.admin import AdminEc2
 from ..aws.shared_storage import SharedStorage
+
+log = logging.getLogger(__name__)
 
 
 def shared_dir(state_dir: Path, fs_id: str) -> Path:
@@ -61,3 +65,36 @@ def unmount_instances(state_dir: Path) -> None:
     instances = state_dir / "instances"
     for root in sorted(instances.iterdir()) if instances.is_dir() else []:
         unmount_instance(root)
+
+
+def delete_unmounted(top: Path) -> bool:
+    """Delete `top` (its instances' shared folders unmounted first); if anything is
+    still mounted there, delete nothing (a read-write bind of the shared folder would
+    take the local cloud's EFS directory with it) and say so. True if deleted."""
+    left = mounts_under(top)
+    if left:
+        log.warning("not deleting %s: still mounted there: %s", top, ", ".join(left))
+        return False
+    shutil.rmtree(top, ignore_errors=True)
+    return True
+
+
+def mounts_under(top: Path) -> list[str]:
+    """Mount points at or below `top`, from /proc/self/mountinfo (the worker agent
+    reads it the same way; the hub side may not import it)."""
+    root = os.path.abspath(top)
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 4:
+            point = fields[4]
+            for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n")):
+                point = point.replace(code, char)
+            point = point.replace("\\134", "\\")
+            if point == root or point.startswith(root + "/"):
+                found.append(point)
+    return found

@@ -4,9 +4,10 @@ for staff (admins, TAs) and read-only for students, with a student's own dropbox
 ~/shared linking to it for Jupyter's file browser.
 
 What keeps a student from writing is the mount itself (a read-only bind: EROFS even
-for root), not file modes, so the tree is left writable to every staff account (uids
-differ between instances). Students have no root on their instance (accounts.py: no
-sudo, no other groups), so they cannot remount it.
+for root), not file modes. Students have no root on their instance (accounts.py: no
+sudo, no other groups), so they cannot remount it. Staff can write the tree, so the
+agent, as root, never follows a symlink on its way to a dropbox (each folder opened
+relative to its parent with O_NOFOLLOW, mounts given /proc/self/fd paths).
 
 On an instance the EFS file system is mounted once at a root-only staging point
 (NFSv4.1 over TLS with amazon-efs-utils' mount helper, plain NFSv4.1 without it) and
@@ -16,8 +17,10 @@ for that id, bound the same way; that needs root, as mounts do.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -28,6 +31,9 @@ from .protocol import AgentError, SharedFolder
 # Mount options AWS recommends for EFS over NFS (EFS User Guide, "Mounting on Linux").
 NFS_OPTIONS = "nfsvers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noresvport"
 MOUNT_TIMEOUT = 60.0
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# root:<staff's group>, group-writable, setgid, sticky (see _staff_writable).
+STAFF_MODE = 0o3775
 
 
 def mount_shared(
@@ -47,37 +53,115 @@ def mount_shared(
             )
         )
     source = _source(layout, shared)
-    course = source / shared.course
-    for folder in (source, course):
-        folder.mkdir(exist_ok=True)
-        if shared.staff:
-            folder.chmod(0o777)  # every staff account writes; students are held by the mount
     target = layout.shared_mount
     target.mkdir(parents=True, exist_ok=True)
-    _bind(source, target, read_only=not shared.staff)
-    if shared.dropbox and not shared.staff:
-        box = course / "dropbox" / request_user
-        box.parent.mkdir(exist_ok=True)
-        box.mkdir(mode=0o700, exist_ok=True)
-        if run_as.uid is not None:
-            os.chown(box, run_as.uid, run_as.gid if run_as.gid is not None else -1)
-        _own_dropbox_only(box, target / shared.course / "dropbox", request_user)
+    top = _open_dir(None, str(source), str(source))
+    try:
+        course = _open_dir(top, shared.course, f"{source}/{shared.course}", create=0o755)
+        try:
+            if shared.staff:
+                _staff_writable(top, course, run_as)
+            box = None
+            if shared.dropbox and not shared.staff:
+                box = _own_box(course, f"{source}/{shared.course}", request_user, run_as)
+            try:
+                _bind(_fd_path(top), target, read_only=not shared.staff, keep=[top])
+                if box is not None:
+                    _own_dropbox_only(box, target, shared.course, request_user)
+            finally:
+                if box is not None:
+                    os.close(box)
+        finally:
+            os.close(course)
+    finally:
+        os.close(top)
     _link_in_home(run_as, target)
 
 
-def _own_dropbox_only(box: Path, dropboxes: Path, user: str) -> None:
+def _open_dir(parent: int | None, name: str, shown: str, create: int | None = None) -> int:
+    """A directory opened without following a symlink, made (root's, `create`) when
+    missing; anything else (a symlink, a file) is refused."""
+    if create is not None:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, create, dir_fd=parent)
+    try:
+        fd = os.open(name, DIR_FLAGS, dir_fd=parent)
+    except OSError as exc:
+        raise AgentError(
+            f"shared folder: {shown} is not a plain folder ({exc.strerror}); refused"
+        ) from None
+    if not stat.S_ISDIR(os.fstat(fd).st_mode):  # O_DIRECTORY says so; belt and braces
+        os.close(fd)
+        raise AgentError(f"shared folder: {shown} is not a plain folder; refused")
+    return fd
+
+
+def _staff_writable(top: int, course: int, run_as: RunAs) -> None:
+    """Accounts have no group but their own (accounts.py), so the staff member's own
+    group gets write, on root-owned folders: setgid, so what they make stays in that
+    group, and sticky, so they cannot rename or delete what root made there (the
+    course folder, `dropbox/`, releases) to plant a symlink for the next student's
+    start. Uids and gids are the first user's on every instance in practice; where
+    they differ, the latest staff start's group is the one that writes."""
+    gid = run_as.gid if run_as.gid is not None else -1
+    for fd in (top, course):
+        os.fchown(fd, 0, gid)
+        os.fchmod(fd, STAFF_MODE)
+
+
+def _own_box(course: int, shown: str, user: str, run_as: RunAs) -> int:
+    """dropbox/ made root's and 0755 again (staff may have changed it), and the
+    student's own folder in it, theirs and 0700; its fd."""
+    dropbox = _open_dir(course, "dropbox", f"{shown}/dropbox", create=0o755)
+    try:
+        os.fchown(dropbox, 0, 0)
+        os.fchmod(dropbox, 0o755)
+        box = _open_dir(dropbox, user, f"{shown}/dropbox/{user}", create=0o700)
+    finally:
+        os.close(dropbox)
+    if run_as.uid is not None:
+        os.fchown(box, run_as.uid, run_as.gid if run_as.gid is not None else -1)
+    return box
+
+
+def _own_dropbox_only(box: int, target: Path, course: str, user: str) -> None:
     """Every student's instance runs them as the same uid, so file modes cannot keep
     one student out of another's dropbox: the dropboxes folder is covered by an
     empty read-only tmpfs holding only a mount point for the student's own, bound
-    read-write (a student has no root on their instance to undo it)."""
-    _run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "cloudjhub-dropbox", str(dropboxes)])
+    read-write (a student has no root on their instance to undo it).
+
+    The mount points are opened again under the (read-only) bind without following
+    symlinks; the paths then given to mount are not canonicalized (root owns every
+    folder on the way, sticky, so staff cannot swap one in between)."""
+    dropboxes = target / course / "dropbox"
+    _check_plain(target, [course, "dropbox"])
+    tmpfs = ["-t", "tmpfs", "-o", "size=64k,mode=0755", "cloudjhub-dropbox"]
+    _run(["mount", "--no-canonicalize", *tmpfs, str(dropboxes)])
     try:
+        _check_plain(target, [course, "dropbox"])
         (dropboxes / user).mkdir()
-        _run(["mount", "-o", "remount,ro", str(dropboxes)])
-        _bind(box, dropboxes / user, read_only=False)
+        _run(["mount", "--no-canonicalize", "-o", "remount,ro", str(dropboxes)])
+        _bind(_fd_path(box), dropboxes / user, read_only=False, keep=[box])
     except BaseException:
         unmount_under(dropboxes)
         raise
+
+
+def _check_plain(top: Path, parts: list[str]) -> None:
+    """Each of `parts` below `top` is a real folder, not a symlink (AgentError)."""
+    fds = [_open_dir(None, str(top), str(top))]
+    try:
+        for part in parts:
+            fds.append(_open_dir(fds[-1], part, f"{top}/{part}"))
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _fd_path(fd: int) -> str:
+    """The directory an fd holds, for mount: the kernel follows this magic link to
+    exactly that directory, whatever its path has become since."""
+    return f"/proc/self/fd/{fd}"
 
 
 def _link_in_home(run_as: RunAs, target: Path) -> None:
@@ -113,22 +197,28 @@ def _source(layout: Layout, shared: SharedFolder) -> Path:
     return staging
 
 
-def _bind(source: Path, target: Path, read_only: bool) -> None:
-    _run(["mount", "--bind", str(source), str(target)])
+def _bind(source: str, target: Path, read_only: bool, keep: list[int]) -> None:
+    """Bind `source` (a /proc/self/fd path, its fd in `keep`) at `target`."""
+    _run(["mount", "--no-canonicalize", "--bind", source, str(target)], keep)
     # Private: a dropbox bound below it must not propagate back to the source tree.
-    _run(["mount", "--make-private", str(target)])
+    _run(["mount", "--no-canonicalize", "--make-private", str(target)])
     if read_only:
         try:
-            _run(["mount", "-o", "remount,bind,ro", str(target)])
+            _run(["mount", "--no-canonicalize", "-o", "remount,bind,ro", str(target)])
         except AgentError:
             _run(["umount", str(target)])
             raise
 
 
-def _run(argv: list[str]) -> None:
+def _run(argv: list[str], keep: list[int] | None = None) -> None:
     try:
         proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=MOUNT_TIMEOUT, check=False
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=MOUNT_TIMEOUT,
+            check=False,
+            pass_fds=keep or (),
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise AgentError(f"shared folder: {' '.join(argv[:2])} failed: {exc}") from None
