@@ -79,7 +79,7 @@ def claim_batch(
     tried: set[str] = set()
     listings = [lambda: list(cached), *([ec2.describe_workers] if relist else [])]
     for listing in listings:
-        waiting = [n for n in range(len(claimants)) if n not in held]
+        waiting = [n for n in range(len(claimants)) if n not in held and n not in outcomes]
         if not waiting:
             break
         try:
@@ -91,8 +91,8 @@ def claim_batch(
             (w for w in found if warm_pool.is_unassigned(w) and w.id not in tried), key=_order
         )
         while picks := _assign(claimants, waiting, candidates, tried):
-            held.update(_claim_round(ec2, claimants, picks))
-            waiting = [n for n in waiting if n not in held]
+            held.update(_claim_round(ec2, claimants, picks, outcomes))
+            waiting = [n for n in waiting if n not in held and n not in outcomes]
     outcomes.update(_finish(ec2, held))
     return [outcomes.get(n) for n in range(len(claimants))]
 
@@ -118,9 +118,24 @@ def _assign(
 
 
 def _claim_round(
-    ec2: HubEc2, claimants: Sequence[Claimant], picks: dict[int, Instance]
+    ec2: HubEc2,
+    claimants: Sequence[Claimant],
+    picks: dict[int, Instance],
+    outcomes: dict[int, Outcome],
 ) -> dict[int, Instance]:
-    """Re-read, tag, read back: the claims that hold, still marked `claiming`."""
+    """Re-read, tag, read back: the claims that hold, still marked `claiming`. A
+    claimant whose failed claim cannot be undone gets an error in `outcomes`, never
+    a second member (the first may be theirs)."""
+
+    def undo(n: int, member: Instance) -> None:
+        who = claimants[n]
+        if not warm_pool.undo_claim(ec2, member, who.user, who.user_id, who.server):
+            outcomes[n] = CloudError(
+                f"could not tell whether pool worker {member.id} was claimed for you "
+                "(EC2 did not answer); try again in a minute",
+                "ClaimUncertain",
+            )
+
     try:
         fresh = {i.id: i for i in ec2.describe([m.id for m in picks.values()])}
     except CloudError as exc:
@@ -136,7 +151,7 @@ def _claim_round(
         except CloudError as exc:
             log.warning("cannot claim pool worker %s for %r: %s", now.id, who.user, exc)
             # The CreateTags may have landed all the same (a reply lost on the way).
-            warm_pool.undo_claim(ec2, now, who.user, who.user_id, who.server)
+            undo(n, now)
             continue
         tagged[n] = now
     if not tagged:
@@ -146,8 +161,7 @@ def _claim_round(
     except CloudError as exc:
         log.warning("cannot read back %d claimed pool workers: %s", len(tagged), exc)
         for n, member in tagged.items():
-            who = claimants[n]
-            warm_pool.undo_claim(ec2, member, who.user, who.user_id, who.server)
+            undo(n, member)
         return {}
     held: dict[int, Instance] = {}
     for n, member in tagged.items():
@@ -219,8 +233,17 @@ class PoolClaims:
                 await asyncio.sleep(self.window)  # a storm's claims gather meanwhile
             batch = [w for w in self._waiting[:MAX_BATCH] if not w.done.done()]
             del self._waiting[:MAX_BATCH]
-            if batch:
+            if not batch:
+                continue
+            try:
                 await self._claim(batch)
+            finally:
+                # Cancelled or broken mid-batch: no spawn may wait on it for ever.
+                for waiter in batch:
+                    if not waiter.done.done():
+                        waiter.done.set_exception(
+                            RuntimeError("the pool's claimer stopped before this claim")
+                        )
 
     async def _claim(self, batch: list[_Waiter]) -> None:
         index: dict[tuple[str, str], int] = {}

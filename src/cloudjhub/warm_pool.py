@@ -154,9 +154,10 @@ def finish_claim(ec2: HubEc2, instance: Instance) -> Instance:
     return unclaimed(instance)
 
 
-def undo_claim(ec2: HubEc2, member: Instance, user: str, user_id: str, server: str) -> None:
+def undo_claim(ec2: HubEc2, member: Instance, user: str, user_id: str, server: str) -> bool:
     """A claim that failed after its CreateTags may have landed: give the worker back
-    to the pool, or (if EC2 cannot be reached now) leave it to its user's next spawn."""
+    to the pool. False if EC2 cannot be reached now: then it may be the user's (their
+    next spawn finds it), and they must not be given another."""
     try:
         now = ec2.describe([member.id])
         if now and is_claim(now[0]) and (now[0].user, now[0].server) == (user, server):
@@ -164,3 +165,5 @@ def undo_claim(ec2: HubEc2, member: Instance, user: str, user_id: str, server: s
             log.info("gave pool worker %s back after %r's failed claim", member.id, user)
     except CloudError as exc:
         log.warning("cannot give pool worker %s back: %s", member.id, exc)
+        return False
+    return True

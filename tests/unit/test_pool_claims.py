@@ -252,3 +252,67 @@ def test_marks_a_batch_could_not_drop_are_finished_by_each_users_next_spawn(
     assert [a.id for a in again if a] == [f.id for f in first if f]
     assert_each_once(ec2, {"ann": again[0], "bob": again[1]})  # type: ignore[dict-item]
     assert not [w for w in ec2.describe_workers() if is_member(w)]
+
+
+def test_a_claimer_that_dies_mid_batch_leaves_no_spawn_waiting(
+    ec2: LocalCloudEc2,
+    spec: WorkerSpec,
+    spawner_for: Spawners,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A claimer cancelled (or broken by a BaseException) mid-batch must still answer
+    every spawn of that batch, not leave them waiting until the hub's spawn timeout."""
+    pool_of(ec2, spec, 2)
+
+    async def dies(self: PoolClaims, batch: Any) -> None:
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(PoolClaims, "_claim", dies)
+    spawners = [spawner_for("ann", ec2_coalesce_window=0.05), spawner_for("ben")]
+
+    async def together() -> list[Any]:
+        finds = (s._find_instance() for s in spawners)
+        return list(
+            await asyncio.wait_for(asyncio.gather(*finds, return_exceptions=True), timeout=10)
+        )
+
+    answers = asyncio.run(together())
+    assert [type(a) for a in answers] == [RuntimeError, RuntimeError], answers
+    assert all(w.user is None for w in members(ec2))  # nothing was handed out
+
+
+def test_a_claim_that_cannot_be_undone_gives_that_user_no_second_worker(
+    ec2: LocalCloudEc2, spec: WorkerSpec, spawner_for: Spawners, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CreateTags lands but its reply is lost, and EC2 cannot be read to undo it
+    (throttled): the member may be the user's now, so they get no other member (one
+    user, two workers) and their spawn fails; the next spawn finds the tagged one."""
+    pool_of(ec2, spec, 3)
+    tag, describe = ec2.tag_read_claim, ec2.describe
+    lost: list[str] = []
+
+    def lost_reply(instance: Instance, user: str, *args: Any) -> None:
+        tag(instance, user, *args)
+        if user == "ann" and not lost:
+            lost.append(instance.id)
+            raise CloudError("read timeout", "RequestTimeout")
+
+    def throttled_once_lost(ids: list[str]) -> list[Instance]:
+        if lost and ids == lost:  # the undo's read of that member
+            raise CloudError("Rate exceeded", "RequestLimitExceeded")
+        return describe(ids)
+
+    monkeypatch.setattr(ec2, "tag_read_claim", lost_reply)
+    monkeypatch.setattr(ec2, "describe", throttled_once_lost)
+    spawners = [spawner_for("ann"), spawner_for("bob")]
+
+    async def together() -> list[Any]:
+        finds = (s._find_instance() for s in spawners)
+        return list(await asyncio.gather(*finds, return_exceptions=True))
+
+    ann, bob = asyncio.run(together())
+    assert isinstance(ann, Exception), ann
+    assert isinstance(bob, Instance) and bob.user == "bob"
+    monkeypatch.setattr(ec2, "describe", describe)
+    anns = [w.id for w in ec2.describe_workers() if w.user == "ann"]
+    assert anns == lost  # never a second one

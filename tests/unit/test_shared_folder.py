@@ -105,6 +105,28 @@ def test_launch_makes_an_encrypted_efs_reachable_only_from_workers_once(
     assert efs.describe_file_systems()["FileSystems"] == []
 
 
+def test_one_mount_target_per_zone_even_with_two_workers_subnets_there(
+    ec2: LocalCloudEc2, cluster: dict[str, Any], tmp_path: Path
+) -> None:
+    """EFS allows one mount target per zone (CreateMountTarget: MountTargetConflict),
+    and a target serves every subnet of its zone: a second workers' subnet in a zone,
+    at launch or added at a re-launch, gets none of its own."""
+    a, b, public = cluster["subnets"]
+    also_a = ec2.client.create_subnet(
+        VpcId=cluster["vpc"], CidrBlock="10.42.4.0/24", AvailabilityZone=f"{REGION}a"
+    )["Subnet"]["SubnetId"]
+    opts = _options(tmp_path, a, public, also_a, b)
+    made = ensure_shared_storage(ec2, opts, cluster["groups"], cluster["vpc"], lambda _m: None)
+    assert made is not None
+    efs = boto_client("efs", REGION)
+    targets = efs.describe_mount_targets(FileSystemId=made[0])["MountTargets"]
+    assert sorted(t["SubnetId"] for t in targets) == sorted([a, b, public])
+    # A re-launch whose first workers' subnet is the other one of zone a adds nothing.
+    again = _options(tmp_path, also_a, public, a, b)
+    assert ensure_shared_storage(ec2, again, cluster["groups"], cluster["vpc"], lambda _m: None)
+    assert len(efs.describe_mount_targets(FileSystemId=made[0])["MountTargets"]) == 3
+
+
 def test_a_file_system_with_our_token_but_not_our_tag_is_refused(ec2: LocalCloudEc2) -> None:
     efs = boto_client("efs", REGION)
     efs.create_file_system(CreationToken=creation_token("alpha"))

@@ -12,7 +12,7 @@ moto makes them available at once, so every wait here is a real poll.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..tags import CLUSTER_TAG, Role, tag_dict, tag_list, tags_for
@@ -131,12 +131,13 @@ class SharedStorage:
         reply = call(self.efs, "describe_mount_targets", FileSystemId=fs_id)
         return list(reply.get("MountTargets", []))
 
-    def ensure_mount_targets(self, fs_id: str, subnets: Iterable[str], group: str) -> list[str]:
-        """A mount target in each subnet that has none; the ids made now (all available)."""
-        have = {m["SubnetId"] for m in self.mount_targets(fs_id)}
+    def ensure_mount_targets(self, fs_id: str, subnets: Mapping[str, str], group: str) -> list[str]:
+        """A mount target in each zone of `subnets` (subnet -> zone) that has none (EFS
+        allows one per zone: MountTargetConflict); the ids made now (all available)."""
+        have = {m.get("AvailabilityZoneName") for m in self.mount_targets(fs_id)}
         made = []
-        for subnet in subnets:
-            if subnet in have:
+        for subnet, zone in subnets.items():
+            if zone in have:
                 continue
             reply = call(
                 self.efs,
@@ -146,7 +147,7 @@ class SharedStorage:
                 SecurityGroups=[group],
             )
             made.append(str(reply["MountTargetId"]))
-            have.add(subnet)
+            have.add(zone)
         self._wait(
             f"the mount targets of {fs_id} to be available",
             lambda: all(m["LifeCycleState"] == "available" for m in self.mount_targets(fs_id)),

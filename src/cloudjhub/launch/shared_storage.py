@@ -34,15 +34,19 @@ def _subnets(opts: LaunchOptions) -> list[str]:
     return worker_subnets(opts.private_subnet, opts.instance.SUBNET_IDS) or [opts.private_subnet]
 
 
-def target_subnets(ec2: AdminEc2, opts: LaunchOptions) -> list[str]:
-    """The workers' subnets, and the manager's public one when no workers' subnet is
-    in its zone: EFS's DNS name resolves to the mount target of the client's zone."""
+def target_subnets(ec2: AdminEc2, opts: LaunchOptions) -> dict[str, str]:
+    """Subnet -> zone: one workers' subnet per zone (EFS allows one mount target per
+    zone, and it serves the zone's every subnet), and the manager's public one when
+    no workers' subnet is in its zone: EFS's DNS name resolves to the mount target of
+    the client's zone."""
     subnets = _subnets(opts)
     found = ec2.subnets([*subnets, opts.public_subnet])
-    zones = {found[s].get("AvailabilityZone") for s in subnets}
-    if found[opts.public_subnet].get("AvailabilityZone") not in zones:
-        subnets.append(opts.public_subnet)
-    return subnets
+    chosen: dict[str, str] = {}
+    for subnet in [*subnets, opts.public_subnet]:
+        zone = str(found[subnet].get("AvailabilityZone"))
+        if zone not in chosen.values():
+            chosen[subnet] = zone
+    return chosen
 
 
 def ensure_shared_storage(
