@@ -118,6 +118,18 @@ def test_the_shared_folders_nfs_client_by_its_package_name(
     assert "packages+=(nfs-client)" in (SCRIPTS / "install-worker.sh").read_text()
 
 
+@pytest.mark.parametrize(
+    ("platform", "package"),
+    [("amzn-2023", "iptables-nft"), ("ubuntu-22.04", "iptables"), ("debian-12", "iptables")],
+)
+def test_workers_get_iptables_for_the_agents_nfs_guard(
+    tmp_path: Path, platform: str, package: str
+) -> None:
+    done = bash(tmp_path, OS_RELEASE[platform], f"os_packages {platform} iptables")
+    assert done.stdout.split() == [package], done.stderr
+    assert "packages+=(iptables)" in (SCRIPTS / "install-worker.sh").read_text()
+
+
 def test_debian_has_no_hibernation_agent_and_says_so(tmp_path: Path) -> None:
     done = bash(tmp_path, OS_RELEASE["debian-12"], "os_install python hibernation-agent")
     assert done.returncode == 2

@@ -25,6 +25,7 @@ import subprocess
 from pathlib import Path
 
 from .accounts import RunAs
+from .nfs_guard import ensure_nfs_guard
 from .paths import Layout
 from .protocol import AgentError, SharedFolder
 
@@ -183,6 +184,7 @@ def _source(layout: Layout, shared: SharedFolder) -> Path:
                 f"shared folder: the local cloud has no file system {shared.file_system_id}"
             )
         return found
+    ensure_nfs_guard()  # before any mount: students must not reach EFS directly
     staging = layout.shared_staging
     if staging.is_mount():
         return staging

@@ -20,6 +20,7 @@ fi
 # os-packages.sh (sent ahead of this script) knows each supported OS's names.
 packages=(python sudo ca-certificates e2fsprogs util-linux git) # git: nbgitpuller runs it
 packages+=(nfs-client) # the shared folder, /srv/shared (launch --shared-storage efs)
+packages+=(iptables) # the agent keeps students' own NFS clients off EFS (nfs_guard.py)
 if [ "${CLOUDJHUB_HIBERNATE:-0}" = 1 ]; then
   packages+=(hibernation-agent) # writes RAM to swap on hibernation (ec2-hibinit-agent)
 fi

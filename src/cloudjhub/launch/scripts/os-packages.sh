@@ -53,6 +53,8 @@ os_packages() {
     # else the NFSv4.1 client (the agent mounts plain nfs4 then).
     amzn-*:nfs-client) echo amazon-efs-utils ;;
     *:nfs-client) echo nfs-common ;;
+    # The agent's guard against students' own NFS clients (worker/nfs_guard.py).
+    amzn-*:iptables) echo iptables-nft ;;
     *) echo "$2" ;; # the same name everywhere (sudo, ca-certificates, ...)
   esac
 }

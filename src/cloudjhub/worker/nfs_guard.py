@@ -1,0 +1,65 @@
+"""Keep students' own processes from speaking NFS to the shared folder's EFS.
+
+EFS (no file system policy, no access points) believes whatever uid an NFS client
+claims, and its mount targets admit port 2049 from every worker. A student with a
+terminal could run a user-space NFS client, claim uid 0 and write the whole file
+system, bypassing the read-only mount. So before the agent mounts, OUTPUT rules
+reject NFS (port 2049, and efs-utils' local TLS tunnel on 127.0.0.1:20049-21049)
+from every non-system local uid. A uid range, not "not root": the kernel's own NFS
+client sockets have no owner and must still pass. No iptables, no shared folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from .accounts import FIRST_USER_UID
+from .protocol import AgentError
+
+# Every uid an account can have except the system's (and -1, "no uid").
+OWNERS = ["-m", "owner", "--uid-owner", f"{FIRST_USER_UID}-4294967294", "-j", "REJECT"]
+# EFS itself, then efs-utils' stunnel ports (its default tls_port_range).
+RULES = {
+    "iptables": [
+        ["-p", "tcp", "--dport", "2049", *OWNERS],
+        ["-p", "tcp", "-d", "127.0.0.1", "--dport", "20049:21049", *OWNERS],
+    ],
+    "ip6tables": [
+        ["-p", "tcp", "--dport", "2049", *OWNERS],
+        ["-p", "tcp", "-d", "::1", "--dport", "20049:21049", *OWNERS],
+    ],
+}
+TIMEOUT = 30.0
+
+
+def ensure_nfs_guard() -> None:
+    """Add the rules that are missing (each start checks; nothing is added twice)."""
+    for tool, rules in RULES.items():
+        path = shutil.which(tool)
+        if path is None:
+            if tool == "iptables":
+                raise AgentError(
+                    "shared folder: iptables is not installed, so students could reach "
+                    "EFS directly; refusing to mount it (install the iptables package)"
+                )
+            continue  # no IPv6 firewall tool: no IPv6 stack to guard on these images
+        for rule in rules:
+            if _iptables(path, "-C", rule).returncode != 0:
+                added = _iptables(path, "-A", rule)
+                if added.returncode != 0:
+                    detail = (added.stderr.strip().splitlines() or ["no error output"])[-1]
+                    raise AgentError(f"shared folder: {tool} could not add a rule: {detail[:300]}")
+
+
+def _iptables(path: str, action: str, rule: list[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            [path, "-w", action, "OUTPUT", *rule],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise AgentError(f"shared folder: {path} failed: {exc}") from None
