@@ -6,15 +6,20 @@ so these are the configs those hubs start with, checked without starting one.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from jupyterhub import orm
+from sqlalchemy import text
 from traitlets.config import Config
 
 from cloudjhub.hub.apply import NATIVE_CLASS, apply
+from cloudjhub.hub.database import db_kwargs
 from cloudjhub.hub.services import CULLER_SCOPES, REAPER_SCOPES, culler_every
 from cloudjhub.hub.settings import HubSettings
 from cloudjhub.launch.manager_setup import SECRET_FILES, SetupRequest
@@ -320,3 +325,27 @@ def test_named_servers_only_when_asked_with_their_limit(tmp_path: Path) -> None:
         hub = applied(settings).JupyterHub
         assert hub.allow_named_servers is True
         assert hub.named_server_limit_per_user == limit
+
+
+@pytest.mark.parametrize("which", ["manager", "demo"])
+def test_the_hubs_sqlite_commits_do_not_wait_for_the_disk(tmp_path: Path, which: str) -> None:
+    """JupyterHub commits on its event loop; with the rollback journal every commit
+    waited for two fsyncs (hub/database.py). The hub's own session, built by
+    JupyterHub from the config, is in WAL mode with synchronous=NORMAL."""
+    settings = manager(tmp_path) if which == "manager" else demo(tmp_path)
+    hub = applied(settings).JupyterHub
+    Path(hub.db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    session = orm.new_session_factory(hub.db_url, **hub.db_kwargs)()
+    session.add(orm.User(name="alice"))
+    session.commit()
+    assert session.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+    session.close()
+    # The mode is the file's: any later reader (or a restarted hub) sees it.
+    with contextlib.closing(sqlite3.connect(hub.db_url.removeprefix("sqlite:///"))) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert db.execute("SELECT name FROM users").fetchall() == [("alice",)]
+
+
+def test_other_databases_keep_their_own_connect_args() -> None:
+    assert db_kwargs("postgresql://hub@db/jupyterhub") == {}
+    assert db_kwargs("sqlite:///:memory:") == {} and db_kwargs("sqlite://") == {}

@@ -23,6 +23,7 @@ from ..config import (
     load_server_config,
 )
 from ..profiles import parse as parse_profiles
+from .database import db_kwargs
 from .services import hub_services, warm_pool_service
 from .settings import HubSettings, Native, SharedPassword
 from .signin import NATIVE_CLASS, apply_signin
@@ -52,6 +53,8 @@ def apply(c: Config, settings: HubSettings, environ: Mapping[str, str] | None = 
         proxy.auth_token = _secret(settings.proxy.auth_token_file)
     proxy.pid_file = settings.proxy.pid_file
     hub.db_url = settings.db_url
+    if kwargs := db_kwargs(settings.db_url):
+        hub.db_kwargs = kwargs
     hub.cookie_secret_file = settings.cookie_secret_file
     hub.pid_file = settings.pid_file
 

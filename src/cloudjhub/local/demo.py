@@ -25,6 +25,7 @@ from typing import IO, Any
 from ..aws.local import LocalCloudEc2
 from ..config import load_server_config
 from ..hub import CONFIG_FILE
+from ..hub.database import WAL_SUFFIXES
 from ..hub.proxy import find_proxy
 from ..hub.settings import (
     SETTINGS_ENV,
@@ -226,7 +227,7 @@ class DemoStack:
                 "instances",
                 "volumes",
                 "snapshots",
-                "jupyterhub.sqlite",
+                *(f"jupyterhub.sqlite{suffix}" for suffix in WAL_SUFFIXES),
                 "known_hosts",
                 "usage.jsonl",
                 "host_keys.json",
