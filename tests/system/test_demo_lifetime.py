@@ -4,6 +4,7 @@ and not when its EC2 endpoint went away before it was stopped."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import time
@@ -40,6 +41,9 @@ def test_a_demo_killed_with_sigkill_leaves_nothing_running(tmp_path: Path) -> No
         demo = launch_demo(tmp_path, 3600, KILLED_VPC)
         demo.start("alice")
         hub_pids = {demo.facts()["hub_pid"]}
+        # In a session of its own (its own share of the CPU, not the local cloud's),
+        # which does not keep it from ending with the demo.
+        assert os.getsid(demo.facts()["hub_pid"]) != os.getsid(demo.proc.pid)
         running = leftovers(demo, hub_pids)
         assert any("Jupyter" in what for what in running), running
         assert any("sshd" in what for what in running), running

@@ -447,12 +447,18 @@ class DemoStack:
         if self._log is None:
             self._log = open(self.state_dir / "jupyterhub.log", "ab")  # noqa: SIM115 - closed in stop()
         cmd = [sys.executable, "-m", "jupyterhub", "-f", str(self._config_file())]
+        # A session of its own, as on its own machine: Linux's scheduler (autogroup)
+        # shares the CPU out by session, and in the demo's the local cloud (moto, the
+        # like-AWS layer, the emulator) took most of it, the hub's event loop waiting
+        # for the CPU 70-80% of a storm (benchmarks/results/2026-11-30-looplag-*.txt).
+        # It is still ended by pid: by stop(), or by the guardian.
         self.hub = subprocess.Popen(
             cmd,
             cwd=self.state_dir,
             env=self._hub_env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self._hub_starts.append(time.monotonic())
         self.hub_url = f"http://127.0.0.1:{self.port}/"
