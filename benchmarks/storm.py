@@ -39,7 +39,6 @@ import argparse
 import json
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -48,7 +47,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +56,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.storm_figures import (  # after the path is set
+    ReadyLog,
     bucket_bound,
     histogram_quantile,
     side_by_side,
@@ -169,40 +168,6 @@ class Hub:
 
 def _delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, int]:
     return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
-
-
-class ReadyLog:
-    """When each server became ready, from the hub's own log: JupyterHub's "User X took
-    T seconds to start" line, stamped with the hub's clock (this machine's).
-
-    Read instead of listing every user through the REST API each second: at N=300 that
-    listing held the hub's event loop 0.1-2.5 s per call (JupyterHub builds each user's
-    model synchronously), so the benchmark's own polling was most of the loop lag it
-    reported."""
-
-    LINE = re.compile(
-        r"^\[I (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) JupyterHub base:\d+\] "
-        r"User (\S+) took [\d.]+ seconds to start$"
-    )
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._offset = path.stat().st_size if path.exists() else 0
-        self._rest = b""
-
-    def new(self) -> dict[str, float]:
-        """Users whose servers became ready since the last call, and when (epoch seconds)."""
-        with open(self.path, "rb") as f:
-            f.seek(self._offset)
-            chunk = f.read()
-        self._offset += len(chunk)
-        *lines, self._rest = (self._rest + chunk).split(b"\n")
-        ready: dict[str, float] = {}
-        for raw in lines:
-            if m := self.LINE.match(raw.decode(errors="replace")):
-                when = datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S.%f").timestamp()
-                ready[m[2]] = when
-        return ready
 
 
 def storm(hub: Hub, users: list[str], create: bool, timeout: float) -> dict[str, Any]:

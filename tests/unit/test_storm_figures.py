@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+from datetime import datetime
+from pathlib import Path
 
 from benchmarks.storm_figures import (
+    ReadyLog,
     bucket_bound,
     histogram_quantile,
     percentile,
@@ -40,3 +43,22 @@ def test_bound_percentiles_histogram_and_table() -> None:
         "failures   1               0",
         "ec2_calls  RunInstances=3",
     ]
+
+
+def test_ready_times_come_from_the_hubs_log_as_they_are_written(tmp_path: Path) -> None:
+    """The storm reads readiness from the hub's log, not by listing every user through
+    the REST API each second (which held the hub's event loop)."""
+    log = tmp_path / "jupyterhub.log"
+    stamp = "[I 2026-11-30 12:07:52.275 JupyterHub base:1192]"
+    log.write_text(f"{stamp} User student001 took 9.5 seconds to start\n")
+    ready = ReadyLog(log)  # what the log held before the storm is not this storm's
+    with log.open("a") as f:
+        f.write(f"{stamp} User student002 took 129.598 seconds to start\n")
+        f.write("[W 2026-11-30 12:07:52.300 JupyterHub users:216] User student003 took\n")
+        f.write(stamp.replace("52.275", "53.500") + " User student004 took 1.0 sec")
+    when = datetime(2026, 11, 30, 12, 7, 52, 275000).timestamp()
+    assert ready.new() == {"student002": when}
+    with log.open("a") as f:
+        f.write("onds to start\n")  # the rest of a line written in two parts
+    assert ready.new() == {"student004": when + 1.225}
+    assert ready.new() == {}
