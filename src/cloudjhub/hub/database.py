@@ -4,9 +4,9 @@ JupyterHub talks to its database synchronously on its event loop (its database
 docs say so), and a login commits several times: the user, the server, its API
 token, its OAuth client, the spawner's state when ready. With SQLite's default
 rollback journal each commit waits for two fsyncs: 17-30 ms on the demo machine
-under load, and in the N=300 storm profile JupyterHub's commits were 36% of the
+under load, and in the N=300 storm profile JupyterHub's commits were 43-50% of the
 loop's busy time, the loop stalling for seconds (benchmarks/results/
-2026-11-30-looplag-*.txt). In WAL mode with synchronous=NORMAL a commit is an
+2026-11-30-looplag-profile.txt). In WAL mode with synchronous=NORMAL a commit is an
 append to the log, which is synced at checkpoints: a crashed or killed hub loses
 nothing, a power loss at most the last commits and never the database's
 integrity (sqlite.org/wal.html, sqlite.org/pragma.html#pragma_synchronous); EC2's
