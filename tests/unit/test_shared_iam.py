@@ -27,7 +27,11 @@ from cloudjhub.launch.shared_storage import ensure_shared_storage
 from cloudjhub.pool_keeper import pool_spec
 from cloudjhub.spawner import InstanceSpawner
 from tests.unit.conftest import REGION
-from tests.unit.test_shared_folder import _options, cluster  # noqa: F401 - the fixture
+from tests.unit.test_launch_cli import args, image_like, run
+from tests.unit.test_launch_preflight import SUPPORTED_NAMES, refused, with_base
+from tests.unit.test_shared_folder import _options, cluster
+
+__all__ = ["args", "cluster"]  # fixtures, shared with those tests
 
 ACTIONS = [
     "elasticfilesystem:ClientMount",
@@ -52,7 +56,7 @@ def _role_exists(name: str) -> bool:
 
 def test_launch_lets_only_the_workers_and_managers_roles_mount_over_tls(
     ec2: LocalCloudEc2,
-    cluster: dict[str, Any],  # noqa: F811
+    cluster: dict[str, Any],
     tmp_path: Path,
 ) -> None:
     ensure_instance_profile("alpha-manager", REGION)
@@ -124,7 +128,7 @@ def test_launch_lets_only_the_workers_and_managers_roles_mount_over_tls(
 
 def test_destroy_keeps_the_workers_role_with_the_file_system(
     ec2: LocalCloudEc2,
-    cluster: dict[str, Any],  # noqa: F811
+    cluster: dict[str, Any],
 ) -> None:
     made = ensure_shared_storage(ec2, cluster["opts"], cluster["groups"], cluster["vpc"], print)
     assert made is not None
@@ -151,8 +155,8 @@ def test_a_role_of_that_name_not_tagged_ours_is_refused(ec2: LocalCloudEc2) -> N
     assert boto_client("iam", REGION).get_role(RoleName="alpha-workers")
 
 
-def _iam_policy(*args: str) -> dict[str, Any]:
-    result = CliRunner().invoke(main, ["iam-policy", "alpha", *args])
+def _iam_policy(*options: str) -> dict[str, Any]:
+    result = CliRunner().invoke(main, ["iam-policy", "alpha", *options])
     assert result.exit_code == 0, result.output
     found: dict[str, Any] = json.loads(result.output)
     return found
@@ -234,3 +238,23 @@ def test_the_manager_refuses_to_mount_without_efs_utils(
     config = load_server_config(_server_config(tmp_path, shared=True))
     with pytest.raises(NoEfsUtils, match="amazon-efs-utils"):
         mount_on_manager(Path("/"), config)
+
+
+def test_launch_with_shared_storage_needs_a_base_image_with_efs_utils(
+    args: list[str], ec2: LocalCloudEc2, worker_ami: str
+) -> None:
+    """Through the launch CLI: an Ubuntu base image has no amazon-efs-utils, so neither
+    its manager nor its workers could mount the folder; Amazon Linux 2023 plans the
+    workers' role and the policy."""
+    [line] = refused([*args, "--shared-storage", "efs"], ec2)
+    assert line == (
+        f"error: BASE_AMI {args[2]}: Ubuntu 24.04 has no amazon-efs-utils package, whose "
+        "mount helper is the only client the shared folder's EFS admits (TLS and IAM) "
+        "with --shared-storage; use Amazon Linux 2023"
+    )
+    al2023 = image_like(ec2, worker_ami, *SUPPORTED_NAMES[3])
+    users = ["--server-username", "ec2-user", "--worker-username", "ec2-user"]
+    planned = run(*with_base(args, al2023), *users, "--shared-storage", "efs", "--dry-run")
+    assert planned.exit_code == 0, planned.output
+    assert "IAM role and instance profile alpha-workers" in planned.output
+    assert "TLS only, mounts only by the workers' and the manager's roles" in planned.output
