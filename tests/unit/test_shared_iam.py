@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from jupyterhub.objects import Hub
 
-from cloudjhub.aws.client import NotOurs, boto_client
+from cloudjhub.aws.client import Instance, NotOurs, boto_client
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2, ensure_instance_profile
 from cloudjhub.aws.worker_role import WorkersRole
@@ -24,8 +24,10 @@ from cloudjhub.config import load_server_config
 from cloudjhub.launch.iam_shared import EC2_TRUST, workers_role_policy
 from cloudjhub.launch.manager_shared import NoEfsUtils, mount_on_manager
 from cloudjhub.launch.shared_storage import ensure_shared_storage
+from cloudjhub.local.emulator import FleetEmulator
 from cloudjhub.pool_keeper import pool_spec
 from cloudjhub.spawner import InstanceSpawner
+from cloudjhub.tags import Role, tags_for
 from tests.unit.conftest import REGION
 from tests.unit.test_launch_cli import args, image_like, run
 from tests.unit.test_launch_preflight import SUPPORTED_NAMES, refused, with_base
@@ -258,3 +260,27 @@ def test_launch_with_shared_storage_needs_a_base_image_with_efs_utils(
     assert planned.exit_code == 0, planned.output
     assert "IAM role and instance profile alpha-workers" in planned.output
     assert "TLS only, mounts only by the workers' and the manager's roles" in planned.output
+
+
+def test_the_local_cloud_hands_credentials_to_the_manager_only(tmp_path: Path) -> None:
+    """The emulator has only the manager's credentials: a worker launched with the
+    shared folder's profile must not get them in its environment."""
+    meta = SimpleNamespace(endpoint_url="http://127.0.0.1:1", region_name=REGION)
+    endpoint: Any = SimpleNamespace(client=SimpleNamespace(meta=meta))
+    fleet = FleetEmulator(
+        endpoint,
+        tmp_path,
+        2222,
+        publish_console=False,
+        role_credentials={"AWS_ACCESS_KEY_ID": "manager"},
+    )
+    profile = "arn:aws:iam::123456789012:instance-profile/alpha-workers"
+
+    def instance(role: Role) -> Instance:
+        tags = tags_for("alpha", role)
+        return Instance(
+            "i-1", "running", "t3.medium", None, None, "a", tags, instance_profile=profile
+        )
+
+    assert fleet._instance_role_env(instance(Role.WORKER)) == {}
+    assert fleet._instance_role_env(instance(Role.MANAGER))["AWS_ACCESS_KEY_ID"] == "manager"
