@@ -1,6 +1,6 @@
 """The cluster's shared course folder on Amazon EFS: its file system, the security
-group that admits NFS only from the cluster's workers, and a mount target in each
-workers' subnet.
+group that admits NFS only from the cluster's workers, a mount target in each
+workers' subnet, and the file system's policy (written by launch/iam_shared.py).
 
 The file system is found again by its creation token (one per cluster, which also
 makes CreateFileSystem idempotent) and is ours only if it carries the cluster's tag.
@@ -122,17 +122,6 @@ class SharedStorage:
             return True
 
         self._wait(f"EFS to accept the policy of {fs_id}", put)
-
-    def policy(self, fs_id: str) -> dict[str, Any] | None:
-        """The file system's policy; None while EFS's default (anyone may mount) holds."""
-        try:
-            reply = call(self.efs, "describe_file_system_policy", FileSystemId=fs_id)
-        except CloudError as exc:
-            if exc.code == "PolicyNotFound":
-                return None
-            raise
-        found: dict[str, Any] = json.loads(reply["Policy"])
-        return found
 
     def _fs_state(self, fs_id: str) -> bool:
         found = call(self.efs, "describe_file_systems", FileSystemId=fs_id)["FileSystems"]
