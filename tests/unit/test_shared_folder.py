@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -283,6 +285,47 @@ def test_the_agent_mounts_the_shared_folder_read_only_for_students(
     assert stopped.returncode == 0, stopped.stderr
     assert mounts_under(worker.root) == []
     assert not (shared / "week1").exists()  # the mount point, empty again
+
+
+@needs_root
+def test_no_mount_step_ever_shows_another_students_dropbox_at_srv_shared(
+    worker: Worker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A student's processes may already run when the agent mounts: after every mount
+    or umount the agent runs, /srv/shared must not show carol's dropbox. The test's
+    folder is a shared mount, as / is under systemd (`mount --move` refuses that)."""
+    efs = tmp_path / "efs" / FS_ID
+    (efs / "intro" / "dropbox" / "carol").mkdir(parents=True)
+    (efs / "intro" / "dropbox" / "carol" / "answer.txt").write_text("carol's")
+    shared = worker.root / "srv" / "shared"
+    seen = tmp_path / "seen.log"
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    for tool in ("mount", "umount"):
+        real = shutil.which(tool)
+        (hooks / tool).write_text(
+            f'#!/bin/sh\n{real} "$@"; rc=$?\n'
+            f'echo "{tool} $*: $(ls -A {shared}/intro/dropbox 2>/dev/null | tr "\\n" " ")"'
+            f" >> {seen}\nexit $rc\n"
+        )
+        (hooks / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{hooks}:{os.environ['PATH']}")
+    subprocess.run(["mount", "--bind", str(tmp_path), str(tmp_path)], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", str(tmp_path)], check=True)
+        started = worker.start(worker.request("bob", shared=_shared(staff=False)))
+        assert started.returncode == 0, started.stderr
+        steps = seen.read_text().splitlines()
+        assert not [step for step in steps if "carol" in step.partition(": ")[2]], steps
+        assert any("--move" in step for step in steps), steps
+        assert sorted(os.listdir(shared / "intro" / "dropbox")) == ["bob"]
+        assert _write(shared / "intro" / "dropbox" / "bob" / "answer.txt") == 0
+        assert mounts_under(worker.root / "var") == []  # nothing left where it was built
+        assert worker.run("stop", "--user", "bob", "--timeout", "2").returncode == 0
+        assert mounts_under(worker.root) == []
+    finally:
+        unmount_under(worker.root)
+        subprocess.run(["umount", "-l", str(tmp_path)], check=False)
 
 
 @needs_root
