@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..aws.admin import AdminEc2
 from ..aws.shared_storage import SharedStorage
+from ..worker.mountinfo import mounts_under
 
 log = logging.getLogger(__name__)
 
@@ -77,24 +78,3 @@ def delete_unmounted(top: Path) -> bool:
         return False
     shutil.rmtree(top, ignore_errors=True)
     return True
-
-
-def mounts_under(top: Path) -> list[str]:
-    """Mount points at or below `top`, from /proc/self/mountinfo (the worker agent
-    reads it the same way; the hub side may not import it)."""
-    root = os.path.abspath(top)
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return []
-    found = []
-    for line in lines:
-        fields = line.split()
-        if len(fields) > 4:
-            point = fields[4]
-            for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n")):
-                point = point.replace(code, char)
-            point = point.replace("\\134", "\\")
-            if point == root or point.startswith(root + "/"):
-                found.append(point)
-    return found

@@ -28,6 +28,7 @@ import subprocess
 from pathlib import Path
 
 from .accounts import RunAs
+from .mountinfo import mounts_under
 from .nfs_guard import ensure_nfs_guard
 from .paths import Layout
 from .protocol import AgentError, SharedFolder
@@ -279,26 +280,3 @@ def unmount_under(top: Path) -> list[str]:
             subprocess.run(["umount", "-l", point], capture_output=True, check=False)
         done.append(point)
     return done
-
-
-def mounts_under(top: Path) -> list[str]:
-    root = os.path.abspath(top)
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return []
-    found = []
-    for line in lines:
-        fields = line.split()
-        if len(fields) > 4:
-            point = _unescape(fields[4])
-            if point == root or point.startswith(root + "/"):
-                found.append(point)
-    return found
-
-
-def _unescape(text: str) -> str:
-    """mountinfo writes space, tab, newline and backslash as octal escapes."""
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        text = text.replace(code, char)
-    return text
