@@ -25,6 +25,7 @@ from cloudjhub.launch.groups import ensure_security_groups
 from cloudjhub.launch.manager_shared import fstab_line, with_entry
 from cloudjhub.launch.options import LaunchOptions
 from cloudjhub.launch.shared_storage import ensure_shared_storage
+from cloudjhub.local.awslike import efs_creating
 from cloudjhub.shared_folder import shared_settings
 from cloudjhub.shared_spawner import SharedFolderMixin
 from cloudjhub.tags import CLUSTER_TAG, tag_dict
@@ -105,6 +106,35 @@ def test_launch_makes_an_encrypted_efs_reachable_only_from_workers_once(
     # A failed launch's undo deletes what this run made.
     assert made[1]() == []
     assert efs.describe_file_systems()["FileSystems"] == []
+
+
+def test_launch_polls_efs_while_aws_still_creates_it_and_says_so(
+    ec2: LocalCloudEc2, cluster: dict[str, Any]
+) -> None:
+    """AWS reports a new file system and mount target `creating` for a while; the
+    local cloud's --like-aws does too (moto would not), and the launch says it waits."""
+    efs = boto_client("efs", REGION)
+    efs_creating.install(file_system=0.4, mount_target=0.4)
+    try:
+        said: list[str] = []
+        opts = cluster["opts"].model_copy(update={"poll": 0.1})
+        made = ensure_shared_storage(ec2, opts, cluster["groups"], cluster["vpc"], said.append)
+        assert made is not None
+        targets = efs.describe_mount_targets(FileSystemId=made[0])["MountTargets"]
+        assert [t["LifeCycleState"] for t in targets] == ["available"] * 3
+        waits = [line for line in said if "waiting for" in line]
+        assert any(f"EFS file system {made[0]} to be available" in w for w in waits), said
+        assert any(f"the mount targets of {made[0]} to be available" in w for w in waits), said
+        assert made[1]() == []
+
+        efs_creating.install(file_system=30, mount_target=30)
+        fs = efs.create_file_system(CreationToken="another")
+        assert fs["LifeCycleState"] == "creating"
+        (seen,) = efs.describe_file_systems(FileSystemId=fs["FileSystemId"])["FileSystems"]
+        assert seen["LifeCycleState"] == "creating"
+        efs.delete_file_system(FileSystemId=fs["FileSystemId"])
+    finally:
+        efs_creating.uninstall()
 
 
 def test_one_mount_target_per_zone_even_with_two_workers_subnets_there(

@@ -55,7 +55,9 @@ def ensure_shared_storage(
     """Make (or find) the file system, group and mount targets; its id and its undo."""
     if opts.shared is None:
         return None
-    storage = SharedStorage.connect(ec2, opts.region, opts.endpoint_url, opts.timeout, opts.poll)
+    storage = SharedStorage.connect(
+        ec2, opts.region, opts.endpoint_url, opts.timeout, opts.poll, say
+    )
     fs_id, created = storage.ensure_file_system()
 
     def undo() -> list[Failure]:
