@@ -39,7 +39,7 @@ from ..hub.settings import (
 from ..shared_folder import SharedSettings
 from ..waiting import TimedOut, poll_until
 from . import motoserver
-from .awslike import ipreuse
+from .awslike import efs_creating, ipreuse
 from .awslike.proxy import CONTROL_PATH, AwsLikeProxy
 from .awslike.settings import Behaviour
 from .cloud import (
@@ -288,6 +288,8 @@ class DemoStack:
         )
         if self.moto is not None:
             ipreuse.install(behaviour.shutting_down)
+            efs_creating.install(behaviour.efs_file_system, behaviour.efs_mount_target)
+            self.moto.dlm.young_role_seconds = behaviour.iam_propagation
         else:
             self._say("private IP reuse after termination is not modelled with --aws-endpoint")
         return self.awslike.url, self.awslike.internal_url
@@ -491,6 +493,7 @@ class DemoStack:
         if self.awslike is not None:
             self.awslike.stop()
             ipreuse.uninstall()
+            efs_creating.uninstall()
         if self.moto is not None:
             self.moto.stop()
         if self.guardian is not None:
