@@ -1,11 +1,13 @@
-"""The mounts the kernel lists in /proc/self/mountinfo. The one reader of it: the
-agent finds devices and unmounts by it, and the local cloud (which may import nothing
-else of the agent's) checks by it that no bind is left in a folder it deletes."""
+"""The mounts the kernel lists in /proc/self/mountinfo, and undoing some. The one
+reader of it: the agent finds devices and unmounts by it, and the local cloud (which
+may import nothing else of the agent's) checks by it that no bind is left in a folder
+it deletes."""
 
 from __future__ import annotations
 
 import os
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,3 +50,15 @@ def mounts_under(top: Path) -> list[str]:
     root = os.path.abspath(top)
     points = [m.point for m in read_mounts()]
     return [p for p in points if p == root or p.startswith(root + "/")]
+
+
+def unmount(points: list[str]) -> list[str]:
+    """Unmount `points`, deepest first; a busy one is detached now (`umount -l`) and
+    freed when its last user goes. The points, in the order done."""
+    done = []
+    for point in sorted(points, key=lambda p: p.count("/"), reverse=True):
+        proc = subprocess.run(["umount", point], capture_output=True, check=False)
+        if proc.returncode != 0:
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+        done.append(point)
+    return done

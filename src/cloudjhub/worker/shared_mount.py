@@ -28,7 +28,7 @@ import subprocess
 from pathlib import Path
 
 from .accounts import RunAs
-from .mountinfo import mounts_under
+from .mountinfo import mounts_under, unmount
 from .nfs_guard import ensure_nfs_guard
 from .paths import Layout
 from .protocol import AgentError, SharedFolder
@@ -273,10 +273,4 @@ def unmount_shared(layout: Layout) -> list[str]:
 def unmount_under(top: Path) -> list[str]:
     """Unmount everything mounted at or below `top`, deepest first (the local cloud
     calls this before it stops or deletes an instance root, so no bind outlives it)."""
-    done = []
-    for point in sorted(mounts_under(top), key=lambda p: p.count("/"), reverse=True):
-        proc = subprocess.run(["umount", point], capture_output=True, check=False)
-        if proc.returncode != 0:  # busy: detach now, free when the last user goes
-            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-        done.append(point)
-    return done
+    return unmount(mounts_under(top))
