@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ..aws.admin import AdminEc2
@@ -16,6 +17,8 @@ from ..aws.shared_storage import SharedStorage
 from ..worker.mountinfo import mounts_under
 
 log = logging.getLogger(__name__)
+# As long as the launcher waits: --like-aws keeps a mount target `creating` a minute.
+EFS_TIMEOUT = 600.0
 
 
 def shared_dir(state_dir: Path, fs_id: str) -> Path:
@@ -23,10 +26,16 @@ def shared_dir(state_dir: Path, fs_id: str) -> Path:
 
 
 def ensure_local_shared(
-    ec2: AdminEc2, vpc_id: str, subnet: str, worker_group: str, state_dir: Path
+    ec2: AdminEc2,
+    vpc_id: str,
+    subnet: str,
+    worker_group: str,
+    state_dir: Path,
+    say: Callable[[str], None] | None = None,
 ) -> str:
-    """The file system, its group and mount target (through EFS's API), and its directory."""
-    storage = SharedStorage(ec2, _efs_client(ec2), timeout=30.0, poll=0.2)
+    """The file system, its group and mount target (through EFS's API), and its
+    directory; under --like-aws EFS takes its time, as the launcher's waits allow."""
+    storage = SharedStorage(ec2, _efs_client(ec2), timeout=EFS_TIMEOUT, poll=0.2, say=say)
     fs_id, _ = storage.ensure_file_system()
     group, _ = storage.ensure_group(vpc_id, [worker_group])
     zone = str(ec2.subnets([subnet])[subnet].get("AvailabilityZone"))
