@@ -40,6 +40,7 @@ from .aws.hub import HubEc2, WorkerSpec, launch_token
 from .config import ConfigError
 from .executor import blocking
 from .fleet import Fleet
+from .hibernation_prep import HibernationPrep
 from .home_volumes import attach_home_volume
 from .host_keys import HostKeyStore
 from .pool_claims import Claimant, PoolClaims
@@ -67,7 +68,13 @@ IDEMPOTENCY_CONFLICTS = ("IdempotentInstanceTerminated", "IdempotentParameterMis
 
 
 class InstanceSpawner(
-    SharedFolderMixin, ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawnerMixin, Spawner
+    SharedFolderMixin,
+    ReleaseSpawnerMixin,
+    Ec2Calls,
+    KeptLogTails,
+    HibernationPrep,
+    ProfileSpawnerMixin,
+    Spawner,
 ):
     """Give each user their own EC2 instance; stop (never terminate) it when they leave."""
 
@@ -661,6 +668,7 @@ class InstanceSpawner(
             inst = found[0]
         self._stop_requested = True
         await self._keep_stop_tail(inst)
+        await self._before_hibernation(inst)
         try:
             await self._stop_instance()
         except CloudError as exc:
