@@ -128,7 +128,7 @@ def test_launch_polls_efs_while_aws_still_creates_it_and_says_so(
         waits = [line for line in said if "waiting for" in line]
         assert any(f"EFS file system {made[0]} to be available" in w for w in waits), said
         assert any(f"the mount targets of {made[0]} to be available" in w for w in waits), said
-        assert made[1]() == []
+        assert made[2]() == []
 
         efs_creating.install(file_system=30, mount_target=30)
         fs = efs.create_file_system(CreationToken="another")
