@@ -224,6 +224,7 @@ def _finish(ec2: HubEc2, held: dict[int, Instance]) -> dict[int, Instance]:
 class _Waiter:
     claimant: Claimant
     on_wait: OnWait | None = None
+    told: tuple[int, int] = (0, 0)  # the last (place, seconds) said: each said once
     done: asyncio.Future[Instance | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -274,7 +275,7 @@ class PoolClaims:
             if self._claimer is None or self._claimer.done():
                 self._window_ends = time.monotonic() + self.window
                 self._claimer = asyncio.ensure_future(self._serve())
-            self._tell()
+            self._tell([waiter])
             got = await waiter.done
         if isinstance(got, Instance):
             return await self._one_each(claimant, got)
@@ -340,25 +341,26 @@ class PoolClaims:
             await asyncio.sleep(TELL_EVERY)
             self._tell()
 
-    def _tell(self) -> None:
+    def _tell(self, only: list[_Waiter] | None = None) -> None:
+        """Tell the waiting (or `only` these) their place and estimate, if changed."""
         waiting = [w for w in (*self._batch, *self._waiting) if not w.done.done()]
-        if not waiting:
+        places = [n for n, w in enumerate(waiting, 1) if w.on_wait and (not only or w in only)]
+        if not places:
             return
+        tags = self.pacer.wait_for("CreateTags", places) if self.pacer else [0.0] * len(places)
         # In the batch being claimed: its CreateTags. Queued: the window (left, or
         # after the batch in flight) and one more per full batch ahead, then theirs.
         in_flight = len(self._batch)
         window_left = max(0.0, self._window_ends - time.monotonic())
-        for place, waiter in enumerate(waiting, 1):
-            if waiter.on_wait is None:
-                continue
-            wait = 0.0
+        for place, tagged in zip(places, tags, strict=True):
+            waiter, wait = waiting[place - 1], tagged
             if place > in_flight:
                 ahead = (place - in_flight - 1) // MAX_BATCH
                 first = self.window if in_flight else window_left
-                wait = first + ahead * self.window
-            if self.pacer is not None:
-                wait += self.pacer.wait_for("CreateTags", place)
-            waiter.on_wait(place, wait)
+                wait += first + ahead * self.window
+            if waiter.on_wait is not None and waiter.told != (place, round(wait)):
+                waiter.told = (place, round(wait))
+                waiter.on_wait(place, wait)
 
     async def _claim(
         self,

@@ -74,7 +74,8 @@ def test_the_hub_waits_on_the_tokens_the_keepers_round_spent(
     async def hubs_wait() -> float:
         pacer = spawner.ec2_queue.pacer
         assert pacer is not None
-        return pacer.wait_for("RunInstances", 1)
+        [seconds] = pacer.wait_for("RunInstances", [1])
+        return seconds
 
     assert asyncio.run(hubs_wait()) > 50  # ~100 s at 0.01 a second
 

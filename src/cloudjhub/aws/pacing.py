@@ -31,7 +31,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,15 +153,16 @@ class Pacer:
                 self._waiting.append(ticket)
             return ticket
 
-    def wait_for(self, action: str, count: int, filtered: bool = True) -> float:
-        """Seconds until `count` requests of `action` could all have gone, if nothing
-        else spends its bucket (an estimate to show; nothing is reserved)."""
+    def wait_for(self, action: str, counts: Sequence[int], filtered: bool = True) -> list[float]:
+        """For each count, seconds until that many requests of `action` could all have
+        gone, if nothing else spends its bucket (estimates to show; nothing reserved)."""
         with self._lock, self._levels() as levels:
             now = self.clock()
             family = request_family(action, filtered)
             own = action if family == action else f"{action} ({family})"
             bucket = self._bucket(own, family, now, levels)
-            return max(0.0, (count - bucket.level(now)) / bucket.refill)
+            level = bucket.level(now)
+            return [max(0.0, (count - level) / bucket.refill) for count in counts]
 
     def _levels(self) -> contextlib.AbstractContextManager[Levels]:
         """The shared levels, locked; or none to share (this process's alone)."""
