@@ -17,7 +17,7 @@ from cloudjhub import pool_claims
 from cloudjhub.aws.client import Instance
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
-from cloudjhub.pool_claims import Claimant, claim_batch
+from cloudjhub.pool_claims import Claimant, PoolClaims, claim_batch
 from tests.unit.test_pool_claims import Spawners, find_all, pool_of, spawner_for  # noqa: F401 - a fixture
 from tests.unit.test_warm_pool import members
 
@@ -30,6 +30,7 @@ def test_a_spawn_retried_while_its_claim_is_in_flight_gets_that_claims_member(
     ec2: LocalCloudEc2,
     spec: WorkerSpec,
     spawner_for: Spawners,  # noqa: F811 - the fixture
+    calls: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """ann's spawn is cancelled while her batch is being claimed (in a thread, which
@@ -44,6 +45,14 @@ def test_a_spawn_retried_while_its_claim_is_in_flight_gets_that_claims_member(
         return claim_batch(*args, **kwargs)
 
     monkeypatch.setattr(pool_claims, "claim_batch", slow_batch)
+    asked: list[str] = []
+    claim = PoolClaims.claim
+
+    def counted(self: PoolClaims, who: Claimant, *args: Any) -> Any:
+        asked.append(who.user)
+        return claim(self, who, *args)
+
+    monkeypatch.setattr(PoolClaims, "claim", counted)
 
     async def cancel_then_retry() -> Instance | None:
         first = asyncio.ensure_future(spawner_for("ann", ec2_coalesce_window=0.05)._find_instance())
@@ -51,14 +60,18 @@ def test_a_spawn_retried_while_its_claim_is_in_flight_gets_that_claims_member(
             await asyncio.sleep(0.01)
         first.cancel()
         retry = asyncio.ensure_future(spawner_for("ann")._find_instance())
-        await asyncio.sleep(0.3)  # the retry has looked for her workers and queued
+        while len(asked) < 2:  # the retry found nothing tagged yet and asks again
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
         release.set()
         return await asyncio.wait_for(retry, 10)
 
+    calls.clear()
     got = asyncio.run(cancel_then_retry())
 
     assert got is not None and workers_of(ec2, "ann") == [got.id]
     assert len(members(ec2)) == 1
+    assert calls["CreateTags"] == 1  # one claim: the retry never tagged (and gave back) another
 
 
 def test_a_member_reaching_a_server_that_has_a_worker_goes_back_to_the_pool(
