@@ -308,7 +308,8 @@ class InstanceSpawner(
         if not self.pool_fits or not warm_pool.may_have_members(*pool):
             return None
         zone = await self._home_zone(self.user.name, self.server_name)
-        claims = PoolClaims.shared(self._fleet_key, self.fleet, self.ec2_queue.window)
+        queue = self.ec2_queue
+        claims = PoolClaims.shared(self._fleet_key, self.fleet, queue.window, queue.pacer)
         claimed = await claims.claim(
             Claimant(
                 self.user.name,
@@ -317,7 +318,8 @@ class InstanceSpawner(
                 self.worker_ami,
                 self.server_name,
                 zone,
-            )
+            ),
+            self._pool_wait,
         )
         if claimed is not None:
             self._just_claimed = claimed.id
