@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -141,6 +141,15 @@ def recorded_host_keys(keys_dir: str, instance_id: str) -> list[str]:
     except OSError:
         return []
     return [line for line in text.splitlines() if line.strip()]
+
+
+def keys_dir_for_claims(keys_dir: str, source: Callable[[], str]) -> str:
+    """Where a claim finds the keys it hands members out by (pool_claims._verifiable):
+    the keeper's directory when it records keys, i.e. hosts are pinned from the
+    console and it has made the directory. `source` is asked only then."""
+    if keys_dir and Path(keys_dir).is_dir() and source() == "console":
+        return keys_dir
+    return ""
 
 
 def unclaimed(instance: Instance) -> Instance:
