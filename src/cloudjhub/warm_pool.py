@@ -53,6 +53,8 @@ KEYS_WAIT = 600.0
 # A claim mark with no user this long after launch is nobody's: terminated. (A launch
 # for several users tags them all within seconds; a replay of its token within this.)
 STALE_CLAIM = 1800.0
+# The keeper's keys directory's name beside the hub's usage log (hub/apply.py).
+KEYS_DIR_NAME = "pool-host-keys"
 _INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,32}$")
 # Which member a claim takes first: the one that will serve soonest.
 CLAIM_ORDER = {"running": 0, "pending": 1, "stopped": 2, "stopping": 3}
