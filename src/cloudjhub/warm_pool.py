@@ -53,7 +53,8 @@ KEYS_WAIT = 600.0
 # A claim mark with no user this long after launch is nobody's: terminated. (A launch
 # for several users tags them all within seconds; a replay of its token within this.)
 STALE_CLAIM = 1800.0
-# The keeper's keys directory's name beside the hub's usage log (hub/apply.py).
+# The keeper's keys directory's name beside the hub's usage log (hub/apply.py spells it
+# out: the hub's config imports only config).
 KEYS_DIR_NAME = "pool-host-keys"
 _INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,32}$")
 # Which member a claim takes first: the one that will serve soonest.

@@ -23,7 +23,6 @@ from ..config import (
     load_server_config,
 )
 from ..profiles import parse as parse_profiles
-from ..warm_pool import KEYS_DIR_NAME
 from .services import hub_services, warm_pool_service
 from .settings import HubSettings, Native, SharedPassword
 from .signin import NATIVE_CLASS, apply_signin
@@ -100,7 +99,7 @@ def apply(c: Config, settings: HubSettings, environ: Mapping[str, str] | None = 
     keys_dir = settings.spawner.traits.get("warm_pool_keys_dir")
     if not isinstance(keys_dir, str):
         # Beside the usage log: a directory the hub's services may already write.
-        keys_dir = str(Path(settings.spawner.usage_log).with_name(KEYS_DIR_NAME))
+        keys_dir = str(Path(settings.spawner.usage_log).with_name("pool-host-keys"))
         spawner.warm_pool_keys_dir = keys_dir
     if not isinstance(settings.spawner.traits.get("releases_dir"), str):
         # Beside the usage log, where `cloudjhub release` writes on the manager.
