@@ -176,6 +176,9 @@ class ServerConfig(_SharedKeys):
     SHARED_FILE_SYSTEM_ID: str = Field("", pattern=r"^(fs-[0-9a-f]{8,40})?$")
     SHARED_COURSE: str = Field("", pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$")
     SHARED_DROPBOX: bool = False
+    # The instance profile workers launch with when there is shared storage: its role
+    # may only mount the file system (launch/iam_shared.py); "" for none.
+    SHARED_WORKER_INSTANCE_PROFILE: str = Field("", pattern=r"^([\w+=,.@-]{1,128})?$")
 
 
 def worker_subnets(subnet_id: str, subnet_ids: list[str]) -> list[str]:

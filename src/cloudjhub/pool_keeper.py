@@ -47,6 +47,11 @@ def constant_target(size: int, state: str) -> Callable[[float], PoolTarget]:
     return lambda _now: target
 
 
+def shared_profile(config: ServerConfig) -> str:
+    """The workers' instance profile, only when the cluster has a shared folder."""
+    return config.SHARED_WORKER_INSTANCE_PROFILE if config.SHARED_FILE_SYSTEM_ID else ""
+
+
 def pool_spec(config: ServerConfig, instance_type: str | None = None) -> WorkerSpec:
     """What pool workers are launched as: what the spawner launches for a user (its
     `_spec`), from server_config.json, so a claimed worker is like a launched one."""
@@ -62,6 +67,7 @@ def pool_spec(config: ServerConfig, instance_type: str | None = None) -> WorkerS
         key_name=config.KEY_NAME,
         ebs_size=size,
         hibernate=config.HIBERNATE,
+        instance_profile=shared_profile(config),
     )
 
 

@@ -25,6 +25,12 @@ class SharedFolderMixin(InstanceSpawnerOptions):
         help="Give each student a writable /srv/shared/<course>/dropbox/<user> "
         "(server_config SHARED_DROPBOX)."
     ).tag(config=True)
+    shared_worker_instance_profile = Unicode(
+        help="The IAM instance profile workers launch with when there is a shared "
+        "folder: its role may only mount the file system, whose policy admits no one "
+        "else (server_config SHARED_WORKER_INSTANCE_PROFILE, made by `launch "
+        "--shared-storage efs`). Not passed without shared_file_system_id."
+    ).tag(config=True)
     staff_groups = List(
         Unicode(),
         [ADMINS_GROUP],
@@ -35,6 +41,13 @@ class SharedFolderMixin(InstanceSpawnerOptions):
     _default_shared_file_system_id = from_config("shared_file_system_id", "SHARED_FILE_SYSTEM_ID")
     _default_shared_course = from_config("shared_course", "SHARED_COURSE")
     _default_shared_dropbox = from_config("shared_dropbox", "SHARED_DROPBOX")
+    _default_shared_worker_instance_profile = from_config(
+        "shared_worker_instance_profile", "SHARED_WORKER_INSTANCE_PROFILE"
+    )
+
+    def worker_instance_profile(self) -> str:
+        """What RunInstances passes as IamInstanceProfile: only with a shared folder."""
+        return self.shared_worker_instance_profile if self.shared_file_system_id else ""
 
     def is_staff(self, user: Any) -> bool:
         groups = {getattr(g, "name", g) for g in getattr(user, "groups", None) or []}

@@ -391,6 +391,7 @@ class InstanceSpawner(
             hibernate=self.hibernate and self.market != "spot",
             market=self.market,
             extra_tags=tuple(self.current_tags.items()),
+            instance_profile=self.worker_instance_profile(),
         )
 
     async def _launch(self, previous: str | None) -> Instance:

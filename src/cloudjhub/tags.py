@@ -208,6 +208,12 @@ def workers_key_name(cluster: str) -> str:
     return f"{cluster}-workers"
 
 
+def workers_role_name(cluster: str) -> str:
+    """The workers' IAM role and instance profile (only with shared storage): what
+    the shared folder's EFS file system lets mount it (launch/iam_shared.py)."""
+    return f"{cluster}-workers"
+
+
 def image_name(cluster: str, stamp: str) -> str:
     """A worker image's name; `stamp` (the build time) keeps rebuilt images apart."""
     return f"{cluster}-worker-{stamp}"

@@ -83,6 +83,7 @@ def spawner_for(
         spawner.warm_pool_schedule = []
         spawner.user_home_ebs_size = 0
         spawner.subnet_ids = []
+        spawner.shared_file_system_id = ""  # no shared folder, so no workers' profile
         spawner.idle_timeout = 3600
         spawner.state_poll_interval = 0.05
         spawner.usage_log = str(tmp_path / "usage.jsonl")

@@ -49,6 +49,14 @@ CASES = {
     ],
     "kms": ["--region", "eu-west-1", "--kms-key-arn", KEY],
     "china": ["--region", "cn-north-1", "--account", "123456789012"],
+    "shared-storage": [
+        "--shared-storage",
+        "efs",
+        "--region",
+        "eu-west-1",
+        "--account",
+        "123456789012",
+    ],
     "backup-role": ["--backup-role", "--region", "eu-west-1", "--account", "123456789012"],
 }
 
@@ -154,11 +162,36 @@ def spot_service_linked_role(finding: Finding, policy: dict[str, Any]) -> bool:
     )
 
 
+def workers_role_pass(finding: Finding, policy: dict[str, Any]) -> bool:
+    """PERMISSIONS_MANAGEMENT_ACTIONS for iam:PassRole, and PRIVILEGE_ESCALATION's
+    CreateEC2WithExistingIP (PassRole with RunInstances), which parliament flags
+    whatever their scope: with a shared folder the hub launches workers with the
+    workers' role (launch/iam_shared.py), whose only permissions are the EFS client
+    actions on the cluster's file system. Each statement allowing PassRole names that
+    one role, with no wildcard, and only for EC2 (iam:PassedToService), so the hub
+    can hand no other role to anything."""
+    passes = allowing(policy, "iam:PassRole")
+    scoped = bool(passes) and all(
+        s.get("Condition") == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+        and isinstance(s["Resource"], str)
+        and s["Resource"].endswith(":role/alpha-workers")
+        and "*" not in s["Resource"].rsplit(":", 1)[1]
+        for s in passes
+    )
+    return scoped and finding.detail in (
+        {"actions": ["iam:passrole"]},
+        {"type": "CreateEC2WithExistingIP", "actions": ["iam:passrole", "ec2:runinstances"]},
+    )
+
+
 FALSE_POSITIVES: dict[str, Callable[[Finding, dict[str, Any]], bool]] = {
     "RESOURCE_MISMATCH": split_by_resource_type,
     "PERMISSIONS_MANAGEMENT_ACTIONS": lambda finding, policy: (
-        ebs_key_grants(finding, policy) or spot_service_linked_role(finding, policy)
+        ebs_key_grants(finding, policy)
+        or spot_service_linked_role(finding, policy)
+        or workers_role_pass(finding, policy)
     ),
+    "PRIVILEGE_ESCALATION": workers_role_pass,
 }
 
 
@@ -280,8 +313,26 @@ def _unconditional_grants(policy: dict[str, Any]) -> None:
             "PrivilegeEscalation",
         ),
         (_add({"Action": "ec2:GetPasswordData", "Resource": "*"}), "SENSITIVE_ACCESS"),
+        # Passing any role of the account: not excused as the workers' role.
+        (
+            _add(
+                {
+                    "Action": "iam:PassRole",
+                    "Resource": "arn:aws:iam::*:role/*",
+                    "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+                }
+            ),
+            "PRIVILEGE_ESCALATION",
+        ),
     ],
-    ids=["mismatch", "grant", "service-wildcard", "privilege-escalation", "secret-read"],
+    ids=[
+        "mismatch",
+        "grant",
+        "service-wildcard",
+        "privilege-escalation",
+        "secret-read",
+        "any-role",
+    ],
 )
 def test_each_rule_can_fail(change: Callable[[dict[str, Any]], None], issue: str) -> None:
     policy = json.loads(printed(CASES["kms"]))

@@ -69,6 +69,7 @@ def spawner_for(
         spawner.worker_ebs_size, spawner.hibernate = spec.ebs_size, False
         spawner.user_home_ebs_size, spawner.warm_pool_size = 1, 0
         spawner.warm_pool_schedule, spawner.subnet_ids = [], []
+        spawner.shared_file_system_id = ""  # no shared folder, so no workers' profile
         spawner.state_poll_interval, spawner.idle_timeout = 0.05, 3600
         spawner.usage_log = str(tmp_path / "usage.jsonl")
         for name, value in traits.items():

@@ -1,9 +1,12 @@
-"""The guard that keeps students' own NFS clients off EFS, on a real instance's path.
+"""The guard that keeps students' own NFS clients off EFS and out of the instance's
+metadata (its role's credentials), and the IAM-signed TLS mount, on a real
+instance's path.
 
 Only a real instance (not the local cloud) mounts EFS, so these run the agent's
-real-instance mount code with `iptables`, `ip6tables` and `mount` replaced by
-scripts first on PATH that log their argv (and the fake iptables keeps the rules it
-was given, so `-C` answers as the kernel's would).
+real-instance mount code with `iptables`, `ip6tables`, `mount` and `mount.efs`
+replaced by scripts first on PATH that log their argv (and the fake iptables keeps
+the rules it was given, so `-C` answers as the kernel's would). test_nfs_guard_kernel.py
+tries the same rules on the real netfilter.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ RANGE = "-m owner --uid-owner 1000-4294967294 -j REJECT"
 EXPECTED = [
     f"iptables -w -A OUTPUT -p tcp --dport 2049 {RANGE}",
     f"iptables -w -A OUTPUT -p tcp -d 127.0.0.1 --dport 20049:21049 {RANGE}",
+    f"iptables -w -A OUTPUT -d 169.254.169.254 {RANGE}",
     f"ip6tables -w -A OUTPUT -p tcp --dport 2049 {RANGE}",
     f"ip6tables -w -A OUTPUT -p tcp -d ::1 --dport 20049:21049 {RANGE}",
+    f"ip6tables -w -A OUTPUT -d fd00:ec2::254 {RANGE}",
 ]
 
 
@@ -52,7 +57,8 @@ def tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log, state = tmp_path / "calls.log", tmp_path / "rules"
-    for name, text in (("iptables", FIREWALL), ("ip6tables", FIREWALL), ("mount", MOUNT)):
+    stand_ins = {"iptables": FIREWALL, "ip6tables": FIREWALL, "mount": MOUNT, "mount.efs": MOUNT}
+    for name, text in stand_ins.items():
         (bin_dir / name).write_text(text.format(log=log, state=state))
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
@@ -80,7 +86,8 @@ def test_the_rules_go_in_before_efs_is_mounted_and_only_once(tools: Path, tmp_pa
     start_as_student(tmp_path)
     made = calls(tmp_path)
     mounts = [i for i, call in enumerate(made) if call.startswith("mount ")]
-    assert mounts and "efs.us-east-1.amazonaws.com:/" in made[mounts[0]]
+    staging = tmp_path / "root" / "var" / "lib" / "cloudjhub" / "efs" / "root"
+    assert mounts and made[mounts[0]] == f"mount -t efs -o tls,iam fs-0abc1234:/ {staging}"
     added = [call for call in made if " -A " in call]
     assert added == EXPECTED
     assert max(made.index(call) for call in added) < mounts[0]
@@ -103,10 +110,20 @@ def test_no_iptables_means_no_shared_folder(tools: Path, tmp_path: Path) -> None
     assert calls(tmp_path) == []  # nothing mounted, no half-made firewall
 
 
+@needs_root
+def test_without_efs_utils_the_agent_refuses_to_mount(tools: Path, tmp_path: Path) -> None:
+    """A plain NFS mount has neither TLS nor IAM: the file system's policy refuses it."""
+    (tools / "mount.efs").unlink()
+    with pytest.raises(AgentError, match="amazon-efs-utils is not installed") as refused:
+        start_as_student(tmp_path)
+    assert "\n" not in str(refused.value)
+    assert [call for call in calls(tmp_path) if call.startswith("mount ")] == []
+
+
 def test_without_ip6tables_the_ipv4_rules_still_go_in(tools: Path, tmp_path: Path) -> None:
     (tools / "ip6tables").unlink()
     ensure_nfs_guard()
-    assert [call for call in calls(tmp_path) if " -A " in call] == EXPECTED[:2]
+    assert [call for call in calls(tmp_path) if " -A " in call] == EXPECTED[:3]
 
 
 def test_a_rule_the_kernel_refuses_fails_the_start(tools: Path, tmp_path: Path) -> None:

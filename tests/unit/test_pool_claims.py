@@ -62,6 +62,7 @@ def spawner_for(
         spawner.worker_ebs_size = spec.ebs_size
         spawner.warm_pool_size, spawner.warm_pool_schedule = 1, []
         spawner.user_home_ebs_size = 0
+        spawner.shared_file_system_id = ""  # no shared folder, so no workers' profile
         spawner.ec2_coalesce_window = 1.0
         spawner.state_poll_interval = 0.05
         spawner.usage_log = str(tmp_path / "usage.jsonl")

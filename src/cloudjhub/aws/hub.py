@@ -58,6 +58,8 @@ class WorkerSpec:
     market: str = "on-demand"
     # Added to the worker and its volumes (EXTRA_TAGS, a profile's extra_tags), filled in.
     extra_tags: tuple[tuple[str, str], ...] = ()
+    # With shared storage only: the workers' profile, whose role may only mount it.
+    instance_profile: str = ""
 
 
 def launch_token(
@@ -191,7 +193,8 @@ class HubEc2(Ec2Client):
         paid: Pacer | None = None,
         server: str = "",
     ) -> Instance:
-        """Run one tagged worker: IMDSv2 only, no instance profile, stop on shutdown,
+        """Run one tagged worker: IMDSv2 only, no instance profile but the shared
+        folder's (spec.instance_profile), stop on shutdown,
         its login user without sudo (WORKER_CLOUD_CONFIG)."""
         tags = tags_for(self.cluster, Role.WORKER, user, user_id=user_id, server=server)
         # Ours last: an extra tag never replaces what marks a worker as ours.
@@ -300,6 +303,8 @@ class HubEc2(Ec2Client):
         }
         if spec.hibernate:
             params["HibernationOptions"] = {"Configured": True}
+        if spec.instance_profile:
+            params["IamInstanceProfile"] = {"Name": spec.instance_profile}
         if spec.market == "spot":
             # One-time and terminated on interruption: AWS stops only instances of
             # persistent requests, whose request outlives the instance (EC2 User Guide,

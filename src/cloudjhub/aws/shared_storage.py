@@ -1,6 +1,6 @@
 """The cluster's shared course folder on Amazon EFS: its file system, the security
-group that admits NFS only from the cluster's workers, and a mount target in each
-workers' subnet.
+group that admits NFS only from the cluster's workers, a mount target in each
+workers' subnet, and the file system's policy (written by launch/iam_shared.py).
 
 The file system is found again by its creation token (one per cluster, which also
 makes CreateFileSystem idempotent) and is ours only if it carries the cluster's tag.
@@ -12,6 +12,7 @@ moto makes them available at once, so every wait here is a real poll.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -98,6 +99,29 @@ class SharedStorage:
         fs_id = str(fs["FileSystemId"])
         self._wait(f"EFS file system {fs_id} to be available", lambda: self._fs_state(fs_id))
         return fs_id, created
+
+    def arn(self, fs_id: str) -> str:
+        found = call(self.efs, "describe_file_systems", FileSystemId=fs_id)["FileSystems"]
+        return str(found[0]["FileSystemArn"])
+
+    def put_policy(self, fs_id: str, policy: dict[str, Any]) -> None:
+        """Set the file system's resource policy (replacing any). A role made moments
+        ago may not be known to EFS yet: IAM is eventually consistent (IAM User Guide,
+        "Changes that I make are not always immediately visible"), and EFS refuses a
+        principal it cannot resolve (InvalidPolicyException), so that is retried."""
+        self._ours(fs_id)
+        text = json.dumps(policy)
+
+        def put() -> bool:
+            try:
+                call(self.efs, "put_file_system_policy", FileSystemId=fs_id, Policy=text)
+            except CloudError as exc:
+                if exc.code == "InvalidPolicyException" and "principal" in str(exc).lower():
+                    return False
+                raise
+            return True
+
+        self._wait(f"EFS to accept the policy of {fs_id}", put)
 
     def _fs_state(self, fs_id: str) -> bool:
         found = call(self.efs, "describe_file_systems", FileSystemId=fs_id)["FileSystems"]

@@ -17,6 +17,7 @@ from ..launch.iam import BadInput, manager_policy, partition
 from ..launch.iam_backups import backup_role_policy, launcher_backup_policy
 from ..profile_policy import needs
 from ..profiles import load_file, parse
+from ..shared_folder import SHARED_STORAGE_KINDS
 from .cloud_options import cluster_argument
 
 
@@ -125,6 +126,15 @@ def _launch_defaults(path: Path | None) -> InstanceConfig:
     "--instance-type for the types it allows.",
 )
 @click.option(
+    "--shared-storage",
+    metavar="KIND",
+    type=click.Choice(SHARED_STORAGE_KINDS),
+    default=None,
+    help="The cluster was launched with --shared-storage KIND: the hub may pass the "
+    "workers' role (CLUSTER-workers, which may only mount the shared folder) to the "
+    "workers it launches (iam:PassRole on that role, to EC2 only).",
+)
+@click.option(
     "--backup-role",
     is_flag=True,
     help="Print instead the policy of a role for Data Lifecycle Manager (launch "
@@ -148,6 +158,7 @@ def iam_policy(
     kms_key_arn: str | None,
     delete_home_volumes: bool,
     profiles_file: Path | None,
+    shared_storage: str | None,
     backup_role: bool,
     launcher_backups: bool,
 ) -> None:
@@ -187,6 +198,7 @@ def iam_policy(
             kms_key_arn=kms_key_arn,
             delete_home_volumes=delete_home_volumes,
             spot=spot,
+            shared_storage=shared_storage is not None,
         )
     except BadInput as exc:
         _fail(f"--{exc.name.replace('_', '-')}: {exc}")

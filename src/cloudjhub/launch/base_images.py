@@ -31,6 +31,10 @@ LOGIN_USERS = {
 }
 # Those whose archives have ec2-hibinit-agent, which hibernation needs (not Debian's).
 HIBERNATING = ("Ubuntu 22.04", "Ubuntu 24.04", "Amazon Linux 2023")
+# Those whose archives have amazon-efs-utils, whose helper is the only client that
+# mounts EFS with IAM (EFS User Guide, "Mounting with IAM authorization"), which the
+# shared folder's file system policy requires (launch/iam_shared.py).
+EFS_UTILS = ("Amazon Linux 2023",)
 _LINUX_DETAILS = ("Linux/UNIX", "Ubuntu Pro")
 ARCHITECTURES = ("x86_64", "arm64")
 

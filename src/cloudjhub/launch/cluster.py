@@ -110,6 +110,7 @@ class Launch:
         self._undo = UndoLog(ec2, say, opts.timeout, opts.poll)
         self._preinstalled: str | None = None
         self._file_system_id = ""
+        self._workers_profile = ""
         # Whether the worker image has the NVIDIA driver and CUDA (server_config's GPU_IMAGE).
         self._gpu_image = opts.instance.GPU_IMAGE
         self._admin_password = ""
@@ -201,8 +202,8 @@ class Launch:
     def shared_storage(self, groups: ClusterGroups) -> None:
         vpc = self.ec2.subnets([self.opts.public_subnet])[self.opts.public_subnet]["VpcId"]
         if made := ensure_shared_storage(self.ec2, self.opts, groups, vpc, self.say):
-            self._file_system_id = made[0]
-            self._undo.add(f"shared folder {made[0]}", made[1])
+            self._file_system_id, self._workers_profile = made[0], made[1]
+            self._undo.add(f"shared folder {made[0]}", made[2])
 
     def worker_image(self, groups: ClusterGroups) -> str:
         if self.opts.instance.CUSTOM_WORKER_AMI:
@@ -353,6 +354,7 @@ class Launch:
             "SHARED_FILE_SYSTEM_ID": self._file_system_id,
             "SHARED_COURSE": shared.course,
             "SHARED_DROPBOX": shared.dropbox,
+            "SHARED_WORKER_INSTANCE_PROFILE": self._workers_profile,
         }
 
     @property

@@ -65,6 +65,7 @@ from ..tags import (
     workers_key_name,
 )
 from .iam_backups import hub_statements
+from .iam_shared import pass_role_statements
 from .iam_spot import spot_statements
 
 DEFAULT_INSTANCE_TYPE: str = InstanceConfig.model_fields["WORKER_INSTANCE_TYPE"].default
@@ -118,11 +119,13 @@ def manager_policy(
     kms_key_arn: str | None = None,
     delete_home_volumes: bool = False,
     spot: bool = False,
+    shared_storage: bool = False,
 ) -> dict[str, Any]:
     """The policy document (a dict, ready for json.dumps) for `cluster`'s manager role.
 
     `delete_home_volumes`: for a hub with InstanceSpawner.delete_home_on_user_delete.
     `spot`: a profile launches spot workers (iam_spot.py).
+    `shared_storage`: workers launch with the shared folder's role (iam_shared.py).
 
     Raises BadInput naming the first input that is not what AWS would accept.
     """
@@ -389,6 +392,8 @@ def manager_policy(
         )
     if spot:
         statements += spot_statements(cluster, part, region, account)
+    if shared_storage:
+        statements += pass_role_statements(cluster, part, account)
     if kms_key_arn is not None:
         statements += _ebs_key_statements(kms_key_arn, region)
     return {"Version": "2012-10-17", "Statement": statements}

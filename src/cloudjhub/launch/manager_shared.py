@@ -17,17 +17,16 @@ from pathlib import Path
 from ..config import ServerConfig
 from ..shared_folder import SHARED_MOUNT
 
-# AWS's recommended NFS options for EFS (EFS User Guide, "Mounting on Linux"); _netdev
-# waits for the network at boot, nofail keeps a boot going if EFS is unreachable.
-NFS_OPTIONS = "nfsvers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noresvport"
+
+class NoEfsUtils(RuntimeError):
+    """The manager cannot mount the shared folder as its file system policy requires."""
 
 
-def fstab_line(config: ServerConfig, efs_utils: bool) -> str:
-    fs_id = config.SHARED_FILE_SYSTEM_ID
-    if efs_utils:
-        return f"{fs_id}:/ {SHARED_MOUNT} efs _netdev,nofail,tls 0 0"
-    host = f"{fs_id}.efs.{config.REGION}.amazonaws.com"
-    return f"{host}:/ {SHARED_MOUNT} nfs4 {NFS_OPTIONS},_netdev,nofail 0 0"
+def fstab_line(config: ServerConfig) -> str:
+    """efs-utils' helper, over TLS and signed with the manager's role: the file
+    system's policy (launch/iam_shared.py) refuses any other mount. _netdev waits for
+    the network at boot, nofail keeps a boot going if EFS is unreachable."""
+    return f"{config.SHARED_FILE_SYSTEM_ID}:/ {SHARED_MOUNT} efs _netdev,nofail,tls,iam 0 0"
 
 
 def with_entry(fstab: str, line: str) -> str:
@@ -43,9 +42,14 @@ def with_entry(fstab: str, line: str) -> str:
 def mount_on_manager(root: Path, config: ServerConfig) -> None:
     if root != Path("/") or not config.SHARED_FILE_SYSTEM_ID:
         return
+    if shutil.which("mount.efs") is None:
+        raise NoEfsUtils(
+            "the shared folder needs amazon-efs-utils on the manager (mount -t efs -o "
+            "tls,iam: its file system policy admits only IAM-signed TLS mounts)"
+        )
     fstab = root / "etc" / "fstab"
     current = fstab.read_text() if fstab.exists() else ""
-    line = fstab_line(config, shutil.which("mount.efs") is not None)
+    line = fstab_line(config)
     if with_entry(current, line) != current:
         fstab.write_text(with_entry(current, line))
     mount_point = root / SHARED_MOUNT.lstrip("/")

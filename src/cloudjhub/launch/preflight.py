@@ -162,6 +162,13 @@ def _platform(opts: LaunchOptions, base: dict[str, Any] | None) -> list[str]:
             f"BASE_AMI {opts.base_ami}: {platform} has no ec2-hibinit-agent package, which "
             f"a worker image needs with HIBERNATE; use {' or '.join(base_images.HIBERNATING)}"
         ]
+    if opts.shared is not None and platform not in base_images.EFS_UTILS:
+        # The manager runs the base image too, and mounts the folder for `release`.
+        return [
+            f"BASE_AMI {opts.base_ami}: {platform} has no amazon-efs-utils package, whose "
+            "mount helper is the only client the shared folder's EFS admits (TLS and IAM) "
+            f"with --shared-storage; use {' or '.join(base_images.EFS_UTILS)}"
+        ]
     login = base_images.LOGIN_USERS[platform]
     users = [("--server-username", opts.instance.SERVER_USERNAME)]
     if building:

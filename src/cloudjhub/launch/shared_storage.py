@@ -1,6 +1,8 @@
 """The launch's shared-folder step (`--shared-storage efs`): the cluster's EFS file
-system, its NFS security group and a mount target in each workers' subnet, made or
-found again; and what `destroy` does with them."""
+system, its NFS security group, a mount target in each workers' subnet, the workers'
+role and instance profile and the file system policy that admits only the workers'
+and the manager's roles (iam_shared.py), made or found again; and what `destroy` does
+with them."""
 
 from __future__ import annotations
 
@@ -9,9 +11,12 @@ from collections.abc import Callable
 from ..aws.admin import AdminEc2
 from ..aws.client import CloudError
 from ..aws.shared_storage import SharedStorage, shared_group_name
+from ..aws.worker_role import WorkersRole, profile_role_arns
 from ..config import worker_subnets
+from ..tags import workers_role_name
 from .deletes import Failure
 from .groups import ClusterGroups
+from .iam_shared import EC2_TRUST, file_system_policy, workers_role_policy
 from .options import LaunchOptions
 
 Say = Callable[[str], None]
@@ -26,7 +31,10 @@ def plan_line(opts: LaunchOptions) -> list[str]:
         + (", dropboxes" if opts.shared.dropbox else "")
         + f"), security group {shared_group_name(opts.cluster)} (NFS from the workers and "
         f"the manager), mount targets in {', '.join(subnets)} (and {opts.public_subnet} if "
-        "the manager's zone has none)"
+        "the manager's zone has none)",
+        f"shared folder: IAM role and instance profile {workers_role_name(opts.cluster)} "
+        "(mount the file system, nothing else), file system policy: TLS only, mounts "
+        "only by the workers' and the manager's roles",
     ]
 
 
@@ -51,26 +59,50 @@ def target_subnets(ec2: AdminEc2, opts: LaunchOptions) -> dict[str, str]:
 
 def ensure_shared_storage(
     ec2: AdminEc2, opts: LaunchOptions, groups: ClusterGroups, vpc_id: str, say: Say
-) -> tuple[str, Callable[[], list[Failure]]] | None:
-    """Make (or find) the file system, group and mount targets; its id and its undo."""
+) -> tuple[str, str, Callable[[], list[Failure]]] | None:
+    """Make (or find) the file system, group, mount targets, workers' role and the file
+    system policy; the file system's id, the workers' instance profile and the undo."""
     if opts.shared is None:
         return None
     storage = SharedStorage.connect(ec2, opts.region, opts.endpoint_url, opts.timeout, opts.poll)
+    role = WorkersRole.connect(opts.cluster, opts.region, opts.endpoint_url)
     fs_id, created = storage.ensure_file_system()
+    role_made = False
 
     def undo() -> list[Failure]:
-        return delete_shared_storage(storage, fs_id) if created else []
+        failures = delete_workers_role(role) if role_made else []
+        return failures + (delete_shared_storage(storage, fs_id) if created else [])
 
     try:
         # The manager mounts it too: `cloudjhub release` copies into it there.
         group, _ = storage.ensure_group(vpc_id, [groups.worker, groups.manager])
         storage.ensure_mount_targets(fs_id, target_subnets(ec2, opts), group)
+        fs_arn = storage.arn(fs_id)
+        role_arn, role_made = role.ensure(EC2_TRUST, workers_role_policy(fs_arn))
+        principals = [role_arn, *manager_roles(opts, say)]
+        storage.put_policy(fs_id, file_system_policy(fs_arn, principals))
     except CloudError:
         for failure in undo():
             say(f"  could NOT roll back {failure.resource}: {failure.reason}")
         raise
-    say(f"shared folder: EFS {fs_id}" + (" (created)" if created else " (reused)"))
-    return fs_id, undo
+    say(
+        f"shared folder: EFS {fs_id}"
+        + (" (created)" if created else " (reused)")
+        + f", mounted only by the roles {', '.join(principals)}"
+    )
+    return fs_id, role.name, undo
+
+
+def manager_roles(opts: LaunchOptions, say: Say) -> list[str]:
+    """The manager's role(s), which mount the folder for `release`; none without
+    --instance-profile (then `release` on the manager cannot mount it)."""
+    if not opts.instance_profile:
+        say(
+            "  no --instance-profile: the manager's mount of the shared folder will be "
+            "refused by its file system policy (`cloudjhub release` needs it)"
+        )
+        return []
+    return profile_role_arns(opts.instance_profile, opts.region, opts.endpoint_url)
 
 
 def delete_shared_storage(storage: SharedStorage, fs_id: str) -> list[Failure]:
@@ -78,4 +110,12 @@ def delete_shared_storage(storage: SharedStorage, fs_id: str) -> list[Failure]:
         storage.delete(fs_id)
     except CloudError as exc:
         return [Failure(fs_id, str(exc))]
+    return []
+
+
+def delete_workers_role(role: WorkersRole) -> list[Failure]:
+    try:
+        role.delete()
+    except CloudError as exc:
+        return [Failure(f"IAM role {role.name}", str(exc))]
     return []

@@ -47,6 +47,7 @@ from ..aws.client import CloudError, Instance
 from ..aws.local import LocalCloudEc2
 from ..launch.units import enabled_units, run_unit_directly
 from ..remote import CONSOLE_BEGIN, CONSOLE_END
+from ..tags import ROLE_TAG, Role
 from . import motoserver, processes, sshd
 from .emulator_log import LocalCloudLog
 from .processes import INSTANCE_ENV
@@ -313,8 +314,10 @@ class FleetEmulator:
 
     def _instance_role_env(self, inst: Instance) -> dict[str, str]:
         """What IMDS would hand an instance with a role: credentials for the endpoint.
-        Workers have no instance profile and get nothing."""
-        if not inst.instance_profile:
+        Only the manager's: the local cloud has no other role's credentials to hand
+        out, and a worker's profile (the shared folder's, which may only mount EFS)
+        is of no use to an emulated worker, which mounts a directory."""
+        if not inst.instance_profile or inst.tags.get(ROLE_TAG) == Role.WORKER.value:
             return {}
         return {
             "AWS_ENDPOINT_URL": self.role_endpoint or str(self.ec2.client.meta.endpoint_url),

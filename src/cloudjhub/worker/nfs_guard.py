@@ -1,12 +1,18 @@
-"""Keep students' own processes from speaking NFS to the shared folder's EFS.
+"""Keep students' own processes from speaking NFS to the shared folder's EFS, and
+from the instance's credentials.
 
-EFS (no file system policy, no access points) believes whatever uid an NFS client
-claims, and its mount targets admit port 2049 from every worker. A student with a
-terminal could run a user-space NFS client, claim uid 0 and write the whole file
-system, bypassing the read-only mount. So before the agent mounts, OUTPUT rules
-reject NFS (port 2049, and efs-utils' local TLS tunnel on 127.0.0.1:20049-21049)
-from every non-system local uid. A uid range, not "not root": the kernel's own NFS
-client sockets have no owner and must still pass. No iptables, no shared folder.
+EFS believes whatever uid an NFS client claims, and its mount targets admit port 2049
+from every worker. Its file system policy (launch/iam_shared.py) admits only TLS
+mounts signed with the workers' role; that role's credentials are in the instance
+metadata service (IMDS). A student with a terminal who could read them and run a
+user-space NFS client could claim uid 0 and write the whole file system, bypassing
+the read-only mount. So before the agent mounts, OUTPUT rules reject, from every
+non-system local uid: NFS (port 2049, and efs-utils' local TLS tunnel on
+127.0.0.1:20049-21049) and IMDS (169.254.169.254, and fd00:ec2::254 on Nitro
+instances with IPv6: EC2 User Guide, "Access instance metadata for an EC2
+instance"). A uid range, not "not root": the kernel's own NFS client sockets have no
+owner and must still pass, and root (the agent, efs-utils) still reaches IMDS. No
+iptables, no shared folder.
 """
 
 from __future__ import annotations
@@ -19,15 +25,20 @@ from .protocol import AgentError
 
 # Every uid an account can have except the system's (and -1, "no uid").
 OWNERS = ["-m", "owner", "--uid-owner", f"{FIRST_USER_UID}-4294967294", "-j", "REJECT"]
-# EFS itself, then efs-utils' stunnel ports (its default tls_port_range).
+IMDS_V4 = "169.254.169.254"
+IMDS_V6 = "fd00:ec2::254"
+# EFS itself, efs-utils' stunnel ports (its default tls_port_range), then IMDS (any
+# protocol, any port).
 RULES = {
     "iptables": [
         ["-p", "tcp", "--dport", "2049", *OWNERS],
         ["-p", "tcp", "-d", "127.0.0.1", "--dport", "20049:21049", *OWNERS],
+        ["-d", IMDS_V4, *OWNERS],
     ],
     "ip6tables": [
         ["-p", "tcp", "--dport", "2049", *OWNERS],
         ["-p", "tcp", "-d", "::1", "--dport", "20049:21049", *OWNERS],
+        ["-d", IMDS_V6, *OWNERS],
     ],
 }
 TIMEOUT = 30.0

@@ -10,8 +10,8 @@ agent, as root, never follows a symlink on its way to a dropbox (each folder ope
 relative to its parent with O_NOFOLLOW, mounts given /proc/self/fd paths).
 
 On an instance the EFS file system is mounted once at a root-only staging point
-(NFSv4.1 over TLS with amazon-efs-utils' mount helper, plain NFSv4.1 without it) and
-bound from there. In the local cloud the "file system" is the local cloud's directory
+(amazon-efs-utils' mount helper, over TLS and signed with the instance's role: the
+file system's policy admits nothing else) and bound from there. In the local cloud the "file system" is the local cloud's directory
 for that id, bound the same way; that needs root, as mounts do.
 """
 
@@ -29,8 +29,6 @@ from .nfs_guard import ensure_nfs_guard
 from .paths import Layout
 from .protocol import AgentError, SharedFolder
 
-# Mount options AWS recommends for EFS over NFS (EFS User Guide, "Mounting on Linux").
-NFS_OPTIONS = "nfsvers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noresvport"
 MOUNT_TIMEOUT = 60.0
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # root:<staff's group>, group-writable, setgid, sticky (see _staff_writable).
@@ -184,19 +182,27 @@ def _source(layout: Layout, shared: SharedFolder) -> Path:
                 f"shared folder: the local cloud has no file system {shared.file_system_id}"
             )
         return found
-    ensure_nfs_guard()  # before any mount: students must not reach EFS directly
+    ensure_nfs_guard()  # before any mount: students reach neither EFS nor the role's keys
     staging = layout.shared_staging
     if staging.is_mount():
         return staging
     staging.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     staging.mkdir(exist_ok=True)
-    if shutil.which("mount.efs"):
-        argv = ["mount", "-t", "efs", "-o", "tls", f"{shared.file_system_id}:/", str(staging)]
-    else:
-        host = f"{shared.file_system_id}.efs.{shared.region}.amazonaws.com"
-        argv = ["mount", "-t", "nfs4", "-o", NFS_OPTIONS, f"{host}:/", str(staging)]
-    _run(argv)
+    _run(efs_mount_argv(shared.file_system_id, staging))
     return staging
+
+
+def efs_mount_argv(file_system_id: str, staging: Path) -> list[str]:
+    """efs-utils' helper with TLS and the instance's role: the file system's policy
+    refuses any client without both (launch/iam_shared.py), and only the helper can
+    sign a mount with IAM (EFS User Guide, "Mounting with IAM authorization")."""
+    if not shutil.which("mount.efs"):
+        raise AgentError(
+            "shared folder: amazon-efs-utils is not installed; its mount helper "
+            "(mount -t efs -o tls,iam) is the only way to mount the file system with "
+            "IAM authorization, which its policy requires"
+        )
+    return ["mount", "-t", "efs", "-o", "tls,iam", f"{file_system_id}:/", str(staging)]
 
 
 def _bind(source: str, target: Path, read_only: bool, keep: list[int]) -> None:

@@ -49,8 +49,10 @@ os_packages() {
       return 2
       ;;
     *:hibernation-agent) echo ec2-hibinit-agent ;;
-    # The shared folder (EFS): the mount helper with TLS where the OS packages it,
-    # else the NFSv4.1 client (the agent mounts plain nfs4 then).
+    # The shared folder (EFS): its mount helper, the only client that mounts with IAM
+    # (tls,iam), which the file system's policy requires. Only Amazon Linux packages
+    # it; elsewhere the NFSv4.1 client alone, and the agent refuses to mount without
+    # the helper (use an Amazon Linux 2023 base image with --shared-storage).
     amzn-*:nfs-client) echo amazon-efs-utils ;;
     *:nfs-client) echo nfs-common ;;
     # The agent's guard against students' own NFS clients (worker/nfs_guard.py).
