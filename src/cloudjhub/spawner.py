@@ -318,6 +318,9 @@ class InstanceSpawner(
                 self.worker_ami,
                 self.server_name,
                 zone,
+                warm_pool.keys_dir_for_claims(
+                    self.warm_pool_keys_dir, lambda: self.ssh_host_key_source
+                ),
             ),
             self._pool_wait,
         )
