@@ -63,8 +63,9 @@ from benchmarks.storm_figures import (  # after the path is set
     summary,
 )
 from cloudjhub.local.awslike import buckets
-from cloudjhub.local.awslike.settings import CONSOLE_POST_SECONDS, PENDING_SECONDS
+from cloudjhub.local.awslike.settings import PENDING_SECONDS
 from cloudjhub.spawner import InstanceSpawner
+from cloudjhub.warm_pool import KEYS_DIR_NAME, recorded_host_keys
 from tests.system.conftest import Demo, launch_demo
 
 VPC_CIDR = "127.240.0.0/16"  # no system test uses it
@@ -254,30 +255,37 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(2)
 
 
-def wait_for_pool(demo: Demo, n: int, time_scale: float) -> None:
-    """Until n running, unclaimed members wait for the class, their host keys on the
-    console (posted CONSOLE_POST_SECONDS after boot, as on AWS)."""
+def ready_members(ec2: Any, keys_dir: Path) -> list[str]:
+    """Running, unclaimed pool members whose host keys the keeper has recorded: the
+    ones a claim hands out (pool_claims._verifiable)."""
+    pages = ec2.get_paginator("describe_instances").paginate(
+        Filters=[
+            {"Name": "tag:cloudjhub:pool", "Values": ["ready"]},
+            {"Name": "instance-state-name", "Values": ["running"]},
+        ]
+    )
+    return [
+        i["InstanceId"]
+        for p in pages
+        for r in p["Reservations"]
+        for i in r["Instances"]
+        if not any(t["Key"] == "cloudjhub:user" for t in i.get("Tags", []))
+        and recorded_host_keys(str(keys_dir), i["InstanceId"])
+    ]
+
+
+def wait_for_pool(demo: Demo, n: int) -> None:
+    """Until n members are truly ready for the class: running, unclaimed, and their
+    host keys recorded by the keeper (where the hub keeps them: beside its usage log)."""
     ec2 = demo.ec2()
+    keys_dir = demo.state_dir / KEYS_DIR_NAME
 
     def full() -> bool:
-        pages = ec2.get_paginator("describe_instances").paginate(
-            Filters=[
-                {"Name": "tag:cloudjhub:pool", "Values": ["ready"]},
-                {"Name": "instance-state-name", "Values": ["running"]},
-            ]
-        )
-        members = [
-            i
-            for p in pages
-            for r in p["Reservations"]
-            for i in r["Instances"]
-            if not any(t["Key"] == "cloudjhub:user" for t in i.get("Tags", []))
-        ]
-        say(f"warm pool: {len(members)}/{n} running")
-        return len(members) >= n
+        ready = len(ready_members(ec2, keys_dir))
+        say(f"warm pool: {ready}/{n} running with their host keys recorded")
+        return ready >= n
 
     wait_for(full, 1800, "warm pool filled")
-    time.sleep(CONSOLE_POST_SECONDS * time_scale + 5)
 
 
 def phase_figures(
@@ -335,7 +343,7 @@ def run_strategy(strategy: str, n: int, light: bool, time_scale: float) -> dict[
         try:
             hub = Hub(demo)
             if strategy == "ours":
-                wait_for_pool(demo, n, time_scale)
+                wait_for_pool(demo, n)
             out: dict[str, Any] = {"in_effect": in_effect(config)}
             timeout = 600 + 3 * n
             for phase, action, create in (

@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 
 from .aws.client import CloudError, Instance
 from .aws.hub import HubEc2, WorkerSpec
-from .aws.pacing import Pacer
+from .aws.pacing import BucketFile, Pacer
 from .executor import blocking
 
 # Where an error is about one id of a Start/StopInstances, not the call.
@@ -86,11 +86,14 @@ class Ec2Queue:
         ec2: HubEc2,
         window: float,
         buckets: dict[str, tuple[float, float]] | None,
+        buckets_file: str = "",
     ) -> Ec2Queue:
-        """The queue for `key`; `buckets` None: no client-side pacing."""
+        """The queue for `key`; `buckets` None: no client-side pacing. `buckets_file`:
+        where their levels are shared with the pool's keeper ("" not shared)."""
         queue = cls._shared.get(key)
         if queue is None or queue.ec2 is not ec2:  # one per connection (Fleet's)
-            pacer = Pacer(buckets) if buckets is not None else None
+            shared = BucketFile(buckets_file) if buckets_file else None
+            pacer = Pacer(buckets, shared=shared) if buckets is not None else None
             if pacer is not None:
                 pacer.attach(ec2.client)
             queue = cls._shared[key] = cls(ec2, window, pacer)
@@ -226,4 +229,12 @@ def waited_message(place: int, seconds: float) -> str:
     return (
         f"Waiting for EC2: you are number {place} in the queue, "
         f"about {max(1, round(seconds))} seconds"
+    )
+
+
+def pool_waited_message(place: int, seconds: float) -> str:
+    """What a first login waiting for a warm-pool worker (`pool_claims`) is told."""
+    return (
+        f"Waiting for a ready instance from the warm pool: you are number {place} in "
+        f"the queue, about {max(1, round(seconds))} seconds"
     )

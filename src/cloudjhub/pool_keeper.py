@@ -136,6 +136,8 @@ class Keeper:
 
     def round(self) -> RoundResult:
         want = self.target(self.clock())
+        if self.keys_dir:  # claims check members against it from now on
+            Path(self.keys_dir).mkdir(parents=True, exist_ok=True)
         workers = self.ec2.describe_workers()
         self._report_strays(workers)
         self._unmark([w for w in workers if is_retiring(w) and w.user is not None and w.live])
@@ -167,6 +169,8 @@ class Keeper:
             terminated = self._retire(excess, f"beyond the target of {want.size}")
             members = [w for w in members if w.id not in terminated]
         stopped, started = self._to_state(members, want.state)
+        if want.state == "running":  # (a stopped pool's are recorded before each stop)
+            self._record_keys([m for m in members if m.state == "running"])
         self._forget_keys({w.id for w in workers if w.live} - set(terminated) - set(retired))
         return RoundResult(len(members), launched, stopped, started, terminated, retired, ended)
 
@@ -257,6 +261,13 @@ class Keeper:
         log.warning("pool worker %s printed no host keys; retiring it", member.id)
         self._retire([member], "no host keys")
         return False
+
+    def _record_keys(self, running: list[Instance]) -> None:
+        """Record running members' keys too, not only before a stop: a claim hands out
+        only members whose keys are recorded (pool_claims._verifiable)."""
+        if self.keys_dir:
+            for member in running:
+                self._keys_ready(member)
 
     def _forget_keys(self, keep: set[str]) -> None:
         if not self.keys_dir or not Path(self.keys_dir).is_dir():

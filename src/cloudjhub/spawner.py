@@ -40,6 +40,7 @@ from .aws.hub import HubEc2, WorkerSpec, launch_token
 from .config import ConfigError
 from .executor import blocking
 from .fleet import Fleet
+from .hibernation_prep import HibernationPrep
 from .home_volumes import attach_home_volume
 from .host_keys import HostKeyStore
 from .pool_claims import Claimant, PoolClaims
@@ -67,7 +68,13 @@ IDEMPOTENCY_CONFLICTS = ("IdempotentInstanceTerminated", "IdempotentParameterMis
 
 
 class InstanceSpawner(
-    SharedFolderMixin, ReleaseSpawnerMixin, Ec2Calls, KeptLogTails, ProfileSpawnerMixin, Spawner
+    SharedFolderMixin,
+    ReleaseSpawnerMixin,
+    Ec2Calls,
+    KeptLogTails,
+    HibernationPrep,
+    ProfileSpawnerMixin,
+    Spawner,
 ):
     """Give each user their own EC2 instance; stop (never terminate) it when they leave."""
 
@@ -301,7 +308,8 @@ class InstanceSpawner(
         if not self.pool_fits or not warm_pool.may_have_members(*pool):
             return None
         zone = await self._home_zone(self.user.name, self.server_name)
-        claims = PoolClaims.shared(self._fleet_key, self.fleet, self.ec2_queue.window)
+        queue = self.ec2_queue
+        claims = PoolClaims.shared(self._fleet_key, self.fleet, queue.window, queue.pacer)
         claimed = await claims.claim(
             Claimant(
                 self.user.name,
@@ -310,7 +318,11 @@ class InstanceSpawner(
                 self.worker_ami,
                 self.server_name,
                 zone,
-            )
+                warm_pool.keys_dir_for_claims(
+                    self.warm_pool_keys_dir, lambda: self.ssh_host_key_source
+                ),
+            ),
+            self._pool_wait,
         )
         if claimed is not None:
             self._just_claimed = claimed.id
@@ -661,6 +673,7 @@ class InstanceSpawner(
             inst = found[0]
         self._stop_requested = True
         await self._keep_stop_tail(inst)
+        await self._before_hibernation(inst)
         try:
             await self._stop_instance()
         except CloudError as exc:

@@ -19,7 +19,7 @@ from . import hibernation
 from .aws.client import CloudError, Instance
 from .aws.hub import HubEc2, WorkerSpec
 from .ec2_limits import check_buckets, default_buckets
-from .ec2_queue import Ec2Queue, waited_message
+from .ec2_queue import Ec2Queue, pool_waited_message, waited_message
 from .executor import blocking
 from .spawner_options import InstanceSpawnerOptions, SpawnError, from_config
 
@@ -51,6 +51,14 @@ class Ec2Calls(InstanceSpawnerOptions):
         "'resource-intensive', and the per-instance resource buckets '<Action> "
         "(resources)' of Run/Start/Stop/TerminateInstances. Defaults: AWS's published "
         "figures; give only the families to change (an account with raised limits).",
+    ).tag(config=True)
+    ec2_buckets_file = Unicode(
+        "",
+        help="A file where the hub and the warm pool's keeper (`cloudjhub warm-pool`, "
+        "another process) keep the levels of the client-side buckets between them, so "
+        "together they spend AWS's buckets no faster than AWS refills them (one set per "
+        "account and region). The hub's config puts it beside usage_log; '' keeps this "
+        "process's copy alone.",
     ).tag(config=True)
     worker_instance_type_fallbacks = List(
         Unicode(),
@@ -121,10 +129,15 @@ class Ec2Calls(InstanceSpawnerOptions):
     @property
     def ec2_queue(self) -> Ec2Queue:
         buckets = check_buckets(self.ec2_request_buckets) if self.ec2_client_throttle else None
-        return Ec2Queue.shared(self._fleet_key, self.ec2, self.ec2_coalesce_window, buckets)
+        return Ec2Queue.shared(
+            self._fleet_key, self.ec2, self.ec2_coalesce_window, buckets, self.ec2_buckets_file
+        )
 
     def _queue_wait(self, place: int, seconds: float) -> None:
         self._emit(12, waited_message(place, seconds))
+
+    def _pool_wait(self, place: int, seconds: float) -> None:
+        self._emit(6, pool_waited_message(place, seconds))
 
     async def _queued_start(self, instance_id: str) -> None:
         await self.ec2_queue.start(instance_id, self._queue_wait)

@@ -20,7 +20,7 @@ from traitlets import Unicode, default
 from . import remote
 from .aws.client import Instance
 from .executor import blocking
-from .host_keys import HostKeyStore
+from .hibernation_prep import pinned_target
 from .kept_logs import KEPT_LINES, Event, KeptLogs, cut, default_dir
 from .spawner_options import InstanceSpawnerOptions
 from .worker.protocol import posix_username
@@ -82,20 +82,12 @@ class KeptLogTails(InstanceSpawnerOptions):
 
     async def _keep_stop_tail(self, inst: Instance | None) -> None:
         """Before a running instance stops, read its server log's tail over SSH."""
-        if inst is None or inst.state != "running" or not inst.private_ip:
+        if inst is None:
             return
         try:
-            keys = await blocking(HostKeyStore(self.host_key_store).keys_for, inst.id)
-            if not keys:
-                return  # never connected to: there is no log of ours on it
-            target = remote.Target(
-                inst.private_ip,
-                self.ssh_port,
-                self.ssh_username,
-                self.ssh_key_file,
-                tuple(keys),
-                TAIL_CONNECT_TIMEOUT,
-            )
+            target = await pinned_target(self, inst, TAIL_CONNECT_TIMEOUT)
+            if target is None:
+                return  # not running, or never connected to: no log of ours on it
             argv = [*self.worker_command, "log", "--user", posix_username(self.user.name)]
             result = await blocking(
                 remote.run_on, target, [*argv, "--lines", str(KEPT_LINES)], b"", TAIL_TIMEOUT

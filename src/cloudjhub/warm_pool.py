@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,9 @@ KEYS_WAIT = 600.0
 # A claim mark with no user this long after launch is nobody's: terminated. (A launch
 # for several users tags them all within seconds; a replay of its token within this.)
 STALE_CLAIM = 1800.0
+# The keeper's keys directory's name beside the hub's usage log (hub/apply.py spells it
+# out: the hub's config imports only config).
+KEYS_DIR_NAME = "pool-host-keys"
 _INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,32}$")
 # Which member a claim takes first: the one that will serve soonest.
 CLAIM_ORDER = {"running": 0, "pending": 1, "stopped": 2, "stopping": 3}
@@ -141,6 +144,15 @@ def recorded_host_keys(keys_dir: str, instance_id: str) -> list[str]:
     except OSError:
         return []
     return [line for line in text.splitlines() if line.strip()]
+
+
+def keys_dir_for_claims(keys_dir: str, source: Callable[[], str]) -> str:
+    """Where a claim finds the keys it hands members out by (pool_claims._verifiable):
+    the keeper's directory when it records keys, i.e. hosts are pinned from the
+    console and it has made the directory. `source` is asked only then."""
+    if keys_dir and Path(keys_dir).is_dir() and source() == "console":
+        return keys_dir
+    return ""
 
 
 def unclaimed(instance: Instance) -> Instance:

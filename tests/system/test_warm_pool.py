@@ -1,5 +1,7 @@
 """The warm pool through the demo: a schedule window open now fills it (a stopped
-worker with no user), a first login claims that very worker, and the pool refills."""
+worker with no user), a first login claims that very worker (told its place in the
+claim queue on the spawn page), and the pool refills; the hub and its keeper pace
+against one file of bucket levels."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.system.conftest import Demo, running_demo
+from tests.system.test_like_aws import start_reading_progress
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(240)]
 
@@ -64,7 +67,7 @@ def test_a_scheduled_pool_is_filled_claimed_and_refilled(tmp_path: Path) -> None
     with running_demo(tmp_path, 600, VPC_CIDR, *extra) as demo:
         member = wait_for_pool(demo, "stopped", set())
 
-        demo.start("alice")
+        messages = start_reading_progress(demo, "alice")
 
         [mine] = demo.instances("alice")
         assert mine["InstanceId"] == member and mine["State"]["Name"] == "running"
@@ -72,3 +75,8 @@ def test_a_scheduled_pool_is_filled_claimed_and_refilled(tmp_path: Path) -> None
         assert demo.request("GET", f"{demo.hub_url}user/alice/api/status").status_code == 200
         wait_for_pool(demo, "stopped", {member})
         assert len(pool(demo)) == 1  # the open window's size, not the closed one's
+        waited = "Waiting for a ready instance from the warm pool: you are number 1 in"
+        assert any(m.startswith(waited) for m in messages), messages
+        # One copy of the buckets: the keeper's launch and the hub's claim in one file.
+        [levels] = Path(demo.state_dir).rglob("ec2-buckets.json")
+        assert {"RunInstances", "CreateTags"} <= set(json.loads(levels.read_text()))

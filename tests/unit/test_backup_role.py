@@ -10,13 +10,16 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from cloudjhub.aws.backups import Backups
-from cloudjhub.aws.client import boto_client
+from cloudjhub.aws.backups import Backups, policy_details
+from cloudjhub.aws.client import CloudError, boto_client
+from cloudjhub.aws.dlm_retry import call_with_new_role
 from cloudjhub.aws.local import LocalCloudEc2
+from cloudjhub.backup_schedule import to_dlm
 from cloudjhub.cli import main
 from cloudjhub.launch.backup_policy import ensure_backup_policy
+from cloudjhub.launch.iam_backups import DLM_TRUST_POLICY
 from cloudjhub.launch.options import LaunchOptions
-from cloudjhub.local.dlm import DlmApi
+from cloudjhub.local.dlm import DlmApi, moto_role_age
 from tests.unit.conftest import REGION
 
 ROLE = "AWSDataLifecycleManagerDefaultRole"
@@ -154,3 +157,58 @@ class _Refuses:
 
     def create_role(self, **_kwargs: Any) -> Any:
         raise self.error
+
+
+def test_a_role_iam_has_not_spread_yet_is_retried_and_the_launch_says_so(
+    ec2: LocalCloudEc2, local_dlm: tuple[DlmApi, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS's DLM refuses a role made a moment ago (IAM is eventually consistent); the
+    local DLM does so under --like-aws, and the backup step waits it out."""
+    api, _ = local_dlm
+    trust = json.dumps(DLM_TRUST_POLICY)
+    role = boto_client("iam", REGION).create_role(RoleName="new", AssumeRolePolicyDocument=trust)
+    age = moto_role_age(role["Role"]["Arn"])
+    assert age is not None and 0 <= age < 60  # the stand-in reads moto's IAM
+    assert moto_role_age("arn:aws:iam::123456789012:role/none") is None
+    # The first look finds it brand new (what a loaded test machine cannot time).
+    ages = iter([0.0])
+    monkeypatch.setattr(api, "young_role_seconds", 5.0)
+    monkeypatch.setattr(api, "role_age", lambda arn: next(ages, 100.0))
+    said: list[str] = []
+    made = ensure_backup_policy(ec2, _opts(backup_role=role["Role"]["Arn"]), said.append)
+    assert made is not None and made[0] in api.policies
+    waits = [line for line in said if "cannot assume" in line and "role/new" in line]
+    assert waits, said
+    assert made[1]() == []
+
+
+def test_the_retry_is_bounded_and_only_for_that_refusal(
+    aws: None, local_dlm: tuple[DlmApi, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api, url = local_dlm
+    monkeypatch.setattr(api, "young_role_seconds", 1e9)
+    monkeypatch.setattr(api, "role_age", lambda arn: 0.0)
+    dlm = boto_client("dlm", REGION, url)
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    details = policy_details("alpha", True, to_dlm("0 3 * * *"), 2)
+    with pytest.raises(CloudError, match="cannot be assumed by principal"):
+        call_with_new_role(
+            dlm,
+            "create_lifecycle_policy",
+            "arn:aws:iam::123456789012:role/new",
+            sleep=sleep,
+            clock=lambda: now[0],
+            Description="d",
+            State="ENABLED",
+            PolicyDetails=details,
+        )
+    assert slept == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0, 8.0, 8.0] and now[0] <= 60
+    with pytest.raises(CloudError, match="Parameter validation failed"):  # not retried
+        call_with_new_role(dlm, "create_lifecycle_policy", "arn:x", sleep=sleep)
+    assert len(slept) == 9

@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +25,7 @@ from cloudjhub.launch.groups import ensure_security_groups
 from cloudjhub.launch.manager_shared import fstab_line, with_entry
 from cloudjhub.launch.options import LaunchOptions
 from cloudjhub.launch.shared_storage import ensure_shared_storage
+from cloudjhub.local.awslike import efs_creating
 from cloudjhub.shared_folder import shared_settings
 from cloudjhub.shared_spawner import SharedFolderMixin
 from cloudjhub.tags import CLUSTER_TAG, tag_dict
@@ -106,6 +109,35 @@ def test_launch_makes_an_encrypted_efs_reachable_only_from_workers_once(
     # A failed launch's undo deletes what this run made.
     assert made[2]() == []
     assert efs.describe_file_systems()["FileSystems"] == []
+
+
+def test_launch_polls_efs_while_aws_still_creates_it_and_says_so(
+    ec2: LocalCloudEc2, cluster: dict[str, Any]
+) -> None:
+    """AWS reports a new file system and mount target `creating` for a while; the
+    local cloud's --like-aws does too (moto would not), and the launch says it waits."""
+    efs = boto_client("efs", REGION)
+    efs_creating.install(file_system=0.4, mount_target=0.4)
+    try:
+        said: list[str] = []
+        opts = cluster["opts"].model_copy(update={"poll": 0.1})
+        made = ensure_shared_storage(ec2, opts, cluster["groups"], cluster["vpc"], said.append)
+        assert made is not None
+        targets = efs.describe_mount_targets(FileSystemId=made[0])["MountTargets"]
+        assert [t["LifeCycleState"] for t in targets] == ["available"] * 3
+        waits = [line for line in said if "waiting for" in line]
+        assert any(f"EFS file system {made[0]} to be available" in w for w in waits), said
+        assert any(f"the mount targets of {made[0]} to be available" in w for w in waits), said
+        assert made[2]() == []
+
+        efs_creating.install(file_system=30, mount_target=30)
+        fs = efs.create_file_system(CreationToken="another")
+        assert fs["LifeCycleState"] == "creating"
+        (seen,) = efs.describe_file_systems(FileSystemId=fs["FileSystemId"])["FileSystems"]
+        assert seen["LifeCycleState"] == "creating"
+        efs.delete_file_system(FileSystemId=fs["FileSystemId"])
+    finally:
+        efs_creating.uninstall()
 
 
 def test_one_mount_target_per_zone_even_with_two_workers_subnets_there(
@@ -284,6 +316,47 @@ def test_the_agent_mounts_the_shared_folder_read_only_for_students(
     assert stopped.returncode == 0, stopped.stderr
     assert mounts_under(worker.root) == []
     assert not (shared / "week1").exists()  # the mount point, empty again
+
+
+@needs_root
+def test_no_mount_step_ever_shows_another_students_dropbox_at_srv_shared(
+    worker: Worker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A student's processes may already run when the agent mounts: after every mount
+    or umount the agent runs, /srv/shared must not show carol's dropbox. The test's
+    folder is a shared mount, as / is under systemd (`mount --move` refuses that)."""
+    efs = tmp_path / "efs" / FS_ID
+    (efs / "intro" / "dropbox" / "carol").mkdir(parents=True)
+    (efs / "intro" / "dropbox" / "carol" / "answer.txt").write_text("carol's")
+    shared = worker.root / "srv" / "shared"
+    seen = tmp_path / "seen.log"
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    for tool in ("mount", "umount"):
+        real = shutil.which(tool)
+        (hooks / tool).write_text(
+            f'#!/bin/sh\n{real} "$@"; rc=$?\n'
+            f'echo "{tool} $*: $(ls -A {shared}/intro/dropbox 2>/dev/null | tr "\\n" " ")"'
+            f" >> {seen}\nexit $rc\n"
+        )
+        (hooks / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{hooks}:{os.environ['PATH']}")
+    subprocess.run(["mount", "--bind", str(tmp_path), str(tmp_path)], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", str(tmp_path)], check=True)
+        started = worker.start(worker.request("bob", shared=_shared(staff=False)))
+        assert started.returncode == 0, started.stderr
+        steps = seen.read_text().splitlines()
+        assert not [step for step in steps if "carol" in step.partition(": ")[2]], steps
+        assert any("--move" in step for step in steps), steps
+        assert sorted(os.listdir(shared / "intro" / "dropbox")) == ["bob"]
+        assert _write(shared / "intro" / "dropbox" / "bob" / "answer.txt") == 0
+        assert mounts_under(worker.root / "var") == []  # nothing left where it was built
+        assert worker.run("stop", "--user", "bob", "--timeout", "2").returncode == 0
+        assert mounts_under(worker.root) == []
+    finally:
+        unmount_under(worker.root)
+        subprocess.run(["umount", "-l", str(tmp_path)], check=False)
 
 
 @needs_root

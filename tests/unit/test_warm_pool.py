@@ -256,6 +256,7 @@ def test_a_stopped_pool_keeps_host_keys_from_the_first_boot_for_the_claim(
 
     alice = spawner_for("alice")
     alice.warm_pool_keys_dir = str(tmp_path / "keys")
+    alice.ssh_host_key_source = "console"
     claimed = run(alice._find_instance())
 
     assert claimed is not None and claimed.id == member

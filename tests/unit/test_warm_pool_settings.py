@@ -56,6 +56,8 @@ def test_the_hub_always_runs_the_pool_keeper(tmp_path: Path) -> None:
         "running",
         "--keys-dir",
         keys_dir,
+        "--buckets-file",
+        str(tmp_path / "ec2-buckets.json"),  # the hub's: one copy of AWS's buckets
     ]
     assert keeper["environment"]["CLOUDJHUB_SERVER_CONFIG"] == str(tmp_path / "server_config.json")
     assert keeper["environment"]["AWS_ACCESS_KEY_ID"] == "local"

@@ -27,6 +27,7 @@ from ..tags import (
 from . import snapshots
 from .admin import AdminEc2
 from .client import CloudError, NotOurs, boto_client, call
+from .dlm_retry import Say, call_with_new_role
 
 DEFAULT_BACKUP_ROLE = "AWSDataLifecycleManagerDefaultRole"
 SCHEDULE_NAME = "cloudjhub"
@@ -94,29 +95,28 @@ class Backups:
             ]
         return list(dict.fromkeys(found))
 
-    def ensure_policy(self, role_arn: str, details: dict[str, Any]) -> str:
-        """Create the cluster's policy, or bring an existing one to `details`."""
+    def ensure_policy(self, role_arn: str, details: dict[str, Any], say: Say | None = None) -> str:
+        """Create the cluster's policy, or bring an existing one to `details` (retried
+        while DLM cannot assume a role IAM has not spread yet: dlm_retry)."""
         description = f"cloudjhub {self.cluster}: users' volumes"
         existing = self.policies()
+        common: dict[str, Any] = {
+            "State": "ENABLED",
+            "Description": description,
+            "PolicyDetails": details,
+        }
         if existing:
-            call(
-                self.dlm,
-                "update_lifecycle_policy",
-                PolicyId=existing[0],
-                ExecutionRoleArn=role_arn,
-                State="ENABLED",
-                Description=description,
-                PolicyDetails=details,
+            call_with_new_role(
+                self.dlm, "update_lifecycle_policy", role_arn, say, PolicyId=existing[0], **common
             )
             return existing[0]
-        reply = call(
+        reply = call_with_new_role(
             self.dlm,
             "create_lifecycle_policy",
-            ExecutionRoleArn=role_arn,
-            Description=description,
-            State="ENABLED",
-            PolicyDetails=details,
+            role_arn,
+            say,
             Tags={CLUSTER_TAG: self.cluster},
+            **common,
         )
         return str(reply["PolicyId"])
 

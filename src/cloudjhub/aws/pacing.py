@@ -12,20 +12,71 @@ the calling thread (short waits: describes, tags, volumes); `reserve` with
 `prepaid()` lets an async caller (the EC2 queue, `ec2_queue.py`) wait on the event
 loop instead, showing users their place, and then make the call without paying
 twice.
+
+AWS keeps one set of buckets per account and region, and the pool's keeper
+(`cloudjhub warm-pool`) is another process on the manager spending them: with a copy
+each, the two could together spend twice the refill. Given the same `BucketFile`,
+both pacers read and write each bucket's level under an exclusive lock (flock), so
+together they spend no faster than AWS refills. A level is (tokens, when), `when` on
+the monotonic clock, on Linux one clock for every process of a boot. The file is only
+a cache of levels: a missing, torn or foreign one reads as full buckets (as at start).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
+import math
+import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..ec2_limits import default_buckets, request_family, resource_family
 
 SLACK = 0.001
+
+
+Levels = dict[str, tuple[float, float]]
+
+
+class BucketFile:
+    """The levels of an account's buckets, kept in a file by every process pacing them."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[Levels]:
+        """The levels, for the block to read and change; written back after it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "r+") as file:
+            fcntl.flock(file, fcntl.LOCK_EX)  # released when the file closes
+            levels = _parse_levels(file.read())
+            yield levels
+            file.seek(0)
+            file.truncate()
+            file.write(json.dumps({k: list(v) for k, v in levels.items()}))
+
+
+def _parse_levels(text: str) -> Levels:
+    try:
+        raw = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    levels: Levels = {}
+    for name, value in raw.items() if isinstance(raw, dict) else ():
+        numbers = value if isinstance(value, list) and len(value) == 2 else []
+        if numbers and all(
+            isinstance(n, int | float) and not isinstance(n, bool) and math.isfinite(n)
+            for n in numbers
+        ):
+            levels[str(name)] = (float(numbers[0]), float(numbers[1]))
+    return levels
 
 
 @dataclass
@@ -65,8 +116,10 @@ class Pacer:
         buckets: Mapping[str, tuple[float, float]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        shared: BucketFile | None = None,
     ) -> None:
         self.clock = clock
+        self.shared = shared
         self.sleep = sleep
         self._sizes = {k: (v[0], v[1]) for k, v in default_buckets().items()}
         self._sizes.update(buckets or {})
@@ -81,28 +134,47 @@ class Pacer:
         self, action: str, resources: int = 0, filtered: bool = True, weight: int = 1
     ) -> Ticket:
         """Take the tokens `action` needs, as of the time they will be there."""
-        with self._lock:
+        with self._lock, self._levels() as levels:
             now = self.clock()
             family = request_family(action, filtered)
             own = action if family == action else f"{action} ({family})"
-            needs = [(self._bucket(own, family, now), 1.0)]
+            needs = [(own, self._bucket(own, family, now, levels), 1.0)]
             per_instance = resource_family(action)
             if per_instance is not None and resources > 0:
-                needs.append((self._bucket(per_instance, per_instance, now), float(resources)))
-            ready = max(b.ready_at(now, n) for b, n in needs)
-            for bucket, count in needs:
+                bucket = self._bucket(per_instance, per_instance, now, levels)
+                needs.append((per_instance, bucket, float(resources)))
+            ready = max(b.ready_at(now, n) for _, b, n in needs)
+            for name, bucket, count in needs:
                 bucket.tokens -= count
+                levels[name] = (bucket.tokens, bucket.updated)
             self._seq += 1
             ticket = Ticket(ready, self._seq, weight)
             if ready > now:
                 self._waiting.append(ticket)
             return ticket
 
-    def _bucket(self, name: str, family: str, now: float) -> _Bucket:
+    def wait_for(self, action: str, counts: Sequence[int], filtered: bool = True) -> list[float]:
+        """For each count, seconds until that many requests of `action` could all have
+        gone, if nothing else spends its bucket (estimates to show; nothing reserved)."""
+        with self._lock, self._levels() as levels:
+            now = self.clock()
+            family = request_family(action, filtered)
+            own = action if family == action else f"{action} ({family})"
+            bucket = self._bucket(own, family, now, levels)
+            level = bucket.level(now)
+            return [max(0.0, (count - level) / bucket.refill) for count in counts]
+
+    def _levels(self) -> contextlib.AbstractContextManager[Levels]:
+        """The shared levels, locked; or none to share (this process's alone)."""
+        return contextlib.nullcontext({}) if self.shared is None else self.shared.locked()
+
+    def _bucket(self, name: str, family: str, now: float, levels: Levels) -> _Bucket:
         bucket = self._buckets.get(name)
         if bucket is None:
             capacity, refill = self._sizes[family]
             bucket = self._buckets[name] = _Bucket(capacity, refill, capacity, now)
+        if name in levels:  # where the other process left it
+            bucket.tokens, bucket.updated = levels[name]
         return bucket
 
     def done_waiting(self, ticket: Ticket) -> None:

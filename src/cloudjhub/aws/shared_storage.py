@@ -6,14 +6,16 @@ The file system is found again by its creation token (one per cluster, which als
 makes CreateFileSystem idempotent) and is ours only if it carries the cluster's tag.
 AWS creates file systems and mount targets asynchronously ("creating", then
 "available"; a mount target is "deleting" for a while and the file system cannot be
-deleted until it is gone: EFS API reference, CreateMountTarget, DeleteFileSystem);
-moto makes them available at once, so every wait here is a real poll.
+deleted until it is gone: EFS API reference, CreateMountTarget, DeleteFileSystem),
+so every wait here is a real poll, and says (`say`) what it waits for meanwhile.
+moto makes them available at once; the local cloud's --like-aws does not
+(local/awslike/efs_creating.py).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..tags import CLUSTER_TAG, Role, tag_dict, tag_list, tags_for
@@ -22,6 +24,8 @@ from .admin import AdminEc2
 from .client import CloudError, NotOurs, boto_client, call
 
 NFS_PORT = 2049
+# How often a wait says it is still waiting (the first time: at once).
+PROGRESS_EVERY = 15.0
 
 
 def creation_token(cluster: str) -> str:
@@ -44,12 +48,20 @@ def nfs_rule(source_group: str) -> dict[str, Any]:
 class SharedStorage:
     """One cluster's EFS file system, its mount targets and its security group."""
 
-    def __init__(self, ec2: AdminEc2, efs: Any, timeout: float = 600.0, poll: float = 5.0):
+    def __init__(
+        self,
+        ec2: AdminEc2,
+        efs: Any,
+        timeout: float = 600.0,
+        poll: float = 5.0,
+        say: Callable[[str], None] | None = None,
+    ):
         self.ec2 = ec2
         self.cluster = ec2.cluster
         self.efs = efs
         self.timeout = timeout
         self.poll = poll
+        self.say = say
 
     @classmethod
     def connect(
@@ -59,8 +71,9 @@ class SharedStorage:
         endpoint_url: str | None,
         timeout: float = 600.0,
         poll: float = 5.0,
+        say: Callable[[str], None] | None = None,
     ) -> SharedStorage:
-        return cls(ec2, boto_client("efs", region, endpoint_url), timeout, poll)
+        return cls(ec2, boto_client("efs", region, endpoint_url), timeout, poll, say)
 
     @property
     def tags(self) -> dict[str, str]:
@@ -220,6 +233,19 @@ class SharedStorage:
 
     def _wait(self, what: str, done: Any) -> None:
         try:
-            poll_until(done, timeout=self.timeout, interval=self.poll, what=what)
+            poll_until(
+                done,
+                timeout=self.timeout,
+                interval=self.poll,
+                what=what,
+                progress=self._progress(what),
+                progress_every=PROGRESS_EVERY,
+            )
         except TimedOut as late:
             raise CloudError(str(late)) from late
+
+    def _progress(self, what: str) -> Callable[[object, float], None] | None:
+        say = self.say
+        if say is None:
+            return None
+        return lambda _value, elapsed: say(f"  waiting for {what} ({elapsed:.0f}s so far)")

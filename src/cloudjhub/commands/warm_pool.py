@@ -74,6 +74,14 @@ from .pool_options import pool_size_option, pool_state_option
     "InstanceSpawner.ec2_request_buckets: it spends AWS's buckets no faster than AWS "
     "refills them, as the hub does [default: AWS's published figures].",
 )
+@click.option(
+    "--buckets-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Share the buckets' levels with the hub through this file "
+    "(InstanceSpawner.ec2_buckets_file), so together they spend AWS's buckets no faster "
+    "than AWS refills them [default: the keeper's own copy].",
+)
 @click.option("--once", is_flag=True, help="Run one round and exit.")
 def warm_pool(
     size: int | None,
@@ -86,6 +94,7 @@ def warm_pool(
     time_zone: str | None,
     host_key_source: str | None,
     ec2_request_buckets: str | None,
+    buckets_file: Path | None,
     once: bool,
 ) -> None:
     """Keep SIZE launched, unassigned workers for first logins (JupyterHub service),
@@ -95,7 +104,7 @@ def warm_pool(
     """
     from ..aws.client import CloudError
     from ..aws.hub import HubEc2
-    from ..aws.pacing import Pacer
+    from ..aws.pacing import BucketFile, Pacer
     from ..config import ConfigError, check_warm_pool_schedule, load_server_config, parse_json
     from ..pool_keeper import Keeper, one_off_reader, pool_spec, run
     from ..pool_schedule import PoolPlan, PoolTarget, parse_windows
@@ -120,7 +129,7 @@ def warm_pool(
         ec2 = HubEc2.connect(config.CLUSTER_NAME, config.REGION, config.AWS_ENDPOINT_URL)
     except CloudError as exc:
         raise CommandError(str(exc)) from exc
-    Pacer(buckets).attach(ec2.client)
+    Pacer(buckets, shared=BucketFile(buckets_file) if buckets_file else None).attach(ec2.client)
     logging.basicConfig(
         level=logging.INFO, format="[%(levelname).1s %(asctime)s cloudjhub-warm-pool] %(message)s"
     )

@@ -107,8 +107,13 @@ def apply(c: Config, settings: HubSettings, environ: Mapping[str, str] | None = 
     if not isinstance(settings.spawner.traits.get("releases_dir"), str):
         # Beside the usage log, where `cloudjhub release` writes on the manager.
         spawner.releases_dir = str(Path(settings.spawner.usage_log).with_name("releases"))
+    buckets_file = settings.spawner.traits.get("ec2_buckets_file")
+    if not isinstance(buckets_file, str):
+        buckets_file = str(Path(settings.spawner.usage_log).with_name("ec2-buckets.json"))
+        spawner.ec2_buckets_file = buckets_file
     # Always: a schedule's window or `cloudjhub prewarm` may fill a pool of size 0.
-    hub.services = [*hub.services, warm_pool_service(settings, env, size, state, keys_dir)]
+    pool = warm_pool_service(settings, env, size, state, keys_dir, buckets_file)
+    hub.services = [*hub.services, pool]
     # Last, so it can change any of the above (traitlets warns of unknown traits).
     c.merge(Config(settings.jupyterhub_config))
 

@@ -39,13 +39,20 @@ def culler_every(timeout: int) -> int:
 
 
 def warm_pool_service(
-    settings: HubSettings, environ: Mapping[str, str], size: int, state: str, keys_dir: str
+    settings: HubSettings,
+    environ: Mapping[str, str],
+    size: int,
+    state: str,
+    keys_dir: str,
+    buckets_file: str = "",
 ) -> dict[str, Any]:
     """`cloudjhub warm-pool`: EC2 only (the instance role's), no hub API scopes."""
     aws = {k: v for k, v in environ.items() if k.startswith("AWS_")}
     passed = {k: environ[k] for k in settings.services.pass_environment if k in environ}
     command = [str(Path(settings.services.python).with_name("cloudjhub")), "warm-pool"]
     command += ["--size", str(size), "--state", state, "--keys-dir", keys_dir]
+    if buckets_file:  # the hub's, so the two spend one copy of AWS's buckets
+        command += ["--buckets-file", buckets_file]
     traits = settings.spawner.traits
     instance_type = traits.get("worker_instance_type")
     if isinstance(instance_type, str):

@@ -47,7 +47,7 @@ def ensure_backup_policy(
         opts.backup_schedule,
         opts.backup_retain,
     )
-    policy_id = backups.ensure_policy(role, details)
+    policy_id = backups.ensure_policy(role, details, say)
     say(f"backup policy {policy_id}: {opts.backup_schedule}, keep {opts.backup_retain}")
 
     def undo() -> list[Failure]:

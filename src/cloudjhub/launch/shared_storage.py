@@ -64,7 +64,9 @@ def ensure_shared_storage(
     system policy; the file system's id, the workers' instance profile and the undo."""
     if opts.shared is None:
         return None
-    storage = SharedStorage.connect(ec2, opts.region, opts.endpoint_url, opts.timeout, opts.poll)
+    storage = SharedStorage.connect(
+        ec2, opts.region, opts.endpoint_url, opts.timeout, opts.poll, say
+    )
     role = WorkersRole.connect(opts.cluster, opts.region, opts.endpoint_url)
     fs_id, created = storage.ensure_file_system()
     role_made = False

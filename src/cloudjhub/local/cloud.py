@@ -109,7 +109,10 @@ def prepare_demo_cluster(
     groups = ensure_security_groups(ec2, net.vpc_id, ssh_port=ssh_port)
     shared_keys: dict[str, object] = {}
     if shared is not None:
-        fs_id = ensure_local_shared(ec2, net.vpc_id, net.private_subnet, groups.worker, state_dir)
+        say = progress if callable(progress) else None
+        fs_id = ensure_local_shared(
+            ec2, net.vpc_id, net.private_subnet, groups.worker, state_dir, say
+        )
         shared_keys = {
             "SHARED_STORAGE": shared.storage,
             "SHARED_FILE_SYSTEM_ID": fs_id,

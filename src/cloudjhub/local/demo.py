@@ -40,7 +40,7 @@ from ..hub.settings import (
 from ..shared_folder import SharedSettings
 from ..waiting import TimedOut, poll_until
 from . import motoserver
-from .awslike import ipreuse
+from .awslike import in_moto
 from .awslike.proxy import CONTROL_PATH, AwsLikeProxy
 from .awslike.settings import Behaviour
 from .cloud import (
@@ -288,9 +288,12 @@ class DemoStack:
             f"faults: {faults}) on {self.awslike.url}, in front of {upstream}"
         )
         if self.moto is not None:
-            ipreuse.install(behaviour.shutting_down)
+            in_moto.install(self.moto, behaviour)
         else:
-            self._say("private IP reuse after termination is not modelled with --aws-endpoint")
+            self._say(
+                "private IP reuse after termination, EFS's creating states and IAM's "
+                "propagation delay are not modelled with --aws-endpoint"
+            )
         return self.awslike.url, self.awslike.internal_url
 
     def _like_aws_facts(self) -> dict[str, str]:
@@ -497,7 +500,7 @@ class DemoStack:
             self.emulator.stop()
         if self.awslike is not None:
             self.awslike.stop()
-            ipreuse.uninstall()
+            in_moto.uninstall()
         if self.moto is not None:
             self.moto.stop()
         if self.guardian is not None:

@@ -56,6 +56,10 @@ class DlmApi:
         # Set by the local cloud: runs the engine at a given time (POST RUN_PATH).
         self.run: Callable[[datetime], list[str]] | None = None
         self.run_key = ""
+        # --like-aws: a role younger than this many seconds is refused, as AWS's DLM
+        # refuses one IAM has not spread yet (aws/dlm_retry.py); `role_age` says how old.
+        self.young_role_seconds = 0.0
+        self.role_age: Callable[[str], float | None] = moto_role_age
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -82,6 +86,8 @@ class DlmApi:
     ) -> tuple[int, dict[str, Any]]:
         if path == RUN_PATH and method == "POST" and self.run is not None:
             return 200, {"SnapshotIds": self.run(datetime.fromisoformat(body["now"]))}
+        if method in ("POST", "PATCH") and (refusal := self._young_role(body)):
+            return 400, {"message": refusal}
         if path == "/policies" and method == "POST":
             return 200, {"PolicyId": self._create(body)}
         if path == "/policies" and method == "GET":
@@ -101,6 +107,15 @@ class DlmApi:
                 policy["DateModified"] = datetime.now(UTC).timestamp()
                 return 200, {}
         return 400, {"message": f"unsupported {method} {path}"}
+
+    def _young_role(self, body: dict[str, Any]) -> str | None:
+        arn = body.get("ExecutionRoleArn")
+        if not self.young_role_seconds or not isinstance(arn, str):
+            return None
+        age = self.role_age(arn)
+        if age is None or age >= self.young_role_seconds:
+            return None
+        return f"Provided role {arn} cannot be assumed by principal 'dlm.amazonaws.com'."
 
     def _create(self, body: dict[str, Any]) -> str:
         policy_id = f"policy-{secrets.token_hex(9)}"
@@ -132,6 +147,21 @@ class DlmApi:
                     continue
                 out.append({k: p[k] for k in ("PolicyId", "Description", "State", "Tags")})
         return out
+
+
+def moto_role_age(arn: str) -> float | None:
+    """Seconds since moto's IAM (in this process) made the role; None if it has none."""
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.iam.models import iam_backends
+
+    try:
+        role = iam_backends[DEFAULT_ACCOUNT_ID]["aws"].get_role_by_arn(arn)
+    except Exception:  # moto's IAMNotFoundException, or a malformed ARN
+        return None
+    made = role.create_date
+    if made.tzinfo is None:
+        made = made.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - made).total_seconds()
 
 
 def _reply(start_response: Callable[..., Any], status: int, body: dict[str, Any]) -> list[bytes]:

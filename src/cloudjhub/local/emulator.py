@@ -21,6 +21,11 @@ key and a pid sweep each) would keep the last user waiting for all the others.
 
 Under `--like-aws` the console is the AWS behaviour layer's (`console`), and
 host keys are printed on an instance's first boot only, as cloud-init does.
+Only EC2 taking an instance down (stopping, stopped, shutting-down, terminated,
+or a new start) halts its machine: one that shows `pending` or is missing from
+a listing is not halted, so it never boots a second time unasked.
+
+What it does is logged to `emulator.log` in the state dir (`emulator_log`).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from ..launch.units import enabled_units, run_unit_directly
 from ..remote import CONSOLE_BEGIN, CONSOLE_END
 from ..tags import ROLE_TAG, Role
 from . import motoserver, processes, sshd
+from .emulator_log import LocalCloudLog
 from .processes import INSTANCE_ENV
 from .shared_dirs import delete_unmounted, unmount_instance, unmount_instances
 
@@ -54,6 +60,9 @@ SHUTDOWN_REQUEST = Path("run") / "shutdown"
 _T = TypeVar("_T")
 # How many machines boot or halt at once.
 PARALLEL = 8
+# The states in which EC2 has taken a machine down. A booted machine whose instance
+# shows `pending` (a launch's, shown late) or is missing from one listing is still up.
+WENT_DOWN = frozenset({"stopping", "stopped", "shutting-down", "terminated"})
 
 
 @dataclass
@@ -109,6 +118,7 @@ class FleetEmulator:
         # known_hosts is rewritten by each boot; boots run side by side.
         self._hosts_lock = threading.Lock()
         self.known_hosts = state_dir / "known_hosts"
+        self.log_file = LocalCloudLog(state_dir)
 
     @property
     def volumes_dir(self) -> Path:
@@ -124,6 +134,7 @@ class FleetEmulator:
 
     def start(self) -> None:
         sshd.sshd_binary()  # fail early, with the install hint
+        self.log_file.open()
         self.reconcile()
         self._thread = threading.Thread(target=self._run, name="fleet-emulator", daemon=True)
         self._thread.start()
@@ -150,6 +161,7 @@ class FleetEmulator:
             self.suspended.clear()
             sshd.end_pids(processes.fleet_pids(self.state_dir))
             unmount_instances(self.state_dir)
+        self.log_file.close()
 
     def reconcile(self) -> None:
         with self._lock:
@@ -177,10 +189,12 @@ class FleetEmulator:
             down: list[tuple[Machine, bool]] = []
             for instance_id, machine in list(self.machines.items()):
                 inst = instances.get(instance_id)
+                if inst is None:
+                    continue  # a partial listing: only a stop or terminate ends a machine
                 rebooted = motoserver.boot_count(instance_id) != machine.boot
-                if inst is None or inst.state != "running" or rebooted:
-                    alive = inst is not None and inst.live
-                    down.append((machine, alive and motoserver.stopped_with_hibernate(instance_id)))
+                if inst.state in WENT_DOWN or rebooted:
+                    hibernated = inst.live and motoserver.stopped_with_hibernate(instance_id)
+                    down.append((machine, hibernated))
                     del self.machines[instance_id]
             self._each(lambda m: self._suspend(m[0]) if m[1] else self._halt(m[0]), down)
             up = [
@@ -282,7 +296,10 @@ class FleetEmulator:
         # boot that fails after this is not booted twice.
         self.machines[inst.id] = machine
         if self.publish_console:
-            self.console(inst.id, self._console_text(inst.id, host_key))
+            keys_printed = inst.id in self._keys_published
+            self.console(inst.id, self._console_text(inst.id, host_key, keys_printed))
+            # Printed once the console has them: a boot that failed before does not count.
+            self._keys_published.add(inst.id)
         self._record_known_host(inst.private_ip, host_key)
         if resumed is None:
             for unit in enabled_units(root):
@@ -290,10 +307,9 @@ class FleetEmulator:
                 log.info("%s: started %s", inst.id, unit.name)
         log.info("booted %s at %s:%s", inst.id, inst.private_ip, self.ssh_port)
 
-    def _console_text(self, instance_id: str, host_key: str) -> str:
-        if self.host_keys_once and instance_id in self._keys_published:
+    def _console_text(self, instance_id: str, host_key: str, keys_printed: bool) -> str:
+        if self.host_keys_once and keys_printed:
             return "cloud-init: booting\ncloud-init: keys-to-console already ran on this instance\n"
-        self._keys_published.add(instance_id)
         return f"cloud-init: booting\n{CONSOLE_BEGIN}\n{host_key}\n{CONSOLE_END}\n"
 
     def _instance_role_env(self, inst: Instance) -> dict[str, str]:

@@ -9,12 +9,16 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ..aws.admin import AdminEc2
 from ..aws.shared_storage import SharedStorage
+from ..worker.mountinfo import mounts_under
 
 log = logging.getLogger(__name__)
+# As long as the launcher waits: --like-aws keeps a mount target `creating` a minute.
+EFS_TIMEOUT = 600.0
 
 
 def shared_dir(state_dir: Path, fs_id: str) -> Path:
@@ -22,10 +26,16 @@ def shared_dir(state_dir: Path, fs_id: str) -> Path:
 
 
 def ensure_local_shared(
-    ec2: AdminEc2, vpc_id: str, subnet: str, worker_group: str, state_dir: Path
+    ec2: AdminEc2,
+    vpc_id: str,
+    subnet: str,
+    worker_group: str,
+    state_dir: Path,
+    say: Callable[[str], None] | None = None,
 ) -> str:
-    """The file system, its group and mount target (through EFS's API), and its directory."""
-    storage = SharedStorage(ec2, _efs_client(ec2), timeout=30.0, poll=0.2)
+    """The file system, its group and mount target (through EFS's API), and its
+    directory; under --like-aws EFS takes its time, as the launcher's waits allow."""
+    storage = SharedStorage(ec2, _efs_client(ec2), timeout=EFS_TIMEOUT, poll=0.2, say=say)
     fs_id, _ = storage.ensure_file_system()
     group, _ = storage.ensure_group(vpc_id, [worker_group])
     zone = str(ec2.subnets([subnet])[subnet].get("AvailabilityZone"))
@@ -77,24 +87,3 @@ def delete_unmounted(top: Path) -> bool:
         return False
     shutil.rmtree(top, ignore_errors=True)
     return True
-
-
-def mounts_under(top: Path) -> list[str]:
-    """Mount points at or below `top`, from /proc/self/mountinfo (the worker agent
-    reads it the same way; the hub side may not import it)."""
-    root = os.path.abspath(top)
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return []
-    found = []
-    for line in lines:
-        fields = line.split()
-        if len(fields) > 4:
-            point = fields[4]
-            for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n")):
-                point = point.replace(code, char)
-            point = point.replace("\\134", "\\")
-            if point == root or point.startswith(root + "/"):
-                found.append(point)
-    return found

@@ -21,6 +21,7 @@ from .logs import tail_lines
 from .paths import Layout
 from .protocol import MAX_LOG_LINES, USER_RE, AgentError, check_release_name, read_request
 from .releases import stage, staged
+from .restored_unmount import unmount_restored
 from .selfstop import run_watchdog, watch_log
 from .server import DEFAULT_STOP_TIMEOUT, running_pids, server_status, start_server, stop_server
 from .shared_mount import unmount_shared
@@ -180,6 +181,13 @@ def releases() -> None:
 def unmount_shared_command() -> None:
     """Unmount /srv/shared (the emulator's stop of a machine)."""
     emit({"unmounted": unmount_shared(Layout.from_env())})
+
+
+@cli.command("unmount-restored")
+def unmount_restored_command() -> None:
+    """Unmount the restored folders (~/restored-<date>): the hub's step before it
+    hibernates the instance, so their volumes detach at the next start."""
+    emit({"unmounted": unmount_restored(Layout.from_env())})
 
 
 @cli.command()

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .mountinfo import Mount, parse
 from .protocol import AgentError, HomeVolume, bad_request
 
 NITRO_EBS_PREFIX = "nvme-Amazon_Elastic_Block_Store_"
@@ -35,15 +36,6 @@ class SystemPaths:
     @property
     def mountinfo(self) -> Path:
         return self.proc / "self" / "mountinfo"
-
-
-@dataclass(frozen=True)
-class Mount:
-    """One line of /proc/self/mountinfo: which device (major:minor) is mounted where."""
-
-    devno: str
-    point: str
-    options: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -93,15 +85,8 @@ def wait_for_device(
 
 
 def read_mounts(paths: SystemPaths) -> list[Mount]:
-    """Every mount of this mount namespace, with mount points unescaped."""
-    mounts = []
-    for line in paths.mountinfo.read_text().splitlines():
-        fields = line.split()
-        if len(fields) < 6:
-            continue
-        point = fields[4].encode().decode("unicode_escape")  # \040 is a space, etc.
-        mounts.append(Mount(fields[2], point, frozenset(fields[5].split(","))))
-    return mounts
+    """Every mount of this mount namespace."""
+    return parse(paths.mountinfo.read_text())
 
 
 def verify_device(

@@ -84,6 +84,12 @@ class Layout:
         """Where the EFS file system itself is mounted on an instance (root-only parent)."""
         return self.root / "var" / "lib" / "cloudjhub" / "efs" / "root"
 
+    @property
+    def shared_view(self) -> Path:
+        """Where a start builds its view of the shared folder (binds, the dropbox mask)
+        before moving it to /srv/shared whole; its parent is root-only."""
+        return self.root / "var" / "lib" / "cloudjhub" / "shared-view" / "tree"
+
     def log_file(self, user: str) -> Path:
         return self.log_dir / f"{user}.log"
 

@@ -1,7 +1,10 @@
 """The shared course folder at /srv/shared: mounted before Jupyter starts, read-write
 for staff (admins, TAs) and read-only for students, with a student's own dropbox
 (/srv/shared/<course>/dropbox/<user>) bound read-write over the read-only tree, and
-~/shared linking to it for Jupyter's file browser.
+~/shared linking to it for Jupyter's file browser. The whole view (bind, dropbox
+mask, own dropbox) is built under a root-only folder and then moved to /srv/shared in
+one `mount --move`, so /srv/shared never shows the unmasked dropboxes, not even for
+a moment to a student's processes already running.
 
 What keeps a student from writing is the mount itself (a read-only bind: EROFS even
 for root), not file modes. Students have no root on their instance (accounts.py: no
@@ -25,6 +28,7 @@ import subprocess
 from pathlib import Path
 
 from .accounts import RunAs
+from .mountinfo import mounts_under, unmount
 from .nfs_guard import ensure_nfs_guard
 from .paths import Layout
 from .protocol import AgentError, SharedFolder
@@ -54,6 +58,38 @@ def mount_shared(
     source = _source(layout, shared)
     target = layout.shared_mount
     target.mkdir(parents=True, exist_ok=True)
+    view = _private_view(layout)
+    try:
+        _build_view(view, source, request_user, shared, run_as)
+        _run(["mount", "--no-canonicalize", "--move", str(view), str(target)])
+    except BaseException:
+        unmount_under(view)
+        raise
+    finally:
+        unmount_under(view.parent)
+    _link_in_home(run_as, target)
+
+
+def _private_view(layout: Layout) -> Path:
+    """The empty mount point the view is built at. Its parent is root-only (no
+    student process can look in while the dropboxes are still unmasked there) and,
+    for the time of the build, a private bind of itself: `mount --move` refuses to
+    move a mount whose parent mount is shared (systemd makes / shared)."""
+    view = layout.shared_view
+    view.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(view.parent, 0o700)
+    view.mkdir(exist_ok=True)
+    parent = str(view.parent)
+    _run(["mount", "--no-canonicalize", "--bind", parent, parent])
+    _run(["mount", "--no-canonicalize", "--make-private", parent])
+    return view
+
+
+def _build_view(
+    view: Path, source: Path, request_user: str, shared: SharedFolder, run_as: RunAs
+) -> None:
+    """The whole view at `view`: the tree bound (read-only for students), and for a
+    student with dropboxes, the mask with only their own box in it."""
     top = _open_dir(None, str(source), str(source))
     try:
         course = _open_dir(top, shared.course, f"{source}/{shared.course}", create=0o755)
@@ -64,9 +100,9 @@ def mount_shared(
             if shared.dropbox and not shared.staff:
                 box = _own_box(course, f"{source}/{shared.course}", request_user, run_as)
             try:
-                _bind(_fd_path(top), target, read_only=not shared.staff, keep=[top])
+                _bind(_fd_path(top), view, read_only=not shared.staff, keep=[top])
                 if box is not None:
-                    _own_dropbox_only(box, target, shared.course, request_user)
+                    _own_dropbox_only(box, view, shared.course, request_user)
             finally:
                 if box is not None:
                     os.close(box)
@@ -74,7 +110,6 @@ def mount_shared(
             os.close(course)
     finally:
         os.close(top)
-    _link_in_home(run_as, target)
 
 
 def _open_dir(parent: int | None, name: str, shown: str, create: int | None = None) -> int:
@@ -236,40 +271,12 @@ def _run(argv: list[str], keep: list[int] | None = None) -> None:
 
 
 def unmount_shared(layout: Layout) -> list[str]:
-    """Unmount /srv/shared (and the dropbox under it); the mount points unmounted."""
-    return unmount_under(layout.shared_mount)
+    """Unmount /srv/shared (and the dropbox under it), and whatever a start that died
+    half-way left where it builds the view; the mount points unmounted."""
+    return unmount_under(layout.shared_mount) + unmount_under(layout.shared_view.parent)
 
 
 def unmount_under(top: Path) -> list[str]:
     """Unmount everything mounted at or below `top`, deepest first (the local cloud
     calls this before it stops or deletes an instance root, so no bind outlives it)."""
-    done = []
-    for point in sorted(mounts_under(top), key=lambda p: p.count("/"), reverse=True):
-        proc = subprocess.run(["umount", point], capture_output=True, check=False)
-        if proc.returncode != 0:  # busy: detach now, free when the last user goes
-            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-        done.append(point)
-    return done
-
-
-def mounts_under(top: Path) -> list[str]:
-    root = os.path.abspath(top)
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return []
-    found = []
-    for line in lines:
-        fields = line.split()
-        if len(fields) > 4:
-            point = _unescape(fields[4])
-            if point == root or point.startswith(root + "/"):
-                found.append(point)
-    return found
-
-
-def _unescape(text: str) -> str:
-    """mountinfo writes space, tab, newline and backslash as octal escapes."""
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        text = text.replace(code, char)
-    return text
+    return unmount(mounts_under(top))

@@ -6,10 +6,12 @@ reused. This package puts AWS's documented behaviour back, each rule in its own
 module with its source cited: `buckets` (throttling), `lifecycle` (state
 durations), `console` (GetConsoleOutput), `faults` (opt-in failures),
 `idempotency` (ClientToken), `ipreuse` (moto's private IPs), `modifications`
-(EBS ModifyVolume).
+(EBS ModifyVolume), `efs_creating` (EFS's `creating` states), and `in_moto`,
+what is installed in the embedded moto rather than the proxy (with the DLM
+stand-in's refusal of a role IAM has not spread yet).
 
 It works as a small HTTP proxy in front of any EC2 Query endpoint (`proxy`),
 so the same behaviour applies to the in-process moto and to an outside
 `--aws-endpoint`, and every client (hub, launcher, scripts) sees it without
-knowing. Only private-IP reuse needs moto in this process.
+knowing. Only what `in_moto` installs needs moto in this process.
 """

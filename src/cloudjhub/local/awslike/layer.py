@@ -109,10 +109,18 @@ class Layer:
         if not self.throttle.admit(action, params):
             return fail("RequestLimitExceeded", "Request limit exceeded.")
         try:
-            return self._refusal(action, params)
+            answer = self._refusal(action, params)
         except CloudError as exc:
             log.warning("like-aws: cannot look %s up at the endpoint: %s", action, exc)
-            return None
+            answer = None
+        if answer is None and action == "RunInstances":
+            self.lifecycle.launch_begins()  # ended by `forwarded`
+        return answer
+
+    def forwarded(self, action: str, internal: bool) -> None:
+        """A request `before` let through is done at the endpoint, replied or not."""
+        if action == "RunInstances" and not internal:
+            self.lifecycle.launch_ends()
 
     def _refusal(self, action: str, params: Mapping[str, str]) -> Answer | None:
         faults = self.faults

@@ -8,6 +8,12 @@ transition's time is up: what clients see is what AWS would show.
 
 AWS refuses to start an instance that is still `stopping` with
 IncorrectInstanceState (StartInstances); `refuse_start` says so.
+
+A launch is `pending` from the moment its instances exist, not only once the
+RunInstances reply is back: moto makes them one by one, already `running`, long
+before a launch of hundreds replies, and a look in between (the fleet emulator's)
+would boot them and then see them go back to `pending`. While a launch is in
+flight, an instance the layer has never seen is one of its instances.
 """
 
 from __future__ import annotations
@@ -44,12 +50,24 @@ class Lifecycle:
         self.clock = clock
         self._lock = threading.Lock()
         self._transitions: dict[str, Transition] = {}
+        # RunInstances calls in flight, and the instances seen outside any launch.
+        self._launches = 0
+        self._known: set[str] = set()
 
     def _begin(self, ids: Iterable[str], state: str, seconds: float) -> None:
         with self._lock:
             until = self.clock() + seconds
             for instance_id in ids:
                 self._transitions[instance_id] = Transition(state, until)
+
+    def launch_begins(self) -> None:
+        with self._lock:
+            self._launches += 1
+
+    def launch_ends(self) -> None:
+        """A RunInstances is answered (or failed); its instances' `launched` came first."""
+        with self._lock:
+            self._launches = max(0, self._launches - 1)
 
     def launched(self, ids: Iterable[str]) -> None:
         self._begin(ids, "pending", self.behaviour.pending)
@@ -68,7 +86,12 @@ class Lifecycle:
         with self._lock:
             transition = self._transitions.get(instance_id)
             if transition is None:
+                if instance_id not in self._known:
+                    if self._launches and actual == "running":
+                        return "pending"  # made by a launch still in flight
+                    self._known.add(instance_id)
                 return actual
+            self._known.add(instance_id)
             if self.clock() >= transition.until:
                 del self._transitions[instance_id]
                 return actual

@@ -131,15 +131,18 @@ class _Handler(BaseHTTPRequestHandler):
             status, reply_headers, reply = self.server.proxy.upstream(
                 self.command, self.path, headers, body
             )
+            if ec2 and status == 200:
+                try:
+                    reply = layer.after(action, params, reply)
+                except Exception:
+                    log.exception("like-aws: rewriting %s", action)
         except OSError as exc:
             log.warning("like-aws: the endpoint did not answer %s: %s", action or self.path, exc)
             self._send(502, b"")
             return
-        if ec2 and status == 200:
-            try:
-                reply = layer.after(action, params, reply)
-            except Exception:
-                log.exception("like-aws: rewriting %s", action)
+        finally:
+            if ec2:
+                layer.forwarded(action, self.server.internal)
         self._send(status, reply, reply_headers)
 
 

@@ -37,6 +37,16 @@ SNAPSHOT_RELEASE_SECONDS = 20.0
 # runs for minutes to hours (EBS User Guide, "Monitor the progress of Amazon EBS
 # volume modifications"); a minute until `completed` keeps demos short.
 VOLUME_MODIFICATION_SECONDS = 60.0
+# EFS reports a new file system and mount target `creating` until it is `available`
+# (EFS API Reference, CreateFileSystem and CreateMountTarget: "the LifeCycleState is
+# creating" until done; DescribeFileSystems/DescribeMountTargets report it). How long
+# is not documented: a file system takes seconds, a mount target (a network interface
+# in the subnet) commonly a minute or more.
+EFS_FILE_SYSTEM_SECONDS = 10.0
+EFS_MOUNT_TARGET_SECONDS = 60.0
+# IAM is eventually consistent ("Troubleshoot IAM": changes are not always immediately
+# visible); a role made a moment ago is refused by DLM (aws/dlm_retry.py).
+IAM_PROPAGATION_SECONDS = 8.0
 
 
 class BadSetting(ValueError):
@@ -75,6 +85,18 @@ class Behaviour:
     @property
     def volume_modification(self) -> float:
         return self.seconds(VOLUME_MODIFICATION_SECONDS)
+
+    @property
+    def efs_file_system(self) -> float:
+        return self.seconds(EFS_FILE_SYSTEM_SECONDS)
+
+    @property
+    def efs_mount_target(self) -> float:
+        return self.seconds(EFS_MOUNT_TARGET_SECONDS)
+
+    @property
+    def iam_propagation(self) -> float:
+        return self.seconds(IAM_PROPAGATION_SECONDS)
 
 
 # InsufficientInstanceCapacity may be limited to one instance type, one subnet, or

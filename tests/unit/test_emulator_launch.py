@@ -1,0 +1,232 @@
+"""Issue 10: a big launch's instances each boot once, and each console shows its host key.
+
+moto makes a RunInstances' instances one by one, already `running`, before the
+like-AWS layer has seen the reply that makes them `pending`. The fleet emulator
+looked in between, booted some (printing their keys), halted them when they
+showed `pending`, and booted them again with "keys-to-console already ran": their
+consoles never showed a key. Driven through the real layer (a proxy in front of
+an in-process moto) and the real emulator; only sshd is a stand-in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from cloudjhub.aws.client import RETRY_CONFIG, Instance
+from cloudjhub.aws.local import LocalCloudEc2
+from cloudjhub.local import emulator, motoserver, processes, sshd
+from cloudjhub.local.awslike.proxy import AwsLikeProxy
+from cloudjhub.local.awslike.settings import Behaviour
+from cloudjhub.local.emulator_log import LOG_NAME
+
+SCALE = 0.02  # pending 0.6 s
+
+
+@dataclass
+class Cloud:
+    proxy: AwsLikeProxy
+    ec2: Any  # a client's boto3 client, through the layer
+    ami: str
+    subnet: str
+
+
+@pytest.fixture(scope="module")
+def cloud() -> Iterator[Cloud]:
+    with pytest.MonkeyPatch.context() as mp:
+        for var, value in {**motoserver.LOCAL_CREDENTIALS, **motoserver.VALIDATION_FLAGS}.items():
+            mp.setenv(var, value)
+        moto = motoserver.LocalEc2()
+        upstream = moto.start()
+        for var, value in moto.credentials.items():
+            mp.setenv(var, value)
+        proxy = AwsLikeProxy(upstream, "us-east-1", Behaviour(time_scale=SCALE))
+        proxy.start()
+        try:
+            ec2 = boto3.session.Session().client(
+                "ec2",
+                region_name="us-east-1",
+                endpoint_url=proxy.url,
+                config=RETRY_CONFIG,
+                aws_access_key_id=moto.credentials["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=moto.credentials["AWS_SECRET_ACCESS_KEY"],
+            )
+            vpc = ec2.create_vpc(CidrBlock="127.0.0.0/16")["Vpc"]["VpcId"]
+            subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="127.0.16.0/20")["Subnet"]["SubnetId"]
+            ami = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+            yield Cloud(proxy, ec2, ami, subnet)
+        finally:
+            proxy.stop()
+            moto.stop()
+
+
+class FakeSshd:
+    pid = -1
+
+    def wait(self, timeout: float | None = None) -> int:
+        return 0
+
+
+@pytest.fixture
+def boots(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Machines' boots by instance id; each machine's host key names its instance."""
+    counted: Counter[str] = Counter()
+
+    def start_sshd(root: Path, *_: Any) -> FakeSshd:
+        counted[root.name] += 1
+        return FakeSshd()
+
+    monkeypatch.setattr(sshd, "start_sshd", start_sshd)
+    monkeypatch.setattr(
+        sshd, "ensure_host_key", lambda etc: f"ssh-ed25519 KEY{etc.parent.parent.name}"
+    )
+    monkeypatch.setattr(sshd, "end_pids", lambda pids: None)
+    monkeypatch.setattr(processes, "machine_pids", lambda root, instance_id: [])
+    return counted
+
+
+def _running(c: Cloud) -> set[str]:
+    reply = c.ec2.describe_instances(
+        Filters=[{"Name": "instance-state-name", "Values": ["running"]}]
+    )
+    return {i["InstanceId"] for r in reply["Reservations"] for i in r["Instances"]}
+
+
+def _console(c: Cloud, instance_id: str) -> str:
+    reply = c.ec2.get_console_output(InstanceId=instance_id, Latest=True)
+    return str(reply.get("Output") or "")
+
+
+def test_a_launch_of_many_boots_each_machine_once_with_its_keys_on_the_console(
+    cloud: Cloud, boots: Counter[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = emulator.FleetEmulator(
+        LocalCloudEc2.connect("launch", "us-east-1", cloud.proxy.internal_url),
+        tmp_path,
+        2222,
+        console=cloud.proxy.layer.console.write,
+        host_keys_once=True,
+    )
+    seen_mid_launch: list[set[str]] = []
+    forward = cloud.proxy.upstream
+
+    def upstream(method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
+        reply = forward(method, path, headers, body)
+        if b"Action=RunInstances" in body:
+            # The emulator looks while the launch's reply is on its way back.
+            fleet.reconcile()
+            seen_mid_launch.append(set(fleet.machines))
+        return reply
+
+    monkeypatch.setattr(cloud.proxy, "upstream", upstream)
+    launched = cloud.ec2.run_instances(
+        ImageId=cloud.ami, MinCount=20, MaxCount=20, SubnetId=cloud.subnet, InstanceType="t3.micro"
+    )
+    ids = [i["InstanceId"] for i in launched["Instances"]]
+    deadline = time.monotonic() + 15
+    while _running(cloud) != set(ids) or set(fleet.machines) != set(ids):
+        assert time.monotonic() < deadline, f"booted only {sorted(fleet.machines)}"
+        fleet.reconcile()
+        time.sleep(0.1)
+    fleet.reconcile()
+
+    missing = [i for i in ids if f"KEY{i}" not in _console(cloud, i)]
+    assert not missing, f"{len(missing)} of {len(ids)} consoles show no host key"
+    assert {i: boots[i] for i in ids} == dict.fromkeys(ids, 1)
+    # Nothing booted while the launch was in flight: AWS showed it pending.
+    assert seen_mid_launch == [set()]
+    fleet.stop()
+
+
+class ListedEc2:
+    """An EC2 whose listing a test controls."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, str] = {}
+
+    def describe_all(self) -> list[Instance]:
+        return [
+            Instance(i, state, "t3.small", f"127.9.0.{n + 1}", None, "us-east-1a")
+            for n, (i, state) in enumerate(self.states.items())
+        ]
+
+    def public_keys(self) -> dict[str, str]:
+        return {}
+
+
+def test_a_machine_is_halted_only_when_ec2_takes_it_down(
+    boots: Counter[str], tmp_path: Path
+) -> None:
+    ec2 = ListedEc2()
+    ec2.states = {"i-0000000000000000a": "running", "i-0000000000000000b": "running"}
+    consoles: dict[str, str] = {}
+    fleet = emulator.FleetEmulator(
+        ec2,  # type: ignore[arg-type]
+        tmp_path,
+        2222,
+        console=consoles.__setitem__,
+        host_keys_once=True,
+    )
+    fleet.reconcile()
+    ec2.states = {"i-0000000000000000a": "pending"}  # b missing from this listing
+    fleet.reconcile()
+    assert sorted(fleet.machines) == ["i-0000000000000000a", "i-0000000000000000b"]
+    ec2.states = {"i-0000000000000000a": "stopping", "i-0000000000000000b": "running"}
+    fleet.reconcile()
+    assert sorted(fleet.machines) == ["i-0000000000000000b"]
+    assert dict(boots) == {"i-0000000000000000a": 1, "i-0000000000000000b": 1}
+    assert all("KEYi-" in text for text in consoles.values())
+
+
+def test_keys_count_as_printed_only_once_the_console_has_them(
+    boots: Counter[str], tmp_path: Path
+) -> None:
+    """A boot that failed before its console was written prints the keys on the next."""
+    ec2 = ListedEc2()
+    ec2.states = {"i-0000000000000000c": "running"}
+    consoles: dict[str, str] = {}
+    failing = [True]
+
+    def console(instance_id: str, text: str) -> None:
+        if failing.pop() if failing else False:
+            raise OSError("console not reachable")
+        consoles[instance_id] = text
+
+    fleet = emulator.FleetEmulator(
+        ec2,  # type: ignore[arg-type]
+        tmp_path,
+        2222,
+        console=console,
+        host_keys_once=True,
+    )
+    fleet.reconcile()  # the boot fails at the console (logged, kept as booted)
+    ec2.states = {"i-0000000000000000c": "stopped"}
+    fleet.reconcile()
+    ec2.states = {"i-0000000000000000c": "running"}
+    fleet.reconcile()
+    assert "KEYi-0000000000000000c" in consoles["i-0000000000000000c"]
+
+
+def test_the_emulator_logs_to_a_file_in_its_state_dir(boots: Counter[str], tmp_path: Path) -> None:
+    ec2 = ListedEc2()
+    ec2.states = {"i-0000000000000000d": "running"}
+    fleet = emulator.FleetEmulator(
+        ec2,  # type: ignore[arg-type]
+        tmp_path,
+        2222,
+        publish_console=False,
+        interval=60,
+    )
+    fleet.start()
+    fleet.stop()
+    text = (tmp_path / LOG_NAME).read_text()
+    assert "booted i-0000000000000000d" in text
+    assert "halted i-0000000000000000d" in text
+    assert (tmp_path / LOG_NAME).stat().st_mode & 0o777 == 0o600
