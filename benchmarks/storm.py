@@ -10,12 +10,13 @@ then through the hub's REST API with the demo's admin token: N first logins at o
 ready (JupyterHub's "took T seconds to start" in the hub's log, read each second) or
 has failed (the user list through the REST API, read every 10 s: listing 300 users
 each second held the hub's loop for most of it), stops them all, waits until every
-instance is stopped, and N restarts at once. It prints per strategy and phase: failures, makespan, p50/p95
-time to ready, EC2 calls by action and the refused ones (RequestLimitExceeded), both
-counted by the AWS behaviour layer (`GET /_cloudjhub/awslike`), the hub's event-loop
-lag p50/p99 (JupyterHub's own `event_loop_interval_seconds` histogram from
-/hub/metrics: figures are its bucket bounds, and 50 ms means "under 50 ms"), and the
-makespan over the bound AWS's buckets impose (`storm_figures`' docstring).
+instance is stopped, and N restarts at once. It prints per strategy and phase:
+failures, makespan, p50/p95 time to ready, EC2 calls by action and the refused ones
+(RequestLimitExceeded), both counted by the AWS behaviour layer (`GET
+/_cloudjhub/awslike`), the hub's event-loop lag p50/p99 (JupyterHub's own
+`event_loop_interval_seconds` histogram from /hub/metrics: figures are its bucket
+bounds, and 50 ms means "under 50 ms"), and the makespan over the bound AWS's
+buckets impose (`storm_figures`' docstring).
 
 - naive: no warm pool, `c.InstanceSpawner.ec2_coalesce_window = 0`,
   `ec2_client_throttle = False`;
