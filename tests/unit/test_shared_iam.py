@@ -276,11 +276,14 @@ def test_the_local_cloud_hands_credentials_to_the_manager_only(tmp_path: Path) -
     )
     profile = "arn:aws:iam::123456789012:instance-profile/alpha-workers"
 
-    def instance(role: Role) -> Instance:
-        tags = tags_for("alpha", role)
+    def instance(role: Role | None) -> Instance:
+        tags = tags_for("alpha", role) if role else {"Name": "not ours"}
         return Instance(
             "i-1", "running", "t3.medium", None, None, "a", tags, instance_profile=profile
         )
 
     assert fleet._instance_role_env(instance(Role.WORKER)) == {}
+    # An allow-list: any other instance with a profile gets nothing either.
+    assert fleet._instance_role_env(instance(Role.BUILDER)) == {}
+    assert fleet._instance_role_env(instance(None)) == {}
     assert fleet._instance_role_env(instance(Role.MANAGER))["AWS_ACCESS_KEY_ID"] == "manager"

@@ -314,10 +314,11 @@ class FleetEmulator:
 
     def _instance_role_env(self, inst: Instance) -> dict[str, str]:
         """What IMDS would hand an instance with a role: credentials for the endpoint.
-        Only the manager's: the local cloud has no other role's credentials to hand
-        out, and a worker's profile (the shared folder's, which may only mount EFS)
-        is of no use to an emulated worker, which mounts a directory."""
-        if not inst.instance_profile or inst.tags.get(ROLE_TAG) == Role.WORKER.value:
+        Only to the manager (an allow-list: a builder, or any instance given a profile
+        later, gets nothing): the local cloud has only the manager's credentials, and
+        a worker's profile (the shared folder's) is of no use to an emulated worker,
+        which mounts a directory."""
+        if not inst.instance_profile or inst.tags.get(ROLE_TAG) != Role.MANAGER.value:
             return {}
         return {
             "AWS_ENDPOINT_URL": self.role_endpoint or str(self.ec2.client.meta.endpoint_url),
