@@ -319,6 +319,41 @@ def test_the_agent_mounts_the_shared_folder_read_only_for_students(
 
 
 @needs_root
+def test_every_courses_dropboxes_are_masked_for_a_student_whatever_this_start_says(
+    worker: Worker, tmp_path: Path
+) -> None:
+    """Dropboxes turned off since, and last term's course on the same file system,
+    still hold students' files; a `dropbox` that is a symlink or a file is skipped,
+    never followed."""
+    efs = tmp_path / "efs" / FS_ID
+    (efs / "intro" / "dropbox" / "carol").mkdir(parents=True)
+    (efs / "intro" / "dropbox" / "carol" / "answer.txt").write_text("carol's")
+    outside = tmp_path / "outside"
+    (outside / "secret").mkdir(parents=True)
+    (efs / "linked").mkdir()
+    (efs / "linked" / "dropbox").symlink_to(outside)  # planted by staff
+    (efs / "plain").mkdir()
+    (efs / "plain" / "dropbox").write_text("a file")
+    (efs / "toplink").symlink_to(outside)
+    carol = worker.root / "srv" / "shared" / "intro" / "dropbox" / "carol"
+    try:
+        for shared in (_shared(False, dropbox=False), _shared(False, course="intro2")):
+            started = worker.start(worker.request("bob", shared=shared))
+            assert started.returncode == 0, started.stderr
+            assert not carol.exists(), shared
+            assert os.listdir(carol.parent) == []
+            assert mounts_under(outside) == []
+            assert (outside / "secret").is_dir()
+        assert os.listdir(worker.root / "srv" / "shared" / "intro2" / "dropbox") == ["bob"]
+        started = worker.start(worker.request("tina", shared=_shared(True)))
+        assert started.returncode == 0, started.stderr
+        assert (carol / "answer.txt").read_text() == "carol's"  # staff see every box
+    finally:
+        unmount_under(outside)  # what a followed symlink would have mounted over
+        unmount_under(worker.root)
+
+
+@needs_root
 def test_no_mount_step_ever_shows_another_students_dropbox_at_srv_shared(
     worker: Worker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

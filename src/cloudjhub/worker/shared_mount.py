@@ -1,7 +1,9 @@
 """The shared course folder at /srv/shared: mounted before Jupyter starts, read-write
 for staff (admins, TAs) and read-only for students, with a student's own dropbox
 (/srv/shared/<course>/dropbox/<user>) bound read-write over the read-only tree, and
-~/shared linking to it for Jupyter's file browser. The whole view (bind, dropbox
+~/shared linking to it for Jupyter's file browser. For a student, every course's
+dropbox folder is masked, not only the current course's: all students run as the
+same uid, so the mounts are all that keeps their files apart. The whole view (bind, dropbox
 mask, own dropbox) is built under a root-only folder and then moved to /srv/shared in
 one `mount --move`, so /srv/shared never shows the unmasked dropboxes, not even for
 a moment to a student's processes already running.
@@ -89,7 +91,8 @@ def _build_view(
     view: Path, source: Path, request_user: str, shared: SharedFolder, run_as: RunAs
 ) -> None:
     """The whole view at `view`: the tree bound (read-only for students), and for a
-    student with dropboxes, the mask with only their own box in it."""
+    student, every course's dropboxes masked, with only their own box (when this
+    course has dropboxes) in the current course's mask."""
     top = _open_dir(None, str(source), str(source))
     try:
         course = _open_dir(top, shared.course, f"{source}/{shared.course}", create=0o755)
@@ -101,6 +104,8 @@ def _build_view(
                 box = _own_box(course, f"{source}/{shared.course}", request_user, run_as)
             try:
                 _bind(_fd_path(top), view, read_only=not shared.staff, keep=[top])
+                if not shared.staff:
+                    _mask_other_dropboxes(view, shared.course if box is not None else None)
                 if box is not None:
                     _own_dropbox_only(box, view, shared.course, request_user)
             finally:
@@ -110,6 +115,47 @@ def _build_view(
             os.close(course)
     finally:
         os.close(top)
+
+
+def _mask_other_dropboxes(view: Path, skip: str | None) -> None:
+    """Every `<course>/dropbox` folder at the top of the bound tree (but `skip`'s,
+    which _own_dropbox_only masks) covered by an empty read-only tmpfs: the
+    dropboxes of a course whose dropboxes were turned off, or of last term's course,
+    hold students' files as much as the current one's. Each is opened under the view
+    without following a symlink and mounted on by its fd. A `dropbox` that is a
+    symlink or a file is skipped, never followed: the agent only ever makes it a
+    folder, so no student's files are in one, and a symlink resolves inside the
+    read-only view (to a masked folder or to released material)."""
+    tmpfs = ["-t", "tmpfs", "-o", "ro,size=4k,mode=0555", "cloudjhub-dropbox"]
+    top = _open_dir(None, str(view), str(view))
+    try:
+        for name in sorted(os.listdir(top)):
+            if name == skip:
+                continue
+            dropbox = _dropbox_in(top, name)
+            if dropbox is None:
+                continue
+            try:
+                _run(["mount", "--no-canonicalize", *tmpfs, _fd_path(dropbox)], [dropbox])
+            finally:
+                os.close(dropbox)
+    finally:
+        os.close(top)
+
+
+def _dropbox_in(top: int, name: str) -> int | None:
+    """`name/dropbox` under `top` opened as a folder, neither through a symlink;
+    None where either is not a plain folder."""
+    try:
+        course = os.open(name, DIR_FLAGS, dir_fd=top)
+    except OSError:
+        return None  # a file, a symlink, gone: no dropboxes in it
+    try:
+        return os.open("dropbox", DIR_FLAGS, dir_fd=course)
+    except OSError:
+        return None
+    finally:
+        os.close(course)
 
 
 def _open_dir(parent: int | None, name: str, shown: str, create: int | None = None) -> int:
@@ -162,7 +208,8 @@ def _own_dropbox_only(box: int, target: Path, course: str, user: str) -> None:
     """Every student's instance runs them as the same uid, so file modes cannot keep
     one student out of another's dropbox: the dropboxes folder is covered by an
     empty read-only tmpfs holding only a mount point for the student's own, bound
-    read-write (a student has no root on their instance to undo it).
+    read-write (a student has no root on their instance to undo it). The other
+    courses' dropboxes are masked whole (_mask_other_dropboxes).
 
     The mount points are opened again under the (read-only) bind without following
     symlinks; the paths then given to mount are not canonicalized (root owns every
