@@ -12,33 +12,36 @@ tries the same rules on the real netfilter.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
+from cloudjhub.worker import server
 from cloudjhub.worker.accounts import RunAs
 from cloudjhub.worker.nfs_guard import ensure_nfs_guard
 from cloudjhub.worker.paths import Layout
-from cloudjhub.worker.protocol import AgentError, SharedFolder
+from cloudjhub.worker.protocol import AgentError, SharedFolder, StartRequest
 from cloudjhub.worker.shared_mount import mount_shared
 
 FIREWALL = """#!/bin/sh
 echo "$(basename "$0") $*" >>"{log}"
-rule="$(basename "$0") $(echo "$*" | sed 's/ -[AC] OUTPUT / OUTPUT /')"
+rule="$(basename "$0") $(echo "$*" | sed -E 's/ -(C OUTPUT|I OUTPUT 1) / OUTPUT /')"
 case " $* " in
   *" -C "*) grep -qxF -- "$rule" "{state}" 2>/dev/null ;;
-  *" -A "*) echo "$rule" >>"{state}" ;;
+  *" -I "*) echo "$rule" >>"{state}" ;;
 esac
 """
 MOUNT = '#!/bin/sh\necho "mount $*" >>"{log}"\n'
 RANGE = "-m owner --uid-owner 1000-4294967294 -j REJECT"
+# Inserted at the top: an image's own ACCEPT earlier in OUTPUT must not skip them.
 EXPECTED = [
-    f"iptables -w -A OUTPUT -p tcp --dport 2049 {RANGE}",
-    f"iptables -w -A OUTPUT -p tcp -d 127.0.0.1 --dport 20049:21049 {RANGE}",
-    f"iptables -w -A OUTPUT -d 169.254.169.254 {RANGE}",
-    f"ip6tables -w -A OUTPUT -p tcp --dport 2049 {RANGE}",
-    f"ip6tables -w -A OUTPUT -p tcp -d ::1 --dport 20049:21049 {RANGE}",
-    f"ip6tables -w -A OUTPUT -d fd00:ec2::254 {RANGE}",
+    f"iptables -w -I OUTPUT 1 -p tcp --dport 2049 {RANGE}",
+    f"iptables -w -I OUTPUT 1 -p tcp -d 127.0.0.1 --dport 20049:21049 {RANGE}",
+    f"iptables -w -I OUTPUT 1 -d 169.254.169.254 {RANGE}",
+    f"ip6tables -w -I OUTPUT 1 -p tcp --dport 2049 {RANGE}",
+    f"ip6tables -w -I OUTPUT 1 -p tcp -d ::1 --dport 20049:21049 {RANGE}",
+    f"ip6tables -w -I OUTPUT 1 -d fd00:ec2::254 {RANGE}",
 ]
 
 
@@ -88,16 +91,16 @@ def test_the_rules_go_in_before_efs_is_mounted_and_only_once(tools: Path, tmp_pa
     mounts = [i for i, call in enumerate(made) if call.startswith("mount ")]
     staging = tmp_path / "root" / "var" / "lib" / "cloudjhub" / "efs" / "root"
     assert mounts and made[mounts[0]] == f"mount -t efs -o tls,iam fs-0abc1234:/ {staging}"
-    added = [call for call in made if " -A " in call]
+    added = [call for call in made if " -I " in call]
     assert added == EXPECTED
     assert max(made.index(call) for call in added) < mounts[0]
 
     (tmp_path / "calls.log").unlink()
     start_as_student(tmp_path)  # the next start: every rule is checked, none added again
     again = calls(tmp_path)
-    assert [call for call in again if " -A " in call] == []
+    assert [call for call in again if " -I " in call] == []
     assert [call for call in again if " -C " in call] == [
-        c.replace(" -A ", " -C ") for c in EXPECTED
+        c.replace(" -I OUTPUT 1 ", " -C OUTPUT ") for c in EXPECTED
     ]
 
 
@@ -123,7 +126,7 @@ def test_without_efs_utils_the_agent_refuses_to_mount(tools: Path, tmp_path: Pat
 def test_without_ip6tables_the_ipv4_rules_still_go_in(tools: Path, tmp_path: Path) -> None:
     (tools / "ip6tables").unlink()
     ensure_nfs_guard()
-    assert [call for call in calls(tmp_path) if " -A " in call] == EXPECTED[:3]
+    assert [call for call in calls(tmp_path) if " -I " in call] == EXPECTED[:3]
 
 
 def test_a_rule_the_kernel_refuses_fails_the_start(tools: Path, tmp_path: Path) -> None:
@@ -132,3 +135,35 @@ def test_a_rule_the_kernel_refuses_fails_the_start(tools: Path, tmp_path: Path) 
     )
     with pytest.raises(AgentError, match="iptables could not add a rule: no owner match"):
         ensure_nfs_guard()
+
+
+class ReachedTheHome(Exception):
+    """Raised where the start would make the user's account (not on this machine)."""
+
+
+def _instance_start(tmp_path: Path, resume: bool) -> None:
+    request = StartRequest(
+        user="bob", ip="127.0.0.1", port=9, cmd=[sys.executable], shared=None, resume=resume
+    )
+    layout = InstanceLayout(root=tmp_path / "root", volumes_dir=tmp_path / "volumes")
+    server.start_server(layout, request)
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_every_start_on_an_instance_adds_the_guard_first_without_a_shared_folder(
+    tools: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resume: bool
+) -> None:
+    """Workers keep their role (ClientRootAccess on EFS) when the shared folder is
+    turned off, and a reboot drops the rules: each start adds what is missing."""
+
+    def reached(*_: object) -> None:
+        raise ReachedTheHome
+
+    monkeypatch.setattr(server, "prepare_home", reached)
+    with pytest.raises(ReachedTheHome):
+        _instance_start(tmp_path, resume)
+    assert [call for call in calls(tmp_path) if " -I " in call] == EXPECTED
+
+    (tools / "iptables").unlink()  # no guard, no start: nothing else is done
+    with pytest.raises(AgentError, match="iptables is not installed"):
+        _instance_start(tmp_path, resume)

@@ -1,8 +1,9 @@
 """nfs_guard's rules on the real netfilter: the agent's own code adds them inside a new
 network namespace (`unshare --net`, so the host's firewall is untouched), then a
 process running as an account's uid is refused by the kernel where root gets through:
-efs-utils' local TLS tunnel port (127.0.0.1:20049) and the instance metadata address
-(169.254.169.254, and fd00:ec2::254, put on the namespace's loopback to stand in)."""
+NFS (port 2049, on loopback), efs-utils' local TLS tunnel port (127.0.0.1:20049) and the
+instance metadata address (169.254.169.254, and fd00:ec2::254, put on the namespace's
+loopback to stand in), even with an ACCEPT already in OUTPUT, as docker leaves one."""
 
 from __future__ import annotations
 
@@ -29,11 +30,15 @@ SCRIPT = textwrap.dedent(
     sh("ip", "link", "set", "lo", "up")
     sh("ip", "addr", "add", "169.254.169.254/32", "dev", "lo")
     sh("ip", "-6", "addr", "add", "fd00:ec2::254/128", "dev", "lo", "nodad")
+    # What docker or firewalld leave: an ACCEPT already in OUTPUT.
+    sh("iptables", "-w", "-A", "OUTPUT", "-j", "ACCEPT")
+    sh("ip6tables", "-w", "-A", "OUTPUT", "-j", "ACCEPT")
     ensure_nfs_guard()
     ensure_nfs_guard()  # a second start adds nothing
     rules = subprocess.run(["iptables", "-S", "OUTPUT"], capture_output=True, text=True).stdout
     rules6 = subprocess.run(["ip6tables", "-S", "OUTPUT"], capture_output=True, text=True).stdout
-    targets = {"tunnel": ("127.0.0.1", 20049), "imds": ("169.254.169.254", 80),
+    targets = {"nfs": ("127.0.0.1", 2049), "tunnel": ("127.0.0.1", 20049),
+               "imds": ("169.254.169.254", 80),
                "imds6": ("fd00:ec2::254", 80)}
     listeners = []
     for host, port in targets.values():
@@ -113,8 +118,14 @@ def test_the_kernel_refuses_an_accounts_uid_and_lets_root_through() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert seen["root"] == {"tunnel": "connected", "imds": "connected", "imds6": "connected"}
+    assert seen["root"] == {
+        "nfs": "connected",
+        "tunnel": "connected",
+        "imds": "connected",
+        "imds6": "connected",
+    }
     assert seen["student"] == {
+        "nfs": "ECONNREFUSED",
         "tunnel": "ECONNREFUSED",
         "imds": "ECONNREFUSED",
         "imds6": "ECONNREFUSED",

@@ -6,13 +6,17 @@ from every worker. Its file system policy (launch/iam_shared.py) admits only TLS
 mounts signed with the workers' role; that role's credentials are in the instance
 metadata service (IMDS). A student with a terminal who could read them and run a
 user-space NFS client could claim uid 0 and write the whole file system, bypassing
-the read-only mount. So before the agent mounts, OUTPUT rules reject, from every
+the read-only mount. And a worker keeps its role (the shared folder's, ClientRootAccess
+on EFS) even when the shared folder is later turned off, and rules go with a reboot.
+So at every start on a real instance, before anything else (server.py), OUTPUT rules
+reject, from every
 non-system local uid: NFS (port 2049, and efs-utils' local TLS tunnel on
 127.0.0.1:20049-21049) and IMDS (169.254.169.254, and fd00:ec2::254 on Nitro
 instances with IPv6: EC2 User Guide, "Access instance metadata for an EC2
 instance"). A uid range, not "not root": the kernel's own NFS client sockets have no
-owner and must still pass, and root (the agent, efs-utils) still reaches IMDS. No
-iptables, no shared folder.
+owner and must still pass, and root (the agent, efs-utils) still reaches IMDS. The
+rules are inserted at the top of OUTPUT, so an image's own earlier ACCEPT (docker,
+firewalld) cannot skip them. No iptables, no start.
 """
 
 from __future__ import annotations
@@ -51,26 +55,27 @@ def ensure_nfs_guard() -> None:
         if path is None:
             if tool == "iptables":
                 raise AgentError(
-                    "shared folder: iptables is not installed, so students could reach "
-                    "EFS directly; refusing to mount it (install the iptables package)"
+                    "worker guard: iptables is not installed, so students could reach "
+                    "EFS and the instance's role directly; refusing to start (install "
+                    "the iptables package)"
                 )
             continue  # no IPv6 firewall tool: no IPv6 stack to guard on these images
         for rule in rules:
-            if _iptables(path, "-C", rule).returncode != 0:
-                added = _iptables(path, "-A", rule)
+            if _iptables(path, ["-C", "OUTPUT"], rule).returncode != 0:
+                added = _iptables(path, ["-I", "OUTPUT", "1"], rule)
                 if added.returncode != 0:
                     detail = (added.stderr.strip().splitlines() or ["no error output"])[-1]
-                    raise AgentError(f"shared folder: {tool} could not add a rule: {detail[:300]}")
+                    raise AgentError(f"worker guard: {tool} could not add a rule: {detail[:300]}")
 
 
-def _iptables(path: str, action: str, rule: list[str]) -> subprocess.CompletedProcess[str]:
+def _iptables(path: str, action: list[str], rule: list[str]) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
-            [path, "-w", action, "OUTPUT", *rule],
+            [path, "-w", *action, *rule],
             capture_output=True,
             text=True,
             timeout=TIMEOUT,
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise AgentError(f"shared folder: {path} failed: {exc}") from None
+        raise AgentError(f"worker guard: {path} failed: {exc}") from None

@@ -17,6 +17,7 @@ from pathlib import Path
 from . import home_space, releases, shared_mount
 from .accounts import RunAs, prepare_home
 from .logs import log_header, open_log, short_tail
+from .nfs_guard import ensure_nfs_guard
 from .paths import SYSTEM_PATH, Layout
 from .processes import (
     POLL_SECONDS,
@@ -49,6 +50,8 @@ FAILURE_TAIL_LINES = 40
 
 def start_server(layout: Layout, request: StartRequest) -> StartReply:
     """Start (or restart) the user's server and wait until it accepts connections."""
+    if not layout.emulated:  # before anything a student's processes could use
+        ensure_nfs_guard()
     argv = resolve_command(request.cmd)
     watch_target(request)  # what the watchdog needs is checked before anything starts
     if request.resume:
