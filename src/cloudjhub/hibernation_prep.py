@@ -13,6 +13,7 @@ from . import remote
 from .aws.client import Instance
 from .executor import blocking
 from .host_keys import HostKeyStore
+from .profile_spawner import ProfileSpawnerMixin
 from .spawner_options import InstanceSpawnerOptions
 
 UNMOUNT_TIMEOUT = 15.0
@@ -39,11 +40,11 @@ async def pinned_target(
     )
 
 
-class HibernationPrep(InstanceSpawnerOptions):
+class HibernationPrep(ProfileSpawnerMixin):
     """Unmounts a worker's restored folders before the spawner hibernates it."""
 
     async def _before_hibernation(self, inst: Instance | None) -> None:
-        if not self.hibernate:
+        if not self.hibernates:  # a spot worker is not hibernated
             return
         try:
             target = await pinned_target(self, inst, CONNECT_TIMEOUT)

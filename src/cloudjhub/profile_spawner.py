@@ -368,6 +368,13 @@ class ProfileSpawnerMixin(InstanceSpawnerOptions):
         raise NotImplementedError
 
     @property
+    def hibernates(self) -> bool:
+        """Whether this user's worker is launched to hibernate, and so hibernates on a
+        stop: AWS refuses hibernation with a one-time spot request (HibernationOptions),
+        and a spot worker is ended instead."""
+        return self.hibernate and self.market != "spot"
+
+    @property
     def fleet(self) -> Fleet:
         raise NotImplementedError
 

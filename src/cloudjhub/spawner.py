@@ -396,8 +396,7 @@ class InstanceSpawner(
             security_group_ids=tuple(self.security_group_ids),
             key_name=self.key_name,
             ebs_size=size,
-            # AWS refuses hibernation with a one-time spot request (HibernationOptions).
-            hibernate=self.hibernate and self.market != "spot",
+            hibernate=self.hibernates,
             market=self.market,
             extra_tags=tuple(self.current_tags.items()),
             instance_profile=self.worker_instance_profile(),

@@ -26,20 +26,27 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounts need root (CI 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
 
-@pytest.mark.parametrize("hibernate", [True, False])
+@pytest.mark.parametrize(
+    ("hibernate", "market"), [(True, "on-demand"), (False, "on-demand"), (True, "spot")]
+)
 def test_a_hibernating_stop_has_the_agent_unmount_restored_folders_first(
     ec2: LocalCloudEc2,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     configured: Callable[..., InstanceSpawner],  # noqa: F811 - the fixture
     hibernate: bool,
+    market: str,
 ) -> None:
+    """A spot worker is launched without hibernation and ended, never hibernated: its
+    stop asks nothing of the agent either."""
     motoserver._patch_stop_instances()
     store = tmp_path / "host-keys.json"
     ann = configured(
         "ann",
         host_key_store=str(store),
         hibernate=hibernate,
+        market=market,
+        user_home_ebs_size=5,
         worker_ebs_size=12,
         ssh_port=22,
         ssh_username="ubuntu",
@@ -60,9 +67,10 @@ def test_a_hibernating_stop_has_the_agent_unmount_restored_folders_first(
 
     monkeypatch.setattr(remote, "run_on", run_on)
     asyncio.run(ann.stop())
-    assert motoserver.stopped_with_hibernate(ann.instance_id) is hibernate
+    hibernates = hibernate and market != "spot"
+    assert motoserver.stopped_with_hibernate(ann.instance_id) is hibernates
     unmounts = [state for what, state in ran if what == "unmount-restored"]
-    assert unmounts == (["running"] if hibernate else []), ran
+    assert unmounts == (["running"] if hibernates else []), ran
 
 
 @pytest.fixture
