@@ -66,6 +66,9 @@ def spawner_for(
         spawner.ec2_coalesce_window = 1.0
         spawner.state_poll_interval = 0.05
         spawner.usage_log = str(tmp_path / "usage.jsonl")
+        # No keeper records host keys here: any member may be claimed (test_pool_keys.py
+        # sets a directory and console-pinned hosts, where only recorded ones may).
+        spawner.warm_pool_keys_dir = ""
         spawner.server = Server(base_url=f"/user/{user}/")
         for name, value in traits.items():
             setattr(spawner, name, value)
