@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from benchmarks.storm import ready_members
+from cloudjhub.aws.client import Instance
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.keys import ensure_ed25519
-from cloudjhub.aws.client import Instance
 from cloudjhub.pool_keeper import Keeper, constant_target
 from cloudjhub.pool_schedule import PoolTarget
 from cloudjhub.remote import CONSOLE_BEGIN, CONSOLE_END
