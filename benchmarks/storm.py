@@ -258,7 +258,7 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 def ready_members(ec2: Any, keys_dir: Path) -> list[str]:
     """Running, unclaimed pool members whose host keys the keeper has recorded: the
-    ones a claim hands out (pool_claims._verifiable)."""
+    ones a claim hands out (pool_batch._verifiable)."""
     pages = ec2.get_paginator("describe_instances").paginate(
         Filters=[
             {"Name": "tag:cloudjhub:pool", "Values": ["ready"]},

@@ -12,32 +12,11 @@ from __future__ import annotations
 from . import remote
 from .aws.client import Instance
 from .executor import blocking
-from .host_keys import HostKeyStore
 from .profile_spawner import ProfileSpawnerMixin
-from .spawner_options import InstanceSpawnerOptions
+from .ssh_target import pinned_target
 
 UNMOUNT_TIMEOUT = 15.0
 CONNECT_TIMEOUT = 5.0
-
-
-async def pinned_target(
-    options: InstanceSpawnerOptions, inst: Instance | None, connect_timeout: float
-) -> remote.Target | None:
-    """A running instance whose host keys we pinned, as an SSH target; None if it is
-    not running or was never connected to (then nothing of ours runs on it)."""
-    if inst is None or inst.state != "running" or not inst.private_ip:
-        return None
-    keys = await blocking(HostKeyStore(options.host_key_store).keys_for, inst.id)
-    if not keys:
-        return None
-    return remote.Target(
-        inst.private_ip,
-        options.ssh_port,
-        options.ssh_username,
-        options.ssh_key_file,
-        tuple(keys),
-        connect_timeout,
-    )
 
 
 class HibernationPrep(ProfileSpawnerMixin):

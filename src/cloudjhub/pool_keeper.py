@@ -171,7 +171,9 @@ class Keeper:
         stopped, started = self._to_state(members, want.state)
         if want.state == "running":  # (a stopped pool's are recorded before each stop)
             self._record_keys([m for m in members if m.state == "running"])
-        self._forget_keys({w.id for w in workers if w.live} - set(terminated) - set(retired))
+        # Only the terminated lose their keys: one marked retiring this round may be
+        # kept for a claim that landed meanwhile (`_unmark`), and its keys printed once.
+        self._forget_keys({w.id for w in workers if w.live})
         return RoundResult(len(members), launched, stopped, started, terminated, retired, ended)
 
     def _launch(self, count: int) -> list[str]:
@@ -264,7 +266,7 @@ class Keeper:
 
     def _record_keys(self, running: list[Instance]) -> None:
         """Record running members' keys too, not only before a stop: a claim hands out
-        only members whose keys are recorded (pool_claims._verifiable)."""
+        only members whose keys are recorded (pool_batch._verifiable)."""
         if self.keys_dir:
             for member in running:
                 self._keys_ready(member)

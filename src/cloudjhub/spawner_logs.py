@@ -20,9 +20,9 @@ from traitlets import Unicode, default
 from . import remote
 from .aws.client import Instance
 from .executor import blocking
-from .hibernation_prep import pinned_target
 from .kept_logs import KEPT_LINES, Event, KeptLogs, cut, default_dir
 from .spawner_options import InstanceSpawnerOptions
+from .ssh_target import pinned_target
 from .worker.protocol import posix_username
 
 # A stop waits at most this long for the log's tail: it is a courtesy, not the stop.

@@ -147,10 +147,11 @@ def recorded_host_keys(keys_dir: str, instance_id: str) -> list[str]:
 
 
 def keys_dir_for_claims(keys_dir: str, source: Callable[[], str]) -> str:
-    """Where a claim finds the keys it hands members out by (pool_claims._verifiable):
-    the keeper's directory when it records keys, i.e. hosts are pinned from the
-    console and it has made the directory. `source` is asked only then."""
-    if keys_dir and Path(keys_dir).is_dir() and source() == "console":
+    """Where a claim finds the keys it hands members out by (pool_batch._verifiable):
+    the keeper's directory when hosts are pinned from the console, made yet or not (a
+    hub up before the keeper's first round hands out no member unrecorded). `source`
+    is asked only when there is a directory."""
+    if keys_dir and source() == "console":
         return keys_dir
     return ""
 

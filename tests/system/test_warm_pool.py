@@ -79,4 +79,4 @@ def test_a_scheduled_pool_is_filled_claimed_and_refilled(tmp_path: Path) -> None
         assert any(m.startswith(waited) for m in messages), messages
         # One copy of the buckets: the keeper's launch and the hub's claim in one file.
         [levels] = Path(demo.state_dir).rglob("ec2-buckets.json")
-        assert {"RunInstances", "CreateTags"} <= set(json.loads(levels.read_text()))
+        assert {"RunInstances", "CreateTags"} <= set(json.loads(levels.read_text())["levels"])

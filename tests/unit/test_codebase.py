@@ -92,7 +92,14 @@ def test_shell_scripts_pass_shellcheck() -> None:
         ("ec2_queue.py", {"aws", "executor"}),
         ("warm_pool.py", {"aws", "tags"}),
         ("worker/mountinfo.py", set()),
-        ("pool_claims.py", {"aws", "executor", "fleet", "tags", "warm_pool", "ec2_queue"}),
+        ("pool_batch.py", {"aws", "tags", "warm_pool"}),
+        ("pool_claims.py", {"aws", "executor", "fleet", "warm_pool", "ec2_queue", "pool_batch"}),
+        ("ssh_target.py", {"remote", "aws", "executor", "host_keys", "spawner_options"}),
+        # The log tail connects as the unmount does, through ssh_target, not its mixin.
+        (
+            "spawner_logs.py",
+            {"remote", "aws", "executor", "kept_logs", "spawner_options", "ssh_target", "worker"},
+        ),
     ],
 )
 def test_lower_floors_never_import_upper_ones(module: str, allowed: set[str]) -> None:

@@ -72,6 +72,7 @@ def spawner_for(
         spawner.shared_file_system_id = ""  # no shared folder, so no workers' profile
         spawner.state_poll_interval, spawner.idle_timeout = 0.05, 3600
         spawner.usage_log = str(tmp_path / "usage.jsonl")
+        spawner.warm_pool_keys_dir = ""  # no keeper records host keys here
         for name, value in traits.items():
             setattr(spawner, name, value)
         return spawner

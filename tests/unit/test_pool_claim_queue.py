@@ -1,6 +1,7 @@
 """A storm's claims against moto, through the spawner: a spawn cancelled and retried
 while its claim is in flight gets that claim's member (never a second), a member
-reaching a server that already has a worker goes back to the pool, each waiting
+reaching a server that already has a worker goes back to the pool (and, when it
+cannot, the user keeps the worker they have), each waiting
 first login is told their place and an estimate on the spawn page, and a batch's
 CreateTags overlap."""
 
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from cloudjhub import pool_claims
-from cloudjhub.aws.client import Instance
+from cloudjhub.aws.client import CloudError, Instance
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.pool_claims import Claimant, PoolClaims, claim_batch
@@ -102,6 +103,37 @@ def test_a_member_reaching_a_server_that_has_a_worker_goes_back_to_the_pool(
     assert got is not None and got.id == own.id
     assert workers_of(ec2, "ann") == [own.id]
     assert [m.id for m in members(ec2)] == pool
+
+
+def test_a_member_that_cannot_go_back_leaves_the_user_their_worker(
+    ec2: LocalCloudEc2,
+    spec: WorkerSpec,
+    spawner_for: Spawners,  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As above, but EC2 refuses the give-back: the spawn still gets the worker ann
+    has (failing it would leave both tagged hers all the same), not an error."""
+    pool_of(ec2, spec, 1)
+    spawner = spawner_for("ann")
+    own = ec2.launch_worker("ann", spec, "ann-earlier-launch", spawner.user_id)
+    user_workers = ec2.user_workers
+    missed = [False]
+
+    def lagging(user: str, server: str | None = None) -> list[Instance]:
+        if not missed[0]:
+            missed[0] = True
+            return []
+        return user_workers(user, server)
+
+    def throttled(*_args: Any) -> None:
+        raise CloudError("Request limit exceeded.", "RequestLimitExceeded")
+
+    monkeypatch.setattr(ec2, "user_workers", lagging)
+    monkeypatch.setattr(ec2, "release_claim", throttled)
+
+    [got] = find_all([spawner])
+
+    assert got is not None and got.id == own.id
 
 
 def test_first_logins_waiting_for_a_claim_see_their_place_and_an_estimate(

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from jupyterhub.objects import Hub, Server
 
-from cloudjhub import pool_claims
+from cloudjhub import pool_batch
 from cloudjhub.aws.client import CloudError, Instance
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
@@ -66,6 +66,9 @@ def spawner_for(
         spawner.ec2_coalesce_window = 1.0
         spawner.state_poll_interval = 0.05
         spawner.usage_log = str(tmp_path / "usage.jsonl")
+        # No keeper records host keys here: any member may be claimed (test_pool_keys.py
+        # sets a directory and console-pinned hosts, where only recorded ones may).
+        spawner.warm_pool_keys_dir = ""
         spawner.server = Server(base_url=f"/user/{user}/")
         for name, value in traits.items():
             setattr(spawner, name, value)
@@ -204,7 +207,7 @@ def test_zones_in_a_batch_home_volumes_choose_first(
     [there] = pool_of(ec2, replace(spec, subnet_id=subnet), 2)
     ec2.create_home_volume("ann", 1, other, "1")
     ec2.create_home_volume("cy", 1, third, "3")
-    monkeypatch.setattr(pool_claims, "_order", lambda m: (m.id != there, m.id))
+    monkeypatch.setattr(pool_batch, "_order", lambda m: (m.id != there, m.id))
     users = ["bob", "ann", "cy"]  # bob first in the queue, too
 
     found = find_all([spawner_for(u, user_home_ebs_size=1) for u in users])

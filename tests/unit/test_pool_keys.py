@@ -3,7 +3,8 @@
 cloud-init prints a worker's host keys on its first boot only. A running member
 whose console shows none (it booted already, or its keys were lost) can never be
 verified: handed out, its user's spawn waited 300 s for keys and failed. The keeper
-records running members' keys each round, and a claim skips members without.
+records running members' keys each round, and a claim skips members without, also
+before the keeper's first round; the keeper forgets keys only of terminated members.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ from typing import Any
 import pytest
 
 from benchmarks.storm import ready_members
+from cloudjhub.aws.client import Instance
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.keys import ensure_ed25519
 from cloudjhub.pool_keeper import Keeper, constant_target
+from cloudjhub.pool_schedule import PoolTarget
 from cloudjhub.remote import CONSOLE_BEGIN, CONSOLE_END
 from cloudjhub.warm_pool import recorded_host_keys
 from tests.unit.test_pool_claims import Spawners, find_all, spawner_for  # noqa: F401
+from tests.unit.test_pool_races import claim
 
 
 def test_only_members_with_recorded_host_keys_are_claimed(
@@ -58,3 +62,55 @@ def test_only_members_with_recorded_host_keys_are_claimed(
     assert claimed == [printed]  # the other user launches instead of taking `silent`
     [ann_or_bob] = [s for s, f in zip(spawners, found, strict=True) if f is not None]
     assert ann_or_bob.pinned_host_keys == recorded_host_keys(keys_dir, printed)
+
+
+def test_a_hub_up_before_the_keepers_first_round_hands_out_no_unrecorded_member(
+    ec2: LocalCloudEc2,
+    spec: WorkerSpec,
+    spawner_for: Spawners,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Hosts pinned from the console, the keeper's keys directory not made yet: a
+    member (here from a keeper that records nothing) is not handed out; ann launches."""
+    Keeper(ec2, spec, constant_target(1, "running")).round()
+    keys_dir = str(tmp_path / "pool-host-keys")
+    traits: dict[str, Any] = {"ssh_host_key_source": "console", "warm_pool_keys_dir": keys_dir}
+
+    assert find_all([spawner_for("ann", **traits)]) == [None]
+
+
+def test_a_member_kept_for_a_claim_while_retiring_keeps_its_keys(
+    ec2: LocalCloudEc2, spec: WorkerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool shrinks, and alice's claim tags the member between the keeper's read
+    and its retiring mark: the keeper keeps it for her (`_unmark`) and keeps its keys,
+    which its console will not print again."""
+    keys_dir = str(tmp_path / "pool-host-keys")
+    size = [1]
+    keeper = Keeper(ec2, spec, lambda _now: PoolTarget(size[0], "running"), keys_dir=keys_dir)
+    [member] = keeper.round().launched
+    host_key = ensure_ed25519(tmp_path / "host_key", "")
+    console = f"{CONSOLE_BEGIN}\n{host_key}\n{CONSOLE_END}\n"
+    monkeypatch.setattr(ec2, "console_output", lambda *_: console)
+    keeper.round()
+    recorded = recorded_host_keys(keys_dir, member)
+    assert recorded
+    describe = type(ec2).describe
+    claimed: list[Instance] = []
+
+    def read_then_claim(ids: Any) -> list[Instance]:
+        found = describe(ec2, ids)
+        if not claimed and list(ids) == [member]:  # the keeper's read before its mark
+            claimed.append(found[0])
+            got = claim(ec2, "alice", "7", spec.instance_type)
+            assert got is not None and got.id == member
+        return found
+
+    monkeypatch.setattr(ec2, "describe", read_then_claim)
+    size[0] = 0
+    keeper.round()
+
+    assert claimed
+    [now] = describe(ec2, [member])
+    assert now.live and now.user == "alice"
+    assert recorded_host_keys(keys_dir, member) == recorded

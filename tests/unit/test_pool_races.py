@@ -16,7 +16,7 @@ from cloudjhub.aws import pacing
 from cloudjhub.aws.client import CloudError, Instance
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
-from cloudjhub.pool_claims import Claimant, claim_batch
+from cloudjhub.pool_batch import Claimant, claim_batch
 from cloudjhub.pool_keeper import Keeper, constant_target
 from cloudjhub.pool_schedule import PoolTarget
 from cloudjhub.tags import POOL_CLAIMING, POOL_TAG, USER_ID_TAG, USER_TAG

@@ -67,6 +67,9 @@ def spawner_for(
         spawner.warm_pool_schedule = []
         spawner.user_home_ebs_size = 0
         spawner.usage_log = str(tmp_path / "usage.jsonl")
+        # No keeper records host keys here: any member may be claimed (test_pool_keys.py
+        # sets a directory and console-pinned hosts, where only recorded ones may).
+        spawner.warm_pool_keys_dir = ""
         spawner.server = Server(base_url=f"/user/{user}/")
         return spawner
 

@@ -18,8 +18,11 @@ AWS keeps one set of buckets per account and region, and the pool's keeper
 each, the two could together spend twice the refill. Given the same `BucketFile`,
 both pacers read and write each bucket's level under an exclusive lock (flock), so
 together they spend no faster than AWS refills. A level is (tokens, when), `when` on
-the monotonic clock, on Linux one clock for every process of a boot. The file is only
-a cache of levels: a missing, torn or foreign one reads as full buckets (as at start).
+the monotonic clock, on Linux one clock for every process of a boot; the file names
+its boot (`boot_id`), since it outlives a reboot and the clock restarts at zero, and
+levels of another boot, or from this clock's future, are dropped. The file is only a
+cache of levels: a missing, torn or foreign one reads as full buckets (as at start),
+and one that cannot be opened (a warning, once) leaves each process its own copy.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import math
 import os
 import threading
@@ -38,7 +42,10 @@ from typing import Any
 
 from ..ec2_limits import default_buckets, request_family, resource_family
 
+log = logging.getLogger("cloudjhub.pacing")
+
 SLACK = 0.001
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
 Levels = dict[str, tuple[float, float]]
@@ -47,27 +54,63 @@ Levels = dict[str, tuple[float, float]]
 class BucketFile:
     """The levels of an account's buckets, kept in a file by every process pacing them."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, boot: str | None = None) -> None:
         self.path = Path(path)
+        self.boot = boot if boot is not None else boot_id()
+        self._warned = False
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[Levels]:
         """The levels, for the block to read and change; written back after it."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "r+") as file:
+        try:
+            # Not through a link someone planted: the file is the hub's and its services'.
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            self._unusable(exc)
+            yield {}  # this process's own levels alone
+            return
+        with os.fdopen(fd, "r+", errors="replace") as file:
             fcntl.flock(file, fcntl.LOCK_EX)  # released when the file closes
-            levels = _parse_levels(file.read())
+            levels = _parse(file.read(), self.boot)
             yield levels
-            file.seek(0)
-            file.truncate()
-            file.write(json.dumps({k: list(v) for k, v in levels.items()}))
+            try:
+                file.seek(0)
+                file.truncate()
+                file.write(json.dumps({"boot": self.boot, "levels": _dump(levels)}))
+                file.flush()
+            except OSError as exc:
+                self._unusable(exc)
+
+    def _unusable(self, exc: OSError) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("EC2 buckets file %s unusable (%s); pacing alone", self.path, exc)
 
 
-def _parse_levels(text: str) -> Levels:
+def boot_id() -> str:
+    """This boot's id: the monotonic clock's levels hold only within it."""
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _dump(levels: Levels) -> dict[str, list[float]]:
+    return {k: list(v) for k, v in levels.items()}
+
+
+def _parse(text: str, boot: str) -> Levels:
     try:
         raw = json.loads(text) if text else {}
     except ValueError:
         return {}
+    if not isinstance(raw, dict) or raw.get("boot") != boot or not boot:
+        return {}  # another boot's clock (or a file of no boot): full buckets
+    return _parse_levels(raw.get("levels"))
+
+
+def _parse_levels(raw: object) -> Levels:
     levels: Levels = {}
     for name, value in raw.items() if isinstance(raw, dict) else ():
         numbers = value if isinstance(value, list) and len(value) == 2 else []
@@ -134,7 +177,9 @@ class Pacer:
         self, action: str, resources: int = 0, filtered: bool = True, weight: int = 1
     ) -> Ticket:
         """Take the tokens `action` needs, as of the time they will be there."""
-        with self._lock, self._levels() as levels:
+        # The file's lock first: while another process holds it, `wait_for` (on the
+        # event loop) must not wait on this thread's lock too.
+        with self._levels() as levels, self._lock:
             now = self.clock()
             family = request_family(action, filtered)
             own = action if family == action else f"{action} ({family})"
@@ -155,12 +200,14 @@ class Pacer:
 
     def wait_for(self, action: str, counts: Sequence[int], filtered: bool = True) -> list[float]:
         """For each count, seconds until that many requests of `action` could all have
-        gone, if nothing else spends its bucket (estimates to show; nothing reserved)."""
-        with self._lock, self._levels() as levels:
+        gone, if nothing else spends its bucket (estimates to show; nothing reserved).
+        From this process's levels as last seen, never the shared file: it is called
+        on the event loop, and an estimate needs no lock held by another process."""
+        with self._lock:
             now = self.clock()
             family = request_family(action, filtered)
             own = action if family == action else f"{action} ({family})"
-            bucket = self._bucket(own, family, now, levels)
+            bucket = self._bucket(own, family, now, {})
             level = bucket.level(now)
             return [max(0.0, (count - level) / bucket.refill) for count in counts]
 
@@ -173,8 +220,10 @@ class Pacer:
         if bucket is None:
             capacity, refill = self._sizes[family]
             bucket = self._buckets[name] = _Bucket(capacity, refill, capacity, now)
-        if name in levels:  # where the other process left it
-            bucket.tokens, bucket.updated = levels[name]
+        stored = levels.get(name)
+        # Where the other process left it; a time ahead of ours is not of this clock.
+        if stored is not None and stored[1] <= now:
+            bucket.tokens, bucket.updated = min(stored[0], bucket.capacity), stored[1]
         return bucket
 
     def done_waiting(self, ticket: Ticket) -> None:
