@@ -22,6 +22,7 @@ from cloudjhub.hub.settings import SETTINGS_ENV, load_settings
 from cloudjhub.launch import manager_setup
 from cloudjhub.launch.manager_setup import SECRET_FILES, STUB_CONFIG, main_json
 from cloudjhub.launch.units import HUB_UNIT, parse_unit
+from tests.helpers import missing_here
 
 
 def request(**overrides: Any) -> str:
@@ -216,7 +217,7 @@ MAX_EXPOSURE = 2.0
 def test_systemd_rates_the_hub_unit_safe(root: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        pytest.skip("systemd-analyze is not installed (scripts/bootstrap installs it)")
+        missing_here("systemd-analyze is not installed (scripts/bootstrap installs it)")
     main_json(root, request(), start=False)
     unit = root / "etc" / "systemd" / "system" / HUB_UNIT
     done = subprocess.run(

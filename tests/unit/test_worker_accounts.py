@@ -24,6 +24,7 @@ from cloudjhub.worker.protocol import (
     mapped_account,
     posix_username,
 )
+from tests.helpers import missing_here
 from tests.unit.worker_harness import Worker
 
 
@@ -166,7 +167,7 @@ def test_mapped_names_are_stable_valid_and_never_another_users_name() -> None:
 def test_a_real_account_is_marked_and_has_no_group_but_its_own(tmp_path: Path) -> None:
     """As root, with a unique name removed afterwards: useradd, the mark, id -G."""
     if os.geteuid() != 0 or shutil.which("useradd") is None:
-        pytest.skip("needs root and useradd")  # pragma: no cover
+        missing_here("needs root and useradd")  # pragma: no cover
     name = "cjt" + secrets.token_hex(4)
     made = [name, mapped_account(name)]
     try:
