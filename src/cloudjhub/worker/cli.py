@@ -20,10 +20,11 @@ from .logs import follow as follow_log
 from .logs import tail_lines
 from .paths import Layout
 from .protocol import MAX_LOG_LINES, USER_RE, AgentError, check_release_name, read_request
+from .recorded_pids import running_pids
 from .releases import stage, staged
 from .restored_unmount import unmount_restored
 from .selfstop import run_watchdog, watch_log
-from .server import DEFAULT_STOP_TIMEOUT, running_pids, server_status, start_server, stop_server
+from .server import DEFAULT_STOP_TIMEOUT, server_status, start_server, stop_server
 from .shared_mount import unmount_shared
 
 
