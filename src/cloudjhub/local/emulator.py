@@ -22,11 +22,9 @@ key and a pid sweep each) would keep the last user waiting for all the others.
 Under `--like-aws` the console is the AWS behaviour layer's (`console`), and
 host keys are printed on an instance's first boot only, as cloud-init does.
 Only EC2 taking an instance down (stopping, stopped, shutting-down, terminated,
-or a new start) or the instance going away halts its machine: one that shows
-`pending` or is missing from one listing is not halted, so it never boots a
-second time unasked. Gone means absent from the embedded moto's backend, or
-from several complete API listings in a row (`fleet_states`, which also says
-why the embedded moto is read in this process rather than through the API).
+a new start) or the instance going away (`fleet_states`: where a pass reads the
+fleet, and when absent means gone) halts its machine: one that shows `pending`
+or is missing from one listing is not halted, so it never boots twice unasked.
 
 What it does is logged to `emulator.log` in the state dir (`emulator_log`).
 """
@@ -54,6 +52,7 @@ from ..tags import ROLE_TAG, Role
 from . import motoserver, processes, sshd
 from .emulator_log import LocalCloudLog
 from .fleet_states import Absences, StateSource, api_source
+from .machine_share import MachineShare
 from .processes import INSTANCE_ENV
 from .shared_dirs import delete_unmounted, unmount_instance, unmount_instances
 
@@ -96,6 +95,7 @@ class FleetEmulator:
         trusts_key: Callable[[str, str], bool] | None = None,
         parallel: int = PARALLEL,
         states: StateSource | None = None,
+        share: MachineShare | None = None,
     ) -> None:
         self.ec2 = ec2
         # Where each pass reads the fleet (default: DescribeInstances through `ec2`).
@@ -127,6 +127,8 @@ class FleetEmulator:
         self._hosts_lock = threading.Lock()
         self.known_hosts = state_dir / "known_hosts"
         self.log_file = LocalCloudLog(state_dir)
+        # Where users' machines run (the demo's cgroup, machine_share); None: anywhere.
+        self.share = share
 
     @property
     def volumes_dir(self) -> Path:
@@ -169,6 +171,8 @@ class FleetEmulator:
             self.suspended.clear()
             sshd.end_pids(processes.fleet_pids(self.state_dir))
             unmount_instances(self.state_dir)
+        if self.share is not None:
+            self.share.close()
         self.log_file.close()
 
     def reconcile(self) -> None:
@@ -305,7 +309,12 @@ class FleetEmulator:
             **self._instance_role_env(inst),
         }
         machine = Machine(inst.id, root, inst.private_ip, boot=motoserver.boot_count(inst.id))
-        machine.sshd = sshd.start_sshd(root, inst.private_ip, self.ssh_port, public_key, env)
+        # Users' machines never take the hub's CPU on AWS; the manager runs the hub.
+        user_machine = inst.tags.get(ROLE_TAG) != Role.MANAGER.value
+        prefix = self.share.prefix() if self.share is not None and user_machine else []
+        machine.sshd = sshd.start_sshd(
+            root, inst.private_ip, self.ssh_port, public_key, env, prefix
+        )
         # Recorded at once (the reconcile holding the lock waits for every boot), so a
         # boot that fails after this is not booted twice.
         self.machines[inst.id] = machine
@@ -317,7 +326,7 @@ class FleetEmulator:
         self._record_known_host(inst.private_ip, host_key)
         if resumed is None:
             for unit in enabled_units(root):
-                run_unit_directly(unit, root / "var" / "log" / f"{unit.stem}.log", env)
+                run_unit_directly(unit, root / "var" / "log" / f"{unit.stem}.log", env, prefix)
                 log.info("%s: started %s", inst.id, unit.name)
         log.info("booted %s at %s:%s", inst.id, inst.private_ip, self.ssh_port)
 
