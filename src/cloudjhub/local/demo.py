@@ -261,7 +261,7 @@ class DemoStack:
         ec2 = LocalCloudEc2.connect(DEMO_CLUSTER, self.region, endpoint)
         self.network = prepare_network(ec2, endpoint, self.region, self.state_dir, self.vpc_cidr)
         self.emulator = FleetEmulator(
-            LocalCloudEc2.connect(DEMO_CLUSTER, self.region, machines_endpoint),
+            LocalCloudEc2.connect(DEMO_CLUSTER, self.region, machines_endpoint, "emulator"),
             self.state_dir,
             EMULATED_SSH_PORT,
             publish_console=self.console_is_ours,
