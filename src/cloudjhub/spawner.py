@@ -127,7 +127,7 @@ class InstanceSpawner(
         key = (self.cluster_name, self.region, self.aws_endpoint_url or "")
         return Fleet.shared(
             key,
-            lambda: HubEc2.connect(self.cluster_name, self.region, self.aws_endpoint_url, "hub"),
+            lambda: HubEc2.connect(self.cluster_name, self.region, self.aws_endpoint_url),
             self.fleet_refresh_interval,
         )
 

@@ -257,6 +257,8 @@ class Ec2Client:
         endpoint_url: str | None = None,
         caller: str | None = None,
     ) -> Any:
+        if caller is None:  # the process's caller (make_client's two-argument form)
+            return cls(cluster, make_client(region, endpoint_url))
         return cls(cluster, make_client(region, endpoint_url, caller))
 
     def _call(self, action: str, context: Mapping[str, str] | None = None, /, **kwargs: Any) -> Any:
