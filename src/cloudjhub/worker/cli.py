@@ -16,15 +16,20 @@ from typing import NoReturn
 
 import click
 
-from .logs import follow as follow_log
-from .logs import tail_lines
+# Each command imports what it alone needs, inside it: every run of the agent is one
+# command, on the user's instance, on the path of a login, and pydantic (protocol,
+# record) or the server's modules would otherwise cost every command their import.
+from .contract import MAX_LOG_LINES, USER_RE, AgentError, check_release_name
 from .paths import Layout
-from .protocol import MAX_LOG_LINES, USER_RE, AgentError, check_release_name, read_request
-from .releases import stage, staged
-from .restored_unmount import unmount_restored
-from .selfstop import run_watchdog, watch_log
-from .server import DEFAULT_STOP_TIMEOUT, running_pids, server_status, start_server, stop_server
-from .shared_mount import unmount_shared
+
+# The agent has no pydantic plugins; without this, pydantic scans every installed
+# package's entry points for them when the first model is built. Documented by
+# pydantic; inherited by nothing that matters (the server and watchdog get their own
+# environment) and overridable by setting it to something else.
+PLUGINS_VAR = "PYDANTIC_DISABLE_PLUGINS"
+# `stop`'s default, as server.DEFAULT_STOP_TIMEOUT (checked by a test): importing it
+# would import the server's modules into every command.
+DEFAULT_STOP_TIMEOUT = 10.0
 
 
 def emit(obj: object) -> None:
@@ -66,6 +71,9 @@ def start() -> None:
     resume=true keeps a server that survived a hibernation if it is the same server;
     the answer then adds "resumed": true and the "api_token" that server runs with.
     """
+    from .protocol import read_request
+    from .server import start_server
+
     layout = Layout.from_env()
     request = read_request(sys.stdin.buffer)
     click.echo(start_server(layout, request).to_json())
@@ -86,6 +94,9 @@ def stop(user: str, timeout: float) -> None:
     Sends SIGTERM to its process group, then SIGKILL after --timeout. Prints
     {"stopped": true|false}; false means nothing was running. Always exits 0.
     """
+    from .server import stop_server
+    from .shared_mount import unmount_shared
+
     layout = Layout.from_env()
     stopped = stop_server(layout, user, timeout)
     unmount_shared(layout)
@@ -101,7 +112,9 @@ def watch(user: str) -> None:
     idle_timeout + self_stop_grace seconds without activity on the server, or without
     an answer from the hub. Gets the server's token in its environment from `start`.
     """
-    watch_log(f"watch ended: {run_watchdog(Layout.from_env(), user)}")
+    from .watch_process import watch_user
+
+    watch_user(user)
 
 
 @cli.command()
@@ -112,6 +125,8 @@ def status(user: str) -> None:
     Prints {"running", "pid", "ip", "port", "started"}; running is checked against the
     live process table, so a crashed server shows as not running.
     """
+    from .server import server_status
+
     emit(server_status(Layout.from_env(), user))
 
 
@@ -130,6 +145,9 @@ def status(user: str) -> None:
 @click.option("--agent", is_flag=True, help="The agent's log (its watchdog) instead of Jupyter's.")
 def log(user: str, lines: int, follow: bool, agent: bool) -> None:
     """Print the last lines of the user's server log (or, with --agent, the agent's)."""
+    from .logs import follow as follow_log
+    from .logs import tail_lines
+
     layout = Layout.from_env()
     path = layout.watch_log_file(user) if agent else layout.log_file(user)
     try:
@@ -168,18 +186,24 @@ def stage_release(name: str) -> None:
     Refused (exit 2) if any member would land outside its folder (absolute paths, ..,
     links leaving it, devices). Prints {"name", "sha256"}.
     """
+    from .releases import stage
+
     emit({"name": name, "sha256": stage(Layout.from_env(), name, sys.stdin.buffer)})
 
 
 @cli.command()
 def releases() -> None:
     """List the staged releases as JSON: {name: sha256}."""
+    from .releases import staged
+
     emit(staged(Layout.from_env()))
 
 
 @cli.command("unmount-shared")
 def unmount_shared_command() -> None:
     """Unmount /srv/shared (the emulator's stop of a machine)."""
+    from .shared_mount import unmount_shared
+
     emit({"unmounted": unmount_shared(Layout.from_env())})
 
 
@@ -187,6 +211,8 @@ def unmount_shared_command() -> None:
 def unmount_restored_command() -> None:
     """Unmount the restored folders (~/restored-<date>): the hub's step before it
     hibernates the instance, so their volumes detach at the next start."""
+    from .restored_unmount import unmount_restored
+
     emit({"unmounted": unmount_restored(Layout.from_env())})
 
 
@@ -197,11 +223,14 @@ def pids() -> None:
     Covers every user recorded under the root; the local emulator uses it to end (or,
     when hibernating, suspend) the servers of an instance it stops.
     """
+    from .server import running_pids
+
     emit(running_pids(Layout.from_env()))
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point: every error becomes one line on stderr and a meaningful exit status."""
+    os.environ.setdefault(PLUGINS_VAR, "__all__")
     try:
         result = cli.main(
             args=list(argv) if argv is not None else None,
