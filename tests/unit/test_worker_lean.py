@@ -196,3 +196,18 @@ def test_the_watchdog_reads_a_record_as_the_agent_does(tmp_path: Path, record: o
 def test_numbers_as_strings_are_not_a_record_the_agent_wrote(record: object) -> None:
     """Stricter than pydantic's lax mode, which takes "11" for 11: the agent writes numbers."""
     assert parse_watched(json.dumps(record).encode()) is None
+
+
+def test_protocol_models_are_built_when_first_used_not_at_import() -> None:
+    """defer_build: a command that reads no request pays no schema build for it."""
+    show = (
+        "from cloudjhub.worker import protocol as p\n"
+        "print(p.StartRequest.__pydantic_complete__, p.StartReply.__pydantic_complete__)\n"
+        "p.StartReply(pid=1, ip='127.0.0.1', port=8000)\n"
+        "print(p.StartReply.__pydantic_complete__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", show], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False", "True"]
