@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cloudjhub.worker import cli, server
+from cloudjhub.worker import commands, server
 from cloudjhub.worker.record import read_record
 from cloudjhub.worker.watch_process import parse_watched
 from tests.unit.worker_harness import AGENT, FakeHub, Instance
@@ -33,15 +33,18 @@ def hub() -> Iterator[FakeHub]:
     yield from FakeHub.running()
 
 
-def imported(argv: list[str], root: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+def imported(
+    argv: list[str], root: Path, stdin: str = ""
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     """Run ``argv`` with -X importtime against ``root``: its result and what it imported."""
     env = {"PATH": os.environ["PATH"], "CLOUDJHUB_WORKER_ROOT": str(root)}
+    env["CLOUDJHUB_VOLUMES_DIR"] = str(root.parent / "volumes")
     done = subprocess.run(
         [argv[0], "-X", "importtime", *argv[1:]],
         capture_output=True,
         text=True,
         env=env,
-        stdin=subprocess.DEVNULL,
+        input=stdin,
         timeout=60,
         check=False,
     )
@@ -72,6 +75,22 @@ def test_the_watchdog_that_start_runs_imports_neither_click_nor_pydantic(
     assert "watch ended: the server is no longer recorded" in done.stdout
     assert "cloudjhub.worker.watchdog" in names
     assert heavy(names) == set()
+
+
+def test_start_as_the_hub_runs_it_imports_no_click(instance: Instance, hub: FakeHub) -> None:
+    """The hub's call on every login: the request checked by protocol (pydantic), as
+    strictly as ever, but no command-line parser for a command that takes no options."""
+    request = instance.request("busy", hub.url, idle_timeout=600)
+    done, names = imported([*AGENT, "start"], instance.root, json.dumps(request))
+    assert done.returncode == 0, done.stderr[-2000:]
+    instance.pids.update([json.loads(done.stdout)["pid"], *instance.agent_pids()])
+    assert "cloudjhub.worker.protocol" in names
+    assert {name for name in heavy(names) if name.split(".")[0] == "click"} == set()
+    bad, names = imported([*AGENT, "start"], instance.root, json.dumps({**request, "port": "1"}))
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines()[-1].startswith("cloudjhub-worker: ")
+    assert "port" in bad.stderr.splitlines()[-1]
+    assert "click" not in names
 
 
 def test_the_watch_command_still_watches_and_both_entries_check_the_user(
@@ -144,8 +163,8 @@ def test_the_agent_skips_pydantics_plugin_scan_unless_told_otherwise(tmp_path: P
 
 
 def test_stop_default_is_the_servers() -> None:
-    stop = next(p for p in cli.cli.commands["stop"].params if p.name == "timeout")
-    assert stop.default == server.DEFAULT_STOP_TIMEOUT == cli.DEFAULT_STOP_TIMEOUT
+    stop = next(p for p in commands.cli.commands["stop"].params if p.name == "timeout")
+    assert stop.default == server.DEFAULT_STOP_TIMEOUT == commands.DEFAULT_STOP_TIMEOUT
 
 
 GOOD = {"pid": 10, "ip": "127.0.0.1", "port": 8888, "started": 100, "spec": "x"}
