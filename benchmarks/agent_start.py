@@ -1,5 +1,5 @@
 """What the agent costs an instance per server start: the self-stop watchdog's
-process and `cloudjhub-worker start`, in CPU seconds and peak RSS, side by side.
+process and `cloudjhub-worker start`, in CPU seconds and RSS, side by side.
 
     .venv/bin/python benchmarks/agent_start.py [--runs 10] [--baseline-src DIR]
 
@@ -13,11 +13,11 @@ there). (b) `cloudjhub-worker start` of a light server (JupyterHub's mocksu, as
 CPU is each process's own, from wait4's rusage (user + system): what `start` spawns
 detached (the server, the watchdog) is not counted in it, so (a) measures the
 watchdog alone. RSS is the watchdog's VmRSS once it watches (/proc), against a bare
-idle python (rusage's ru_maxrss would include the benchmark's own memory, from before
-the child's exec). With --baseline-src pointing at another
-checkout's src/ (e.g. `git worktree add /tmp/old main`), the same runs of that code
-are printed too (through PYTHONPATH, so without -I). Medians; nothing is asserted.
-Everything started is ended by pid.
+idle python (rusage's ru_maxrss would include the benchmark's own memory, from
+before the child's exec). With --baseline-src pointing at another checkout's src/
+(e.g. `git worktree add /tmp/old main`), the same runs of that code are printed too
+(through PYTHONPATH, so its watchdog runs without -I: a few ms of site setup).
+Medians; nothing is asserted. Everything started is ended by pid.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -156,8 +156,10 @@ def one_start(agent: list[str], env: dict[str, str]) -> tuple[float, float]:
     return cpu, 0.0
 
 
-def median_of(runs: int, one: object, *args: object) -> tuple[float, float]:
-    results = [one(*args) for _ in range(runs)]  # type: ignore[operator]
+def median_of(
+    runs: int, one: Callable[..., tuple[float, float]], *args: object
+) -> tuple[float, float]:
+    results = [one(*args) for _ in range(runs)]
     return statistics.median(r[0] for r in results), statistics.median(r[1] for r in results)
 
 
@@ -215,6 +217,12 @@ def main() -> None:
             old_start = median_of(n, one_start, agent, environment(root, baseline))
             print(row("baseline: start", *old_start, floor))
             print(f"  this build / baseline: CPU {started[0] / old_start[0]:.2f}x")
+            ours = started[0] + dog["new: python -I -m cloudjhub.worker.watch_process"][0]
+            theirs = old_start[0] + old[0]
+            print(
+                f"per login, start + its watchdog's start: {ours * 1000:.0f} ms vs "
+                f"{theirs * 1000:.0f} ms of CPU ({ours / theirs:.2f}x)"
+            )
         print(f"load average at end: {os.getloadavg()[0]:.1f}")
 
 
