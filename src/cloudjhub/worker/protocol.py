@@ -3,7 +3,8 @@
 Both sides import this module, so the contract is written once: the spawner builds its
 request and parses the reply with it, ``cloudjhub-worker`` validates the request and
 writes the reply with it. It lives in ``worker/`` because the worker imports nothing
-hub-side; it imports only pydantic and the standard library.
+hub-side; it imports only pydantic, the standard library and ``contract`` (its
+parts that need no pydantic).
 
 Pydantic rather than dataclasses: strict fields reject what JSON makes easy to get
 wrong (``true`` or ``"8888"`` for a port, ``1.5`` for whole seconds) without a
@@ -63,7 +64,6 @@ MAPPED_PREFIX = "cjh-"
 VOLUME_ID_RE = re.compile(r"^vol-[0-9A-Za-z]{1,64}$")
 DEVICE_RE = re.compile(r"^/dev/[A-Za-z0-9_/.-]{1,200}$")
 SNAPSHOT_ID_RE = re.compile(r"^snap-[0-9a-f]{8,40}$")
-# A restored folder's name in the home: restored-<date of the snapshot>.
 MAX_VOLUME_GB = 16384
 DEFAULT_START_TIMEOUT = 60.0
 # The shared course folder: an EFS file system's id, the course (a folder of it), a region.
