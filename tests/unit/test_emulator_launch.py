@@ -22,7 +22,7 @@ import pytest
 
 from cloudjhub.aws.client import RETRY_CONFIG, Instance
 from cloudjhub.aws.local import LocalCloudEc2
-from cloudjhub.local import emulator, motoserver, processes, sshd
+from cloudjhub.local import emulator, fleet_states, motoserver, processes, sshd
 from cloudjhub.local.awslike.proxy import AwsLikeProxy
 from cloudjhub.local.awslike.settings import Behaviour
 from cloudjhub.local.emulator_log import LOG_NAME
@@ -230,3 +230,86 @@ def test_the_emulator_logs_to_a_file_in_its_state_dir(boots: Counter[str], tmp_p
     assert "booted i-0000000000000000d" in text
     assert "halted i-0000000000000000d" in text
     assert (tmp_path / LOG_NAME).stat().st_mode & 0o777 == 0o600
+
+
+def _wait(predicate: Any, what: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_the_embedded_moto_is_read_in_process_with_the_layers_states(
+    cloud: Cloud, boots: Counter[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10 (emulator cost): no DescribeInstances per pass, and behaviour unchanged:
+    pending does not boot, running does, stopping halts, and an instance gone from
+    moto's backend (L8) halts at once."""
+    ec2 = LocalCloudEc2.connect("states", "us-east-1", cloud.proxy.internal_url)
+    fleet = emulator.FleetEmulator(
+        ec2,
+        tmp_path,
+        2222,
+        console=cloud.proxy.layer.console.write,
+        host_keys_once=True,
+        states=fleet_states.moto_source("us-east-1", cloud.proxy.layer.lifecycle.visible),
+    )
+    describes: list[str] = []  # at the layer (any client) and at the emulator's botocore
+    forward = cloud.proxy.upstream
+
+    def upstream(method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
+        if b"Action=DescribeInstances" in body:
+            describes.append("layer")
+        return forward(method, path, headers, body)
+
+    monkeypatch.setattr(cloud.proxy, "upstream", upstream)
+    ec2.client.meta.events.register(
+        "before-call.ec2.DescribeInstances", lambda **_: describes.append("emulator")
+    )
+    launched = cloud.ec2.run_instances(
+        ImageId=cloud.ami, MinCount=3, MaxCount=3, SubnetId=cloud.subnet, InstanceType="t3.micro"
+    )
+    ids = [i["InstanceId"] for i in launched["Instances"]]
+    fleet.reconcile()
+    assert not set(ids) & set(fleet.machines), "booted while AWS shows it pending"
+    _wait(lambda: (fleet.reconcile(), set(ids) <= set(fleet.machines))[1], "never booted")
+    for _ in range(10):
+        fleet.reconcile()
+    assert describes == []
+    cloud.ec2.stop_instances(InstanceIds=[ids[0]])
+    fleet.reconcile()  # shows `stopping` (moto: already stopped)
+    assert ids[0] not in fleet.machines
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.ec2.models import ec2_backends
+
+    for reservation in ec2_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].reservations.values():
+        reservation.instances = [i for i in reservation.instances if i.id != ids[1]]
+    fleet.reconcile()
+    assert ids[1] not in fleet.machines, "gone from the backend, still running"
+    assert ids[2] in fleet.machines
+    assert {i: boots[i] for i in ids} == dict.fromkeys(ids, 1)
+    assert describes == []
+    cloud.ec2.terminate_instances(InstanceIds=[ids[0], ids[2]])
+    fleet.stop()
+
+
+def test_a_machine_missing_from_three_complete_listings_in_a_row_halts(
+    boots: Counter[str], tmp_path: Path
+) -> None:
+    """L8 through the API: one missing listing may be a partial one; three are not."""
+    ec2 = ListedEc2()
+    ec2.states = {"i-0000000000000000e": "running", "i-0000000000000000f": "running"}
+    fleet = emulator.FleetEmulator(ec2, tmp_path, 2222, publish_console=False)  # type: ignore[arg-type]
+    fleet.reconcile()
+    ec2.states = {"i-0000000000000000e": "running"}
+    for _ in range(fleet_states.MISSING_LISTINGS - 1):
+        fleet.reconcile()
+    ec2.states = {"i-0000000000000000e": "running", "i-0000000000000000f": "running"}
+    fleet.reconcile()  # back: the count starts again
+    ec2.states = {"i-0000000000000000e": "running"}
+    for _ in range(fleet_states.MISSING_LISTINGS - 1):
+        fleet.reconcile()
+    assert sorted(fleet.machines) == ["i-0000000000000000e", "i-0000000000000000f"]
+    fleet.reconcile()
+    assert sorted(fleet.machines) == ["i-0000000000000000e"]
+    fleet.stop()

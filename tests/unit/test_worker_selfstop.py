@@ -8,13 +8,19 @@ worker_harness). Every process started is ended by pid in teardown.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from cloudjhub.local import processes as local_processes
 from tests.helpers import alive
 from tests.unit.worker_harness import TOKEN, FakeHub, Instance, wait_for
+
+
+def _no_process(*args: object, **kwargs: object) -> None:
+    raise AssertionError(f"a process was started: {args}")
 
 
 @pytest.fixture
@@ -27,12 +33,18 @@ def hub() -> Iterator[FakeHub]:
     yield from FakeHub.running()
 
 
-def test_idle_server_shuts_its_machine_down(instance: Instance, hub: FakeHub) -> None:
+def test_idle_server_shuts_its_machine_down(
+    instance: Instance, hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = instance.start(instance.request("idle", hub.url))
     assert set(out) == {"pid", "ip", "port"}
     state = instance.record()
     dog = state["watchdog"]["pid"]
     assert sorted(instance.agent_pids()) == sorted([out["pid"], dog])
+    with monkeypatch.context() as no_processes:
+        # The local cloud halting a machine reads the same records, starting no process.
+        no_processes.setattr(subprocess, "Popen", _no_process)
+        assert local_processes.agent_pids(instance.root) == sorted([out["pid"], dog])
     assert state["watch"]["limit"] == 2
     assert state["watch"]["status_url"].endswith(f":{out['port']}/user/alice/api/status")
 

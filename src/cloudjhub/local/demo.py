@@ -58,6 +58,7 @@ from .demo_secrets import (
 )
 from .dlm_clock import DlmClock
 from .emulator import FleetEmulator
+from .fleet_states import moto_source
 from .guardian import Guardian
 from .machine_share import MachineShare
 from .ports import free_port
@@ -319,12 +320,15 @@ class DemoStack:
         }
 
     def _own_moto_machines(self) -> dict[str, object]:
-        """With our moto: instance roles get its credentials, machines trust its keys."""
+        """With our moto: instance roles get its credentials, machines trust its keys,
+        and the emulator reads the fleet from its backend, not through the API."""
         if self.moto is None:
             return {}
+        layer = self.awslike.layer if self.awslike is not None else None
         return {
             "role_credentials": self.moto.role_credentials,
             "trusts_key": motoserver.trusts_key,
+            "states": moto_source(self.region, layer.lifecycle.visible if layer else None),
         }
 
     def exports(self) -> dict[str, str]:

@@ -22,8 +22,9 @@ key and a pid sweep each) would keep the last user waiting for all the others.
 Under `--like-aws` the console is the AWS behaviour layer's (`console`), and
 host keys are printed on an instance's first boot only, as cloud-init does.
 Only EC2 taking an instance down (stopping, stopped, shutting-down, terminated,
-or a new start) halts its machine: one that shows `pending` or is missing from
-a listing is not halted, so it never boots a second time unasked.
+a new start) or the instance going away (`fleet_states`: where a pass reads the
+fleet, and when absent means gone) halts its machine: one that shows `pending`
+or is missing from one listing is not halted, so it never boots twice unasked.
 
 What it does is logged to `emulator.log` in the state dir (`emulator_log`).
 """
@@ -50,6 +51,7 @@ from ..remote import CONSOLE_BEGIN, CONSOLE_END
 from ..tags import ROLE_TAG, Role
 from . import motoserver, processes, sshd
 from .emulator_log import LocalCloudLog
+from .fleet_states import Absences, StateSource, api_source
 from .machine_share import MachineShare
 from .processes import INSTANCE_ENV
 from .shared_dirs import delete_unmounted, unmount_instance, unmount_instances
@@ -92,9 +94,13 @@ class FleetEmulator:
         role_credentials: dict[str, str] | None = None,
         trusts_key: Callable[[str, str], bool] | None = None,
         parallel: int = PARALLEL,
+        states: StateSource | None = None,
         share: MachineShare | None = None,
     ) -> None:
         self.ec2 = ec2
+        # Where each pass reads the fleet (default: DescribeInstances through `ec2`).
+        self.states = states or api_source(ec2)
+        self._absences = Absences()
         self.state_dir = state_dir
         self.ssh_port = ssh_port
         self.interval = interval
@@ -175,7 +181,8 @@ class FleetEmulator:
         # EC2 is asked outside the lock: an endpoint that went away makes botocore
         # retry for a while, and stop() must not wait for that.
         self._stop_shut_down(shut_down)
-        instances = {i.id: i for i in self.ec2.describe_all()}
+        listing = self.states()
+        instances = listing.instances
         with self._lock:
             # Any running instance may boot in this pass: a new one, or one that was
             # stopped and started since the last look (its boot count changed).
@@ -193,10 +200,15 @@ class FleetEmulator:
             if self._stop.is_set():
                 return
             down: list[tuple[Machine, bool]] = []
+            gone = self._absences.gone(listing, list(self.machines))
             for instance_id, machine in list(self.machines.items()):
                 inst = instances.get(instance_id)
                 if inst is None:
-                    continue  # a partial listing: only a stop or terminate ends a machine
+                    if instance_id in gone:
+                        log.info("%s is gone from EC2; its machine halts", instance_id)
+                        down.append((machine, False))
+                        del self.machines[instance_id]
+                    continue  # maybe a partial listing: not gone yet
                 rebooted = motoserver.boot_count(instance_id) != machine.boot
                 if inst.state in WENT_DOWN or rebooted:
                     hibernated = inst.live and motoserver.stopped_with_hibernate(instance_id)

@@ -11,14 +11,12 @@ EC2 does not answer, or by the guardian after the demo itself was killed.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..worker.paths import Layout
+from ..worker.recorded_pids import running_pids
 from . import sshd
 
 log = logging.getLogger(__name__)
@@ -26,7 +24,6 @@ log = logging.getLogger(__name__)
 INSTANCE_ENV = "CLOUDJHUB_INSTANCE_ID"
 # Every process of every machine of one local cloud carries FLEET_ENV=<its state dir>.
 FLEET_ENV = "CLOUDJHUB_FLEET"
-WORKER_AGENT = Path(sys.executable).with_name("cloudjhub-worker")
 
 
 def instances_dir(state_dir: Path) -> Path:
@@ -34,16 +31,9 @@ def instances_dir(state_dir: Path) -> Path:
 
 
 def agent_pids(root: Path) -> list[int]:
-    """The Jupyter servers and watchdogs the worker agent recorded on this machine."""
-    env = {**os.environ, "CLOUDJHUB_WORKER_ROOT": str(root)}
-    out = subprocess.run(
-        [str(WORKER_AGENT), "pids"], env=env, capture_output=True, text=True, check=False
-    )
-    try:
-        return [int(p) for p in json.loads(out.stdout or "[]")]
-    except (ValueError, TypeError):
-        log.warning("cannot read server pids under %s: %s", root, out.stderr)
-        return []
+    """The Jupyter servers and watchdogs the worker agent recorded on this machine,
+    read from its records as its `pids` command reads them (no process started)."""
+    return running_pids(Layout.from_env({"CLOUDJHUB_WORKER_ROOT": str(root)}))
 
 
 def sshd_pid(root: Path) -> int | None:
@@ -66,7 +56,7 @@ def fleet_pids(state_dir: Path) -> list[int]:
     pids = sshd.instance_pids(f"{FLEET_ENV}={state_dir}")
     machines = instances_dir(state_dir)
     roots = sorted(machines.glob("i-*")) if machines.is_dir() else []
-    # Side by side: each asks the agent (a process start), hundreds in a storm's fleet.
+    # Side by side: each scans /proc for its markers, hundreds in a storm's fleet.
     with ThreadPoolExecutor(8) as pool:
         for found in pool.map(lambda root: machine_pids(root, root.name), roots):
             pids += found

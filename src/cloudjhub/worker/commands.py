@@ -206,9 +206,10 @@ def unmount_restored_command() -> None:
 def pids() -> None:
     """List running server and watchdog pids as JSON.
 
-    Covers every user recorded under the root; the local emulator uses it to end (or,
-    when hibernating, suspend) the servers of an instance it stops.
+    Covers every user recorded under the root; the local emulator reads the same
+    records in-process (recorded_pids) to end (or, when hibernating, suspend) the
+    servers of an instance it stops.
     """
-    from .server import running_pids
+    from .recorded_pids import running_pids
 
     emit(running_pids(Layout.from_env()))

@@ -37,8 +37,8 @@ from .protocol import (
     StartRequest,
     bad_request,
 )
-from .record import ServerRecord, all_records, read_record, remove_record, write_record
-from .selfstop import restart_watchdog, stop_watchdog, watch_target, watchdog_pid
+from .record import ServerRecord, read_record, remove_record, write_record
+from .selfstop import restart_watchdog, stop_watchdog, watch_target
 
 JUPYTER_CONFIG_DIR = Path(__file__).resolve().parent / "jupyter_config"
 DEFAULT_STOP_TIMEOUT = 10.0
@@ -276,15 +276,3 @@ def server_status(layout: Layout, user: str) -> dict[str, object]:
         "port": record.port,
         "started": record.started,
     }
-
-
-def running_pids(layout: Layout) -> list[int]:
-    """Every running server and watchdog recorded under the root, sorted."""
-    alive = []
-    for record in all_records(layout):
-        if is_alive(record.pid, record.proc_start):
-            alive.append(record.pid)
-        dog = watchdog_pid(record)
-        if dog is not None:
-            alive.append(dog)
-    return sorted(alive)
