@@ -93,7 +93,11 @@ def test_shell_scripts_pass_shellcheck() -> None:
         ("warm_pool.py", {"aws", "tags"}),
         ("worker/mountinfo.py", set()),
         ("pool_batch.py", {"aws", "tags", "warm_pool"}),
-        ("pool_claims.py", {"aws", "executor", "fleet", "warm_pool", "ec2_queue", "pool_batch"}),
+        ("pool_giveback.py", {"aws", "executor", "tags"}),
+        (
+            "pool_claims.py",
+            {"aws", "executor", "fleet", "warm_pool", "ec2_queue", "pool_batch", "pool_giveback"},
+        ),
         ("ssh_target.py", {"remote", "aws", "executor", "host_keys", "spawner_options"}),
         # The log tail connects as the unmount does, through ssh_target, not its mixin.
         (
