@@ -85,6 +85,7 @@ def test_shell_scripts_pass_shellcheck() -> None:
         ("aws/hub.py", {"tags", "aws", "cloud_config"}),
         ("aws/admin.py", {"tags", "aws"}),
         ("aws/local.py", {"tags", "aws"}),
+        ("aws/pool_listing.py", {"tags", "aws"}),
         ("remote.py", {"tags", "config"}),
         ("fleet.py", {"aws", "executor", "tags", "config", "metrics"}),
         ("ec2_limits.py", set()),
