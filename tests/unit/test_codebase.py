@@ -159,3 +159,17 @@ def test_each_local_cloud_in_tests_and_benchmarks_has_its_own_loopback_range() -
     assert len(owners) >= 10, owners
     shared = {cidr: files for cidr, files in owners.items() if len(files) > 1}
     assert not shared, shared
+
+
+def test_tests_depend_on_src_not_on_the_benchmark() -> None:
+    """What a test and the benchmark both need lives in src/ (review L9); only the
+    benchmark's own test reads its pure parts."""
+    for path in (ROOT / "tests").rglob("*.py"):
+        if path.name == "test_storm_figures.py":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            assert not any(n.split(".")[0] == "benchmarks" for n in names), path
