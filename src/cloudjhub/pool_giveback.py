@@ -85,23 +85,30 @@ class GiveBacks:
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_DELAY)
             try:
-                if await blocking(self._try, member, kept, user, user_id, server):
-                    return
+                done = await blocking(self._try, member, kept, user, user_id, server)
             except CloudError as exc:
                 log.warning("still cannot give pool worker %s back: %s", member, exc)
+                continue
             except Exception:  # a bug: say so, and stop retrying
                 log.exception("giving pool worker %s back failed", member)
                 return
+            for read in done:  # in the loop's thread, as every other update of the fleet
+                self.remember(read)
+            return
 
-    def _try(self, member_id: str, kept_id: str, user: str, user_id: str, server: str) -> bool:
-        """One try (blocking): True when done (given back, or no longer to be)."""
+    def _try(
+        self, member_id: str, kept_id: str, user: str, user_id: str, server: str
+    ) -> list[Instance]:
+        """One try (blocking), done unless it raises: the member read again after it
+        went back (none if it was no longer to go)."""
         now = {i.id: i for i in self.ec2.describe([member_id, kept_id])}
         member, kept = now.get(member_id), now.get(kept_id)
         if member is None or not may_give_back(member, kept, user, server):
             log.info("pool worker %s no longer a stray of %r; left alone", member_id, user)
-            return True
+            return []
         self.ec2.release_claim(member, user, user_id, server)
-        for read in self.ec2.describe([member_id]):
-            self.remember(read)
         log.info("gave pool worker %s back from %r at last", member_id, user)
-        return True
+        try:
+            return self.ec2.describe([member_id])
+        except CloudError:
+            return []  # back all the same; the hub's next listing shows it

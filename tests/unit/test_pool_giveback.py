@@ -129,7 +129,7 @@ def test_a_stray_that_became_the_servers_only_worker_is_left_alone(
     tries: list[bool] = []
     real_try = pool_giveback.GiveBacks._try
 
-    def counted(self: pool_giveback.GiveBacks, *args: Any) -> bool:
+    def counted(self: pool_giveback.GiveBacks, *args: Any) -> list[Instance]:
         tries.append(failing["on"])
         return real_try(self, *args)
 
