@@ -13,7 +13,9 @@ each second held the hub's loop for most of it), stops them all, waits until eve
 instance is stopped, and N restarts at once. It prints per strategy and phase:
 failures, makespan, p50/p95 time to ready, EC2 calls by action and the refused ones
 (RequestLimitExceeded), both counted by the AWS behaviour layer (`GET
-/_cloudjhub/awslike`), the hub's event-loop lag p50/p99 (JupyterHub's own
+/_cloudjhub/awslike`), the CPU seconds the hub side, the local cloud and the
+emulated machines took (`cpu_split`: on AWS the machines' share runs on their own
+instances), the hub's event-loop lag p50/p99 (JupyterHub's own
 `event_loop_interval_seconds` histogram from /hub/metrics: figures are its bucket
 bounds, and 50 ms means "under 50 ms"), and the makespan over the bound AWS's
 buckets impose (`storm_figures`' docstring).
@@ -56,7 +58,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.storm_figures import (  # after the path is set
+from benchmarks.cpu_split import CpuSplit, split_delta  # after the path is set
+from benchmarks.storm_figures import (
     ReadyLog,
     bucket_bound,
     histogram_quantile,
@@ -322,7 +325,9 @@ def run_strategy(strategy: str, n: int, light: bool, time_scale: float) -> dict[
             "--hub-config",
             str(config_file),
         )
+        split: CpuSplit | None = None
         try:
+            split = CpuSplit(state, demo.proc.pid)
             hub = Hub(demo)
             if strategy == "ours":
                 wait_for_pool(demo, n)
@@ -336,12 +341,13 @@ def run_strategy(strategy: str, n: int, light: bool, time_scale: float) -> dict[
                     say(f"{strategy}: stopping all {n}")
                     stop_all(hub, users, PENDING_SECONDS * time_scale)
                 say(f"{strategy}: {n} {phase} at once")
-                layer0, loop0 = hub.layer(), hub.loop_histogram()
+                layer0, loop0, cpu0 = hub.layer(), hub.loop_histogram(), split.snapshot()
                 result = storm(hub, users, create, timeout)
-                layer1, loop1 = hub.layer(), hub.loop_histogram()
+                layer1, loop1, cpu1 = hub.layer(), hub.loop_histogram(), split.snapshot()
                 out[phase] = phase_figures(
                     result, (layer0, layer1), (loop0, loop1), bounds(action, n, time_scale)
                 )
+                out[phase]["cpu_s"] = split_delta(cpu1, cpu0)
                 say(f"{strategy} {phase}: {out[phase]}")
             log = (state / "jupyterhub.log").read_text(errors="replace")
             out["hub_warnings"] = sorted(
@@ -353,6 +359,8 @@ def run_strategy(strategy: str, n: int, light: bool, time_scale: float) -> dict[
             )
             return out
         finally:
+            if split is not None:
+                split.stop()
             say(f"{strategy}: stopping the demo")
             demo.proc.send_signal(signal.SIGTERM)
             try:
@@ -438,6 +446,9 @@ def main() -> None:
     for column, figures in columns.items():
         calls = " ".join(f"{k}={v}" for k, v in sorted(figures["ec2_calls"].items()))
         print(f"EC2 calls, {column}: {calls}")
+        cpu = ", ".join(f"{group} {seconds:g}" for group, seconds in figures["cpu_s"].items())
+        available = figures["makespan_s"] * (os.cpu_count() or 1)
+        print(f"CPU seconds, {column}: {cpu} (of {available:.0f} in the makespan on all cores)")
         for why in figures["why_failed"]:
             print(f"{column} failed: {why}")
     print(

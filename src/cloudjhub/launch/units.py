@@ -13,6 +13,7 @@ import re
 import shlex
 import subprocess
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,13 +150,19 @@ def enabled_units(root: Path) -> list[Path]:
     return sorted(wants.glob("*.service")) if wants.is_dir() else []
 
 
-def run_unit_directly(path: Path, log: Path, extra_env: dict[str, str] | None = None) -> int:
-    """Start the unit's service detached, as systemd would; return its pid."""
+def run_unit_directly(
+    path: Path,
+    log: Path,
+    extra_env: dict[str, str] | None = None,
+    prefix: Sequence[str] = (),
+) -> int:
+    """Start the unit's service detached, as systemd would; return its pid. `prefix`
+    goes before its command (the local cloud's machine_share)."""
     unit = parse_unit(path.read_text())
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            unit.exec_start,
+            [*prefix, *unit.exec_start],
             cwd=unit.working_directory,
             env={**os.environ, **(extra_env or {}), **unit.environment},
             stdin=subprocess.DEVNULL,

@@ -59,6 +59,7 @@ from .demo_secrets import (
 from .dlm_clock import DlmClock
 from .emulator import FleetEmulator
 from .guardian import Guardian
+from .machine_share import MachineShare
 from .ports import free_port
 from .shared_dirs import delete_unmounted, unmount_instances
 from .sshd import end_pids, instance_pids
@@ -260,6 +261,9 @@ class DemoStack:
         os.environ["AWS_ENDPOINT_URL"] = endpoint
         ec2 = LocalCloudEc2.connect(DEMO_CLUSTER, self.region, endpoint)
         self.network = prepare_network(ec2, endpoint, self.region, self.state_dir, self.vpc_cidr)
+        share = MachineShare(self.state_dir)
+        if share.reason:
+            self._say(share.reason)
         self.emulator = FleetEmulator(
             LocalCloudEc2.connect(DEMO_CLUSTER, self.region, machines_endpoint),
             self.state_dir,
@@ -267,6 +271,7 @@ class DemoStack:
             publish_console=self.console_is_ours,
             **self._like_aws_machines(endpoint),  # type: ignore[arg-type]
             **self._own_moto_machines(),  # type: ignore[arg-type]
+            share=share,
         )
         self.emulator.start()
         if self.moto is not None and self.moto.dlm_engine is not None:

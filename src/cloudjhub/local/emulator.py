@@ -50,6 +50,7 @@ from ..remote import CONSOLE_BEGIN, CONSOLE_END
 from ..tags import ROLE_TAG, Role
 from . import motoserver, processes, sshd
 from .emulator_log import LocalCloudLog
+from .machine_share import MachineShare
 from .processes import INSTANCE_ENV
 from .shared_dirs import delete_unmounted, unmount_instance, unmount_instances
 
@@ -91,6 +92,7 @@ class FleetEmulator:
         role_credentials: dict[str, str] | None = None,
         trusts_key: Callable[[str, str], bool] | None = None,
         parallel: int = PARALLEL,
+        share: MachineShare | None = None,
     ) -> None:
         self.ec2 = ec2
         self.state_dir = state_dir
@@ -119,6 +121,8 @@ class FleetEmulator:
         self._hosts_lock = threading.Lock()
         self.known_hosts = state_dir / "known_hosts"
         self.log_file = LocalCloudLog(state_dir)
+        # Where users' machines run (the demo's cgroup, machine_share); None: anywhere.
+        self.share = share
 
     @property
     def volumes_dir(self) -> Path:
@@ -161,6 +165,8 @@ class FleetEmulator:
             self.suspended.clear()
             sshd.end_pids(processes.fleet_pids(self.state_dir))
             unmount_instances(self.state_dir)
+        if self.share is not None:
+            self.share.close()
         self.log_file.close()
 
     def reconcile(self) -> None:
@@ -291,7 +297,12 @@ class FleetEmulator:
             **self._instance_role_env(inst),
         }
         machine = Machine(inst.id, root, inst.private_ip, boot=motoserver.boot_count(inst.id))
-        machine.sshd = sshd.start_sshd(root, inst.private_ip, self.ssh_port, public_key, env)
+        # Users' machines never take the hub's CPU on AWS; the manager runs the hub.
+        user_machine = inst.tags.get(ROLE_TAG) != Role.MANAGER.value
+        prefix = self.share.prefix() if self.share is not None and user_machine else []
+        machine.sshd = sshd.start_sshd(
+            root, inst.private_ip, self.ssh_port, public_key, env, prefix
+        )
         # Recorded at once (the reconcile holding the lock waits for every boot), so a
         # boot that fails after this is not booted twice.
         self.machines[inst.id] = machine
@@ -303,7 +314,7 @@ class FleetEmulator:
         self._record_known_host(inst.private_ip, host_key)
         if resumed is None:
             for unit in enabled_units(root):
-                run_unit_directly(unit, root / "var" / "log" / f"{unit.stem}.log", env)
+                run_unit_directly(unit, root / "var" / "log" / f"{unit.stem}.log", env, prefix)
                 log.info("%s: started %s", inst.id, unit.name)
         log.info("booted %s at %s:%s", inst.id, inst.private_ip, self.ssh_port)
 

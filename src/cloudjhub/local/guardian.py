@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from . import processes, sshd
+from .machine_share import remove_share, share_path
 
 
 def sweep(state_dir: Path, markers: list[str]) -> int:
@@ -28,6 +29,7 @@ def sweep(state_dir: Path, markers: list[str]) -> int:
         ended += len(pids)
     pids = processes.fleet_pids(state_dir)
     sshd.end_pids(pids)
+    remove_share(share_path(state_dir))
     return ended + len(pids)
 
 

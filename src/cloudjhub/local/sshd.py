@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..keys import ensure_ed25519
@@ -69,8 +70,14 @@ def _config(root: Path, ip: str, port: int, env: dict[str, str]) -> str:
 
 
 def start_sshd(
-    root: Path, ip: str, port: int, authorized_key: str, env: dict[str, str]
+    root: Path,
+    ip: str,
+    port: int,
+    authorized_key: str,
+    env: dict[str, str],
+    prefix: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
+    """The machine's sshd; `prefix` goes before its command (machine_share)."""
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)
     etc = root / "etc" / "ssh"
     (root / "run").mkdir(parents=True, exist_ok=True)
@@ -83,7 +90,7 @@ def start_sshd(
     log = root / "var" / "log"
     log.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
-        [sshd_binary(), "-D", "-f", str(cfg), "-E", str(log / "sshd.log")],
+        [*prefix, sshd_binary(), "-D", "-f", str(cfg), "-E", str(log / "sshd.log")],
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
