@@ -13,9 +13,11 @@ each second held the hub's loop for most of it), stops them all, waits until eve
 instance is stopped, and N restarts at once. It prints per strategy and phase:
 failures, makespan, p50/p95 time to ready, EC2 calls by action and the refused ones
 (RequestLimitExceeded), both counted by the AWS behaviour layer (`GET
-/_cloudjhub/awslike`), the CPU seconds the hub side, the local cloud and the
-emulated machines took (`cpu_split`: on AWS the machines' share runs on their own
-instances), the hub's event-loop lag p50/p99 (JupyterHub's own
+/_cloudjhub/awslike`) and also by caller (the hub, the pool's keeper, the reaper, the
+demo: the `cloudjhub/NAME` in each client's User-Agent), the CPU seconds the hub
+side, the local cloud and the emulated machines took (`cpu_split`: on AWS the
+machines' share runs on their own instances), the hub's event-loop lag p50/p99
+(JupyterHub's own
 `event_loop_interval_seconds` histogram from /hub/metrics: figures are its bucket
 bounds, and 50 ms means "under 50 ms"), and the makespan over the bound AWS's
 buckets impose (`storm_figures`' docstring).
@@ -62,10 +64,13 @@ from benchmarks.cpu_split import CpuSplit, split_delta  # after the path is set
 from benchmarks.storm_figures import (
     ReadyLog,
     bucket_bound,
+    by_caller,
+    callers_line,
     histogram_quantile,
     side_by_side,
     summary,
 )
+from cloudjhub.aws.caller import name_caller
 from cloudjhub.local.awslike import buckets
 from cloudjhub.local.awslike.settings import PENDING_SECONDS
 from cloudjhub.spawner import InstanceSpawner
@@ -287,6 +292,13 @@ def phase_figures(
         "per_call_bound_s": round(bound[1], 1),
         "ec2_calls": _delta(after["calls"], before["calls"]),
         "refused": sum(_delta(after["throttled"], before["throttled"]).values()),
+        # Who made them (aws/caller.py; {} from a layer that does not count callers).
+        "ec2_calls_by_caller": by_caller(
+            before.get("calls_by_caller", {}), after.get("calls_by_caller", {})
+        ),
+        "refused_by_caller": by_caller(
+            before.get("throttled_by_caller", {}), after.get("throttled_by_caller", {})
+        ),
         "loop_lag_p50_ms": round(histogram_quantile(lag, 0.50) * 1000),
         "loop_lag_p99_ms": round(histogram_quantile(lag, 0.99) * 1000),
         "why_failed": sorted(set(result["failed"].values()))[:5],
@@ -398,6 +410,7 @@ class Machine:
 
 
 def main() -> None:
+    name_caller("storm")  # any EC2 client of its own is counted apart from the hub's
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, required=True)
     parser.add_argument("--light", action="store_true")
@@ -446,6 +459,8 @@ def main() -> None:
     for column, figures in columns.items():
         calls = " ".join(f"{k}={v}" for k, v in sorted(figures["ec2_calls"].items()))
         print(f"EC2 calls, {column}: {calls}")
+        print(f"EC2 calls by caller, {column}: {callers_line(figures['ec2_calls_by_caller'])}")
+        print(f"refused by caller, {column}: {callers_line(figures['refused_by_caller'])}")
         cpu = ", ".join(f"{group} {seconds:g}" for group, seconds in figures["cpu_s"].items())
         available = figures["makespan_s"] * (os.cpu_count() or 1)
         print(f"CPU seconds, {column}: {cpu} (of {available:.0f} in the makespan on all cores)")

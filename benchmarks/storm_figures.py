@@ -69,6 +69,31 @@ def summary(
     }
 
 
+def by_caller(
+    before: Mapping[str, Mapping[str, int]], after: Mapping[str, Mapping[str, int]]
+) -> dict[str, dict[str, int]]:
+    """Each caller's count by action between two reads of the like-AWS layer's
+    per-caller counters (`calls_by_caller`, `throttled_by_caller`); none: left out."""
+    out: dict[str, dict[str, int]] = {}
+    for caller, row in after.items():
+        was = before.get(caller, {})
+        moved = {action: n - was.get(action, 0) for action, n in row.items()}
+        if any(moved.values()):
+            out[caller] = {action: n for action, n in moved.items() if n}
+    return out
+
+
+def callers_line(table: Mapping[str, Mapping[str, int]]) -> str:
+    """`hub: DescribeInstances=3 RunInstances=1; reaper: ...`, callers by name."""
+    return (
+        "; ".join(
+            f"{caller}: " + " ".join(f"{a}={n}" for a, n in sorted(row.items()))
+            for caller, row in sorted(table.items())
+        )
+        or "-"
+    )
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return "-" if math.isnan(value) else f"{value:g}"

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .aws.caller import name_caller
 from .commands.backups import backups, restore
 from .commands.cost import cost
 from .commands.demo import demo
@@ -41,6 +42,7 @@ class Commands(click.Group):
 @click.version_option(__version__, prog_name="cloudjhub")
 def main() -> None:
     """JupyterHub on AWS with one EC2 instance per user, stopped when idle."""
+    name_caller("cli")  # a command run as a service names itself again
 
 
 for command in (

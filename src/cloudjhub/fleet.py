@@ -1,14 +1,18 @@
 """One cached, batched view of all workers of a cluster.
 
 Every spawner of a hub shares it: `poll()` for 500 users costs one filtered,
-paginated DescribeInstances per interval, not 500 calls.
+paginated DescribeInstances per interval, not 500 calls. Spawns waiting for a
+state share another, faster one that names only the instances they wait for (the
+watch set), so a storm of 300 logins does not list the whole cluster every 2 s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import ClassVar
 
 from .aws.client import ALL_STATES, Instance
@@ -30,6 +34,10 @@ class Fleet:
         self._remembered: dict[str, float] = {}
         self._fetched_at = float("-inf")
         self._inflight: asyncio.Future[None] | None = None
+        # Instances spawns wait on (an id per waiter), read together by `refresh_watched`.
+        self._watched: Counter[str] = Counter()
+        self._watch_fetched_at = float("-inf")
+        self._watch_inflight: asyncio.Future[None] | None = None
 
     @classmethod
     def shared(
@@ -68,6 +76,43 @@ class Fleet:
         self._by_id = fresh
         self._fetched_at = started
         set_instance_counts((i.state for i in fresh.values()), ALL_STATES)
+
+    @contextmanager
+    def watching(self, instance_id: str) -> Iterator[None]:
+        """While a spawn waits on `instance_id`: it is in the watch set."""
+        self._watched[instance_id] += 1
+        try:
+            yield
+        finally:
+            self._watched[instance_id] -= 1
+            if self._watched[instance_id] <= 0:
+                del self._watched[instance_id]
+
+    async def refresh_watched(self, max_age: float) -> None:
+        """Read every watched instance again if the last read is older than max_age:
+        one DescribeInstances for all waiters (one per 200 ids: `describe` chunks them,
+        under the "no more than 1,000 IDs in a single call" of "Pagination in the
+        Amazon EC2 API"; AWS documents no filter-value limit we could find), never
+        the whole cluster.
+
+        By an `instance-id` filter, not InstanceIds: with InstanceIds one id EC2 does
+        not know yet (a launch it has not caught up with: "Eventual consistency in the
+        Amazon EC2 API") fails the whole call with InvalidInstanceID.NotFound, while a
+        filter just leaves it out, and only a filtered call may page (MaxResults
+        "cannot be specified with InstanceIds": DescribeInstances, EC2 API Reference).
+        An id not listed keeps what a launch or an earlier read told us."""
+        if time.monotonic() - self._watch_fetched_at < max_age or not self._watched:
+            return
+        if self._watch_inflight is None or self._watch_inflight.done():
+            self._watch_inflight = asyncio.ensure_future(self._fetch_watched())
+        await asyncio.shield(self._watch_inflight)
+
+    async def _fetch_watched(self) -> None:
+        started = time.monotonic()
+        for instance in await blocking(self.ec2.describe, sorted(self._watched)):
+            self._by_id[instance.id] = instance
+        self._watch_fetched_at = started
+        set_instance_counts((i.state for i in self._by_id.values()), ALL_STATES)
 
     def remember(self, instance: Instance) -> None:
         """Record what a launch or describe just told us, ahead of the next refresh."""

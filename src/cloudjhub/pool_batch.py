@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from . import warm_pool
 from .aws.client import CloudError, Instance
 from .aws.hub import HubEc2
-from .tags import POOL_CLAIMING, POOL_RETIRING, POOL_TAG
+from .tags import POOL_CLAIMING, POOL_READY, POOL_RETIRING, POOL_TAG
 
 log = logging.getLogger("cloudjhub.pool_claims")
 
@@ -80,7 +80,9 @@ def claim_batch(
     held: dict[int, Instance] = {}
     outcomes: dict[int, Outcome] = {}
     tried: set[str] = set()
-    listings = [lambda: list(cached), *([ec2.describe_workers] if relist else [])]
+    # The fresh listing: only the pool's ready members, the only candidates below.
+    relisting = [lambda: ec2.pool_workers(POOL_READY)] if relist else []
+    listings = [lambda: list(cached), *relisting]
     for listing in listings:
         waiting = [n for n in range(len(claimants)) if n not in held and n not in outcomes]
         if not waiting:

@@ -138,7 +138,7 @@ class Keeper:
         want = self.target(self.clock())
         if self.keys_dir:  # claims check members against it from now on
             Path(self.keys_dir).mkdir(parents=True, exist_ok=True)
-        workers = self.ec2.describe_workers()
+        workers = self.ec2.pool_workers()  # every worker a round acts on has the pool tag
         self._report_strays(workers)
         self._unmark([w for w in workers if is_retiring(w) and w.user is not None and w.live])
         ended = self._end(

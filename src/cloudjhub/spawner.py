@@ -425,9 +425,13 @@ class InstanceSpawner(
         return instance
 
     async def _wait_for(self, instance_id: str, states: tuple[str, ...]) -> Instance:
+        with self.fleet.watching(instance_id):
+            return await self._wait_watched(instance_id, states)
+
+    async def _wait_watched(self, instance_id: str, states: tuple[str, ...]) -> Instance:
         deadline, restarted = time.monotonic() + self.boot_timeout, False
         while True:
-            await self.fleet.refresh(max_age=self.state_poll_interval)
+            await self.fleet.refresh_watched(self.state_poll_interval)
             inst = self.fleet.get(instance_id)
             if (
                 inst is not None

@@ -283,3 +283,40 @@ def test_a_second_volume_at_a_used_device_name_is_refused(setup: Setup) -> None:
     with pytest.raises(setup.ec2.exceptions.ClientError, match="already in use"):
         setup.ec2.attach_volume(VolumeId=volumes[1], InstanceId=instance, Device="/dev/sdg")
     setup.ec2.attach_volume(VolumeId=volumes[1], InstanceId=instance, Device="/dev/sdh")
+
+
+def test_calls_and_refusals_are_counted_by_the_caller_the_user_agent_names(
+    setup: Setup,
+) -> None:
+    """Two of our processes' clients (aws/caller.py) and a plain boto3 one, counted apart;
+    the refusals of a burst go to the caller that made it."""
+    control = setup.proxy.url + CONTROL_PATH
+    hub = LocalCloudEc2.connect("none", "us-east-1", setup.proxy.url, "hub")
+    keeper = LocalCloudEc2.connect("none", "us-east-1", setup.proxy.url, "pool-keeper")
+    action = "DescribeAvailabilityZones"
+    before = requests.get(control, timeout=5).json()
+    for _ in range(3):
+        hub.client.describe_availability_zones()
+    setup.ec2.describe_availability_zones()  # no cloudjhub/ caller: "other"
+
+    def burst(_: int) -> None:
+        keeper.client.describe_availability_zones()
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(burst, range(140)))  # more than the bucket holds (100, 20 a second)
+    after = requests.get(control, timeout=5).json()
+
+    def delta(key: str, caller: str) -> int:
+        now = after[key].get(caller, {}).get(action, 0)
+        return int(now - before.get(key, {}).get(caller, {}).get(action, 0))
+
+    refused = delta("throttled_by_caller", "pool-keeper")
+    assert refused > 0
+    assert delta("calls_by_caller", "pool-keeper") == 140 + refused  # retries counted too
+    assert delta("calls_by_caller", "hub") == 3
+    assert delta("calls_by_caller", "other") == 1
+    assert delta("throttled_by_caller", "hub") == delta("throttled_by_caller", "other") == 0
+    # The totals scripts read are kept.
+    total = after["calls"][action] - before["calls"].get(action, 0)
+    assert total == 3 + 1 + 140 + refused
+    assert after["throttled"][action] - before["throttled"].get(action, 0) == refused

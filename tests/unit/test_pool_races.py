@@ -40,7 +40,7 @@ def test_a_claim_whose_tagging_fails_gives_the_worker_back(
     monkeypatch.setattr(ec2, "tag_read_claim", lambda i, *a: lost_reply(i, *a))
     monkeypatch.setattr(warm_pool, "CLAIM_ORDER", {})  # any order: try `first` first
     monkeypatch.setattr(
-        ec2, "describe_workers", lambda *_: sorted(type(ec2).describe_workers(ec2), key=_id)
+        ec2, "pool_workers", lambda *a: sorted(type(ec2).pool_workers(ec2, *a), key=_id)
     )
 
     got = claim(ec2, "alice", "7", spec.instance_type)
@@ -220,13 +220,13 @@ def test_claims_take_members_from_the_hubs_listing_not_a_new_one_each(
     Keeper(ec2, spec, constant_target(3, "running")).round()
     cached = ec2.describe_workers()  # the hub's listing, not updated by the claims
     listings: list[int] = []
-    describe_workers = ec2.describe_workers
+    pool_workers = ec2.pool_workers
 
     def counted(*args: Any) -> list[Instance]:
         listings.append(1)
-        return describe_workers(*args)
+        return pool_workers(*args)
 
-    monkeypatch.setattr(ec2, "describe_workers", counted)
+    monkeypatch.setattr(ec2, "pool_workers", counted)
 
     got = [claim(ec2, u, str(n), spec.instance_type, cached) for n, u in
            enumerate(["ann", "bob", "cy"])]  # fmt: skip

@@ -9,6 +9,8 @@ from pathlib import Path
 from benchmarks.storm_figures import (
     ReadyLog,
     bucket_bound,
+    by_caller,
+    callers_line,
     histogram_quantile,
     percentile,
     side_by_side,
@@ -62,3 +64,19 @@ def test_ready_times_come_from_the_hubs_log_as_they_are_written(tmp_path: Path) 
         f.write("onds to start\n")  # the rest of a line written in two parts
     assert ready.new() == {"student004": when + 1.225}
     assert ready.new() == {}
+
+
+def test_calls_by_caller_between_two_reads_of_the_layer() -> None:
+    before = {
+        "hub": {"DescribeInstances": 4, "RunInstances": 1},
+        "reaper": {"DescribeInstances": 2},
+    }
+    after = {
+        "hub": {"DescribeInstances": 9, "RunInstances": 1},
+        "reaper": {"DescribeInstances": 2},
+        "pool-keeper": {"StartInstances": 1},
+    }
+    moved = by_caller(before, after)
+    assert moved == {"hub": {"DescribeInstances": 5}, "pool-keeper": {"StartInstances": 1}}
+    assert callers_line(moved) == "hub: DescribeInstances=5; pool-keeper: StartInstances=1"
+    assert callers_line({}) == "-"

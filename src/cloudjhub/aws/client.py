@@ -27,6 +27,7 @@ from ..tags import (
     tag_dict,
     tag_filters,
 )
+from .caller import user_agent_extra
 
 RETRY_CONFIG = Config(
     retries={"mode": "adaptive", "max_attempts": 8},
@@ -168,10 +169,15 @@ class Instance:
 
 
 def boto_client(
-    service: str, region: str | None, endpoint_url: str | None = None, **keys: str
+    service: str,
+    region: str | None,
+    endpoint_url: str | None = None,
+    caller: str | None = None,
+    **keys: str,
 ) -> Any:
     """A client from the standard credential chain (or `keys`: aws_access_key_id and
-    aws_secret_access_key, for the local cloud's own clients), with adaptive retries.
+    aws_secret_access_key, for the local cloud's own clients), with adaptive retries,
+    naming its caller in the User-Agent (the process's, or `caller`: caller.py).
 
     A None region or endpoint falls back to the chain (AWS_DEFAULT_REGION,
     AWS_ENDPOINT_URL, profiles); a missing region is a CloudError, not a traceback.
@@ -182,7 +188,7 @@ def boto_client(
             service,
             region_name=region,
             endpoint_url=endpoint_url,
-            config=RETRY_CONFIG,
+            config=RETRY_CONFIG.merge(Config(user_agent_extra=user_agent_extra(caller))),
             **keys,
         )
     except ValueError as exc:  # a malformed endpoint URL
@@ -195,8 +201,10 @@ def boto_client(
         ) from exc
 
 
-def make_client(region: str | None, endpoint_url: str | None = None) -> Any:
-    return boto_client("ec2", region, endpoint_url)
+def make_client(
+    region: str | None, endpoint_url: str | None = None, caller: str | None = None
+) -> Any:
+    return boto_client("ec2", region, endpoint_url, caller)
 
 
 def default_region(fallback: str) -> str:
@@ -242,8 +250,16 @@ class Ec2Client:
         self.client = client
 
     @classmethod
-    def connect(cls, cluster: str, region: str | None, endpoint_url: str | None = None) -> Any:
-        return cls(cluster, make_client(region, endpoint_url))
+    def connect(
+        cls,
+        cluster: str,
+        region: str | None,
+        endpoint_url: str | None = None,
+        caller: str | None = None,
+    ) -> Any:
+        if caller is None:  # the process's caller (make_client's two-argument form)
+            return cls(cluster, make_client(region, endpoint_url))
+        return cls(cluster, make_client(region, endpoint_url, caller))
 
     def _call(self, action: str, context: Mapping[str, str] | None = None, /, **kwargs: Any) -> Any:
         return call(self.client, action, context, **kwargs)

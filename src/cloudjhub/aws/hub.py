@@ -30,12 +30,14 @@ from ..tags import (
     Role,
     backup_target,
     belongs_to,
+    has_tags,
     is_server,
     needs_binding,
     pool_tags,
     resource_name,
     selector,
     tag_dict,
+    tag_filters,
     tag_list,
     tags_for,
 )
@@ -116,6 +118,17 @@ class HubEc2(Ec2Client):
 
     def describe_workers(self, user: str | None = None) -> list[Instance]:
         return self._tagged_instances(selector(self.cluster, Role.WORKER, user))
+
+    def pool_workers(self, value: str | None = None) -> list[Instance]:
+        """The workers with the pool tag (of this value, if given), in every state: all
+        the keeper and a claim look at, not every user's worker. DescribeInstances'
+        `tag-key` filter matches a tag's key whatever its value (EC2 API Reference)."""
+        wanted = selector(self.cluster, Role.WORKER)
+        if value is not None:
+            return self._tagged_instances({**wanted, POOL_TAG: value})
+        keyed = [*tag_filters(wanted), {"Name": "tag-key", "Values": [POOL_TAG]}]
+        found = self._instances(Filters=keyed, MaxResults=1000)
+        return [i for i in found if has_tags(i.tags, wanted) and POOL_TAG in i.tags]
 
     def user_workers(self, user: str, server: str | None = None) -> list[Instance]:
         """The workers of the user of this name (of one server: "" the default, None

@@ -21,6 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from .caller import user_agent_extra
 from .client import INVALID_ENDPOINT, RETRY_CONFIG, CloudError
 
 # The shape of every AWS region name (us-east-1, us-gov-west-1, eusc-de-east-1).
@@ -83,7 +84,9 @@ def checked(client: Any) -> Any:
 def check_reachable(endpoint_url: str, region: str) -> None:
     """One unsigned call to `endpoint_url`: any answer, even a refusal, means it is
     there; only a failed connection is a CloudError (code UNREACHABLE)."""
-    unsigned = RETRY_CONFIG.merge(Config(signature_version=UNSIGNED))
+    unsigned = RETRY_CONFIG.merge(
+        Config(signature_version=UNSIGNED, user_agent_extra=user_agent_extra())
+    )
     try:
         made = boto3.session.Session().client(
             "ec2", region_name=region, endpoint_url=endpoint_url, config=unsigned

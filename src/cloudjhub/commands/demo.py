@@ -221,12 +221,14 @@ def demo(
     **shared_kw: Any,
 ) -> None:
     """Run cloudjhub on this machine: EC2 emulated on loopback, a real JupyterHub."""
+    from ..aws.caller import name_caller
     from ..config import ConfigError, check_warm_pool_schedule, parse_json
     from ..hub.settings import read_jupyterhub_config
     from ..local.awslike.settings import BadSetting, behaviour_from
     from ..local.demo import DemoStack
     from ..profiles import load_file
 
+    name_caller("demo")
     shared = shared_checked(shared_kw, DEMO_CLUSTER)
     if shared is not None and os.geteuid() != 0:
         raise BadInput(

@@ -62,6 +62,7 @@ def reap(
     The hub URL and token come from JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN,
     which JupyterHub sets for its services; a token never goes on a command line.
     """
+    from ..aws.caller import name_caller
     from ..aws.client import CloudError
     from ..aws.hub import HubEc2
     from ..config import ConfigError, load_server_config
@@ -69,6 +70,7 @@ def reap(
     from ..usage import USAGE_LOG
     from .cloud_options import connect_as
 
+    name_caller("reaper")
     api_url = os.environ.get("JUPYTERHUB_API_URL")
     token = os.environ.get("JUPYTERHUB_API_TOKEN")
     if not api_url or not token:

@@ -102,6 +102,7 @@ def warm_pool(
 
     Uses only EC2 (the manager's instance role), never the hub's API.
     """
+    from ..aws.caller import name_caller
     from ..aws.client import CloudError
     from ..aws.hub import HubEc2
     from ..aws.pacing import BucketFile, Pacer
@@ -110,6 +111,7 @@ def warm_pool(
     from ..pool_schedule import PoolPlan, PoolTarget, parse_windows
     from ..pool_schedule import time_zone as zone_named
 
+    name_caller("pool-keeper")
     try:
         config = load_server_config(server_config)
     except ConfigError as exc:

@@ -14,6 +14,7 @@ from traitlets import TraitError
 from traitlets.config import Config
 
 from .. import fallback_types, profile_types
+from ..aws.caller import name_caller
 from ..aws.hub import HubEc2
 from ..config import (
     POOL_STATES,
@@ -39,6 +40,7 @@ def apply(c: Config, settings: HubSettings, environ: Mapping[str, str] | None = 
     `environ` is the hub's environment (default: this process's), which the
     services' environments and the optional admin token come from.
     """
+    name_caller("hub")
     env = os.environ if environ is None else environ
     hub, proxy = c.JupyterHub, c.ConfigurableHTTPProxy
     hub.bind_url = settings.bind_url

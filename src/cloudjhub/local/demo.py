@@ -265,7 +265,7 @@ class DemoStack:
         if share.reason:
             self._say(share.reason)
         self.emulator = FleetEmulator(
-            LocalCloudEc2.connect(DEMO_CLUSTER, self.region, machines_endpoint),
+            LocalCloudEc2.connect(DEMO_CLUSTER, self.region, machines_endpoint, "emulator"),
             self.state_dir,
             EMULATED_SSH_PORT,
             publish_console=self.console_is_ours,

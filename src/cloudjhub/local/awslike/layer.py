@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ...aws.caller import OTHER
 from ...aws.client import CloudError
 from ...aws.local import LocalCloudEc2
 from . import replies
@@ -58,6 +59,16 @@ def filter_values(params: Mapping[str, str], name: str) -> set[str] | None:
     return None
 
 
+def _count(table: dict[str, dict[str, int]], caller: str, action: str) -> None:
+    row = table.setdefault(caller, {})
+    row[action] = row.get(action, 0) + 1
+
+
+def _copy(table: dict[str, dict[str, int]], lock: threading.Lock) -> dict[str, dict[str, int]]:
+    with lock:
+        return {caller: dict(row) for caller, row in table.items()}
+
+
 class Layer:
     def __init__(
         self,
@@ -75,8 +86,12 @@ class Layer:
         self.faults = Faults(behaviour, rng, clock)
         self.tokens = ClientTokens()
         self._types: dict[str, str] = {}
-        # Clients' EC2 requests by action, refused or not (what a storm costs in calls).
+        # Clients' EC2 requests by action, refused or not (what a storm costs in calls),
+        # and by caller (the User-Agent's cloudjhub/NAME, aws/caller.py) and action,
+        # with the throttled ones apart: who spent a bucket in a storm.
         self.calls: dict[str, int] = {}
+        self.calls_by_caller: dict[str, dict[str, int]] = {}
+        self.throttled_by_caller: dict[str, dict[str, int]] = {}
         self._calls_lock = threading.Lock()
 
     # ---- lookups at the endpoint behind the layer ------------------------------
@@ -101,12 +116,17 @@ class Layer:
 
     # ---- requests ----------------------------------------------------------------
 
-    def before(self, action: str, params: Mapping[str, str], internal: bool) -> Answer | None:
+    def before(
+        self, action: str, params: Mapping[str, str], internal: bool, caller: str = OTHER
+    ) -> Answer | None:
         if internal:
             return None
         with self._calls_lock:  # the proxy answers from many threads
             self.calls[action] = self.calls.get(action, 0) + 1
+            _count(self.calls_by_caller, caller, action)
         if not self.throttle.admit(action, params):
+            with self._calls_lock:
+                _count(self.throttled_by_caller, caller, action)
             return fail("RequestLimitExceeded", "Request limit exceeded.")
         try:
             answer = self._refusal(action, params)
@@ -264,5 +284,7 @@ class Layer:
             "faults": self.faults.rates,
             "calls": dict(self.calls),
             "throttled": dict(self.throttle.throttled),
+            "calls_by_caller": _copy(self.calls_by_caller, self._calls_lock),
+            "throttled_by_caller": _copy(self.throttled_by_caller, self._calls_lock),
             "injected": dict(self.faults.injected),
         }

@@ -8,7 +8,8 @@ go through the layer; anything else (IAM, STS) is passed on untouched.
 
 It listens twice: `url` for clients, and `internal_url` for the fleet
 emulator, which plays AWS itself and so is never throttled or faulted.
-`GET /_cloudjhub/awslike` answers the layer's counters as JSON, and
+`GET /_cloudjhub/awslike` answers the layer's counters as JSON (also per caller:
+the `cloudjhub/NAME` each client's User-Agent carries, aws/caller.py), and
 `PUT` there with {"faults": {"NAME": RATE}} changes the faults in effect,
 so a running demo can rehearse a failure without a restart; {"interrupt_spot":
 "i-..."} there makes AWS reclaim that spot instance (in-process moto only).
@@ -24,6 +25,7 @@ import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from ...aws.caller import caller_of
 from ...aws.local import LocalCloudEc2
 from ..motoserver import interrupt_spot
 from .layer import Answer, Layer, fail
@@ -120,7 +122,8 @@ class _Handler(BaseHTTPRequestHandler):
         layer = self.server.proxy.layer
         if ec2:
             try:
-                answer = layer.before(action, params, self.server.internal)
+                caller = caller_of(headers.get("user-agent", ""))
+                answer = layer.before(action, params, self.server.internal, caller)
             except Exception:
                 log.exception("like-aws: %s", action)
                 answer = fail("InternalError", "An internal error has occurred.")
@@ -158,7 +161,9 @@ class AwsLikeProxy:
         self.upstream_url = upstream
         self.region = region
         self._upstream = (parsed.hostname, parsed.port or 80)
-        self.layer = Layer(behaviour, LocalCloudEc2.connect("like-aws", region, upstream))
+        self.layer = Layer(
+            behaviour, LocalCloudEc2.connect("like-aws", region, upstream, "like-aws")
+        )
         self._servers = [
             _Server((host, 0), self, internal=False),
             _Server((host, 0), self, internal=True),
