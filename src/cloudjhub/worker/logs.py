@@ -10,9 +10,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, TYPE_CHECKING, BinaryIO
 
-from .protocol import StartRequest
+if TYPE_CHECKING:  # a type only: what imports logs need not import pydantic
+    from .protocol import StartRequest
 
 TAIL_BLOCK = 8192
 # What a failed start sends back was written by the user's own server: keep it small

@@ -3,7 +3,8 @@
 Both sides import this module, so the contract is written once: the spawner builds its
 request and parses the reply with it, ``cloudjhub-worker`` validates the request and
 writes the reply with it. It lives in ``worker/`` because the worker imports nothing
-hub-side; it imports only pydantic and the standard library.
+hub-side; it imports only pydantic, the standard library and ``contract`` (its
+parts that need no pydantic).
 
 Pydantic rather than dataclasses: strict fields reject what JSON makes easy to get
 wrong (``true`` or ``"8888"`` for a port, ``1.5`` for whole seconds) without a
@@ -39,14 +40,22 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-EXIT_FAILURE = 1
-EXIT_BAD_REQUEST = 2
+# Re-exported, as the contract is read from here; see contract for why they live there.
+from .contract import EXIT_BAD_REQUEST as EXIT_BAD_REQUEST
+from .contract import EXIT_FAILURE as EXIT_FAILURE
+from .contract import MAX_LOG_LINES as MAX_LOG_LINES
+from .contract import RELEASE_NAME_RE as RELEASE_NAME_RE
+from .contract import RESTORED_RE as RESTORED_RE
+from .contract import SHA256_RE as SHA256_RE
+from .contract import USER_RE as USER_RE
+from .contract import AgentError as AgentError
+from .contract import check_release_name as check_release_name
+
 EXIT_SERVER_EXITED = 3
 EXIT_SERVER_TIMEOUT = 4
 # The user's home is full: the message is for the user, as it is.
 EXIT_HOME_FULL = 5
 
-USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 # Accounts images already have: a hub user of that name gets a mapped name.
 RESERVED_ACCOUNTS = frozenset({"root", "ubuntu", "admin", "ec2-user", "debian", "nobody"})
 # Names the agent maps to when an account of the user's name is not its own; no hub
@@ -55,13 +64,8 @@ MAPPED_PREFIX = "cjh-"
 VOLUME_ID_RE = re.compile(r"^vol-[0-9A-Za-z]{1,64}$")
 DEVICE_RE = re.compile(r"^/dev/[A-Za-z0-9_/.-]{1,200}$")
 SNAPSHOT_ID_RE = re.compile(r"^snap-[0-9a-f]{8,40}$")
-# A restored folder's name in the home: restored-<date of the snapshot>.
-RESTORED_RE = re.compile(r"^restored-\d{4}-\d{2}-\d{2}$")
 MAX_VOLUME_GB = 16384
 DEFAULT_START_TIMEOUT = 60.0
-# A release is a folder an admin hands out; its name becomes ~/<name> and a file name.
-RELEASE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # The shared course folder: an EFS file system's id, the course (a folder of it), a region.
 FILE_SYSTEM_ID_RE = re.compile(r"^fs-[0-9a-f]{8,40}$")
 COURSE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -75,17 +79,6 @@ MAX_SECONDS = 366 * 24 * 3600
 MAX_REQUEST_BYTES = 1024 * 1024
 # The per-spawn secrets in a start request's env; everything else describes the server.
 TOKEN_VARS = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
-# The most lines `cloudjhub-worker log --lines` prints (and so `cloudjhub logs`).
-MAX_LOG_LINES = 10000
-
-
-class AgentError(Exception):
-    """A failure reported as a message on stderr and a specific exit status."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.message = message
-        self.exit_code = exit_code
 
 
 class ProtocolError(AgentError):
@@ -192,9 +185,7 @@ def _device(value: str) -> str:
 
 
 def _release_name(value: str) -> str:
-    if not RELEASE_NAME_RE.fullmatch(value) or value.strip(".") == "":
-        raise ValueError("bad release name")
-    return value
+    return check_release_name(value)
 
 
 def _course(value: str) -> str:
@@ -284,7 +275,9 @@ def problem(error: ErrorDetails) -> str:
 
 # --------------------------------------------------------------------------- messages
 
-_CONFIG = ConfigDict(frozen=True, hide_input_in_errors=True)
+# defer_build: a model's validator is built when first used, not at import; the agent's
+# commands other than `start` (and the hub's processes that never send one) skip it.
+_CONFIG = ConfigDict(frozen=True, hide_input_in_errors=True, defer_build=True)
 
 
 class _Message(BaseModel):
@@ -349,11 +342,6 @@ class SharedFolder(BaseModel):
 def check_course_name(name: str) -> str:
     """The one check of a course name (a folder of /srv/shared), for hub and agent."""
     return _course(name)
-
-
-def check_release_name(name: str) -> str:
-    """The one check of a release name, for the agent's options and the hub's command."""
-    return _release_name(name)
 
 
 class StartRequest(_Message):

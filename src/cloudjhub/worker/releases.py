@@ -15,12 +15,15 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from .accounts import RunAs
+from .contract import SHA256_RE, AgentError
 from .paths import Layout, write_private
-from .protocol import SHA256_RE, AgentError, StartRequest
 from .unpack import ReleaseError, check_members, unpack_missing
+
+if TYPE_CHECKING:  # types only: `releases`, asked before every start, needs no pydantic
+    from .accounts import RunAs
+    from .protocol import StartRequest
 
 # A course folder is a few MB; more is a mistake, or someone filling the disk.
 MAX_RELEASE_BYTES = 512 * 1024 * 1024

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 
+from .contract import RESTORED_RE
 from .mountinfo import Mount, read_mounts, unmount
 from .paths import Layout
-from .protocol import RESTORED_RE
 
 
 def unmount_restored(layout: Layout) -> list[str]:

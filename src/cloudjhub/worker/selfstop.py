@@ -1,26 +1,26 @@
 """Self-stop: a watchdog next to each server shuts the machine down when nobody uses it.
 
-The loop and its decision are `watchdog`'s; this module ties them to the agent: what
-to watch (from the start request), starting and ending the watchdog process (``start``
-and ``stop`` do), and what the ``watch`` command runs, shutdown included.
+The loop and its decision are `watchdog`'s, the process that runs it (shutdown
+included) `watch_process`'s; this module ties them to the agent: what to watch (from
+the start request), starting and ending the watchdog process (``start`` and ``stop`` do).
 """
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
 
 from . import watchdog
-from .logs import open_log, utc_stamp
-from .paths import SYSTEM_PATH, Layout, write_private
+from .logs import open_log
+from .paths import SYSTEM_PATH, Layout
 from .processes import is_alive, spawn_detached, start_time, terminate_group
 from .protocol import AgentError, StartRequest
-from .record import ServerRecord, WatchdogProcess, read_record, write_record
+from .record import ServerRecord, WatchdogProcess, write_record
+from .watch_process import WATCH_TOKEN_VAR
 
-# How the watchdog receives the server's token: inherited, never on disk or argv.
-WATCH_TOKEN_VAR = "CLOUDJHUB_WATCH_TOKEN"  # noqa: S105 - a variable name
+# The watchdog's own small entry point (no click, no pydantic): it runs as long as the
+# server. `cloudjhub-worker watch --user NAME` does the same.
+WATCHDOG_MODULE = "cloudjhub.worker.watch_process"
 PREFIX_RE = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
 
 
@@ -80,7 +80,7 @@ def restart_watchdog(
     }
     if token:
         env[WATCH_TOKEN_VAR] = token
-    argv = [sys.executable, "-I", "-m", "cloudjhub.worker.cli", "watch", "--user", request.user]
+    argv = [sys.executable, "-I", "-m", WATCHDOG_MODULE, "--user", request.user]
     with open_log(layout.watch_log_file(request.user)) as log:
         try:
             proc = spawn_detached(argv, cwd="/", env=env, log=log)
@@ -90,50 +90,3 @@ def restart_watchdog(
     record = record.model_copy(update={"watchdog": dog})
     write_record(path, record)
     return record
-
-
-def request_shutdown(layout: Layout, reason: str) -> bool:
-    """Shut the machine down; EC2 then stops the instance (its shutdown behaviour)."""
-    if layout.emulated:
-        write_private(layout.shutdown_request, reason + "\n")
-        return True
-    env = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"}
-    try:
-        done = subprocess.run(
-            ["shutdown", "-h", "now"], env=env, stdin=subprocess.DEVNULL, check=False
-        )
-    except OSError as exc:
-        watch_log(f"cannot run shutdown: {exc}")
-        return False
-    return done.returncode == 0
-
-
-def watch_log(message: str) -> None:
-    """A line of the watchdog's log (its stdout, appended to the user's watch log)."""
-    print(f"{utc_stamp()} {message}", flush=True)
-
-
-def run_watchdog(layout: Layout, user: str) -> str:
-    """The ``watch`` command: watch the user's recorded server until the machine stops."""
-    path = layout.record_file(user)
-    record = read_record(path)
-    if record is None or record.watch is None:
-        return "nothing to watch"
-    me = os.getpid()
-    # Out of os.environ, so that nothing this process runs (shutdown) inherits it.
-    token = os.environ.pop(WATCH_TOKEN_VAR, None)
-
-    def read_since() -> float | None:
-        current = read_record(path)
-        mine = current.watchdog if current else None
-        if current is None or (mine is not None and mine.pid != me):
-            return None
-        return current.since
-
-    probe = watchdog.Probe(
-        read_token=lambda: token,
-        read_since=read_since,
-        shutdown=lambda reason: request_shutdown(layout, f"cloudjhub-worker: {reason}"),
-        log=watch_log,
-    )
-    return watchdog.watch(record.watch, probe)

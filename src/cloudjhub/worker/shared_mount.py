@@ -28,12 +28,15 @@ import shutil
 import stat
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .accounts import RunAs
+from .contract import AgentError
 from .mountinfo import mounts_under, unmount
-from .nfs_guard import ensure_nfs_guard
 from .paths import Layout
-from .protocol import AgentError, SharedFolder
+
+if TYPE_CHECKING:  # types only: `stop` and `unmount-shared` import no pydantic for them
+    from .accounts import RunAs
+    from .protocol import SharedFolder
 
 MOUNT_TIMEOUT = 60.0
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -264,6 +267,9 @@ def _source(layout: Layout, shared: SharedFolder) -> Path:
                 f"shared folder: the local cloud has no file system {shared.file_system_id}"
             )
         return found
+    # Imported here: it needs the accounts module, which only a mount needs.
+    from .nfs_guard import ensure_nfs_guard
+
     ensure_nfs_guard()  # before any mount: students reach neither EFS nor the role's keys
     staging = layout.shared_staging
     if staging.is_mount():

@@ -14,14 +14,16 @@ Stdlib only: this runs on instances. The decision is the pure function `stop_rea
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import urllib.request
 
 HTTP_TIMEOUT = 5.0
 MAX_BODY = 65536
@@ -72,21 +74,31 @@ def parse_timestamp(value: object) -> float | None:
     return stamp.timestamp()
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Never follow a redirect: it would carry the Authorization header elsewhere."""
+@functools.cache
+def _opener() -> urllib.request.OpenerDirector:
+    """No proxies from the environment (they would see the token), no redirects.
 
-    def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
-        return None
+    Built (and urllib imported: a third of the watchdog's imports) on the first check,
+    so that what imports this module for Target, the agent's `start`, does not pay.
+    """
+    import urllib.request
 
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        """Never follow a redirect: it would carry the Authorization header elsewhere."""
 
-# No proxies from the environment (they would see the token), no redirects.
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+        def redirect_request(self, *_args: Any, **_kwargs: Any) -> None:
+            return None
+
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect())
 
 
 def _get(url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(url, headers=headers)  # noqa: S310 - http(s) checked by the agent
     try:
-        with _opener.open(request, timeout=HTTP_TIMEOUT) as reply:
+        with _opener().open(request, timeout=HTTP_TIMEOUT) as reply:
             return reply.status, reply.read(MAX_BODY)
     except urllib.error.HTTPError as exc:
         return exc.code, b""
