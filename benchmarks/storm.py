@@ -74,7 +74,7 @@ from cloudjhub.aws.caller import name_caller
 from cloudjhub.local.awslike import buckets
 from cloudjhub.local.awslike.settings import PENDING_SECONDS
 from cloudjhub.spawner import InstanceSpawner
-from cloudjhub.warm_pool import KEYS_DIR_NAME, recorded_host_keys
+from cloudjhub.warm_pool import KEYS_DIR_NAME, ready_members
 from tests.system.conftest import Demo, launch_demo
 
 VPC_CIDR = "127.240.0.0/16"  # no system test uses it
@@ -262,25 +262,6 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what}: not within {timeout:.0f}s")
         time.sleep(2)
-
-
-def ready_members(ec2: Any, keys_dir: Path) -> list[str]:
-    """Running, unclaimed pool members whose host keys the keeper has recorded: the
-    ones a claim hands out (pool_batch._verifiable)."""
-    pages = ec2.get_paginator("describe_instances").paginate(
-        Filters=[
-            {"Name": "tag:cloudjhub:pool", "Values": ["ready"]},
-            {"Name": "instance-state-name", "Values": ["running"]},
-        ]
-    )
-    return [
-        i["InstanceId"]
-        for p in pages
-        for r in p["Reservations"]
-        for i in r["Instances"]
-        if not any(t["Key"] == "cloudjhub:user" for t in i.get("Tags", []))
-        and recorded_host_keys(str(keys_dir), i["InstanceId"])
-    ]
 
 
 def wait_for_pool(demo: Demo, n: int) -> None:

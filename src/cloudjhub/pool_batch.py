@@ -54,7 +54,7 @@ class Claimant:
     # Their kept home volume's zone: EBS attaches only there, so only a member there.
     zone: str | None = None
     # Where the keeper records members' host keys, when hosts are pinned from the
-    # console: then only a member with recorded keys is handed out (`_verifiable`).
+    # console: then only a member with recorded keys is handed out (warm_pool.claimable).
     keys_dir: str = ""
 
     def wants(self, instance: Instance) -> bool:
@@ -95,20 +95,12 @@ def claim_batch(
         candidates = sorted(
             (w for w in found if warm_pool.is_unassigned(w) and w.id not in tried), key=_order
         )
-        candidates = _verifiable(candidates, claimants)
+        candidates = warm_pool.claimable(candidates, (c.keys_dir for c in claimants))
         while picks := _assign(claimants, waiting, candidates, tried):
             held.update(_claim_round(ec2, claimants, picks, outcomes))
             waiting = [n for n in waiting if n not in held and n not in outcomes]
     outcomes.update(_finish(ec2, held))
     return [outcomes.get(n) for n in range(len(claimants))]
-
-
-def _verifiable(candidates: list[Instance], claimants: Sequence[Claimant]) -> list[Instance]:
-    """Members whose host keys the keeper recorded. cloud-init prints them on the
-    first boot only, so a member without them may never be verifiable (its spawn would
-    wait for a console that stays empty, then fail); the user launches instead."""
-    dirs = {c.keys_dir for c in claimants if c.keys_dir}
-    return [m for m in candidates if all(warm_pool.recorded_host_keys(d, m.id) for d in dirs)]
 
 
 def _order(member: Instance) -> tuple[int, float, str]:

@@ -7,7 +7,8 @@ coalescing window (`ec2_coalesce_window`), and claims for all of them at once
 - a server whose claim is in flight (its spawn cancelled and retried meanwhile)
   waits for that claim's outcome rather than claiming again, and a member that
   reaches a server the hub already knows a live worker of goes back to the pool:
-  never two for one user's server.
+  never two for one user's server. When EC2 refuses that, the hub retries it in the
+  background (pool_giveback.py says when it is safe).
 
 While they wait, claimants are told their place and an estimate (`OnWait`, as in
 the EC2 queue): the window left, a window per batch ahead of them, and the time
@@ -29,6 +30,7 @@ from .ec2_queue import MAX_BATCH, OnWait
 from .executor import blocking
 from .fleet import Fleet
 from .pool_batch import Claimant, Outcome, claim_batch
+from .pool_giveback import GiveBacks
 
 __all__ = ["Claimant", "Outcome", "PoolClaims", "claim_batch"]
 
@@ -69,6 +71,7 @@ class PoolClaims:
         self._batch: list[_Waiter] = []
         self._in_flight: dict[tuple[str, str], asyncio.Future[Outcome | BaseException]] = {}
         self._window_ends = 0.0
+        self.give_backs = GiveBacks(fleet.ec2, fleet.remember)
 
     @classmethod
     def shared(
@@ -121,8 +124,9 @@ class PoolClaims:
                 self.fleet.remember(now)
         except CloudError as exc:
             # Failing the spawn would not untag the member either: the user keeps the
-            # worker they have, and their next spawn or the keeper meets the stray.
-            log.warning("cannot give pool worker %s back from %r: %s", member.id, who.user, exc)
+            # worker they have, and the member goes back later.
+            log.warning("cannot give pool worker %s back from %r yet: %s", member.id, who.user, exc)
+            self.give_backs.later(member.id, kept.id, who.user, who.user_id, who.server)
         return kept
 
     async def _serve(self) -> None:

@@ -266,7 +266,7 @@ class Keeper:
 
     def _record_keys(self, running: list[Instance]) -> None:
         """Record running members' keys too, not only before a stop: a claim hands out
-        only members whose keys are recorded (pool_batch._verifiable)."""
+        only members whose keys are recorded (warm_pool.claimable)."""
         if self.keys_dir:
             for member in running:
                 self._keys_ready(member)

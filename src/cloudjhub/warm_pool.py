@@ -40,6 +40,7 @@ from typing import Any
 
 from .aws.client import CloudError, Instance
 from .aws.hub import HubEc2
+from .aws.pool_listing import running_pool_instances
 from .tags import POOL_CLAIMING, POOL_READY, POOL_RETIRING, POOL_TAG
 
 log = logging.getLogger("cloudjhub.warm_pool")
@@ -146,8 +147,24 @@ def recorded_host_keys(keys_dir: str, instance_id: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
+def claimable(members: Iterable[Instance], keys_dirs: Iterable[str]) -> list[Instance]:
+    """Those of `members` a claim may hand out: their host keys recorded in each of
+    `keys_dirs` ("" for none: hosts not pinned from the console). cloud-init prints
+    them on the first boot only, so a member without them may never be verifiable (its
+    spawn would wait for a console that stays empty, then fail); the user launches."""
+    dirs = {d for d in keys_dirs if d}
+    return [m for m in members if all(recorded_host_keys(d, m.id) for d in dirs)]
+
+
+def ready_members(client: Any, keys_dir: str | Path) -> list[str]:
+    """The running members a claim hands out now (by a bare EC2 client): a pool is
+    ready for a class when there are enough (benchmarks/storm.py waits for them)."""
+    free = [i for i in running_pool_instances(client) if is_unassigned(i)]
+    return [i.id for i in claimable(free, [str(keys_dir)])]
+
+
 def keys_dir_for_claims(keys_dir: str, source: Callable[[], str]) -> str:
-    """Where a claim finds the keys it hands members out by (pool_batch._verifiable):
+    """Where a claim finds the keys it hands members out by (`claimable`):
     the keeper's directory when hosts are pinned from the console, made yet or not (a
     hub up before the keeper's first round hands out no member unrecorded). `source`
     is asked only when there is a directory."""

@@ -86,6 +86,7 @@ def test_shell_scripts_pass_shellcheck() -> None:
         ("aws/hub.py", {"tags", "aws", "cloud_config"}),
         ("aws/admin.py", {"tags", "aws"}),
         ("aws/local.py", {"tags", "aws"}),
+        ("aws/pool_listing.py", {"tags", "aws"}),
         ("remote.py", {"tags", "config"}),
         ("fleet.py", {"aws", "executor", "tags", "config", "metrics"}),
         ("ec2_limits.py", set()),
@@ -94,7 +95,11 @@ def test_shell_scripts_pass_shellcheck() -> None:
         ("warm_pool.py", {"aws", "tags"}),
         ("worker/mountinfo.py", set()),
         ("pool_batch.py", {"aws", "tags", "warm_pool"}),
-        ("pool_claims.py", {"aws", "executor", "fleet", "warm_pool", "ec2_queue", "pool_batch"}),
+        ("pool_giveback.py", {"aws", "executor", "tags"}),
+        (
+            "pool_claims.py",
+            {"aws", "executor", "fleet", "warm_pool", "ec2_queue", "pool_batch", "pool_giveback"},
+        ),
         ("ssh_target.py", {"remote", "aws", "executor", "host_keys", "spawner_options"}),
         # The log tail connects as the unmount does, through ssh_target, not its mixin.
         (
@@ -160,3 +165,17 @@ def test_each_local_cloud_in_tests_and_benchmarks_has_its_own_loopback_range() -
     assert len(owners) >= 10, owners
     shared = {cidr: files for cidr, files in owners.items() if len(files) > 1}
     assert not shared, shared
+
+
+def test_tests_depend_on_src_not_on_the_benchmark() -> None:
+    """What a test and the benchmark both need lives in src/ (review L9); only the
+    benchmark's own test reads its pure parts."""
+    for path in (ROOT / "tests").rglob("*.py"):
+        if path.name == "test_storm_figures.py":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            assert not any(n.split(".")[0] == "benchmarks" for n in names), path

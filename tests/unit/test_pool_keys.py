@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from benchmarks.storm import ready_members
 from cloudjhub.aws.client import Instance
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
@@ -22,7 +21,7 @@ from cloudjhub.keys import ensure_ed25519
 from cloudjhub.pool_keeper import Keeper, constant_target
 from cloudjhub.pool_schedule import PoolTarget
 from cloudjhub.remote import CONSOLE_BEGIN, CONSOLE_END
-from cloudjhub.warm_pool import recorded_host_keys
+from cloudjhub.warm_pool import ready_members, recorded_host_keys
 from tests.unit.test_pool_claims import Spawners, find_all, spawner_for  # noqa: F401
 from tests.unit.test_pool_races import claim
 
