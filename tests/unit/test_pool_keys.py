@@ -113,3 +113,29 @@ def test_a_member_kept_for_a_claim_while_retiring_keeps_its_keys(
     [now] = describe(ec2, [member])
     assert now.live and now.user == "alice"
     assert recorded_host_keys(keys_dir, member) == recorded
+
+
+def test_a_claimed_member_still_running_keeps_its_keys(
+    ec2: LocalCloudEc2, spec: WorkerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finished claim drops the pool tag, so the keeper's listing no longer shows the
+    worker; it still runs (and may be given back to the pool later), so its keys stay.
+    Once it is terminated, the next round forgets them."""
+    keys_dir = str(tmp_path / "pool-host-keys")
+    keeper = Keeper(ec2, spec, constant_target(1, "running"), keys_dir=keys_dir)
+    [member] = keeper.round().launched
+    host_key = ensure_ed25519(tmp_path / "host_key", "")
+    console = f"{CONSOLE_BEGIN}\n{host_key}\n{CONSOLE_END}\n"
+    monkeypatch.setattr(ec2, "console_output", lambda *_: console)
+    keeper.round()
+    recorded = recorded_host_keys(keys_dir, member)
+    assert recorded
+    got = claim(ec2, "alice", "7", spec.instance_type)
+    assert got is not None and got.id == member
+
+    keeper.round()
+
+    assert recorded_host_keys(keys_dir, member) == recorded
+    ec2.client.terminate_instances(InstanceIds=[member])
+    keeper.round()
+    assert recorded_host_keys(keys_dir, member) == []
