@@ -73,6 +73,7 @@ from benchmarks.storm_figures import (
 from cloudjhub.aws.caller import name_caller
 from cloudjhub.local.awslike import buckets
 from cloudjhub.local.awslike.settings import PENDING_SECONDS
+from cloudjhub.local.demo import DEMO_CLUSTER
 from cloudjhub.spawner import InstanceSpawner
 from cloudjhub.warm_pool import KEYS_DIR_NAME, ready_members
 from tests.system.conftest import Demo, launch_demo
@@ -271,7 +272,7 @@ def wait_for_pool(demo: Demo, n: int) -> None:
     keys_dir = demo.state_dir / KEYS_DIR_NAME
 
     def full() -> bool:
-        ready = len(ready_members(ec2, keys_dir))
+        ready = len(ready_members(ec2, keys_dir, DEMO_CLUSTER))
         say(f"warm pool: {ready}/{n} running with their host keys recorded")
         return ready >= n
 

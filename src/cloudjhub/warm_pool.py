@@ -156,10 +156,11 @@ def claimable(members: Iterable[Instance], keys_dirs: Iterable[str]) -> list[Ins
     return [m for m in members if all(recorded_host_keys(d, m.id) for d in dirs)]
 
 
-def ready_members(client: Any, keys_dir: str | Path) -> list[str]:
-    """The running members a claim hands out now (by a bare EC2 client): a pool is
-    ready for a class when there are enough (benchmarks/storm.py waits for them)."""
-    free = [i for i in running_pool_instances(client) if is_unassigned(i)]
+def ready_members(client: Any, keys_dir: str | Path, cluster: str) -> list[str]:
+    """The running members of `cluster` a claim hands out now (by a bare EC2 client): a
+    pool is ready for a class when there are enough (benchmarks/storm.py waits for
+    them); another cluster's in the region are not its hub's to hand out."""
+    free = [i for i in running_pool_instances(client, cluster) if is_unassigned(i)]
     return [i.id for i in claimable(free, [str(keys_dir)])]
 
 

@@ -51,7 +51,7 @@ def test_only_members_with_recorded_host_keys_are_claimed(
     assert recorded_host_keys(keys_dir, printed) == [" ".join(host_key.split()[:2])]
     assert recorded_host_keys(keys_dir, silent) == []
     # What benchmarks/storm.py waits for before the class: only `printed` is ready.
-    assert ready_members(ec2.client, Path(keys_dir)) == [printed]
+    assert ready_members(ec2.client, Path(keys_dir), ec2.cluster) == [printed]
 
     traits: dict[str, Any] = {"ssh_host_key_source": "console", "warm_pool_keys_dir": keys_dir}
     spawners = [spawner_for(user, **traits) for user in ("ann", "bob")]
@@ -113,3 +113,54 @@ def test_a_member_kept_for_a_claim_while_retiring_keeps_its_keys(
     [now] = describe(ec2, [member])
     assert now.live and now.user == "alice"
     assert recorded_host_keys(keys_dir, member) == recorded
+
+
+def test_a_claimed_member_still_running_keeps_its_keys(
+    ec2: LocalCloudEc2, spec: WorkerSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finished claim drops the pool tag, so the keeper's listing no longer shows the
+    worker; it still runs (and may be given back to the pool later), so its keys stay.
+    Once it is terminated, the next round forgets them."""
+    keys_dir = str(tmp_path / "pool-host-keys")
+    keeper = Keeper(ec2, spec, constant_target(1, "running"), keys_dir=keys_dir)
+    [member] = keeper.round().launched
+    host_key = ensure_ed25519(tmp_path / "host_key", "")
+    console = f"{CONSOLE_BEGIN}\n{host_key}\n{CONSOLE_END}\n"
+    monkeypatch.setattr(ec2, "console_output", lambda *_: console)
+    keeper.round()
+    recorded = recorded_host_keys(keys_dir, member)
+    assert recorded
+    got = claim(ec2, "alice", "7", spec.instance_type)
+    assert got is not None and got.id == member
+
+    keeper.round()
+
+    assert recorded_host_keys(keys_dir, member) == recorded
+    ec2.client.terminate_instances(InstanceIds=[member])
+    keeper.round()
+    assert recorded_host_keys(keys_dir, member) == []
+
+
+def test_ready_members_counts_only_the_clusters_own(
+    ec2: LocalCloudEc2,
+    other_ec2: LocalCloudEc2,
+    spec: WorkerSpec,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two clusters in one region, each with a ready member whose keys are recorded:
+    benchmarks/storm.py, waiting for its demo's pool, counts only its cluster's."""
+    keys_dir = str(tmp_path / "pool-host-keys")
+    host_key = ensure_ed25519(tmp_path / "host_key", "")
+    console = f"{CONSOLE_BEGIN}\n{host_key}\n{CONSOLE_END}\n"
+    members = []
+    for cloud in (ec2, other_ec2):
+        monkeypatch.setattr(cloud, "console_output", lambda *_: console)
+        keeper = Keeper(cloud, spec, constant_target(1, "running"), keys_dir=keys_dir)
+        [member] = keeper.round().launched
+        keeper.round()
+        assert recorded_host_keys(keys_dir, member)
+        members.append(member)
+
+    assert ready_members(ec2.client, keys_dir, ec2.cluster) == members[:1]
+    assert ready_members(ec2.client, keys_dir, other_ec2.cluster) == members[1:]
