@@ -302,8 +302,17 @@ def test_calls_and_refusals_are_counted_by_the_caller_the_user_agent_names(
     def burst(_: int) -> None:
         keeper.client.describe_availability_zones()
 
+    def refused_so_far() -> int:
+        now = requests.get(control, timeout=5).json()["throttled_by_caller"]
+        return int(now.get("pool-keeper", {}).get(action, 0))
+
+    # More than the bucket holds (100, 20 a second), in rounds until one is refused:
+    # how many rounds that takes depends on how fast this machine is, not the test.
+    made = 0
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        list(pool.map(burst, range(140)))  # more than the bucket holds (100, 20 a second)
+        while made < 2000 and not refused_so_far():
+            list(pool.map(burst, range(140)))
+            made += 140
     after = requests.get(control, timeout=5).json()
 
     def delta(key: str, caller: str) -> int:
@@ -312,11 +321,11 @@ def test_calls_and_refusals_are_counted_by_the_caller_the_user_agent_names(
 
     refused = delta("throttled_by_caller", "pool-keeper")
     assert refused > 0
-    assert delta("calls_by_caller", "pool-keeper") == 140 + refused  # retries counted too
+    assert delta("calls_by_caller", "pool-keeper") == made + refused  # retries counted too
     assert delta("calls_by_caller", "hub") == 3
     assert delta("calls_by_caller", "other") == 1
     assert delta("throttled_by_caller", "hub") == delta("throttled_by_caller", "other") == 0
     # The totals scripts read are kept.
     total = after["calls"][action] - before["calls"].get(action, 0)
-    assert total == 3 + 1 + 140 + refused
+    assert total == 3 + 1 + made + refused
     assert after["throttled"][action] - before["throttled"].get(action, 0) == refused

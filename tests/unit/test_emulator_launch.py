@@ -10,6 +10,7 @@ an in-process moto) and the real emulator; only sshd is a stand-in.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -313,3 +314,84 @@ def test_a_machine_missing_from_three_complete_listings_in_a_row_halts(
     fleet.reconcile()
     assert sorted(fleet.machines) == ["i-0000000000000000e"]
     fleet.stop()
+
+
+def test_a_machine_halted_as_gone_boots_again_only_after_a_new_start(
+    boots: Counter[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 7 L2: an instance listed again after it counted as gone is not booted a
+    second time unasked; a start (a new boot count) boots it."""
+    counts = {"i-00000000000000010": 1}
+    monkeypatch.setattr(motoserver, "boot_count", lambda instance_id: counts.get(instance_id, 0))
+    ec2 = ListedEc2()
+    ec2.states = {"i-00000000000000010": "running"}
+    fleet = emulator.FleetEmulator(ec2, tmp_path, 2222, publish_console=False)  # type: ignore[arg-type]
+    fleet.reconcile()
+    ec2.states = {}
+    for _ in range(fleet_states.MISSING_LISTINGS):
+        fleet.reconcile()
+    assert fleet.machines == {}
+    ec2.states = {"i-00000000000000010": "running"}
+    fleet.reconcile()
+    assert fleet.machines == {} and boots["i-00000000000000010"] == 1
+    counts["i-00000000000000010"] = 2  # started again through EC2
+    fleet.reconcile()
+    assert list(fleet.machines) == ["i-00000000000000010"]
+    assert boots["i-00000000000000010"] == 2
+    fleet.stop()
+
+
+def test_without_the_layer_a_launch_in_flight_shows_its_instances_pending(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 7 M2: moto lists a launch's instances `running` before it has tagged them
+    and given them their profile; read in-process without the like-AWS layer, they
+    show `pending` until the RunInstances is answered."""
+    from moto.ec2.models.instances import InstanceBackend
+
+    made, release = threading.Event(), threading.Event()
+    original = InstanceBackend.run_instances
+
+    def held(self: Any, *args: Any, **kwargs: Any) -> Any:
+        reservation = original(self, *args, **kwargs)
+        made.set()
+        release.wait(10)
+        return reservation
+
+    monkeypatch.setattr(InstanceBackend, "run_instances", held)
+    source = fleet_states.moto_source("us-east-1")  # no layer
+    before = set(source().instances)
+    launch = threading.Thread(
+        target=lambda: cloud.ec2.run_instances(
+            ImageId=cloud.ami, MinCount=1, MaxCount=1, SubnetId=cloud.subnet
+        )
+    )
+    launch.start()
+    try:
+        assert made.wait(10)
+        during = {i: x.state for i, x in source().instances.items() if i not in before}
+    finally:
+        release.set()
+        launch.join(10)
+    assert list(during.values()) == ["pending"]
+    after = source().instances
+    assert [after[i].state for i in during] == ["running"]
+
+
+def test_an_instance_moto_cannot_describe_does_not_make_others_gone(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cloud.ec2.run_instances(ImageId=cloud.ami, MinCount=2, MaxCount=2, SubnetId=cloud.subnet)
+    source = fleet_states.moto_source("us-east-1")
+    ids = sorted(source().instances)
+    real = fleet_states._instance
+
+    def odd(moto_instance: Any, visible: Any) -> Instance:
+        if moto_instance.id == ids[0]:
+            raise KeyError(0)
+        return real(moto_instance, visible)
+
+    monkeypatch.setattr(fleet_states, "_instance", odd)
+    listing = source()
+    assert ids[0] not in listing.instances and ids[1] in listing.instances
+    assert not listing.definitive  # so Absences waits, as for a partial API listing

@@ -101,6 +101,9 @@ class FleetEmulator:
         # Where each pass reads the fleet (default: DescribeInstances through `ec2`).
         self.states = states or api_source(ec2)
         self._absences = Absences()
+        # Machines halted because their instance went from every listing, by the boot
+        # count they had: one listed again boots only after a new start.
+        self._halted_gone: dict[str, int] = {}
         self.state_dir = state_dir
         self.ssh_port = ssh_port
         self.interval = interval
@@ -206,6 +209,7 @@ class FleetEmulator:
                 if inst is None:
                     if instance_id in gone:
                         log.info("%s is gone from EC2; its machine halts", instance_id)
+                        self._halted_gone[instance_id] = machine.boot
                         down.append((machine, False))
                         del self.machines[instance_id]
                     continue  # maybe a partial listing: not gone yet
@@ -221,6 +225,7 @@ class FleetEmulator:
                 if inst.state == "running"
                 and inst.private_ip
                 and inst.id not in self.machines
+                and self._halted_gone.get(inst.id) != motoserver.boot_count(inst.id)
                 # one whose key was not read this pass boots on the next
                 and not (inst.key_name and inst.key_name not in keys)
             ]

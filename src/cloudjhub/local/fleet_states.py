@@ -16,12 +16,16 @@ gone only after MISSING_LISTINGS complete listings in a row (`Absences`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..aws.client import Instance
 from ..aws.local import LocalCloudEc2
+from . import motoserver
+
+log = logging.getLogger(__name__)
 
 # Complete API listings in a row an instance must be missing from to count as gone.
 MISSING_LISTINGS = 3
@@ -49,13 +53,32 @@ def api_source(ec2: LocalCloudEc2) -> StateSource:
 
 def moto_source(region: str, visible: Visible | None = None) -> StateSource:
     """The embedded moto's EC2 backend of `region`, read in this process, each state
-    as `visible` shows it (the like-AWS layer's, when it is on)."""
+    as `visible` shows it (the like-AWS layer's, when it is on; without it, an
+    instance first seen while a RunInstances is answered shows `pending`, as the
+    layer's does: moto lists it before it has its tags and instance profile)."""
+    made: set[str] = set()
+
+    def shown(instance_id: str, actual: str) -> str:
+        if visible is not None:
+            return visible(instance_id, actual)
+        if instance_id not in made:
+            if motoserver.launch_in_flight():
+                return "pending"
+            made.add(instance_id)
+        return actual
 
     def read() -> Listing:
-        return Listing(
-            {i.id: i for i in (_instance(m, visible) for m in _moto_instances(region))},
-            definitive=True,
-        )
+        instances: dict[str, Instance] = {}
+        definitive = True
+        for m in _moto_instances(region):
+            try:
+                instances[m.id] = _instance(m, shown)
+            except Exception:
+                # One odd instance must not stop every machine's boots and halts; a
+                # listing that left one out is not proof that anything is gone.
+                log.exception("cannot read instance %s from moto", getattr(m, "id", "?"))
+                definitive = False
+        return Listing(instances, definitive=definitive)
 
     return read
 
@@ -70,12 +93,10 @@ def _moto_instances(region: str) -> list[Any]:
     return [m for r in list(backend.reservations.values()) for m in list(r.instances)]
 
 
-def _instance(moto_instance: Any, visible: Visible | None) -> Instance:
+def _instance(moto_instance: Any, visible: Visible) -> Instance:
     """The fields the emulator uses, as DescribeInstances would give them."""
     backend = moto_instance.ec2_backend
-    state = str(moto_instance.state)
-    if visible is not None:
-        state = visible(moto_instance.id, state)
+    state = visible(moto_instance.id, str(moto_instance.state))
     profile = moto_instance.iam_instance_profile
     return Instance(
         id=moto_instance.id,

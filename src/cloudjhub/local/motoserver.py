@@ -165,6 +165,18 @@ def _patch_stop_instances() -> None:
     InstanceResponse.stop_instances = stop_instances  # type: ignore[method-assign,assignment]
 
 
+# RunInstances requests being answered. moto lists a launch's instances, `running`,
+# before it has tagged them and given them their instance profile (that comes after,
+# in the request's handler): a reader in this process must not take them as made.
+_launches = [0]
+_launch_lock = threading.Lock()
+
+
+def launch_in_flight() -> bool:
+    with _launch_lock:
+        return _launches[0] > 0
+
+
 def patch_run_instances() -> None:
     """RunInstances launches MaxCount, as AWS does when it has the capacity ("AWS
     launches the largest possible number of instances above MinCount", EC2 API
@@ -185,10 +197,14 @@ def patch_run_instances() -> None:
             return read(name, if_none)
 
         self._get_param = param  # type: ignore[method-assign,assignment]
+        with _launch_lock:
+            _launches[0] += 1
         try:
             return original(self)
         finally:
             del self._get_param
+            with _launch_lock:
+                _launches[0] -= 1
 
     run_instances._cloudjhub = True  # type: ignore[attr-defined]
     InstanceResponse.run_instances = run_instances  # type: ignore[method-assign,assignment]
