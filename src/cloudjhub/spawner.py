@@ -44,6 +44,7 @@ from .hibernation_prep import HibernationPrep
 from .home_volumes import attach_home_volume
 from .host_keys import HostKeyStore
 from .pool_claims import Claimant, PoolClaims
+from .pool_giveback import GiveBacks
 from .profile_spawner import ProfileSpawnerMixin
 from .release_spawner import ReleaseSpawnerMixin
 from .shared_spawner import SharedFolderMixin
@@ -259,6 +260,7 @@ class InstanceSpawner(
 
     async def _find_instance(self) -> Instance | None:
         """The user's instance: state is a hint, tags (name and id) are the truth."""
+        since = GiveBacks.now()  # a pool worker given back meanwhile is not adopted
         if self.instance_id:
             found = await blocking(self.ec2.describe, [self.instance_id])
             known = found[0] if found else None
@@ -269,17 +271,21 @@ class InstanceSpawner(
                 and belongs_to(known.tags)
                 and known.live
                 and POOL_TAG not in known.tags
+                and not GiveBacks.taken(known.id, since)
             ):
+                GiveBacks.adopting(known.id)
                 self.fleet.remember(known)
                 await self._adopt(known)
                 return known
+        since = GiveBacks.now()
         found = await blocking(self.ec2.user_workers, self.user.name, self.server_name)
-        mine = await self._settle_pool_marks(found)
+        mine = [i for i in await self._settle_pool_marks(found) if not GiveBacks.taken(i.id, since)]
         for inst in mine:
             self.fleet.remember(inst)
         live = [i for i in mine if i.live]
         if live:
             newest = max(live, key=lambda i: (i.state == "running", i.launched_at, i.id))
+            GiveBacks.adopting(newest.id)
             await self._adopt(newest)
             return newest
         if not mine:

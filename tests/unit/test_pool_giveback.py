@@ -6,6 +6,7 @@ untouched, and a member that became the server's only worker meanwhile is left a
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -147,3 +148,134 @@ def test_a_stray_that_became_the_servers_only_worker_is_left_alone(
 
     [now] = ec2.describe([member])
     assert now.live and now.user == "ann" and members(ec2) == []
+
+
+def held_give_back(
+    ec2: LocalCloudEc2,
+    spec: WorkerSpec,
+    spawner_for: Spawners,  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> tuple[str, Instance, InstanceSpawner, threading.Event, threading.Event]:
+    """ann's member goes back later; the retry's `where` ("read": after its read,
+    "release": inside its release) waits for the gate. (member, own, spawner,
+    reached, gate)."""
+    monkeypatch.setattr(pool_giveback, "FIRST_DELAY", 0.05)
+    monkeypatch.setattr(pool_giveback, "MAX_DELAY", 0.1)
+    [member] = pool_of(ec2, spec, 1)
+    spawner = spawner_for("ann")
+    own = claim_with_a_worker_landing_late(ec2, spec, spawner, monkeypatch)
+    failing = refuse_give_backs(ec2, monkeypatch, "create_tags")
+    reached, gate = threading.Event(), threading.Event()
+    real_try, real_release = pool_giveback.GiveBacks._try, ec2.release_claim
+
+    def read_then_wait(self: pool_giveback.GiveBacks, *args: Any) -> Any:
+        failing["on"] = False  # this try's release goes through
+        got = real_try(self, *args)
+        if where == "read":
+            reached.set()
+            gate.wait(10)
+        return got
+
+    def slow_release(*args: Any, **kwargs: Any) -> None:
+        if where == "release" and not failing["on"]:
+            reached.set()
+            gate.wait(10)
+        real_release(*args, **kwargs)
+
+    monkeypatch.setattr(pool_giveback.GiveBacks, "_try", read_then_wait)
+    monkeypatch.setattr(ec2, "release_claim", slow_release)
+    return member, own, spawner, reached, gate
+
+
+@pytest.mark.parametrize("where", ["read", "release"])
+def test_a_spawn_never_adopts_a_member_being_given_back(
+    ec2: LocalCloudEc2,
+    spec: WorkerSpec,
+    spawner_for: Spawners,  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    """Review M1: the retry read both instances (both ann's, live) and decided to give
+    the member back; before its release lands, ann's kept worker dies and her next
+    spawn looks. It must not end up on a member that then goes back to the pool."""
+    member, own, spawner, reached, gate = held_give_back(ec2, spec, spawner_for, monkeypatch, where)
+
+    async def race() -> tuple[Instance | None, Instance | None]:
+        first = await spawner._find_instance()
+        await until(reached.is_set)
+        ec2.client.terminate_instances(InstanceIds=[own.id])
+        again = await spawner._find_instance()
+        gate.set()
+        await asyncio.sleep(0.5)  # the retry ends (released, or left alone)
+        return first, again
+
+    first, again = asyncio.run(race())
+
+    assert first is not None and first.id == own.id
+    assert again is not None
+    [now] = ec2.describe([member])
+    if again.id == member:  # adopted: then it must still be ann's, out of the pool
+        assert now.live and now.user == "ann" and members(ec2) == []
+    else:  # skipped: it went back (or stays hers), never both
+        assert again.id == own.id and not again.live
+        assert now.user is None or members(ec2) == []
+
+
+def counted_tries(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    tries: list[int] = []
+    real_try = pool_giveback.GiveBacks._try
+
+    def counted(self: pool_giveback.GiveBacks, *args: Any) -> Any:
+        tries.append(1)
+        return real_try(self, *args)
+
+    monkeypatch.setattr(pool_giveback.GiveBacks, "_try", counted)
+    return tries
+
+
+def refuse_for_good(ec2: LocalCloudEc2, monkeypatch: pytest.MonkeyPatch, code: str) -> None:
+    real = ec2.client.create_tags
+
+    def refused(**kwargs: Any) -> Any:
+        if GIVE_BACK["create_tags"](kwargs.get("Tags", [])):
+            raise ClientError({"Error": {"Code": code, "Message": code}}, "create_tags")
+        return real(**kwargs)
+
+    monkeypatch.setattr(ec2.client, "create_tags", refused)
+
+
+@pytest.mark.parametrize(
+    ("code", "max_tries", "expected"),
+    [("UnauthorizedOperation", 50, 1), ("AccessDenied", 50, 1), ("RequestLimitExceeded", 3, 3)],
+)
+def test_give_back_retries_stop(
+    ec2: LocalCloudEc2,
+    spec: WorkerSpec,
+    spawner_for: Spawners,  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+    code: str,
+    max_tries: int,
+    expected: int,
+) -> None:
+    """Review L3: a permanent refusal is tried once; a transient one a bounded number
+    of times; then the retries stop (the member stays ann's, as before the module)."""
+    monkeypatch.setattr(pool_giveback, "FIRST_DELAY", 0.01)
+    monkeypatch.setattr(pool_giveback, "MAX_DELAY", 0.01)
+    monkeypatch.setattr(pool_giveback, "MAX_TRIES", max_tries, raising=False)
+    [member] = pool_of(ec2, spec, 1)
+    spawner = spawner_for("ann")
+    claim_with_a_worker_landing_late(ec2, spec, spawner, monkeypatch)
+    refuse_for_good(ec2, monkeypatch, code)
+    tries = counted_tries(monkeypatch)
+
+    async def spawn_then_wait() -> None:
+        await spawner._find_instance()
+        await until(lambda: len(tries) >= expected)
+        await asyncio.sleep(0.5)  # room for many more tries, were there to be any
+
+    asyncio.run(spawn_then_wait())
+
+    assert len(tries) == expected
+    [now] = ec2.describe([member])
+    assert now.user == "ann"
