@@ -147,3 +147,30 @@ async def test_an_id_ec2_does_not_know_does_not_fail_the_others_wait(
     # No whole-cluster listing while the fleet's own is younger than its max_age.
     assert all(named_ids(p) is not None for p in describes)
     assert fleet._watched == {}  # every waiter left the watch set
+
+
+async def test_a_cancelled_wait_leaves_the_watch_set_and_the_others_keep_waiting(
+    tmp_path: Path,
+    other_ec2: LocalCloudEc2,
+    make_worker: MakeWorker,
+    fleet: Fleet,
+    describes: list[dict[str, Any]],
+) -> None:
+    """Review 7 L6: a spawn cancelled while it waits (the user gave up) stops being read;
+    the shared read it was part of is not cancelled for the others."""
+    gone, stays = make_worker("gaveup"), make_worker("patient")
+    other_ec2.client.stop_instances(InstanceIds=[gone.id, stays.id])
+    await fleet.refresh()
+    cancelled = asyncio.ensure_future(spawner(tmp_path, "gaveup")._wait_for(gone.id, ("running",)))
+    waiting = asyncio.ensure_future(spawner(tmp_path, "patient")._wait_for(stays.id, ("running",)))
+    await asyncio.sleep(2 * INTERVAL)
+    assert set(fleet._watched) == {gone.id, stays.id}
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert set(fleet._watched) == {stays.id}
+    describes.clear()
+    await asyncio.to_thread(other_ec2.client.start_instances, InstanceIds=[stays.id])
+    assert (await waiting).state == "running"
+    assert describes and all(named_ids(p) == {stays.id} for p in describes)
+    assert fleet._watched == {}
