@@ -4,6 +4,8 @@ Every spawner of a hub shares it: `poll()` for 500 users costs one filtered,
 paginated DescribeInstances per interval, not 500 calls. Spawns waiting for a
 state share another, faster one that names only the instances they wait for (the
 watch set), so a storm of 300 logins does not list the whole cluster every 2 s.
+And a spawn's first question, "which workers are this user's?", asked by 300 spawns
+at once, is one DescribeInstances for all the names asked meanwhile (`user_workers`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .aws.client import ALL_STATES, Instance
 from .aws.hub import HubEc2
 from .executor import blocking
 from .metrics import set_instance_counts
-from .tags import POOL_CLAIMING, POOL_TAG
+from .tags import POOL_CLAIMING, POOL_TAG, is_server
 
 LAUNCH_LAG_GRACE = 120.0
 
@@ -38,6 +40,13 @@ class Fleet:
         self._watched: Counter[str] = Counter()
         self._watch_fetched_at = float("-inf")
         self._watch_inflight: asyncio.Future[None] | None = None
+        # When a watched read or a launch last told us of an id: a whole-cluster
+        # listing that started before must not overwrite it.
+        self._read_at: dict[str, float] = {}
+        # Users whose workers the next lookup reads, and the answer they wait for.
+        self._asked: set[str] = set()
+        self._answer: asyncio.Future[dict[str, list[Instance]]] | None = None
+        self._lookups: asyncio.Task[None] | None = None
 
     @classmethod
     def shared(
@@ -72,6 +81,11 @@ class Fleet:
             if instance_id in fresh or when < started - LAUNCH_LAG_GRACE:
                 del self._remembered[instance_id]
             elif instance_id in self._by_id:
+                fresh[instance_id] = self._by_id[instance_id]
+        for instance_id, when in list(self._read_at.items()):
+            if when <= started:
+                del self._read_at[instance_id]
+            elif instance_id in self._by_id:  # read after this listing began: fresher
                 fresh[instance_id] = self._by_id[instance_id]
         self._by_id = fresh
         self._fetched_at = started
@@ -111,14 +125,45 @@ class Fleet:
         started = time.monotonic()
         for instance in await blocking(self.ec2.describe, sorted(self._watched)):
             self._by_id[instance.id] = instance
+            self._read_at[instance.id] = started
         self._watch_fetched_at = started
         set_instance_counts((i.state for i in self._by_id.values()), ALL_STATES)
 
     def remember(self, instance: Instance) -> None:
         """Record what a launch or describe just told us, ahead of the next refresh."""
         self._by_id[instance.id] = instance
-        self._remembered[instance.id] = time.monotonic()
+        self._remembered[instance.id] = self._read_at[instance.id] = time.monotonic()
         set_instance_counts((i.state for i in self._by_id.values()), ALL_STATES)
+
+    async def user_workers(self, user: str, server: str | None) -> list[Instance]:
+        """`HubEc2.user_workers(user, server)`, read after this call began: names asked
+        while a lookup is in flight go together in the next one, so a lone login is
+        answered at once and a storm of them costs a few calls, not one each."""
+        self._asked.add(user)
+        if self._answer is None:
+            self._answer = asyncio.get_running_loop().create_future()
+            # Waiters may all be cancelled; the answer must not warn it was never read.
+            self._answer.add_done_callback(lambda f: f.cancelled() or f.exception())
+        answer = self._answer
+        if self._lookups is None or self._lookups.done():
+            self._lookups = asyncio.ensure_future(self._look_up())
+        found = (await asyncio.shield(answer)).get(user, [])
+        return [i for i in found if is_server(i.tags, server)]
+
+    async def _look_up(self) -> None:
+        while self._answer is not None:
+            users, answer = sorted(self._asked), self._answer
+            self._asked, self._answer = set(), None
+            try:
+                answer.set_result(await blocking(self.ec2.users_workers, users))
+            except asyncio.CancelledError:
+                answer.cancel()
+                if self._answer is not None:
+                    self._answer.cancel()
+                    self._asked, self._answer = set(), None
+                raise
+            except Exception as exc:  # each waiter raises it, as its own call would
+                answer.set_exception(exc)
 
     def get(self, instance_id: str) -> Instance | None:
         return self._by_id.get(instance_id)

@@ -52,7 +52,7 @@ from .spawn_progress import SpawnProgress
 from .spawner_ec2 import Ec2Calls
 from .spawner_logs import KeptLogTails
 from .spawner_options import SpawnError
-from .tags import POOL_TAG, belongs_to, needs_binding
+from .tags import POOL_TAG, needs_binding
 from .worker.protocol import (
     HomeVolume,
     ProtocolError,
@@ -261,24 +261,19 @@ class InstanceSpawner(
     async def _find_instance(self) -> Instance | None:
         """The user's instance: state is a hint, tags (name and id) are the truth."""
         since = GiveBacks.now()  # a pool worker given back meanwhile is not adopted
-        if self.instance_id:
-            found = await blocking(self.ec2.describe, [self.instance_id])
-            known = found[0] if found else None
-            if (
-                known
-                and known.user == self.user.name
-                and known.server == self.server_name
-                and belongs_to(known.tags)
-                and known.live
-                and POOL_TAG not in known.tags
-                and not GiveBacks.taken(known.id, since)
-            ):
-                GiveBacks.adopting(known.id)
-                self.fleet.remember(known)
-                await self._adopt(known)
-                return known
-        since = GiveBacks.now()
-        found = await blocking(self.ec2.user_workers, self.user.name, self.server_name)
+        # One lookup shared with the spawns asking meanwhile (a storm's 300 logins).
+        found = await self.fleet.user_workers(self.user.name, self.server_name)
+        known = next((i for i in found if i.id == self.instance_id), None)
+        if (
+            known
+            and known.live
+            and POOL_TAG not in known.tags
+            and not GiveBacks.taken(known.id, since)
+        ):
+            GiveBacks.adopting(known.id)
+            self.fleet.remember(known)
+            await self._adopt(known)
+            return known
         mine = [i for i in await self._settle_pool_marks(found) if not GiveBacks.taken(i.id, since)]
         for inst in mine:
             self.fleet.remember(inst)

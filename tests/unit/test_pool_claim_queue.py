@@ -87,16 +87,16 @@ def test_a_member_reaching_a_server_that_has_a_worker_goes_back_to_the_pool(
     pool = pool_of(ec2, spec, 1)
     spawner = spawner_for("ann")
     own = ec2.launch_worker("ann", spec, "ann-earlier-launch", spawner.user_id)
-    user_workers = ec2.user_workers
+    users_workers = ec2.users_workers
     missed = [False]
 
-    def lagging(user: str, server: str | None = None) -> list[Instance]:
-        if not missed[0]:
+    def lagging(users: list[str]) -> dict[str, list[Instance]]:
+        if not missed[0]:  # the spawn's own lookup
             missed[0] = True
-            return []
-        return user_workers(user, server)
+            return {user: [] for user in users}
+        return users_workers(users)
 
-    monkeypatch.setattr(ec2, "user_workers", lagging)
+    monkeypatch.setattr(ec2, "users_workers", lagging)
 
     [got] = find_all([spawner])
 
@@ -116,19 +116,19 @@ def test_a_member_that_cannot_go_back_leaves_the_user_their_worker(
     pool_of(ec2, spec, 1)
     spawner = spawner_for("ann")
     own = ec2.launch_worker("ann", spec, "ann-earlier-launch", spawner.user_id)
-    user_workers = ec2.user_workers
+    users_workers = ec2.users_workers
     missed = [False]
 
-    def lagging(user: str, server: str | None = None) -> list[Instance]:
-        if not missed[0]:
+    def lagging(users: list[str]) -> dict[str, list[Instance]]:
+        if not missed[0]:  # the spawn's own lookup
             missed[0] = True
-            return []
-        return user_workers(user, server)
+            return {user: [] for user in users}
+        return users_workers(users)
 
     def throttled(*_args: Any) -> None:
         raise CloudError("Request limit exceeded.", "RequestLimitExceeded")
 
-    monkeypatch.setattr(ec2, "user_workers", lagging)
+    monkeypatch.setattr(ec2, "users_workers", lagging)
     monkeypatch.setattr(ec2, "release_claim", throttled)
 
     [got] = find_all([spawner])

@@ -55,16 +55,16 @@ def claim_with_a_worker_landing_late(
     """ann has a worker her spawn's first look misses (it landed just after): her
     claim's member must go back. Her worker, as it is."""
     own = ec2.launch_worker("ann", spec, "ann-earlier-launch", spawner.user_id)
-    user_workers = ec2.user_workers
+    users_workers = ec2.users_workers
     missed = [False]
 
-    def lagging(user: str, server: str | None = None) -> list[Instance]:
-        if not missed[0]:
+    def lagging(users: list[str]) -> dict[str, list[Instance]]:
+        if not missed[0]:  # the spawn's own lookup
             missed[0] = True
-            return []
-        return user_workers(user, server)
+            return {user: [] for user in users}
+        return users_workers(users)
 
-    monkeypatch.setattr(ec2, "user_workers", lagging)
+    monkeypatch.setattr(ec2, "users_workers", lagging)
     return own
 
 

@@ -30,6 +30,7 @@ from ..tags import (
     Role,
     backup_target,
     belongs_to,
+    filter_value,
     has_tags,
     is_server,
     needs_binding,
@@ -136,6 +137,22 @@ class HubEc2(Ec2Client):
         its user was deleted gets nothing of theirs."""
         found = self._tagged_instances(selector(self.cluster, Role.WORKER, user, server or ""))
         return [i for i in found if belongs_to(i.tags) and is_server(i.tags, server)]
+
+    def users_workers(self, users: list[str]) -> dict[str, list[Instance]]:
+        """`user_workers(name, None)` of each of these users, for all of them in one
+        DescribeInstances (one per 200 names, as `describe` chunks ids): the lookups
+        of a storm of logins. Names go through `filter_value` (EC2 filter values are
+        patterns) and are checked exactly after."""
+        wanted = selector(self.cluster, Role.WORKER)
+        out: dict[str, list[Instance]] = {user: [] for user in users}
+        for chunk in chunks(list(out), 200):
+            names = {"Name": f"tag:{USER_TAG}", "Values": [filter_value(u) for u in chunk]}
+            found = self._instances(Filters=[*tag_filters(wanted), names], MaxResults=1000)
+            for i in found:
+                user = i.tags.get(USER_TAG)
+                if user in out and has_tags(i.tags, wanted) and belongs_to(i.tags):
+                    out[user].append(i)
+        return out
 
     def hypervisor(self, instance_type: str) -> str:
         """'nitro' or 'xen', from DescribeInstanceTypes, asked once per type."""

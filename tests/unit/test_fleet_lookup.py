@@ -1,0 +1,139 @@
+"""A storm's spawns ask "which workers are this user's?" together: the names asked
+while one DescribeInstances is in flight go in the next, so 30 restarts cost two
+calls, not thirty; each spawn still gets its own worker and no one else's."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from cloudjhub.aws.client import CloudError, Instance
+from cloudjhub.aws.hub import WorkerSpec
+from cloudjhub.aws.local import LocalCloudEc2
+from cloudjhub.fleet import Fleet
+from tests.helpers import ApiCalls
+from tests.unit.test_pool_claims import Spawners, find_all, spawner_for  # noqa: F401 - a fixture
+
+USERS = 30
+
+
+def test_a_storm_of_restarts_shares_its_lookups_and_each_gets_their_own(
+    ec2: LocalCloudEc2,
+    spec: WorkerSpec,
+    spawner_for: Spawners,  # noqa: F811 - the fixture
+    calls: ApiCalls,
+) -> None:
+    spawners = [spawner_for(f"student{n:02d}") for n in range(USERS)]
+    own = {}
+    for n, s in enumerate(spawners):
+        own[s.user.name] = ec2.launch_worker(s.user.name, spec, f"t-{n}", str(s.user_id))
+        if n % 2:  # half know their instance from the hub's state (a restart)
+            s.instance_id = own[s.user.name].id
+    calls.clear()
+
+    got = find_all(spawners)
+
+    assert [g.id if g else None for g in got] == [own[s.user.name].id for s in spawners]
+    # The first spawn asks alone; every other asked while it was in flight.
+    assert calls["DescribeInstances"] <= 2, calls
+
+
+def test_a_name_is_matched_exactly_not_as_a_pattern(ec2: LocalCloudEc2, spec: WorkerSpec) -> None:
+    ann = ec2.launch_worker("ann", spec, "t-ann")
+    annie = ec2.launch_worker("annie", spec, "t-annie")
+
+    found = ec2.users_workers(["an*", "ann", "a?nie"])
+
+    assert {u: [i.id for i in v] for u, v in found.items()} == {
+        "an*": [],
+        "ann": [ann.id],
+        "a?nie": [],
+    }
+    assert [i.id for i in ec2.users_workers(["annie"])["annie"]] == [annie.id]
+
+
+def test_a_lookup_answers_for_the_server_asked(ec2: LocalCloudEc2, spec: WorkerSpec) -> None:
+    default = ec2.launch_worker("ann", spec, "t-1")
+    gpu = ec2.launch_worker("ann", spec, "t-2", server="gpu")
+    fleet = Fleet(ec2, max_age=3600)
+
+    async def both() -> tuple[list[Instance], list[Instance], list[Instance]]:
+        return await asyncio.gather(
+            fleet.user_workers("ann", ""),
+            fleet.user_workers("ann", "gpu"),
+            fleet.user_workers("ann", None),
+        )
+
+    first, named, every = asyncio.run(both())
+
+    assert [i.id for i in first] == [default.id]
+    assert [i.id for i in named] == [gpu.id]
+    assert sorted(i.id for i in every) == sorted([default.id, gpu.id])
+
+
+def test_a_failed_lookup_fails_each_waiter_and_the_next_one_asks_again(
+    ec2: LocalCloudEc2, spec: WorkerSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = ec2.launch_worker("ann", spec, "t-1")
+    fleet = Fleet(ec2, max_age=3600)
+    real = ec2.users_workers
+    refused = [True]
+
+    def flaky(users: list[str]) -> dict[str, list[Instance]]:
+        if refused[0]:
+            raise CloudError("Request limit exceeded.", "RequestLimitExceeded")
+        return real(users)
+
+    monkeypatch.setattr(ec2, "users_workers", flaky)
+
+    async def storm() -> list[Any]:
+        return await asyncio.gather(
+            *(fleet.user_workers(u, "") for u in ("ann", "bob", "cy")), return_exceptions=True
+        )
+
+    answers = asyncio.run(storm())
+    assert all(isinstance(a, CloudError) for a in answers), answers
+    refused[0] = False
+    assert [i.id for i in asyncio.run(fleet.user_workers("ann", ""))] == [mine.id]
+
+
+def test_a_listing_begun_before_a_watched_read_does_not_undo_it(
+    ec2: LocalCloudEc2, spec: WorkerSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole-cluster listing is slow (its answer is of when it began); a spawn's
+    watched read lands meanwhile: the fleet keeps the fresher state (review 7 L1)."""
+    worker = ec2.launch_worker("ann", spec, "t-1")
+    fleet = Fleet(ec2, max_age=0)
+    listed = threading.Event()
+    go_on = threading.Event()
+    real = ec2.describe_workers
+
+    def slow_listing(user: str | None = None) -> list[Instance]:
+        found = [replace(i, state="pending") for i in real(user)]  # as of when it began
+        listed.set()
+        assert go_on.wait(10)
+        return found
+
+    monkeypatch.setattr(ec2, "describe_workers", slow_listing)
+
+    async def race() -> None:
+        listing = asyncio.ensure_future(fleet.refresh(0))
+        while not listed.is_set():
+            await asyncio.sleep(0.01)
+        with fleet.watching(worker.id):
+            await fleet.refresh_watched(0)
+        assert fleet.get(worker.id) is not None and fleet.get(worker.id).state == "running"
+        go_on.set()
+        await listing
+
+    asyncio.run(race())
+    after = fleet.get(worker.id)
+    assert after is not None and after.state == "running"
+    # The next listing, begun after the read, is believed again.
+    monkeypatch.setattr(ec2, "describe_workers", lambda user=None: [replace(worker, state="x")])
+    asyncio.run(fleet.refresh(0))
+    assert fleet.get(worker.id).state == "x"  # type: ignore[union-attr]
