@@ -23,6 +23,7 @@ from . import hibernation, remote
 from .aws.client import CloudError, Instance
 from .aws.hub import HubEc2, WorkerSpec
 from .config import ServerConfig
+from .pool_key_files import KeyFiles
 from .pool_schedule import OneOff, PoolTarget
 from .warm_pool import (
     CLAIM_ORDER,
@@ -133,6 +134,8 @@ class Keeper:
     keys_dir: str = ""
     _reported: set[str] = field(default_factory=set)
     _launched: dict[str, float] = field(default_factory=dict)
+    # Which claimed workers' keys files need no asking EC2 this round.
+    _key_files: KeyFiles = field(default_factory=KeyFiles)
 
     def round(self) -> RoundResult:
         want = self.target(self.clock())
@@ -173,7 +176,13 @@ class Keeper:
             self._record_keys([m for m in members if m.state == "running"])
         # Only the terminated lose their keys: one marked retiring this round may be
         # kept for a claim that landed meanwhile (`_unmark`), and its keys printed once.
-        self._forget_keys({w.id for w in workers if w.live}, {w.id for w in workers})
+        self._key_files.forget(
+            self.ec2,
+            self.keys_dir,
+            {w.id for w in workers if w.live},
+            {w.id for w in workers},
+            self.clock(),
+        )
         return RoundResult(len(members), launched, stopped, started, terminated, retired, ended)
 
     def _launch(self, count: int) -> list[str]:
@@ -270,25 +279,6 @@ class Keeper:
         if self.keys_dir:
             for member in running:
                 self._keys_ready(member)
-
-    def _forget_keys(self, live: set[str], listed: set[str]) -> None:
-        """Drop the keys of members terminated (or no longer known to EC2). The round's
-        listing shows only pool-tagged workers: a claimed one is absent from it yet
-        still runs, and may be given back (pool_giveback.py) or be read by a spawn, so
-        recorded ids not listed are asked about by id (one call) before any is dropped;
-        if EC2 cannot answer, none of them is."""
-        if not self.keys_dir or not Path(self.keys_dir).is_dir():
-            return
-        files = {p.stem: p for p in Path(self.keys_dir).glob("i-*.keys")}
-        unlisted = [i for i in files if i not in listed]
-        try:
-            running = {i.id for i in self.ec2.describe(unlisted) if i.live} if unlisted else set()
-        except CloudError as exc:
-            log.warning("cannot check pool workers before forgetting their keys: %s", exc)
-            running = set(unlisted)
-        for instance_id, path in files.items():
-            if instance_id not in live and instance_id not in running:
-                path.unlink(missing_ok=True)
 
     def _to_state(self, members: list[Instance], state: str) -> tuple[list[str], list[str]]:
         """Stop running members of a stopped pool, or start stopped members of a running

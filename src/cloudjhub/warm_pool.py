@@ -54,6 +54,9 @@ KEYS_WAIT = 600.0
 # A claim mark with no user this long after launch is nobody's: terminated. (A launch
 # for several users tags them all within seconds; a replay of its token within this.)
 STALE_CLAIM = 1800.0
+# How often the keeper asks EC2 again about claimed workers whose keys it keeps
+# (pool_key_files.py): a worker terminated meanwhile loses its keys within this.
+KEYS_RECHECK = 300.0
 # The keeper's keys directory's name beside the hub's usage log (hub/apply.py spells it
 # out: the hub's config imports only config).
 KEYS_DIR_NAME = "pool-host-keys"

@@ -9,6 +9,7 @@ before the keeper's first round; the keeper forgets keys only of terminated memb
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from cloudjhub.keys import ensure_ed25519
 from cloudjhub.pool_keeper import Keeper, constant_target
 from cloudjhub.pool_schedule import PoolTarget
 from cloudjhub.remote import CONSOLE_BEGIN, CONSOLE_END
-from cloudjhub.warm_pool import ready_members, recorded_host_keys
+from cloudjhub.warm_pool import KEYS_RECHECK, ready_members, recorded_host_keys
 from tests.unit.test_pool_claims import Spawners, find_all, spawner_for  # noqa: F401
 from tests.unit.test_pool_races import claim
 
@@ -120,9 +121,10 @@ def test_a_claimed_member_still_running_keeps_its_keys(
 ) -> None:
     """A finished claim drops the pool tag, so the keeper's listing no longer shows the
     worker; it still runs (and may be given back to the pool later), so its keys stay.
-    Once it is terminated, the next round forgets them."""
+    Once it is terminated, the keeper's next re-check of claimed workers forgets them."""
     keys_dir = str(tmp_path / "pool-host-keys")
-    keeper = Keeper(ec2, spec, constant_target(1, "running"), keys_dir=keys_dir)
+    now = [time.time()]
+    keeper = Keeper(ec2, spec, constant_target(1, "running"), lambda: now[0], keys_dir)
     [member] = keeper.round().launched
     host_key = ensure_ed25519(tmp_path / "host_key", "")
     console = f"{CONSOLE_BEGIN}\n{host_key}\n{CONSOLE_END}\n"
@@ -137,6 +139,7 @@ def test_a_claimed_member_still_running_keeps_its_keys(
 
     assert recorded_host_keys(keys_dir, member) == recorded
     ec2.client.terminate_instances(InstanceIds=[member])
+    now[0] += KEYS_RECHECK
     keeper.round()
     assert recorded_host_keys(keys_dir, member) == []
 
