@@ -68,6 +68,10 @@ RESOURCE_BUCKETS = {
     "StopInstances": (1000.0, 20.0),
 }
 NON_MUTATING_PREFIXES = ("Describe", "List", "Search", "Get")
+# Filter values in one request, over all its filters: EC2 answers more with
+# FilterLimitExceeded, "The maximum number of filter values specified on a single call
+# is 200" (error codes: "too many filters or too many filter values").
+MAX_FILTER_VALUES = 200
 
 # Family names for what no action names alone (c.InstanceSpawner.ec2_request_buckets).
 FAMILY_NON_MUTATING = "non-mutating"

@@ -45,7 +45,7 @@ class Fleet:
         self._read_at: dict[str, float] = {}
         # Users whose workers the next lookup reads, and the answer they wait for.
         self._asked: set[str] = set()
-        self._answer: asyncio.Future[dict[str, list[Instance]]] | None = None
+        self._answer: asyncio.Future[dict[str, list[Instance] | Exception]] | None = None
         self._lookups: asyncio.Task[None] | None = None
 
     @classmethod
@@ -124,6 +124,8 @@ class Fleet:
     async def _fetch_watched(self) -> None:
         started = time.monotonic()
         for instance in await blocking(self.ec2.describe, sorted(self._watched)):
+            if self._fetched_at > started and instance.id in self._by_id:
+                continue  # a listing begun after this read: fresher
             self._by_id[instance.id] = instance
             self._read_at[instance.id] = started
         self._watch_fetched_at = started
@@ -138,32 +140,37 @@ class Fleet:
     async def user_workers(self, user: str, server: str | None) -> list[Instance]:
         """`HubEc2.user_workers(user, server)`, read after this call began: names asked
         while a lookup is in flight go together in the next one, so a lone login is
-        answered at once and a storm of them costs a few calls, not one each."""
+        answered at once and a storm of them costs a few calls, not one each. A call
+        EC2 refuses fails only the names it asked for."""
         self._asked.add(user)
         if self._answer is None:
             self._answer = asyncio.get_running_loop().create_future()
-            # Waiters may all be cancelled; the answer must not warn it was never read.
-            self._answer.add_done_callback(lambda f: f.cancelled() or f.exception())
         answer = self._answer
         if self._lookups is None or self._lookups.done():
             self._lookups = asyncio.ensure_future(self._look_up())
-        found = (await asyncio.shield(answer)).get(user, [])
+        found = (await asyncio.shield(answer))[user]
+        if isinstance(found, Exception):
+            raise found
         return [i for i in found if is_server(i.tags, server)]
 
     async def _look_up(self) -> None:
         while self._answer is not None:
             users, answer = sorted(self._asked), self._answer
             self._asked, self._answer = set(), None
+            got: dict[str, list[Instance] | Exception] = {}
             try:
-                answer.set_result(await blocking(self.ec2.users_workers, users))
+                for group in self.ec2.user_lookups(users):
+                    try:
+                        got.update(await blocking(self.ec2.users_workers, group))
+                    except Exception as exc:  # each of these waiters raises it
+                        got.update(dict.fromkeys(group, exc))
             except asyncio.CancelledError:
                 answer.cancel()
                 if self._answer is not None:
                     self._answer.cancel()
                     self._asked, self._answer = set(), None
                 raise
-            except Exception as exc:  # each waiter raises it, as its own call would
-                answer.set_exception(exc)
+            answer.set_result(got)
 
     def get(self, instance_id: str) -> Instance | None:
         return self._by_id.get(instance_id)

@@ -269,6 +269,7 @@ class InstanceSpawner(
             # Amazon EC2 API"): the id the hub recorded is asked by id.
             read = await blocking(self.ec2.describe, [self.instance_id])
             known = next((i for i in read if self._mine(i)), None)
+            found = found if known is None else [*found, known]
         if (
             known
             and known.live

@@ -285,6 +285,27 @@ def test_a_second_volume_at_a_used_device_name_is_refused(setup: Setup) -> None:
     setup.ec2.attach_volume(VolumeId=volumes[1], InstanceId=instance, Device="/dev/sdh")
 
 
+def test_more_than_200_filter_values_are_refused_and_the_hubs_lookups_stay_under(
+    setup: Setup,
+) -> None:
+    """AWS answers a call of over 200 filter values (over all its filters) with
+    FilterLimitExceeded; moto answers it. The hub's batched user lookup splits 300
+    names into calls that fit, with its cluster and role filters counted."""
+    names = [f"student{n:03d}" for n in range(300)]
+    with pytest.raises(setup.ec2.exceptions.ClientError, match="FilterLimitExceeded"):
+        setup.ec2.describe_instances(
+            Filters=[
+                {"Name": "tag:cloudjhub:role", "Values": ["worker"]},
+                {"Name": "tag:cloudjhub:user", "Values": names[:200]},
+            ]
+        )
+    hub = HubEc2("lookups", setup.ec2)
+    lookups = hub.user_lookups(names)
+    assert sorted(u for group in lookups for u in group) == names and len(lookups) == 2
+    found = {u: v for group in lookups for u, v in hub.users_workers(group).items()}
+    assert found == {u: [] for u in names}
+
+
 def test_calls_and_refusals_are_counted_by_the_caller_the_user_agent_names(
     setup: Setup,
 ) -> None:

@@ -185,3 +185,93 @@ def test_a_recorded_instance_now_someone_elses_is_not_taken(
     assert got is None or got.id != bob.id
     [still] = ec2.describe([bob.id])
     assert still.user == "bob"
+
+
+def test_names_asked_while_a_lookup_is_in_flight_go_together_in_the_next(
+    ec2: LocalCloudEc2, spec: WorkerSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = Fleet(ec2, max_age=3600)
+    mine = {u: ec2.launch_worker(u, spec, f"t-{u}").id for u in ("a", "b", "c", "d")}
+    real = ec2.users_workers
+    asked: list[list[str]] = []
+    in_flight, go_on = threading.Event(), threading.Event()
+
+    def gated(users: list[str]) -> dict[str, list[Instance]]:
+        asked.append(users)
+        in_flight.set()
+        assert go_on.wait(10)
+        return real(users)
+
+    monkeypatch.setattr(ec2, "users_workers", gated)
+
+    async def storm() -> list[list[Instance]]:
+        first = asyncio.ensure_future(fleet.user_workers("a", ""))
+        while not in_flight.is_set():
+            await asyncio.sleep(0.01)
+        rest = [asyncio.ensure_future(fleet.user_workers(u, "")) for u in ("b", "c", "d")]
+        await asyncio.sleep(0.05)
+        go_on.set()
+        return await asyncio.gather(first, *rest)
+
+    answers = asyncio.run(storm())
+
+    assert asked == [["a"], ["b", "c", "d"]]
+    assert [[i.id for i in a] for a in answers] == [[mine[u]] for u in ("a", "b", "c", "d")]
+
+
+def test_a_refused_group_fails_only_its_own_names(
+    ec2: LocalCloudEc2, spec: WorkerSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name longer than a tag value goes alone; EC2 refusing it fails that login
+    only, not the storm it arrived with."""
+    fleet = Fleet(ec2, max_age=3600)
+    ann = ec2.launch_worker("ann", spec, "t-ann")
+    odd = "x" * 300
+    real = ec2.users_workers
+
+    def refusing(users: list[str]) -> dict[str, list[Instance]]:
+        if odd in users:
+            raise CloudError("Filter value too long", "InvalidParameterValue")
+        return real(users)
+
+    monkeypatch.setattr(ec2, "users_workers", refusing)
+
+    async def storm() -> list[Any]:
+        return await asyncio.gather(
+            *(fleet.user_workers(u, "") for u in ("ann", odd, "bob")), return_exceptions=True
+        )
+
+    got_ann, got_odd, got_bob = asyncio.run(storm())
+    assert [i.id for i in got_ann] == [ann.id] and got_bob == []
+    assert isinstance(got_odd, CloudError)
+
+
+def test_names_are_sent_escaped(ec2: LocalCloudEc2, alpha_client: Any) -> None:
+    """A user named `*` must not make every lookup list every worker of the cluster."""
+    sent: list[Any] = []
+    alpha_client.meta.events.register(
+        "provide-client-params.ec2.DescribeInstances",
+        lambda params, **_: sent.append(params["Filters"]),
+    )
+    ec2.users_workers(["*", "a?c", "d\\e"])
+    [filters] = sent
+    [names] = [f["Values"] for f in filters if f["Name"] == "tag:cloudjhub:user"]
+    assert sorted(names) == sorted(["\\*", "a\\?c", "d\\\\e"])
+
+
+def test_a_restart_keeps_the_recorded_instance_over_a_newer_one(
+    ec2: LocalCloudEc2,
+    spec: WorkerSpec,
+    spawner_for: Spawners,  # noqa: F811 - the fixture
+) -> None:
+    """Two live workers of one server (a fault): the hub's recorded one is adopted,
+    as before the shared lookups, not the newest."""
+    spawner = spawner_for("ann")
+    older = ec2.launch_worker("ann", spec, "t-1", str(spawner.user_id))
+    newer = ec2.launch_worker("ann", spec, "t-2", str(spawner.user_id))
+    recorded = min((older, newer), key=lambda i: (i.launched_at, i.id))
+    spawner.instance_id = recorded.id
+
+    [got] = find_all([spawner])
+
+    assert got is not None and got.id == recorded.id

@@ -15,6 +15,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ..cloud_config import WORKER_CLOUD_CONFIG
+from ..ec2_limits import MAX_FILTER_VALUES
 from ..tags import (
     BACKUP_TAG,
     DELETED_TAG,
@@ -83,6 +84,9 @@ def launch_token(
     return "cjh-" + hashlib.sha256(raw).hexdigest()[:60]
 
 
+# A tag value's longest (256 characters, "Tag restrictions", EC2 User Guide): a longer
+# filter value matches no tag, and EC2 may refuse it (see user_lookups).
+MAX_FILTER_VALUE = 256
 _NO_RETRY = "cloudjhub-no-retry-without-capacity"
 
 
@@ -138,20 +142,27 @@ class HubEc2(Ec2Client):
         found = self._tagged_instances(selector(self.cluster, Role.WORKER, user, server or ""))
         return [i for i in found if belongs_to(i.tags) and is_server(i.tags, server)]
 
+    def user_lookups(self, users: list[str]) -> list[list[str]]:
+        """`users` in groups that each fit one `users_workers` call: EC2 refuses a call
+        of more than 200 filter values in all (`ec2_limits.MAX_FILTER_VALUES`). A name
+        whose filter value is longer than a tag value may be goes alone, so that if
+        EC2 refuses it, it fails no one else."""
+        per_call = MAX_FILTER_VALUES - len(tag_filters(selector(self.cluster, Role.WORKER)))
+        fits = [u for u in dict.fromkeys(users) if len(filter_value(u)) <= MAX_FILTER_VALUE]
+        alone = [[u] for u in dict.fromkeys(users) if len(filter_value(u)) > MAX_FILTER_VALUE]
+        return [*chunks(fits, per_call), *alone]
+
     def users_workers(self, users: list[str]) -> dict[str, list[Instance]]:
-        """`user_workers(name, None)` of each of these users, for all of them in one
-        DescribeInstances (one per 200 names, as `describe` chunks ids): the lookups
-        of a storm of logins. Names go through `filter_value` (EC2 filter values are
-        patterns) and are checked exactly after."""
+        """`user_workers(name, None)` of each of a group of users (`user_lookups`), in
+        one DescribeInstances: the lookups of a storm of logins. Names go through
+        `filter_value` (EC2 filter values are patterns) and are checked exactly after."""
         wanted = selector(self.cluster, Role.WORKER)
         out: dict[str, list[Instance]] = {user: [] for user in users}
-        for chunk in chunks(list(out), 200):
-            names = {"Name": f"tag:{USER_TAG}", "Values": [filter_value(u) for u in chunk]}
-            found = self._instances(Filters=[*tag_filters(wanted), names], MaxResults=1000)
-            for i in found:
-                user = i.tags.get(USER_TAG)
-                if user in out and has_tags(i.tags, wanted) and belongs_to(i.tags):
-                    out[user].append(i)
+        names = {"Name": f"tag:{USER_TAG}", "Values": [filter_value(u) for u in out]}
+        for i in self._instances(Filters=[*tag_filters(wanted), names], MaxResults=1000):
+            user = i.tags.get(USER_TAG)
+            if user in out and has_tags(i.tags, wanted) and belongs_to(i.tags):
+                out[user].append(i)
         return out
 
     def hypervisor(self, instance_type: str) -> str:

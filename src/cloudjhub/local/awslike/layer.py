@@ -20,6 +20,7 @@ from typing import Any
 from ...aws.caller import OTHER
 from ...aws.client import CloudError
 from ...aws.local import LocalCloudEc2
+from ...ec2_limits import MAX_FILTER_VALUES
 from . import replies
 from .buckets import Throttle
 from .console import Console, hypervisor
@@ -144,6 +145,13 @@ class Layer:
 
     def _refusal(self, action: str, params: Mapping[str, str]) -> Answer | None:
         faults = self.faults
+        values = sum(1 for k in params if k.startswith("Filter.") and ".Value." in k)
+        if values > MAX_FILTER_VALUES:  # moto takes any number
+            return fail(
+                "FilterLimitExceeded",
+                f"The maximum number of filter values specified on a single call is "
+                f"{MAX_FILTER_VALUES}",
+            )
         if action == "StartInstances":
             message = self.lifecycle.refuse_start(listed(params, "InstanceId"), self._actual_state)
             if message:
