@@ -105,8 +105,7 @@ class Fleet:
     async def refresh_watched(self, max_age: float) -> None:
         """Read every watched instance again if the last read is older than max_age:
         one DescribeInstances for all waiters (one per 200 ids: `describe` chunks them,
-        under the "no more than 1,000 IDs in a single call" of "Pagination in the
-        Amazon EC2 API"; AWS documents no filter-value limit we could find), never
+        EC2's most filter values in one call, `ec2_limits.MAX_FILTER_VALUES`), never
         the whole cluster.
 
         By an `instance-id` filter, not InstanceIds: with InstanceIds one id EC2 does
