@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import boto3
 import pytest
@@ -29,7 +30,7 @@ CAPACITY, REFILL = 5.0, 2.0  # AWS's StartInstances bucket
 def play(
     pacer_sends: list[float],
     delays: list[float],
-    outside: list[float] = (),  # type: ignore[assignment]
+    outside: Sequence[float] = (),
 ) -> int:
     """Requests sent at `pacer_sends` (plus, for each, its delay on the way) and the
     outside caller's at `outside`, as the layer's buckets admit them by arrival: how
@@ -79,7 +80,7 @@ def test_reserve_sizes() -> None:
     assert [reserve_tokens(c, 0.1) for c in (1, 2, 5, 50, 100, 1000)] == [0, 1, 1, 5, 10, 100]
     assert reserve_tokens(5, 0) == 0
     assert reserve_tokens(5, 0.5) == 2
-    with pytest.raises(ValueError, match="from 0 to 0.5"):
+    with pytest.raises(ValueError, match=r"from 0 to 0\.5"):
         Pacer(reserve_fraction=0.6)
 
 
@@ -88,7 +89,7 @@ def test_the_reserve_is_a_spawner_trait_and_a_keeper_option() -> None:
     from cloudjhub.spawner import InstanceSpawner
 
     assert InstanceSpawner(ec2_bucket_reserve=0.2).ec2_bucket_reserve == 0.2
-    with pytest.raises(TraitError, match="ec2_bucket_reserve: .*from 0 to 0.5"):
+    with pytest.raises(TraitError, match=r"ec2_bucket_reserve: .*from 0 to 0\.5"):
         InstanceSpawner(ec2_bucket_reserve=0.9)
     result = CliRunner().invoke(main, ["warm-pool", "--once", "--ec2-bucket-reserve", "2"])
     assert result.exit_code == 2
@@ -114,7 +115,7 @@ class _Ec2(BaseHTTPRequestHandler):
 
     calls: list[int] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.calls.append(1)
         status, body = (503, THROTTLED) if len(self.calls) == 1 else (200, EMPTY)
@@ -165,3 +166,13 @@ def test_a_throttled_answer_empties_the_pacers_bucket(throttling_ec2: str) -> No
     assert wait == pytest.approx((reserve + 1) / 20, abs=0.01)
     # Another action's bucket is untouched.
     assert pacer.reserve("CreateTags").ready_at == now[0]
+
+
+def test_the_hub_gives_its_keeper_the_same_reserve(tmp_path: Path) -> None:
+    """Through the hub's config: the spawner's ec2_bucket_reserve reaches the keeper
+    service's command line, which accepts it."""
+    from tests.unit.test_warm_pool_settings import services, settings
+
+    keeper = services(settings(tmp_path, ec2_bucket_reserve=0.25))["cloudjhub-warm-pool"]
+    command = keeper["command"]
+    assert command[command.index("--ec2-bucket-reserve") + 1] == "0.25"
