@@ -132,7 +132,7 @@ class _Ec2(BaseHTTPRequestHandler):
 def throttling_ec2() -> Iterator[str]:
     _Ec2.calls = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Ec2)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
