@@ -52,7 +52,7 @@ from .spawn_progress import SpawnProgress
 from .spawner_ec2 import Ec2Calls
 from .spawner_logs import KeptLogTails
 from .spawner_options import SpawnError
-from .tags import POOL_TAG, needs_binding
+from .tags import POOL_TAG, belongs_to, needs_binding
 from .worker.protocol import (
     HomeVolume,
     ProtocolError,
@@ -264,6 +264,11 @@ class InstanceSpawner(
         # One lookup shared with the spawns asking meanwhile (a storm's 300 logins).
         found = await self.fleet.user_workers(self.user.name, self.server_name)
         known = next((i for i in found if i.id == self.instance_id), None)
+        if self.instance_id and known is None:
+            # Tag filters can lag a fresh CreateTags ("Eventual consistency in the
+            # Amazon EC2 API"): the id the hub recorded is asked by id.
+            read = await blocking(self.ec2.describe, [self.instance_id])
+            known = next((i for i in read if self._mine(i)), None)
         if (
             known
             and known.live
@@ -287,6 +292,14 @@ class InstanceSpawner(
             return await self._claim_from_pool()
         # All terminated: the newest one is what a replacement replaces.
         return max(mine, key=lambda i: i.launched_at)
+
+    def _mine(self, inst: Instance) -> bool:
+        """Tagged to this user's server and not kept from a deleted user of the name."""
+        return (
+            inst.user == self.user.name
+            and inst.server == self.server_name
+            and belongs_to(inst.tags)
+        )
 
     async def _settle_pool_marks(self, mine: list[Instance]) -> list[Instance]:
         """Of the user's tagged instances, drop pool workers tagged to them by hand

@@ -16,7 +16,13 @@ from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.fleet import Fleet
 from tests.helpers import ApiCalls
-from tests.unit.test_pool_claims import Spawners, find_all, spawner_for  # noqa: F401 - a fixture
+from tests.unit.test_pool_claims import (  # noqa: F401 - a fixture
+    Spawners,
+    find_all,
+    pool_of,
+    spawner_for,
+)
+from tests.unit.test_warm_pool import members
 
 USERS = 30
 
@@ -137,3 +143,45 @@ def test_a_listing_begun_before_a_watched_read_does_not_undo_it(
     monkeypatch.setattr(ec2, "describe_workers", lambda user=None: [replace(worker, state="x")])
     asyncio.run(fleet.refresh(0))
     assert fleet.get(worker.id).state == "x"  # type: ignore[union-attr]
+
+
+def test_a_recorded_instance_the_tag_lookup_misses_is_asked_by_id(
+    ec2: LocalCloudEc2,
+    spec: WorkerSpec,
+    spawner_for: Spawners,  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+    calls: ApiCalls,
+) -> None:
+    """EC2's tag index lags the CreateTags of a claim: the restart finds the instance
+    the hub recorded by its id, and claims no second worker from the pool (not even
+    one it would give back)."""
+    pool = pool_of(ec2, spec, 1)
+    spawner = spawner_for("ann")
+    own = ec2.launch_worker("ann", spec, "t-ann", str(spawner.user_id))
+    spawner.instance_id = own.id
+    monkeypatch.setattr(ec2, "users_workers", lambda users: {u: [] for u in users})
+    calls.clear()
+
+    [got] = find_all([spawner])
+
+    assert got is not None and got.id == own.id
+    assert [m.id for m in members(ec2)] == pool
+    assert calls["CreateTags"] == 0 and calls["DeleteTags"] == 0, calls
+
+
+def test_a_recorded_instance_now_someone_elses_is_not_taken(
+    ec2: LocalCloudEc2,
+    spec: WorkerSpec,
+    spawner_for: Spawners,  # noqa: F811 - the fixture
+) -> None:
+    """The id in ann's state names bob's worker now (state restored from a backup):
+    by id it is found, and refused; ann gets a worker of her own."""
+    spawner = spawner_for("ann")
+    bob = ec2.launch_worker("bob", spec, "t-bob")
+    spawner.instance_id = bob.id
+
+    [got] = find_all([spawner])
+
+    assert got is None or got.id != bob.id
+    [still] = ec2.describe([bob.id])
+    assert still.user == "bob"

@@ -279,3 +279,19 @@ def test_give_back_retries_stop(
     assert len(tries) == expected
     [now] = ec2.describe([member])
     assert now.user == "ann"
+
+
+def test_of_two_members_marked_for_one_server_only_the_one_a_spawn_would_not_adopt_goes_back(
+    ec2: LocalCloudEc2, spec: WorkerSpec
+) -> None:
+    """The kept worker still carries the pool's claim mark (a claim cut short): a
+    spawn then adopts by `adopted_first`, so only the other may go back; never both."""
+    ids = pool_of(ec2, spec, 2)
+    for read in ec2.describe(ids):
+        ec2.tag_claim(read, "ann", "1")
+    first, second = sorted(ec2.describe(ids), key=pool_giveback.adopted_first)
+    assert POOL_TAG in first.tags and POOL_TAG in second.tags  # both still marked
+
+    assert pool_giveback.may_give_back(first, second, "ann", "")
+    assert not pool_giveback.may_give_back(second, first, "ann", "")
+    assert not pool_giveback.may_give_back(first, second, "bob", "")
