@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 
 from .aws.client import CloudError, Instance
 from .aws.hub import HubEc2, WorkerSpec
-from .aws.pacing import BucketFile, Pacer
+from .aws.pacing import DEFAULT_RESERVE, BucketFile, Pacer
 from .executor import blocking
 
 # Where an error is about one id of a Start/StopInstances, not the call.
@@ -87,13 +87,19 @@ class Ec2Queue:
         window: float,
         buckets: dict[str, tuple[float, float]] | None,
         buckets_file: str = "",
+        reserve: float = DEFAULT_RESERVE,
     ) -> Ec2Queue:
         """The queue for `key`; `buckets` None: no client-side pacing. `buckets_file`:
-        where their levels are shared with the pool's keeper ("" not shared)."""
+        where their levels are shared with the pool's keeper ("" not shared); `reserve`:
+        the fraction of each bucket the pacer keeps unspent."""
         queue = cls._shared.get(key)
         if queue is None or queue.ec2 is not ec2:  # one per connection (Fleet's)
             shared = BucketFile(buckets_file) if buckets_file else None
-            pacer = Pacer(buckets, shared=shared) if buckets is not None else None
+            pacer = (
+                Pacer(buckets, shared=shared, reserve_fraction=reserve)
+                if buckets is not None
+                else None
+            )
             if pacer is not None:
                 pacer.attach(ec2.client)
             queue = cls._shared[key] = cls(ec2, window, pacer)

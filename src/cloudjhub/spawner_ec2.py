@@ -18,6 +18,7 @@ from traitlets import Bool, Dict, Float, List, TraitError, Unicode, default, val
 from . import hibernation
 from .aws.client import CloudError, Instance
 from .aws.hub import HubEc2, WorkerSpec
+from .aws.pacing import DEFAULT_RESERVE, check_reserve
 from .ec2_limits import check_buckets, default_buckets
 from .ec2_queue import Ec2Queue, pool_waited_message, waited_message
 from .executor import blocking
@@ -51,6 +52,14 @@ class Ec2Calls(InstanceSpawnerOptions):
         "'resource-intensive', and the per-instance resource buckets '<Action> "
         "(resources)' of Run/Start/Stop/TerminateInstances. Defaults: AWS's published "
         "figures; give only the families to change (an account with raised limits).",
+    ).tag(config=True)
+    ec2_bucket_reserve = Float(
+        DEFAULT_RESERVE,
+        help="Fraction (0 to 0.5) of each client-side bucket the hub never plans to spend "
+        "(at least 1 token, none of a bucket of 1): AWS's buckets are shared by every "
+        "caller of the account and region and count requests as they arrive, so this "
+        "headroom absorbs other callers and network jitter. Only bursts shrink; the rate "
+        "stays AWS's refill. 0: spend each bucket down to empty.",
     ).tag(config=True)
     ec2_buckets_file = Unicode(
         "",
@@ -88,6 +97,13 @@ class Ec2Calls(InstanceSpawnerOptions):
         except ValueError as exc:
             raise TraitError(f"ec2_request_buckets: {exc}") from exc
         return proposal["value"]
+
+    @validate("ec2_bucket_reserve")
+    def _check_ec2_bucket_reserve(self, proposal: Any) -> Any:
+        try:
+            return check_reserve(proposal["value"])
+        except ValueError as exc:
+            raise TraitError(f"ec2_bucket_reserve: {exc}") from exc
 
     @validate("ec2_coalesce_window")
     def _check_ec2_coalesce_window(self, proposal: Any) -> Any:
@@ -130,7 +146,12 @@ class Ec2Calls(InstanceSpawnerOptions):
     def ec2_queue(self) -> Ec2Queue:
         buckets = check_buckets(self.ec2_request_buckets) if self.ec2_client_throttle else None
         return Ec2Queue.shared(
-            self._fleet_key, self.ec2, self.ec2_coalesce_window, buckets, self.ec2_buckets_file
+            self._fleet_key,
+            self.ec2,
+            self.ec2_coalesce_window,
+            buckets,
+            self.ec2_buckets_file,
+            self.ec2_bucket_reserve,
         )
 
     def _queue_wait(self, place: int, seconds: float) -> None:

@@ -35,14 +35,14 @@ def test_levels_left_by_a_previous_boot_are_dropped(tmp_path: Path, left_by: str
     levels = {"CreateTags": [-20.0, 1_000_000.0]}
     if left_by == "this version":
         previous = BucketFile(path, boot="a-previous-boot")
-        before = Pacer(SIZES, clock=lambda: 1_000_000.0, shared=previous)
+        before = Pacer(SIZES, clock=lambda: 1_000_000.0, shared=previous, reserve_fraction=0)
         for _ in range(25):
             before.reserve("CreateTags")
         assert json.loads(path.read_text())["boot"] == "a-previous-boot"
     else:
         path.write_text(json.dumps(levels))
     now = [100.0]
-    pacer = Pacer(SIZES, clock=lambda: now[0], shared=BucketFile(path))
+    pacer = Pacer(SIZES, clock=lambda: now[0], shared=BucketFile(path), reserve_fraction=0)
 
     assert waits(pacer, now, 5) == [0.0] * 5
     now[0] += 3600
@@ -55,7 +55,7 @@ def test_levels_from_this_clocks_future_or_above_capacity_are_dropped(tmp_path: 
     now = [100.0]
     for level in ([-50.0, 5_000.0], [1_000.0, 50.0]):
         path.write_text(json.dumps({"boot": BOOT, "levels": {"CreateTags": level}}))
-        pacer = Pacer(SIZES, clock=lambda: now[0], shared=BucketFile(path))
+        pacer = Pacer(SIZES, clock=lambda: now[0], shared=BucketFile(path), reserve_fraction=0)
         # Full, not in debt for ever nor holding more than the bucket does.
         assert waits(pacer, now, 6)[-1] == pytest.approx(1.0, abs=0.01)
 
@@ -77,7 +77,7 @@ def test_a_bucket_file_that_cannot_be_opened_leaves_the_calls_going(
         path = tmp_path / "ec2-buckets.json"
         path.symlink_to(target)
     now = [100.0]
-    pacer = Pacer(SIZES, clock=lambda: now[0], shared=BucketFile(path))
+    pacer = Pacer(SIZES, clock=lambda: now[0], shared=BucketFile(path), reserve_fraction=0)
 
     with caplog.at_level(logging.WARNING, "cloudjhub.pacing"):
         got = waits(pacer, now, 7)
@@ -104,7 +104,7 @@ def test_the_estimate_shown_while_claiming_never_opens_the_file(
     loop goes on."""
     path = tmp_path / "ec2-buckets.json"
     now = [100.0]
-    pacer = Pacer(SIZES, clock=lambda: now[0], shared=BucketFile(path))
+    pacer = Pacer(SIZES, clock=lambda: now[0], shared=BucketFile(path), reserve_fraction=0)
     for _ in range(7):
         pacer.reserve("CreateTags")  # 2 in debt
     opened: list[tuple[int, str]] = []  # (thread, path)

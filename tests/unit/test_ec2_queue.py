@@ -201,7 +201,7 @@ class Clock:
 def test_a_paced_burst_is_never_refused_by_awss_buckets(action: str, per_request: int) -> None:
     clock = Clock()
     aws, unpaced = Throttle(clock), Throttle(clock)
-    pacer = Pacer(clock=clock)
+    pacer = Pacer(clock=clock, reserve_fraction=0)
     params = {f"InstanceId.{n}": f"i-{n:08x}" for n in range(1, per_request + 1)}
     if action == "RunInstances":
         params = {"MaxCount": "1"}
@@ -216,7 +216,7 @@ def test_a_paced_burst_is_never_refused_by_awss_buckets(action: str, per_request
 
 def test_each_action_has_a_bucket_of_its_own_sized_by_its_family() -> None:
     clock = Clock()
-    pacer = Pacer({"non-mutating": (2.0, 1.0)}, clock=clock)
+    pacer = Pacer({"non-mutating": (2.0, 1.0)}, clock=clock, reserve_fraction=0)
     now = clock.now
     went = [pacer.reserve(a).ready_at for a in ("DescribeInstances", "DescribeVolumes") * 2]
     assert went == [now] * 4
@@ -236,7 +236,9 @@ def test_the_pacer_paces_every_call_of_a_client(
         clock.now += seconds
 
     workers = [make_worker(f"u{n}") for n in range(2)]
-    Pacer({"CreateTags": (2.0, 1.0)}, clock=clock, sleep=sleep).attach(ec2.client)
+    Pacer({"CreateTags": (2.0, 1.0)}, clock=clock, sleep=sleep, reserve_fraction=0).attach(
+        ec2.client
+    )
     for n in range(4):
         ec2.client.create_tags(Resources=[workers[0].id], Tags=[{"Key": "k", "Value": str(n)}])
     assert slept == pytest.approx([1.0, 1.0], abs=0.01)

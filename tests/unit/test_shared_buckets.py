@@ -26,7 +26,9 @@ def test_two_pacers_sharing_a_file_spend_one_bucket(tmp_path: Path) -> None:
     now = [100.0]
     shared = BucketFile(tmp_path / "ec2-buckets.json")
     sizes = {"CreateTags": (CAPACITY, REFILL)}
-    hub, keeper = (Pacer(sizes, clock=lambda: now[0], shared=shared) for _ in range(2))
+    hub, keeper = (
+        Pacer(sizes, clock=lambda: now[0], shared=shared, reserve_fraction=0) for _ in range(2)
+    )
 
     ready = []
     for k in range(40):

@@ -23,6 +23,18 @@ its boot (`boot_id`), since it outlives a reboot and the clock restarts at zero,
 levels of another boot, or from this clock's future, are dropped. The file is only a
 cache of levels: a missing, torn or foreign one reads as full buckets (as at start),
 and one that cannot be opened (a warning, once) leaves each process its own copy.
+
+A copy is never exact, so the pacer keeps a reserve and learns from a refusal.
+AWS keeps each bucket per account and region, shared by every caller (the console,
+another tool, a benchmark: "Request throttling for the Amazon EC2 API"), and counts
+a request when it arrives, on its clock: a burst sent after an idle gap may arrive
+late, after AWS's bucket has capped, and requests sent apart arrive bunched. So no
+plan spends a bucket below `reserve_tokens` of it (only the burst shrinks; the rate
+stays the refill), and a throttling answer (`THROTTLING_CODES`, botocore's) empties
+this copy of that action's bucket as of then, so the next requests wait for the
+refill instead of being refused too. A resource bucket (tokens per instance) is
+emptied only when the message names resources; botocore still retries the refused
+call itself, after its own backoff.
 """
 
 from __future__ import annotations
@@ -45,6 +57,24 @@ from ..ec2_limits import default_buckets, request_family, resource_family
 log = logging.getLogger("cloudjhub.pacing")
 
 SLACK = 0.001
+DEFAULT_RESERVE = 0.1  # of each bucket's capacity (c.InstanceSpawner.ec2_bucket_reserve)
+MAX_RESERVE = 0.5
+# The error codes botocore's retry treats as throttling (botocore/retries/standard.py).
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "EC2ThrottledException",
+        "SlowDown",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+    }
+)
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
@@ -122,12 +152,29 @@ def _parse_levels(raw: object) -> Levels:
     return levels
 
 
+def reserve_tokens(capacity: float, fraction: float) -> float:
+    """Tokens of a bucket no plan spends: `fraction` of it, at least 1, yet never so
+    many that nothing is left to spend (a bucket of 1 keeps none; of 5, 1)."""
+    if fraction <= 0:
+        return 0.0
+    return max(0.0, min(max(1.0, math.floor(fraction * capacity)), capacity - 1))
+
+
+def check_reserve(fraction: float) -> float:
+    if not (math.isfinite(fraction) and 0 <= fraction <= MAX_RESERVE):
+        raise ValueError(
+            f"{fraction!r}; must be a fraction of each bucket from 0 to {MAX_RESERVE:g}"
+        )
+    return fraction
+
+
 @dataclass
 class _Bucket:
     capacity: float
     refill: float
     tokens: float
     updated: float
+    reserve: float = 0.0
 
     def level(self, now: float) -> float:
         if now > self.updated:
@@ -136,8 +183,9 @@ class _Bucket:
         return self.tokens
 
     def ready_at(self, now: float, count: float) -> float:
-        """When `count` tokens will be there (a count above capacity waits for a full bucket)."""
-        need = min(count, self.capacity) - self.level(now)
+        """When `count` tokens above the reserve will be there (a count above what the
+        reserve leaves waits for a full bucket)."""
+        need = min(count, self.capacity - self.reserve) + self.reserve - self.level(now)
         # A millisecond more than the arithmetic says: AWS's clock is not ours.
         return now if need <= 0 else now + need / self.refill + SLACK
 
@@ -160,8 +208,10 @@ class Pacer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         shared: BucketFile | None = None,
+        reserve_fraction: float = DEFAULT_RESERVE,
     ) -> None:
         self.clock = clock
+        self.reserve_fraction = check_reserve(reserve_fraction)
         self.shared = shared
         self.sleep = sleep
         self._sizes = {k: (v[0], v[1]) for k, v in default_buckets().items()}
@@ -208,8 +258,24 @@ class Pacer:
             family = request_family(action, filtered)
             own = action if family == action else f"{action} ({family})"
             bucket = self._bucket(own, family, now, {})
-            level = bucket.level(now)
+            level = bucket.level(now) - bucket.reserve
             return [max(0.0, (count - level) / bucket.refill) for count in counts]
+
+    def drain(self, action: str, filtered: bool = True, resources: bool = False) -> None:
+        """AWS refused `action` for its bucket: empty this copy (and the shared file's)
+        as of now; a debt already planned stays. `resources`: its resource bucket too."""
+        with self._levels() as levels, self._lock:
+            now = self.clock()
+            family = request_family(action, filtered)
+            names = [(action if family == action else f"{action} ({family})", family)]
+            per_instance = resource_family(action)
+            if resources and per_instance is not None:
+                names.append((per_instance, per_instance))
+            for name, size in names:
+                bucket = self._bucket(name, size, now, levels)
+                bucket.tokens = min(bucket.level(now), 0.0)
+                levels[name] = (bucket.tokens, bucket.updated)
+            log.info("EC2 throttled %s; waiting for its bucket to refill", action)
 
     def _levels(self) -> contextlib.AbstractContextManager[Levels]:
         """The shared levels, locked; or none to share (this process's alone)."""
@@ -219,7 +285,8 @@ class Pacer:
         bucket = self._buckets.get(name)
         if bucket is None:
             capacity, refill = self._sizes[family]
-            bucket = self._buckets[name] = _Bucket(capacity, refill, capacity, now)
+            reserve = reserve_tokens(capacity, self.reserve_fraction)
+            bucket = self._buckets[name] = _Bucket(capacity, refill, capacity, now, reserve)
         stored = levels.get(name)
         # Where the other process left it; a time ahead of ours is not of this clock.
         if stored is not None and stored[1] <= now:
@@ -251,8 +318,23 @@ class Pacer:
     # ---- every call of a boto3 client ----------------------------------------
 
     def attach(self, client: Any) -> None:
-        """Pace every call `client` makes, unless made inside `prepaid()`."""
+        """Pace every call `client` makes, unless made inside `prepaid()`, and learn
+        from every attempt AWS throttles (prepaid or not, retries included)."""
         client.meta.events.register("before-call.ec2.*", self._before_call)
+        # Per attempt, before botocore's retry decides; returning None leaves it to it.
+        client.meta.events.register("needs-retry.ec2.*", self._after_attempt)
+
+    def _after_attempt(
+        self, response: Any, operation: Any, request_dict: Mapping[str, Any], **_: Any
+    ) -> None:
+        parsed = response[1] if isinstance(response, tuple) and len(response) == 2 else None
+        error = parsed.get("Error", {}) if isinstance(parsed, Mapping) else {}
+        if not isinstance(error, Mapping) or error.get("Code") not in THROTTLING_CODES:
+            return
+        body = request_dict.get("body") if isinstance(request_dict, Mapping) else None
+        fields: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
+        resources = "resource" in str(error.get("Message", "")).lower()
+        self.drain(operation.name, filtered(fields), resources)
 
     def _before_call(self, model: Any, params: Mapping[str, Any], **_: Any) -> None:
         if getattr(self._local, "prepaid", False):

@@ -75,6 +75,13 @@ from .pool_options import pool_size_option, pool_state_option
     "refills them, as the hub does [default: AWS's published figures].",
 )
 @click.option(
+    "--ec2-bucket-reserve",
+    type=click.FloatRange(0, 0.5),
+    default=None,
+    help="Fraction of each client-side bucket the keeper never plans to spend, as "
+    "InstanceSpawner.ec2_bucket_reserve [default: 0.1].",
+)
+@click.option(
     "--buckets-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -94,6 +101,7 @@ def warm_pool(
     time_zone: str | None,
     host_key_source: str | None,
     ec2_request_buckets: str | None,
+    ec2_bucket_reserve: float | None,
     buckets_file: Path | None,
     once: bool,
 ) -> None:
@@ -105,7 +113,7 @@ def warm_pool(
     from ..aws.caller import name_caller
     from ..aws.client import CloudError
     from ..aws.hub import HubEc2
-    from ..aws.pacing import BucketFile, Pacer
+    from ..aws.pacing import DEFAULT_RESERVE, BucketFile, Pacer
     from ..config import ConfigError, check_warm_pool_schedule, load_server_config, parse_json
     from ..pool_keeper import Keeper, one_off_reader, pool_spec, run
     from ..pool_schedule import PoolPlan, PoolTarget, parse_windows
@@ -131,7 +139,9 @@ def warm_pool(
         ec2 = HubEc2.connect(config.CLUSTER_NAME, config.REGION, config.AWS_ENDPOINT_URL)
     except CloudError as exc:
         raise CommandError(str(exc)) from exc
-    Pacer(buckets, shared=BucketFile(buckets_file) if buckets_file else None).attach(ec2.client)
+    reserve = DEFAULT_RESERVE if ec2_bucket_reserve is None else ec2_bucket_reserve
+    shared = BucketFile(buckets_file) if buckets_file else None
+    Pacer(buckets, shared=shared, reserve_fraction=reserve).attach(ec2.client)
     logging.basicConfig(
         level=logging.INFO, format="[%(levelname).1s %(asctime)s cloudjhub-warm-pool] %(message)s"
     )

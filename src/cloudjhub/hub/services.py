@@ -30,6 +30,7 @@ KEEPER_TRAITS = {
     "warm_pool_time_zone": "--time-zone",
     "ssh_host_key_source": "--host-key-source",
     "ec2_request_buckets": "--ec2-request-buckets",
+    "ec2_bucket_reserve": "--ec2-bucket-reserve",
 }
 
 
