@@ -123,8 +123,9 @@ class Fleet:
     async def _fetch_watched(self) -> None:
         started = time.monotonic()
         for instance in await blocking(self.ec2.describe, sorted(self._watched)):
-            if self._fetched_at > started and instance.id in self._by_id:
-                continue  # a listing begun after this read: fresher
+            newer = max(self._fetched_at, self._read_at.get(instance.id, float("-inf")))
+            if newer > started and instance.id in self._by_id:
+                continue  # a listing or a launch told us after this read began: fresher
             self._by_id[instance.id] = instance
             self._read_at[instance.id] = started
         self._watch_fetched_at = started
@@ -158,7 +159,11 @@ class Fleet:
             self._asked, self._answer = set(), None
             got: dict[str, list[Instance] | Exception] = {}
             try:
-                for group in self.ec2.user_lookups(users):
+                try:
+                    groups = self.ec2.user_lookups(users)
+                except Exception as exc:  # a bug: every waiter raises it, none hangs
+                    groups, got = [], dict.fromkeys(users, exc)
+                for group in groups:
                     try:
                         got.update(await blocking(self.ec2.users_workers, group))
                     except Exception as exc:  # each of these waiters raises it

@@ -3,9 +3,10 @@
 A claim drops the pool tag, so a claimed worker leaves the keeper's listing yet still
 runs (it may be given back, or read by a spawn): its keys stay until EC2 reports it
 terminated or unknown. Asking about every such worker every round would cost one
-DescribeInstances per 200 of them per round for as long as their users run. So an id
-EC2 once showed live and claimed (a user tag, no pool tag) is settled, and settled ids
-are asked about again only every KEYS_RECHECK seconds, all in one go. In memory only:
+DescribeInstances per 200 of them per round for as long as their users run. So an
+unlisted id EC2 once showed live (claimed, or a member someone untagged by hand) is
+settled, and settled ids are asked about again only every KEYS_RECHECK seconds, all in
+one go. In memory only:
 a restarted keeper settles nothing and checks every id once.
 """
 
@@ -15,16 +16,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .aws.client import CloudError, Instance
+from .aws.client import CloudError
 from .aws.hub import HubEc2
-from .tags import POOL_TAG
 from .warm_pool import KEYS_RECHECK
 
 log = logging.getLogger("cloudjhub.warm_pool")
-
-
-def _claimed(instance: Instance) -> bool:
-    return instance.live and instance.user is not None and POOL_TAG not in instance.tags
 
 
 @dataclass
@@ -47,7 +43,8 @@ class KeyFiles:
         files = {p.stem: p for p in Path(keys_dir).glob("i-*.keys")}
         unlisted = {i for i in files if i not in listed}
         self._settled &= unlisted  # back in the pool, or its file gone: unsettled
-        due = now >= self._next_recheck
+        # Due, or the (wall) clock was set back past the last re-check.
+        due = now >= self._next_recheck or now < self._next_recheck - self.recheck
         asked = [i for i in files if i in unlisted and (due or i not in self._settled)]
         try:
             found = ec2.describe(asked) if asked else []
@@ -56,7 +53,7 @@ class KeyFiles:
             found, kept = [], unlisted
         else:
             kept = (unlisted - set(asked)) | {i.id for i in found if i.live}
-            self._settled = (self._settled - set(asked)) | {i.id for i in found if _claimed(i)}
+            self._settled = (self._settled - set(asked)) | {i.id for i in found if i.live}
             if due:
                 self._next_recheck = now + self.recheck
         dropped = [i for i in files if i not in live and i not in kept]

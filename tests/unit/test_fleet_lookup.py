@@ -275,3 +275,58 @@ def test_a_restart_keeps_the_recorded_instance_over_a_newer_one(
     [got] = find_all([spawner])
 
     assert got is not None and got.id == recorded.id
+
+
+def test_a_recorded_instance_terminated_and_missed_by_the_tags_is_what_a_launch_replaces(
+    ec2: LocalCloudEc2,
+    spec: WorkerSpec,
+    spawner_for: Spawners,  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+    calls: ApiCalls,
+) -> None:
+    """The id read by id is not adopted (terminated) but still counts as the user's:
+    the spawn replaces it (its id carried over), it claims no pool member."""
+    pool_of(ec2, spec, 1)
+    spawner = spawner_for("ann")
+    own = ec2.launch_worker("ann", spec, "t-ann", str(spawner.user_id))
+    ec2.client.terminate_instances(InstanceIds=[own.id])
+    spawner.instance_id = own.id
+    monkeypatch.setattr(ec2, "users_workers", lambda users: {u: [] for u in users})
+    calls.clear()
+
+    [got] = find_all([spawner])
+
+    assert got is not None and got.id == own.id and got.gone
+    assert calls["CreateTags"] == 0, calls
+
+
+def test_a_watched_read_older_than_a_listing_does_not_undo_it(
+    ec2: LocalCloudEc2, spec: WorkerSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watched read is slow; a whole-cluster listing begins and ends meanwhile:
+    the listing's state stays."""
+    worker = ec2.launch_worker("ann", spec, "t-1")
+    fleet = Fleet(ec2, max_age=0)
+    reading, go_on = threading.Event(), threading.Event()
+    real = ec2.describe
+
+    def slow_read(ids: list[str]) -> list[Instance]:
+        found = [replace(i, state="pending") for i in real(ids)]  # as of when it began
+        reading.set()
+        assert go_on.wait(10)
+        return found
+
+    monkeypatch.setattr(ec2, "describe", slow_read)
+
+    async def race() -> None:
+        with fleet.watching(worker.id):
+            read = asyncio.ensure_future(fleet.refresh_watched(0))
+            while not reading.is_set():
+                await asyncio.sleep(0.01)
+            await fleet.refresh(0)  # begun after the read: running
+            go_on.set()
+            await read
+
+    asyncio.run(race())
+    after = fleet.get(worker.id)
+    assert after is not None and after.state == "running"

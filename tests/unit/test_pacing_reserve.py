@@ -91,9 +91,12 @@ def test_the_reserve_is_a_spawner_trait_and_a_keeper_option() -> None:
     assert InstanceSpawner(ec2_bucket_reserve=0.2).ec2_bucket_reserve == 0.2
     with pytest.raises(TraitError, match=r"ec2_bucket_reserve: .*from 0 to 0\.5"):
         InstanceSpawner(ec2_bucket_reserve=0.9)
-    result = CliRunner().invoke(main, ["warm-pool", "--once", "--ec2-bucket-reserve", "2"])
-    assert result.exit_code == 2
-    assert "--ec2-bucket-reserve" in result.output and "Traceback" not in result.output
+    for bad in ("2", "nan"):
+        result = CliRunner().invoke(main, ["warm-pool", "--once", "--ec2-bucket-reserve", bad])
+        assert result.exit_code == 2, (bad, result.output)
+        assert "--ec2-bucket-reserve" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["warm-pool", "--once", "--interval", "inf"])
+    assert result.exit_code == 2 and "--interval" in result.output, result.output
 
 
 # ---- learning from a refusal, through a real boto3 client ---------------------------
@@ -144,8 +147,9 @@ def throttling_ec2() -> Iterator[str]:
 
 def test_a_throttled_answer_empties_the_pacers_bucket(throttling_ec2: str) -> None:
     """DescribeInstances is refused once: botocore's retry still gets the answer, and
-    the pacer's copy of the bucket is empty, so its next request waits for the refill
-    (reserve + 1 tokens at 20 a second) instead of going at once into another refusal."""
+    the pacer's copy of the bucket is empty less the retry's token, so its next request
+    waits for the refill (reserve + 2 tokens at 20 a second) instead of going at once
+    into another refusal."""
     now = [1000.0]  # botocore's backoff must not refill the bucket meanwhile
     pacer = Pacer(clock=lambda: now[0])
     client = boto3.session.Session().client(
@@ -163,9 +167,26 @@ def test_a_throttled_answer_empties_the_pacers_bucket(throttling_ec2: str) -> No
 
     wait = pacer.reserve("DescribeInstances").ready_at - now[0]
     reserve = reserve_tokens(100, 0.1)
-    assert wait == pytest.approx((reserve + 1) / 20, abs=0.01)
+    assert wait == pytest.approx((reserve + 2) / 20, abs=0.01)
     # Another action's bucket is untouched.
     assert pacer.reserve("CreateTags").ready_at == now[0]
+
+
+def test_a_throttle_in_a_storm_still_teaches_the_pacer() -> None:
+    """The EC2 queue reserves before it calls, so in a storm the copy is in debt when
+    AWS refuses: the refused call's retry is one more token the plan must wait for."""
+    now = [1000.0]
+
+    def last_of(pacer: Pacer, drained: bool) -> float:
+        for _ in range(12):
+            pacer.reserve("StartInstances")
+        if drained:
+            pacer.drain("StartInstances")
+        return pacer.reserve("StartInstances").ready_at
+
+    plain = last_of(Pacer(clock=lambda: now[0]), drained=False)
+    taught = last_of(Pacer(clock=lambda: now[0]), drained=True)
+    assert taught - plain == pytest.approx(1 / 2, abs=0.01)  # StartInstances: 2 a second
 
 
 def test_the_hub_gives_its_keeper_the_same_reserve(tmp_path: Path) -> None:

@@ -161,3 +161,31 @@ def test_a_worker_given_back_and_claimed_again_is_asked_about_again(
 
     assert asked.about({worker}) == [{worker}]
     assert recorded_host_keys(keys_dir, worker) == []
+
+
+def test_a_member_untagged_by_hand_is_settled_too(
+    ec2: LocalCloudEc2, spec: WorkerSpec, pool: tuple[Keeper, list[float], str]
+) -> None:
+    """Someone took the pool tag off a member (left alone, issue 10): it runs, so its
+    keys stay; it is asked about once, not every round."""
+    keeper, now, keys_dir = pool
+    [member] = [p.stem for p in Path(keys_dir).glob("i-*.keys")][:1]
+    ec2.client.delete_tags(Resources=[member], Tags=[{"Key": "cloudjhub:pool"}])
+    asked = Asked(ec2)
+    for _ in range(3):
+        now[0] += 10
+        keeper.round()
+    assert asked.about({member}) == [{member}]
+    assert recorded_host_keys(keys_dir, member)
+
+
+def test_a_clock_set_back_still_rechecks(
+    ec2: LocalCloudEc2, spec: WorkerSpec, pool: tuple[Keeper, list[float], str]
+) -> None:
+    keeper, now, keys_dir = pool
+    gone = _claim(ec2, spec, "ann")
+    keeper.round()  # settled
+    ec2.client.terminate_instances(InstanceIds=[gone])
+    now[0] -= 3 * KEYS_RECHECK  # the wall clock stepped back
+    keeper.round()
+    assert recorded_host_keys(keys_dir, gone) == []

@@ -91,6 +91,8 @@ def test_warm_pool_size_comes_from_server_config(tmp_path: Path) -> None:
         ({"warm_pool_size": "3"}, "c.InstanceSpawner.warm_pool_size: '3' is not allowed"),
         ({"warm_pool_size": 1.5}, "c.InstanceSpawner.warm_pool_size: 1.5 is not allowed"),
         ({"warm_pool_state": "warm"}, "c.InstanceSpawner.warm_pool_state: 'warm' is not allowed"),
+        ({"ec2_bucket_reserve": 0.9}, r"c.InstanceSpawner.ec2_bucket_reserve: 0.9; must be"),
+        ({"ec2_bucket_reserve": "x"}, r"c.InstanceSpawner.ec2_bucket_reserve: 'x'; must be"),
     ],
 )
 def test_bad_pool_settings_stop_the_hub_naming_setting_and_value(

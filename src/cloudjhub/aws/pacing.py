@@ -30,11 +30,13 @@ another tool, a benchmark: "Request throttling for the Amazon EC2 API"), and cou
 a request when it arrives, on its clock: a burst sent after an idle gap may arrive
 late, after AWS's bucket has capped, and requests sent apart arrive bunched. So no
 plan spends a bucket below `reserve_tokens` of it (only the burst shrinks; the rate
-stays the refill), and a throttling answer (`THROTTLING_CODES`, botocore's) empties
-this copy of that action's bucket as of then, so the next requests wait for the
-refill instead of being refused too. A resource bucket (tokens per instance) is
-emptied only when the message names resources; botocore still retries the refused
-call itself, after its own backoff.
+stays the refill), and a throttling answer (`THROTTLING_CODES`) empties this copy of
+that action's request bucket as of then and charges it the token botocore's retry of
+the refused call will take, so the next requests wait for the refill instead of being
+refused too (in a storm, where the copy is in debt already, that token is what it
+learns). AWS's answer does not say which bucket refused, and emptying a resource
+bucket (1000 tokens, 2 a second) on a guess would stall starts for minutes: those
+are left as they are.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ log = logging.getLogger("cloudjhub.pacing")
 SLACK = 0.001
 DEFAULT_RESERVE = 0.1  # of each bucket's capacity (c.InstanceSpawner.ec2_bucket_reserve)
 MAX_RESERVE = 0.5
-# The error codes botocore's retry treats as throttling (botocore/retries/standard.py).
+# Error codes that mean "throttled" (those of botocore's retry, botocore/retries/standard.py,
+# that an EC2-style API can answer).
 THROTTLING_CODES = frozenset(
     {
         "Throttling",
@@ -232,7 +235,7 @@ class Pacer:
         with self._levels() as levels, self._lock:
             now = self.clock()
             family = request_family(action, filtered)
-            own = action if family == action else f"{action} ({family})"
+            own = _own(action, family)
             needs = [(own, self._bucket(own, family, now, levels), 1.0)]
             per_instance = resource_family(action)
             if per_instance is not None and resources > 0:
@@ -256,25 +259,20 @@ class Pacer:
         with self._lock:
             now = self.clock()
             family = request_family(action, filtered)
-            own = action if family == action else f"{action} ({family})"
-            bucket = self._bucket(own, family, now, {})
+            bucket = self._bucket(_own(action, family), family, now, {})
             level = bucket.level(now) - bucket.reserve
             return [max(0.0, (count - level) / bucket.refill) for count in counts]
 
-    def drain(self, action: str, filtered: bool = True, resources: bool = False) -> None:
-        """AWS refused `action` for its bucket: empty this copy (and the shared file's)
-        as of now; a debt already planned stays. `resources`: its resource bucket too."""
+    def drain(self, action: str, filtered: bool = True) -> None:
+        """AWS refused `action`: empty this copy of its request bucket (and the shared
+        file's) as of now, less the token the retry takes; a debt already planned stays."""
         with self._levels() as levels, self._lock:
             now = self.clock()
             family = request_family(action, filtered)
-            names = [(action if family == action else f"{action} ({family})", family)]
-            per_instance = resource_family(action)
-            if resources and per_instance is not None:
-                names.append((per_instance, per_instance))
-            for name, size in names:
-                bucket = self._bucket(name, size, now, levels)
-                bucket.tokens = min(bucket.level(now), 0.0)
-                levels[name] = (bucket.tokens, bucket.updated)
+            name = _own(action, family)
+            bucket = self._bucket(name, family, now, levels)
+            bucket.tokens = min(bucket.level(now), 0.0) - 1.0
+            levels[name] = (bucket.tokens, bucket.updated)
             log.info("EC2 throttled %s; waiting for its bucket to refill", action)
 
     def _levels(self) -> contextlib.AbstractContextManager[Levels]:
@@ -333,8 +331,7 @@ class Pacer:
             return
         body = request_dict.get("body") if isinstance(request_dict, Mapping) else None
         fields: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
-        resources = "resource" in str(error.get("Message", "")).lower()
-        self.drain(operation.name, filtered(fields), resources)
+        self.drain(operation.name, filtered(fields))
 
     def _before_call(self, model: Any, params: Mapping[str, Any], **_: Any) -> None:
         if getattr(self._local, "prepaid", False):
@@ -348,6 +345,11 @@ class Pacer:
                 self.sleep(delay)
         finally:
             self.done_waiting(ticket)
+
+
+def _own(action: str, family: str) -> str:
+    """The name of `action`'s own request bucket (of its family's size)."""
+    return action if family == action else f"{action} ({family})"
 
 
 def filtered(fields: Mapping[str, Any]) -> bool:

@@ -12,6 +12,7 @@ import click
 
 from ..config import SERVER_CONFIG_ENV
 from .errors import BadInput, CommandError
+from .options import Number
 from .pool_options import pool_size_option, pool_state_option
 
 
@@ -28,7 +29,7 @@ from .pool_options import pool_size_option, pool_state_option
 )
 @click.option(
     "--interval",
-    type=click.FloatRange(min=1),
+    type=Number(min=1),
     default=10.0,
     show_default=True,
     help="Seconds between rounds.",
@@ -76,7 +77,7 @@ from .pool_options import pool_size_option, pool_state_option
 )
 @click.option(
     "--ec2-bucket-reserve",
-    type=click.FloatRange(0, 0.5),
+    type=Number(0, 0.5),
     default=None,
     help="Fraction of each client-side bucket the keeper never plans to spend, as "
     "InstanceSpawner.ec2_bucket_reserve [default: 0.1].",

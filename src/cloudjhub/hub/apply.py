@@ -6,6 +6,7 @@ Secrets are read here, from their files, when the hub starts.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +17,7 @@ from traitlets.config import Config
 from .. import fallback_types, profile_types
 from ..aws.caller import name_caller
 from ..aws.hub import HubEc2
+from ..aws.pacing import DEFAULT_RESERVE, MAX_RESERVE, check_reserve
 from ..config import (
     POOL_STATES,
     ConfigError,
@@ -140,6 +142,14 @@ def warm_pool(settings: HubSettings) -> tuple[int, str]:
         )
     except ConfigError as exc:
         raise TraitError(f"c.InstanceSpawner.{exc}") from None
+    reserve = traits.get("ec2_bucket_reserve", DEFAULT_RESERVE)
+    try:  # the keeper service is given it too: a bad one would fail there, again and again
+        check_reserve(reserve if isinstance(reserve, int | float) else math.nan)
+    except ValueError:
+        raise TraitError(
+            f"c.InstanceSpawner.ec2_bucket_reserve: {reserve!r}; must be a fraction of each "
+            f"bucket from 0 to {MAX_RESERVE:g}"
+        ) from None
     assert isinstance(size, int) and isinstance(state, str)
     return size, state
 
