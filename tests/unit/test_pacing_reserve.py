@@ -172,6 +172,31 @@ def test_a_throttled_answer_empties_the_pacers_bucket(throttling_ec2: str) -> No
     assert pacer.reserve("CreateTags").ready_at == now[0]
 
 
+def test_a_pacer_that_cannot_note_a_throttle_leaves_botocores_retry_alone(
+    throttling_ec2: str, tmp_path: Path
+) -> None:
+    """The shared buckets file fails while EC2 throttles: the call still gets
+    botocore's retry and its answer, not the file's error."""
+    pacer = Pacer()
+    client = boto3.session.Session().client(
+        "ec2",
+        region_name="us-east-1",
+        endpoint_url=throttling_ec2,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"mode": "standard", "max_attempts": 3}),
+    )
+    pacer.attach(client)
+
+    def broken(*_: object, **__: object) -> None:
+        raise OSError(5, "Input/output error", str(tmp_path / "buckets"))
+
+    pacer.drain = broken  # type: ignore[method-assign]
+    filters = [{"Name": "tag:cloudjhub:cluster", "Values": ["c"]}]
+    assert client.describe_instances(Filters=filters)["Reservations"] == []
+    assert len(_Ec2.calls) == 2
+
+
 def test_a_throttle_in_a_storm_still_teaches_the_pacer() -> None:
     """The EC2 queue reserves before it calls, so in a storm the copy is in debt when
     AWS refuses: the refused call's retry is one more token the plan must wait for."""

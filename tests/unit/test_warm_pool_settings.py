@@ -93,6 +93,7 @@ def test_warm_pool_size_comes_from_server_config(tmp_path: Path) -> None:
         ({"warm_pool_state": "warm"}, "c.InstanceSpawner.warm_pool_state: 'warm' is not allowed"),
         ({"ec2_bucket_reserve": 0.9}, r"c.InstanceSpawner.ec2_bucket_reserve: 0.9; must be"),
         ({"ec2_bucket_reserve": "x"}, r"c.InstanceSpawner.ec2_bucket_reserve: 'x'; must be"),
+        ({"ec2_bucket_reserve": False}, r"c.InstanceSpawner.ec2_bucket_reserve: False; must be"),
     ],
 )
 def test_bad_pool_settings_stop_the_hub_naming_setting_and_value(

@@ -331,7 +331,11 @@ class Pacer:
             return
         body = request_dict.get("body") if isinstance(request_dict, Mapping) else None
         fields: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
-        self.drain(operation.name, filtered(fields))
+        # Also after a last attempt botocore does not retry: one token too many, once.
+        try:
+            self.drain(operation.name, filtered(fields))
+        except Exception:  # inside botocore's retry: its answer must not become ours
+            log.warning("could not note that EC2 throttled %s", operation.name, exc_info=True)
 
     def _before_call(self, model: Any, params: Mapping[str, Any], **_: Any) -> None:
         if getattr(self._local, "prepaid", False):

@@ -144,7 +144,8 @@ def warm_pool(settings: HubSettings) -> tuple[int, str]:
         raise TraitError(f"c.InstanceSpawner.{exc}") from None
     reserve = traits.get("ec2_bucket_reserve", DEFAULT_RESERVE)
     try:  # the keeper service is given it too: a bad one would fail there, again and again
-        check_reserve(reserve if isinstance(reserve, int | float) else math.nan)
+        number = reserve if isinstance(reserve, int | float) else math.nan
+        check_reserve(math.nan if isinstance(reserve, bool) else number)
     except ValueError:
         raise TraitError(
             f"c.InstanceSpawner.ec2_bucket_reserve: {reserve!r}; must be a fraction of each "
