@@ -6,8 +6,7 @@ terminated or unknown. Asking about every such worker every round would cost one
 DescribeInstances per 200 of them per round for as long as their users run. So an
 unlisted id EC2 once showed live (claimed, or a member someone untagged by hand) is
 settled, and settled ids are asked about again only every KEYS_RECHECK seconds, all in
-one go. In memory only:
-a restarted keeper settles nothing and checks every id once.
+one go. In memory only: a restarted keeper settles nothing and checks every id once.
 """
 
 from __future__ import annotations
