@@ -19,6 +19,7 @@ from tests.helpers import ApiCalls
 from tests.unit.test_pool_claims import (  # noqa: F401 - a fixture
     Spawners,
     find_all,
+    miss_lookups,
     pool_of,
     spawner_for,
 )
@@ -107,6 +108,24 @@ def test_a_failed_lookup_fails_each_waiter_and_the_next_one_asks_again(
     assert [i.id for i in asyncio.run(fleet.user_workers("ann", ""))] == [mine.id]
 
 
+def stall(
+    ec2: LocalCloudEc2, read: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[threading.Event, threading.Event]:
+    """Make `ec2.<read>` slow: its answer is of when it began (every instance still
+    pending), given once the test sets the second event; the first is set as it begins."""
+    begun, go_on = threading.Event(), threading.Event()
+    real = getattr(ec2, read)
+
+    def slow(*args: Any) -> list[Instance]:
+        found = [replace(i, state="pending") for i in real(*args)]
+        begun.set()
+        assert go_on.wait(10)
+        return found
+
+    monkeypatch.setattr(ec2, read, slow)
+    return begun, go_on
+
+
 def test_a_listing_begun_before_a_watched_read_does_not_undo_it(
     ec2: LocalCloudEc2, spec: WorkerSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -114,17 +133,7 @@ def test_a_listing_begun_before_a_watched_read_does_not_undo_it(
     watched read lands meanwhile: the fleet keeps the fresher state (review 7 L1)."""
     worker = ec2.launch_worker("ann", spec, "t-1")
     fleet = Fleet(ec2, max_age=0)
-    listed = threading.Event()
-    go_on = threading.Event()
-    real = ec2.describe_workers
-
-    def slow_listing(user: str | None = None) -> list[Instance]:
-        found = [replace(i, state="pending") for i in real(user)]  # as of when it began
-        listed.set()
-        assert go_on.wait(10)
-        return found
-
-    monkeypatch.setattr(ec2, "describe_workers", slow_listing)
+    listed, go_on = stall(ec2, "describe_workers", monkeypatch)
 
     async def race() -> None:
         listing = asyncio.ensure_future(fleet.refresh(0))
@@ -159,7 +168,7 @@ def test_a_recorded_instance_the_tag_lookup_misses_is_asked_by_id(
     spawner = spawner_for("ann")
     own = ec2.launch_worker("ann", spec, "t-ann", str(spawner.user_id))
     spawner.instance_id = own.id
-    monkeypatch.setattr(ec2, "users_workers", lambda users: {u: [] for u in users})
+    miss_lookups(ec2, monkeypatch, times=1_000)
     calls.clear()
 
     [got] = find_all([spawner])
@@ -291,7 +300,7 @@ def test_a_recorded_instance_terminated_and_missed_by_the_tags_is_what_a_launch_
     own = ec2.launch_worker("ann", spec, "t-ann", str(spawner.user_id))
     ec2.client.terminate_instances(InstanceIds=[own.id])
     spawner.instance_id = own.id
-    monkeypatch.setattr(ec2, "users_workers", lambda users: {u: [] for u in users})
+    miss_lookups(ec2, monkeypatch, times=1_000)
     calls.clear()
 
     [got] = find_all([spawner])
@@ -307,16 +316,7 @@ def test_a_watched_read_older_than_a_listing_does_not_undo_it(
     the listing's state stays."""
     worker = ec2.launch_worker("ann", spec, "t-1")
     fleet = Fleet(ec2, max_age=0)
-    reading, go_on = threading.Event(), threading.Event()
-    real = ec2.describe
-
-    def slow_read(ids: list[str]) -> list[Instance]:
-        found = [replace(i, state="pending") for i in real(ids)]  # as of when it began
-        reading.set()
-        assert go_on.wait(10)
-        return found
-
-    monkeypatch.setattr(ec2, "describe", slow_read)
+    reading, go_on = stall(ec2, "describe", monkeypatch)
 
     async def race() -> None:
         with fleet.watching(worker.id):

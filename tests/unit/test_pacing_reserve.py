@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -145,6 +146,20 @@ def throttling_ec2() -> Iterator[str]:
         thread.join()
 
 
+def paced_client(pacer: Pacer, endpoint: str) -> Any:
+    """A boto3 EC2 client to `endpoint`, botocore's standard retry, paced by `pacer`."""
+    client = boto3.session.Session().client(
+        "ec2",
+        region_name="us-east-1",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"mode": "standard", "max_attempts": 3}),
+    )
+    pacer.attach(client)
+    return client
+
+
 def test_a_throttled_answer_empties_the_pacers_bucket(throttling_ec2: str) -> None:
     """DescribeInstances is refused once: botocore's retry still gets the answer, and
     the pacer's copy of the bucket is empty less the retry's token, so its next request
@@ -152,15 +167,7 @@ def test_a_throttled_answer_empties_the_pacers_bucket(throttling_ec2: str) -> No
     into another refusal."""
     now = [1000.0]  # botocore's backoff must not refill the bucket meanwhile
     pacer = Pacer(clock=lambda: now[0])
-    client = boto3.session.Session().client(
-        "ec2",
-        region_name="us-east-1",
-        endpoint_url=throttling_ec2,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"mode": "standard", "max_attempts": 3}),
-    )
-    pacer.attach(client)
+    client = paced_client(pacer, throttling_ec2)
     filters = [{"Name": "tag:cloudjhub:cluster", "Values": ["c"]}]
     assert client.describe_instances(Filters=filters)["Reservations"] == []
     assert len(_Ec2.calls) == 2  # botocore retried, as before
@@ -178,15 +185,7 @@ def test_a_pacer_that_cannot_note_a_throttle_leaves_botocores_retry_alone(
     """The shared buckets file fails while EC2 throttles: the call still gets
     botocore's retry and its answer, not the file's error."""
     pacer = Pacer()
-    client = boto3.session.Session().client(
-        "ec2",
-        region_name="us-east-1",
-        endpoint_url=throttling_ec2,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"mode": "standard", "max_attempts": 3}),
-    )
-    pacer.attach(client)
+    client = paced_client(pacer, throttling_ec2)
 
     def broken(*_: object, **__: object) -> None:
         raise OSError(5, "Input/output error", str(tmp_path / "buckets"))

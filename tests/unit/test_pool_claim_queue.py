@@ -19,7 +19,13 @@ from cloudjhub.aws.client import CloudError, Instance
 from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.pool_claims import Claimant, PoolClaims, claim_batch
-from tests.unit.test_pool_claims import Spawners, find_all, pool_of, spawner_for  # noqa: F401 - a fixture
+from tests.unit.test_pool_claims import (  # noqa: F401 - a fixture
+    Spawners,
+    find_all,
+    miss_lookups,
+    pool_of,
+    spawner_for,
+)
 from tests.unit.test_warm_pool import members
 
 
@@ -87,16 +93,7 @@ def test_a_member_reaching_a_server_that_has_a_worker_goes_back_to_the_pool(
     pool = pool_of(ec2, spec, 1)
     spawner = spawner_for("ann")
     own = ec2.launch_worker("ann", spec, "ann-earlier-launch", spawner.user_id)
-    users_workers = ec2.users_workers
-    missed = [False]
-
-    def lagging(users: list[str]) -> dict[str, list[Instance]]:
-        if not missed[0]:  # the spawn's own lookup
-            missed[0] = True
-            return {user: [] for user in users}
-        return users_workers(users)
-
-    monkeypatch.setattr(ec2, "users_workers", lagging)
+    miss_lookups(ec2, monkeypatch)
 
     [got] = find_all([spawner])
 
@@ -116,19 +113,11 @@ def test_a_member_that_cannot_go_back_leaves_the_user_their_worker(
     pool_of(ec2, spec, 1)
     spawner = spawner_for("ann")
     own = ec2.launch_worker("ann", spec, "ann-earlier-launch", spawner.user_id)
-    users_workers = ec2.users_workers
-    missed = [False]
-
-    def lagging(users: list[str]) -> dict[str, list[Instance]]:
-        if not missed[0]:  # the spawn's own lookup
-            missed[0] = True
-            return {user: [] for user in users}
-        return users_workers(users)
+    miss_lookups(ec2, monkeypatch)
 
     def throttled(*_args: Any) -> None:
         raise CloudError("Request limit exceeded.", "RequestLimitExceeded")
 
-    monkeypatch.setattr(ec2, "users_workers", lagging)
     monkeypatch.setattr(ec2, "release_claim", throttled)
 
     [got] = find_all([spawner])

@@ -83,6 +83,21 @@ def pool_of(ec2: LocalCloudEc2, spec: WorkerSpec, size: int) -> list[str]:
     return sorted(Keeper(ec2, spec, constant_target(size, "running")).round().launched)
 
 
+def miss_lookups(ec2: LocalCloudEc2, monkeypatch: pytest.MonkeyPatch, times: int = 1) -> None:
+    """The spawns' shared user lookup finds no one's workers the first `times` times
+    (EC2's tag index lagging a launch or a claim), then sees them again."""
+    users_workers = ec2.users_workers
+    left = [times]
+
+    def lagging(users: list[str]) -> dict[str, list[Instance]]:
+        if left[0] > 0:
+            left[0] -= 1
+            return {user: [] for user in users}
+        return users_workers(users)
+
+    monkeypatch.setattr(ec2, "users_workers", lagging)
+
+
 def find_all(spawners: list[InstanceSpawner]) -> list[Instance | None]:
     """Each spawn's find-or-claim step, all at once (a class at 9:00)."""
 

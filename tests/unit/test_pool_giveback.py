@@ -19,7 +19,12 @@ from cloudjhub.aws.hub import WorkerSpec
 from cloudjhub.aws.local import LocalCloudEc2
 from cloudjhub.spawner import InstanceSpawner
 from cloudjhub.tags import POOL_READY, POOL_TAG, USER_TAG
-from tests.unit.test_pool_claims import Spawners, pool_of, spawner_for  # noqa: F401 - a fixture
+from tests.unit.test_pool_claims import (  # noqa: F401 - a fixture
+    Spawners,
+    miss_lookups,
+    pool_of,
+    spawner_for,
+)
 from tests.unit.test_warm_pool import members, tags_of
 
 # What each give-back's call writes, so only the give-back fails (not the claim):
@@ -55,16 +60,7 @@ def claim_with_a_worker_landing_late(
     """ann has a worker her spawn's first look misses (it landed just after): her
     claim's member must go back. Her worker, as it is."""
     own = ec2.launch_worker("ann", spec, "ann-earlier-launch", spawner.user_id)
-    users_workers = ec2.users_workers
-    missed = [False]
-
-    def lagging(users: list[str]) -> dict[str, list[Instance]]:
-        if not missed[0]:  # the spawn's own lookup
-            missed[0] = True
-            return {user: [] for user in users}
-        return users_workers(users)
-
-    monkeypatch.setattr(ec2, "users_workers", lagging)
+    miss_lookups(ec2, monkeypatch)
     return own
 
 
